@@ -1,0 +1,641 @@
+//! Stage 4, apply: executes a stored plan. Cases first, in batches: each
+//! batch is journaled `executing`, then one CRM transaction re-checks every
+//! case on its current rows and deletes the approved ones children-first,
+//! then the journal and the audit records are written in one state
+//! transaction. Then the objects whose every linked case was deleted.
+//!
+//! Architecture invariant: only `apply` deletes, and only items of a
+//! persisted plan. A crash anywhere is resumed from the journal: an item
+//! journaled `executing` and found gone was deleted by us and is audited.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::audit::{self, NewRecord, pseudonym::Pseudonymizer};
+use crate::config::Config;
+use crate::crm::{CaseNow, CaseRequest, Crm, CrmError, Decision, RecheckInput};
+use crate::evaluate::{self, CompiledPolicy, GraphBuilder, Kept, Verdict};
+use crate::index;
+use crate::model::{EntityKey, EntityRef};
+use crate::plan::{self, PlanError};
+use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, q};
+use crate::store::{DeleteOutcome, TechnicalStore};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("plan {id} trips the mass-delete brake, so nothing was deleted:\n  - {}\nreview it with `lethe plan`; if it is right, run again with --allow-mass-delete", reasons.join("\n  - "))]
+    MassDelete { id: String, reasons: Vec<String> },
+    #[error("plan {id} is as of {as_of}, in the future: a future plan is a preview and cannot be applied")]
+    FuturePlan { id: String, as_of: String },
+    #[error("plan {id} was made with a different config (hash {planned}…, now {now}…); make a new plan")]
+    ConfigChanged { id: String, planned: String, now: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    pub allow_mass_delete: bool,
+    pub wait_for_lock: bool,
+    pub batch_cases: usize,
+    pub batch_objects: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            allow_mass_delete: false,
+            wait_for_lock: false,
+            batch_cases: 500,
+            batch_objects: 500,
+        }
+    }
+}
+
+/// What an apply did; items are named only by pseudonym.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ApplyReport {
+    pub plan_id: String,
+    pub already_applied: bool,
+    pub cases_done: u64,
+    pub cases_skipped: u64,
+    pub cases_failed: u64,
+    pub entities_deleted: HashMap<String, u64>,
+    pub entities_already_gone: u64,
+    pub objects_deleted: u64,
+    pub objects_already_gone: u64,
+    pub objects_skipped: u64,
+    pub objects_failed: u64,
+    pub bytes_freed: u64,
+    /// reason → count
+    pub skipped_reasons: HashMap<String, u64>,
+    /// (pseudonymous item, reason)
+    pub failures: Vec<(String, String)>,
+    pub crm_notes: Vec<String>,
+    pub audit_head: Option<String>,
+    pub seconds: f64,
+}
+
+impl ApplyReport {
+    pub fn failed(&self) -> bool {
+        self.cases_failed > 0 || self.objects_failed > 0
+    }
+}
+
+/// Progress callback: (phase, done, total).
+pub type Progress<'a> = &'a (dyn Fn(&str, u64, u64) + Sync);
+
+pub async fn apply(
+    config: &Config,
+    crm: &dyn Crm,
+    store: &dyn TechnicalStore,
+    state: &StateStore,
+    plan_id: Option<&str>,
+    options: &ApplyOptions,
+    progress: Progress<'_>,
+) -> Result<ApplyReport, ApplyError> {
+    let started = std::time::Instant::now();
+    let _lock = state.lock_apply(options.wait_for_lock)?;
+    let stored = plan::load(state, plan_id).await?;
+    let mut report = ApplyReport {
+        plan_id: stored.id.clone(),
+        ..Default::default()
+    };
+    if stored.status == "applied" {
+        report.already_applied = true;
+        return Ok(report);
+    }
+    if stored.as_of > jiff::Timestamp::now().as_second() + 60 {
+        return Err(ApplyError::FuturePlan {
+            id: stored.id,
+            as_of: stored.summary.as_of,
+        });
+    }
+    if stored.summary.config_hash != config.hash {
+        return Err(ApplyError::ConfigChanged {
+            id: stored.id,
+            planned: stored.summary.config_hash[..12.min(stored.summary.config_hash.len())].to_string(),
+            now: config.hash[..12].to_string(),
+        });
+    }
+    if !stored.brake.is_empty() && !options.allow_mass_delete {
+        return Err(ApplyError::MassDelete {
+            id: stored.id,
+            reasons: stored.brake,
+        });
+    }
+    sqlx::query("UPDATE plans SET status = 'applying' WHERE id = ?")
+        .bind(&stored.id)
+        .execute(state.pool())
+        .await
+        .map_err(q("marking the plan"))?;
+
+    let pseudo = Pseudonymizer::new(config.audit_key.clone());
+    let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
+    let conditions = plan::conditions(config);
+    let policies: Vec<CompiledPolicy> = config
+        .policies
+        .iter()
+        .map(|p| CompiledPolicy::compile(p, &types, &conditions).ok_or_else(|| PlanError::Policy(p.name.clone())))
+        .collect::<Result<_, _>>()?;
+    let ctx = Ctx {
+        config,
+        state,
+        pseudo: &pseudo,
+        types: &types,
+        policies: &policies,
+        conditions: &conditions,
+        plan_id: &stored.id,
+        as_of: stored.as_of,
+    };
+
+    let total_cases: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_cases WHERE plan_id = ?")
+        .bind(&stored.id)
+        .fetch_one(state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+    let mut done_cases = 0u64;
+    loop {
+        let batch = sqlx::query(
+            "SELECT case_id, policy, root_type, root_key, root_kind, status FROM plan_cases
+             WHERE plan_id = ? AND status IN ('planned', 'executing') ORDER BY case_id LIMIT ?",
+        )
+        .bind(&stored.id)
+        .bind(options.batch_cases as i64)
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+        if batch.is_empty() {
+            break;
+        }
+        let cases: Vec<PlannedCase> = batch
+            .iter()
+            .map(|r| PlannedCase {
+                case_id: r.get::<i64, _>(0) as u64,
+                policy: r.get(1),
+                root_type: r.get(2),
+                root_key: EntityKey::from_stored(r.get::<String, _>(4).as_str(), r.get::<String, _>(3).as_str())
+                    .unwrap_or(EntityKey::Text(r.get(3))),
+                resumed: r.get::<String, _>(5) == "executing",
+            })
+            .collect();
+        ctx.case_batch(crm, &cases, &mut report).await?;
+        done_cases += cases.len() as u64;
+        progress("cases", done_cases, total_cases as u64);
+    }
+
+    let total_objects: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE plan_id = ?")
+        .bind(&stored.id)
+        .fetch_one(state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+    let mut done_objects = 0u64;
+    let mut after_item = -1i64;
+    loop {
+        let batch = sqlx::query(
+            "SELECT item, key, size, fate, policy, links, status FROM plan_objects
+             WHERE plan_id = ? AND item > ? AND status IN ('planned', 'executing') ORDER BY item LIMIT ?",
+        )
+        .bind(&stored.id)
+        .bind(after_item)
+        .bind(options.batch_objects as i64)
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+        if batch.is_empty() {
+            break;
+        }
+        let objects: Vec<PlannedObject> = batch
+            .iter()
+            .map(|r| PlannedObject {
+                item: r.get(0),
+                key: r.get(1),
+                size: r.get(2),
+                fate: r.get(3),
+                policy: r.get(4),
+                links: r.get(5),
+                resumed: r.get::<String, _>(6) == "executing",
+            })
+            .collect();
+        after_item = objects.last().map(|o| o.item).unwrap_or(after_item);
+        ctx.object_batch(crm, store, &objects, &mut report).await?;
+        done_objects += objects.len() as u64;
+        progress("objects", done_objects, total_objects as u64);
+    }
+
+    report.crm_notes = crm.after_apply().await.unwrap_or_else(|e| vec![format!("after apply: {e}")]);
+    let head = state.meta_get("audit.head").await?;
+    report.audit_head = head.as_ref().and_then(|h| h.split(':').nth(1)).map(str::to_string);
+    let status = if report.failed() { "partial" } else { "applied" };
+    sqlx::query("UPDATE plans SET status = ?, audit_head = ? WHERE id = ?")
+        .bind(status)
+        .bind(&report.audit_head)
+        .bind(&stored.id)
+        .execute(state.pool())
+        .await
+        .map_err(q("marking the plan"))?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+struct PlannedCase {
+    case_id: u64,
+    policy: String,
+    root_type: String,
+    root_key: EntityKey,
+    resumed: bool,
+}
+
+struct PlannedObject {
+    item: i64,
+    key: String,
+    size: i64,
+    fate: String,
+    policy: String,
+    links: String,
+    resumed: bool,
+}
+
+struct Ctx<'a> {
+    config: &'a Config,
+    state: &'a StateStore,
+    pseudo: &'a Pseudonymizer,
+    types: &'a [String],
+    policies: &'a [CompiledPolicy],
+    conditions: &'a [crate::config::KeepRule],
+    plan_id: &'a str,
+    as_of: i64,
+}
+
+impl Ctx<'_> {
+    fn type_index(&self, name: &str) -> Option<u16> {
+        self.types.iter().position(|t| t == name).map(|i| i as u16)
+    }
+
+    async fn case_batch(&self, crm: &dyn Crm, cases: &[PlannedCase], report: &mut ApplyReport) -> Result<(), ApplyError> {
+        let ids: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
+        let id_list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        // The planned entities of these cases.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT case_id, entity_type, entity_key FROM plan_entities WHERE plan_id = ? AND case_id IN ({id_list})"
+        )))
+        .bind(self.plan_id)
+        .fetch_all(self.state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+        let mut planned: HashMap<u64, HashSet<(String, String)>> = HashMap::new();
+        for r in &rows {
+            planned
+                .entry(r.get::<i64, _>(0) as u64)
+                .or_default()
+                .insert((r.get(1), r.get(2)));
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE plan_cases SET status = 'executing', attempts = attempts + 1 WHERE plan_id = ? AND case_id IN ({id_list})"
+        )))
+        .bind(self.plan_id)
+        .execute(self.state.pool())
+        .await
+        .map_err(q("journaling"))?;
+
+        let holds = self.state.holds().await?;
+        let held: HashSet<(String, String)> = holds
+            .iter()
+            .filter(|h| h.kind == HoldKind::Entity)
+            .filter_map(|h| EntityRef::parse(&h.target).ok())
+            .map(|r| (r.entity_type, r.key))
+            .collect();
+        let policy_of: HashMap<u64, usize> = cases
+            .iter()
+            .map(|c| (c.case_id, self.policies.iter().position(|p| p.name == c.policy).unwrap_or(0)))
+            .collect();
+        let mut requests = Vec::new();
+        for c in cases {
+            let Some(ty) = self.type_index(&c.root_type) else { continue };
+            requests.push(CaseRequest {
+                case_id: c.case_id,
+                root_ty: ty,
+                root_key: c.root_key.clone(),
+            });
+        }
+        let input = RecheckInput {
+            entities: self.config.entities.clone(),
+            conditions: self.conditions.to_vec(),
+            cases: requests,
+        };
+        let decide = |now: &CaseNow| -> Decision {
+            let empty = HashSet::new();
+            let mine = planned.get(&now.case_id).unwrap_or(&empty);
+            self.judge_now(now, mine, &held)
+        };
+        let outcome = match crm.delete_cases(&input, &decide).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail_cases(cases, &e, report).await?;
+                return Ok(());
+            }
+        };
+
+        // Journal + audit in one state transaction.
+        let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
+        let mut records = Vec::new();
+        let deleted: HashMap<u64, &Vec<(u16, EntityKey)>> = outcome.deleted.iter().map(|(c, r)| (*c, r)).collect();
+        for (case_id, decision) in &outcome.cases {
+            let case = cases.iter().find(|c| c.case_id == *case_id);
+            let resumed = case.is_some_and(|c| c.resumed);
+            let policy = &self.policies[policy_of.get(case_id).copied().unwrap_or(0)];
+            match decision {
+                Decision::Delete(_) => {
+                    let rows: HashSet<(String, String)> = deleted
+                        .get(case_id)
+                        .map(|v| v.iter().map(|(t, k)| (self.types[*t as usize].clone(), k.canonical())).collect())
+                        .unwrap_or_default();
+                    let empty = HashSet::new();
+                    for (ty, key) in planned.get(case_id).unwrap_or(&empty) {
+                        // Found gone: deleted by us if the journal showed our
+                        // intent (a resumed batch), else by someone else.
+                        let by_us = rows.contains(&(ty.clone(), key.clone())) || resumed;
+                        let status = if by_us { "deleted" } else { "gone" };
+                        sqlx::query("UPDATE plan_entities SET status = ? WHERE plan_id = ? AND entity_type = ? AND entity_key = ?")
+                            .bind(status)
+                            .bind(self.plan_id)
+                            .bind(ty)
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q("journaling"))?;
+                        if by_us {
+                            *report.entities_deleted.entry(ty.clone()).or_default() += 1;
+                            records.push(NewRecord {
+                                plan_id: self.plan_id.to_string(),
+                                policy: Some(policy.name.clone()),
+                                basis: Some(policy.basis.clone()),
+                                action: "delete-entity",
+                                entity_type: Some(ty.clone()),
+                                pseudonym: self.pseudo.entity(ty, key),
+                                bytes: None,
+                            });
+                        } else {
+                            report.entities_already_gone += 1;
+                        }
+                    }
+                    sqlx::query("UPDATE plan_cases SET status = 'done', reason = NULL WHERE plan_id = ? AND case_id = ?")
+                        .bind(self.plan_id)
+                        .bind(*case_id as i64)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("journaling"))?;
+                    report.cases_done += 1;
+                }
+                Decision::Skip(reason) => {
+                    sqlx::query("UPDATE plan_cases SET status = 'skipped', reason = ? WHERE plan_id = ? AND case_id = ?")
+                        .bind(reason)
+                        .bind(self.plan_id)
+                        .bind(*case_id as i64)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("journaling"))?;
+                    sqlx::query("UPDATE plan_entities SET status = 'skipped' WHERE plan_id = ? AND case_id = ?")
+                        .bind(self.plan_id)
+                        .bind(*case_id as i64)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("journaling"))?;
+                    report.cases_skipped += 1;
+                    *report.skipped_reasons.entry(reason.clone()).or_default() += 1;
+                }
+            }
+        }
+        audit::append(&mut tx, records).await?;
+        tx.commit().await.map_err(q("journaling"))?;
+        Ok(())
+    }
+
+    /// The apply-time judgement of one case: the same evaluation as the
+    /// plan's, run on the case's rows as they are now, inside the deleting
+    /// transaction.
+    fn judge_now(&self, now: &CaseNow, planned: &HashSet<(String, String)>, held: &HashSet<(String, String)>) -> Decision {
+        if now.entities.is_empty() {
+            return Decision::Delete(Vec::new());
+        }
+        for e in &now.entities {
+            if !planned.contains(&(self.types[e.ty as usize].clone(), e.key.canonical())) {
+                return Decision::Skip("changed since plan: the case has an entity the plan does not".into());
+            }
+        }
+        let mut entities: Vec<&crate::crm::EntityNow> = now.entities.iter().collect();
+        entities.sort_by_key(|e| e.ty);
+        let mut builder = GraphBuilder::new(self.types.to_vec());
+        for e in &entities {
+            let parent_types = self.config.entities[e.ty as usize]
+                .parents
+                .iter()
+                .map(|(p, _)| self.types.iter().position(|t| t == p).unwrap_or(0) as u16);
+            let parents: Vec<(u16, Option<EntityKey>)> = parent_types.zip(e.parents.iter().cloned()).collect();
+            if let Some(id) = builder.add(e.ty, e.key.clone(), e.clock, &parents) {
+                let node = builder.node_mut(id);
+                node.keep_bits = e.keep_bits;
+                node.held = held.contains(&(self.types[e.ty as usize].clone(), e.key.canonical()));
+            }
+        }
+        let graph = builder.finish();
+        let eval = evaluate::evaluate(&graph, self.policies, self.as_of);
+        let root = graph.resolve_key(now.root_ty, &now.root_key);
+        let all_go = (0..graph.len()).all(|i| eval.is_deleted(i as u32));
+        match root {
+            Some(r) if eval.is_deleted(r) && all_go => {
+                Decision::Delete(now.entities.iter().map(|e| (e.ty, e.key.clone())).collect())
+            }
+            Some(r) => {
+                let why = evaluate::cases_containing(&graph, self.policies, r, self.as_of)
+                    .into_iter()
+                    .find_map(|(_, n, _, v)| match v {
+                        Verdict::Kept(k) if n == r => Some(k),
+                        _ => None,
+                    });
+                match why {
+                    Some(Kept::Young { .. }) | None => Decision::Skip("changed since plan: touched, no longer due".into()),
+                    Some(k) => Decision::Skip(format!("changed since plan: {}", k.label())),
+                }
+            }
+            None => Decision::Delete(Vec::new()),
+        }
+    }
+
+    async fn fail_cases(&self, cases: &[PlannedCase], e: &CrmError, report: &mut ApplyReport) -> Result<(), ApplyError> {
+        let reason = e.to_string();
+        for c in cases {
+            sqlx::query("UPDATE plan_cases SET status = 'failed', reason = ? WHERE plan_id = ? AND case_id = ?")
+                .bind(&reason)
+                .bind(self.plan_id)
+                .bind(c.case_id as i64)
+                .execute(self.state.pool())
+                .await
+                .map_err(q("journaling"))?;
+            report.cases_failed += 1;
+            report
+                .failures
+                .push((self.pseudo.show_entity(&c.root_type, &c.root_key.canonical()), reason.clone()));
+        }
+        Ok(())
+    }
+
+    async fn object_batch(
+        &self,
+        crm: &dyn Crm,
+        store: &dyn TechnicalStore,
+        objects: &[PlannedObject],
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let holds = ObjectHolds::from_holds(&self.state.holds().await?);
+        // Decide per object, then journal intent for the ones going ahead.
+        let mut go = Vec::new();
+        let mut skips: Vec<(&PlannedObject, String)> = Vec::new();
+        for o in objects {
+            if holds.holds(&o.key) {
+                skips.push((o, "changed since plan: on hold".into()));
+                continue;
+            }
+            let Some(links) = index::links_now(self.state, &o.key).await? else {
+                // Left the index (gone from the store at the last index run).
+                go.push(o);
+                continue;
+            };
+            if index::links_digest(&links) != o.links {
+                skips.push((o, "changed since plan: its links changed".into()));
+                continue;
+            }
+            match self.links_still_deleted(crm, &links).await {
+                Ok(None) => go.push(o),
+                Ok(Some(reason)) => skips.push((o, reason)),
+                Err(e) => skips.push((o, format!("could not re-check its links: {e}"))),
+            }
+        }
+        let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
+        for (o, reason) in &skips {
+            sqlx::query("UPDATE plan_objects SET status = 'skipped', reason = ? WHERE plan_id = ? AND item = ?")
+                .bind(reason)
+                .bind(self.plan_id)
+                .bind(o.item)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("journaling"))?;
+            report.objects_skipped += 1;
+            *report.skipped_reasons.entry(reason.clone()).or_default() += 1;
+        }
+        for o in &go {
+            sqlx::query("UPDATE plan_objects SET status = 'executing', attempts = attempts + 1 WHERE plan_id = ? AND item = ?")
+                .bind(self.plan_id)
+                .bind(o.item)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("journaling"))?;
+        }
+        tx.commit().await.map_err(q("journaling"))?;
+
+        let mut results = Vec::new();
+        for o in &go {
+            results.push((o, store.delete(&o.key).await));
+        }
+        let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
+        let mut records = Vec::new();
+        for (o, result) in results {
+            let (status, reason) = match result {
+                Ok(DeleteOutcome::Deleted) => ("deleted", None),
+                Ok(DeleteOutcome::AlreadyGone) if o.resumed => ("deleted", None),
+                Ok(DeleteOutcome::AlreadyGone) => ("gone", None),
+                Err(e) => ("failed", Some(e.to_string())),
+            };
+            sqlx::query("UPDATE plan_objects SET status = ?, reason = ? WHERE plan_id = ? AND item = ?")
+                .bind(status)
+                .bind(&reason)
+                .bind(self.plan_id)
+                .bind(o.item)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("journaling"))?;
+            if status == "deleted" || status == "gone" {
+                sqlx::query("DELETE FROM objects WHERE key = ?")
+                    .bind(&o.key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("updating the index"))?;
+            }
+            match status {
+                "deleted" => {
+                    report.objects_deleted += 1;
+                    report.bytes_freed += o.size as u64;
+                    let basis = if o.fate == "orphan" {
+                        format!("technical.orphans.retain = {}", self.config.orphans_retain.text())
+                    } else {
+                        self.policies
+                            .iter()
+                            .find(|p| p.name == o.policy)
+                            .map(|p| p.basis.clone())
+                            .unwrap_or_default()
+                    };
+                    records.push(NewRecord {
+                        plan_id: self.plan_id.to_string(),
+                        policy: Some(o.policy.clone()),
+                        basis: Some(basis),
+                        action: "delete-object",
+                        entity_type: None,
+                        pseudonym: self.pseudo.object(&o.key),
+                        bytes: Some(o.size),
+                    });
+                }
+                "gone" => report.objects_already_gone += 1,
+                _ => {
+                    report.objects_failed += 1;
+                    report
+                        .failures
+                        .push((self.pseudo.show_object(&o.key), reason.unwrap_or_default()));
+                }
+            }
+        }
+        audit::append(&mut tx, records).await?;
+        tx.commit().await.map_err(q("journaling"))?;
+        Ok(())
+    }
+
+    /// `None` when every link still points at an entity this plan deleted
+    /// (or one absent from the CRM); otherwise why the object must stay.
+    async fn links_still_deleted(&self, crm: &dyn Crm, links: &[(String, String)]) -> Result<Option<String>, ApplyError> {
+        let mut absent_check: HashMap<String, Vec<EntityKey>> = HashMap::new();
+        for (ty, key) in links {
+            let status: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM plan_entities WHERE plan_id = ? AND entity_type = ? AND entity_key = ?",
+            )
+            .bind(self.plan_id)
+            .bind(ty)
+            .bind(key)
+            .fetch_optional(self.state.pool())
+            .await
+            .map_err(q("reading the journal"))?;
+            match status.as_deref() {
+                Some("deleted") | Some("gone") => {}
+                Some(_) => return Ok(Some("changed since plan: a linked case was kept".into())),
+                None => {
+                    let k = key.parse::<i64>().ok().filter(|i| i.to_string() == *key).map(EntityKey::Int);
+                    let entry = absent_check.entry(ty.clone()).or_default();
+                    entry.push(EntityKey::Text(key.clone()));
+                    entry.extend(k);
+                }
+            }
+        }
+        for (ty, keys) in absent_check {
+            let Some(et) = self.config.entity(&ty) else { continue };
+            let found = crm.existing(et, &keys).await.map_err(PlanError::from)?;
+            if !found.is_empty() {
+                return Ok(Some("changed since plan: a linked entity exists in the CRM".into()));
+            }
+        }
+        Ok(None)
+    }
+}
+

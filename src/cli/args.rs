@@ -1,0 +1,177 @@
+//! The command line, as clap definitions. `--help` is generated from these
+//! doc comments, so they are written to teach.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// lethe: GDPR retention and erasure for CRM data and the technical data
+/// behind it.
+///
+/// The pipeline: `index` links payload files to entities, `plan` decides what
+/// is due (a dry run, stored for review), `apply` executes a stored plan,
+/// `sweep` does all three. Exit codes: 0 done, 1 failed, 2 bad config or
+/// usage, 3 finished with some items failed (each named).
+#[derive(Debug, Parser)]
+#[command(name = "lethe", version, max_term_width = 100)]
+pub struct Cli {
+    /// The config file; relative paths in it resolve against its folder.
+    #[arg(short, long, global = true, default_value = "lethe.toml", env = "LETHE_CONFIG")]
+    pub config: PathBuf,
+
+    /// Output format: text for people, json for scripts (one JSON document on
+    /// stdout). `audit export` also takes jsonl and csv.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a sample CRM, technical store and config, then plan and apply.
+    ///
+    /// Writes DIR/crm.db (SQLite), DIR/technical/ (JSON, XML, CSV payloads),
+    /// DIR/lethe.toml (commented) and DIR/lethe-state.db, then runs index,
+    /// plan, apply and verify and prints the report. Afterwards try
+    /// `lethe -c DIR/lethe.toml explain lead:1`.
+    Demo(DemoArgs),
+    /// Validate the config, then reach every store it names.
+    Check(CheckArgs),
+    /// List the technical store and (re)build the link index; incremental.
+    Index,
+    /// Dry run: decide what goes and what stays, and why; store the plan.
+    ///
+    /// Nothing is deleted. The plan is stored with an id for `lethe apply`.
+    Plan(PlanArgs),
+    /// Execute a stored plan (default: the latest).
+    ///
+    /// Each case is re-checked inside the deleting transaction: a case that
+    /// gained a contract, a hold or new activity since the plan is skipped
+    /// and reported. Applying a finished plan again does nothing.
+    Apply(ApplyArgs),
+    /// index + plan + apply + verify: the scheduled job.
+    Sweep(SweepArgs),
+    /// Why an entity is kept, or when it becomes due.
+    Explain(ExplainArgs),
+    /// Legal holds: on an entity (`lead:4711`), an object (`object:KEY`) or
+    /// every object under a prefix (`prefix:inbound/4711/`).
+    #[command(subcommand)]
+    Hold(HoldCommand),
+    /// The audit log: verify the chain, export it, look an entity up.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where to build the demo (created; must be empty or an earlier demo).
+    #[arg(long, default_value = "lethe-demo")]
+    pub dir: PathBuf,
+    /// How many leads to generate.
+    #[arg(long, default_value_t = 3000)]
+    pub leads: u64,
+    /// Seed of the generator, for reproducible demos.
+    #[arg(long, default_value_t = 4711)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Only validate the file; do not reach the CRM, store or state.
+    #[arg(long)]
+    pub no_environment: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The evaluation instant: RFC 3339 (2026-06-30T00:00:00Z) or a date
+    /// (2026-06-30, midnight UTC). Default: now. Every age in the plan is
+    /// measured at this instant.
+    #[arg(long, value_parser = parse_as_of)]
+    pub as_of: Option<jiff::Timestamp>,
+    /// List the stored plans instead of making one.
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The plan to apply; default: the latest.
+    pub plan_id: Option<String>,
+    /// Apply even though the plan trips the mass-delete brake.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Wait for another running apply instead of refusing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The evaluation instant (see `plan --as-of`); default now.
+    #[arg(long, value_parser = parse_as_of)]
+    pub as_of: Option<jiff::Timestamp>,
+    /// Apply even though the plan trips the mass-delete brake.
+    #[arg(long)]
+    pub allow_mass_delete: bool,
+    /// Wait for another running apply instead of refusing.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The entity, as type:key (e.g. lead:4711).
+    pub entity: String,
+    /// The evaluation instant (see `plan --as-of`); default now.
+    #[arg(long, value_parser = parse_as_of)]
+    pub as_of: Option<jiff::Timestamp>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCommand {
+    /// Put a hold on an entity, object or prefix.
+    Add {
+        /// lead:4711, object:KEY or prefix:PATH/
+        target: String,
+        /// Why (a case number, not personal data).
+        #[arg(long)]
+        reason: String,
+        /// Who; default $USER.
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Lift a hold.
+    Rm {
+        /// As given to `hold add`.
+        target: String,
+    },
+    /// List the holds.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and compare the journal with the audit log.
+    Verify,
+    /// Every record, one per line (`--format jsonl` or `--format csv`).
+    Export,
+    /// The records of one entity (`lead:4711`) or object (`object:KEY`).
+    Lookup {
+        target: String,
+    },
+}
+
+fn parse_as_of(s: &str) -> Result<jiff::Timestamp, String> {
+    crate::model::parse_as_of(s)
+}

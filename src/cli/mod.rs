@@ -1,0 +1,537 @@
+//! The binary's edge: parses arguments, runs a command, renders its result
+//! as text or JSON, and maps the outcome to the documented exit codes.
+
+pub mod args;
+pub(crate) mod render;
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use crate::apply::{self, ApplyOptions};
+use crate::audit::{self, pseudonym::Pseudonymizer};
+use crate::config::{self, Config, ConfigError};
+use crate::evaluate;
+use crate::model::EntityRef;
+use crate::state::{HoldKind, StateStore};
+use crate::{crm, index, plan, store, verify};
+use args::{AuditCommand, Cli, Command, Format, HoldCommand};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_PARTIAL: i32 = 3;
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lethe: cannot start the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = if e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some()) {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            };
+            eprintln!("lethe: {e:#}");
+            code
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`lethe … | head`) is not an error.
+pub(crate) fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(EXIT_OK);
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+}
+
+/// A progress bar on a terminal in text mode; nothing otherwise.
+pub(crate) struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    pub(crate) fn new(format: Format) -> Progress {
+        let on = format == Format::Text && std::io::stderr().is_terminal();
+        Progress {
+            bar: on.then(|| {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {prefix:>10} {pos}/{len} {wide_bar} {elapsed}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.enable_steady_tick(std::time::Duration::from_millis(200));
+                bar
+            }),
+        }
+    }
+
+    pub(crate) fn set(&self, phase: &str, done: u64, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_prefix(phase.to_string());
+            b.set_length(total.max(done));
+            b.set_position(done);
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    let mut c = config::load(path)?;
+    c.file = path.to_path_buf();
+    Ok(c)
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let format = cli.format;
+    if matches!(format, Format::Jsonl | Format::Csv) && !matches!(cli.command, Command::Audit(AuditCommand::Export)) {
+        bail!(ConfigError::Invalid {
+            file: "(command line)".into(),
+            problems: vec![config::Problem {
+                line: 0,
+                column: 0,
+                key: "--format".into(),
+                message: "jsonl and csv are for `audit export`; use text or json".into(),
+            }],
+        });
+    }
+    match cli.command {
+        Command::Demo(a) => crate::demo::run(&a, format).await,
+        Command::Check(a) => check(&cli.config, a.no_environment, format).await,
+        Command::Index => {
+            let config = load_config(&cli.config)?;
+            let summary = run_index(&config, format).await?;
+            out(&match format {
+                Format::Text => render::index(&summary),
+                _ => json(&summary),
+            });
+            Ok(EXIT_OK)
+        }
+        Command::Plan(a) => {
+            let config = load_config(&cli.config)?;
+            let state = StateStore::open(&config).await?;
+            if a.list {
+                let plans = plan::list(&state).await?;
+                out(&match format {
+                    Format::Text => render::plan_list(&plans),
+                    _ => json(&plans),
+                });
+                return Ok(EXIT_OK);
+            }
+            let crm = crm::connect(&config).await?;
+            let summary = make_plan(&config, crm.as_ref(), &state, a.as_of, format).await?;
+            out(&match format {
+                Format::Text => render::plan(&summary, true),
+                _ => json(&summary),
+            });
+            Ok(EXIT_OK)
+        }
+        Command::Apply(a) => {
+            let config = load_config(&cli.config)?;
+            let state = StateStore::open(&config).await?;
+            let crm = crm::connect(&config).await?;
+            let store = store::open(&config)?;
+            let options = ApplyOptions {
+                allow_mass_delete: a.allow_mass_delete,
+                wait_for_lock: a.wait,
+                ..Default::default()
+            };
+            let (report, verified) =
+                run_apply(&config, crm.as_ref(), store.as_ref(), &state, a.plan_id.as_deref(), &options, format).await?;
+            out(&match format {
+                Format::Text => render::apply(&report, verified.as_ref()),
+                _ => json(&serde_json::json!({ "apply": report, "verify": verified })),
+            });
+            Ok(apply_exit(&report, verified.as_ref()))
+        }
+        Command::Sweep(a) => {
+            let config = load_config(&cli.config)?;
+            let state = StateStore::open(&config).await?;
+            let crm = crm::connect(&config).await?;
+            let store = store::open(&config)?;
+            let indexed = index_with(&config, store.as_ref(), &state, format).await?;
+            let summary = make_plan(&config, crm.as_ref(), &state, a.as_of, format).await?;
+            let options = ApplyOptions {
+                allow_mass_delete: a.allow_mass_delete,
+                wait_for_lock: a.wait,
+                ..Default::default()
+            };
+            let (report, verified) =
+                run_apply(&config, crm.as_ref(), store.as_ref(), &state, Some(&summary.id), &options, format).await?;
+            out(&match format {
+                Format::Text => format!(
+                    "{}\n{}\n{}",
+                    render::index(&indexed),
+                    render::plan(&summary, false),
+                    render::apply(&report, verified.as_ref())
+                ),
+                _ => json(&serde_json::json!({ "index": indexed, "plan": summary, "apply": report, "verify": verified })),
+            });
+            Ok(apply_exit(&report, verified.as_ref()))
+        }
+        Command::Explain(a) => explain(&cli.config, &a.entity, a.as_of, format).await,
+        Command::Hold(h) => hold(&cli.config, h, format).await,
+        Command::Audit(a) => audit_cmd(&cli.config, a, format).await,
+    }
+}
+
+fn apply_exit(report: &apply::ApplyReport, verified: Option<&verify::VerifyReport>) -> i32 {
+    if report.failed() || verified.is_some_and(|v| !v.ok()) {
+        EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    }
+}
+
+pub(crate) async fn run_index(config: &Config, format: Format) -> Result<index::IndexSummary> {
+    let state = StateStore::open(config).await?;
+    let store = store::open(config)?;
+    index_with(config, store.as_ref(), &state, format).await
+}
+
+async fn index_with(
+    config: &Config,
+    store: &dyn store::TechnicalStore,
+    state: &StateStore,
+    format: Format,
+) -> Result<index::IndexSummary> {
+    let progress = Progress::new(format);
+    let r = index::run(config, store, state, &|d, t| progress.set("index", d, t))
+        .await
+        .context("index failed; the link index is unchanged")?;
+    progress.finish();
+    Ok(r)
+}
+
+pub(crate) async fn make_plan(
+    config: &Config,
+    crm: &dyn crm::Crm,
+    state: &StateStore,
+    as_of: Option<jiff::Timestamp>,
+    format: Format,
+) -> Result<plan::PlanSummary> {
+    let progress = Progress::new(format);
+    let as_of = as_of.unwrap_or_else(now_seconds);
+    let s = plan::make_plan(config, crm, state, as_of, &|phase, n| progress.set(phase, n, n))
+        .await
+        .context("plan failed; nothing was stored or deleted")?;
+    progress.finish();
+    Ok(s)
+}
+
+pub(crate) async fn run_apply(
+    config: &Config,
+    crm: &dyn crm::Crm,
+    store: &dyn store::TechnicalStore,
+    state: &StateStore,
+    plan_id: Option<&str>,
+    options: &ApplyOptions,
+    format: Format,
+) -> Result<(apply::ApplyReport, Option<verify::VerifyReport>)> {
+    let progress = Progress::new(format);
+    let report = apply::apply(config, crm, store, state, plan_id, options, &|p, d, t| progress.set(p, d, t)).await?;
+    progress.finish();
+    let verified = if report.already_applied {
+        None
+    } else {
+        Some(
+            verify::verify(config, crm, store, state, &report.plan_id)
+                .await
+                .context("verify after apply failed")?,
+        )
+    };
+    Ok((report, verified))
+}
+
+async fn check(path: &Path, no_environment: bool, format: Format) -> Result<i32> {
+    let config = load_config(path)?;
+    let mut lines = vec![format!(
+        "config {}: valid ({} entity types, {} link rules, {} policies)",
+        path.display(),
+        config.entities.len(),
+        config.links.len(),
+        config.policies.len()
+    )];
+    let mut ok = true;
+    if !no_environment {
+        match crm::connect(&config).await {
+            Ok(c) => match c.check(&config.entities).await {
+                Ok(()) => lines.push(format!("crm ({}): every table and column readable", c.kind())),
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!("crm: {e}"));
+                }
+            },
+            Err(e) => {
+                ok = false;
+                lines.push(format!("crm: {e}"));
+            }
+        }
+        match store::open(&config) {
+            Ok(s) => match s.check().await {
+                Ok(notes) => lines.extend(notes),
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!("technical store: {e}"));
+                }
+            },
+            Err(e) => {
+                ok = false;
+                lines.push(format!("technical store: {e}"));
+            }
+        }
+        match StateStore::open(&config).await {
+            Ok(s) => {
+                let holds = s.holds().await?.len();
+                lines.push(format!("state store: reachable, {holds} holds"));
+            }
+            Err(e) => {
+                ok = false;
+                lines.push(format!("state store: {e}"));
+            }
+        }
+    }
+    out(&match format {
+        Format::Text => lines.join("\n") + "\n",
+        _ => json(&serde_json::json!({ "ok": ok, "checks": lines })),
+    });
+    Ok(if ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+async fn explain(path: &Path, entity: &str, as_of: Option<jiff::Timestamp>, format: Format) -> Result<i32> {
+    let config = load_config(path)?;
+    let r = EntityRef::parse(entity).map_err(|e| usage("ENTITY", e.to_string()))?;
+    if config.entity(&r.entity_type).is_none() {
+        return Err(usage(
+            "ENTITY",
+            format!(
+                "`{}` is not an entity type of this config ({})",
+                r.entity_type,
+                config.entities.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    let state = StateStore::open(&config).await?;
+    let crm = crm::connect(&config).await?;
+    let world = plan::load_world(&config, crm.as_ref(), &state, &|_, _| {}).await?;
+    let as_of = as_of.unwrap_or_else(now_seconds).as_second();
+    let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
+        out(&match format {
+            Format::Text => format!("{entity}: not in the CRM (nothing to explain; linked objects are orphans)\n"),
+            _ => json(&serde_json::json!({ "entity": entity, "exists": false })),
+        });
+        return Ok(EXIT_OK);
+    };
+    let cases = evaluate::cases_containing(&world.graph, &world.policies, id, as_of);
+    let eval = evaluate::evaluate(&world.graph, &world.policies, as_of);
+    out(&match format {
+        Format::Text => render::explain(entity, &Pseudonymizer::new(config.audit_key.clone()), &world, &cases, eval.is_deleted(id), as_of),
+        _ => render::explain_json(entity, &world, &cases, eval.is_deleted(id)),
+    });
+    Ok(EXIT_OK)
+}
+
+fn usage(key: &str, message: String) -> anyhow::Error {
+    anyhow::Error::new(ConfigError::Invalid {
+        file: "(command line)".into(),
+        problems: vec![config::Problem {
+            line: 0,
+            column: 0,
+            key: key.into(),
+            message,
+        }],
+    })
+}
+
+fn parse_hold_target(config: &Config, target: &str) -> Result<(HoldKind, String)> {
+    if let Some(k) = target.strip_prefix("object:") {
+        store::validate_key(k).map_err(|e| usage("TARGET", e.to_string()))?;
+        return Ok((HoldKind::Object, k.to_string()));
+    }
+    if let Some(p) = target.strip_prefix("prefix:") {
+        if p.is_empty() {
+            return Err(usage("TARGET", "an empty prefix would hold every object; name one".into()));
+        }
+        return Ok((HoldKind::Prefix, p.to_string()));
+    }
+    let r = EntityRef::parse(target).map_err(|e| usage("TARGET", e.to_string()))?;
+    if config.entity(&r.entity_type).is_none() {
+        return Err(usage(
+            "TARGET",
+            format!("`{}` is not an entity type of this config, nor object: or prefix:", r.entity_type),
+        ));
+    }
+    Ok((HoldKind::Entity, r.to_string()))
+}
+
+async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
+    let config = load_config(path)?;
+    let state = StateStore::open(&config).await?;
+    match cmd {
+        HoldCommand::Add { target, reason, author } => {
+            let (kind, t) = parse_hold_target(&config, &target)?;
+            let author = author
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "unknown".into());
+            let added = state.add_hold(kind, &t, &reason, &author).await?;
+            out(&match format {
+                Format::Text if added => format!("hold added on {target}\n"),
+                Format::Text => format!("{target} was already on hold\n"),
+                _ => json(&serde_json::json!({ "target": target, "added": added })),
+            });
+        }
+        HoldCommand::Rm { target } => {
+            let (kind, t) = parse_hold_target(&config, &target)?;
+            let removed = state.remove_hold(kind, &t).await?;
+            if !removed {
+                bail!("{target} is not on hold; `lethe hold list` shows the holds");
+            }
+            out(&match format {
+                Format::Text => format!("hold on {target} lifted\n"),
+                _ => json(&serde_json::json!({ "target": target, "removed": true })),
+            });
+        }
+        HoldCommand::List => {
+            let holds = state.holds().await?;
+            out(&match format {
+                Format::Text => render::holds(&holds),
+                _ => json(
+                    &holds
+                        .iter()
+                        .map(|h| {
+                            serde_json::json!({
+                                "kind": h.kind.as_str(), "target": display_target(h.kind, &h.target),
+                                "reason": h.reason, "author": h.author, "created_at": h.created_at
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+            });
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+pub(crate) fn display_target(kind: HoldKind, target: &str) -> String {
+    match kind {
+        HoldKind::Entity => target.to_string(),
+        HoldKind::Object => format!("object:{target}"),
+        HoldKind::Prefix => format!("prefix:{target}"),
+    }
+}
+
+async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32> {
+    let config = load_config(path)?;
+    let state = StateStore::open(&config).await?;
+    match cmd {
+        AuditCommand::Verify => {
+            let v = audit::verify(&state).await?;
+            out(&match format {
+                Format::Text => render::audit_verify(&v),
+                _ => json(&v),
+            });
+            Ok(if v.problems.is_empty() { EXIT_OK } else { EXIT_FAILED })
+        }
+        AuditCommand::Export => {
+            let mut lines = String::new();
+            if format == Format::Csv {
+                lines.push_str("seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash\n");
+            }
+            let mut records = Vec::new();
+            audit::for_each(&state, &mut |r| records.push(r)).await?;
+            match format {
+                Format::Csv => {
+                    let mut w = csv::Writer::from_writer(Vec::new());
+                    for r in &records {
+                        let cells = [
+                            r.seq.to_string(),
+                            r.plan_id.clone(),
+                            r.policy.clone().unwrap_or_default(),
+                            r.basis.clone().unwrap_or_default(),
+                            r.action.clone(),
+                            r.entity_type.clone().unwrap_or_default(),
+                            r.pseudonym.clone(),
+                            r.bytes.map(|b| b.to_string()).unwrap_or_default(),
+                            r.at.clone(),
+                            r.prev.clone(),
+                            r.hash.clone(),
+                        ];
+                        w.write_record(cells.iter().map(|c| audit::csv_cell(c)))?;
+                    }
+                    lines.push_str(&String::from_utf8_lossy(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?));
+                }
+                Format::Json => lines = json(&records),
+                _ => {
+                    for r in &records {
+                        lines.push_str(&serde_json::to_string(r)?);
+                        lines.push('\n');
+                    }
+                }
+            }
+            out(&lines);
+            Ok(EXIT_OK)
+        }
+        AuditCommand::Lookup { target } => {
+            let pseudo = Pseudonymizer::new(config.audit_key.clone());
+            let p = if let Some(k) = target.strip_prefix("object:") {
+                pseudo.object(k)
+            } else {
+                let r = EntityRef::parse(&target).map_err(|e| usage("TARGET", e.to_string()))?;
+                pseudo.entity(&r.entity_type, &r.key)
+            };
+            let records = audit::lookup(&state, &p).await?;
+            out(&match format {
+                Format::Text if records.is_empty() => format!("{target}: no audit record (lethe has not deleted it)\n"),
+                Format::Text => records
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{target}: {} at {} by plan {} under policy {} ({})\n",
+                            r.action,
+                            r.at,
+                            r.plan_id,
+                            r.policy.as_deref().unwrap_or("-"),
+                            r.basis.as_deref().unwrap_or("-")
+                        )
+                    })
+                    .collect(),
+                _ => json(&serde_json::json!({ "target": target, "pseudonym": p, "records": records })),
+            });
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// Now, to the second: plans and reports show instants without fractions.
+fn now_seconds() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_else(|_| jiff::Timestamp::now())
+}

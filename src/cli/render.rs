@@ -1,0 +1,280 @@
+//! Human-facing text for each command's result. Counts and pseudonyms only:
+//! a key appears here only as the user typed it.
+
+use crate::apply::ApplyReport;
+use crate::audit::Verification;
+use crate::evaluate::{Aggregate, Kept, NodeId, Verdict};
+use crate::index::IndexSummary;
+use crate::model::format_instant;
+use crate::plan::{PlanSummary, World};
+use crate::state::Hold;
+use crate::verify::VerifyReport;
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn index(s: &IndexSummary) -> String {
+    let mut out = format!(
+        "index: {} objects ({}) — {} read, {} unchanged, {} removed, {} unreadable, {} skipped entries — {:.1}s\n",
+        s.objects_seen,
+        bytes(s.bytes_listed),
+        s.objects_read,
+        s.objects_unchanged,
+        s.objects_removed,
+        s.objects_unreadable,
+        s.entries_skipped,
+        s.seconds
+    );
+    for (i, n) in s.links_per_rule.iter().enumerate() {
+        out.push_str(&format!("  rule {i}: {n} links\n"));
+    }
+    out
+}
+
+pub fn plan(s: &PlanSummary, standalone: bool) -> String {
+    let mut out = format!("plan {} as of {}\n", s.id, s.as_of);
+    let read: Vec<String> = s.entities_read.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    out.push_str(&format!(
+        "  read: {} ({} undatable, {} with an unreadable clock, {} dangling parent refs)\n",
+        read.join(", "),
+        s.undatable_entities,
+        s.unreadable_clocks,
+        s.dangling_parents
+    ));
+    for p in &s.policies {
+        out.push_str(&format!(
+            "  policy {} ({}, retain {}; {})\n    due: {} cases\n",
+            p.name, p.root, p.retain, p.basis, p.due
+        ));
+        if !p.kept.is_empty() {
+            let kept: Vec<String> = p.kept.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            out.push_str(&format!("    kept: {}\n", kept.join(" · ")));
+        }
+    }
+    let del: Vec<String> = s.entities_to_delete.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    out.push_str(&format!(
+        "  to delete: {} cases{} → {}\n",
+        s.cases,
+        if s.cases_absorbed > 0 { format!(" ({} due roots inside them)", s.cases_absorbed) } else { String::new() },
+        if del.is_empty() { "nothing".into() } else { del.join(", ") }
+    ));
+    let o = &s.objects;
+    out.push_str(&format!(
+        "  objects: {} indexed — delete {} ({}) · orphan delete {} ({}) · orphan young {} · shared {} · retained {} · unlinked {} · unreadable {} · held {}\n",
+        o.total,
+        o.delete,
+        bytes(o.delete_bytes),
+        o.orphan_delete,
+        bytes(o.orphan_delete_bytes),
+        o.orphan_young,
+        o.shared,
+        o.retained,
+        o.unlinked,
+        o.unreadable,
+        o.held
+    ));
+    if s.holds.entity_holds + s.holds.object_holds > 0 {
+        out.push_str(&format!(
+            "  holds: {} on entities ({} on entities not in the CRM), {} on objects\n",
+            s.holds.entity_holds, s.holds.entity_holds_on_absent, s.holds.object_holds
+        ));
+    }
+    if s.brake.is_empty() {
+        out.push_str("  brake: clear\n");
+    } else {
+        out.push_str("  BRAKE: this plan needs --allow-mass-delete:\n");
+        for b in &s.brake {
+            out.push_str(&format!("    - {b}\n"));
+        }
+    }
+    if standalone {
+        out.push_str(&format!(
+            "  planned in {:.1}s; nothing was deleted. Apply with: lethe apply {}\n",
+            s.seconds, s.id
+        ));
+    }
+    out
+}
+
+pub fn plan_list(plans: &[(String, String, String, String)]) -> String {
+    if plans.is_empty() {
+        return "no plans stored\n".into();
+    }
+    plans
+        .iter()
+        .map(|(id, created, as_of, status)| format!("{id}  created {created}  as of {as_of}  {status}\n"))
+        .collect()
+}
+
+pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
+    if r.already_applied {
+        return format!("plan {}: already applied; nothing to do\n", r.plan_id);
+    }
+    let mut deleted: Vec<String> = r.entities_deleted.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    deleted.sort();
+    let mut out = format!(
+        "apply {}: {} cases deleted, {} skipped, {} failed — {} entities ({}), {} already gone\n",
+        r.plan_id,
+        r.cases_done,
+        r.cases_skipped,
+        r.cases_failed,
+        r.entities_deleted.values().sum::<u64>(),
+        if deleted.is_empty() { "none".into() } else { deleted.join(", ") },
+        r.entities_already_gone
+    );
+    out.push_str(&format!(
+        "  objects: {} deleted ({} freed), {} already gone, {} skipped, {} failed\n",
+        r.objects_deleted,
+        bytes(r.bytes_freed),
+        r.objects_already_gone,
+        r.objects_skipped,
+        r.objects_failed
+    ));
+    let mut reasons: Vec<_> = r.skipped_reasons.iter().collect();
+    reasons.sort();
+    for (reason, n) in reasons {
+        out.push_str(&format!("  skipped {n}: {reason}\n"));
+    }
+    for (item, reason) in &r.failures {
+        out.push_str(&format!("  FAILED {item}: {reason}\n"));
+    }
+    for note in &r.crm_notes {
+        out.push_str(&format!("  {note}\n"));
+    }
+    if let Some(v) = v {
+        out.push_str(&format!(
+            "  verify: {} entities and {} objects checked, {} entities and {} objects still present{}\n",
+            v.entities_checked,
+            v.objects_checked,
+            v.entities_remaining,
+            v.objects_remaining,
+            if v.ok() { " — all gone" } else { " — NOT ALL GONE" }
+        ));
+    }
+    if let Some(h) = &r.audit_head {
+        out.push_str(&format!("  audit chain head: {h}\n"));
+    }
+    out.push_str(&format!("  took {:.1}s\n", r.seconds));
+    out
+}
+
+fn verdict_text(v: &Verdict) -> String {
+    match v {
+        Verdict::Due => "DUE: deleted by the next sweep".into(),
+        Verdict::Kept(Kept::Young { due_at }) => format!("kept: retention running, due at {}", format_instant(*due_at)),
+        Verdict::Kept(k) => format!("kept: {}", k.label()),
+    }
+}
+
+pub fn explain(
+    entity: &str,
+    pseudo: &crate::audit::pseudonym::Pseudonymizer,
+    world: &World,
+    cases: &[(usize, NodeId, Aggregate, Verdict)],
+    deleted: bool,
+    as_of: i64,
+) -> String {
+    let mut out = format!("{entity} as of {}\n", format_instant(as_of));
+    if cases.is_empty() {
+        out.push_str("  in no case of any policy (no policy's root type is this type or an ancestor of it): kept\n");
+    }
+    let pseudo_of = |id: NodeId| {
+        let n = world.graph.node(id);
+        pseudo.show_entity(&world.graph.types[n.ty as usize], &n.key.canonical())
+    };
+    for (pi, root, agg, verdict) in cases {
+        let p = &world.policies[*pi];
+        let case = if world.graph.node(*root).key.canonical() == entity.split_once(':').map(|x| x.1).unwrap_or("") {
+            "its own case".to_string()
+        } else {
+            format!("the case of {}", pseudo_of(*root))
+        };
+        out.push_str(&format!(
+            "  policy {} ({}, retain {}): {case}; case clock {}\n    {}\n",
+            p.name,
+            world.graph.types[p.root as usize],
+            p.retain.text(),
+            agg.clock.map(format_instant).unwrap_or_else(|| "none (undatable)".into()),
+            verdict_text(verdict)
+        ));
+    }
+    out.push_str(if deleted {
+        "  → the next sweep at this instant deletes it\n"
+    } else {
+        "  → it stays\n"
+    });
+    out
+}
+
+pub fn explain_json(
+    entity: &str,
+    world: &World,
+    cases: &[(usize, NodeId, Aggregate, Verdict)],
+    deleted: bool,
+) -> String {
+    let cases: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(pi, _root, agg, verdict)| {
+            let p = &world.policies[*pi];
+            let (due, reason, due_at) = match verdict {
+                Verdict::Due => (true, None, None),
+                Verdict::Kept(Kept::Young { due_at }) => (false, Some("retention running".to_string()), Some(format_instant(*due_at))),
+                Verdict::Kept(k) => (false, Some(k.label()), None),
+            };
+            serde_json::json!({
+                "policy": p.name,
+                "case_clock": agg.clock.map(format_instant),
+                "due": due,
+                "kept_because": reason,
+                "due_at": due_at,
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&serde_json::json!({
+        "entity": entity, "exists": true, "deleted_by_next_sweep": deleted, "cases": cases
+    }))
+    .unwrap_or_default()
+        + "\n"
+}
+
+pub fn holds(holds: &[Hold]) -> String {
+    if holds.is_empty() {
+        return "no holds\n".into();
+    }
+    holds
+        .iter()
+        .map(|h| {
+            format!(
+                "{}  reason: {}  by {} at {}\n",
+                super::display_target(h.kind, &h.target),
+                h.reason,
+                h.author,
+                h.created_at
+            )
+        })
+        .collect()
+}
+
+pub fn audit_verify(v: &Verification) -> String {
+    if v.problems.is_empty() {
+        format!(
+            "audit chain intact: {} records; head {}\n",
+            v.records,
+            v.head.as_deref().unwrap_or("(empty)")
+        )
+    } else {
+        let mut out = format!("AUDIT CHAIN BROKEN ({} records):\n", v.records);
+        for p in &v.problems {
+            out.push_str(&format!("  - {p}\n"));
+        }
+        out
+    }
+}

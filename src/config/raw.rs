@@ -1,0 +1,111 @@
+//! The configuration file exactly as written: serde structs with no
+//! behaviour. `config::load` turns them into the typed `Config`.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawConfig {
+    pub crm: Option<RawCrm>,
+    pub technical: Option<RawTechnical>,
+    pub safety: Option<RawSafety>,
+    #[serde(default)]
+    pub policy: Vec<RawPolicy>,
+    pub state: Option<RawState>,
+    pub audit: Option<RawAudit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCrm {
+    pub url: Option<String>,
+    #[serde(default)]
+    pub entities: IndexMap<String, RawEntity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawEntity {
+    pub table: Option<String>,
+    pub key: Option<String>,
+    pub clock: Option<OneOrMany>,
+    #[serde(default)]
+    pub parent: IndexMap<String, String>,
+    pub subject: Option<OneOrMany>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTechnical {
+    pub url: Option<String>,
+    #[serde(default)]
+    pub link: Vec<RawLink>,
+    pub orphans: Option<RawOrphans>,
+    /// Content rules skip objects larger than this (bytes); default 64 MiB.
+    pub max_content_bytes: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLink {
+    pub path: Option<String>,
+    pub glob: Option<String>,
+    pub json: Option<String>,
+    pub xml: Option<String>,
+    pub csv: Option<String>,
+    pub delimiter: Option<String>,
+    pub entity: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawOrphans {
+    pub retain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSafety {
+    pub max_delete_fraction: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPolicy {
+    pub name: Option<String>,
+    pub root: Option<String>,
+    pub retain: Option<String>,
+    #[serde(default)]
+    pub keep_if: Vec<RawKeep>,
+    pub basis: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawKeep {
+    Type(String),
+    Where {
+        entity: String,
+        #[serde(rename = "where")]
+        condition: Option<String>,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawState {
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawAudit {
+    pub key: Option<String>,
+}

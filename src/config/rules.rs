@@ -1,0 +1,371 @@
+//! Link rules, compiled once at load time: path patterns (`inbound/{lead}/**`)
+//! and content rules (JSON, XML, CSV) selected by a glob.
+
+use std::collections::BTreeSet;
+
+use super::raw::RawLink;
+
+/// A path pattern with globset-style wildcards (`*`, `?`, `**`) and captures
+/// (`{type}` matches one path segment, or part of one, and yields its key).
+#[derive(Clone, Debug)]
+pub struct PathPattern {
+    pub text: String,
+    regex: regex::Regex,
+    /// Entity type of each capture group, in order.
+    captures: Vec<String>,
+}
+
+impl PathPattern {
+    pub fn compile(text: &str, types: &BTreeSet<String>) -> Result<PathPattern, String> {
+        let mut re = String::from("^");
+        let mut captures = Vec::new();
+        let chars: Vec<char> = text.trim_start_matches('/').chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                '*' if chars.get(i + 1) == Some(&'*') => {
+                    let at_start = i == 0 || chars[i - 1] == '/';
+                    let followed = chars.get(i + 2);
+                    if !at_start || !(followed.is_none() || followed == Some(&'/')) {
+                        return Err(format!("`{text}`: `**` must be a whole path segment"));
+                    }
+                    if followed == Some(&'/') {
+                        re.push_str("(?:[^/]*/)*");
+                        i += 3;
+                    } else {
+                        re.push_str(".*");
+                        i += 2;
+                    }
+                    continue;
+                }
+                '*' => re.push_str("[^/]*"),
+                '?' => re.push_str("[^/]"),
+                '{' => {
+                    let Some(end) = chars[i..].iter().position(|c| *c == '}') else {
+                        return Err(format!("`{text}`: `{{` without a closing `}}`"));
+                    };
+                    let name: String = chars[i + 1..i + end].iter().collect();
+                    if !types.contains(&name) {
+                        return Err(format!(
+                            "`{text}`: `{{{name}}}` names no entity type; declared: {}",
+                            types.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                    re.push_str("([^/]+?)");
+                    captures.push(name);
+                    i += end + 1;
+                    continue;
+                }
+                '[' | ']' => {
+                    return Err(format!(
+                        "`{text}`: character classes are not supported in path patterns"
+                    ));
+                }
+                c => re.push_str(&regex::escape(&c.to_string())),
+            }
+            i += 1;
+        }
+        re.push('$');
+        if captures.is_empty() {
+            return Err(format!(
+                "`{text}` captures no entity; write the key's place as {{type}}, e.g. inbound/{{lead}}/**"
+            ));
+        }
+        let regex = regex::Regex::new(&re).map_err(|e| format!("`{text}`: {e}"))?;
+        Ok(PathPattern {
+            text: text.to_string(),
+            regex,
+            captures,
+        })
+    }
+
+    /// The (type, key) pairs a path yields, or nothing when it does not match.
+    pub fn matches(&self, key: &str) -> Vec<(String, String)> {
+        let Some(caps) = self.regex.captures(key) else {
+            return Vec::new();
+        };
+        self.captures
+            .iter()
+            .enumerate()
+            .filter_map(|(i, ty)| {
+                caps.get(i + 1)
+                    .map(|m| (ty.clone(), m.as_str().to_string()))
+            })
+            .collect()
+    }
+}
+
+/// An XML element path: `/Quotation/ID`, `//ID`, `/A/B/@attr`.
+/// Names compare by local name: namespace prefixes are ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XmlPath {
+    pub text: String,
+    /// `None` = `//` (any number of elements in between).
+    pub steps: Vec<Option<String>>,
+    pub attribute: Option<String>,
+}
+
+impl XmlPath {
+    pub fn parse(text: &str) -> Result<XmlPath, String> {
+        if !text.starts_with('/') {
+            return Err(format!("`{text}`: an XML path starts with / (or // for any depth)"));
+        }
+        let mut steps = Vec::new();
+        let mut attribute = None;
+        let parts: Vec<&str> = text[1..].split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            if part.is_empty() {
+                if i + 1 == parts.len() {
+                    return Err(format!("`{text}`: ends with /"));
+                }
+                if steps.last() != Some(&None) {
+                    steps.push(None);
+                }
+                continue;
+            }
+            if let Some(attr) = part.strip_prefix('@') {
+                if i + 1 != parts.len() {
+                    return Err(format!("`{text}`: an @attribute must come last"));
+                }
+                attribute = Some(local_name(attr).to_string());
+                continue;
+            }
+            steps.push(Some(local_name(part).to_string()));
+        }
+        if steps.iter().all(|s| s.is_none()) {
+            return Err(format!("`{text}`: names no element"));
+        }
+        Ok(XmlPath {
+            text: text.to_string(),
+            steps,
+            attribute,
+        })
+    }
+
+    /// Does the element stack (local names, outermost first) match?
+    pub fn matches(&self, stack: &[String]) -> bool {
+        fn go(steps: &[Option<String>], stack: &[String]) -> bool {
+            match (steps.first(), stack.first()) {
+                (None, None) => true,
+                (None, Some(_)) => false,
+                (Some(None), _) => (0..=stack.len()).any(|k| go(&steps[1..], &stack[k..])),
+                (Some(Some(_)), None) => false,
+                (Some(Some(name)), Some(top)) => name == top && go(&steps[1..], &stack[1..]),
+            }
+        }
+        go(&self.steps, stack)
+    }
+}
+
+pub fn local_name(name: &str) -> &str {
+    name.rsplit(':').next().unwrap_or(name)
+}
+
+#[derive(Clone, Debug)]
+pub enum ContentKind {
+    Json(serde_json_path::JsonPath),
+    Xml(XmlPath),
+    Csv {
+        column: String,
+        /// `None`: detected among `,` `;` tab `|`.
+        delimiter: Option<u8>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub enum LinkRule {
+    Path {
+        /// Position in `[[technical.link]]`, recorded with each link.
+        index: usize,
+        pattern: PathPattern,
+    },
+    Content {
+        index: usize,
+        glob: globset::GlobMatcher,
+        glob_text: String,
+        kind: ContentKind,
+        entity: String,
+    },
+}
+
+impl LinkRule {
+    pub fn index(&self) -> usize {
+        match self {
+            LinkRule::Path { index, .. } | LinkRule::Content { index, .. } => *index,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            LinkRule::Path { pattern, .. } => format!("path {}", pattern.text),
+            LinkRule::Content {
+                glob_text,
+                kind,
+                entity,
+                ..
+            } => match kind {
+                ContentKind::Json(p) => format!("{glob_text} json {p} → {entity}"),
+                ContentKind::Xml(p) => format!("{glob_text} xml {} → {entity}", p.text),
+                ContentKind::Csv { column, .. } => format!("{glob_text} csv {column} → {entity}"),
+            },
+        }
+    }
+}
+
+/// Compiles `[[technical.link]]` entry `i`; errors are (key, message).
+pub fn compile(
+    i: usize,
+    raw: &RawLink,
+    types: &BTreeSet<String>,
+) -> Result<LinkRule, Vec<(&'static str, String)>> {
+    let mut errs = Vec::new();
+    let content = [
+        raw.json.is_some(),
+        raw.xml.is_some(),
+        raw.csv.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if let Some(path) = &raw.path {
+        if content > 0 || raw.glob.is_some() || raw.entity.is_some() {
+            errs.push((
+                "path",
+                "a path rule stands alone: the entity types are the {captures}; put content rules in their own [[technical.link]]".to_string(),
+            ));
+        }
+        return match PathPattern::compile(path, types) {
+            Ok(pattern) if errs.is_empty() => Ok(LinkRule::Path { index: i, pattern }),
+            Ok(_) => Err(errs),
+            Err(m) => {
+                errs.push(("path", m));
+                Err(errs)
+            }
+        };
+    }
+    if content != 1 {
+        errs.push((
+            "json",
+            "a link rule needs `path`, or `glob` with exactly one of `json`, `xml`, `csv`".to_string(),
+        ));
+        return Err(errs);
+    }
+    let glob_text = raw.glob.clone().unwrap_or_else(|| "**".to_string());
+    let glob = globset::GlobBuilder::new(&glob_text)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| errs.push(("glob", format!("`{glob_text}`: {e}"))))
+        .ok();
+    let entity = match &raw.entity {
+        None => {
+            errs.push(("entity", "missing; name the entity type this rule's values are keys of".to_string()));
+            None
+        }
+        Some(e) if !types.contains(e) => {
+            errs.push(("entity", format!("unknown entity type `{e}`")));
+            None
+        }
+        Some(e) => Some(e.clone()),
+    };
+    let kind = if let Some(json) = &raw.json {
+        serde_json_path::JsonPath::parse(json)
+            .map(ContentKind::Json)
+            .map_err(|e| errs.push(("json", format!("`{json}` is not an RFC 9535 JSONPath: {e}"))))
+            .ok()
+    } else if let Some(xml) = &raw.xml {
+        XmlPath::parse(xml)
+            .map(ContentKind::Xml)
+            .map_err(|m| errs.push(("xml", m)))
+            .ok()
+    } else {
+        let column = raw.csv.clone().unwrap_or_default();
+        let delimiter = match raw.delimiter.as_deref() {
+            None => None,
+            Some("\\t") | Some("\t") | Some("tab") => Some(b'\t'),
+            Some(d) if d.len() == 1 && d.is_ascii() => Some(d.as_bytes()[0]),
+            Some(d) => {
+                errs.push(("delimiter", format!("`{d}` is not one ASCII character")));
+                None
+            }
+        };
+        Some(ContentKind::Csv { column, delimiter })
+    };
+    if raw.delimiter.is_some() && raw.csv.is_none() {
+        errs.push(("delimiter", "only CSV rules take a delimiter".to_string()));
+    }
+    match (glob, entity, kind) {
+        (Some(glob), Some(entity), Some(kind)) if errs.is_empty() => Ok(LinkRule::Content {
+            index: i,
+            glob,
+            glob_text,
+            kind,
+            entity,
+        }),
+        _ => Err(errs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types() -> BTreeSet<String> {
+        ["lead", "quote"].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn path_captures_one_segment() {
+        let p = PathPattern::compile("inbound/{lead}/**", &types()).unwrap();
+        assert_eq!(
+            p.matches("inbound/4711/a/b.json"),
+            vec![("lead".into(), "4711".into())]
+        );
+        assert_eq!(
+            p.matches("inbound/4711/x.xml"),
+            vec![("lead".into(), "4711".into())]
+        );
+        assert!(p.matches("outbound/4711/x.xml").is_empty());
+        assert!(p.matches("inbound/4711").is_empty(), "** after / needs the slash");
+    }
+
+    #[test]
+    fn double_star_slash_matches_zero_folders() {
+        let p = PathPattern::compile("**/lead-{lead}.json", &types()).unwrap();
+        assert_eq!(p.matches("lead-7.json"), vec![("lead".into(), "7".into())]);
+        assert_eq!(p.matches("a/b/lead-7.json"), vec![("lead".into(), "7".into())]);
+        assert!(p.matches("a/lead-7.json.bak").is_empty());
+    }
+
+    #[test]
+    fn star_stays_in_its_segment() {
+        let p = PathPattern::compile("q/*/{quote}.xml", &types()).unwrap();
+        assert_eq!(p.matches("q/2024/9.xml"), vec![("quote".into(), "9".into())]);
+        assert!(p.matches("q/2024/01/9.xml").is_empty());
+    }
+
+    #[test]
+    fn pattern_errors_name_the_problem() {
+        assert!(PathPattern::compile("inbound/{account}/**", &types())
+            .unwrap_err()
+            .contains("names no entity type"));
+        assert!(PathPattern::compile("inbound/**", &types())
+            .unwrap_err()
+            .contains("captures no entity"));
+        assert!(PathPattern::compile("in**/{lead}", &types()).is_err());
+    }
+
+    #[test]
+    fn xml_paths_by_local_name() {
+        let p = XmlPath::parse("/cac:Quotation/cbc:ID").unwrap();
+        assert!(p.matches(&["Quotation".into(), "ID".into()]));
+        assert!(!p.matches(&["Quotation".into(), "X".into(), "ID".into()]));
+        let any = XmlPath::parse("//ID").unwrap();
+        assert!(any.matches(&["Quotation".into(), "X".into(), "ID".into()]));
+        assert!(any.matches(&["ID".into()]));
+        let attr = XmlPath::parse("/Lead/@id").unwrap();
+        assert_eq!(attr.attribute.as_deref(), Some("id"));
+        assert!(XmlPath::parse("Quotation/ID").is_err());
+    }
+}

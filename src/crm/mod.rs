@@ -1,0 +1,134 @@
+//! The CRM backends behind one trait. A backend knows SQL and its driver;
+//! it knows nothing of policies. It streams entities for the graph, answers
+//! `keep_if` conditions, and runs the deleting transaction, inside which the
+//! engine's pure re-check decides what may still go.
+//!
+//! Architecture invariant: only `delete_cases` deletes, and only the rows the
+//! caller's re-check approved, children-first, in one transaction per batch.
+
+mod recheck;
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::config::{Config, CrmUrl, EntityType};
+use crate::model::{EntityKey, Instant};
+pub use recheck::{CaseNow, CaseRequest, Decision, EntityNow, RecheckInput};
+
+/// One row of an entity table as the engine needs it: no subject data.
+#[derive(Clone, Debug)]
+pub struct EntityRow {
+    pub key: EntityKey,
+    /// The first clock column with a usable value; `None` when none had one.
+    pub clock: Option<Instant>,
+    /// A clock column held a value that is not a date (counted, undatable).
+    pub clock_unreadable: bool,
+    /// One per configured parent relation, in config order.
+    pub parents: Vec<Option<EntityKey>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrmError {
+    #[error("cannot open the CRM database {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("CRM query on entity type `{entity}` (table {table}) failed: {source}; check the table and column names in [crm.entities.{entity}]")]
+    Query {
+        entity: String,
+        table: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("CRM transaction failed: {0}")]
+    Transaction(#[source] sqlx::Error),
+    #[error("the {0} CRM backend is not available in this build yet; use sqlite:// for now")]
+    Unsupported(&'static str),
+}
+
+impl CrmError {
+    pub fn query(et: &EntityType, source: sqlx::Error) -> CrmError {
+        CrmError::Query {
+            entity: et.name.clone(),
+            table: et.table.clone(),
+            source,
+        }
+    }
+}
+
+/// What a deleting transaction did, per case of the batch.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub cases: Vec<(u64, Decision)>,
+    /// Rows actually deleted, per case id: (type index, key).
+    pub deleted: Vec<(u64, Vec<(u16, EntityKey)>)>,
+}
+
+#[async_trait]
+pub trait Crm: Send + Sync {
+    /// `sqlite`, `postgres`, `mysql`.
+    fn kind(&self) -> &'static str;
+
+    /// Every table and column the config names exists and is readable.
+    async fn check(&self, entities: &[EntityType]) -> Result<(), CrmError>;
+
+    /// Streams every entity of a type into `sink`; returns the count.
+    async fn scan(
+        &self,
+        et: &EntityType,
+        sink: &mut (dyn FnMut(EntityRow) + Send),
+    ) -> Result<u64, CrmError>;
+
+    /// Keys of the entities of `et` for which `condition` holds.
+    async fn matching(
+        &self,
+        et: &EntityType,
+        condition: &str,
+        sink: &mut (dyn FnMut(EntityKey) + Send),
+    ) -> Result<(), CrmError>;
+
+    /// Which of `keys` still exist.
+    async fn existing(&self, et: &EntityType, keys: &[EntityKey]) -> Result<Vec<EntityKey>, CrmError>;
+
+    /// The deleting transaction: reads the current subtree of every case in
+    /// `input`, lets `decide` judge each case on it, deletes the approved rows
+    /// children-first and commits. Nothing is deleted if anything fails.
+    async fn delete_cases(
+        &self,
+        input: &RecheckInput,
+        decide: &(dyn for<'c> Fn(&'c CaseNow) -> Decision + Sync),
+    ) -> Result<BatchOutcome, CrmError>;
+
+    /// After deletes: make deleted content unrecoverable where the backend
+    /// allows (SQLite: WAL checkpoint; secure_delete is on for every write).
+    async fn after_apply(&self) -> Result<Vec<String>, CrmError>;
+}
+
+pub async fn connect(config: &Config) -> Result<Box<dyn Crm>, CrmError> {
+    match &config.crm {
+        CrmUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteCrm::open(path, false).await?)),
+        CrmUrl::Postgres(_) => Err(CrmError::Unsupported("PostgreSQL")),
+        CrmUrl::Mysql(_) => Err(CrmError::Unsupported("MySQL/MariaDB")),
+    }
+}
+
+/// Reads a clock value stored as epoch seconds (or milliseconds, when it is
+/// too large to be seconds).
+pub fn clock_from_number(n: f64) -> Option<Instant> {
+    if !n.is_finite() {
+        return None;
+    }
+    let n = if n.abs() > 1e11 { n / 1000.0 } else { n };
+    Some(n as i64)
+}
+
+/// Double-quotes an SQL identifier (`schema.table` quoted per part).
+pub fn quote_ident(name: &str) -> String {
+    name.split('.')
+        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}

@@ -1,0 +1,191 @@
+//! The re-check inside the deleting transaction, written once for every
+//! backend: load the current subtree of each planned case, hand it to the
+//! engine's judgement, delete what it approves children-first.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+
+use super::{BatchOutcome, CrmError, EntityRow};
+use crate::config::{EntityType, KeepRule};
+use crate::model::{EntityKey, Instant};
+
+#[derive(Clone, Debug)]
+pub struct CaseRequest {
+    pub case_id: u64,
+    pub root_ty: u16,
+    pub root_key: EntityKey,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecheckInput {
+    /// Entity types in graph order (parents first).
+    pub entities: Vec<EntityType>,
+    /// Conditional keep rules; bit `i` of `EntityNow::keep_bits` is rule `i`.
+    pub conditions: Vec<KeepRule>,
+    pub cases: Vec<CaseRequest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityNow {
+    pub ty: u16,
+    pub key: EntityKey,
+    pub clock: Option<Instant>,
+    pub keep_bits: u32,
+    /// Foreign-key values, one per configured parent relation.
+    pub parents: Vec<Option<EntityKey>>,
+}
+
+/// A case as the CRM holds it now, inside the transaction.
+#[derive(Clone, Debug)]
+pub struct CaseNow {
+    pub case_id: u64,
+    pub root_ty: u16,
+    pub root_key: EntityKey,
+    /// Empty when the root is gone.
+    pub entities: Vec<EntityNow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Delete exactly these rows.
+    Delete(Vec<(u16, EntityKey)>),
+    /// Keep the case; the reason goes into the journal and the report.
+    Skip(String),
+}
+
+/// What a backend offers inside an open transaction.
+#[async_trait]
+pub(super) trait TxnOps: Send {
+    /// Rows of `et` whose `column` is one of `values`, with that column's value.
+    async fn rows_where_in(
+        &mut self,
+        et: &EntityType,
+        column: &str,
+        values: &[EntityKey],
+    ) -> Result<Vec<(EntityRow, Option<EntityKey>)>, CrmError>;
+
+    /// Keys among `keys` for which `condition` holds.
+    async fn keys_matching(
+        &mut self,
+        et: &EntityType,
+        condition: &str,
+        keys: &[EntityKey],
+    ) -> Result<Vec<EntityKey>, CrmError>;
+
+    /// Deletes rows by key; returns the keys that were present.
+    async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError>;
+}
+
+pub(super) async fn run<T: TxnOps>(
+    txn: &mut T,
+    input: &RecheckInput,
+    decide: &(dyn for<'a> Fn(&'a CaseNow) -> Decision + Sync + '_),
+) -> Result<BatchOutcome, CrmError> {
+    let n_types = input.entities.len();
+    // Per type: key → (cases it belongs to, clock)
+    type Found = HashMap<EntityKey, (Vec<u64>, Option<Instant>, Vec<Option<EntityKey>>)>;
+    let mut found: Vec<Found> = vec![HashMap::new(); n_types];
+    for (ti, et) in input.entities.iter().enumerate() {
+        let roots: Vec<&CaseRequest> = input.cases.iter().filter(|c| c.root_ty as usize == ti).collect();
+        if !roots.is_empty() {
+            let keys: Vec<EntityKey> = roots.iter().map(|c| c.root_key.clone()).collect();
+            let mut by_key: HashMap<&EntityKey, Vec<u64>> = HashMap::new();
+            for c in &roots {
+                by_key.entry(&c.root_key).or_default().push(c.case_id);
+            }
+            for (row, matched) in txn.rows_where_in(et, &et.key, &keys).await? {
+                let cases = matched
+                    .as_ref()
+                    .and_then(|m| by_key.get(m).cloned())
+                    .or_else(|| by_key.get(&row.key).cloned())
+                    .unwrap_or_default();
+                let entry = found[ti].entry(row.key.clone()).or_insert((Vec::new(), row.clock, row.parents.clone()));
+                entry.0.extend(cases);
+            }
+        }
+        for (parent, column) in &et.parents {
+            let Some(pi) = input.entities.iter().position(|e| &e.name == parent) else {
+                continue;
+            };
+            if pi >= ti || found[pi].is_empty() {
+                continue;
+            }
+            let parent_keys: Vec<EntityKey> = found[pi].keys().cloned().collect();
+            let rows = txn.rows_where_in(et, column, &parent_keys).await?;
+            for (row, fk) in rows {
+                let Some(fk) = fk else { continue };
+                let cases = lookup_loose(&found[pi], &fk).map(|(c, _, _)| c.clone()).unwrap_or_default();
+                let entry = found[ti].entry(row.key.clone()).or_insert((Vec::new(), row.clock, row.parents.clone()));
+                for c in cases {
+                    if !entry.0.contains(&c) {
+                        entry.0.push(c);
+                    }
+                }
+            }
+        }
+    }
+    // Conditional keep rules, evaluated on the current rows.
+    let mut bits: HashMap<(u16, EntityKey), u32> = HashMap::new();
+    for (bit, rule) in input.conditions.iter().enumerate() {
+        let Some(ti) = input.entities.iter().position(|e| e.name == rule.entity) else {
+            continue;
+        };
+        let (Some(cond), false) = (&rule.condition, found[ti].is_empty()) else {
+            continue;
+        };
+        let keys: Vec<EntityKey> = found[ti].keys().cloned().collect();
+        for k in txn.keys_matching(&input.entities[ti], cond, &keys).await? {
+            *bits.entry((ti as u16, k)).or_default() |= 1 << bit;
+        }
+    }
+    let mut per_case: HashMap<u64, Vec<EntityNow>> = HashMap::new();
+    for (ti, map) in found.iter().enumerate() {
+        for (key, (cases, clock, parents)) in map {
+            for c in cases {
+                per_case.entry(*c).or_default().push(EntityNow {
+                    ty: ti as u16,
+                    key: key.clone(),
+                    clock: *clock,
+                    keep_bits: bits.get(&(ti as u16, key.clone())).copied().unwrap_or(0),
+                    parents: parents.clone(),
+                });
+            }
+        }
+    }
+    let mut outcome = BatchOutcome::default();
+    let mut to_delete: Vec<HashSet<EntityKey>> = vec![HashSet::new(); n_types];
+    for c in &input.cases {
+        let now = CaseNow {
+            case_id: c.case_id,
+            root_ty: c.root_ty,
+            root_key: c.root_key.clone(),
+            entities: per_case.remove(&c.case_id).unwrap_or_default(),
+        };
+        let decision = decide(&now);
+        if let Decision::Delete(rows) = &decision {
+            for (ty, key) in rows {
+                to_delete[*ty as usize].insert(key.clone());
+            }
+            outcome.deleted.push((c.case_id, rows.clone()));
+        }
+        outcome.cases.push((c.case_id, decision));
+    }
+    // Children first: graph order is parents first.
+    for ti in (0..n_types).rev() {
+        if to_delete[ti].is_empty() {
+            continue;
+        }
+        let keys: Vec<EntityKey> = to_delete[ti].iter().cloned().collect();
+        txn.delete_keys(&input.entities[ti], &keys).await?;
+    }
+    Ok(outcome)
+}
+
+/// Finds a key whether the foreign key column stores it as text or integer.
+fn lookup_loose<'a, V>(map: &'a HashMap<EntityKey, V>, key: &EntityKey) -> Option<&'a V> {
+    map.get(key).or_else(|| match key {
+        EntityKey::Int(i) => map.get(&EntityKey::Text(i.to_string())),
+        EntityKey::Text(s) => s.parse::<i64>().ok().and_then(|i| map.get(&EntityKey::Int(i))),
+    })
+}

@@ -1,0 +1,335 @@
+//! The SQLite CRM backend (the embedded default). Every connection runs with
+//! `secure_delete=ON`, so deleted rows are overwritten in the file, and
+//! `after_apply` checkpoints the WAL so no copy lingers there either.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+
+use super::recheck::{self, TxnOps};
+use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, quote_ident};
+use crate::config::EntityType;
+use crate::model::{EntityKey, Instant, parse_clock_text};
+
+/// How many values go into one `IN (…)` list.
+const CHUNK: usize = 500;
+
+pub struct SqliteCrm {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteCrm {
+    /// Opens an existing CRM database; `create` is for the demo and tests
+    /// only (a missing CRM must be an error, never an empty CRM).
+    pub async fn open(path: &Path, create: bool) -> Result<SqliteCrm, CrmError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .pragma("secure_delete", "ON")
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(|source| CrmError::Connect {
+                target: format!("sqlite://{}", path.display()),
+                source,
+            })?;
+        Ok(SqliteCrm {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn select_list(et: &EntityType, extra: Option<&str>) -> String {
+    let mut cols = vec![quote_ident(&et.key)];
+    cols.extend(et.clock.iter().map(|c| quote_ident(c)));
+    cols.extend(et.parents.iter().map(|(_, c)| quote_ident(c)));
+    if let Some(e) = extra {
+        cols.push(quote_ident(e));
+    }
+    cols.join(", ")
+}
+
+pub(crate) fn key_at(row: &SqliteRow, i: usize) -> Option<EntityKey> {
+    let raw = row.try_get_raw(i).ok()?;
+    if raw.is_null() {
+        return None;
+    }
+    match raw.type_info().name() {
+        "INTEGER" => row.try_get::<i64, _>(i).ok().map(EntityKey::Int),
+        "REAL" => {
+            let f = row.try_get::<f64, _>(i).ok()?;
+            if f.fract() == 0.0 && f.abs() < 9e15 {
+                Some(EntityKey::Int(f as i64))
+            } else {
+                Some(EntityKey::Text(f.to_string()))
+            }
+        }
+        "TEXT" => row.try_get::<String, _>(i).ok().map(EntityKey::Text),
+        _ => None,
+    }
+}
+
+/// (clock, unreadable): first non-null clock column wins; a non-null value
+/// that is not a date makes the entity undatable rather than falling back.
+fn clock_at(row: &SqliteRow, first: usize, count: usize) -> (Option<Instant>, bool) {
+    for i in first..first + count {
+        let Ok(raw) = row.try_get_raw(i) else {
+            return (None, true);
+        };
+        if raw.is_null() {
+            continue;
+        }
+        let v = match raw.type_info().name() {
+            "INTEGER" => row.try_get::<i64, _>(i).ok().and_then(|n| super::clock_from_number(n as f64)),
+            "REAL" => row.try_get::<f64, _>(i).ok().and_then(super::clock_from_number),
+            "TEXT" => row.try_get::<String, _>(i).ok().and_then(|t| parse_clock_text(&t)),
+            _ => None,
+        };
+        return match v {
+            Some(c) => (Some(c), false),
+            None => (None, true),
+        };
+    }
+    (None, false)
+}
+
+fn entity_row(et: &EntityType, row: &SqliteRow) -> Option<EntityRow> {
+    let key = key_at(row, 0)?;
+    let (clock, clock_unreadable) = clock_at(row, 1, et.clock.len());
+    let base = 1 + et.clock.len();
+    let parents = (0..et.parents.len()).map(|i| key_at(row, base + i)).collect();
+    Some(EntityRow {
+        key,
+        clock,
+        clock_unreadable,
+        parents,
+    })
+}
+
+fn bind_keys<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    keys: &[EntityKey],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for k in keys {
+        q = match k {
+            EntityKey::Int(i) => q.bind(*i),
+            EntityKey::Text(s) => q.bind(s.clone()),
+        };
+    }
+    q
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+#[async_trait]
+impl Crm for SqliteCrm {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn check(&self, entities: &[EntityType]) -> Result<(), CrmError> {
+        for et in entities {
+            let sql = format!(
+                "SELECT {} FROM {} LIMIT 1",
+                select_list(et, None),
+                quote_ident(&et.table)
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+        }
+        Ok(())
+    }
+
+    async fn scan(
+        &self,
+        et: &EntityType,
+        sink: &mut (dyn FnMut(EntityRow) + Send),
+    ) -> Result<u64, CrmError> {
+        let sql = format!("SELECT {} FROM {}", select_list(et, None), quote_ident(&et.table));
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        let mut n = 0;
+        while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
+            if let Some(r) = entity_row(et, &row) {
+                sink(r);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn matching(
+        &self,
+        et: &EntityType,
+        condition: &str,
+        sink: &mut (dyn FnMut(EntityKey) + Send),
+    ) -> Result<(), CrmError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE ({condition})",
+            quote_ident(&et.key),
+            quote_ident(&et.table)
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
+            if let Some(k) = key_at(&row, 0) {
+                sink(k);
+            }
+        }
+        Ok(())
+    }
+
+    async fn existing(&self, et: &EntityType, keys: &[EntityKey]) -> Result<Vec<EntityKey>, CrmError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {k} FROM {t} WHERE {k} IN ({})",
+                placeholders(chunk.len()),
+                k = quote_ident(&et.key),
+                t = quote_ident(&et.table)
+            );
+            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+            out.extend(rows.iter().filter_map(|r| key_at(r, 0)));
+        }
+        Ok(out)
+    }
+
+    async fn delete_cases(
+        &self,
+        input: &RecheckInput,
+        decide: &(dyn for<'c> Fn(&'c CaseNow) -> Decision + Sync),
+    ) -> Result<BatchOutcome, CrmError> {
+        let mut conn = self.pool.acquire().await.map_err(CrmError::Transaction)?;
+        // IMMEDIATE: take the write lock before reading, so nothing changes
+        // between the re-check and the delete.
+        conn.execute("BEGIN IMMEDIATE")
+            .await
+            .map_err(CrmError::Transaction)?;
+        let mut txn = Txn { conn: &mut conn };
+        match recheck::run(&mut txn, input, decide).await {
+            Ok(outcome) => {
+                conn.execute("COMMIT").await.map_err(CrmError::Transaction)?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                let _ = conn.execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn after_apply(&self) -> Result<Vec<String>, CrmError> {
+        let mut conn = self.pool.acquire().await.map_err(CrmError::Transaction)?;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(CrmError::Transaction)?;
+        let mut notes = vec![format!(
+            "sqlite {}: rows deleted with secure_delete=ON (overwritten in the file)",
+            self.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+        )];
+        if mode.eq_ignore_ascii_case("wal") {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await
+                .map_err(CrmError::Transaction)?;
+            notes.push("sqlite WAL checkpointed and truncated".into());
+        }
+        Ok(notes)
+    }
+}
+
+struct Txn<'c> {
+    conn: &'c mut SqliteConnection,
+}
+
+#[async_trait]
+impl TxnOps for Txn<'_> {
+    async fn rows_where_in(
+        &mut self,
+        et: &EntityType,
+        column: &str,
+        values: &[EntityKey],
+    ) -> Result<Vec<(EntityRow, Option<EntityKey>)>, CrmError> {
+        let mut out = Vec::new();
+        let extra_at = 1 + et.clock.len() + et.parents.len();
+        for chunk in values.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} IN ({})",
+                select_list(et, Some(column)),
+                quote_ident(&et.table),
+                quote_ident(column),
+                placeholders(chunk.len())
+            );
+            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .fetch_all(&mut *self.conn)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+            for row in &rows {
+                if let Some(r) = entity_row(et, row) {
+                    out.push((r, key_at(row, extra_at)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn keys_matching(
+        &mut self,
+        et: &EntityType,
+        condition: &str,
+        keys: &[EntityKey],
+    ) -> Result<Vec<EntityKey>, CrmError> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {k} FROM {t} WHERE {k} IN ({}) AND ({condition})",
+                placeholders(chunk.len()),
+                k = quote_ident(&et.key),
+                t = quote_ident(&et.table)
+            );
+            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .fetch_all(&mut *self.conn)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+            out.extend(rows.iter().filter_map(|r| key_at(r, 0)));
+        }
+        Ok(out)
+    }
+
+    async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError> {
+        let mut n = 0;
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM {} WHERE {} IN ({})",
+                quote_ident(&et.table),
+                quote_ident(&et.key),
+                placeholders(chunk.len())
+            );
+            n += bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .execute(&mut *self.conn)
+                .await
+                .map_err(|e| CrmError::query(et, e))?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+}
+

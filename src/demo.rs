@@ -1,0 +1,432 @@
+//! `lethe demo`: builds a realistic sample — a SQLite CRM with leads over
+//! four years, opportunities, quotes and contracts; a technical folder of
+//! JSON, UBL XML and CSV payloads shaped like real integration traffic; a
+//! commented config — then runs index, plan, apply and verify on it.
+//! Also the data generator behind the benchmarks (`generate`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::cli::args::{DemoArgs, Format};
+use crate::cli::{self, EXIT_OK, out, render};
+use crate::state::{HoldKind, StateStore};
+
+const DAY: i64 = 86_400;
+const MARKER: &str = ".lethe-demo";
+
+const FIRST: &[&str] = &["Anna", "Ben", "Clara", "David", "Elif", "Farid", "Greta", "Hannes", "Ines", "Jonas", "Katrin", "Lukas"];
+const LAST: &[&str] = &["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Hoffmann", "Koch"];
+const COMPANY: &[&str] = &["Nordwind GmbH", "Edge Communications", "Burlington Textiles", "Rheinblick AG", "Pyramid Construction", "Grand Hotels"];
+
+pub const SCHEMA: &str = r#"
+CREATE TABLE leads (
+    id INTEGER PRIMARY KEY,
+    first_name TEXT, last_name TEXT, email TEXT, phone TEXT, company TEXT,
+    status TEXT NOT NULL,
+    created_at TEXT,
+    modified_at TEXT
+);
+CREATE TABLE opportunities (
+    id INTEGER PRIMARY KEY,
+    lead_id INTEGER NOT NULL REFERENCES leads(id),
+    name TEXT, stage TEXT NOT NULL, amount REAL,
+    modified_at TEXT
+);
+CREATE INDEX opportunities_lead ON opportunities(lead_id);
+CREATE TABLE quotes (
+    id INTEGER PRIMARY KEY,
+    opportunity_id INTEGER NOT NULL REFERENCES opportunities(id),
+    total REAL,
+    modified_at TEXT
+);
+CREATE INDEX quotes_opportunity ON quotes(opportunity_id);
+CREATE TABLE contracts (
+    id INTEGER PRIMARY KEY,
+    quote_id INTEGER NOT NULL REFERENCES quotes(id),
+    signed_at TEXT,
+    modified_at TEXT
+);
+CREATE INDEX contracts_quote ON contracts(quote_id);
+"#;
+
+/// What the generator made, for the demo's summary and the benchmarks.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Generated {
+    pub leads: u64,
+    pub opportunities: u64,
+    pub quotes: u64,
+    pub contracts: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// An old lead put on hold by the demo.
+    pub held_lead: Option<i64>,
+}
+
+fn iso(t: i64) -> String {
+    crate::model::format_instant(t)
+}
+
+fn set_mtime(path: &Path, t: i64) {
+    if let Ok(f) = std::fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(UNIX_EPOCH + Duration::from_secs(t.max(0) as u64));
+    }
+}
+
+struct Writer {
+    root: PathBuf,
+    files: u64,
+    bytes: u64,
+    payloads: bool,
+}
+
+impl Writer {
+    fn put(&mut self, key: &str, content: &str, mtime: i64) -> Result<()> {
+        let path = self.root.join(key);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        set_mtime(&path, mtime);
+        self.files += 1;
+        self.bytes += content.len() as u64;
+        Ok(())
+    }
+}
+
+/// Generates `leads` leads (about 2.5 entities each with children) ending
+/// at `now`, into `crm_path` and `technical`. `files_per_lead` payloads are
+/// written when `payloads` is true.
+pub async fn generate(crm_path: &Path, technical: &Path, leads: u64, seed: u64, now: i64, payloads: bool) -> Result<Generated> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let crm = crate::crm::sqlite::SqliteCrm::open(crm_path, true).await?;
+    let pool = crm.pool();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(SCHEMA))
+        .execute(pool)
+        .await
+        .context("creating the demo CRM schema")?;
+    std::fs::create_dir_all(technical)?;
+    let mut w = Writer {
+        root: technical.to_path_buf(),
+        files: 0,
+        bytes: 0,
+        payloads,
+    };
+    let mut g = Generated::default();
+    let span = 4 * 365 * DAY;
+    let mut tx = pool.begin().await?;
+    let mut monthly: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let (mut opp_id, mut quote_id, mut contract_id) = (0i64, 0i64, 0i64);
+    for id in 1..=leads as i64 {
+        let created = now - rng.random_range(0..span);
+        let modified = (created + rng.random_range(0..90 * DAY)).min(now);
+        let undatable = rng.random_bool(0.01);
+        let (first, last, company) = (
+            FIRST[rng.random_range(0..FIRST.len())],
+            LAST[rng.random_range(0..LAST.len())],
+            COMPANY[rng.random_range(0..COMPANY.len())],
+        );
+        let email = format!("{}.{}{}@example.com", first.to_lowercase(), id, last.len());
+        let phone = format!("+49 30 {:07}", rng.random_range(0..10_000_000));
+        sqlx::query("INSERT INTO leads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            .bind(id)
+            .bind(first)
+            .bind(last)
+            .bind(&email)
+            .bind(&phone)
+            .bind(company)
+            .bind(if undatable { "imported" } else { "open" })
+            .bind(if undatable { None } else { Some(iso(created)) })
+            .bind(if undatable { None } else { Some(iso(modified)) })
+            .execute(&mut *tx)
+            .await?;
+        g.leads += 1;
+        if w.payloads {
+            let json = format!(
+                "{{\n  \"attributes\": {{ \"type\": \"Lead\", \"referenceId\": \"LeadRef{id}\" }},\n  \"lead\": {{ \"id\": {id} }},\n  \"FirstName\": \"{first}\",\n  \"LastName\": \"{last}\",\n  \"Email\": \"{email}\",\n  \"Phone\": \"{phone}\",\n  \"Company\": \"{company}\",\n  \"LeadSource\": \"Web\"\n}}\n"
+            );
+            w.put(&format!("inbound/{id}/lead.json"), &json, created)?;
+            let month = crate::model::format_instant(created)[..7].to_string();
+            monthly
+                .entry(month)
+                .or_default()
+                .push(format!("{id};{first};{last};{email};\"{company}\";{}", iso(created)));
+        }
+        let n_opps = match rng.random_range(0..10) {
+            0..=3 => 0,
+            4..=7 => 1,
+            _ => 2,
+        };
+        for _ in 0..n_opps {
+            opp_id += 1;
+            let om = (modified + rng.random_range(0..120 * DAY)).min(now);
+            let stage = match rng.random_range(0..10) {
+                0..=3 => "lost",
+                4..=5 => "open",
+                _ => "won",
+            };
+            sqlx::query("INSERT INTO opportunities VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(opp_id)
+                .bind(id)
+                .bind(format!("{company} deal"))
+                .bind(stage)
+                .bind(rng.random_range(1_000.0..90_000.0f64).round())
+                .bind(iso(om))
+                .execute(&mut *tx)
+                .await?;
+            g.opportunities += 1;
+            let n_quotes = if stage == "won" { 1 } else { rng.random_range(0..2) };
+            for _ in 0..n_quotes {
+                quote_id += 1;
+                let qm = (om + rng.random_range(0..30 * DAY)).min(now);
+                let total = rng.random_range(1_000.0..90_000.0f64).round();
+                sqlx::query("INSERT INTO quotes VALUES (?, ?, ?, ?)")
+                    .bind(quote_id)
+                    .bind(opp_id)
+                    .bind(total)
+                    .bind(iso(qm))
+                    .execute(&mut *tx)
+                    .await?;
+                g.quotes += 1;
+                if w.payloads {
+                    let year = &iso(qm)[..4];
+                    let xml = format!(
+                        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Quotation xmlns="urn:oasis:names:specification:ubl:schema:xsd:Quotation-2"
+    xmlns:cac="urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+    xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">
+  <cbc:UBLVersionID>2.1</cbc:UBLVersionID>
+  <cbc:ID>{quote_id}</cbc:ID>
+  <cbc:IssueDate>{date}</cbc:IssueDate>
+  <cac:BuyerCustomerParty>
+    <cac:Party>
+      <cac:PartyName><cbc:Name>{company}</cbc:Name></cac:PartyName>
+      <cac:Contact><cbc:Name>{first} {last}</cbc:Name><cbc:ElectronicMail>{email}</cbc:ElectronicMail></cac:Contact>
+    </cac:Party>
+  </cac:BuyerCustomerParty>
+  <cac:QuotedMonetaryTotal><cbc:PayableAmount currencyID="EUR">{total:.2}</cbc:PayableAmount></cac:QuotedMonetaryTotal>
+</Quotation>
+"#,
+                        date = &iso(qm)[..10]
+                    );
+                    w.put(&format!("quotes/{year}/quote-{quote_id}.xml"), &xml, qm)?;
+                }
+                if stage == "won" {
+                    contract_id += 1;
+                    sqlx::query("INSERT INTO contracts VALUES (?, ?, ?, ?)")
+                        .bind(contract_id)
+                        .bind(quote_id)
+                        .bind(iso(qm))
+                        .bind(iso(qm))
+                        .execute(&mut *tx)
+                        .await?;
+                    g.contracts += 1;
+                }
+            }
+        }
+        if id % 10_000 == 0 {
+            tx.commit().await?;
+            tx = pool.begin().await?;
+        }
+    }
+    tx.commit().await?;
+    if w.payloads {
+        // Monthly exports, `;`-separated as German CRMs write them: one file
+        // links many leads, so some are shared between deleted and kept ones.
+        for (month, rows) in &monthly {
+            let mut csv = String::from("\u{feff}LeadId;FirstName;LastName;Email;Company;CreatedAt\r\n");
+            for r in rows {
+                csv.push_str(r);
+                csv.push_str("\r\n");
+            }
+            let t = crate::model::parse_clock_text(&format!("{month}-28")).unwrap_or(now);
+            w.put(&format!("exports/leads-{month}.csv"), &csv, t.min(now))?;
+        }
+        // Orphans: payloads of leads deleted from the CRM by hand long ago,
+        // and a few recent ones still within technical.orphans.retain.
+        for i in 0..(leads / 60).max(3) {
+            let id = leads as i64 + 1000 + i as i64;
+            let t = if i % 8 == 0 { now - 2 * DAY } else { now - rng.random_range(40 * DAY..span) };
+            w.put(
+                &format!("inbound/{id}/lead.json"),
+                &format!("{{ \"attributes\": {{ \"type\": \"Lead\" }}, \"lead\": {{ \"id\": {id} }}, \"Email\": \"gone{id}@example.com\" }}\n"),
+                t,
+            )?;
+        }
+        // Unlinked and unreadable files: reported, never deleted.
+        w.put("misc/field-mapping.txt", "LeadId -> leads.id\n", now - 400 * DAY)?;
+        w.put("misc/README.md", "Integration drop folder.\n", now - 900 * DAY)?;
+        w.put("quotes/2019/quote-truncated.xml", "<Quotation><cbc:ID>17</cbc:ID>", now - 900 * DAY)?;
+    }
+    g.files = w.files;
+    g.bytes = w.bytes;
+    Ok(g)
+}
+
+pub fn config_text(audit_key: &str) -> String {
+    format!(
+        r#"# lethe demo configuration. Every key is documented in lethe.reference.toml.
+
+[crm]
+url = "sqlite://crm.db"                 # relative to this file's folder
+
+[crm.entities.lead]
+table = "leads"
+key = "id"
+clock = ["modified_at", "created_at"]   # first non-null wins; none → undatable, kept
+subject = ["email", "phone", "first_name", "last_name"]
+
+[crm.entities.opportunity]
+table = "opportunities"
+key = "id"
+clock = "modified_at"
+parent = {{ lead = "lead_id" }}
+
+[crm.entities.quote]
+table = "quotes"
+key = "id"
+clock = "modified_at"
+parent = {{ opportunity = "opportunity_id" }}
+
+[crm.entities.contract]
+table = "contracts"
+key = "id"
+clock = "modified_at"
+parent = {{ quote = "quote_id" }}
+
+[technical]
+url = "technical"
+
+[[technical.link]]                      # by path: the folder name is the lead's key
+path = "inbound/{{lead}}/**"
+
+[[technical.link]]                      # UBL quotations: the quote's key is /Quotation/ID
+glob = "quotes/**/*.xml"
+xml = "/Quotation/ID"
+entity = "quote"
+
+[[technical.link]]                      # monthly exports: one link per row
+glob = "exports/*.csv"
+csv = "LeadId"
+entity = "lead"
+
+[technical.orphans]
+retain = "30 days"
+
+[safety]
+# The demo's first sweep clears four years of backlog at once; a running
+# installation keeps the default 0.5 and is stopped by the brake when a plan
+# would delete more than half of any type.
+max_delete_fraction = 0.9
+
+[[policy]]
+name = "unconverted-sales"
+root = "lead"
+retain = "24 months"
+keep_if = ["contract"]
+basis = "GDPR Art. 5(1)(e), Art. 17(1)(a)"
+
+[[policy]]
+name = "lost-opportunities"
+root = "opportunity"
+retain = "12 months"
+keep_if = ["contract", {{ entity = "opportunity", where = "stage = 'open'" }}]
+basis = "GDPR Art. 5(1)(e), Art. 17(1)(a)"
+
+[state]
+url = "sqlite://lethe-state.db"
+
+[audit]
+# In production: key = "${{LETHE_AUDIT_KEY}}". The demo writes its own.
+key = "{audit_key}"
+"#
+    )
+}
+
+pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
+    let dir = &args.dir;
+    if dir.exists() {
+        let is_demo = dir.join(MARKER).exists();
+        let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !is_demo && !empty {
+            bail!(
+                "{} exists and is not an earlier lethe demo; pass --dir with a new folder",
+                dir.display()
+            );
+        }
+        if is_demo {
+            for name in ["crm.db", "crm.db-wal", "crm.db-shm", "lethe-state.db", "lethe-state.db-wal", "lethe-state.db-shm", "lethe-state.db.lock", "lethe.toml"] {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            let _ = std::fs::remove_dir_all(dir.join("technical"));
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(MARKER), "made by `lethe demo`; safe to delete\n")?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let started = std::time::Instant::now();
+    let mut g = generate(&dir.join("crm.db"), &dir.join("technical"), args.leads, args.seed, now, true).await?;
+    let key: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+    std::fs::write(dir.join("lethe.toml"), config_text(&key))?;
+    let config_path = dir.join("lethe.toml");
+    let mut config = crate::config::load(&config_path)?;
+    config.file = config_path.clone();
+
+    // A litigation hold on an old lead, to show that holds win.
+    let state = StateStore::open(&config).await?;
+    let old: Option<i64> = {
+        let crm = crate::crm::sqlite::SqliteCrm::open(&dir.join("crm.db"), false).await?;
+        sqlx::query_scalar("SELECT id FROM leads WHERE modified_at < ? ORDER BY id LIMIT 1")
+            .bind(iso(now - 3 * 365 * DAY))
+            .fetch_optional(crm.pool())
+            .await?
+    };
+    if let Some(id) = old {
+        state
+            .add_hold(HoldKind::Entity, &format!("lead:{id}"), "demo: litigation hold LH-2026-001", "lethe demo")
+            .await?;
+        g.held_lead = Some(id);
+    }
+    let generated_in = started.elapsed().as_secs_f64();
+
+    let crm = crate::crm::connect(&config).await?;
+    let store = crate::store::open(&config)?;
+    let indexed = cli::run_index(&config, format).await?;
+    let plan = cli::make_plan(&config, crm.as_ref(), &state, None, format).await?;
+    let options = crate::apply::ApplyOptions::default();
+    let (applied, verified) =
+        cli::run_apply(&config, crm.as_ref(), store.as_ref(), &state, Some(&plan.id), &options, format).await?;
+    match format {
+        Format::Text => {
+            out(&format!(
+                "demo in {}: {} leads, {} opportunities, {} quotes, {} contracts; {} payload files ({}) — generated in {:.1}s\n\n",
+                dir.display(),
+                g.leads,
+                g.opportunities,
+                g.quotes,
+                g.contracts,
+                g.files,
+                render::bytes(g.bytes),
+                generated_in
+            ));
+            out(&render::index(&indexed));
+            out("\n");
+            out(&render::plan(&plan, false));
+            out("\n");
+            out(&render::apply(&applied, verified.as_ref()));
+            let cfg = config_path.display();
+            out(&format!(
+                "\nnext:\n  lethe -c {cfg} explain lead:{}     # why the held lead stays\n  lethe -c {cfg} plan                  # a second plan at the same instant deletes nothing new\n  lethe -c {cfg} audit verify\n",
+                g.held_lead.unwrap_or(1)
+            ));
+        }
+        _ => out(&(serde_json::to_string_pretty(&serde_json::json!({
+            "generated": g, "index": indexed, "plan": plan, "apply": applied, "verify": verified
+        }))? + "\n")),
+    }
+    Ok(if applied.failed() { cli::EXIT_PARTIAL } else { EXIT_OK })
+}
+

@@ -1,0 +1,316 @@
+//! Content rules: entity keys found inside JSON, XML and CSV payloads. Each
+//! extractor reads from a stream with a byte budget and reports the location
+//! of each value (JSON pointer, element index, CSV row). Errors name what is
+//! wrong with the file, never what is in it.
+
+use std::io::{BufRead, BufReader, Read};
+
+use crate::config::rules::{XmlPath, local_name};
+
+/// A key found in a file, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub key: String,
+    pub location: String,
+}
+
+/// Why a file could not be read by a content rule. The text names the
+/// problem, never the content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
+/// Stops reading past the budget, so that a hostile file costs bounded time.
+struct Budget<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Err(std::io::Error::other("larger than technical.max_content_bytes"));
+        }
+        let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+fn budget<R: Read>(r: R, max: u64) -> Budget<R> {
+    Budget {
+        inner: r,
+        left: max.saturating_add(1),
+    }
+}
+
+pub fn json(reader: impl Read, path: &serde_json_path::JsonPath, max: u64) -> Result<Vec<Found>, Unreadable> {
+    let mut de = serde_json::Deserializer::from_reader(BufReader::new(budget(reader, max)));
+    let value: serde_json::Value = serde::Deserialize::deserialize(&mut de)
+        .map_err(|e| Unreadable(format!("not valid JSON ({})", json_error_class(&e))))?;
+    de.end()
+        .map_err(|e| Unreadable(format!("not valid JSON ({})", json_error_class(&e))))?;
+    let mut out = Vec::new();
+    for node in path.query_located(&value).all() {
+        let key = match node.node() {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            _ => continue,
+        };
+        out.push(Found {
+            key,
+            location: node.location().to_json_pointer(),
+        });
+    }
+    Ok(out)
+}
+
+/// The category and position of a JSON error, without the offending text.
+fn json_error_class(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => {
+            return format!("read failed: {}", std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_else(|| "I/O".into()));
+        }
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected data",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    if e.to_string().contains("recursion limit") {
+        return format!("nested deeper than 128 levels at line {}", e.line());
+    }
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+pub fn xml(reader: impl Read, path: &XmlPath, max: u64) -> Result<Vec<Found>, Unreadable> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_reader(BufReader::new(budget(reader, max)));
+    r.config_mut().expand_empty_elements = true;
+    let mut buf = Vec::new();
+    let mut stack: Vec<String> = Vec::new();
+    let mut capture: Option<(usize, String)> = None; // (depth, text so far)
+    let mut out = Vec::new();
+    let mut element_index = 0u64;
+    const MAX_DEPTH: usize = 1024;
+    loop {
+        let ev = r
+            .read_event_into(&mut buf)
+            .map_err(|e| Unreadable(format!("not well-formed XML at byte {} ({})", r.error_position(), xml_error_class(&e))))?;
+        match ev {
+            Event::Start(e) => {
+                element_index += 1;
+                let name = local_name(e.name().as_ref()).to_string();
+                stack.push(name);
+                if stack.len() > MAX_DEPTH {
+                    return Err(Unreadable(format!("nested deeper than {MAX_DEPTH} elements")));
+                }
+                if path.matches(&stack) {
+                    match &path.attribute {
+                        Some(attr) => {
+                            for a in e.attributes().flatten() {
+                                let an: &str = a.key.as_ref();
+                                if local_name(an) == attr {
+                                    let v = a
+                                        .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                                        .map_err(|_| Unreadable("attribute with an invalid escape".into()))?;
+                                    out.push(Found {
+                                        key: v.trim().to_string(),
+                                        location: format!("element {element_index}"),
+                                    });
+                                }
+                            }
+                        }
+                        None => capture = Some((stack.len(), String::new())),
+                    }
+                }
+            }
+            Event::Text(t) => {
+                if let Some((_, text)) = capture.as_mut() {
+                    text.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
+                    if text.len() > 4096 {
+                        return Err(Unreadable("an identifier element longer than 4 KiB".into()));
+                    }
+                }
+            }
+            Event::GeneralRef(_) => {
+                // Entity references are never expanded (no DTD, no external
+                // fetch); an identifier that uses one is not taken.
+                if capture.is_some() {
+                    capture = None;
+                }
+            }
+            Event::CData(t) => {
+                if let Some((_, text)) = capture.as_mut() {
+                    text.push_str(t.as_ref());
+                }
+            }
+            Event::End(_) => {
+                if let Some((depth, text)) = &capture {
+                    if *depth == stack.len() {
+                        let key = text.trim().to_string();
+                        if !key.is_empty() {
+                            out.push(Found {
+                                key,
+                                location: format!("element {element_index}"),
+                            });
+                        }
+                        capture = None;
+                    }
+                }
+                stack.pop();
+            }
+            Event::Eof => {
+                if !stack.is_empty() {
+                    return Err(Unreadable("truncated XML (unclosed elements)".into()));
+                }
+                if element_index == 0 {
+                    return Err(Unreadable("no XML element".into()));
+                }
+                break;
+            }
+            _ => {}
+        }
+        buf.clear();
+    }
+    Ok(out)
+}
+
+fn xml_error_class(e: &quick_xml::Error) -> &'static str {
+    match e {
+        quick_xml::Error::Io(_) => "read failed or larger than technical.max_content_bytes",
+        quick_xml::Error::Syntax(_) => "syntax",
+        quick_xml::Error::IllFormed(_) => "ill-formed",
+        quick_xml::Error::Encoding(_) => "encoding",
+        _ => "invalid",
+    }
+}
+
+pub fn csv(reader: impl Read, column: &str, delimiter: Option<u8>, max: u64) -> Result<Vec<Found>, Unreadable> {
+    let mut buffered = BufReader::with_capacity(64 * 1024, budget(reader, max));
+    let delimiter = match delimiter {
+        Some(d) => d,
+        None => {
+            let head = buffered
+                .fill_buf()
+                .map_err(|e| Unreadable(format!("read failed: {e}")))?;
+            sniff_delimiter(head)
+        }
+    };
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .flexible(true)
+        .from_reader(buffered);
+    let headers = r
+        .byte_headers()
+        .map_err(|e| Unreadable(format!("CSV header unreadable ({})", csv_error_class(&e))))?
+        .clone();
+    let wanted = headers.iter().position(|h| {
+        let h = String::from_utf8_lossy(h);
+        h.trim_start_matches('\u{feff}').trim() == column
+    });
+    let Some(col) = wanted else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    let mut row = 1u64;
+    loop {
+        match r.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                row += 1;
+                if let Some(v) = record.get(col) {
+                    let v = std::str::from_utf8(v)
+                        .map_err(|_| Unreadable(format!("row {row}: the key column is not UTF-8")))?
+                        .trim();
+                    if !v.is_empty() {
+                        out.push(Found {
+                            key: v.to_string(),
+                            location: format!("row {row}"),
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(Unreadable(format!("CSV unreadable after row {row} ({})", csv_error_class(&e)))),
+        }
+    }
+    Ok(out)
+}
+
+fn csv_error_class(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => format!("read failed: {io}"),
+        csv::ErrorKind::Utf8 { .. } => "invalid UTF-8".into(),
+        csv::ErrorKind::UnequalLengths { .. } => "rows of unequal length".into(),
+        _ => "malformed".into(),
+    }
+}
+
+/// The most frequent of `,` `;` tab `|` in the first line.
+fn sniff_delimiter(head: &[u8]) -> u8 {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or(head);
+    let mut best = (0usize, b',');
+    for d in [b',', b';', b'\t', b'|'] {
+        let n = line.iter().filter(|b| **b == d).count();
+        if n > best.0 {
+            best = (n, d);
+        }
+    }
+    best.1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_values_with_pointers_and_big_ids() {
+        let p = serde_json_path::JsonPath::parse("$.leads[*].id").unwrap();
+        let doc = br#"{"leads":[{"id":9007199254740993},{"id":"A-7"},{"id":1.5}]}"#;
+        let found = json(&doc[..], &p, 1 << 20).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Found { key: "9007199254740993".into(), location: "/leads/0/id".into() },
+                Found { key: "A-7".into(), location: "/leads/1/id".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_content() {
+        let p = serde_json_path::JsonPath::parse("$.id").unwrap();
+        let err = json(&b"{\"email\": \"jane@example.com\""[..], &p, 1 << 20).unwrap_err();
+        assert!(!err.0.contains("jane"), "{err}");
+        let err = json(&b"{\"id\": 1} trailing"[..], &p, 1 << 20).unwrap_err();
+        assert!(err.0.contains("not valid JSON"));
+        let err = json(&br#"{"id": "0123456789"}"#[..], &p, 8).unwrap_err();
+        assert!(err.0.contains("max_content_bytes"), "{err}");
+    }
+
+    #[test]
+    fn xml_by_local_name() {
+        let p = XmlPath::parse("/Quotation/ID").unwrap();
+        let doc = br#"<?xml version="1.0"?><q:Quotation xmlns:q="urn:x" xmlns:cbc="urn:c"><cbc:ID> Q-1 </cbc:ID><X><cbc:ID>no</cbc:ID></X></q:Quotation>"#;
+        assert_eq!(json_keys(xml(&doc[..], &p, 1 << 20).unwrap()), vec!["Q-1"]);
+        let err = xml(&b"<a><b></a>"[..], &p, 1 << 20).unwrap_err();
+        assert!(err.0.contains("XML"), "{err}");
+    }
+
+    #[test]
+    fn csv_semicolons_bom_and_quotes() {
+        let doc = "\u{feff}Name;LeadId\r\n\"Doe; Jane\";17\r\nX;\"18\"\r\n";
+        let found = csv(doc.as_bytes(), "LeadId", None, 1 << 20).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                Found { key: "17".into(), location: "row 2".into() },
+                Found { key: "18".into(), location: "row 3".into() },
+            ]
+        );
+    }
+
+    fn json_keys(f: Vec<Found>) -> Vec<String> {
+        f.into_iter().map(|f| f.key).collect()
+    }
+}

@@ -1,0 +1,21 @@
+//! lethe: a GDPR retention and erasure engine for CRM data and the technical
+//! data behind it. See ARCHITECTURE.md for the code map and its invariants.
+//!
+//! The pipeline, one module per stage: [`index`] → [`evaluate`] → [`plan`] →
+//! [`apply`] → [`verify`] → [`audit`]; the backends behind traits in [`crm`],
+//! [`store`] and [`state`].
+
+pub mod audit;
+pub mod config;
+pub mod crm;
+pub mod evaluate;
+pub mod model;
+pub mod sensitive;
+pub mod state;
+pub mod store;
+pub mod index;
+pub mod plan;
+pub mod apply;
+pub mod cli;
+pub mod demo;
+pub mod verify;

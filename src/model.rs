@@ -1,0 +1,182 @@
+//! The domain's vocabulary shared by every stage: entity refs, entity keys as
+//! the CRM stores them, and instants.
+//!
+//! An entity ref is `type:key` everywhere (CLI, API, reports). Keys are kept
+//! typed (`EntityKey::Int` / `EntityKey::Text`) so that deletes bind the value
+//! the way the CRM column stores it; their canonical text form is the join key
+//! between the CRM, the link index and the plan.
+
+use std::fmt;
+
+/// A key as read from the CRM's key column.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntityKey {
+    Int(i64),
+    Text(String),
+}
+
+impl EntityKey {
+    /// The canonical text form (the join key with link rules and user input).
+    pub fn canonical(&self) -> String {
+        match self {
+            EntityKey::Int(i) => i.to_string(),
+            EntityKey::Text(s) => s.clone(),
+        }
+    }
+
+    /// Rebuilds a key from its stored form: `kind` is `i` or `t`.
+    pub fn from_stored(kind: &str, text: &str) -> Option<EntityKey> {
+        match kind {
+            "i" => text.parse().ok().map(EntityKey::Int),
+            "t" => Some(EntityKey::Text(text.to_string())),
+            _ => None,
+        }
+    }
+
+    pub fn stored_kind(&self) -> &'static str {
+        match self {
+            EntityKey::Int(_) => "i",
+            EntityKey::Text(_) => "t",
+        }
+    }
+}
+
+impl fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntityKey::Int(i) => write!(f, "{i}"),
+            EntityKey::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// `type:key`, the entity ref syntax of the contract.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityRef {
+    pub entity_type: String,
+    pub key: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{input}` is not an entity ref: write it as type:key, for example lead:4711")]
+pub struct RefSyntaxError {
+    pub input: String,
+}
+
+impl EntityRef {
+    pub fn new(entity_type: impl Into<String>, key: impl Into<String>) -> Self {
+        EntityRef {
+            entity_type: entity_type.into(),
+            key: key.into(),
+        }
+    }
+
+    pub fn parse(input: &str) -> Result<EntityRef, RefSyntaxError> {
+        match input.split_once(':') {
+            Some((t, k)) if !t.is_empty() && !k.is_empty() && !t.contains(char::is_whitespace) => {
+                Ok(EntityRef::new(t, k))
+            }
+            _ => Err(RefSyntaxError {
+                input: input.to_string(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.entity_type, self.key)
+    }
+}
+
+/// Seconds since the Unix epoch, UTC. All clocks are normalised to this.
+pub type Instant = i64;
+
+/// Parses `--as-of`: an RFC 3339 instant or a date (midnight UTC).
+pub fn parse_as_of(input: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(ts) = input.parse::<jiff::Timestamp>() {
+        return Ok(ts);
+    }
+    if let Ok(date) = input.parse::<jiff::civil::Date>() {
+        if let Ok(z) = date.to_zoned_datetime(jiff::tz::TimeZone::UTC) {
+            return Ok(z.timestamp());
+        }
+    }
+    Err(format!(
+        "`{input}` is neither an RFC 3339 instant (2026-06-30T00:00:00Z) nor a date (2026-06-30)"
+    ))
+}
+
+/// Reads a clock value stored as text: RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]`
+/// (taken as UTC), or a bare date (midnight UTC).
+pub fn parse_clock_text(text: &str) -> Option<Instant> {
+    let t = text.trim();
+    if let Ok(ts) = t.parse::<jiff::Timestamp>() {
+        return Some(ts.as_second());
+    }
+    if let Ok(dt) = t.parse::<jiff::civil::DateTime>() {
+        return dt
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp().as_second());
+    }
+    if let Ok(d) = t.parse::<jiff::civil::Date>() {
+        return d
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .ok()
+            .map(|z| z.timestamp().as_second());
+    }
+    None
+}
+
+/// Formats an instant as RFC 3339 UTC.
+pub fn format_instant(at: Instant) -> String {
+    jiff::Timestamp::from_second(at)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| at.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_parse_type_and_key() {
+        assert_eq!(
+            EntityRef::parse("lead:4711").unwrap(),
+            EntityRef::new("lead", "4711")
+        );
+        // keys may themselves contain colons (URNs, composite keys)
+        assert_eq!(EntityRef::parse("quote:a:b").unwrap().key, "a:b");
+        assert!(EntityRef::parse("lead").is_err());
+        assert!(EntityRef::parse(":1").is_err());
+        assert!(EntityRef::parse("lead:").is_err());
+    }
+
+    #[test]
+    fn as_of_accepts_instants_and_dates() {
+        assert_eq!(
+            parse_as_of("2026-06-30").unwrap().to_string(),
+            "2026-06-30T00:00:00Z"
+        );
+        assert_eq!(
+            parse_as_of("2026-06-30T12:00:00+02:00").unwrap().to_string(),
+            "2026-06-30T10:00:00Z"
+        );
+        assert!(parse_as_of("yesterday").is_err());
+    }
+
+    #[test]
+    fn clock_text_formats() {
+        let d = parse_clock_text("2024-01-31").unwrap();
+        assert_eq!(format_instant(d), "2024-01-31T00:00:00Z");
+        let dt = parse_clock_text("2024-01-31 10:00:00").unwrap();
+        assert_eq!(dt - d, 36_000);
+        assert_eq!(
+            parse_clock_text("2024-01-31T10:00:00Z"),
+            Some(dt),
+            "RFC 3339 and SQL datetime agree"
+        );
+        assert_eq!(parse_clock_text("not a date"), None);
+    }
+}

@@ -1,0 +1,494 @@
+//! Stage 3, plan: reads the CRM into the entity graph, evaluates the
+//! policies, gives every indexed object its fate, applies the mass-delete
+//! brake, and persists the result as an immutable plan before anything is
+//! deleted. `plan` changes nothing outside the state store.
+//!
+//! Architecture invariant: `evaluate` and `plan` read the CRM, the index and
+//! the holds, and write only the plan; every error while reading fails the
+//! whole plan (fail closed: an empty read must never become "everything is an
+//! orphan").
+
+pub mod fate;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::config::{Config, KeepRule};
+use crate::crm::{Crm, CrmError};
+use crate::evaluate::{self, CompiledPolicy, Graph, GraphBuilder};
+use crate::index;
+use crate::model::{EntityKey, Instant, format_instant};
+use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, q};
+pub use fate::{Fate, LinkTarget, object_fate};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error("reading the CRM failed, so nothing was planned: {0}")]
+    Crm(#[from] CrmError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("policy `{0}` names an entity type the CRM graph does not have")]
+    Policy(String),
+}
+
+/// Counts only: a plan summary never holds keys or subject data.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub id: String,
+    pub as_of: String,
+    pub created_at: String,
+    pub config_hash: String,
+    pub digest: String,
+    pub entities_read: BTreeMap<String, u64>,
+    pub undatable_entities: u64,
+    pub unreadable_clocks: u64,
+    pub dangling_parents: u64,
+    pub policies: Vec<PolicySummary>,
+    pub cases: u64,
+    pub cases_absorbed: u64,
+    pub entities_to_delete: BTreeMap<String, u64>,
+    pub objects: ObjectTally,
+    pub holds: HoldTally,
+    pub brake: Vec<String>,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PolicySummary {
+    pub name: String,
+    pub root: String,
+    pub retain: String,
+    pub basis: String,
+    pub due: u64,
+    pub kept: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ObjectTally {
+    pub total: u64,
+    pub delete: u64,
+    pub delete_bytes: u64,
+    pub orphan_delete: u64,
+    pub orphan_delete_bytes: u64,
+    pub orphan_young: u64,
+    pub shared: u64,
+    pub retained: u64,
+    pub unlinked: u64,
+    pub unreadable: u64,
+    pub held: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HoldTally {
+    pub entity_holds: u64,
+    pub entity_holds_on_absent: u64,
+    pub object_holds: u64,
+}
+
+/// The conditional keep rules of all policies, in bit order.
+pub fn conditions(config: &Config) -> Vec<KeepRule> {
+    let mut out: Vec<KeepRule> = Vec::new();
+    for p in &config.policies {
+        for k in &p.keep_if {
+            if k.condition.is_some() && !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Everything the evaluation needs, read from the CRM and the holds.
+pub struct World {
+    pub graph: Graph,
+    pub policies: Vec<CompiledPolicy>,
+    pub conditions: Vec<KeepRule>,
+    pub unreadable_clocks: u64,
+    pub holds: HoldTally,
+    pub object_holds: ObjectHolds,
+}
+
+/// Reads the CRM into the graph and marks holds and keep conditions.
+pub async fn load_world(
+    config: &Config,
+    crm: &dyn Crm,
+    state: &StateStore,
+    progress: &(dyn Fn(&str, u64) + Sync),
+) -> Result<World, PlanError> {
+    let holds = state.holds().await?;
+    let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
+    let mut builder = GraphBuilder::new(types.clone());
+    let mut unreadable_clocks = 0u64;
+    for (ti, et) in config.entities.iter().enumerate() {
+        let parent_types: Vec<u16> = et
+            .parents
+            .iter()
+            .map(|(p, _)| types.iter().position(|t| t == p).unwrap_or(0) as u16)
+            .collect();
+        let mut n = 0u64;
+        crm.scan(et, &mut |row| {
+            if row.clock_unreadable {
+                unreadable_clocks += 1;
+            }
+            let parents: Vec<(u16, Option<EntityKey>)> =
+                parent_types.iter().copied().zip(row.parents).collect();
+            builder.add(ti as u16, row.key, row.clock, &parents);
+            n += 1;
+            if n % 100_000 == 0 {
+                progress(&et.name, n);
+            }
+        })
+        .await?;
+        progress(&et.name, n);
+    }
+    let conditions = conditions(config);
+    let mut graph = builder.finish();
+    for (bit, rule) in conditions.iter().enumerate() {
+        let (Some(et), Some(cond)) = (config.entity(&rule.entity), &rule.condition) else {
+            continue;
+        };
+        let ty = graph.type_index(&et.name).unwrap_or(0);
+        let mut hits = Vec::new();
+        crm.matching(et, cond, &mut |k| hits.push(k)).await?;
+        for k in hits {
+            if let Some(id) = graph.resolve_key(ty, &k) {
+                graph.node_mut(id).keep_bits |= 1 << bit;
+            }
+        }
+    }
+    let mut tally = HoldTally::default();
+    for h in &holds {
+        match h.kind {
+            HoldKind::Entity => {
+                tally.entity_holds += 1;
+                let r = crate::model::EntityRef::parse(&h.target).ok();
+                match r.and_then(|r| graph.resolve_named(&r.entity_type, &r.key)) {
+                    Some(id) => graph.node_mut(id).held = true,
+                    None => tally.entity_holds_on_absent += 1,
+                }
+            }
+            _ => tally.object_holds += 1,
+        }
+    }
+    let mut policies = Vec::new();
+    for p in &config.policies {
+        policies.push(
+            CompiledPolicy::compile(p, &graph.types, &conditions).ok_or_else(|| PlanError::Policy(p.name.clone()))?,
+        );
+    }
+    Ok(World {
+        graph,
+        policies,
+        conditions,
+        unreadable_clocks,
+        holds: tally,
+        object_holds: ObjectHolds::from_holds(&holds),
+    })
+}
+
+fn new_plan_id(now: jiff::Timestamp) -> String {
+    let z = now.to_zoned_datetime(jiff::tz::TimeZone::UTC);
+    format!("{}-{:04x}", z.strftime("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
+}
+
+/// Builds, brakes and persists a plan. Returns its summary.
+pub async fn make_plan(
+    config: &Config,
+    crm: &dyn Crm,
+    state: &StateStore,
+    as_of: jiff::Timestamp,
+    progress: &(dyn Fn(&str, u64) + Sync),
+) -> Result<PlanSummary, PlanError> {
+    let started = std::time::Instant::now();
+    let world = load_world(config, crm, state, progress).await?;
+    let graph = &world.graph;
+    let as_of_s = as_of.as_second();
+    progress("evaluating", 0);
+    let eval = evaluate::evaluate(graph, &world.policies, as_of_s);
+
+    let now = jiff::Timestamp::now();
+    let id = new_plan_id(now);
+    let mut s = PlanSummary {
+        id: id.clone(),
+        as_of: as_of.to_string(),
+        created_at: now.to_string(),
+        config_hash: config.hash.clone(),
+        unreadable_clocks: world.unreadable_clocks,
+        dangling_parents: graph.dangling_parents,
+        holds: world.holds.clone(),
+        cases: eval.cases.len() as u64,
+        cases_absorbed: eval.cases.iter().map(|c| c.absorbed as u64).sum(),
+        ..Default::default()
+    };
+    let counts = graph.counts();
+    for (i, t) in graph.types.iter().enumerate() {
+        s.entities_read.insert(t.clone(), counts[i]);
+    }
+    s.undatable_entities = graph.nodes.iter().filter(|n| n.clock.is_none()).count() as u64;
+    for (pi, p) in world.policies.iter().enumerate() {
+        s.policies.push(PolicySummary {
+            name: p.name.clone(),
+            root: graph.types[p.root as usize].clone(),
+            retain: p.retain.text().to_string(),
+            basis: p.basis.clone(),
+            due: eval.tallies[pi].due,
+            kept: eval.tallies[pi].kept.clone(),
+        });
+    }
+    let mut deleting = vec![0u64; graph.types.len()];
+    for (id, c) in eval.case_of.iter().enumerate() {
+        if *c != evaluate::NOT_DELETED {
+            deleting[graph.nodes[id].ty as usize] += 1;
+        }
+    }
+    for (i, t) in graph.types.iter().enumerate() {
+        if deleting[i] > 0 {
+            s.entities_to_delete.insert(t.clone(), deleting[i]);
+        }
+    }
+
+    // Persist: plan row, cases, entities, then objects, in one transaction.
+    progress("writing plan", 0);
+    let mut digest = Sha256::new();
+    let mut tx = state.pool().begin().await.map_err(q("writing the plan"))?;
+    let mut case_rows: Vec<(u64, &str, String, String, &'static str)> = Vec::new();
+    for (ci, c) in eval.cases.iter().enumerate() {
+        let node = graph.node(c.root);
+        let policy = &world.policies[c.policy];
+        case_rows.push((
+            ci as u64,
+            policy.name.as_str(),
+            graph.types[node.ty as usize].clone(),
+            node.key.canonical(),
+            node.key.stored_kind(),
+        ));
+    }
+    for chunk in case_rows.chunks(150) {
+        let sql = format!(
+            "INSERT INTO plan_cases(plan_id, case_id, policy, root_type, root_key, root_kind, status) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, 'planned')"; chunk.len()].join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (ci, policy, ty, key, kind) in chunk {
+            digest.update(format!("case\0{ci}\0{policy}\0{ty}\0{key}\n").as_bytes());
+            query = query.bind(&id).bind(*ci as i64).bind(*policy).bind(ty).bind(key).bind(*kind);
+        }
+        query.execute(&mut *tx).await.map_err(q("writing the plan"))?;
+    }
+    let deleted_nodes: Vec<usize> = (0..graph.len()).filter(|i| eval.case_of[*i] != evaluate::NOT_DELETED).collect();
+    for chunk in deleted_nodes.chunks(150) {
+        let sql = format!(
+            "INSERT INTO plan_entities(plan_id, case_id, entity_type, entity_key, key_kind, status) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, 'planned')"; chunk.len()].join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for &n in chunk {
+            let node = &graph.nodes[n];
+            let key = node.key.canonical();
+            digest.update(format!("entity\0{}\0{}\0{key}\n", eval.case_of[n], graph.types[node.ty as usize]).as_bytes());
+            query = query
+                .bind(&id)
+                .bind(eval.case_of[n] as i64)
+                .bind(&graph.types[node.ty as usize])
+                .bind(key)
+                .bind(node.key.stored_kind());
+        }
+        query.execute(&mut *tx).await.map_err(q("writing the plan"))?;
+    }
+
+    // Objects: stream the index, give each its fate.
+    let type_of: HashMap<&str, u16> = graph.types.iter().enumerate().map(|(i, t)| (t.as_str(), i as u16)).collect();
+    let mut to_delete: Vec<(String, u64, &'static str, String, String)> = Vec::new();
+    let tally = &mut s.objects;
+    index::for_each_entry(state, &mut |e| {
+        tally.total += 1;
+        let targets: Vec<LinkTarget> = e
+            .links
+            .iter()
+            .map(|(ty, key)| match type_of.get(ty.as_str()).and_then(|t| graph.resolve(*t, key)) {
+                None => LinkTarget::Absent,
+                Some(n) if eval.is_deleted(n) => LinkTarget::Deleted(eval.cases[eval.case_of[n as usize] as usize].policy),
+                Some(_) => LinkTarget::Retained,
+            })
+            .collect();
+        let fate = object_fate(
+            &e.status,
+            &targets,
+            world.object_holds.holds(&e.key),
+            e.modified,
+            as_of_s,
+            &config.orphans_retain,
+        );
+        match fate {
+            Fate::Delete { policy } => {
+                tally.delete += 1;
+                tally.delete_bytes += e.size;
+                to_delete.push((
+                    e.key.clone(),
+                    e.size,
+                    "delete",
+                    world.policies[policy].name.clone(),
+                    index::links_digest(&e.links),
+                ));
+            }
+            Fate::OrphanDue => {
+                tally.orphan_delete += 1;
+                tally.orphan_delete_bytes += e.size;
+                to_delete.push((e.key.clone(), e.size, "orphan", "orphans".into(), index::links_digest(&e.links)));
+            }
+            Fate::OrphanYoung => tally.orphan_young += 1,
+            Fate::Shared => tally.shared += 1,
+            Fate::Retained => tally.retained += 1,
+            Fate::Unlinked => tally.unlinked += 1,
+            Fate::Unreadable => tally.unreadable += 1,
+            Fate::Held => tally.held += 1,
+        }
+    })
+    .await?;
+    for (i, chunk) in to_delete.chunks(120).enumerate() {
+        let sql = format!(
+            "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, status) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, 'planned')"; chunk.len()].join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (j, (key, size, fate, policy, links)) in chunk.iter().enumerate() {
+            digest.update(format!("object\0{key}\0{fate}\0{links}\n").as_bytes());
+            query = query
+                .bind(&id)
+                .bind((i * 120 + j) as i64)
+                .bind(key)
+                .bind(*size as i64)
+                .bind(*fate)
+                .bind(policy)
+                .bind(links);
+        }
+        query.execute(&mut *tx).await.map_err(q("writing the plan"))?;
+    }
+
+    s.brake = brake(config, state, &s, &counts, &graph.types, &mut tx).await?;
+    s.digest = hex::encode(digest.finalize());
+    s.seconds = started.elapsed().as_secs_f64();
+    let summary_json = serde_json::to_string(&s).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO plans(id, created_at, as_of, config_hash, digest, summary, brake, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'planned')",
+    )
+    .bind(&id)
+    .bind(&s.created_at)
+    .bind(as_of_s)
+    .bind(&s.config_hash)
+    .bind(&s.digest)
+    .bind(&summary_json)
+    .bind(if s.brake.is_empty() { None } else { Some(serde_json::to_string(&s.brake).unwrap_or_default()) })
+    .execute(&mut *tx)
+    .await
+    .map_err(q("writing the plan"))?;
+    tx.commit().await.map_err(q("writing the plan"))?;
+    Ok(s)
+}
+
+/// The mass-delete brake: reasons this plan must not be applied without
+/// `--allow-mass-delete`.
+async fn brake(
+    config: &Config,
+    _state: &StateStore,
+    s: &PlanSummary,
+    counts: &[u64],
+    types: &[String],
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+) -> Result<Vec<String>, StateError> {
+    let mut reasons = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        let deleting = s.entities_to_delete.get(t).copied().unwrap_or(0);
+        if counts[i] > 0 && deleting as f64 > config.max_delete_fraction * counts[i] as f64 {
+            reasons.push(format!(
+                "deletes {deleting} of {} {t} entities ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
+                counts[i],
+                100.0 * deleting as f64 / counts[i] as f64,
+                100.0 * config.max_delete_fraction
+            ));
+        }
+    }
+    let objects_deleting = s.objects.delete + s.objects.orphan_delete;
+    if s.objects.total > 0 && objects_deleting as f64 > config.max_delete_fraction * s.objects.total as f64 {
+        reasons.push(format!(
+            "deletes {objects_deleting} of {} technical objects ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
+            s.objects.total,
+            100.0 * objects_deleting as f64 / s.objects.total as f64,
+            100.0 * config.max_delete_fraction
+        ));
+    }
+    // A type (or the store) the previous plan saw, now empty: a read that
+    // returned nothing is far likelier than a CRM that emptied itself.
+    let previous: Option<String> = sqlx::query_scalar("SELECT summary FROM plans ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(q("reading the previous plan"))?;
+    if let Some(prev) = previous.and_then(|p| serde_json::from_str::<PlanSummary>(&p).ok()) {
+        for (t, n) in &prev.entities_read {
+            if *n > 0 && s.entities_read.get(t).copied().unwrap_or(0) == 0 {
+                reasons.push(format!(
+                    "sees no {t} entities, but the previous plan {} saw {n}: check the CRM connection and table before allowing this",
+                    prev.id
+                ));
+            }
+        }
+        if prev.objects.total > 0 && s.objects.total == 0 {
+            reasons.push(format!(
+                "sees no technical objects, but the previous plan {} saw {}: check the store and run `lethe index`",
+                prev.id, prev.objects.total
+            ));
+        }
+    }
+    Ok(reasons)
+}
+
+/// A stored plan's header.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoredPlan {
+    pub id: String,
+    pub as_of: Instant,
+    pub status: String,
+    pub summary: PlanSummary,
+    pub brake: Vec<String>,
+}
+
+pub async fn load(state: &StateStore, id: Option<&str>) -> Result<StoredPlan, StateError> {
+    let row = match id {
+        Some(id) => sqlx::query("SELECT id, as_of, status, summary, brake FROM plans WHERE id = ?")
+            .bind(id)
+            .fetch_optional(state.pool())
+            .await
+            .map_err(q("reading the plan"))?
+            .ok_or_else(|| StateError::NoSuchPlan(id.to_string()))?,
+        None => sqlx::query("SELECT id, as_of, status, summary, brake FROM plans ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(state.pool())
+            .await
+            .map_err(q("reading the plan"))?
+            .ok_or(StateError::NoPlan)?,
+    };
+    let summary: String = row.get(3);
+    let brake: Option<String> = row.get(4);
+    Ok(StoredPlan {
+        id: row.get(0),
+        as_of: row.get(1),
+        status: row.get(2),
+        summary: serde_json::from_str(&summary)
+            .map_err(|e| StateError::Corrupt(format!("plan summary unreadable: {e}")))?,
+        brake: brake.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default(),
+    })
+}
+
+pub async fn list(state: &StateStore) -> Result<Vec<(String, String, String, String)>, StateError> {
+    let rows = sqlx::query("SELECT id, created_at, as_of, status FROM plans ORDER BY seq")
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("listing plans"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), format_instant(r.get(2)), r.get(3)))
+        .collect())
+}

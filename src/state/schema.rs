@@ -1,0 +1,137 @@
+//! The state store's tables, created or upgraded on open. `schema_version`
+//! in `meta` records what is there; each step runs once, in a transaction.
+
+use sqlx::SqlitePool;
+
+use super::{StateError, q};
+
+const STEPS: &[&str] = &[
+    // 1: the first schema
+    r#"
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+
+CREATE TABLE objects (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    modified INTEGER,
+    etag TEXT,
+    status TEXT NOT NULL,          -- ok | unreadable
+    error TEXT,                    -- why unreadable; never payload content
+    seen_run INTEGER NOT NULL
+);
+CREATE TABLE links (
+    object_id INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
+    entity_type TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    rule INTEGER NOT NULL,
+    location TEXT
+);
+CREATE INDEX links_object ON links(object_id);
+
+CREATE TABLE holds (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE(kind, target)
+);
+
+CREATE TABLE plans (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    as_of INTEGER NOT NULL,
+    config_hash TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    summary TEXT NOT NULL,          -- JSON: counts only
+    brake TEXT,                     -- JSON list of reasons, or NULL
+    status TEXT NOT NULL,           -- planned | applying | applied | partial
+    audit_head TEXT
+);
+CREATE TABLE plan_cases (
+    plan_id TEXT NOT NULL,
+    case_id INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    root_type TEXT NOT NULL,
+    root_key TEXT NOT NULL,
+    root_kind TEXT NOT NULL,
+    status TEXT NOT NULL,           -- planned | executing | done | skipped | failed
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (plan_id, case_id)
+);
+CREATE TABLE plan_entities (
+    plan_id TEXT NOT NULL,
+    case_id INTEGER NOT NULL,
+    entity_type TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    key_kind TEXT NOT NULL,
+    status TEXT NOT NULL,           -- planned | deleted | gone | skipped
+    PRIMARY KEY (plan_id, entity_type, entity_key)
+);
+CREATE INDEX plan_entities_case ON plan_entities(plan_id, case_id);
+CREATE TABLE plan_objects (
+    plan_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    fate TEXT NOT NULL,             -- delete | orphan
+    policy TEXT NOT NULL,           -- the policy (or `orphans`) that deletes it
+    links TEXT NOT NULL,            -- digest of the link set at plan time
+    status TEXT NOT NULL,           -- planned | executing | deleted | gone | skipped | failed
+    reason TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (plan_id, item)
+);
+
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY,
+    plan_id TEXT NOT NULL,
+    policy TEXT,
+    basis TEXT,
+    action TEXT NOT NULL,
+    entity_type TEXT,
+    pseudonym TEXT NOT NULL,
+    bytes INTEGER,
+    at TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+"#,
+];
+
+pub async fn migrate(pool: &SqlitePool) -> Result<(), StateError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(q("creating the schema"))?;
+    let version: Option<String> = sqlx::query_scalar("SELECT v FROM meta WHERE k = 'schema_version'")
+        .fetch_optional(pool)
+        .await
+        .map_err(q("reading the schema version"))?;
+    let mut version: usize = version.and_then(|v| v.parse().ok()).unwrap_or(0);
+    if version > STEPS.len() {
+        return Err(StateError::Corrupt(format!(
+            "schema version {version} is newer than this lethe knows ({}); upgrade lethe",
+            STEPS.len()
+        )));
+    }
+    while version < STEPS.len() {
+        let mut tx = pool.begin().await.map_err(q("migrating the schema"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(STEPS[version]))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("migrating the schema"))?;
+        version += 1;
+        sqlx::query("INSERT INTO meta(k, v) VALUES ('schema_version', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v")
+            .bind(version.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(q("migrating the schema"))?;
+        tx.commit().await.map_err(q("migrating the schema"))?;
+    }
+    Ok(())
+}

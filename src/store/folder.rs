@@ -1,0 +1,250 @@
+//! A local folder as a technical store. Every access goes through a cap-std
+//! `Dir` opened on the root, so no path — not even one through a symlink
+//! planted inside — resolves outside it. Listing never follows symlinks: they
+//! are reported as skipped. Deleting removes the directories the delete
+//! emptied, never the root.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+
+use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
+
+pub struct FolderStore {
+    root: PathBuf,
+    dir: Dir,
+}
+
+impl FolderStore {
+    pub fn open(root: &Path) -> Result<FolderStore, StoreError> {
+        let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(|source| StoreError::Open {
+            store: root.display().to_string(),
+            source,
+        })?;
+        Ok(FolderStore {
+            root: root.to_path_buf(),
+            dir,
+        })
+    }
+
+    fn walk(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
+        let list_err = |at: &str, source| StoreError::List {
+            store: self.root.display().to_string(),
+            at: if at.is_empty() { "the root".into() } else { at.to_string() },
+            source,
+        };
+        let mut n = 0;
+        // (relative prefix, dir handle)
+        let mut stack: Vec<(String, Dir)> = vec![(String::new(), self.dir.try_clone().map_err(|e| list_err("", e))?)];
+        while let Some((prefix, dir)) = stack.pop() {
+            let entries = dir.entries().map_err(|e| list_err(&prefix, e))?;
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| list_err(&prefix, e))?;
+                names.push(entry);
+            }
+            // Sorted listings make runs reproducible.
+            names.sort_by_key(|e| e.file_name());
+            for entry in names {
+                let name = entry.file_name();
+                let Some(name) = name.to_str().map(str::to_string) else {
+                    sink(Listed::Skipped {
+                        key: format!("{prefix}{}", name.to_string_lossy()),
+                        reason: "file name is not UTF-8".into(),
+                    });
+                    continue;
+                };
+                let key = format!("{prefix}{name}");
+                let ft = entry.file_type().map_err(|e| list_err(&key, e))?;
+                if ft.is_symlink() {
+                    sink(Listed::Skipped {
+                        key,
+                        reason: "symbolic link (never followed)".into(),
+                    });
+                } else if ft.is_dir() {
+                    let sub = entry.open_dir().map_err(|e| list_err(&key, e))?;
+                    stack.push((format!("{key}/"), sub));
+                } else if ft.is_file() {
+                    let meta = entry.metadata().map_err(|e| list_err(&key, e))?;
+                    sink(Listed::Object(ObjectMeta {
+                        key,
+                        size: meta.len(),
+                        modified: meta.modified().ok().and_then(|m| {
+                            m.into_std()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .ok()
+                                .map(|d| d.as_secs() as i64)
+                        }),
+                        etag: None,
+                    }));
+                    n += 1;
+                } else {
+                    sink(Listed::Skipped {
+                        key,
+                        reason: "not a regular file".into(),
+                    });
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn meta_of(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        validate_key(key)?;
+        match self.dir.symlink_metadata(key) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: m.len(),
+                modified: m.modified().ok().and_then(|m| {
+                    m.into_std()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs() as i64)
+                }),
+                etag: None,
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { op: "stat", source }),
+        }
+    }
+
+    fn remove(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
+        validate_key(key)?;
+        match self.dir.symlink_metadata(key) {
+            Ok(m) if m.is_symlink() => {
+                return Err(StoreError::InvalidKey {
+                    reason: "a symbolic link; lethe never deletes through links",
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DeleteOutcome::AlreadyGone),
+            Err(source) => return Err(StoreError::Io { op: "stat", source }),
+        }
+        match self.dir.remove_file(key) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DeleteOutcome::AlreadyGone),
+            Err(source) => return Err(StoreError::Io { op: "delete", source }),
+        }
+        // Remove the folders this delete emptied, deepest first; stop at the
+        // first one that still holds something. The root is never a candidate.
+        let mut parent = key;
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            if self.dir.remove_dir(up).is_err() {
+                break;
+            }
+            parent = up;
+        }
+        Ok(DeleteOutcome::Deleted)
+    }
+}
+
+#[async_trait]
+impl TechnicalStore for FolderStore {
+    fn describe(&self) -> String {
+        format!("folder {}", self.root.display())
+    }
+
+    async fn check(&self) -> Result<Vec<String>, StoreError> {
+        self.dir.entries().map_err(|source| StoreError::Open {
+            store: self.root.display().to_string(),
+            source,
+        })?;
+        Ok(vec![
+            format!("folder {}: readable", self.root.display()),
+            "folder store: no object metadata (metadata link rules find nothing here)".into(),
+            "folder store: no versions or snapshots kept by lethe; filesystem snapshots or backups are outside its reach".into(),
+        ])
+    }
+
+    async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
+        tokio::task::block_in_place(|| self.walk(sink))
+    }
+
+    async fn read(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
+        validate_key(key)?;
+        let f = self
+            .dir
+            .open(key)
+            .map_err(|source| StoreError::Io { op: "open", source })?;
+        Ok(Box::new(f.into_std()))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.meta_of(key)
+    }
+
+    async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
+        tokio::task::block_in_place(|| self.remove(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(store: &FolderStore) -> Vec<Listed> {
+        let mut out = Vec::new();
+        store.walk(&mut |l| out.push(l)).unwrap();
+        out
+    }
+
+    #[test]
+    fn lists_files_and_skips_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.json"), "{}").unwrap();
+        std::fs::create_dir_all(tmp.path().join("inbound/1")).unwrap();
+        std::fs::write(tmp.path().join("inbound/1/a.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("escape")).unwrap();
+        let store = FolderStore::open(tmp.path()).unwrap();
+        let listed = collect(&store);
+        assert!(listed.contains(&Listed::Object(ObjectMeta {
+            key: "inbound/1/a.json".into(),
+            size: 2,
+            modified: listed.iter().find_map(|l| match l {
+                Listed::Object(m) => m.modified,
+                _ => None,
+            }),
+            etag: None,
+        })));
+        assert!(listed
+            .iter()
+            .any(|l| matches!(l, Listed::Skipped { key, .. } if key == "escape")));
+        assert_eq!(listed.len(), 2, "nothing listed through the symlink: {listed:?}");
+    }
+
+    #[test]
+    fn delete_stays_inside_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("link")).unwrap();
+        let store = FolderStore::open(tmp.path()).unwrap();
+        assert!(store.remove("link/victim").is_err());
+        assert!(store.remove("../victim").is_err());
+        assert!(store.remove("link").is_err(), "a symlink itself is not deleted");
+        assert!(outside.path().join("victim").exists());
+    }
+
+    #[test]
+    fn delete_removes_emptied_folders_but_not_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/b/c")).unwrap();
+        std::fs::write(tmp.path().join("a/b/c/x"), "x").unwrap();
+        std::fs::write(tmp.path().join("a/keep"), "k").unwrap();
+        std::fs::write(tmp.path().join("top"), "t").unwrap();
+        let store = FolderStore::open(tmp.path()).unwrap();
+        assert_eq!(store.remove("a/b/c/x").unwrap(), DeleteOutcome::Deleted);
+        assert!(!tmp.path().join("a/b").exists());
+        assert!(tmp.path().join("a/keep").exists());
+        assert_eq!(store.remove("a/b/c/x").unwrap(), DeleteOutcome::AlreadyGone);
+        assert_eq!(store.remove("top").unwrap(), DeleteOutcome::Deleted);
+        assert_eq!(store.remove("a/keep").unwrap(), DeleteOutcome::Deleted);
+        assert!(tmp.path().exists(), "the root stays");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,139 @@
+//! Technical stores behind one trait: a local folder (the embedded default)
+//! and an in-memory store for tests; S3 and Azure Blob come later behind the
+//! same trait. Backends disagree on deleting a missing object; the trait
+//! normalises that once: `delete` answers `AlreadyGone`, never an error.
+
+pub mod folder;
+pub mod memory;
+
+use std::io::Read;
+
+use async_trait::async_trait;
+
+use crate::config::{Config, StoreUrl};
+use crate::model::Instant;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Relative to the store's root, `/`-separated.
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<Instant>,
+    pub etag: Option<String>,
+}
+
+/// One entry of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listed {
+    Object(ObjectMeta),
+    /// Seen but not an object lethe will read or delete (a symlink, a name
+    /// that is not UTF-8); reported, never deleted.
+    Skipped { key: String, reason: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    AlreadyGone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// Worth retrying (I/O hiccup, throttling).
+    Transient,
+    /// Will not succeed by retrying (permission, lock, bad key).
+    Permanent,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("technical store {store} cannot be opened: {source}; check [technical] url")]
+    Open {
+        store: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listing the technical store {store} failed at {at}: {source}")]
+    List {
+        store: String,
+        at: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("object key is not a plain relative path inside the store ({reason})")]
+    InvalidKey { reason: &'static str },
+    #[error("{op} failed: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {0} technical store is not available in this build yet; use a folder for now")]
+    Unsupported(&'static str),
+}
+
+impl StoreError {
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Io { source, .. } | StoreError::List { source, .. } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::IsADirectory => StoreErrorKind::Permanent,
+                _ => StoreErrorKind::Transient,
+            },
+            _ => StoreErrorKind::Permanent,
+        }
+    }
+}
+
+#[async_trait]
+pub trait TechnicalStore: Send + Sync {
+    /// For reports: `folder /srv/technical`, `memory`.
+    fn describe(&self) -> String;
+
+    /// Reachability and what the store can and cannot do, in words.
+    async fn check(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Streams every entry under the root. An error means the listing is
+    /// incomplete and must not be used to plan anything (fail closed).
+    async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError>;
+
+    /// Opens an object's content for reading.
+    async fn read(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError>;
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Deletes one object; a missing object is `AlreadyGone`.
+    async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError>;
+}
+
+pub fn open(config: &Config) -> Result<Box<dyn TechnicalStore>, StoreError> {
+    match &config.store {
+        StoreUrl::Folder(path) => Ok(Box::new(folder::FolderStore::open(path)?)),
+        StoreUrl::Memory => Ok(Box::new(memory::MemoryStore::default())),
+        StoreUrl::S3(_) => Err(StoreError::Unsupported("S3")),
+        StoreUrl::Azure(_) => Err(StoreError::Unsupported("Azure Blob")),
+    }
+}
+
+/// Rejects keys that are not plain relative paths (no `..`, no absolute
+/// paths, no empty segments).
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    if key.is_empty() {
+        return Err(StoreError::InvalidKey { reason: "empty" });
+    }
+    if key.starts_with('/') || key.contains('\\') || key.contains('\0') {
+        return Err(StoreError::InvalidKey {
+            reason: "absolute, backslash or NUL",
+        });
+    }
+    for seg in key.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err(StoreError::InvalidKey {
+                reason: "empty, `.` or `..` segment",
+            });
+        }
+    }
+    Ok(())
+}
