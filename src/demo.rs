@@ -18,9 +18,30 @@ use crate::state::{HoldKind, StateStore};
 const DAY: i64 = 86_400;
 const MARKER: &str = ".lethe-demo";
 
-const FIRST: &[&str] = &["Anna", "Ben", "Clara", "David", "Elif", "Farid", "Greta", "Hannes", "Ines", "Jonas", "Katrin", "Lukas"];
-const LAST: &[&str] = &["Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Hoffmann", "Koch"];
-const COMPANY: &[&str] = &["Nordwind GmbH", "Edge Communications", "Burlington Textiles", "Rheinblick AG", "Pyramid Construction", "Grand Hotels"];
+const FIRST: &[&str] = &[
+    "Anna", "Ben", "Clara", "David", "Elif", "Farid", "Greta", "Hannes", "Ines", "Jonas", "Katrin",
+    "Lukas",
+];
+const LAST: &[&str] = &[
+    "Müller",
+    "Schmidt",
+    "Schneider",
+    "Fischer",
+    "Weber",
+    "Meyer",
+    "Wagner",
+    "Becker",
+    "Hoffmann",
+    "Koch",
+];
+const COMPANY: &[&str] = &[
+    "Nordwind GmbH",
+    "Edge Communications",
+    "Burlington Textiles",
+    "Rheinblick AG",
+    "Pyramid Construction",
+    "Grand Hotels",
+];
 
 pub const SCHEMA: &str = r#"
 CREATE TABLE leads (
@@ -100,7 +121,14 @@ impl Writer {
 /// Generates `leads` leads (about 2.5 entities each with children) ending
 /// at `now`, into `crm_path` and `technical`. `files_per_lead` payloads are
 /// written when `payloads` is true.
-pub async fn generate(crm_path: &Path, technical: &Path, leads: u64, seed: u64, now: i64, payloads: bool) -> Result<Generated> {
+pub async fn generate(
+    crm_path: &Path,
+    technical: &Path,
+    leads: u64,
+    seed: u64,
+    now: i64,
+    payloads: bool,
+) -> Result<Generated> {
     let mut rng = StdRng::seed_from_u64(seed);
     let crm = crate::crm::sqlite::SqliteCrm::open(crm_path, true).await?;
     let pool = crm.pool();
@@ -150,10 +178,10 @@ pub async fn generate(crm_path: &Path, technical: &Path, leads: u64, seed: u64, 
             );
             w.put(&format!("inbound/{id}/lead.json"), &json, created)?;
             let month = crate::model::format_instant(created)[..7].to_string();
-            monthly
-                .entry(month)
-                .or_default()
-                .push(format!("{id};{first};{last};{email};\"{company}\";{}", iso(created)));
+            monthly.entry(month).or_default().push(format!(
+                "{id};{first};{last};{email};\"{company}\";{}",
+                iso(created)
+            ));
         }
         let n_opps = match rng.random_range(0..10) {
             0..=3 => 0,
@@ -178,7 +206,11 @@ pub async fn generate(crm_path: &Path, technical: &Path, leads: u64, seed: u64, 
                 .execute(&mut *tx)
                 .await?;
             g.opportunities += 1;
-            let n_quotes = if stage == "won" { 1 } else { rng.random_range(0..2) };
+            let n_quotes = if stage == "won" {
+                1
+            } else {
+                rng.random_range(0..2)
+            };
             for _ in 0..n_quotes {
                 quote_id += 1;
                 let qm = (om + rng.random_range(0..30 * DAY)).min(now);
@@ -237,7 +269,8 @@ pub async fn generate(crm_path: &Path, technical: &Path, leads: u64, seed: u64, 
         // Monthly exports, `;`-separated as German CRMs write them: one file
         // links many leads, so some are shared between deleted and kept ones.
         for (month, rows) in &monthly {
-            let mut csv = String::from("\u{feff}LeadId;FirstName;LastName;Email;Company;CreatedAt\r\n");
+            let mut csv =
+                String::from("\u{feff}LeadId;FirstName;LastName;Email;Company;CreatedAt\r\n");
             for r in rows {
                 csv.push_str(r);
                 csv.push_str("\r\n");
@@ -249,7 +282,11 @@ pub async fn generate(crm_path: &Path, technical: &Path, leads: u64, seed: u64, 
         // and a few recent ones still within technical.orphans.retain.
         for i in 0..(leads / 60).max(3) {
             let id = leads as i64 + 1000 + i as i64;
-            let t = if i % 8 == 0 { now - 2 * DAY } else { now - rng.random_range(40 * DAY..span) };
+            let t = if i % 8 == 0 {
+                now - 2 * DAY
+            } else {
+                now - rng.random_range(40 * DAY..span)
+            };
             w.put(
                 &format!("inbound/{id}/lead.json"),
                 &format!("{{ \"attributes\": {{ \"type\": \"Lead\" }}, \"lead\": {{ \"id\": {id} }}, \"Email\": \"gone{id}@example.com\" }}\n"),
@@ -257,9 +294,21 @@ pub async fn generate(crm_path: &Path, technical: &Path, leads: u64, seed: u64, 
             )?;
         }
         // Unlinked and unreadable files: reported, never deleted.
-        w.put("misc/field-mapping.txt", "LeadId -> leads.id\n", now - 400 * DAY)?;
-        w.put("misc/README.md", "Integration drop folder.\n", now - 900 * DAY)?;
-        w.put("quotes/2019/quote-truncated.xml", "<Quotation><cbc:ID>17</cbc:ID>", now - 900 * DAY)?;
+        w.put(
+            "misc/field-mapping.txt",
+            "LeadId -> leads.id\n",
+            now - 400 * DAY,
+        )?;
+        w.put(
+            "misc/README.md",
+            "Integration drop folder.\n",
+            now - 900 * DAY,
+        )?;
+        w.put(
+            "quotes/2019/quote-truncated.xml",
+            "<Quotation><cbc:ID>17</cbc:ID>",
+            now - 900 * DAY,
+        )?;
     }
     g.files = w.files;
     g.bytes = w.bytes;
@@ -350,7 +399,9 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
     let dir = &args.dir;
     if dir.exists() {
         let is_demo = dir.join(MARKER).exists();
-        let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        let empty = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
         if !is_demo && !empty {
             bail!(
                 "{} exists and is not an earlier lethe demo; pass --dir with a new folder",
@@ -358,7 +409,16 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
             );
         }
         if is_demo {
-            for name in ["crm.db", "crm.db-wal", "crm.db-shm", "lethe-state.db", "lethe-state.db-wal", "lethe-state.db-shm", "lethe-state.db.lock", "lethe.toml"] {
+            for name in [
+                "crm.db",
+                "crm.db-wal",
+                "crm.db-shm",
+                "lethe-state.db",
+                "lethe-state.db-wal",
+                "lethe-state.db-shm",
+                "lethe-state.db.lock",
+                "lethe.toml",
+            ] {
                 let _ = std::fs::remove_file(dir.join(name));
             }
             let _ = std::fs::remove_dir_all(dir.join("technical"));
@@ -366,10 +426,23 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join(MARKER), "made by `lethe demo`; safe to delete\n")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let started = std::time::Instant::now();
-    let mut g = generate(&dir.join("crm.db"), &dir.join("technical"), args.leads, args.seed, now, true).await?;
-    let key: String = (0..32).map(|_| format!("{:x}", rand::random::<u8>() % 16)).collect();
+    let mut g = generate(
+        &dir.join("crm.db"),
+        &dir.join("technical"),
+        args.leads,
+        args.seed,
+        now,
+        true,
+    )
+    .await?;
+    let key: String = (0..32)
+        .map(|_| format!("{:x}", rand::random::<u8>() % 16))
+        .collect();
     std::fs::write(dir.join("lethe.toml"), config_text(&key))?;
     let config_path = dir.join("lethe.toml");
     let mut config = crate::config::load(&config_path)?;
@@ -386,19 +459,49 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
     };
     if let Some(id) = old {
         state
-            .add_hold(HoldKind::Entity, &format!("lead:{id}"), "demo: litigation hold LH-2026-001", "lethe demo")
+            .add_hold(
+                HoldKind::Entity,
+                &format!("lead:{id}"),
+                "demo: litigation hold LH-2026-001",
+                "lethe demo",
+            )
             .await?;
         g.held_lead = Some(id);
     }
     let generated_in = started.elapsed().as_secs_f64();
+    if args.generate_only {
+        out(&match format {
+            Format::Text => format!(
+                "generated in {}: {} leads, {} opportunities, {} quotes, {} contracts; {} files ({}) in {:.1}s\n",
+                dir.display(),
+                g.leads,
+                g.opportunities,
+                g.quotes,
+                g.contracts,
+                g.files,
+                render::bytes(g.bytes),
+                generated_in
+            ),
+            _ => serde_json::to_string_pretty(&g)? + "\n",
+        });
+        return Ok(EXIT_OK);
+    }
 
     let crm = crate::crm::connect(&config).await?;
     let store = crate::store::open(&config)?;
     let indexed = cli::run_index(&config, format).await?;
     let plan = cli::make_plan(&config, crm.as_ref(), &state, None, format).await?;
     let options = crate::apply::ApplyOptions::default();
-    let (applied, verified) =
-        cli::run_apply(&config, crm.as_ref(), store.as_ref(), &state, Some(&plan.id), &options, format).await?;
+    let (applied, verified) = cli::run_apply(
+        &config,
+        crm.as_ref(),
+        store.as_ref(),
+        &state,
+        Some(&plan.id),
+        &options,
+        format,
+    )
+    .await?;
     match format {
         Format::Text => {
             out(&format!(
@@ -427,6 +530,9 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
             "generated": g, "index": indexed, "plan": plan, "apply": applied, "verify": verified
         }))? + "\n")),
     }
-    Ok(if applied.failed() { cli::EXIT_PARTIAL } else { EXIT_OK })
+    Ok(if applied.failed() {
+        cli::EXIT_PARTIAL
+    } else {
+        EXIT_OK
+    })
 }
-

@@ -5,17 +5,17 @@
 //! [`apply`] → [`verify`] → [`audit`]; the backends behind traits in [`crm`],
 //! [`store`] and [`state`].
 
+pub mod apply;
 pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod crm;
+pub mod demo;
 pub mod evaluate;
+pub mod index;
 pub mod model;
+pub mod plan;
 pub mod sensitive;
 pub mod state;
 pub mod store;
-pub mod index;
-pub mod plan;
-pub mod apply;
-pub mod cli;
-pub mod demo;
 pub mod verify;

@@ -160,7 +160,9 @@ mod tests {
             "2026-06-30T00:00:00Z"
         );
         assert_eq!(
-            parse_as_of("2026-06-30T12:00:00+02:00").unwrap().to_string(),
+            parse_as_of("2026-06-30T12:00:00+02:00")
+                .unwrap()
+                .to_string(),
             "2026-06-30T10:00:00Z"
         );
         assert!(parse_as_of("yesterday").is_err());

@@ -32,10 +32,18 @@ pub enum ApplyError {
     Plan(#[from] PlanError),
     #[error("plan {id} trips the mass-delete brake, so nothing was deleted:\n  - {}\nreview it with `lethe plan`; if it is right, run again with --allow-mass-delete", reasons.join("\n  - "))]
     MassDelete { id: String, reasons: Vec<String> },
-    #[error("plan {id} is as of {as_of}, in the future: a future plan is a preview and cannot be applied")]
+    #[error(
+        "plan {id} is as of {as_of}, in the future: a future plan is a preview and cannot be applied"
+    )]
     FuturePlan { id: String, as_of: String },
-    #[error("plan {id} was made with a different config (hash {planned}…, now {now}…); make a new plan")]
-    ConfigChanged { id: String, planned: String, now: String },
+    #[error(
+        "plan {id} was made with a different config (hash {planned}…, now {now}…); make a new plan"
+    )]
+    ConfigChanged {
+        id: String,
+        planned: String,
+        now: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -119,7 +127,8 @@ pub async fn apply(
     if stored.summary.config_hash != config.hash {
         return Err(ApplyError::ConfigChanged {
             id: stored.id,
-            planned: stored.summary.config_hash[..12.min(stored.summary.config_hash.len())].to_string(),
+            planned: stored.summary.config_hash[..12.min(stored.summary.config_hash.len())]
+                .to_string(),
             now: config.hash[..12].to_string(),
         });
     }
@@ -141,7 +150,10 @@ pub async fn apply(
     let policies: Vec<CompiledPolicy> = config
         .policies
         .iter()
-        .map(|p| CompiledPolicy::compile(p, &types, &conditions).ok_or_else(|| PlanError::Policy(p.name.clone())))
+        .map(|p| {
+            CompiledPolicy::compile(p, &types, &conditions)
+                .ok_or_else(|| PlanError::Policy(p.name.clone()))
+        })
         .collect::<Result<_, _>>()?;
     let ctx = Ctx {
         config,
@@ -179,8 +191,11 @@ pub async fn apply(
                 case_id: r.get::<i64, _>(0) as u64,
                 policy: r.get(1),
                 root_type: r.get(2),
-                root_key: EntityKey::from_stored(r.get::<String, _>(4).as_str(), r.get::<String, _>(3).as_str())
-                    .unwrap_or(EntityKey::Text(r.get(3))),
+                root_key: EntityKey::from_stored(
+                    r.get::<String, _>(4).as_str(),
+                    r.get::<String, _>(3).as_str(),
+                )
+                .unwrap_or(EntityKey::Text(r.get(3))),
                 resumed: r.get::<String, _>(5) == "executing",
             })
             .collect();
@@ -189,11 +204,12 @@ pub async fn apply(
         progress("cases", done_cases, total_cases as u64);
     }
 
-    let total_objects: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE plan_id = ?")
-        .bind(&stored.id)
-        .fetch_one(state.pool())
-        .await
-        .map_err(q("reading the plan"))?;
+    let total_objects: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE plan_id = ?")
+            .bind(&stored.id)
+            .fetch_one(state.pool())
+            .await
+            .map_err(q("reading the plan"))?;
     let mut done_objects = 0u64;
     let mut after_item = -1i64;
     loop {
@@ -228,10 +244,20 @@ pub async fn apply(
         progress("objects", done_objects, total_objects as u64);
     }
 
-    report.crm_notes = crm.after_apply().await.unwrap_or_else(|e| vec![format!("after apply: {e}")]);
+    report.crm_notes = crm
+        .after_apply()
+        .await
+        .unwrap_or_else(|e| vec![format!("after apply: {e}")]);
     let head = state.meta_get("audit.head").await?;
-    report.audit_head = head.as_ref().and_then(|h| h.split(':').nth(1)).map(str::to_string);
-    let status = if report.failed() { "partial" } else { "applied" };
+    report.audit_head = head
+        .as_ref()
+        .and_then(|h| h.split(':').nth(1))
+        .map(str::to_string);
+    let status = if report.failed() {
+        "partial"
+    } else {
+        "applied"
+    };
     sqlx::query("UPDATE plans SET status = ?, audit_head = ? WHERE id = ?")
         .bind(status)
         .bind(&report.audit_head)
@@ -277,9 +303,18 @@ impl Ctx<'_> {
         self.types.iter().position(|t| t == name).map(|i| i as u16)
     }
 
-    async fn case_batch(&self, crm: &dyn Crm, cases: &[PlannedCase], report: &mut ApplyReport) -> Result<(), ApplyError> {
+    async fn case_batch(
+        &self,
+        crm: &dyn Crm,
+        cases: &[PlannedCase],
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
         let ids: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
-        let id_list = ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let id_list = ids
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         // The planned entities of these cases.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT case_id, entity_type, entity_key FROM plan_entities WHERE plan_id = ? AND case_id IN ({id_list})"
@@ -312,11 +347,21 @@ impl Ctx<'_> {
             .collect();
         let policy_of: HashMap<u64, usize> = cases
             .iter()
-            .map(|c| (c.case_id, self.policies.iter().position(|p| p.name == c.policy).unwrap_or(0)))
+            .map(|c| {
+                (
+                    c.case_id,
+                    self.policies
+                        .iter()
+                        .position(|p| p.name == c.policy)
+                        .unwrap_or(0),
+                )
+            })
             .collect();
         let mut requests = Vec::new();
         for c in cases {
-            let Some(ty) = self.type_index(&c.root_type) else { continue };
+            let Some(ty) = self.type_index(&c.root_type) else {
+                continue;
+            };
             requests.push(CaseRequest {
                 case_id: c.case_id,
                 root_ty: ty,
@@ -344,7 +389,8 @@ impl Ctx<'_> {
         // Journal + audit in one state transaction.
         let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
         let mut records = Vec::new();
-        let deleted: HashMap<u64, &Vec<(u16, EntityKey)>> = outcome.deleted.iter().map(|(c, r)| (*c, r)).collect();
+        let deleted: HashMap<u64, &Vec<(u16, EntityKey)>> =
+            outcome.deleted.iter().map(|(c, r)| (*c, r)).collect();
         for (case_id, decision) in &outcome.cases {
             let case = cases.iter().find(|c| c.case_id == *case_id);
             let resumed = case.is_some_and(|c| c.resumed);
@@ -353,7 +399,11 @@ impl Ctx<'_> {
                 Decision::Delete(_) => {
                     let rows: HashSet<(String, String)> = deleted
                         .get(case_id)
-                        .map(|v| v.iter().map(|(t, k)| (self.types[*t as usize].clone(), k.canonical())).collect())
+                        .map(|v| {
+                            v.iter()
+                                .map(|(t, k)| (self.types[*t as usize].clone(), k.canonical()))
+                                .collect()
+                        })
                         .unwrap_or_default();
                     let empty = HashSet::new();
                     for (ty, key) in planned.get(case_id).unwrap_or(&empty) {
@@ -419,13 +469,20 @@ impl Ctx<'_> {
     /// The apply-time judgement of one case: the same evaluation as the
     /// plan's, run on the case's rows as they are now, inside the deleting
     /// transaction.
-    fn judge_now(&self, now: &CaseNow, planned: &HashSet<(String, String)>, held: &HashSet<(String, String)>) -> Decision {
+    fn judge_now(
+        &self,
+        now: &CaseNow,
+        planned: &HashSet<(String, String)>,
+        held: &HashSet<(String, String)>,
+    ) -> Decision {
         if now.entities.is_empty() {
             return Decision::Delete(Vec::new());
         }
         for e in &now.entities {
             if !planned.contains(&(self.types[e.ty as usize].clone(), e.key.canonical())) {
-                return Decision::Skip("changed since plan: the case has an entity the plan does not".into());
+                return Decision::Skip(
+                    "changed since plan: the case has an entity the plan does not".into(),
+                );
             }
         }
         let mut entities: Vec<&crate::crm::EntityNow> = now.entities.iter().collect();
@@ -436,7 +493,8 @@ impl Ctx<'_> {
                 .parents
                 .iter()
                 .map(|(p, _)| self.types.iter().position(|t| t == p).unwrap_or(0) as u16);
-            let parents: Vec<(u16, Option<EntityKey>)> = parent_types.zip(e.parents.iter().cloned()).collect();
+            let parents: Vec<(u16, Option<EntityKey>)> =
+                parent_types.zip(e.parents.iter().cloned()).collect();
             if let Some(id) = builder.add(e.ty, e.key.clone(), e.clock, &parents) {
                 let node = builder.node_mut(id);
                 node.keep_bits = e.keep_bits;
@@ -459,7 +517,9 @@ impl Ctx<'_> {
                         _ => None,
                     });
                 match why {
-                    Some(Kept::Young { .. }) | None => Decision::Skip("changed since plan: touched, no longer due".into()),
+                    Some(Kept::Young { .. }) | None => {
+                        Decision::Skip("changed since plan: touched, no longer due".into())
+                    }
                     Some(k) => Decision::Skip(format!("changed since plan: {}", k.label())),
                 }
             }
@@ -467,7 +527,12 @@ impl Ctx<'_> {
         }
     }
 
-    async fn fail_cases(&self, cases: &[PlannedCase], e: &CrmError, report: &mut ApplyReport) -> Result<(), ApplyError> {
+    async fn fail_cases(
+        &self,
+        cases: &[PlannedCase],
+        e: &CrmError,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
         let reason = e.to_string();
         for c in cases {
             sqlx::query("UPDATE plan_cases SET status = 'failed', reason = ? WHERE plan_id = ? AND case_id = ?")
@@ -478,9 +543,11 @@ impl Ctx<'_> {
                 .await
                 .map_err(q("journaling"))?;
             report.cases_failed += 1;
-            report
-                .failures
-                .push((self.pseudo.show_entity(&c.root_type, &c.root_key.canonical()), reason.clone()));
+            report.failures.push((
+                self.pseudo
+                    .show_entity(&c.root_type, &c.root_key.canonical()),
+                reason.clone(),
+            ));
         }
         Ok(())
     }
@@ -551,14 +618,16 @@ impl Ctx<'_> {
                 Ok(DeleteOutcome::AlreadyGone) => ("gone", None),
                 Err(e) => ("failed", Some(e.to_string())),
             };
-            sqlx::query("UPDATE plan_objects SET status = ?, reason = ? WHERE plan_id = ? AND item = ?")
-                .bind(status)
-                .bind(&reason)
-                .bind(self.plan_id)
-                .bind(o.item)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("journaling"))?;
+            sqlx::query(
+                "UPDATE plan_objects SET status = ?, reason = ? WHERE plan_id = ? AND item = ?",
+            )
+            .bind(status)
+            .bind(&reason)
+            .bind(self.plan_id)
+            .bind(o.item)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("journaling"))?;
             if status == "deleted" || status == "gone" {
                 sqlx::query("DELETE FROM objects WHERE key = ?")
                     .bind(&o.key)
@@ -571,7 +640,10 @@ impl Ctx<'_> {
                     report.objects_deleted += 1;
                     report.bytes_freed += o.size as u64;
                     let basis = if o.fate == "orphan" {
-                        format!("technical.orphans.retain = {}", self.config.orphans_retain.text())
+                        format!(
+                            "technical.orphans.retain = {}",
+                            self.config.orphans_retain.text()
+                        )
                     } else {
                         self.policies
                             .iter()
@@ -605,7 +677,11 @@ impl Ctx<'_> {
 
     /// `None` when every link still points at an entity this plan deleted
     /// (or one absent from the CRM); otherwise why the object must stay.
-    async fn links_still_deleted(&self, crm: &dyn Crm, links: &[(String, String)]) -> Result<Option<String>, ApplyError> {
+    async fn links_still_deleted(
+        &self,
+        crm: &dyn Crm,
+        links: &[(String, String)],
+    ) -> Result<Option<String>, ApplyError> {
         let mut absent_check: HashMap<String, Vec<EntityKey>> = HashMap::new();
         for (ty, key) in links {
             let status: Option<String> = sqlx::query_scalar(
@@ -621,7 +697,11 @@ impl Ctx<'_> {
                 Some("deleted") | Some("gone") => {}
                 Some(_) => return Ok(Some("changed since plan: a linked case was kept".into())),
                 None => {
-                    let k = key.parse::<i64>().ok().filter(|i| i.to_string() == *key).map(EntityKey::Int);
+                    let k = key
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|i| i.to_string() == *key)
+                        .map(EntityKey::Int);
                     let entry = absent_check.entry(ty.clone()).or_default();
                     entry.push(EntityKey::Text(key.clone()));
                     entry.extend(k);
@@ -629,13 +709,16 @@ impl Ctx<'_> {
             }
         }
         for (ty, keys) in absent_check {
-            let Some(et) = self.config.entity(&ty) else { continue };
+            let Some(et) = self.config.entity(&ty) else {
+                continue;
+            };
             let found = crm.existing(et, &keys).await.map_err(PlanError::from)?;
             if !found.is_empty() {
-                return Ok(Some("changed since plan: a linked entity exists in the CRM".into()));
+                return Ok(Some(
+                    "changed since plan: a linked entity exists in the CRM".into(),
+                ));
             }
         }
         Ok(None)
     }
 }
-

@@ -67,7 +67,10 @@ fn record_hash(r: &Record) -> String {
 }
 
 /// Appends records inside the caller's transaction; returns the new head.
-pub async fn append(tx: &mut Transaction<'_, Sqlite>, records: Vec<NewRecord>) -> Result<Option<String>, StateError> {
+pub async fn append(
+    tx: &mut Transaction<'_, Sqlite>,
+    records: Vec<NewRecord>,
+) -> Result<Option<String>, StateError> {
     if records.is_empty() {
         return Ok(None);
     }
@@ -151,9 +154,13 @@ fn row_record(r: &sqlx::sqlite::SqliteRow) -> Record {
 const SELECT: &str = "SELECT seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash FROM audit";
 
 /// Streams every record in chain order.
-pub async fn for_each(state: &StateStore, sink: &mut (dyn FnMut(Record) + Send)) -> Result<(), StateError> {
+pub async fn for_each(
+    state: &StateStore,
+    sink: &mut (dyn FnMut(Record) + Send),
+) -> Result<(), StateError> {
     use futures::TryStreamExt;
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY seq"))).fetch(state.pool());
+    let mut rows =
+        sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY seq"))).fetch(state.pool());
     while let Some(r) = rows.try_next().await.map_err(q("reading the audit log"))? {
         sink(row_record(&r));
     }
@@ -161,11 +168,13 @@ pub async fn for_each(state: &StateStore, sink: &mut (dyn FnMut(Record) + Send))
 }
 
 pub async fn lookup(state: &StateStore, pseudonym: &str) -> Result<Vec<Record>, StateError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE pseudonym = ? ORDER BY seq")))
-        .bind(pseudonym)
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("reading the audit log"))?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{SELECT} WHERE pseudonym = ? ORDER BY seq"
+    )))
+    .bind(pseudonym)
+    .fetch_all(state.pool())
+    .await
+    .map_err(q("reading the audit log"))?;
     Ok(rows.iter().map(row_record).collect())
 }
 

@@ -16,7 +16,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(name = "lethe", version, max_term_width = 100)]
 pub struct Cli {
     /// The config file; relative paths in it resolve against its folder.
-    #[arg(short, long, global = true, default_value = "lethe.toml", env = "LETHE_CONFIG")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "lethe.toml",
+        env = "LETHE_CONFIG"
+    )]
     pub config: PathBuf,
 
     /// Output format: text for people, json for scripts (one JSON document on
@@ -83,6 +89,10 @@ pub struct DemoArgs {
     /// Seed of the generator, for reproducible demos.
     #[arg(long, default_value_t = 4711)]
     pub seed: u64,
+    /// Only generate the CRM, payloads and config; do not index, plan or
+    /// apply (the benchmarks start from here).
+    #[arg(long)]
+    pub generate_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -167,9 +177,7 @@ pub enum AuditCommand {
     /// Every record, one per line (`--format jsonl` or `--format csv`).
     Export,
     /// The records of one entity (`lead:4711`) or object (`object:KEY`).
-    Lookup {
-        target: String,
-    },
+    Lookup { target: String },
 }
 
 fn parse_as_of(s: &str) -> Result<jiff::Timestamp, String> {

@@ -34,7 +34,10 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lethe: cannot start the async runtime: {e}");
@@ -58,7 +61,10 @@ pub fn main() -> i32 {
 /// Writes to stdout; a closed pipe (`lethe … | head`) is not an error.
 pub(crate) fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(EXIT_OK);
         }
@@ -81,8 +87,10 @@ impl Progress {
             bar: on.then(|| {
                 let bar = indicatif::ProgressBar::new_spinner();
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {prefix:>10} {pos}/{len} {wide_bar} {elapsed}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {prefix:>10} {pos}/{len} {wide_bar} {elapsed}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
                 );
                 bar.enable_steady_tick(std::time::Duration::from_millis(200));
                 bar
@@ -113,7 +121,9 @@ fn load_config(path: &Path) -> Result<Config> {
 
 async fn run(cli: Cli) -> Result<i32> {
     let format = cli.format;
-    if matches!(format, Format::Jsonl | Format::Csv) && !matches!(cli.command, Command::Audit(AuditCommand::Export)) {
+    if matches!(format, Format::Jsonl | Format::Csv)
+        && !matches!(cli.command, Command::Audit(AuditCommand::Export))
+    {
         bail!(ConfigError::Invalid {
             file: "(command line)".into(),
             problems: vec![config::Problem {
@@ -165,8 +175,16 @@ async fn run(cli: Cli) -> Result<i32> {
                 wait_for_lock: a.wait,
                 ..Default::default()
             };
-            let (report, verified) =
-                run_apply(&config, crm.as_ref(), store.as_ref(), &state, a.plan_id.as_deref(), &options, format).await?;
+            let (report, verified) = run_apply(
+                &config,
+                crm.as_ref(),
+                store.as_ref(),
+                &state,
+                a.plan_id.as_deref(),
+                &options,
+                format,
+            )
+            .await?;
             out(&match format {
                 Format::Text => render::apply(&report, verified.as_ref()),
                 _ => json(&serde_json::json!({ "apply": report, "verify": verified })),
@@ -185,8 +203,16 @@ async fn run(cli: Cli) -> Result<i32> {
                 wait_for_lock: a.wait,
                 ..Default::default()
             };
-            let (report, verified) =
-                run_apply(&config, crm.as_ref(), store.as_ref(), &state, Some(&summary.id), &options, format).await?;
+            let (report, verified) = run_apply(
+                &config,
+                crm.as_ref(),
+                store.as_ref(),
+                &state,
+                Some(&summary.id),
+                &options,
+                format,
+            )
+            .await?;
             out(&match format {
                 Format::Text => format!(
                     "{}\n{}\n{}",
@@ -194,7 +220,9 @@ async fn run(cli: Cli) -> Result<i32> {
                     render::plan(&summary, false),
                     render::apply(&report, verified.as_ref())
                 ),
-                _ => json(&serde_json::json!({ "index": indexed, "plan": summary, "apply": report, "verify": verified })),
+                _ => json(
+                    &serde_json::json!({ "index": indexed, "plan": summary, "apply": report, "verify": verified }),
+                ),
             });
             Ok(apply_exit(&report, verified.as_ref()))
         }
@@ -241,9 +269,11 @@ pub(crate) async fn make_plan(
 ) -> Result<plan::PlanSummary> {
     let progress = Progress::new(format);
     let as_of = as_of.unwrap_or_else(now_seconds);
-    let s = plan::make_plan(config, crm, state, as_of, &|phase, n| progress.set(phase, n, n))
-        .await
-        .context("plan failed; nothing was stored or deleted")?;
+    let s = plan::make_plan(config, crm, state, as_of, &|phase, n| {
+        progress.set(phase, n, n)
+    })
+    .await
+    .context("plan failed; nothing was stored or deleted")?;
     progress.finish();
     Ok(s)
 }
@@ -258,7 +288,10 @@ pub(crate) async fn run_apply(
     format: Format,
 ) -> Result<(apply::ApplyReport, Option<verify::VerifyReport>)> {
     let progress = Progress::new(format);
-    let report = apply::apply(config, crm, store, state, plan_id, options, &|p, d, t| progress.set(p, d, t)).await?;
+    let report = apply::apply(config, crm, store, state, plan_id, options, &|p, d, t| {
+        progress.set(p, d, t)
+    })
+    .await?;
     progress.finish();
     let verified = if report.already_applied {
         None
@@ -285,7 +318,10 @@ async fn check(path: &Path, no_environment: bool, format: Format) -> Result<i32>
     if !no_environment {
         match crm::connect(&config).await {
             Ok(c) => match c.check(&config.entities).await {
-                Ok(()) => lines.push(format!("crm ({}): every table and column readable", c.kind())),
+                Ok(()) => lines.push(format!(
+                    "crm ({}): every table and column readable",
+                    c.kind()
+                )),
                 Err(e) => {
                     ok = false;
                     lines.push(format!("crm: {e}"));
@@ -327,7 +363,12 @@ async fn check(path: &Path, no_environment: bool, format: Format) -> Result<i32>
     Ok(if ok { EXIT_OK } else { EXIT_FAILED })
 }
 
-async fn explain(path: &Path, entity: &str, as_of: Option<jiff::Timestamp>, format: Format) -> Result<i32> {
+async fn explain(
+    path: &Path,
+    entity: &str,
+    as_of: Option<jiff::Timestamp>,
+    format: Format,
+) -> Result<i32> {
     let config = load_config(path)?;
     let r = EntityRef::parse(entity).map_err(|e| usage("ENTITY", e.to_string()))?;
     if config.entity(&r.entity_type).is_none() {
@@ -336,7 +377,12 @@ async fn explain(path: &Path, entity: &str, as_of: Option<jiff::Timestamp>, form
             format!(
                 "`{}` is not an entity type of this config ({})",
                 r.entity_type,
-                config.entities.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+                config
+                    .entities
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
@@ -346,7 +392,9 @@ async fn explain(path: &Path, entity: &str, as_of: Option<jiff::Timestamp>, form
     let as_of = as_of.unwrap_or_else(now_seconds).as_second();
     let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
         out(&match format {
-            Format::Text => format!("{entity}: not in the CRM (nothing to explain; linked objects are orphans)\n"),
+            Format::Text => format!(
+                "{entity}: not in the CRM (nothing to explain; linked objects are orphans)\n"
+            ),
             _ => json(&serde_json::json!({ "entity": entity, "exists": false })),
         });
         return Ok(EXIT_OK);
@@ -354,7 +402,14 @@ async fn explain(path: &Path, entity: &str, as_of: Option<jiff::Timestamp>, form
     let cases = evaluate::cases_containing(&world.graph, &world.policies, id, as_of);
     let eval = evaluate::evaluate(&world.graph, &world.policies, as_of);
     out(&match format {
-        Format::Text => render::explain(entity, &Pseudonymizer::new(config.audit_key.clone()), &world, &cases, eval.is_deleted(id), as_of),
+        Format::Text => render::explain(
+            entity,
+            &Pseudonymizer::new(config.audit_key.clone()),
+            &world,
+            &cases,
+            eval.is_deleted(id),
+            as_of,
+        ),
         _ => render::explain_json(entity, &world, &cases, eval.is_deleted(id)),
     });
     Ok(EXIT_OK)
@@ -379,7 +434,10 @@ fn parse_hold_target(config: &Config, target: &str) -> Result<(HoldKind, String)
     }
     if let Some(p) = target.strip_prefix("prefix:") {
         if p.is_empty() {
-            return Err(usage("TARGET", "an empty prefix would hold every object; name one".into()));
+            return Err(usage(
+                "TARGET",
+                "an empty prefix would hold every object; name one".into(),
+            ));
         }
         return Ok((HoldKind::Prefix, p.to_string()));
     }
@@ -387,7 +445,10 @@ fn parse_hold_target(config: &Config, target: &str) -> Result<(HoldKind, String)
     if config.entity(&r.entity_type).is_none() {
         return Err(usage(
             "TARGET",
-            format!("`{}` is not an entity type of this config, nor object: or prefix:", r.entity_type),
+            format!(
+                "`{}` is not an entity type of this config, nor object: or prefix:",
+                r.entity_type
+            ),
         ));
     }
     Ok((HoldKind::Entity, r.to_string()))
@@ -397,7 +458,11 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
     let config = load_config(path)?;
     let state = StateStore::open(&config).await?;
     match cmd {
-        HoldCommand::Add { target, reason, author } => {
+        HoldCommand::Add {
+            target,
+            reason,
+            author,
+        } => {
             let (kind, t) = parse_hold_target(&config, &target)?;
             let author = author
                 .or_else(|| std::env::var("USER").ok())
@@ -459,12 +524,18 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
                 Format::Text => render::audit_verify(&v),
                 _ => json(&v),
             });
-            Ok(if v.problems.is_empty() { EXIT_OK } else { EXIT_FAILED })
+            Ok(if v.problems.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            })
         }
         AuditCommand::Export => {
             let mut lines = String::new();
             if format == Format::Csv {
-                lines.push_str("seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash\n");
+                lines.push_str(
+                    "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash\n",
+                );
             }
             let mut records = Vec::new();
             audit::for_each(&state, &mut |r| records.push(r)).await?;
@@ -487,7 +558,9 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
                         ];
                         w.write_record(cells.iter().map(|c| audit::csv_cell(c)))?;
                     }
-                    lines.push_str(&String::from_utf8_lossy(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?));
+                    lines.push_str(&String::from_utf8_lossy(
+                        &w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
+                    ));
                 }
                 Format::Json => lines = json(&records),
                 _ => {
@@ -510,7 +583,9 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
             };
             let records = audit::lookup(&state, &p).await?;
             out(&match format {
-                Format::Text if records.is_empty() => format!("{target}: no audit record (lethe has not deleted it)\n"),
+                Format::Text if records.is_empty() => {
+                    format!("{target}: no audit record (lethe has not deleted it)\n")
+                }
                 Format::Text => records
                     .iter()
                     .map(|r| {
@@ -524,7 +599,9 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
                         )
                     })
                     .collect(),
-                _ => json(&serde_json::json!({ "target": target, "pseudonym": p, "records": records })),
+                _ => json(
+                    &serde_json::json!({ "target": target, "pseudonym": p, "records": records }),
+                ),
             });
             Ok(EXIT_OK)
         }
@@ -533,5 +610,6 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
 
 /// Now, to the second: plans and reports show instants without fractions.
 fn now_seconds() -> jiff::Timestamp {
-    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_else(|_| jiff::Timestamp::now())
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+        .unwrap_or_else(|_| jiff::Timestamp::now())
 }

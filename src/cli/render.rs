@@ -18,7 +18,11 @@ pub fn bytes(n: u64) -> String {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub fn index(s: &IndexSummary) -> String {
@@ -41,7 +45,11 @@ pub fn index(s: &IndexSummary) -> String {
 
 pub fn plan(s: &PlanSummary, standalone: bool) -> String {
     let mut out = format!("plan {} as of {}\n", s.id, s.as_of);
-    let read: Vec<String> = s.entities_read.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    let read: Vec<String> = s
+        .entities_read
+        .iter()
+        .map(|(t, n)| format!("{n} {t}"))
+        .collect();
     out.push_str(&format!(
         "  read: {} ({} undatable, {} with an unreadable clock, {} dangling parent refs)\n",
         read.join(", "),
@@ -59,12 +67,24 @@ pub fn plan(s: &PlanSummary, standalone: bool) -> String {
             out.push_str(&format!("    kept: {}\n", kept.join(" · ")));
         }
     }
-    let del: Vec<String> = s.entities_to_delete.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    let del: Vec<String> = s
+        .entities_to_delete
+        .iter()
+        .map(|(t, n)| format!("{n} {t}"))
+        .collect();
     out.push_str(&format!(
         "  to delete: {} cases{} → {}\n",
         s.cases,
-        if s.cases_absorbed > 0 { format!(" ({} due roots inside them)", s.cases_absorbed) } else { String::new() },
-        if del.is_empty() { "nothing".into() } else { del.join(", ") }
+        if s.cases_absorbed > 0 {
+            format!(" ({} due roots inside them)", s.cases_absorbed)
+        } else {
+            String::new()
+        },
+        if del.is_empty() {
+            "nothing".into()
+        } else {
+            del.join(", ")
+        }
     ));
     let o = &s.objects;
     out.push_str(&format!(
@@ -110,7 +130,9 @@ pub fn plan_list(plans: &[(String, String, String, String)]) -> String {
     }
     plans
         .iter()
-        .map(|(id, created, as_of, status)| format!("{id}  created {created}  as of {as_of}  {status}\n"))
+        .map(|(id, created, as_of, status)| {
+            format!("{id}  created {created}  as of {as_of}  {status}\n")
+        })
         .collect()
 }
 
@@ -118,7 +140,11 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
     if r.already_applied {
         return format!("plan {}: already applied; nothing to do\n", r.plan_id);
     }
-    let mut deleted: Vec<String> = r.entities_deleted.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    let mut deleted: Vec<String> = r
+        .entities_deleted
+        .iter()
+        .map(|(t, n)| format!("{n} {t}"))
+        .collect();
     deleted.sort();
     let mut out = format!(
         "apply {}: {} cases deleted, {} skipped, {} failed — {} entities ({}), {} already gone\n",
@@ -127,7 +153,11 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
         r.cases_skipped,
         r.cases_failed,
         r.entities_deleted.values().sum::<u64>(),
-        if deleted.is_empty() { "none".into() } else { deleted.join(", ") },
+        if deleted.is_empty() {
+            "none".into()
+        } else {
+            deleted.join(", ")
+        },
         r.entities_already_gone
     );
     out.push_str(&format!(
@@ -169,7 +199,10 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
 fn verdict_text(v: &Verdict) -> String {
     match v {
         Verdict::Due => "DUE: deleted by the next sweep".into(),
-        Verdict::Kept(Kept::Young { due_at }) => format!("kept: retention running, due at {}", format_instant(*due_at)),
+        Verdict::Kept(Kept::Young { due_at }) => format!(
+            "kept: retention running, due at {}",
+            format_instant(*due_at)
+        ),
         Verdict::Kept(k) => format!("kept: {}", k.label()),
     }
 }
@@ -192,7 +225,9 @@ pub fn explain(
     };
     for (pi, root, agg, verdict) in cases {
         let p = &world.policies[*pi];
-        let case = if world.graph.node(*root).key.canonical() == entity.split_once(':').map(|x| x.1).unwrap_or("") {
+        let case = if world.graph.node(*root).key.canonical()
+            == entity.split_once(':').map(|x| x.1).unwrap_or("")
+        {
             "its own case".to_string()
         } else {
             format!("the case of {}", pseudo_of(*root))
@@ -202,7 +237,9 @@ pub fn explain(
             p.name,
             world.graph.types[p.root as usize],
             p.retain.text(),
-            agg.clock.map(format_instant).unwrap_or_else(|| "none (undatable)".into()),
+            agg.clock
+                .map(format_instant)
+                .unwrap_or_else(|| "none (undatable)".into()),
             verdict_text(verdict)
         ));
     }
@@ -226,7 +263,11 @@ pub fn explain_json(
             let p = &world.policies[*pi];
             let (due, reason, due_at) = match verdict {
                 Verdict::Due => (true, None, None),
-                Verdict::Kept(Kept::Young { due_at }) => (false, Some("retention running".to_string()), Some(format_instant(*due_at))),
+                Verdict::Kept(Kept::Young { due_at }) => (
+                    false,
+                    Some("retention running".to_string()),
+                    Some(format_instant(*due_at)),
+                ),
                 Verdict::Kept(k) => (false, Some(k.label()), None),
             };
             serde_json::json!({

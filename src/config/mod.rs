@@ -35,7 +35,9 @@ impl Retention {
             )
         })?;
         if span.is_negative() {
-            return Err(format!("`{text}` is negative; a retention period must not be"));
+            return Err(format!(
+                "`{text}` is negative; a retention period must not be"
+            ));
         }
         Ok(Retention {
             span,
@@ -48,7 +50,10 @@ impl Retention {
         let Ok(ts) = jiff::Timestamp::from_second(at) else {
             return i64::MAX;
         };
-        match ts.to_zoned_datetime(jiff::tz::TimeZone::UTC).checked_add(self.span) {
+        match ts
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .checked_add(self.span)
+        {
             Ok(z) => z.timestamp().as_second(),
             Err(_) => i64::MAX,
         }
@@ -294,7 +299,12 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let col = offset - before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
     (line, col)
 }
 
@@ -448,7 +458,9 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
     let raw_crm = raw.crm.unwrap_or_default();
     let crm = match required(&raw_crm.url, p!["crm", "url"], pr) {
         Some(url) => match expand_env(&url) {
-            Ok(url) => parse_crm_url(&url, dir).map_err(|m| pr.add(p!["crm", "url"], m)).ok(),
+            Ok(url) => parse_crm_url(&url, dir)
+                .map_err(|m| pr.add(p!["crm", "url"], m))
+                .ok(),
             Err(m) => {
                 pr.add(p!["crm", "url"], m);
                 None
@@ -588,7 +600,10 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
     for (i, rp) in raw.policy.iter().enumerate() {
         let name = required(&rp.name, p!["policy", i, "name"], pr).unwrap_or_default();
         if !name.is_empty() && !policy_names.insert(name.clone()) {
-            pr.add(p!["policy", i, "name"], format!("policy `{name}` is declared twice"));
+            pr.add(
+                p!["policy", i, "name"],
+                format!("policy `{name}` is declared twice"),
+            );
         }
         let root = required(&rp.root, p!["policy", i, "root"], pr).unwrap_or_default();
         if !root.is_empty() && !names.contains(&root) {
@@ -597,8 +612,11 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
                 format!("unknown entity type `{root}`"),
             );
         }
-        let retain = required(&rp.retain, p!["policy", i, "retain"], pr)
-            .and_then(|t| Retention::parse(&t).map_err(|m| pr.add(p!["policy", i, "retain"], m)).ok());
+        let retain = required(&rp.retain, p!["policy", i, "retain"], pr).and_then(|t| {
+            Retention::parse(&t)
+                .map_err(|m| pr.add(p!["policy", i, "retain"], m))
+                .ok()
+        });
         let mut keep_if = Vec::new();
         for (j, k) in rp.keep_if.iter().enumerate() {
             let rule = match k {
@@ -707,9 +725,7 @@ fn is_sql_name(s: &str) -> bool {
     !s.is_empty()
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && !part.starts_with(|c: char| c.is_ascii_digit())
         })
 }

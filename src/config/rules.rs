@@ -109,7 +109,9 @@ pub struct XmlPath {
 impl XmlPath {
     pub fn parse(text: &str) -> Result<XmlPath, String> {
         if !text.starts_with('/') {
-            return Err(format!("`{text}`: an XML path starts with / (or // for any depth)"));
+            return Err(format!(
+                "`{text}`: an XML path starts with / (or // for any depth)"
+            ));
         }
         let mut steps = Vec::new();
         let mut attribute = None;
@@ -220,14 +222,10 @@ pub fn compile(
     types: &BTreeSet<String>,
 ) -> Result<LinkRule, Vec<(&'static str, String)>> {
     let mut errs = Vec::new();
-    let content = [
-        raw.json.is_some(),
-        raw.xml.is_some(),
-        raw.csv.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
+    let content = [raw.json.is_some(), raw.xml.is_some(), raw.csv.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
     if let Some(path) = &raw.path {
         if content > 0 || raw.glob.is_some() || raw.entity.is_some() {
             errs.push((
@@ -247,7 +245,8 @@ pub fn compile(
     if content != 1 {
         errs.push((
             "json",
-            "a link rule needs `path`, or `glob` with exactly one of `json`, `xml`, `csv`".to_string(),
+            "a link rule needs `path`, or `glob` with exactly one of `json`, `xml`, `csv`"
+                .to_string(),
         ));
         return Err(errs);
     }
@@ -260,7 +259,10 @@ pub fn compile(
         .ok();
     let entity = match &raw.entity {
         None => {
-            errs.push(("entity", "missing; name the entity type this rule's values are keys of".to_string()));
+            errs.push((
+                "entity",
+                "missing; name the entity type this rule's values are keys of".to_string(),
+            ));
             None
         }
         Some(e) if !types.contains(e) => {
@@ -327,32 +329,45 @@ mod tests {
             vec![("lead".into(), "4711".into())]
         );
         assert!(p.matches("outbound/4711/x.xml").is_empty());
-        assert!(p.matches("inbound/4711").is_empty(), "** after / needs the slash");
+        assert!(
+            p.matches("inbound/4711").is_empty(),
+            "** after / needs the slash"
+        );
     }
 
     #[test]
     fn double_star_slash_matches_zero_folders() {
         let p = PathPattern::compile("**/lead-{lead}.json", &types()).unwrap();
         assert_eq!(p.matches("lead-7.json"), vec![("lead".into(), "7".into())]);
-        assert_eq!(p.matches("a/b/lead-7.json"), vec![("lead".into(), "7".into())]);
+        assert_eq!(
+            p.matches("a/b/lead-7.json"),
+            vec![("lead".into(), "7".into())]
+        );
         assert!(p.matches("a/lead-7.json.bak").is_empty());
     }
 
     #[test]
     fn star_stays_in_its_segment() {
         let p = PathPattern::compile("q/*/{quote}.xml", &types()).unwrap();
-        assert_eq!(p.matches("q/2024/9.xml"), vec![("quote".into(), "9".into())]);
+        assert_eq!(
+            p.matches("q/2024/9.xml"),
+            vec![("quote".into(), "9".into())]
+        );
         assert!(p.matches("q/2024/01/9.xml").is_empty());
     }
 
     #[test]
     fn pattern_errors_name_the_problem() {
-        assert!(PathPattern::compile("inbound/{account}/**", &types())
-            .unwrap_err()
-            .contains("names no entity type"));
-        assert!(PathPattern::compile("inbound/**", &types())
-            .unwrap_err()
-            .contains("captures no entity"));
+        assert!(
+            PathPattern::compile("inbound/{account}/**", &types())
+                .unwrap_err()
+                .contains("names no entity type")
+        );
+        assert!(
+            PathPattern::compile("inbound/**", &types())
+                .unwrap_err()
+                .contains("captures no entity")
+        );
         assert!(PathPattern::compile("in**/{lead}", &types()).is_err());
     }
 

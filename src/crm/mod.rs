@@ -36,7 +36,9 @@ pub enum CrmError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("CRM query on entity type `{entity}` (table {table}) failed: {source}; check the table and column names in [crm.entities.{entity}]")]
+    #[error(
+        "CRM query on entity type `{entity}` (table {table}) failed: {source}; check the table and column names in [crm.entities.{entity}]"
+    )]
     Query {
         entity: String,
         table: String,
@@ -91,7 +93,11 @@ pub trait Crm: Send + Sync {
     ) -> Result<(), CrmError>;
 
     /// Which of `keys` still exist.
-    async fn existing(&self, et: &EntityType, keys: &[EntityKey]) -> Result<Vec<EntityKey>, CrmError>;
+    async fn existing(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<EntityKey>, CrmError>;
 
     /// The deleting transaction: reads the current subtree of every case in
     /// `input`, lets `decide` judge each case on it, deletes the approved rows

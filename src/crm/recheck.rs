@@ -87,7 +87,11 @@ pub(super) async fn run<T: TxnOps>(
     type Found = HashMap<EntityKey, (Vec<u64>, Option<Instant>, Vec<Option<EntityKey>>)>;
     let mut found: Vec<Found> = vec![HashMap::new(); n_types];
     for (ti, et) in input.entities.iter().enumerate() {
-        let roots: Vec<&CaseRequest> = input.cases.iter().filter(|c| c.root_ty as usize == ti).collect();
+        let roots: Vec<&CaseRequest> = input
+            .cases
+            .iter()
+            .filter(|c| c.root_ty as usize == ti)
+            .collect();
         if !roots.is_empty() {
             let keys: Vec<EntityKey> = roots.iter().map(|c| c.root_key.clone()).collect();
             let mut by_key: HashMap<&EntityKey, Vec<u64>> = HashMap::new();
@@ -100,7 +104,11 @@ pub(super) async fn run<T: TxnOps>(
                     .and_then(|m| by_key.get(m).cloned())
                     .or_else(|| by_key.get(&row.key).cloned())
                     .unwrap_or_default();
-                let entry = found[ti].entry(row.key.clone()).or_insert((Vec::new(), row.clock, row.parents.clone()));
+                let entry = found[ti].entry(row.key.clone()).or_insert((
+                    Vec::new(),
+                    row.clock,
+                    row.parents.clone(),
+                ));
                 entry.0.extend(cases);
             }
         }
@@ -115,8 +123,14 @@ pub(super) async fn run<T: TxnOps>(
             let rows = txn.rows_where_in(et, column, &parent_keys).await?;
             for (row, fk) in rows {
                 let Some(fk) = fk else { continue };
-                let cases = lookup_loose(&found[pi], &fk).map(|(c, _, _)| c.clone()).unwrap_or_default();
-                let entry = found[ti].entry(row.key.clone()).or_insert((Vec::new(), row.clock, row.parents.clone()));
+                let cases = lookup_loose(&found[pi], &fk)
+                    .map(|(c, _, _)| c.clone())
+                    .unwrap_or_default();
+                let entry = found[ti].entry(row.key.clone()).or_insert((
+                    Vec::new(),
+                    row.clock,
+                    row.parents.clone(),
+                ));
                 for c in cases {
                     if !entry.0.contains(&c) {
                         entry.0.push(c);
@@ -186,6 +200,9 @@ pub(super) async fn run<T: TxnOps>(
 fn lookup_loose<'a, V>(map: &'a HashMap<EntityKey, V>, key: &EntityKey) -> Option<&'a V> {
     map.get(key).or_else(|| match key {
         EntityKey::Int(i) => map.get(&EntityKey::Text(i.to_string())),
-        EntityKey::Text(s) => s.parse::<i64>().ok().and_then(|i| map.get(&EntityKey::Int(i))),
+        EntityKey::Text(s) => s
+            .parse::<i64>()
+            .ok()
+            .and_then(|i| map.get(&EntityKey::Int(i))),
     })
 }

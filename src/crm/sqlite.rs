@@ -92,9 +92,18 @@ fn clock_at(row: &SqliteRow, first: usize, count: usize) -> (Option<Instant>, bo
             continue;
         }
         let v = match raw.type_info().name() {
-            "INTEGER" => row.try_get::<i64, _>(i).ok().and_then(|n| super::clock_from_number(n as f64)),
-            "REAL" => row.try_get::<f64, _>(i).ok().and_then(super::clock_from_number),
-            "TEXT" => row.try_get::<String, _>(i).ok().and_then(|t| parse_clock_text(&t)),
+            "INTEGER" => row
+                .try_get::<i64, _>(i)
+                .ok()
+                .and_then(|n| super::clock_from_number(n as f64)),
+            "REAL" => row
+                .try_get::<f64, _>(i)
+                .ok()
+                .and_then(super::clock_from_number),
+            "TEXT" => row
+                .try_get::<String, _>(i)
+                .ok()
+                .and_then(|t| parse_clock_text(&t)),
             _ => None,
         };
         return match v {
@@ -109,7 +118,9 @@ fn entity_row(et: &EntityType, row: &SqliteRow) -> Option<EntityRow> {
     let key = key_at(row, 0)?;
     let (clock, clock_unreadable) = clock_at(row, 1, et.clock.len());
     let base = 1 + et.clock.len();
-    let parents = (0..et.parents.len()).map(|i| key_at(row, base + i)).collect();
+    let parents = (0..et.parents.len())
+        .map(|i| key_at(row, base + i))
+        .collect();
     Some(EntityRow {
         key,
         clock,
@@ -161,7 +172,11 @@ impl Crm for SqliteCrm {
         et: &EntityType,
         sink: &mut (dyn FnMut(EntityRow) + Send),
     ) -> Result<u64, CrmError> {
-        let sql = format!("SELECT {} FROM {}", select_list(et, None), quote_ident(&et.table));
+        let sql = format!(
+            "SELECT {} FROM {}",
+            select_list(et, None),
+            quote_ident(&et.table)
+        );
         let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
         let mut n = 0;
         while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
@@ -193,7 +208,11 @@ impl Crm for SqliteCrm {
         Ok(())
     }
 
-    async fn existing(&self, et: &EntityType, keys: &[EntityKey]) -> Result<Vec<EntityKey>, CrmError> {
+    async fn existing(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<EntityKey>, CrmError> {
         let mut out = Vec::new();
         for chunk in keys.chunks(CHUNK) {
             let sql = format!(
@@ -225,7 +244,9 @@ impl Crm for SqliteCrm {
         let mut txn = Txn { conn: &mut conn };
         match recheck::run(&mut txn, input, decide).await {
             Ok(outcome) => {
-                conn.execute("COMMIT").await.map_err(CrmError::Transaction)?;
+                conn.execute("COMMIT")
+                    .await
+                    .map_err(CrmError::Transaction)?;
                 Ok(outcome)
             }
             Err(e) => {
@@ -243,7 +264,10 @@ impl Crm for SqliteCrm {
             .map_err(CrmError::Transaction)?;
         let mut notes = vec![format!(
             "sqlite {}: rows deleted with secure_delete=ON (overwritten in the file)",
-            self.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+            self.path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
         )];
         if mode.eq_ignore_ascii_case("wal") {
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -332,4 +356,3 @@ impl TxnOps for Txn<'_> {
         Ok(n)
     }
 }
-

@@ -166,7 +166,10 @@ impl Graph {
         }
         match key {
             EntityKey::Text(s) => self.resolve(ty, s),
-            EntityKey::Int(i) => self.lookup.get(&(ty, EntityKey::Text(i.to_string()))).copied(),
+            EntityKey::Int(i) => self
+                .lookup
+                .get(&(ty, EntityKey::Text(i.to_string())))
+                .copied(),
         }
     }
 

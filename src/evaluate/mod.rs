@@ -316,7 +316,12 @@ pub fn cases_containing(
     for (pi, policy) in policies.iter().enumerate() {
         for &a in &ancestors {
             if graph.node(a).ty == policy.root {
-                out.push((pi, a, agg[a as usize], judge(policy, &agg[a as usize], as_of)));
+                out.push((
+                    pi,
+                    a,
+                    agg[a as usize],
+                    judge(policy, &agg[a as usize], as_of),
+                ));
             }
         }
     }

@@ -29,7 +29,9 @@ struct Budget<R> {
 impl<R: Read> Read for Budget<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.left == 0 {
-            return Err(std::io::Error::other("larger than technical.max_content_bytes"));
+            return Err(std::io::Error::other(
+                "larger than technical.max_content_bytes",
+            ));
         }
         let max = buf.len().min(self.left.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..max])?;
@@ -45,7 +47,11 @@ fn budget<R: Read>(r: R, max: u64) -> Budget<R> {
     }
 }
 
-pub fn json(reader: impl Read, path: &serde_json_path::JsonPath, max: u64) -> Result<Vec<Found>, Unreadable> {
+pub fn json(
+    reader: impl Read,
+    path: &serde_json_path::JsonPath,
+    max: u64,
+) -> Result<Vec<Found>, Unreadable> {
     let mut de = serde_json::Deserializer::from_reader(BufReader::new(budget(reader, max)));
     let value: serde_json::Value = serde::Deserialize::deserialize(&mut de)
         .map_err(|e| Unreadable(format!("not valid JSON ({})", json_error_class(&e))))?;
@@ -70,7 +76,8 @@ pub fn json(reader: impl Read, path: &serde_json_path::JsonPath, max: u64) -> Re
 fn json_error_class(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Io => {
-            return format!("read failed: {}", std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_else(|| "I/O".into()));
+            // Our own budget error or an I/O error: neither quotes content.
+            return format!("read failed: {e}");
         }
         serde_json::error::Category::Syntax => "syntax error",
         serde_json::error::Category::Data => "unexpected data",
@@ -93,16 +100,22 @@ pub fn xml(reader: impl Read, path: &XmlPath, max: u64) -> Result<Vec<Found>, Un
     let mut element_index = 0u64;
     const MAX_DEPTH: usize = 1024;
     loop {
-        let ev = r
-            .read_event_into(&mut buf)
-            .map_err(|e| Unreadable(format!("not well-formed XML at byte {} ({})", r.error_position(), xml_error_class(&e))))?;
+        let ev = r.read_event_into(&mut buf).map_err(|e| {
+            Unreadable(format!(
+                "not well-formed XML at byte {} ({})",
+                r.error_position(),
+                xml_error_class(&e)
+            ))
+        })?;
         match ev {
             Event::Start(e) => {
                 element_index += 1;
                 let name = local_name(e.name().as_ref()).to_string();
                 stack.push(name);
                 if stack.len() > MAX_DEPTH {
-                    return Err(Unreadable(format!("nested deeper than {MAX_DEPTH} elements")));
+                    return Err(Unreadable(format!(
+                        "nested deeper than {MAX_DEPTH} elements"
+                    )));
                 }
                 if path.matches(&stack) {
                     match &path.attribute {
@@ -112,7 +125,9 @@ pub fn xml(reader: impl Read, path: &XmlPath, max: u64) -> Result<Vec<Found>, Un
                                 if local_name(an) == attr {
                                     let v = a
                                         .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                                        .map_err(|_| Unreadable("attribute with an invalid escape".into()))?;
+                                        .map_err(|_| {
+                                            Unreadable("attribute with an invalid escape".into())
+                                        })?;
                                     out.push(Found {
                                         key: v.trim().to_string(),
                                         location: format!("element {element_index}"),
@@ -185,7 +200,12 @@ fn xml_error_class(e: &quick_xml::Error) -> &'static str {
     }
 }
 
-pub fn csv(reader: impl Read, column: &str, delimiter: Option<u8>, max: u64) -> Result<Vec<Found>, Unreadable> {
+pub fn csv(
+    reader: impl Read,
+    column: &str,
+    delimiter: Option<u8>,
+    max: u64,
+) -> Result<Vec<Found>, Unreadable> {
     let mut buffered = BufReader::with_capacity(64 * 1024, budget(reader, max));
     let delimiter = match delimiter {
         Some(d) => d,
@@ -231,7 +251,12 @@ pub fn csv(reader: impl Read, column: &str, delimiter: Option<u8>, max: u64) -> 
                     }
                 }
             }
-            Err(e) => return Err(Unreadable(format!("CSV unreadable after row {row} ({})", csv_error_class(&e)))),
+            Err(e) => {
+                return Err(Unreadable(format!(
+                    "CSV unreadable after row {row} ({})",
+                    csv_error_class(&e)
+                )));
+            }
         }
     }
     Ok(out)
@@ -271,8 +296,14 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                Found { key: "9007199254740993".into(), location: "/leads/0/id".into() },
-                Found { key: "A-7".into(), location: "/leads/1/id".into() },
+                Found {
+                    key: "9007199254740993".into(),
+                    location: "/leads/0/id".into()
+                },
+                Found {
+                    key: "A-7".into(),
+                    location: "/leads/1/id".into()
+                },
             ]
         );
     }
@@ -304,8 +335,14 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                Found { key: "17".into(), location: "row 2".into() },
-                Found { key: "18".into(), location: "row 3".into() },
+                Found {
+                    key: "17".into(),
+                    location: "row 2".into()
+                },
+                Found {
+                    key: "18".into(),
+                    location: "row 3".into()
+                },
             ]
         );
     }

@@ -98,7 +98,9 @@ pub async fn links_of(
                 let found = tokio::task::block_in_place(|| match kind {
                     ContentKind::Json(p) => extract::json(reader, p, max),
                     ContentKind::Xml(p) => extract::xml(reader, p, max),
-                    ContentKind::Csv { column, delimiter } => extract::csv(reader, column, *delimiter, max),
+                    ContentKind::Csv { column, delimiter } => {
+                        extract::csv(reader, column, *delimiter, max)
+                    }
                 });
                 match found {
                     Ok(found) => links.extend(found.into_iter().map(|f| Link {
@@ -115,7 +117,12 @@ pub async fn links_of(
     if unreadable.is_some() {
         // Never delete on the strength of a content rule that failed: keep
         // only the path links.
-        links.retain(|l| config.links.iter().any(|r| r.index() == l.rule && matches!(r, LinkRule::Path { .. })));
+        links.retain(|l| {
+            config
+                .links
+                .iter()
+                .any(|r| r.index() == l.rule && matches!(r, LinkRule::Path { .. }))
+        });
     }
     (links, unreadable)
 }
@@ -241,7 +248,9 @@ pub async fn run(
     state.meta_set("index.run", &run.to_string()).await?;
     state.meta_set("index.rules", &rules).await?;
     state.meta_set("index.store", &store_id).await?;
-    state.meta_set("index.completed_at", &jiff::Timestamp::now().to_string()).await?;
+    state
+        .meta_set("index.completed_at", &jiff::Timestamp::now().to_string())
+        .await?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -250,7 +259,11 @@ async fn touch(state: &StateStore, run: i64, ids: &mut Vec<i64>) -> Result<(), S
     if ids.is_empty() {
         return Ok(());
     }
-    let mut tx = state.pool().begin().await.map_err(q("updating the index"))?;
+    let mut tx = state
+        .pool()
+        .begin()
+        .await
+        .map_err(q("updating the index"))?;
     for chunk in ids.chunks(500) {
         let sql = format!(
             "UPDATE objects SET seen_run = ? WHERE id IN ({})",
@@ -260,7 +273,10 @@ async fn touch(state: &StateStore, run: i64, ids: &mut Vec<i64>) -> Result<(), S
         for id in chunk {
             query = query.bind(*id);
         }
-        query.execute(&mut *tx).await.map_err(q("updating the index"))?;
+        query
+            .execute(&mut *tx)
+            .await
+            .map_err(q("updating the index"))?;
     }
     tx.commit().await.map_err(q("updating the index"))?;
     ids.clear();
@@ -269,7 +285,11 @@ async fn touch(state: &StateStore, run: i64, ids: &mut Vec<i64>) -> Result<(), S
 
 type Pending = (ObjectMeta, &'static str, Option<String>, Vec<Link>);
 
-async fn write_batch(state: &StateStore, run: i64, pending: &mut Vec<Pending>) -> Result<(), StateError> {
+async fn write_batch(
+    state: &StateStore,
+    run: i64,
+    pending: &mut Vec<Pending>,
+) -> Result<(), StateError> {
     if pending.is_empty() {
         return Ok(());
     }
@@ -367,7 +387,10 @@ pub async fn for_each_entry(
 }
 
 /// The current links of one object, for the apply re-check.
-pub async fn links_now(state: &StateStore, key: &str) -> Result<Option<Vec<(String, String)>>, StateError> {
+pub async fn links_now(
+    state: &StateStore,
+    key: &str,
+) -> Result<Option<Vec<(String, String)>>, StateError> {
     let id: Option<i64> = sqlx::query_scalar("SELECT id FROM objects WHERE key = ?")
         .bind(key)
         .fetch_optional(state.pool())

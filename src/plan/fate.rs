@@ -50,7 +50,11 @@ pub fn object_fate(
         return Fate::Unreadable;
     }
     if links.is_empty() {
-        return if status == "ok" { Fate::Unlinked } else { Fate::Unreadable };
+        return if status == "ok" {
+            Fate::Unlinked
+        } else {
+            Fate::Unreadable
+        };
     }
     let retained = links.contains(&LinkTarget::Retained);
     let deleted = links.iter().find_map(|l| match l {
@@ -87,10 +91,26 @@ mod tests {
         assert_eq!(fate(&[Absent]), Fate::OrphanDue);
         assert_eq!(fate(&[]), Fate::Unlinked);
         let r = Retention::parse("30 days").unwrap();
-        assert_eq!(object_fate("ok", &[Absent], false, Some(0), 29 * 86_400, &r), Fate::OrphanYoung);
-        assert_eq!(object_fate("ok", &[Absent], false, None, 1 << 40, &r), Fate::OrphanYoung, "undatable orphans stay");
-        assert_eq!(object_fate("ok", &[Deleted(0)], true, Some(0), 0, &r), Fate::Held);
-        assert_eq!(object_fate("unreadable", &[], false, Some(0), 0, &r), Fate::Unreadable);
-        assert_eq!(object_fate("skipped", &[Deleted(0)], false, Some(0), 0, &r), Fate::Unreadable);
+        assert_eq!(
+            object_fate("ok", &[Absent], false, Some(0), 29 * 86_400, &r),
+            Fate::OrphanYoung
+        );
+        assert_eq!(
+            object_fate("ok", &[Absent], false, None, 1 << 40, &r),
+            Fate::OrphanYoung,
+            "undatable orphans stay"
+        );
+        assert_eq!(
+            object_fate("ok", &[Deleted(0)], true, Some(0), 0, &r),
+            Fate::Held
+        );
+        assert_eq!(
+            object_fate("unreadable", &[], false, Some(0), 0, &r),
+            Fate::Unreadable
+        );
+        assert_eq!(
+            object_fate("skipped", &[Deleted(0)], false, Some(0), 0, &r),
+            Fate::Unreadable
+        );
     }
 }

@@ -177,7 +177,8 @@ pub async fn load_world(
     let mut policies = Vec::new();
     for p in &config.policies {
         policies.push(
-            CompiledPolicy::compile(p, &graph.types, &conditions).ok_or_else(|| PlanError::Policy(p.name.clone()))?,
+            CompiledPolicy::compile(p, &graph.types, &conditions)
+                .ok_or_else(|| PlanError::Policy(p.name.clone()))?,
         );
     }
     Ok(World {
@@ -192,7 +193,11 @@ pub async fn load_world(
 
 fn new_plan_id(now: jiff::Timestamp) -> String {
     let z = now.to_zoned_datetime(jiff::tz::TimeZone::UTC);
-    format!("{}-{:04x}", z.strftime("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
+    format!(
+        "{}-{:04x}",
+        z.strftime("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
 }
 
 /// Builds, brakes and persists a plan. Returns its summary.
@@ -275,11 +280,22 @@ pub async fn make_plan(
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (ci, policy, ty, key, kind) in chunk {
             digest.update(format!("case\0{ci}\0{policy}\0{ty}\0{key}\n").as_bytes());
-            query = query.bind(&id).bind(*ci as i64).bind(*policy).bind(ty).bind(key).bind(*kind);
+            query = query
+                .bind(&id)
+                .bind(*ci as i64)
+                .bind(*policy)
+                .bind(ty)
+                .bind(key)
+                .bind(*kind);
         }
-        query.execute(&mut *tx).await.map_err(q("writing the plan"))?;
+        query
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the plan"))?;
     }
-    let deleted_nodes: Vec<usize> = (0..graph.len()).filter(|i| eval.case_of[*i] != evaluate::NOT_DELETED).collect();
+    let deleted_nodes: Vec<usize> = (0..graph.len())
+        .filter(|i| eval.case_of[*i] != evaluate::NOT_DELETED)
+        .collect();
     for chunk in deleted_nodes.chunks(150) {
         let sql = format!(
             "INSERT INTO plan_entities(plan_id, case_id, entity_type, entity_key, key_kind, status) VALUES {}",
@@ -289,7 +305,13 @@ pub async fn make_plan(
         for &n in chunk {
             let node = &graph.nodes[n];
             let key = node.key.canonical();
-            digest.update(format!("entity\0{}\0{}\0{key}\n", eval.case_of[n], graph.types[node.ty as usize]).as_bytes());
+            digest.update(
+                format!(
+                    "entity\0{}\0{}\0{key}\n",
+                    eval.case_of[n], graph.types[node.ty as usize]
+                )
+                .as_bytes(),
+            );
             query = query
                 .bind(&id)
                 .bind(eval.case_of[n] as i64)
@@ -297,11 +319,19 @@ pub async fn make_plan(
                 .bind(key)
                 .bind(node.key.stored_kind());
         }
-        query.execute(&mut *tx).await.map_err(q("writing the plan"))?;
+        query
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the plan"))?;
     }
 
     // Objects: stream the index, give each its fate.
-    let type_of: HashMap<&str, u16> = graph.types.iter().enumerate().map(|(i, t)| (t.as_str(), i as u16)).collect();
+    let type_of: HashMap<&str, u16> = graph
+        .types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i as u16))
+        .collect();
     let mut to_delete: Vec<(String, u64, &'static str, String, String)> = Vec::new();
     let tally = &mut s.objects;
     index::for_each_entry(state, &mut |e| {
@@ -309,10 +339,17 @@ pub async fn make_plan(
         let targets: Vec<LinkTarget> = e
             .links
             .iter()
-            .map(|(ty, key)| match type_of.get(ty.as_str()).and_then(|t| graph.resolve(*t, key)) {
-                None => LinkTarget::Absent,
-                Some(n) if eval.is_deleted(n) => LinkTarget::Deleted(eval.cases[eval.case_of[n as usize] as usize].policy),
-                Some(_) => LinkTarget::Retained,
+            .map(|(ty, key)| {
+                match type_of
+                    .get(ty.as_str())
+                    .and_then(|t| graph.resolve(*t, key))
+                {
+                    None => LinkTarget::Absent,
+                    Some(n) if eval.is_deleted(n) => {
+                        LinkTarget::Deleted(eval.cases[eval.case_of[n as usize] as usize].policy)
+                    }
+                    Some(_) => LinkTarget::Retained,
+                }
             })
             .collect();
         let fate = object_fate(
@@ -338,7 +375,13 @@ pub async fn make_plan(
             Fate::OrphanDue => {
                 tally.orphan_delete += 1;
                 tally.orphan_delete_bytes += e.size;
-                to_delete.push((e.key.clone(), e.size, "orphan", "orphans".into(), index::links_digest(&e.links)));
+                to_delete.push((
+                    e.key.clone(),
+                    e.size,
+                    "orphan",
+                    "orphans".into(),
+                    index::links_digest(&e.links),
+                ));
             }
             Fate::OrphanYoung => tally.orphan_young += 1,
             Fate::Shared => tally.shared += 1,
@@ -366,7 +409,10 @@ pub async fn make_plan(
                 .bind(policy)
                 .bind(links);
         }
-        query.execute(&mut *tx).await.map_err(q("writing the plan"))?;
+        query
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the plan"))?;
     }
 
     s.brake = brake(config, state, &s, &counts, &graph.types, &mut tx).await?;
@@ -413,7 +459,9 @@ async fn brake(
         }
     }
     let objects_deleting = s.objects.delete + s.objects.orphan_delete;
-    if s.objects.total > 0 && objects_deleting as f64 > config.max_delete_fraction * s.objects.total as f64 {
+    if s.objects.total > 0
+        && objects_deleting as f64 > config.max_delete_fraction * s.objects.total as f64
+    {
         reasons.push(format!(
             "deletes {objects_deleting} of {} technical objects ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
             s.objects.total,
@@ -423,10 +471,11 @@ async fn brake(
     }
     // A type (or the store) the previous plan saw, now empty: a read that
     // returned nothing is far likelier than a CRM that emptied itself.
-    let previous: Option<String> = sqlx::query_scalar("SELECT summary FROM plans ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(q("reading the previous plan"))?;
+    let previous: Option<String> =
+        sqlx::query_scalar("SELECT summary FROM plans ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(q("reading the previous plan"))?;
     if let Some(prev) = previous.and_then(|p| serde_json::from_str::<PlanSummary>(&p).ok()) {
         for (t, n) in &prev.entities_read {
             if *n > 0 && s.entities_read.get(t).copied().unwrap_or(0) == 0 {
@@ -464,11 +513,13 @@ pub async fn load(state: &StateStore, id: Option<&str>) -> Result<StoredPlan, St
             .await
             .map_err(q("reading the plan"))?
             .ok_or_else(|| StateError::NoSuchPlan(id.to_string()))?,
-        None => sqlx::query("SELECT id, as_of, status, summary, brake FROM plans ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(state.pool())
-            .await
-            .map_err(q("reading the plan"))?
-            .ok_or(StateError::NoPlan)?,
+        None => sqlx::query(
+            "SELECT id, as_of, status, summary, brake FROM plans ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(state.pool())
+        .await
+        .map_err(q("reading the plan"))?
+        .ok_or(StateError::NoPlan)?,
     };
     let summary: String = row.get(3);
     let brake: Option<String> = row.get(4);
@@ -478,7 +529,9 @@ pub async fn load(state: &StateStore, id: Option<&str>) -> Result<StoredPlan, St
         status: row.get(2),
         summary: serde_json::from_str(&summary)
             .map_err(|e| StateError::Corrupt(format!("plan summary unreadable: {e}")))?,
-        brake: brake.and_then(|b| serde_json::from_str(&b).ok()).unwrap_or_default(),
+        brake: brake
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .unwrap_or_default(),
     })
 }
 

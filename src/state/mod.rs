@@ -139,22 +139,26 @@ impl StateStore {
     }
 
     pub async fn meta_set(&self, key: &str, value: &str) -> Result<(), StateError> {
-        sqlx::query("INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await
-            .map_err(q("writing meta"))?;
+        sqlx::query(
+            "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(q("writing meta"))?;
         Ok(())
     }
 
     // ---- holds --------------------------------------------------------
 
     pub async fn holds(&self) -> Result<Vec<Hold>, StateError> {
-        let rows = sqlx::query("SELECT id, kind, target, reason, author, created_at FROM holds ORDER BY id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("reading holds"))?;
+        let rows = sqlx::query(
+            "SELECT id, kind, target, reason, author, created_at FROM holds ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading holds"))?;
         Ok(rows
             .iter()
             .map(|r| Hold {
@@ -169,7 +173,13 @@ impl StateStore {
     }
 
     /// Adds a hold; returns false when the same target is already held.
-    pub async fn add_hold(&self, kind: HoldKind, target: &str, reason: &str, author: &str) -> Result<bool, StateError> {
+    pub async fn add_hold(
+        &self,
+        kind: HoldKind,
+        target: &str,
+        reason: &str,
+        author: &str,
+    ) -> Result<bool, StateError> {
         let r = sqlx::query(
             "INSERT INTO holds(kind, target, reason, author, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(kind, target) DO NOTHING",
         )
@@ -200,7 +210,8 @@ impl StateStore {
     pub async fn indexed_objects(
         &self,
     ) -> Result<std::collections::HashMap<String, IndexedObject>, StateError> {
-        let mut rows = sqlx::query("SELECT id, key, size, modified, etag FROM objects").fetch(&self.pool);
+        let mut rows =
+            sqlx::query("SELECT id, key, size, modified, etag FROM objects").fetch(&self.pool);
         let mut out = std::collections::HashMap::new();
         while let Some(r) = rows.try_next().await.map_err(q("reading the index"))? {
             out.insert(

@@ -108,10 +108,11 @@ pub async fn migrate(pool: &SqlitePool) -> Result<(), StateError> {
         .execute(pool)
         .await
         .map_err(q("creating the schema"))?;
-    let version: Option<String> = sqlx::query_scalar("SELECT v FROM meta WHERE k = 'schema_version'")
-        .fetch_optional(pool)
-        .await
-        .map_err(q("reading the schema version"))?;
+    let version: Option<String> =
+        sqlx::query_scalar("SELECT v FROM meta WHERE k = 'schema_version'")
+            .fetch_optional(pool)
+            .await
+            .map_err(q("reading the schema version"))?;
     let mut version: usize = version.and_then(|v| v.parse().ok()).unwrap_or(0);
     if version > STEPS.len() {
         return Err(StateError::Corrupt(format!(

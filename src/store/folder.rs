@@ -20,9 +20,11 @@ pub struct FolderStore {
 
 impl FolderStore {
     pub fn open(root: &Path) -> Result<FolderStore, StoreError> {
-        let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(|source| StoreError::Open {
-            store: root.display().to_string(),
-            source,
+        let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(|source| {
+            StoreError::Open {
+                store: root.display().to_string(),
+                source,
+            }
         })?;
         Ok(FolderStore {
             root: root.to_path_buf(),
@@ -33,12 +35,19 @@ impl FolderStore {
     fn walk(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
         let list_err = |at: &str, source| StoreError::List {
             store: self.root.display().to_string(),
-            at: if at.is_empty() { "the root".into() } else { at.to_string() },
+            at: if at.is_empty() {
+                "the root".into()
+            } else {
+                at.to_string()
+            },
             source,
         };
         let mut n = 0;
         // (relative prefix, dir handle)
-        let mut stack: Vec<(String, Dir)> = vec![(String::new(), self.dir.try_clone().map_err(|e| list_err("", e))?)];
+        let mut stack: Vec<(String, Dir)> = vec![(
+            String::new(),
+            self.dir.try_clone().map_err(|e| list_err("", e))?,
+        )];
         while let Some((prefix, dir)) = stack.pop() {
             let entries = dir.entries().map_err(|e| list_err(&prefix, e))?;
             let mut names = Vec::new();
@@ -121,13 +130,22 @@ impl FolderStore {
                 });
             }
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DeleteOutcome::AlreadyGone),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DeleteOutcome::AlreadyGone);
+            }
             Err(source) => return Err(StoreError::Io { op: "stat", source }),
         }
         match self.dir.remove_file(key) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DeleteOutcome::AlreadyGone),
-            Err(source) => return Err(StoreError::Io { op: "delete", source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(DeleteOutcome::AlreadyGone);
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "delete",
+                    source,
+                });
+            }
         }
         // Remove the folders this delete emptied, deepest first; stop at the
         // first one that still holds something. The root is never a candidate.
@@ -211,10 +229,16 @@ mod tests {
             }),
             etag: None,
         })));
-        assert!(listed
-            .iter()
-            .any(|l| matches!(l, Listed::Skipped { key, .. } if key == "escape")));
-        assert_eq!(listed.len(), 2, "nothing listed through the symlink: {listed:?}");
+        assert!(
+            listed
+                .iter()
+                .any(|l| matches!(l, Listed::Skipped { key, .. } if key == "escape"))
+        );
+        assert_eq!(
+            listed.len(),
+            2,
+            "nothing listed through the symlink: {listed:?}"
+        );
     }
 
     #[test]
@@ -226,7 +250,10 @@ mod tests {
         let store = FolderStore::open(tmp.path()).unwrap();
         assert!(store.remove("link/victim").is_err());
         assert!(store.remove("../victim").is_err());
-        assert!(store.remove("link").is_err(), "a symlink itself is not deleted");
+        assert!(
+            store.remove("link").is_err(),
+            "a symlink itself is not deleted"
+        );
         assert!(outside.path().join("victim").exists());
     }
 

@@ -46,7 +46,9 @@ impl TechnicalStore for MemoryStore {
     }
 
     async fn check(&self) -> Result<Vec<String>, StoreError> {
-        Ok(vec!["memory store: contents live only as long as this process".into()])
+        Ok(vec![
+            "memory store: contents live only as long as this process".into(),
+        ])
     }
 
     async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {

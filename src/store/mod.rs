@@ -28,7 +28,10 @@ pub enum Listed {
     Object(ObjectMeta),
     /// Seen but not an object lethe will read or delete (a symlink, a name
     /// that is not UTF-8); reported, never deleted.
-    Skipped { key: String, reason: String },
+    Skipped {
+        key: String,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,12 +79,14 @@ pub enum StoreError {
 impl StoreError {
     pub fn kind(&self) -> StoreErrorKind {
         match self {
-            StoreError::Io { source, .. } | StoreError::List { source, .. } => match source.kind() {
-                std::io::ErrorKind::PermissionDenied
-                | std::io::ErrorKind::InvalidInput
-                | std::io::ErrorKind::IsADirectory => StoreErrorKind::Permanent,
-                _ => StoreErrorKind::Transient,
-            },
+            StoreError::Io { source, .. } | StoreError::List { source, .. } => {
+                match source.kind() {
+                    std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::InvalidInput
+                    | std::io::ErrorKind::IsADirectory => StoreErrorKind::Permanent,
+                    _ => StoreErrorKind::Transient,
+                }
+            }
             _ => StoreErrorKind::Permanent,
         }
     }

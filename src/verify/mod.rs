@@ -54,16 +54,22 @@ pub async fn verify(
         .map_err(q("reading the journal"))?;
         let keys: Vec<EntityKey> = rows
             .iter()
-            .filter_map(|r| EntityKey::from_stored(r.get::<String, _>(1).as_str(), r.get::<String, _>(0).as_str()))
+            .filter_map(|r| {
+                EntityKey::from_stored(
+                    r.get::<String, _>(1).as_str(),
+                    r.get::<String, _>(0).as_str(),
+                )
+            })
             .collect();
         report.entities_checked += keys.len() as u64;
         report.entities_remaining += crm.existing(et, &keys).await?.len() as u64;
     }
-    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM plan_objects WHERE plan_id = ? AND status = 'deleted'")
-        .bind(plan_id)
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("reading the journal"))?;
+    let keys: Vec<String> =
+        sqlx::query_scalar("SELECT key FROM plan_objects WHERE plan_id = ? AND status = 'deleted'")
+            .bind(plan_id)
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the journal"))?;
     for k in keys {
         report.objects_checked += 1;
         if store.head(&k).await?.is_some() {
