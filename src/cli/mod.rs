@@ -52,7 +52,7 @@ pub fn main() -> i32 {
             } else {
                 EXIT_FAILED
             };
-            eprintln!("lethe: {e:#}");
+            eprintln!("lethe: {}", error_chain(&e));
             code
         }
     }
@@ -64,11 +64,9 @@ pub(crate) fn out(text: &str) {
     if let Err(e) = stdout
         .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
-    {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
+        && e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(EXIT_OK);
         }
-    }
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -612,4 +610,20 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
 fn now_seconds() -> jiff::Timestamp {
     jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
         .unwrap_or_else(|_| jiff::Timestamp::now())
+}
+
+/// The error and its causes, once each: a cause already quoted in the
+/// message before it is not repeated.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
 }

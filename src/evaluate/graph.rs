@@ -148,13 +148,11 @@ impl Graph {
     /// Finds an entity by a key as typed or as found in a file: a key that
     /// looks like an integer also matches an integer key column.
     pub fn resolve(&self, ty: u16, key: &str) -> Option<NodeId> {
-        if let Ok(i) = key.parse::<i64>() {
-            if i.to_string() == key {
-                if let Some(id) = self.lookup.get(&(ty, EntityKey::Int(i))) {
+        if let Ok(i) = key.parse::<i64>()
+            && i.to_string() == key
+                && let Some(id) = self.lookup.get(&(ty, EntityKey::Int(i))) {
                     return Some(*id);
                 }
-            }
-        }
         self.lookup
             .get(&(ty, EntityKey::Text(key.to_string())))
             .copied()

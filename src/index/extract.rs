@@ -147,21 +147,20 @@ pub fn xml(reader: impl Read, path: &XmlPath, max: u64) -> Result<Vec<Found>, Un
                     }
                 }
             }
-            Event::GeneralRef(_) => {
+            Event::GeneralRef(_)
                 // Entity references are never expanded (no DTD, no external
                 // fetch); an identifier that uses one is not taken.
-                if capture.is_some() {
+                if capture.is_some() => {
                     capture = None;
                 }
-            }
             Event::CData(t) => {
                 if let Some((_, text)) = capture.as_mut() {
                     text.push_str(t.as_ref());
                 }
             }
             Event::End(_) => {
-                if let Some((depth, text)) = &capture {
-                    if *depth == stack.len() {
+                if let Some((depth, text)) = &capture
+                    && *depth == stack.len() {
                         let key = text.trim().to_string();
                         if !key.is_empty() {
                             out.push(Found {
@@ -171,7 +170,6 @@ pub fn xml(reader: impl Read, path: &XmlPath, max: u64) -> Result<Vec<Found>, Un
                         }
                         capture = None;
                     }
-                }
                 stack.pop();
             }
             Event::Eof => {

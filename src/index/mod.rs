@@ -218,7 +218,7 @@ pub async fn run(
         if unchanged_ids.len() >= 5000 {
             touch(state, run, &mut unchanged_ids).await?;
         }
-        if done % 1000 == 0 {
+        if done.is_multiple_of(1000) {
             progress(done, total);
         }
     }

@@ -138,7 +138,7 @@ pub async fn load_world(
                 parent_types.iter().copied().zip(row.parents).collect();
             builder.add(ti as u16, row.key, row.clock, &parents);
             n += 1;
-            if n % 100_000 == 0 {
+            if n.is_multiple_of(100_000) {
                 progress(&et.name, n);
             }
         })

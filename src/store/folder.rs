@@ -43,12 +43,17 @@ impl FolderStore {
             source,
         };
         let mut n = 0;
-        // (relative prefix, dir handle)
-        let mut stack: Vec<(String, Dir)> = vec![(
-            String::new(),
-            self.dir.try_clone().map_err(|e| list_err("", e))?,
-        )];
-        while let Some((prefix, dir)) = stack.pop() {
+        // Folders still to list, as relative prefixes; each is opened only
+        // when its turn comes, so a million folders cost no file handles.
+        let mut stack: Vec<String> = vec![String::new()];
+        while let Some(prefix) = stack.pop() {
+            let dir = if prefix.is_empty() {
+                self.dir.try_clone().map_err(|e| list_err("", e))?
+            } else {
+                self.dir
+                    .open_dir(prefix.trim_end_matches('/'))
+                    .map_err(|e| list_err(&prefix, e))?
+            };
             let entries = dir.entries().map_err(|e| list_err(&prefix, e))?;
             let mut names = Vec::new();
             for entry in entries {
@@ -74,8 +79,7 @@ impl FolderStore {
                         reason: "symbolic link (never followed)".into(),
                     });
                 } else if ft.is_dir() {
-                    let sub = entry.open_dir().map_err(|e| list_err(&key, e))?;
-                    stack.push((format!("{key}/"), sub));
+                    stack.push(format!("{key}/"));
                 } else if ft.is_file() {
                     let meta = entry.metadata().map_err(|e| list_err(&key, e))?;
                     sink(Listed::Object(ObjectMeta {
