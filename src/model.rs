@@ -98,9 +98,10 @@ pub fn parse_as_of(input: &str) -> Result<jiff::Timestamp, String> {
         return Ok(ts);
     }
     if let Ok(date) = input.parse::<jiff::civil::Date>()
-        && let Ok(z) = date.to_zoned_datetime(jiff::tz::TimeZone::UTC) {
-            return Ok(z.timestamp());
-        }
+        && let Ok(z) = date.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+    {
+        return Ok(z.timestamp());
+    }
     Err(format!(
         "`{input}` is neither an RFC 3339 instant (2026-06-30T00:00:00Z) nor a date (2026-06-30)"
     ))

@@ -138,6 +138,16 @@ pub async fn apply(
             reasons: stored.brake,
         });
     }
+    // Items that failed in an earlier run are tried again, once per run.
+    for table in ["plan_cases", "plan_objects"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = 'planned' WHERE plan_id = ? AND status = 'failed'"
+        )))
+        .bind(&stored.id)
+        .execute(state.pool())
+        .await
+        .map_err(q("journaling"))?;
+    }
     sqlx::query("UPDATE plans SET status = 'applying' WHERE id = ?")
         .bind(&stored.id)
         .execute(state.pool())

@@ -64,9 +64,10 @@ pub(crate) fn out(text: &str) {
     if let Err(e) = stdout
         .write_all(text.as_bytes())
         .and_then(|_| stdout.flush())
-        && e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(EXIT_OK);
-        }
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(EXIT_OK);
+    }
 }
 
 fn json<T: serde::Serialize>(value: &T) -> String {
@@ -404,6 +405,7 @@ async fn explain(
             entity,
             &Pseudonymizer::new(config.audit_key.clone()),
             &world,
+            id,
             &cases,
             eval.is_deleted(id),
             as_of,

@@ -211,6 +211,7 @@ pub fn explain(
     entity: &str,
     pseudo: &crate::audit::pseudonym::Pseudonymizer,
     world: &World,
+    id: NodeId,
     cases: &[(usize, NodeId, Aggregate, Verdict)],
     deleted: bool,
     as_of: i64,
@@ -225,9 +226,7 @@ pub fn explain(
     };
     for (pi, root, agg, verdict) in cases {
         let p = &world.policies[*pi];
-        let case = if world.graph.node(*root).key.canonical()
-            == entity.split_once(':').map(|x| x.1).unwrap_or("")
-        {
+        let case = if *root == id {
             "its own case".to_string()
         } else {
             format!("the case of {}", pseudo_of(*root))

@@ -438,9 +438,10 @@ pub fn parse(text: &str, file: &Path, dir: &Path) -> Result<Config, ConfigError>
 
     let config = validate(raw, text, dir, &mut problems);
     if problems.found.is_empty()
-        && let Some(c) = config {
-            return Ok(c);
-        }
+        && let Some(c) = config
+    {
+        return Ok(c);
+    }
     problems.found.sort_by_key(|p| (p.line, p.column));
     Err(invalid(problems.found))
 }

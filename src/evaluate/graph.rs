@@ -150,9 +150,10 @@ impl Graph {
     pub fn resolve(&self, ty: u16, key: &str) -> Option<NodeId> {
         if let Ok(i) = key.parse::<i64>()
             && i.to_string() == key
-                && let Some(id) = self.lookup.get(&(ty, EntityKey::Int(i))) {
-                    return Some(*id);
-                }
+            && let Some(id) = self.lookup.get(&(ty, EntityKey::Int(i)))
+        {
+            return Some(*id);
+        }
         self.lookup
             .get(&(ty, EntityKey::Text(key.to_string())))
             .copied()

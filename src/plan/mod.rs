@@ -472,7 +472,12 @@ async fn brake(
     // A type (or the store) the previous plan saw, now empty: a read that
     // returned nothing is far likelier than a CRM that emptied itself.
     let previous: Option<String> =
-        sqlx::query_scalar("SELECT summary FROM plans ORDER BY seq DESC LIMIT 1")
+        // The last plan that was clear or applied: a braked plan that was never
+        // applied must not become the new normal by planning again.
+        sqlx::query_scalar(
+            "SELECT summary FROM plans WHERE brake IS NULL OR status IN ('applied', 'partial')
+             ORDER BY seq DESC LIMIT 1",
+        )
             .fetch_optional(&mut **tx)
             .await
             .map_err(q("reading the previous plan"))?;

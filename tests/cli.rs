@@ -1,0 +1,1208 @@
+//! Integration tests of the `lethe` binary: each test builds a small CRM,
+//! technical folder and config in a temp folder (see `util`), runs the real
+//! binary and checks exit codes, output, the CRM and the folder afterwards.
+
+mod util;
+
+use serde_json::Value;
+use util::{
+    ALL_FILES, AS_OF, AUDIT_KEY, Fixture, JANE_EMAIL, KEPT_FILES, assert_files, list_files, run_in,
+    set_mtime,
+};
+
+/// The number in a JSON map under `key`, 0 when absent.
+fn n(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+// 1 ─────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn demo_runs_end_to_end_and_a_second_sweep_deletes_nothing() {
+    let f = Fixture::empty();
+    let demo = f.dir().join("demo");
+    let dir = demo.to_string_lossy().into_owned();
+
+    let text = f.lethe_bare(&["demo", "--dir", &dir, "--leads", "300"]);
+    text.ok().contains("all gone").contains("audit chain head");
+    for name in ["crm.db", "lethe.toml", "lethe-state.db", "technical"] {
+        assert!(demo.join(name).exists(), "demo wrote {name}");
+    }
+
+    // Again over the earlier demo, as JSON: one document with every stage.
+    let json = f
+        .lethe_bare(&["demo", "--dir", &dir, "--leads", "300", "--format", "json"])
+        .ok()
+        .json();
+    for key in ["generated", "index", "plan", "apply", "verify"] {
+        assert!(json.get(key).is_some(), "demo JSON has `{key}`: {json:#}");
+    }
+    assert_eq!(json["generated"]["leads"], 300);
+    let apply = &json["apply"];
+    assert!(
+        n(apply, "cases_done") > 0,
+        "the demo deletes a backlog: {apply:#}"
+    );
+    assert_eq!(n(apply, "cases_failed"), 0);
+    assert_eq!(n(&json["verify"], "entities_remaining"), 0);
+    assert_eq!(n(&json["verify"], "objects_remaining"), 0);
+    assert!(n(&json["verify"], "entities_checked") > 0);
+
+    // The scheduled job right after: nothing new is due.
+    let config = demo.join("lethe.toml").to_string_lossy().into_owned();
+    let sweep = run_in(f.dir(), &["-c", &config, "sweep", "--format", "json"]);
+    let sweep = sweep.ok().json();
+    assert_eq!(n(&sweep["apply"], "cases_done"), 0, "{sweep:#}");
+    assert_eq!(
+        sweep["apply"]["entities_deleted"]
+            .as_object()
+            .map(|m| m.len()),
+        Some(0),
+        "{sweep:#}"
+    );
+    assert_eq!(n(&sweep["apply"], "objects_deleted"), 0, "{sweep:#}");
+    assert_eq!(n(&sweep["plan"], "cases"), 0);
+
+    run_in(f.dir(), &["-c", &config, "audit", "verify"])
+        .ok()
+        .contains("audit chain intact");
+
+    // A folder that is not an earlier demo is refused and left alone.
+    let other = f.dir().join("not-a-demo");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("precious.txt"), "keep me").unwrap();
+    let refused = f.lethe_bare(&["demo", "--dir", &other.to_string_lossy(), "--leads", "10"]);
+    assert_ne!(refused.code, 0, "demo over a foreign folder must fail");
+    refused.contains("not an earlier lethe demo");
+    assert_eq!(
+        std::fs::read_to_string(other.join("precious.txt")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1);
+}
+
+// 2 ─────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn plan_is_a_dry_run_and_apply_deletes_exactly_the_due_cases() {
+    let f = Fixture::new();
+    let tables = ["leads", "opportunities", "quotes", "contracts"];
+    let counts = |f: &Fixture| tables.map(|t| f.count(t));
+    assert_eq!(counts(&f), [6, 2, 2, 1]);
+    let crm_before = f.crm_dump();
+    let crm_bytes = std::fs::read(f.crm()).unwrap();
+    let files_before = f.file_contents();
+    assert_files(&f.files(), ALL_FILES);
+
+    f.lethe(&["index"]).ok();
+    let plan = f.plan();
+    assert_eq!(counts(&f), [6, 2, 2, 1], "plan deleted rows");
+    assert_eq!(f.crm_dump(), crm_before, "plan changed the CRM");
+    assert_eq!(
+        std::fs::read(f.crm()).unwrap(),
+        crm_bytes,
+        "plan wrote to crm.db"
+    );
+    assert_eq!(
+        f.file_contents(),
+        files_before,
+        "plan changed the technical folder"
+    );
+
+    // What the plan says, exactly.
+    assert_eq!(plan["cases"], 3, "{plan:#}");
+    assert_eq!(
+        plan["entities_to_delete"],
+        serde_json::json!({ "lead": 3, "opportunity": 1, "quote": 1 })
+    );
+    assert_eq!(
+        plan["entities_read"],
+        serde_json::json!({ "lead": 6, "opportunity": 2, "quote": 2, "contract": 1 })
+    );
+    assert_eq!(plan["undatable_entities"], 1);
+    assert_eq!(plan["objects"]["total"], 9);
+    assert_eq!(plan["objects"]["delete"], 4, "{plan:#}");
+    assert_eq!(plan["objects"]["unlinked"], 1);
+    assert_eq!(plan["brake"], serde_json::json!([]));
+    let lead_policy = &plan["policies"][0];
+    assert_eq!(lead_policy["name"], "unconverted-sales");
+    assert_eq!(lead_policy["due"], 3);
+    assert_eq!(lead_policy["kept"]["keep_if contract"], 1);
+    assert_eq!(lead_policy["kept"]["retention running"], 1);
+    assert_eq!(lead_policy["kept"]["undatable"], 1);
+
+    // The text form says nothing was deleted and how to apply.
+    let id = plan["id"].as_str().unwrap().to_string();
+    f.lethe(&["plan", "--as-of", AS_OF])
+        .ok()
+        .contains("nothing was deleted")
+        .contains("lethe apply");
+    f.lethe(&["plan", "--list"]).ok().contains(&id);
+    assert_eq!(f.crm_dump(), crm_before);
+    assert_eq!(f.file_contents(), files_before);
+
+    // Apply the first plan by id.
+    let applied = f.lethe(&["apply", &id, "--format", "json"]).ok().json();
+    let apply = &applied["apply"];
+    assert_eq!(apply["plan_id"], id.as_str());
+    assert_eq!(n(apply, "cases_done"), 3, "{applied:#}");
+    assert_eq!(n(apply, "cases_skipped"), 0);
+    assert_eq!(
+        apply["entities_deleted"],
+        serde_json::json!({ "lead": 3, "opportunity": 1, "quote": 1 })
+    );
+    assert_eq!(n(apply, "objects_deleted"), 4);
+    assert_eq!(n(&applied["verify"], "entities_remaining"), 0);
+    assert_eq!(n(&applied["verify"], "objects_remaining"), 0);
+
+    // The CRM: old without contract gone; contract, young and undatable stay.
+    assert_eq!(f.ids("leads"), vec![2, 3, 4]);
+    assert_eq!(f.ids("opportunities"), vec![2]);
+    assert_eq!(f.ids("quotes"), vec![2]);
+    assert_eq!(f.ids("contracts"), vec![1]);
+    assert_eq!(counts(&f), [3, 1, 1, 1]);
+    assert_eq!(
+        f.sql("SELECT email, modified_at FROM leads WHERE id = 3")
+            .trim(),
+        "erika.young@example.com|2026-01-01T00:00:00Z",
+        "kept rows are untouched"
+    );
+
+    // The folder: the deleted leads' payloads and their emptied folders go.
+    assert_files(&f.files(), KEPT_FILES);
+    for gone in ["inbound/1", "inbound/5", "inbound/6"] {
+        assert!(
+            !f.tech().join(gone).exists(),
+            "{gone}/ was emptied and must be removed"
+        );
+    }
+    assert!(
+        f.tech().join("quotes/2020").is_dir(),
+        "quotes/2020 still holds quote-2.xml"
+    );
+    assert!(f.tech().is_dir(), "the store root stays");
+    for (key, bytes) in &files_before {
+        if KEPT_FILES.contains(&key.as_str()) {
+            assert_eq!(
+                &std::fs::read(f.tech().join(key)).unwrap(),
+                bytes,
+                "{key} unchanged"
+            );
+        }
+    }
+}
+
+// 3 ─────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn apply_rechecks_each_case_and_skips_what_changed_since_the_plan() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    let plan = f.plan();
+    assert_eq!(plan["cases"], 3);
+
+    // Since the plan: lead 6's quote got a contract, lead 5 was touched.
+    f.sql("INSERT INTO contracts VALUES (7, 6, '2026-06-01T00:00:00Z', '2026-06-01T00:00:00Z')");
+    f.sql("UPDATE leads SET modified_at = '2026-06-01T00:00:00Z' WHERE id = 5");
+
+    let out = f.lethe(&["apply"]);
+    out.ok().contains("skipped");
+    out.contains("1 cases deleted, 2 skipped");
+    out.contains("changed since plan");
+
+    assert_eq!(f.ids("leads"), vec![2, 3, 4, 5, 6], "only lead 1 goes");
+    assert_eq!(f.ids("opportunities"), vec![2, 6]);
+    assert_eq!(f.ids("quotes"), vec![2, 6]);
+    assert_eq!(f.ids("contracts"), vec![1, 7]);
+
+    // The skipped cases' payloads stay; the deleted one's go.
+    assert_files(
+        &f.files(),
+        &[
+            "inbound/2/lead.json",
+            "inbound/3/lead.json",
+            "inbound/4/lead.json",
+            "inbound/5/lead.json",
+            "inbound/6/lead.json",
+            "misc/readme.txt",
+            "quotes/2020/quote-2.xml",
+            "quotes/2020/quote-6.xml",
+        ],
+    );
+
+    // Exactly one audit record per deleted item: lead 1 and its payload.
+    f.lethe(&["audit", "verify"]).ok().contains("2 records");
+    f.lethe(&["audit", "lookup", "lead:6"])
+        .ok()
+        .contains("no audit record");
+    f.lethe(&["audit", "lookup", "lead:1"])
+        .ok()
+        .contains("delete-entity");
+}
+
+// 4 ─────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn holds_keep_entities_and_can_be_listed_and_lifted() {
+    let f = Fixture::new();
+    f.lethe(&["hold", "add", "lead:1", "--reason", "LH-2026-001"])
+        .ok()
+        .contains("hold added on lead:1");
+    f.lethe(&["hold", "add", "lead:1", "--reason", "LH-2026-001"])
+        .ok()
+        .contains("already on hold");
+    f.lethe(&["hold", "list"])
+        .ok()
+        .contains("lead:1")
+        .contains("LH-2026-001")
+        .contains("tester");
+
+    // A hold on a descendant keeps every case containing it.
+    f.lethe(&["hold", "add", "quote:6", "--reason", "LH-2026-002"])
+        .ok();
+
+    f.lethe(&["sweep", "--as-of", AS_OF]).ok();
+    assert_eq!(f.ids("leads"), vec![1, 2, 3, 4, 6], "the held leads stay");
+    assert_eq!(f.ids("opportunities"), vec![2, 6]);
+    assert_eq!(f.ids("quotes"), vec![2, 6]);
+    assert!(f.tech().join("quotes/2020/quote-6.xml").exists());
+    assert!(
+        f.tech().join("inbound/1/lead.json").exists(),
+        "the held lead's payload stays"
+    );
+    assert!(!f.tech().join("inbound/5").exists());
+    f.lethe(&["explain", "lead:1", "--as-of", AS_OF])
+        .ok()
+        .contains("hold");
+
+    f.lethe(&["hold", "rm", "lead:1"]).ok().contains("lifted");
+    f.lethe(&["hold", "rm", "quote:6"]).ok().contains("lifted");
+    f.lethe(&["hold", "list"]).ok().contains("no holds");
+    let again = f.lethe(&["hold", "rm", "lead:1"]);
+    assert_eq!(
+        again.code, 1,
+        "lifting a hold that is not there fails: {again:?}"
+    );
+    again.contains("not on hold");
+
+    f.lethe(&["sweep", "--as-of", AS_OF]).ok();
+    assert_eq!(f.ids("leads"), vec![2, 3, 4], "once lifted, the leads go");
+    assert_eq!(f.ids("quotes"), vec![2]);
+    assert_files(&f.files(), KEPT_FILES);
+}
+
+#[test]
+fn holds_added_between_plan_and_apply_are_honoured_and_object_holds_keep_files() {
+    let f = Fixture::new();
+    f.lethe(&[
+        "hold",
+        "add",
+        "object:inbound/1/lead.json",
+        "--reason",
+        "LH-7",
+    ])
+    .ok();
+    f.lethe(&["index"]).ok();
+    let plan = f.plan();
+    assert_eq!(plan["objects"]["held"], 1, "{plan:#}");
+    assert_eq!(plan["objects"]["delete"], 3, "{plan:#}");
+
+    // After the plan: a hold on a due lead and on a folder of due files.
+    f.lethe(&["hold", "add", "lead:5", "--reason", "LH-8"]).ok();
+    f.lethe(&["hold", "add", "prefix:quotes/2020/", "--reason", "LH-9"])
+        .ok();
+    f.lethe(&["hold", "list"])
+        .ok()
+        .contains("object:inbound/1/lead.json")
+        .contains("prefix:quotes/2020/")
+        .contains("lead:5");
+
+    let out = f.lethe(&["apply"]);
+    out.ok().contains("skipped");
+    out.contains("changed since plan: hold");
+    out.contains("changed since plan: on hold");
+
+    // Lead 1 leaves the CRM but its held payload stays; lead 5 stays whole;
+    // lead 6 goes but its quote file is under a held prefix.
+    assert_eq!(f.ids("leads"), vec![2, 3, 4, 5]);
+    assert_eq!(f.ids("opportunities"), vec![2]);
+    assert_files(
+        &f.files(),
+        &[
+            "inbound/1/lead.json",
+            "inbound/2/lead.json",
+            "inbound/3/lead.json",
+            "inbound/4/lead.json",
+            "inbound/5/lead.json",
+            "misc/readme.txt",
+            "quotes/2020/quote-2.xml",
+            "quotes/2020/quote-6.xml",
+        ],
+    );
+
+    // Bad hold targets are usage errors.
+    f.lethe(&["hold", "add", "customer:1", "--reason", "x"])
+        .expect(2);
+    f.lethe(&["hold", "add", "prefix:", "--reason", "x"])
+        .expect(2);
+    f.lethe(&["hold", "add", "object:../etc/passwd", "--reason", "x"])
+        .expect(2);
+}
+
+// 5 ─────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn mass_delete_brake_stops_apply_until_allowed() {
+    let f = Fixture::new();
+    f.edit_config("max_delete_fraction = 0.9", "max_delete_fraction = 0.1");
+    f.lethe(&["index"]).ok();
+    let crm_before = f.crm_dump();
+
+    let plan_text = f.lethe(&["plan", "--as-of", AS_OF]);
+    plan_text.ok().contains("BRAKE");
+    let plan = f.plan();
+    let brake = plan["brake"].as_array().cloned().unwrap_or_default();
+    assert!(
+        brake
+            .iter()
+            .any(|b| b.as_str().unwrap_or("").contains("3 of 6 lead")),
+        "{plan:#}"
+    );
+
+    let refused = f.lethe(&["apply"]);
+    refused.expect(1).contains("--allow-mass-delete");
+    assert_eq!(f.crm_dump(), crm_before, "a braked plan deletes nothing");
+    assert_files(&f.files(), ALL_FILES);
+    let refused = f.lethe(&["sweep", "--as-of", AS_OF]);
+    refused.expect(1).contains("--allow-mass-delete");
+    assert_eq!(f.crm_dump(), crm_before);
+    assert_files(&f.files(), ALL_FILES);
+
+    f.lethe(&["apply", "--allow-mass-delete"])
+        .ok()
+        .contains("all gone");
+    assert_eq!(f.ids("leads"), vec![2, 3, 4]);
+    assert_files(&f.files(), KEPT_FILES);
+}
+
+/// Makes every payload look old, so that files whose leads vanish from the
+/// CRM become orphans due for deletion.
+fn age_files(f: &Fixture) {
+    for key in f.files() {
+        set_mtime(&f.tech().join(key), 1_577_836_800); // 2020-01-01
+    }
+}
+
+#[test]
+fn brake_trips_when_a_type_the_previous_plan_saw_reads_empty() {
+    let f = Fixture::new();
+    age_files(&f);
+    f.lethe(&["index"]).ok();
+    let first = f.plan();
+    assert_eq!(first["brake"], serde_json::json!([]));
+
+    // A broken CRM read: every table comes back empty.
+    f.sql(
+        "DELETE FROM contracts; DELETE FROM quotes; DELETE FROM opportunities; DELETE FROM leads;",
+    );
+    let second = f.plan();
+    let reasons: Vec<String> = second["brake"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| b.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        reasons.iter().any(|r| r.contains("sees no lead")),
+        "the brake must name the empty type: {second:#}"
+    );
+    f.lethe(&["apply"])
+        .expect(1)
+        .contains("--allow-mass-delete");
+    assert_files(&f.files(), ALL_FILES);
+}
+
+/// The "type read empty" brake must hold on the next run too: a scheduled
+/// sweep that was braked once must not delete every orphaned payload on its
+/// next run just because the braked plan became "the previous plan".
+#[test]
+fn brake_for_an_empty_read_is_not_defeated_by_planning_again() {
+    let f = Fixture::new();
+    age_files(&f);
+    f.lethe(&["sweep", "--as-of", AS_OF]).ok();
+    assert_files(&f.files(), KEPT_FILES);
+
+    f.sql(
+        "DELETE FROM contracts; DELETE FROM quotes; DELETE FROM opportunities; DELETE FROM leads;",
+    );
+    f.lethe(&["sweep", "--as-of", AS_OF])
+        .expect(1)
+        .contains("--allow-mass-delete");
+    assert_files(&f.files(), KEPT_FILES);
+
+    // The next scheduled run, with the CRM read still empty.
+    let again = f.lethe(&["sweep", "--as-of", AS_OF]);
+    assert_files(&f.files(), KEPT_FILES);
+    again.expect(1).contains("--allow-mass-delete");
+}
+
+// 6 ─────────────────────────────────────────────────────────────────────────
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in the config"))
+        + 1
+}
+
+/// Problem lines of a config error: `  FILE:LINE:COL: key: message`.
+fn problem_lines(out: &util::Out) -> Vec<String> {
+    out.stderr
+        .lines()
+        .filter(|l| l.trim_start().starts_with(&format!("{}:", out.args[1])))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn config_errors_exit_2_and_name_file_line_and_key() {
+    let f = Fixture::new();
+    let good = f.config_text();
+    let cfg = f.config().to_string_lossy().into_owned();
+
+    let case = |edits: &[(&str, &str)], check: &[&str]| -> (util::Out, String) {
+        let mut text = good.clone();
+        for (from, to) in edits {
+            assert!(text.contains(from), "{from:?} not in the config");
+            text = text.replacen(from, to, 1);
+        }
+        f.write_config(&text);
+        let out = f.lethe(&["plan", "--as-of", AS_OF]);
+        out.expect(2);
+        assert!(out.stdout.is_empty(), "nothing on stdout: {}", out.stdout);
+        for c in check {
+            out.contains(c);
+        }
+        (out, text)
+    };
+
+    // An unknown key: its line and its full key path.
+    let (out, text) = case(
+        &[("table = \"leads\"", "tabel = \"leads\"")],
+        &["crm.entities.lead.tabel", "unknown key"],
+    );
+    let line = line_of(&text, "tabel = ");
+    out.contains(&format!("{cfg}:{line}:"));
+
+    // A policy over a type the CRM does not declare.
+    let (out, text) = case(
+        &[("root = \"lead\"", "root = \"prospect\"")],
+        &["policy[0].root", "prospect"],
+    );
+    out.contains(&format!("{cfg}:{}:", line_of(&text, "root = \"prospect\"")));
+
+    // A parent cycle: opportunity → quote → opportunity.
+    case(
+        &[(
+            "parent = { lead = \"lead_id\" }",
+            "parent = { quote = \"lead_id\" }",
+        )],
+        &["cycle", &format!("{cfg}:")],
+    );
+
+    // A misspelt duration.
+    let (out, text) = case(
+        &[("retain = \"24 months\"", "retain = \"24 monthz\"")],
+        &["policy[0].retain", "24 monthz"],
+    );
+    out.contains(&format!("{cfg}:{}:", line_of(&text, "24 monthz")));
+
+    // The audit key: missing, too short, or from an unset variable.
+    let key_line = format!("key = \"{AUDIT_KEY}\"");
+    case(&[(key_line.as_str(), "")], &["audit.key", "missing"]);
+    case(
+        &[(key_line.as_str(), "key = \"short\"")],
+        &["audit.key", "too short"],
+    );
+    case(
+        &[(
+            key_line.as_str(),
+            "key = \"${LETHE_TEST_SURELY_UNSET_KEY}\"",
+        )],
+        &["audit.key", "LETHE_TEST_SURELY_UNSET_KEY"],
+    );
+
+    // Several problems: all of them, in one run, one line each.
+    let (out, _) = case(
+        &[
+            ("table = \"leads\"", "tabel = \"leads\""),
+            ("root = \"lead\"", "root = \"prospect\""),
+            ("retain = \"24 months\"", "retain = \"24 monthz\""),
+            (key_line.as_str(), "key = \"short\""),
+        ],
+        &["tabel", "prospect", "24 monthz", "too short"],
+    );
+    let mut lines = problem_lines(&out);
+    assert!(lines.len() >= 4, "one line per problem: {}", out.stderr);
+    lines.dedup();
+    assert!(lines.len() >= 4, "distinct problem lines: {}", out.stderr);
+
+    // TOML syntax errors are config errors too.
+    case(&[("[crm]", "[crm")], &[&format!("{cfg}:")]);
+
+    // No state store was created by any of these runs.
+    assert!(
+        !f.state().exists(),
+        "a bad config must not touch the state store"
+    );
+
+    // A missing config file: bad config, and the message names the file.
+    let missing = f.dir().join("nope.toml");
+    let out = run_in(f.dir(), &["-c", &missing.to_string_lossy(), "plan"]);
+    out.expect(2).contains("nope.toml");
+    // The default ./lethe.toml, in a folder without one.
+    let empty = Fixture::empty();
+    let out = run_in(empty.dir(), &["plan"]);
+    out.expect(2).contains("lethe.toml");
+}
+
+// 7 ─────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn symlinks_out_of_the_store_are_never_followed_or_deleted_through() {
+    let f = Fixture::new();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("lead.json");
+    std::fs::write(&victim, util::lead_json(5, "Olga", "olga.old@example.com")).unwrap();
+    let victim2 = outside.path().join("attachment.json");
+    std::fs::write(&victim2, util::lead_json(1, "Jane", JANE_EMAIL)).unwrap();
+    std::fs::create_dir(outside.path().join("6")).unwrap();
+    let victim3 = outside.path().join("6/lead.json");
+    std::fs::write(
+        &victim3,
+        util::lead_json(6, "Paul", "paul.lost@example.com"),
+    )
+    .unwrap();
+
+    // inbound/5 is a link to the outside folder (lead 5 has no payload of
+    // its own); inbound/1/attachment.json links to an outside file; a link
+    // at the root points at a whole outside tree.
+    std::fs::remove_dir_all(f.tech().join("inbound/5")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), f.tech().join("inbound/5")).unwrap();
+    std::os::unix::fs::symlink(&victim2, f.tech().join("inbound/1/attachment.json")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), f.tech().join("inbound-mirror")).unwrap();
+
+    let out = f.lethe(&["sweep", "--as-of", AS_OF, "--format", "json"]);
+    let json = out.ok().json();
+    assert!(
+        n(&json["index"], "entries_skipped") >= 3,
+        "symlinks are skipped: {json:#}"
+    );
+    assert_eq!(f.ids("leads"), vec![2, 3, 4], "the sweep itself goes on");
+
+    for v in [&victim, &victim2, &victim3] {
+        assert!(v.exists(), "{} outside the store was deleted", v.display());
+    }
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 3);
+    // The links themselves stay too (lethe never deletes through links).
+    assert!(
+        f.tech()
+            .join("inbound/5")
+            .symlink_metadata()
+            .unwrap()
+            .is_symlink()
+    );
+    assert!(
+        f.tech()
+            .join("inbound/1/attachment.json")
+            .symlink_metadata()
+            .unwrap()
+            .is_symlink()
+    );
+    assert!(!f.tech().join("inbound/1/lead.json").exists());
+    assert!(!f.tech().join("inbound/6").exists());
+}
+
+// 8 ─────────────────────────────────────────────────────────────────────────
+
+/// A fixture after one apply at AS_OF: 5 entity and 4 object records.
+fn applied() -> Fixture {
+    let f = Fixture::new();
+    f.lethe(&["sweep", "--as-of", AS_OF]).ok();
+    f.lethe(&["audit", "verify"])
+        .ok()
+        .contains("audit chain intact: 9 records");
+    f
+}
+
+#[test]
+fn audit_verify_finds_an_edited_record() {
+    let f = applied();
+    f.state_sql("UPDATE audit SET entity_type = 'x' WHERE seq = 2");
+    let out = f.lethe(&["audit", "verify"]);
+    assert_ne!(out.code, 0, "an edited record must fail verify: {out:?}");
+    out.contains("record 2");
+    let json = f.lethe(&["audit", "verify", "--format", "json"]).json();
+    assert!(
+        json["problems"].as_array().is_some_and(|p| !p.is_empty()),
+        "{json:#}"
+    );
+}
+
+#[test]
+fn audit_verify_finds_a_removed_record() {
+    let f = applied();
+    f.state_sql("DELETE FROM audit WHERE seq = 3");
+    let out = f.lethe(&["audit", "verify"]);
+    assert_ne!(out.code, 0, "a removed record must fail verify: {out:?}");
+    out.contains("BROKEN");
+}
+
+#[test]
+fn audit_verify_finds_a_removed_last_record() {
+    let f = applied();
+    f.state_sql("DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit)");
+    let out = f.lethe(&["audit", "verify"]);
+    assert_ne!(out.code, 0, "a truncated chain must fail verify: {out:?}");
+    out.contains("BROKEN");
+}
+
+#[test]
+fn audit_export_and_lookup() {
+    let f = applied();
+    let records: usize = f
+        .state_sql("SELECT count(*) FROM audit")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(records, 9);
+
+    let csv = f.lethe(&["audit", "export", "--format", "csv"]);
+    csv.ok();
+    let lines: Vec<&str> = csv.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash"
+    );
+    assert_eq!(lines.len(), 1 + records, "{}", csv.stdout);
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("delete-entity")).count(),
+        5
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("delete-object")).count(),
+        4
+    );
+
+    let jsonl = f.lethe(&["audit", "export", "--format", "jsonl"]);
+    jsonl.ok();
+    let parsed: Vec<Value> = jsonl
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON record a line"))
+        .collect();
+    assert_eq!(parsed.len(), records);
+    assert_eq!(parsed[0]["seq"], 1);
+    assert_eq!(parsed[0]["prev"], "0".repeat(64));
+    for w in parsed.windows(2) {
+        assert_eq!(w[1]["prev"], w[0]["hash"], "the chain links up");
+    }
+
+    f.lethe(&["audit", "lookup", "lead:1"])
+        .ok()
+        .contains("delete-entity")
+        .contains("unconverted-sales");
+    f.lethe(&["audit", "lookup", "quote:6"])
+        .ok()
+        .contains("delete-entity");
+    f.lethe(&["audit", "lookup", "object:inbound/1/lead.json"])
+        .ok()
+        .contains("delete-object");
+    f.lethe(&["audit", "lookup", "lead:2"])
+        .ok()
+        .contains("no audit record");
+    f.lethe(&["audit", "lookup", "lead:3"])
+        .ok()
+        .contains("no audit record");
+    let json = f
+        .lethe(&["audit", "lookup", "lead:1", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        json["records"].as_array().map(Vec::len),
+        Some(1),
+        "{json:#}"
+    );
+    assert_eq!(json["records"][0]["entity_type"], "lead");
+}
+
+// 9 ─────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn no_personal_data_in_output_or_state() {
+    let f = Fixture::new();
+    // More places the email hides: a CSV export, a broken XML and a broken
+    // CSV (content rules that fail must not quote the content).
+    f.put(
+        "exports/leads-2020-01.csv",
+        &format!("\u{feff}LeadId;FirstName;Email\r\n1;Jane;{JANE_EMAIL}\r\n5;Olga;olga.old@example.com\r\n"),
+    );
+    f.put(
+        "quotes/2020/quote-broken.xml",
+        &format!("<Quotation><Contact>{JANE_EMAIL}</Contact><ID>6</ID><{JANE_EMAIL}>"),
+    );
+    f.put(
+        "exports/leads-2020-02.csv",
+        &format!("LeadId,Email\n1,\"{JANE_EMAIL}\n"),
+    );
+    let commands: &[&[&str]] = &[
+        &["check"],
+        &["index"],
+        &["plan", "--as-of", AS_OF],
+        &["plan", "--as-of", AS_OF, "--format", "json"],
+        &["explain", "lead:1", "--as-of", AS_OF],
+        &["explain", "opportunity:6", "--as-of", AS_OF],
+        &["explain", "lead:1", "--as-of", AS_OF, "--format", "json"],
+        &["hold", "add", "lead:4", "--reason", "LH-1"],
+        &["hold", "list"],
+        &["apply"],
+        &["sweep", "--as-of", AS_OF],
+        &["sweep", "--as-of", AS_OF, "--format", "json"],
+        &["audit", "verify"],
+        &["audit", "export", "--format", "jsonl"],
+        &["audit", "export", "--format", "csv"],
+        &["audit", "lookup", "lead:1"],
+        &["plan", "--list"],
+    ];
+    for args in commands {
+        assert_ne!(f.lethe(args).code, 2, "{args:?}");
+    }
+    assert_eq!(f.ids("leads"), vec![2, 3, 4], "the sweep did its work");
+
+    // The demo too.
+    f.lethe_bare(&[
+        "demo",
+        "--dir",
+        &f.dir().join("demo").to_string_lossy(),
+        "--leads",
+        "40",
+    ])
+    .ok();
+
+    let needles = [JANE_EMAIL, "jane.doe", "Jane", "olga.old", "5550101"];
+    for out in f.outputs() {
+        for needle in needles {
+            assert!(
+                !out.all().contains(needle),
+                "`lethe {}` printed personal data {needle:?}:\n{}",
+                out.args.join(" "),
+                out.all()
+            );
+        }
+    }
+    for name in ["lethe-state.db", "lethe-state.db-wal", "lethe-state.db-shm"] {
+        let Ok(bytes) = std::fs::read(f.dir().join(name)) else {
+            continue;
+        };
+        for needle in needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{name} holds personal data {needle:?}"
+            );
+        }
+    }
+    // The demo's state store holds none of its generated emails either.
+    let demo_state = f.dir().join("demo/lethe-state.db");
+    for name in ["", "-wal"] {
+        let path = std::path::PathBuf::from(format!("{}{name}", demo_state.display()));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        assert!(
+            !bytes.windows(12).any(|w| w == b"@example.com"),
+            "{} holds an email address",
+            path.display()
+        );
+    }
+}
+
+// 10 ────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn explain_says_why_and_when() {
+    let f = Fixture::new();
+    f.lethe(&["hold", "add", "lead:5", "--reason", "LH-3"]).ok();
+
+    f.lethe(&["explain", "lead:5", "--as-of", AS_OF])
+        .ok()
+        .contains("kept: hold")
+        .contains("it stays");
+    f.lethe(&["explain", "lead:3", "--as-of", AS_OF])
+        .ok()
+        .contains("due at 2028-01-01T00:00:00Z");
+    f.lethe(&["explain", "lead:1", "--as-of", AS_OF])
+        .ok()
+        .contains("DUE")
+        .contains("deletes it");
+    f.lethe(&["explain", "lead:2", "--as-of", AS_OF])
+        .ok()
+        .contains("keep_if contract");
+    f.lethe(&["explain", "lead:4", "--as-of", AS_OF])
+        .ok()
+        .contains("undatable");
+    // An opportunity inside a due lead case, and one that is not there.
+    f.lethe(&["explain", "opportunity:6", "--as-of", AS_OF])
+        .ok()
+        .contains("DUE");
+    f.lethe(&["explain", "lead:99", "--as-of", AS_OF])
+        .ok()
+        .contains("not in the CRM");
+
+    let json = f
+        .lethe(&["explain", "lead:3", "--as-of", AS_OF, "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(json["deleted_by_next_sweep"], false);
+    assert_eq!(json["cases"][0]["due_at"], "2028-01-01T00:00:00Z");
+
+    // Unknown type and bad syntax: usage errors.
+    f.lethe(&["explain", "customer:1"])
+        .expect(2)
+        .contains("customer");
+    f.lethe(&["explain", "lead"]).expect(2).contains("type:key");
+    f.lethe(&["explain", ":1"]).expect(2);
+    // explain reads, it never deletes.
+    assert_eq!(f.ids("leads"), vec![1, 2, 3, 4, 5, 6]);
+}
+
+// 11 ────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn usage_errors_exit_2() {
+    let f = Fixture::new();
+    f.lethe_bare(&["frobnicate"]).expect(2);
+    f.lethe_bare(&[]).expect(2);
+    f.lethe(&["plan", "--as-of", "yesterday"])
+        .expect(2)
+        .contains("yesterday");
+    f.lethe(&["plan", "--format", "xml"]).expect(2);
+    f.lethe(&["plan", "--format", "csv", "--as-of", AS_OF])
+        .expect(2)
+        .contains("--format");
+    f.lethe(&["hold", "add", "lead:1"])
+        .expect(2)
+        .contains("--reason");
+    f.lethe(&["apply", "--bogus"]).expect(2);
+    f.lethe_bare(&["--help"]).ok().contains("Usage");
+    f.lethe_bare(&["--version"]).ok().contains("lethe");
+    assert!(!f.state().exists(), "usage errors touch nothing");
+}
+
+// 12 ────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn applying_a_finished_plan_again_does_nothing() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    let id = f.plan()["id"].as_str().unwrap().to_string();
+    f.lethe(&["apply"]).ok().contains("3 cases deleted");
+    let records = f.state_sql("SELECT count(*) FROM audit");
+
+    f.lethe(&["apply"]).ok().contains("already applied");
+    f.lethe(&["apply", &id]).ok().contains("already applied");
+    let json = f.lethe(&["apply", &id, "--format", "json"]).ok().json();
+    assert_eq!(json["apply"]["already_applied"], true);
+    assert_eq!(
+        f.state_sql("SELECT count(*) FROM audit"),
+        records,
+        "no new audit records"
+    );
+    assert_eq!(f.ids("leads"), vec![2, 3, 4]);
+    f.lethe(&["audit", "verify"]).ok();
+}
+
+// 13 ────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn apply_refuses_stale_future_and_unknown_plans() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    let crm_before = f.crm_dump();
+
+    // No plan yet.
+    assert_ne!(f.lethe(&["apply"]).code, 0);
+
+    // A plan made with a different config.
+    f.plan();
+    let text = f.config_text();
+    f.write_config(&format!("{text}\n# edited after the plan\n"));
+    f.lethe(&["apply"]).expect(1).contains("different config");
+    assert_eq!(f.crm_dump(), crm_before);
+    assert_files(&f.files(), ALL_FILES);
+
+    // A plan as of the future is a preview.
+    f.lethe(&["plan", "--as-of", "2100-01-01", "--format", "json"])
+        .ok();
+    f.lethe(&["apply"]).expect(1).contains("future");
+    assert_eq!(f.crm_dump(), crm_before);
+    assert_files(&f.files(), ALL_FILES);
+
+    // An unknown plan id.
+    assert_ne!(f.lethe(&["apply", "no-such-plan"]).code, 0);
+    assert_eq!(f.crm_dump(), crm_before);
+}
+
+// 14 ────────────────────────────────────────────────────────────────────────
+
+/// 2026-06-15T00:00:00Z and 2026-05-01T00:00:00Z, as epoch seconds.
+const JUNE_15: u64 = 1_781_481_600;
+const MAY_1: u64 = 1_777_593_600;
+
+#[test]
+fn case_clocks_calendar_retention_and_object_fates() {
+    let f = Fixture::new();
+    f.sql(
+        "INSERT INTO leads VALUES (7, 'A', 'B', 'a7@example.com', NULL, NULL, 'open', '2019-12-01T00:00:00Z', '2020-01-01T00:00:00Z');
+         INSERT INTO opportunities VALUES (7, 7, 'x', 'lost', 1, '2020-01-01T00:00:00Z');
+         INSERT INTO quotes VALUES (7, 7, 1, '2026-06-20T00:00:00Z');
+         INSERT INTO leads VALUES (8, 'A', 'B', 'a8@example.com', NULL, NULL, 'open', '2019-01-01T00:00:00Z', 'not a date');
+         INSERT INTO leads VALUES (9, 'A', 'B', 'a9@example.com', NULL, NULL, 'open', '2019-02-01T00:00:00Z', NULL);
+         INSERT INTO leads VALUES (10, 'A', 'B', 'a10@example.com', NULL, NULL, 'open', NULL, '2024-06-30T00:00:00Z');
+         INSERT INTO leads VALUES (11, 'A', 'B', 'a11@example.com', NULL, NULL, 'open', NULL, '2024-06-30T00:00:01Z');
+         INSERT INTO leads VALUES (12, 'A', 'B', 'a12@example.com', NULL, NULL, 'open', NULL, '2024-01-15T00:00:00Z');",
+    );
+    // Shared between a deleted and a kept lead; linking only deleted leads.
+    f.put("exports/leads-2020-01.csv", "LeadId;Name\r\n1;x\r\n2;y\r\n");
+    f.put("exports/leads-2020-02.csv", "LeadId;Name\r\n1;x\r\n5;y\r\n");
+    // Unreadable by its content rule: never deleted on its strength.
+    f.put("quotes/2020/quote-broken.xml", "<Quotation><ID>6</ID>");
+    // Orphans of leads long gone: one 15 days old at AS_OF (but months old
+    // by the wall clock), one 60 days old.
+    f.put(
+        "inbound/77/lead.json",
+        &util::lead_json(77, "X", "x77@example.com"),
+    );
+    f.put(
+        "inbound/78/lead.json",
+        &util::lead_json(78, "X", "x78@example.com"),
+    );
+    set_mtime(&f.tech().join("inbound/77/lead.json"), JUNE_15);
+    set_mtime(&f.tech().join("inbound/78/lead.json"), MAY_1);
+
+    // Case clock: the quote touched on 2026-06-20 keeps the 2020 lead young.
+    f.lethe(&["explain", "lead:7", "--as-of", AS_OF])
+        .ok()
+        .contains("case clock 2026-06-20T00:00:00Z")
+        .contains("due at 2028-06-20T00:00:00Z");
+    // A clock that is not a date: undatable, kept; no fallback to created_at.
+    f.lethe(&["explain", "lead:8", "--as-of", AS_OF])
+        .ok()
+        .contains("undatable");
+    // NULL modified_at falls back to created_at.
+    f.lethe(&["explain", "lead:9", "--as-of", AS_OF])
+        .ok()
+        .contains("DUE");
+    // The boundary: due exactly at clock + 24 months, not a second before.
+    f.lethe(&["explain", "lead:10", "--as-of", AS_OF])
+        .ok()
+        .contains("DUE");
+    f.lethe(&["explain", "lead:11", "--as-of", AS_OF])
+        .ok()
+        .contains("due at 2026-06-30T00:00:01Z");
+    // Calendar months: 24 months after 2024-01-15 is 2026-01-15, where 730
+    // days (across 2024-02-29) would be 2026-01-14.
+    f.lethe(&["explain", "lead:12", "--as-of", "2026-01-14T12:00:00Z"])
+        .ok()
+        .contains("due at 2026-01-15T00:00:00Z");
+
+    f.lethe(&["index"]).ok();
+    let plan = f.plan();
+    assert_eq!(plan["unreadable_clocks"], 1, "{plan:#}");
+    let objects = &plan["objects"];
+    assert_eq!(objects["total"], 14, "{plan:#}");
+    assert_eq!(objects["shared"], 1, "{plan:#}");
+    assert_eq!(objects["unreadable"], 1, "{plan:#}");
+    assert_eq!(objects["orphan_delete"], 1, "{plan:#}");
+    assert_eq!(objects["orphan_young"], 1, "{plan:#}");
+    assert_eq!(objects["delete"], 5, "{plan:#}");
+    f.lethe(&["apply"]).ok().contains("all gone");
+
+    assert_eq!(f.ids("leads"), vec![2, 3, 4, 7, 8, 11]);
+    assert_eq!(f.ids("quotes"), vec![2, 7]);
+    assert_files(
+        &f.files(),
+        &[
+            "exports/leads-2020-01.csv",
+            "inbound/2/lead.json",
+            "inbound/3/lead.json",
+            "inbound/4/lead.json",
+            "inbound/77/lead.json",
+            "misc/readme.txt",
+            "quotes/2020/quote-2.xml",
+            "quotes/2020/quote-broken.xml",
+        ],
+    );
+
+    // The young orphan's age is measured at the plan's instant.
+    let later = f
+        .lethe(&["plan", "--as-of", "2026-07-20", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(later["objects"]["orphan_delete"], 1, "{later:#}");
+}
+
+#[test]
+fn a_missing_config_file_is_reported_once_and_plainly() {
+    let f = Fixture::empty();
+    let out = f.lethe(&["plan"]);
+    out.expect(2).contains("lethe.toml");
+    assert_eq!(
+        out.stderr.matches("No such file or directory").count(),
+        1,
+        "the cause is printed twice: {}",
+        out.stderr
+    );
+}
+
+// 15 ────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn items_already_gone_at_apply_are_reported_not_audited() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    f.plan();
+    // Someone else removes lead 1 and its payload between plan and apply.
+    f.sql("DELETE FROM leads WHERE id = 1");
+    std::fs::remove_dir_all(f.tech().join("inbound/1")).unwrap();
+
+    let json = f.lethe(&["apply", "--format", "json"]).ok().json();
+    let apply = &json["apply"];
+    assert_eq!(n(apply, "entities_already_gone"), 1, "{json:#}");
+    assert_eq!(n(apply, "objects_already_gone"), 1, "{json:#}");
+    assert_eq!(
+        apply["entities_deleted"],
+        serde_json::json!({ "lead": 2, "opportunity": 1, "quote": 1 })
+    );
+    assert_eq!(n(apply, "objects_deleted"), 3);
+    assert_eq!(f.ids("leads"), vec![2, 3, 4]);
+    assert_files(&f.files(), KEPT_FILES);
+
+    // One record per item lethe deleted: 4 entities + 3 objects.
+    f.lethe(&["audit", "verify"]).ok().contains("7 records");
+    f.lethe(&["audit", "lookup", "lead:1"])
+        .ok()
+        .contains("no audit record");
+    f.lethe(&["audit", "lookup", "object:inbound/1/lead.json"])
+        .ok()
+        .contains("no audit record");
+    f.lethe(&["audit", "lookup", "lead:5"])
+        .ok()
+        .contains("delete-entity");
+}
+
+/// An item that fails is named (by pseudonym) and makes the exit code 3;
+/// once the cause is fixed, applying the partial plan again must finish it
+/// rather than mark it applied with the payload still there.
+#[test]
+fn failed_items_exit_3_and_a_rerun_of_the_partial_plan_retries_them() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    f.plan();
+    // A delete that fails even for root: the key is now a folder.
+    let key = f.tech().join("inbound/5/lead.json");
+    std::fs::remove_file(&key).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    std::fs::write(key.join("part"), "x").unwrap();
+
+    let out = f.lethe(&["apply"]);
+    out.expect(3)
+        .contains("FAILED object:~")
+        .contains("1 failed");
+    assert!(
+        !out.all().contains("inbound/5"),
+        "keys appear only as pseudonyms: {}",
+        out.all()
+    );
+    assert_eq!(f.ids("leads"), vec![2, 3, 4], "the cases themselves went");
+    assert!(
+        !f.tech().join("inbound/6").exists(),
+        "the other objects went"
+    );
+    f.lethe(&["plan", "--list"]).ok().contains("partial");
+
+    // The cause is fixed; the operator applies the plan again.
+    std::fs::remove_dir_all(&key).unwrap();
+    std::fs::write(&key, util::lead_json(5, "Olga", "olga.old@example.com")).unwrap();
+    f.lethe(&["apply"]).ok();
+    assert!(
+        !key.exists(),
+        "re-applying a partial plan left the failed payload of a deleted lead in place"
+    );
+    f.lethe(&["audit", "verify"]).ok();
+}
+
+/// `explain` must tell an entity's own case from the case of an ancestor
+/// that happens to have the same key (opportunity 6 lies in lead 6's case).
+#[test]
+fn explain_names_the_case_an_entity_belongs_to() {
+    let f = Fixture::new();
+    let out = f.lethe(&["explain", "opportunity:6", "--as-of", AS_OF]);
+    out.ok();
+    let lead_policy_line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("policy unconverted-sales"))
+        .unwrap_or_else(|| panic!("no unconverted-sales line: {}", out.stdout))
+        .to_string();
+    assert!(
+        lead_policy_line.contains("the case of lead:~"),
+        "opportunity:6 is in the case of lead 6, not its own: {lead_policy_line}"
+    );
+    let opp_policy_line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("policy lost-opportunities"))
+        .unwrap_or_default();
+    assert!(opp_policy_line.contains("its own case"), "{}", out.stdout);
+    // The pseudonym shown is not the plain ref.
+    assert!(!lead_policy_line.contains("lead:6"), "{lead_policy_line}");
+}
+
+// 16 ────────────────────────────────────────────────────────────────────────
+
+#[test]
+fn an_unreachable_crm_or_store_fails_closed() {
+    let f = Fixture::new();
+    let crm = f.crm();
+    let moved = f.dir().join("crm.moved");
+    std::fs::rename(&crm, &moved).unwrap();
+    let out = f.lethe(&["sweep", "--as-of", AS_OF]);
+    out.expect(1).contains("CRM");
+    assert!(!crm.exists(), "a missing CRM must not be created empty");
+    assert_files(&f.files(), ALL_FILES);
+    std::fs::rename(&moved, &crm).unwrap();
+
+    // The technical folder is gone: nothing happens, not even to the CRM.
+    let tech_moved = f.dir().join("technical.moved");
+    std::fs::rename(f.tech(), &tech_moved).unwrap();
+    f.lethe(&["sweep", "--as-of", AS_OF])
+        .expect(1)
+        .contains("technical");
+    assert_eq!(f.ids("leads"), vec![1, 2, 3, 4, 5, 6]);
+    std::fs::rename(&tech_moved, f.tech()).unwrap();
+
+    // The folder reads empty (an unmounted share) after a plan saw objects.
+    f.lethe(&["index"]).ok();
+    f.plan();
+    std::fs::rename(f.tech(), &tech_moved).unwrap();
+    std::fs::create_dir(f.tech()).unwrap();
+    f.lethe(&["sweep", "--as-of", AS_OF])
+        .expect(1)
+        .contains("sees no technical objects")
+        .contains("--allow-mass-delete");
+    assert_eq!(f.ids("leads"), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(list_files(&tech_moved).len(), ALL_FILES.len());
+}
