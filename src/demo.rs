@@ -87,6 +87,22 @@ pub struct Generated {
     pub held_lead: Option<i64>,
 }
 
+impl Generated {
+    /// One line: what was generated where, and how long it took.
+    fn describe(&self, dir: &Path, seconds: f64) -> String {
+        format!(
+            "in {}: {} leads, {} opportunities, {} quotes, {} contracts; {} payload files ({}) in {seconds:.1}s",
+            dir.display(),
+            self.leads,
+            self.opportunities,
+            self.quotes,
+            self.contracts,
+            self.files,
+            render::bytes(self.bytes)
+        )
+    }
+}
+
 fn iso(t: i64) -> String {
     crate::model::format_instant(t)
 }
@@ -471,17 +487,7 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
     let generated_in = started.elapsed().as_secs_f64();
     if args.generate_only {
         out(&match format {
-            Format::Text => format!(
-                "generated in {}: {} leads, {} opportunities, {} quotes, {} contracts; {} files ({}) in {:.1}s\n",
-                dir.display(),
-                g.leads,
-                g.opportunities,
-                g.quotes,
-                g.contracts,
-                g.files,
-                render::bytes(g.bytes),
-                generated_in
-            ),
+            Format::Text => format!("generated {}\n", g.describe(dir, generated_in)),
             _ => serde_json::to_string_pretty(&g)? + "\n",
         });
         return Ok(EXIT_OK);
@@ -504,17 +510,7 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
     .await?;
     match format {
         Format::Text => {
-            out(&format!(
-                "demo in {}: {} leads, {} opportunities, {} quotes, {} contracts; {} payload files ({}) — generated in {:.1}s\n\n",
-                dir.display(),
-                g.leads,
-                g.opportunities,
-                g.quotes,
-                g.contracts,
-                g.files,
-                render::bytes(g.bytes),
-                generated_in
-            ));
+            out(&format!("demo {}\n\n", g.describe(dir, generated_in)));
             out(&render::index(&indexed));
             out("\n");
             out(&render::plan(&plan, false));
