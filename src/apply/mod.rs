@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::StreamExt;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -20,7 +21,7 @@ use crate::evaluate::{self, CompiledPolicy, GraphBuilder, Kept, Verdict};
 use crate::index;
 use crate::model::{EntityKey, EntityRef};
 use crate::plan::{self, PlanError};
-use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, q};
+use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, exec_in, q};
 use crate::store::{DeleteOutcome, TechnicalStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -396,11 +397,15 @@ impl Ctx<'_> {
             }
         };
 
-        // Journal + audit in one state transaction.
+        // Journal + audit in one state transaction, set-based: one statement
+        // per group of cases, not one per entity.
         let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
         let mut records = Vec::new();
         let deleted: HashMap<u64, &Vec<(u16, EntityKey)>> =
             outcome.deleted.iter().map(|(c, r)| (*c, r)).collect();
+        let mut all_deleted: Vec<i64> = Vec::new();
+        let mut done: Vec<i64> = Vec::new();
+        let mut skipped: HashMap<&str, Vec<i64>> = HashMap::new();
         for (case_id, decision) in &outcome.cases {
             let case = cases.iter().find(|c| c.case_id == *case_id);
             let resumed = case.is_some_and(|c| c.resumed);
@@ -416,20 +421,15 @@ impl Ctx<'_> {
                         })
                         .unwrap_or_default();
                     let empty = HashSet::new();
-                    for (ty, key) in planned.get(case_id).unwrap_or(&empty) {
-                        // Found gone: deleted by us if the journal showed our
-                        // intent (a resumed batch), else by someone else.
-                        let by_us = rows.contains(&(ty.clone(), key.clone())) || resumed;
-                        let status = if by_us { "deleted" } else { "gone" };
-                        sqlx::query("UPDATE plan_entities SET status = ? WHERE plan_id = ? AND entity_type = ? AND entity_key = ?")
-                            .bind(status)
-                            .bind(self.plan_id)
-                            .bind(ty)
-                            .bind(key)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(q("journaling"))?;
-                        if by_us {
+                    let mine = planned.get(case_id).unwrap_or(&empty);
+                    // Found gone: deleted by us if the journal showed our
+                    // intent (a resumed batch), else by someone else.
+                    let by_us = |ty: &String, key: &String| {
+                        resumed || rows.contains(&(ty.clone(), key.clone()))
+                    };
+                    let every_one = mine.iter().all(|(t, k)| by_us(t, k));
+                    for (ty, key) in mine {
+                        if by_us(ty, key) {
                             *report.entities_deleted.entry(ty.clone()).or_default() += 1;
                             records.push(NewRecord {
                                 plan_id: self.plan_id.to_string(),
@@ -443,33 +443,65 @@ impl Ctx<'_> {
                         } else {
                             report.entities_already_gone += 1;
                         }
+                        if !every_one {
+                            sqlx::query(
+                                "UPDATE plan_entities SET status = ? WHERE plan_id = ? AND entity_type = ? AND entity_key = ?",
+                            )
+                            .bind(if by_us(ty, key) { "deleted" } else { "gone" })
+                            .bind(self.plan_id)
+                            .bind(ty)
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(q("journaling"))?;
+                        }
                     }
-                    sqlx::query("UPDATE plan_cases SET status = 'done', reason = NULL WHERE plan_id = ? AND case_id = ?")
-                        .bind(self.plan_id)
-                        .bind(*case_id as i64)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q("journaling"))?;
+                    if every_one {
+                        all_deleted.push(*case_id as i64);
+                    }
+                    done.push(*case_id as i64);
                     report.cases_done += 1;
                 }
                 Decision::Skip(reason) => {
-                    sqlx::query("UPDATE plan_cases SET status = 'skipped', reason = ? WHERE plan_id = ? AND case_id = ?")
-                        .bind(reason)
-                        .bind(self.plan_id)
-                        .bind(*case_id as i64)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q("journaling"))?;
-                    sqlx::query("UPDATE plan_entities SET status = 'skipped' WHERE plan_id = ? AND case_id = ?")
-                        .bind(self.plan_id)
-                        .bind(*case_id as i64)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q("journaling"))?;
+                    skipped
+                        .entry(reason.as_str())
+                        .or_default()
+                        .push(*case_id as i64);
                     report.cases_skipped += 1;
                     *report.skipped_reasons.entry(reason.clone()).or_default() += 1;
                 }
             }
+        }
+        let plan = [self.plan_id];
+        exec_in(
+            &mut tx,
+            "UPDATE plan_entities SET status = 'deleted' WHERE plan_id = ? AND case_id IN ({in})",
+            &plan,
+            &all_deleted,
+        )
+        .await?;
+        exec_in(
+            &mut tx,
+            "UPDATE plan_cases SET status = 'done', reason = NULL WHERE plan_id = ? AND case_id IN ({in})",
+            &plan,
+            &done,
+        )
+        .await?;
+        for (reason, ids) in &skipped {
+            exec_in(
+                &mut tx,
+                "UPDATE plan_cases SET status = 'skipped', reason = ? WHERE plan_id = ? AND case_id IN ({in})",
+                &[reason, self.plan_id],
+                ids,
+            )
+            .await?;
+            exec_in(
+                &mut tx,
+                "UPDATE plan_entities SET status = 'skipped' WHERE plan_id = ? AND case_id IN ({in})",
+                &plan,
+                ids,
+            )
+            .await?;
         }
         audit::append(&mut tx, records).await?;
         tx.commit().await.map_err(q("journaling"))?;
@@ -570,83 +602,113 @@ impl Ctx<'_> {
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
         let holds = ObjectHolds::from_holds(&self.state.holds().await?);
+        let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+        let links = index::links_of_keys(self.state, &keys).await?;
+        // Every entity these objects link to: its journal status in this plan.
+        let mut targets: Vec<(String, String)> = links.values().flatten().cloned().collect();
+        targets.sort();
+        targets.dedup();
+        let statuses = self.entity_statuses(&targets).await?;
+        // Linked entities outside the plan were absent at plan time: still?
+        let mut outside: HashMap<String, Vec<EntityKey>> = HashMap::new();
+        for (ty, key) in targets.iter().filter(|t| !statuses.contains_key(*t)) {
+            let entry = outside.entry(ty.clone()).or_default();
+            entry.push(EntityKey::Text(key.clone()));
+            if let Ok(i) = key.parse::<i64>() {
+                if i.to_string() == *key {
+                    entry.push(EntityKey::Int(i));
+                }
+            }
+        }
+        let mut present: HashSet<(String, String)> = HashSet::new();
+        let mut recheck_error = None;
+        for (ty, ks) in &outside {
+            let Some(et) = self.config.entity(ty) else {
+                continue;
+            };
+            match crm.existing(et, ks).await {
+                Ok(found) => present.extend(found.into_iter().map(|k| (ty.clone(), k.canonical()))),
+                Err(e) => recheck_error = Some(e.to_string()),
+            }
+        }
+
         // Decide per object, then journal intent for the ones going ahead.
         let mut go = Vec::new();
-        let mut skips: Vec<(&PlannedObject, String)> = Vec::new();
+        let mut skips: HashMap<String, Vec<i64>> = HashMap::new();
         for o in objects {
-            if holds.holds(&o.key) {
-                skips.push((o, "changed since plan: on hold".into()));
-                continue;
-            }
-            let Some(links) = index::links_now(self.state, &o.key).await? else {
-                // Left the index (gone from the store at the last index run).
-                go.push(o);
-                continue;
+            let reason = if holds.holds(&o.key) {
+                Some("changed since plan: on hold".to_string())
+            } else if let Some(now) = links.get(&o.key) {
+                if index::links_digest(now) != o.links {
+                    Some("changed since plan: its links changed".to_string())
+                } else if let Some(e) = &recheck_error {
+                    Some(format!("could not re-check its links: {e}"))
+                } else {
+                    now.iter()
+                        .find_map(|t| match statuses.get(t).map(String::as_str) {
+                            Some("deleted") | Some("gone") => None,
+                            Some(_) => {
+                                Some("changed since plan: a linked case was kept".to_string())
+                            }
+                            None if present.contains(t) => Some(
+                                "changed since plan: a linked entity exists in the CRM".to_string(),
+                            ),
+                            None => None,
+                        })
+                }
+            } else {
+                // Left the index: gone from the store at the last index run.
+                None
             };
-            if index::links_digest(&links) != o.links {
-                skips.push((o, "changed since plan: its links changed".into()));
-                continue;
-            }
-            match self.links_still_deleted(crm, &links).await {
-                Ok(None) => go.push(o),
-                Ok(Some(reason)) => skips.push((o, reason)),
-                Err(e) => skips.push((o, format!("could not re-check its links: {e}"))),
+            match reason {
+                Some(r) => skips.entry(r).or_default().push(o.item),
+                None => go.push(o),
             }
         }
+        let plan = [self.plan_id];
         let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
-        for (o, reason) in &skips {
-            sqlx::query("UPDATE plan_objects SET status = 'skipped', reason = ? WHERE plan_id = ? AND item = ?")
-                .bind(reason)
-                .bind(self.plan_id)
-                .bind(o.item)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("journaling"))?;
-            report.objects_skipped += 1;
-            *report.skipped_reasons.entry(reason.clone()).or_default() += 1;
+        for (reason, items) in &skips {
+            exec_in(
+                &mut tx,
+                "UPDATE plan_objects SET status = 'skipped', reason = ? WHERE plan_id = ? AND item IN ({in})",
+                &[reason, self.plan_id],
+                items,
+            )
+            .await?;
+            report.objects_skipped += items.len() as u64;
+            *report.skipped_reasons.entry(reason.clone()).or_default() += items.len() as u64;
         }
-        for o in &go {
-            sqlx::query("UPDATE plan_objects SET status = 'executing', attempts = attempts + 1 WHERE plan_id = ? AND item = ?")
-                .bind(self.plan_id)
-                .bind(o.item)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("journaling"))?;
-        }
+        let going: Vec<i64> = go.iter().map(|o| o.item).collect();
+        exec_in(
+            &mut tx,
+            "UPDATE plan_objects SET status = 'executing', attempts = attempts + 1 WHERE plan_id = ? AND item IN ({in})",
+            &plan,
+            &going,
+        )
+        .await?;
         tx.commit().await.map_err(q("journaling"))?;
 
-        let mut results = Vec::new();
-        for o in &go {
-            results.push((o, store.delete(&o.key).await));
-        }
+        // The deletes themselves, several at a time.
+        let results: Vec<_> = futures::stream::iter(
+            go.iter()
+                .map(|o| async move { (*o, store.delete(&o.key).await) }),
+        )
+        .buffer_unordered(8)
+        .collect()
+        .await;
         let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
         let mut records = Vec::new();
+        let (mut deleted, mut gone, mut off_index) = (Vec::new(), Vec::new(), Vec::new());
         for (o, result) in results {
-            let (status, reason) = match result {
-                Ok(DeleteOutcome::Deleted) => ("deleted", None),
-                Ok(DeleteOutcome::AlreadyGone) if o.resumed => ("deleted", None),
-                Ok(DeleteOutcome::AlreadyGone) => ("gone", None),
-                Err(e) => ("failed", Some(e.to_string())),
+            let outcome = match result {
+                Ok(DeleteOutcome::Deleted) => Ok(true),
+                Ok(DeleteOutcome::AlreadyGone) => Ok(o.resumed),
+                Err(e) => Err(e.to_string()),
             };
-            sqlx::query(
-                "UPDATE plan_objects SET status = ?, reason = ? WHERE plan_id = ? AND item = ?",
-            )
-            .bind(status)
-            .bind(&reason)
-            .bind(self.plan_id)
-            .bind(o.item)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("journaling"))?;
-            if status == "deleted" || status == "gone" {
-                sqlx::query("DELETE FROM objects WHERE key = ?")
-                    .bind(&o.key)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(q("updating the index"))?;
-            }
-            match status {
-                "deleted" => {
+            match outcome {
+                Ok(true) => {
+                    deleted.push(o.item);
+                    off_index.push(o.key.clone());
                     report.objects_deleted += 1;
                     report.bytes_freed += o.size as u64;
                     let basis = if o.fate == "orphan" {
@@ -671,64 +733,72 @@ impl Ctx<'_> {
                         bytes: Some(o.size),
                     });
                 }
-                "gone" => report.objects_already_gone += 1,
-                _ => {
+                Ok(false) => {
+                    gone.push(o.item);
+                    off_index.push(o.key.clone());
+                    report.objects_already_gone += 1;
+                }
+                Err(reason) => {
+                    sqlx::query("UPDATE plan_objects SET status = 'failed', reason = ? WHERE plan_id = ? AND item = ?")
+                        .bind(&reason)
+                        .bind(self.plan_id)
+                        .bind(o.item)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("journaling"))?;
                     report.objects_failed += 1;
                     report
                         .failures
-                        .push((self.pseudo.show_object(&o.key), reason.unwrap_or_default()));
+                        .push((self.pseudo.show_object(&o.key), reason));
                 }
             }
         }
+        for (status, items) in [("deleted", &deleted), ("gone", &gone)] {
+            exec_in(
+                &mut tx,
+                "UPDATE plan_objects SET status = ?, reason = NULL WHERE plan_id = ? AND item IN ({in})",
+                &[status, self.plan_id],
+                items,
+            )
+            .await?;
+        }
+        // Gone from the store, so gone from the index.
+        exec_in(
+            &mut tx,
+            "DELETE FROM objects WHERE key IN ({in})",
+            &[],
+            &off_index,
+        )
+        .await?;
         audit::append(&mut tx, records).await?;
         tx.commit().await.map_err(q("journaling"))?;
         Ok(())
     }
 
-    /// `None` when every link still points at an entity this plan deleted
-    /// (or one absent from the CRM); otherwise why the object must stay.
-    async fn links_still_deleted(
+    /// The journal status in this plan of each of `targets` that the plan has.
+    async fn entity_statuses(
         &self,
-        crm: &dyn Crm,
-        links: &[(String, String)],
-    ) -> Result<Option<String>, ApplyError> {
-        let mut absent_check: HashMap<String, Vec<EntityKey>> = HashMap::new();
-        for (ty, key) in links {
-            let status: Option<String> = sqlx::query_scalar(
-                "SELECT status FROM plan_entities WHERE plan_id = ? AND entity_type = ? AND entity_key = ?",
-            )
-            .bind(self.plan_id)
-            .bind(ty)
-            .bind(key)
-            .fetch_optional(self.state.pool())
-            .await
-            .map_err(q("reading the journal"))?;
-            match status.as_deref() {
-                Some("deleted") | Some("gone") => {}
-                Some(_) => return Ok(Some("changed since plan: a linked case was kept".into())),
-                None => {
-                    let k = key
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|i| i.to_string() == *key)
-                        .map(EntityKey::Int);
-                    let entry = absent_check.entry(ty.clone()).or_default();
-                    entry.push(EntityKey::Text(key.clone()));
-                    entry.extend(k);
-                }
+        targets: &[(String, String)],
+    ) -> Result<HashMap<(String, String), String>, ApplyError> {
+        let mut out = HashMap::new();
+        for chunk in targets.chunks(400) {
+            let sql = format!(
+                "SELECT entity_type, entity_key, status FROM plan_entities
+                 WHERE plan_id = ? AND (entity_type, entity_key) IN (VALUES {})",
+                vec!["(?, ?)"; chunk.len()].join(",")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.plan_id.to_string());
+            for (t, k) in chunk {
+                query = query.bind(t.clone()).bind(k.clone());
+            }
+            for r in query
+                .fetch_all(self.state.pool())
+                .await
+                .map_err(q("reading the journal"))?
+            {
+                out.insert((r.get(0), r.get(1)), r.get(2));
             }
         }
-        for (ty, keys) in absent_check {
-            let Some(et) = self.config.entity(&ty) else {
-                continue;
-            };
-            let found = crm.existing(et, &keys).await.map_err(PlanError::from)?;
-            if !found.is_empty() {
-                return Ok(Some(
-                    "changed since plan: a linked entity exists in the CRM".into(),
-                ));
-            }
-        }
-        Ok(None)
+        Ok(out)
     }
 }

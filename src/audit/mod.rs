@@ -83,6 +83,7 @@ pub async fn append(
         None => (0, GENESIS.to_string()),
     };
     let at = jiff::Timestamp::now().to_string();
+    let mut chained = Vec::with_capacity(records.len());
     for n in records {
         seq += 1;
         let mut r = Record {
@@ -99,25 +100,34 @@ pub async fn append(
             hash: String::new(),
         };
         r.hash = record_hash(&r);
-        sqlx::query(
-            "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(r.seq)
-        .bind(&r.plan_id)
-        .bind(&r.policy)
-        .bind(&r.basis)
-        .bind(&r.action)
-        .bind(&r.entity_type)
-        .bind(&r.pseudonym)
-        .bind(r.bytes)
-        .bind(&r.at)
-        .bind(&r.prev)
-        .bind(&r.hash)
-        .execute(&mut **tx)
-        .await
-        .map_err(q("appending to the audit log"))?;
-        prev = r.hash;
+        prev = r.hash.clone();
+        chained.push(r);
+    }
+    // Many rows per statement: the audit is written on apply's hot path.
+    for chunk in chained.chunks(80) {
+        let sql = format!(
+            "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash) VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            query = query
+                .bind(r.seq)
+                .bind(r.plan_id.clone())
+                .bind(r.policy.clone())
+                .bind(r.basis.clone())
+                .bind(r.action.clone())
+                .bind(r.entity_type.clone())
+                .bind(r.pseudonym.clone())
+                .bind(r.bytes)
+                .bind(r.at.clone())
+                .bind(r.prev.clone())
+                .bind(r.hash.clone());
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(q("appending to the audit log"))?;
     }
     sqlx::query("INSERT INTO meta(k, v) VALUES ('audit.head', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v")
         .bind(format!("{seq}:{prev}"))

@@ -386,23 +386,36 @@ pub async fn for_each_entry(
     Ok(n)
 }
 
-/// The current links of one object, for the apply re-check.
-pub async fn links_now(
+/// The current links of each of `keys` that is in the index (an object
+/// missing from the map has left the index), for the apply re-check.
+pub async fn links_of_keys(
     state: &StateStore,
-    key: &str,
-) -> Result<Option<Vec<(String, String)>>, StateError> {
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM objects WHERE key = ?")
-        .bind(key)
-        .fetch_optional(state.pool())
-        .await
-        .map_err(q("reading the index"))?;
-    let Some(id) = id else { return Ok(None) };
-    let rows = sqlx::query("SELECT entity_type, entity_key FROM links WHERE object_id = ?")
-        .bind(id)
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("reading the index"))?;
-    Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, Vec<(String, String)>>, StateError> {
+    let mut out: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    for chunk in keys.chunks(400) {
+        let sql = format!(
+            "SELECT o.key, l.entity_type, l.entity_key FROM objects o LEFT JOIN links l ON l.object_id = o.id
+             WHERE o.key IN ({})",
+            vec!["?"; chunk.len()].join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in chunk {
+            query = query.bind(k.clone());
+        }
+        for r in query
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the index"))?
+        {
+            let entry = out.entry(r.get(0)).or_default();
+            let (ty, key): (Option<String>, Option<String>) = (r.get(1), r.get(2));
+            if let (Some(ty), Some(key)) = (ty, key) {
+                entry.push((ty, key));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A digest of a link set, order-independent.

@@ -301,3 +301,39 @@ impl ObjectHolds {
         self.exact.contains(key) || self.prefixes.iter().any(|p| key.starts_with(p.as_str()))
     }
 }
+
+/// Runs `sql` once per chunk of `values`, with `{in}` replaced by the
+/// chunk's placeholders and `leading` bound before the chunk. One statement
+/// per few hundred items instead of one per item: the journal's hot path.
+pub(crate) async fn exec_in<T>(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    leading: &[&str],
+    values: &[T],
+) -> Result<u64, StateError>
+where
+    T: Clone
+        + Send
+        + Sync
+        + for<'q> sqlx::Encode<'q, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + 'static,
+{
+    let mut n = 0;
+    for chunk in values.chunks(400) {
+        let text = sql.replace("{in}", &vec!["?"; chunk.len()].join(","));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
+        for l in leading {
+            query = query.bind(l.to_string());
+        }
+        for v in chunk {
+            query = query.bind(v.clone());
+        }
+        n += query
+            .execute(&mut *conn)
+            .await
+            .map_err(q("journaling"))?
+            .rows_affected();
+    }
+    Ok(n)
+}

@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use cap_std::ambient_authority;
@@ -15,7 +16,8 @@ use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, valid
 
 pub struct FolderStore {
     root: PathBuf,
-    dir: Dir,
+    /// Shared with the blocking threads that run deletes in parallel.
+    dir: Arc<Dir>,
 }
 
 impl FolderStore {
@@ -28,7 +30,7 @@ impl FolderStore {
         })?;
         Ok(FolderStore {
             root: root.to_path_buf(),
-            dir,
+            dir: Arc::new(dir),
         })
     }
 
@@ -124,44 +126,45 @@ impl FolderStore {
             Err(source) => Err(StoreError::Io { op: "stat", source }),
         }
     }
+}
 
-    fn remove(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
-        validate_key(key)?;
-        match self.dir.symlink_metadata(key) {
-            Ok(m) if m.is_symlink() => {
-                return Err(StoreError::InvalidKey {
-                    reason: "a symbolic link; lethe never deletes through links",
-                });
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DeleteOutcome::AlreadyGone);
-            }
-            Err(source) => return Err(StoreError::Io { op: "stat", source }),
+/// Deletes one file inside `dir`, then the folders the delete emptied.
+fn remove(dir: &Dir, key: &str) -> Result<DeleteOutcome, StoreError> {
+    validate_key(key)?;
+    match dir.symlink_metadata(key) {
+        Ok(m) if m.is_symlink() => {
+            return Err(StoreError::InvalidKey {
+                reason: "a symbolic link; lethe never deletes through links",
+            });
         }
-        match self.dir.remove_file(key) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DeleteOutcome::AlreadyGone);
-            }
-            Err(source) => {
-                return Err(StoreError::Io {
-                    op: "delete",
-                    source,
-                });
-            }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(DeleteOutcome::AlreadyGone);
         }
-        // Remove the folders this delete emptied, deepest first; stop at the
-        // first one that still holds something. The root is never a candidate.
-        let mut parent = key;
-        while let Some((up, _)) = parent.rsplit_once('/') {
-            if self.dir.remove_dir(up).is_err() {
-                break;
-            }
-            parent = up;
-        }
-        Ok(DeleteOutcome::Deleted)
+        Err(source) => return Err(StoreError::Io { op: "stat", source }),
     }
+    match dir.remove_file(key) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(DeleteOutcome::AlreadyGone);
+        }
+        Err(source) => {
+            return Err(StoreError::Io {
+                op: "delete",
+                source,
+            });
+        }
+    }
+    // Remove the folders this delete emptied, deepest first; stop at the
+    // first one that still holds something. The root is never a candidate.
+    let mut parent = key;
+    while let Some((up, _)) = parent.rsplit_once('/') {
+        if dir.remove_dir(up).is_err() {
+            break;
+        }
+        parent = up;
+    }
+    Ok(DeleteOutcome::Deleted)
 }
 
 #[async_trait]
@@ -200,7 +203,13 @@ impl TechnicalStore for FolderStore {
     }
 
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
-        tokio::task::block_in_place(|| self.remove(key))
+        let (dir, key) = (self.dir.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || remove(&dir, &key))
+            .await
+            .map_err(|e| StoreError::Io {
+                op: "delete",
+                source: std::io::Error::other(e.to_string()),
+            })?
     }
 }
 
@@ -252,10 +261,10 @@ mod tests {
         std::fs::write(outside.path().join("victim"), "x").unwrap();
         std::os::unix::fs::symlink(outside.path(), tmp.path().join("link")).unwrap();
         let store = FolderStore::open(tmp.path()).unwrap();
-        assert!(store.remove("link/victim").is_err());
-        assert!(store.remove("../victim").is_err());
+        assert!(remove(&store.dir, "link/victim").is_err());
+        assert!(remove(&store.dir, "../victim").is_err());
         assert!(
-            store.remove("link").is_err(),
+            remove(&store.dir, "link").is_err(),
             "a symlink itself is not deleted"
         );
         assert!(outside.path().join("victim").exists());
@@ -269,12 +278,21 @@ mod tests {
         std::fs::write(tmp.path().join("a/keep"), "k").unwrap();
         std::fs::write(tmp.path().join("top"), "t").unwrap();
         let store = FolderStore::open(tmp.path()).unwrap();
-        assert_eq!(store.remove("a/b/c/x").unwrap(), DeleteOutcome::Deleted);
+        assert_eq!(
+            remove(&store.dir, "a/b/c/x").unwrap(),
+            DeleteOutcome::Deleted
+        );
         assert!(!tmp.path().join("a/b").exists());
         assert!(tmp.path().join("a/keep").exists());
-        assert_eq!(store.remove("a/b/c/x").unwrap(), DeleteOutcome::AlreadyGone);
-        assert_eq!(store.remove("top").unwrap(), DeleteOutcome::Deleted);
-        assert_eq!(store.remove("a/keep").unwrap(), DeleteOutcome::Deleted);
+        assert_eq!(
+            remove(&store.dir, "a/b/c/x").unwrap(),
+            DeleteOutcome::AlreadyGone
+        );
+        assert_eq!(remove(&store.dir, "top").unwrap(), DeleteOutcome::Deleted);
+        assert_eq!(
+            remove(&store.dir, "a/keep").unwrap(),
+            DeleteOutcome::Deleted
+        );
         assert!(tmp.path().exists(), "the root stays");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
     }
