@@ -43,7 +43,7 @@ start=$(date +%s.%N)
 (cd "$DIR/raw-technical" && xargs -d '\n' rm -f < "$DIR/objects.txt" && find . -mindepth 1 -type d -empty -delete)
 files_s=$(echo "$(date +%s.%N) - $start" | bc)
 start=$(date +%s.%N)
-sqlite3 "$DIR/raw-crm.db" <<SQL
+sqlite3 "$DIR/raw-crm.db" > /dev/null <<SQL
 ATTACH '$DIR/lethe/lethe-state.db' AS s;
 PRAGMA secure_delete = ON;
 BEGIN;
@@ -58,7 +58,8 @@ read -r apply_s _ < "$DIR/time.apply"
 raw=$(echo "$files_s + $sql_s" | bc)
 echo "raw file deletion: ${files_s}s; raw SQL delete: ${sql_s}s; together ${raw}s"
 echo "ratio apply / raw: $(echo "scale=2; $apply_s / $raw" | bc)"
-echo "apply throughput: $(echo "$ENT / $apply_s" | bc) entities/s (with journal, re-check and audit)"
+cases_s=$(grep -o '"seconds_cases": [0-9.]*' "$DIR/out.apply" | grep -o '[0-9.]*$')
+echo "apply throughput: $(echo "$ENT / $apply_s" | bc) entities/s overall; CRM phase ${cases_s}s = $(echo "$ENT / $cases_s" | bc) entities/s (with re-check, journal and audit)"
 # Same result on both sides?
 for t in leads opportunities quotes contracts; do
   a=$(sqlite3 "$DIR/lethe/crm.db" "SELECT count(*) FROM $t"); b=$(sqlite3 "$DIR/raw-crm.db" "SELECT count(*) FROM $t")

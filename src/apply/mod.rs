@@ -88,6 +88,9 @@ pub struct ApplyReport {
     pub crm_notes: Vec<String>,
     pub audit_head: Option<String>,
     pub seconds: f64,
+    /// Of which deleting CRM rows, and deleting objects.
+    pub seconds_cases: f64,
+    pub seconds_objects: f64,
 }
 
 impl ApplyReport {
@@ -215,6 +218,7 @@ pub async fn apply(
         progress("cases", done_cases, total_cases as u64);
     }
 
+    report.seconds_cases = started.elapsed().as_secs_f64();
     let total_objects: i64 =
         sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE plan_id = ?")
             .bind(&stored.id)
@@ -255,6 +259,7 @@ pub async fn apply(
         progress("objects", done_objects, total_objects as u64);
     }
 
+    report.seconds_objects = started.elapsed().as_secs_f64() - report.seconds_cases;
     report.crm_notes = crm
         .after_apply()
         .await
@@ -614,10 +619,10 @@ impl Ctx<'_> {
         for (ty, key) in targets.iter().filter(|t| !statuses.contains_key(*t)) {
             let entry = outside.entry(ty.clone()).or_default();
             entry.push(EntityKey::Text(key.clone()));
-            if let Ok(i) = key.parse::<i64>() {
-                if i.to_string() == *key {
-                    entry.push(EntityKey::Int(i));
-                }
+            if let Ok(i) = key.parse::<i64>()
+                && i.to_string() == *key
+            {
+                entry.push(EntityKey::Int(i));
             }
         }
         let mut present: HashSet<(String, String)> = HashSet::new();

@@ -192,7 +192,10 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
     if let Some(h) = &r.audit_head {
         out.push_str(&format!("  audit chain head: {h}\n"));
     }
-    out.push_str(&format!("  took {:.1}s\n", r.seconds));
+    out.push_str(&format!(
+        "  took {:.1}s ({:.1}s CRM, {:.1}s objects)\n",
+        r.seconds, r.seconds_cases, r.seconds_objects
+    ));
     out
 }
 

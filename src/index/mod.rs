@@ -11,6 +11,7 @@ pub mod extract;
 
 use std::time::Instant as Clock;
 
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
@@ -95,13 +96,18 @@ pub async fn links_of(
                     }
                 };
                 let max = config.max_content_bytes;
-                let found = tokio::task::block_in_place(|| match kind {
+                // Parsing runs on a blocking thread, so that several objects
+                // are parsed at once (see `run`).
+                let kind = kind.clone();
+                let found = tokio::task::spawn_blocking(move || match &kind {
                     ContentKind::Json(p) => extract::json(reader, p, max),
                     ContentKind::Xml(p) => extract::xml(reader, p, max),
                     ContentKind::Csv { column, delimiter } => {
                         extract::csv(reader, column, *delimiter, max)
                     }
-                });
+                })
+                .await
+                .unwrap_or_else(|e| Err(extract::Unreadable(format!("extractor stopped: {e}"))));
                 match found {
                     Ok(found) => links.extend(found.into_iter().map(|f| Link {
                         entity_type: entity.clone(),
@@ -126,6 +132,13 @@ pub async fn links_of(
     }
     (links, unreadable)
 }
+
+/// The links found in one object, and why it was unreadable (if it was).
+type Found = (Vec<Link>, Option<String>);
+
+/// How many objects are read and parsed at once: both cores busy, and the
+/// memory bound stays `READ_AHEAD × technical.max_content_bytes`.
+const READ_AHEAD: usize = 4;
 
 fn rules_hash(config: &Config) -> String {
     let mut h = Sha256::new();
@@ -167,50 +180,66 @@ pub async fn run(
 
     let total = listed.len() as u64;
     let mut unchanged_ids: Vec<i64> = Vec::new();
-    let mut pending: Vec<(ObjectMeta, &'static str, Option<String>, Vec<Link>)> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let mut done = 0u64;
-    for entry in listed {
-        done += 1;
-        match entry {
-            Listed::Skipped { key, reason } => {
-                summary.entries_skipped += 1;
-                let meta = ObjectMeta {
-                    key,
-                    size: 0,
-                    modified: None,
-                    etag: None,
-                };
-                pending.push((meta, "skipped", Some(reason), Vec::new()));
-            }
-            Listed::Object(meta) => {
-                summary.objects_seen += 1;
-                summary.bytes_listed += meta.size;
-                let unchanged = same_rules
-                    && known.get(&meta.key).is_some_and(|k| {
-                        k.size == meta.size && k.modified == meta.modified && k.etag == meta.etag
-                    });
-                if unchanged {
-                    summary.objects_unchanged += 1;
-                    if let Some(k) = known.get(&meta.key) {
-                        unchanged_ids.push(k.id);
-                    }
-                } else {
-                    summary.objects_read += 1;
-                    let (links, unreadable) = links_of(config, store, &meta).await;
-                    for l in &links {
-                        if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
-                            *c += 1;
-                        }
-                    }
-                    let status = if unreadable.is_some() {
-                        summary.objects_unreadable += 1;
-                        "unreadable"
-                    } else {
-                        "ok"
+    let mut to_read: Vec<ObjectMeta> = Vec::new();
+    let mut entries = listed.into_iter().peekable();
+    while entries.peek().is_some() {
+        // A window of entries: the ones to read are read several at a time.
+        for entry in entries.by_ref().take(1000) {
+            done += 1;
+            match entry {
+                Listed::Skipped { key, reason } => {
+                    summary.entries_skipped += 1;
+                    let meta = ObjectMeta {
+                        key,
+                        size: 0,
+                        modified: None,
+                        etag: None,
                     };
-                    pending.push((meta, status, unreadable, links));
+                    pending.push((meta, "skipped", Some(reason), Vec::new()));
+                }
+                Listed::Object(meta) => {
+                    summary.objects_seen += 1;
+                    summary.bytes_listed += meta.size;
+                    let known_id = known.get(&meta.key).filter(|k| {
+                        same_rules
+                            && k.size == meta.size
+                            && k.modified == meta.modified
+                            && k.etag == meta.etag
+                    });
+                    match known_id {
+                        Some(k) => {
+                            summary.objects_unchanged += 1;
+                            unchanged_ids.push(k.id);
+                        }
+                        None => to_read.push(meta),
+                    }
                 }
             }
+        }
+        let read: Vec<(ObjectMeta, Found)> =
+            futures::stream::iter(to_read.drain(..).map(|meta| async move {
+                let found = links_of(config, store, &meta).await;
+                (meta, found)
+            }))
+            .buffer_unordered(READ_AHEAD)
+            .collect()
+            .await;
+        for (meta, (links, unreadable)) in read {
+            summary.objects_read += 1;
+            for l in &links {
+                if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
+                    *c += 1;
+                }
+            }
+            let status = if unreadable.is_some() {
+                summary.objects_unreadable += 1;
+                "unreadable"
+            } else {
+                "ok"
+            };
+            pending.push((meta, status, unreadable, links));
         }
         if pending.len() >= 2000 {
             write_batch(state, run, &mut pending).await?;
@@ -218,9 +247,7 @@ pub async fn run(
         if unchanged_ids.len() >= 5000 {
             touch(state, run, &mut unchanged_ids).await?;
         }
-        if done.is_multiple_of(1000) {
-            progress(done, total);
-        }
+        progress(done, total);
     }
     write_batch(state, run, &mut pending).await?;
     touch(state, run, &mut unchanged_ids).await?;
@@ -294,39 +321,81 @@ async fn write_batch(
         return Ok(());
     }
     let mut tx = state.pool().begin().await.map_err(q("writing the index"))?;
-    for (meta, status, error, links) in pending.drain(..) {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES (?, ?, ?, ?, ?, ?, ?)
+    let batch: Vec<Pending> = std::mem::take(pending);
+    // Objects, many rows per statement.
+    for chunk in batch.chunks(100) {
+        let sql = format!(
+            "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES {}
              ON CONFLICT(key) DO UPDATE SET size = excluded.size, modified = excluded.modified, etag = excluded.etag,
-               status = excluded.status, error = excluded.error, seen_run = excluded.seen_run
-             RETURNING id",
-        )
-        .bind(&meta.key)
-        .bind(meta.size as i64)
-        .bind(meta.modified)
-        .bind(&meta.etag)
-        .bind(status)
-        .bind(error)
-        .bind(run)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(q("writing the index"))?;
-        sqlx::query("DELETE FROM links WHERE object_id = ?")
-            .bind(id)
+               status = excluded.status, error = excluded.error, seen_run = excluded.seen_run",
+            vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (meta, status, error, _) in chunk {
+            query = query
+                .bind(meta.key.clone())
+                .bind(meta.size as i64)
+                .bind(meta.modified)
+                .bind(meta.etag.clone())
+                .bind(*status)
+                .bind(error.clone())
+                .bind(run);
+        }
+        query
             .execute(&mut *tx)
             .await
             .map_err(q("writing the index"))?;
-        for l in links {
-            sqlx::query("INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES (?, ?, ?, ?, ?)")
-                .bind(id)
-                .bind(&l.entity_type)
-                .bind(&l.entity_key)
-                .bind(l.rule as i64)
-                .bind(&l.location)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("writing the index"))?;
+    }
+    // Their ids, then their links replaced.
+    let mut ids = std::collections::HashMap::new();
+    for chunk in batch.chunks(400) {
+        let sql = format!(
+            "SELECT id, key FROM objects WHERE key IN ({})",
+            vec!["?"; chunk.len()].join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (meta, ..) in chunk {
+            query = query.bind(meta.key.clone());
         }
+        for r in query
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(q("writing the index"))?
+        {
+            ids.insert(r.get::<String, _>(1), r.get::<i64, _>(0));
+        }
+    }
+    let id_list: Vec<i64> = ids.values().copied().collect();
+    crate::state::exec_in(
+        &mut tx,
+        "DELETE FROM links WHERE object_id IN ({in})",
+        &[],
+        &id_list,
+    )
+    .await?;
+    let links: Vec<(i64, &Link)> = batch
+        .iter()
+        .filter_map(|(meta, _, _, links)| ids.get(&meta.key).map(|id| (*id, links)))
+        .flat_map(|(id, links)| links.iter().map(move |l| (id, l)))
+        .collect();
+    for chunk in links.chunks(150) {
+        let sql = format!(
+            "INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES {}",
+            vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(",")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, l) in chunk {
+            query = query
+                .bind(*id)
+                .bind(l.entity_type.clone())
+                .bind(l.entity_key.clone())
+                .bind(l.rule as i64)
+                .bind(l.location.clone());
+        }
+        query
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the index"))?;
     }
     tx.commit().await.map_err(q("writing the index"))?;
     Ok(())
