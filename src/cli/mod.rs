@@ -195,7 +195,8 @@ async fn run(cli: Cli) -> Result<i32> {
             let state = StateStore::open(&config).await?;
             let crm = crm::connect(&config).await?;
             let store = store::open(&config)?;
-            let indexed = index_with(&config, store.as_ref(), &state, format).await?;
+            let indexed =
+                index_with(&config, store.as_ref(), &state, Some(crm.as_ref()), format).await?;
             let summary = make_plan(&config, crm.as_ref(), &state, a.as_of, format).await?;
             let options = ApplyOptions {
                 allow_mass_delete: a.allow_mass_delete,
@@ -242,19 +243,32 @@ fn apply_exit(report: &apply::ApplyReport, verified: Option<&verify::VerifyRepor
 pub(crate) async fn run_index(config: &Config, format: Format) -> Result<index::IndexSummary> {
     let state = StateStore::open(config).await?;
     let store = store::open(config)?;
-    index_with(config, store.as_ref(), &state, format).await
+    // The CRM is reached only when a link rule reads a CRM column.
+    let crm = if config
+        .links
+        .iter()
+        .any(|r| matches!(r, config::LinkRule::CrmColumn { .. }))
+    {
+        Some(crm::connect(config).await?)
+    } else {
+        None
+    };
+    index_with(config, store.as_ref(), &state, crm.as_deref(), format).await
 }
 
 async fn index_with(
     config: &Config,
     store: &dyn store::TechnicalStore,
     state: &StateStore,
+    crm: Option<&dyn crm::Crm>,
     format: Format,
 ) -> Result<index::IndexSummary> {
     let progress = Progress::new(format);
-    let r = index::run(config, store, state, &|d, t| progress.set("index", d, t))
-        .await
-        .context("index failed; the link index is unchanged")?;
+    let r = index::run(config, store, state, crm, &|d, t| {
+        progress.set("index", d, t)
+    })
+    .await
+    .context("index failed; the link index is unchanged")?;
     progress.finish();
     Ok(r)
 }

@@ -54,8 +54,10 @@ pub struct RawTechnical {
     #[serde(default)]
     pub link: Vec<RawLink>,
     pub orphans: Option<RawOrphans>,
-    /// Content rules skip objects larger than this (bytes); default 64 MiB.
+    /// Whole-document JSON evaluation skips objects larger than this.
     pub max_content_bytes: Option<u64>,
+    /// A content rule stops at a line (or XML text) longer than this.
+    pub max_line_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +68,8 @@ pub struct RawLink {
     pub xml: Option<String>,
     pub csv: Option<String>,
     pub delimiter: Option<String>,
+    pub metadata: Option<String>,
+    pub crm: Option<String>,
     pub entity: Option<String>,
 }
 

@@ -164,9 +164,80 @@ pub fn local_name(name: &str) -> &str {
     name.rsplit(':').next().unwrap_or(name)
 }
 
+/// One step of a streamable JSONPath (see `index::jsonstream`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Member(String),
+    Index(usize),
+    Any,
+}
+
+/// The steps of `path` when it is in the streamable subset.
+pub fn simple_path(path: &str) -> Option<Vec<Step>> {
+    let rest = path.trim().strip_prefix('$')?;
+    let chars: Vec<char> = rest.chars().collect();
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '.' => {
+                if chars.get(i + 1) == Some(&'.') {
+                    return None; // descendant segment
+                }
+                if chars.get(i + 1) == Some(&'*') {
+                    steps.push(Step::Any);
+                    i += 2;
+                    continue;
+                }
+                let start = i + 1;
+                let mut end = start;
+                while end < chars.len()
+                    && (chars[end].is_alphanumeric() || chars[end] == '_' || chars[end] == '-')
+                {
+                    end += 1;
+                }
+                if end == start {
+                    return None;
+                }
+                steps.push(Step::Member(chars[start..end].iter().collect()));
+                i = end;
+            }
+            '[' => {
+                let close = chars[i..].iter().position(|c| *c == ']')? + i;
+                let inner: String = chars[i + 1..close].iter().collect();
+                let inner = inner.trim();
+                if inner == "*" {
+                    steps.push(Step::Any);
+                } else if let Ok(n) = inner.parse::<usize>() {
+                    steps.push(Step::Index(n));
+                } else if inner.len() >= 2
+                    && ((inner.starts_with('\'') && inner.ends_with('\''))
+                        || (inner.starts_with('"') && inner.ends_with('"')))
+                {
+                    let name = &inner[1..inner.len() - 1];
+                    if name.contains(['\\', '\'', '"']) {
+                        return None;
+                    }
+                    steps.push(Step::Member(name.to_string()));
+                } else {
+                    return None; // filters, slices, unions, negative indices
+                }
+                i = close + 1;
+            }
+            c if c.is_whitespace() => i += 1,
+            _ => return None,
+        }
+    }
+    Some(steps)
+}
+
 #[derive(Clone, Debug)]
 pub enum ContentKind {
-    Json(serde_json_path::JsonPath),
+    Json {
+        path: serde_json_path::JsonPath,
+        /// `Some` when the path can be evaluated while streaming.
+        steps: Option<Vec<Step>>,
+    },
     Xml(XmlPath),
     Csv {
         column: String,
@@ -177,6 +248,21 @@ pub enum ContentKind {
 
 #[derive(Clone, Debug)]
 pub enum LinkRule {
+    /// An object metadata field (S3 user metadata, Azure blob metadata)
+    /// holds the key.
+    Metadata {
+        index: usize,
+        glob: globset::GlobMatcher,
+        glob_text: String,
+        name: String,
+        entity: String,
+    },
+    /// A CRM column holds the object's key or URL.
+    CrmColumn {
+        index: usize,
+        entity: String,
+        column: String,
+    },
     Path {
         /// Position in `[[technical.link]]`, recorded with each link.
         index: usize,
@@ -194,20 +280,30 @@ pub enum LinkRule {
 impl LinkRule {
     pub fn index(&self) -> usize {
         match self {
-            LinkRule::Path { index, .. } | LinkRule::Content { index, .. } => *index,
+            LinkRule::Path { index, .. }
+            | LinkRule::Content { index, .. }
+            | LinkRule::Metadata { index, .. }
+            | LinkRule::CrmColumn { index, .. } => *index,
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
             LinkRule::Path { pattern, .. } => format!("path {}", pattern.text),
+            LinkRule::Metadata {
+                glob_text,
+                name,
+                entity,
+                ..
+            } => format!("{glob_text} metadata {name} → {entity}"),
+            LinkRule::CrmColumn { entity, column, .. } => format!("crm column {entity}.{column}"),
             LinkRule::Content {
                 glob_text,
                 kind,
                 entity,
                 ..
             } => match kind {
-                ContentKind::Json(p) => format!("{glob_text} json {p} → {entity}"),
+                ContentKind::Json { path, .. } => format!("{glob_text} json {path} → {entity}"),
                 ContentKind::Xml(p) => format!("{glob_text} xml {} → {entity}", p.text),
                 ContentKind::Csv { column, .. } => format!("{glob_text} csv {column} → {entity}"),
             },
@@ -222,6 +318,82 @@ pub fn compile(
     types: &BTreeSet<String>,
 ) -> Result<LinkRule, Vec<(&'static str, String)>> {
     let mut errs = Vec::new();
+    if let Some(crm) = &raw.crm {
+        let others = raw.path.is_some()
+            || raw.glob.is_some()
+            || raw.json.is_some()
+            || raw.xml.is_some()
+            || raw.csv.is_some()
+            || raw.metadata.is_some()
+            || raw.entity.is_some();
+        if others {
+            errs.push(("crm", "a crm rule stands alone: crm = \"type.column\" names the entity type and its column".to_string()));
+        }
+        match crm.split_once('.') {
+            Some((ty, column)) if types.contains(ty) && !column.is_empty() && errs.is_empty() => {
+                if !column
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    errs.push(("crm", format!("`{column}` is not a plain SQL column name")));
+                    return Err(errs);
+                }
+                return Ok(LinkRule::CrmColumn {
+                    index: i,
+                    entity: ty.to_string(),
+                    column: column.to_string(),
+                });
+            }
+            Some((ty, _)) if !types.contains(ty) => {
+                errs.push(("crm", format!("unknown entity type `{ty}`")))
+            }
+            _ if errs.is_empty() => errs.push((
+                "crm",
+                format!("`{crm}`: write type.column, e.g. lead.source_file"),
+            )),
+            _ => {}
+        }
+        return Err(errs);
+    }
+    if let Some(name) = &raw.metadata {
+        let glob_text = raw.glob.clone().unwrap_or_else(|| "**".to_string());
+        let glob = globset::GlobBuilder::new(&glob_text)
+            .literal_separator(true)
+            .build()
+            .map(|g| g.compile_matcher())
+            .map_err(|e| errs.push(("glob", format!("`{glob_text}`: {e}"))))
+            .ok();
+        if raw.path.is_some() || raw.json.is_some() || raw.xml.is_some() || raw.csv.is_some() {
+            errs.push((
+                "metadata",
+                "a metadata rule takes glob, metadata and entity only".to_string(),
+            ));
+        }
+        let entity = match &raw.entity {
+            Some(e) if types.contains(e) => Some(e.clone()),
+            Some(e) => {
+                errs.push(("entity", format!("unknown entity type `{e}`")));
+                None
+            }
+            None => {
+                errs.push((
+                    "entity",
+                    "missing; name the entity type this metadata field holds keys of".to_string(),
+                ));
+                None
+            }
+        };
+        return match (glob, entity) {
+            (Some(glob), Some(entity)) if errs.is_empty() => Ok(LinkRule::Metadata {
+                index: i,
+                glob,
+                glob_text,
+                name: name.to_ascii_lowercase(),
+                entity,
+            }),
+            _ => Err(errs),
+        };
+    }
     let content = [raw.json.is_some(), raw.xml.is_some(), raw.csv.is_some()]
         .iter()
         .filter(|b| **b)
@@ -273,7 +445,10 @@ pub fn compile(
     };
     let kind = if let Some(json) = &raw.json {
         serde_json_path::JsonPath::parse(json)
-            .map(ContentKind::Json)
+            .map(|path| ContentKind::Json {
+                path,
+                steps: simple_path(json),
+            })
             .map_err(|e| errs.push(("json", format!("`{json}` is not an RFC 9535 JSONPath: {e}"))))
             .ok()
     } else if let Some(xml) = &raw.xml {

@@ -39,7 +39,7 @@ fn reference_parses_as_config() {
     let text = include_str!("../../lethe.reference.toml");
     let c = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.entities.len(), 4);
-    assert_eq!(c.links.len(), 4);
+    assert_eq!(c.links.len(), 6);
     assert_eq!(c.policies[0].keep_if.len(), 2);
     assert_eq!(c.max_delete_fraction, 0.5);
 }

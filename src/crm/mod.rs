@@ -92,6 +92,14 @@ pub trait Crm: Send + Sync {
         sink: &mut (dyn FnMut(EntityKey) + Send),
     ) -> Result<(), CrmError>;
 
+    /// Every (key, value) of `column` where the value is not null, as text.
+    async fn column_values(
+        &self,
+        et: &EntityType,
+        column: &str,
+        sink: &mut (dyn FnMut(EntityKey, String) + Send),
+    ) -> Result<(), CrmError>;
+
     /// Which of `keys` still exist.
     async fn existing(
         &self,

@@ -208,6 +208,27 @@ impl Crm for SqliteCrm {
         Ok(())
     }
 
+    async fn column_values(
+        &self,
+        et: &EntityType,
+        column: &str,
+        sink: &mut (dyn FnMut(EntityKey, String) + Send),
+    ) -> Result<(), CrmError> {
+        let sql = format!(
+            "SELECT {k}, CAST({c} AS TEXT) FROM {t} WHERE {c} IS NOT NULL",
+            k = quote_ident(&et.key),
+            c = quote_ident(column),
+            t = quote_ident(&et.table)
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
+            if let (Some(k), Ok(v)) = (key_at(&row, 0), row.try_get::<String, _>(1)) {
+                sink(k, v);
+            }
+        }
+        Ok(())
+    }
+
     async fn existing(
         &self,
         et: &EntityType,

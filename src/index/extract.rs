@@ -47,13 +47,17 @@ fn budget<R: Read>(r: R, max: u64) -> Budget<R> {
     }
 }
 
-pub fn json(
+/// Whole-document evaluation, for paths that cannot stream: the document is
+/// parsed into memory (at most `max` bytes), and rejected when a member name
+/// repeats (which of the values would the path mean?).
+pub fn json_whole(
     reader: impl Read,
     path: &serde_json_path::JsonPath,
     max: u64,
 ) -> Result<Vec<Found>, Unreadable> {
     let mut de = serde_json::Deserializer::from_reader(BufReader::new(budget(reader, max)));
-    let value: serde_json::Value = serde::Deserialize::deserialize(&mut de)
+    let value: serde_json::Value = <Strict as serde::Deserialize>::deserialize(&mut de)
+        .map(|s| s.0)
         .map_err(|e| Unreadable(format!("not valid JSON ({})", json_error_class(&e))))?;
     de.end()
         .map_err(|e| Unreadable(format!("not valid JSON ({})", json_error_class(&e))))?;
@@ -73,7 +77,7 @@ pub fn json(
 }
 
 /// The category and position of a JSON error, without the offending text.
-fn json_error_class(e: &serde_json::Error) -> String {
+pub(crate) fn json_error_class(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Io => {
             // Our own budget error or an I/O error: neither quotes content.
@@ -83,15 +87,139 @@ fn json_error_class(e: &serde_json::Error) -> String {
         serde_json::error::Category::Data => "unexpected data",
         serde_json::error::Category::Eof => "truncated",
     };
+    if e.to_string().contains("duplicate member name") {
+        return format!("a member name repeats in one object at line {}", e.line());
+    }
     if e.to_string().contains("recursion limit") {
         return format!("nested deeper than 128 levels at line {}", e.line());
     }
     format!("{what} at line {} column {}", e.line(), e.column())
 }
 
-pub fn xml(reader: impl Read, path: &XmlPath, max: u64) -> Result<Vec<Found>, Unreadable> {
+/// Either evaluation, as the rule allows.
+pub fn json(
+    reader: impl Read,
+    path: &serde_json_path::JsonPath,
+    steps: Option<&[crate::config::rules::Step]>,
+    max_whole: u64,
+    max_line: u64,
+) -> Result<Vec<Found>, Unreadable> {
+    match steps {
+        Some(steps) => {
+            super::jsonstream::extract(LineGuard::new(reader, max_line, b'\n', b','), steps)
+        }
+        None => json_whole(reader, path, max_whole),
+    }
+}
+
+/// Builds a `serde_json::Value`, refusing repeated member names.
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+                Ok(Strict(
+                    serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+                ))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<Strict, E> {
+                Ok(Strict(serde_json::Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Strict, A::Error> {
+                let mut v = Vec::new();
+                while let Some(Strict(x)) = seq.next_element()? {
+                    v.push(x);
+                }
+                Ok(Strict(v.into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Strict, A::Error> {
+                let mut m = serde_json::Map::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let Strict(v) = map.next_value()?;
+                    if m.insert(k, v).is_some() {
+                        return Err(serde::de::Error::custom("duplicate member name"));
+                    }
+                }
+                Ok(Strict(m.into()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Stops a stream whose "lines" grow past `max` bytes: a gigabyte line (or
+/// a gigabyte text node) must cost bounded memory, not all of it. Any of the
+/// two separator bytes ends a line.
+pub struct LineGuard<R> {
+    inner: R,
+    max: u64,
+    since: u64,
+    seps: [u8; 2],
+}
+
+impl<R> LineGuard<R> {
+    pub fn new(inner: R, max: u64, sep: u8, sep2: u8) -> Self {
+        LineGuard {
+            inner,
+            max,
+            since: 0,
+            seps: [sep, sep2],
+        }
+    }
+}
+
+impl<R: Read> Read for LineGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for b in &buf[..n] {
+            if *b == self.seps[0] || *b == self.seps[1] {
+                self.since = 0;
+            } else {
+                self.since += 1;
+                if self.since > self.max {
+                    return Err(std::io::Error::other(format!(
+                        "a line or value longer than technical.max_line_bytes ({})",
+                        self.max
+                    )));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+pub fn xml(reader: impl Read, path: &XmlPath, max_line: u64) -> Result<Vec<Found>, Unreadable> {
     use quick_xml::events::Event;
-    let mut r = quick_xml::Reader::from_reader(BufReader::new(budget(reader, max)));
+    let mut r = quick_xml::Reader::from_reader(BufReader::new(LineGuard::new(
+        reader, max_line, b'>', b'\n',
+    )));
     r.config_mut().expand_empty_elements = true;
     let mut buf = Vec::new();
     let mut stack: Vec<String> = Vec::new();
@@ -190,7 +318,7 @@ pub fn xml(reader: impl Read, path: &XmlPath, max: u64) -> Result<Vec<Found>, Un
 
 fn xml_error_class(e: &quick_xml::Error) -> &'static str {
     match e {
-        quick_xml::Error::Io(_) => "read failed or larger than technical.max_content_bytes",
+        quick_xml::Error::Io(_) => "read failed, or a line longer than technical.max_line_bytes",
         quick_xml::Error::Syntax(_) => "syntax",
         quick_xml::Error::IllFormed(_) => "ill-formed",
         quick_xml::Error::Encoding(_) => "encoding",
@@ -202,9 +330,10 @@ pub fn csv(
     reader: impl Read,
     column: &str,
     delimiter: Option<u8>,
-    max: u64,
+    max_line: u64,
 ) -> Result<Vec<Found>, Unreadable> {
-    let mut buffered = BufReader::with_capacity(64 * 1024, budget(reader, max));
+    let mut buffered =
+        BufReader::with_capacity(64 * 1024, LineGuard::new(reader, max_line, b'\n', b'\n'));
     let delimiter = match delimiter {
         Some(d) => d,
         None => {
@@ -290,7 +419,7 @@ mod tests {
     fn json_values_with_pointers_and_big_ids() {
         let p = serde_json_path::JsonPath::parse("$.leads[*].id").unwrap();
         let doc = br#"{"leads":[{"id":9007199254740993},{"id":"A-7"},{"id":1.5}]}"#;
-        let found = json(&doc[..], &p, 1 << 20).unwrap();
+        let found = json_whole(&doc[..], &p, 1 << 20).unwrap();
         assert_eq!(
             found,
             vec![
@@ -309,11 +438,11 @@ mod tests {
     #[test]
     fn json_errors_do_not_quote_content() {
         let p = serde_json_path::JsonPath::parse("$.id").unwrap();
-        let err = json(&b"{\"email\": \"jane@example.com\""[..], &p, 1 << 20).unwrap_err();
+        let err = json_whole(&b"{\"email\": \"jane@example.com\""[..], &p, 1 << 20).unwrap_err();
         assert!(!err.0.contains("jane"), "{err}");
-        let err = json(&b"{\"id\": 1} trailing"[..], &p, 1 << 20).unwrap_err();
+        let err = json_whole(&b"{\"id\": 1} trailing"[..], &p, 1 << 20).unwrap_err();
         assert!(err.0.contains("not valid JSON"));
-        let err = json(&br#"{"id": "0123456789"}"#[..], &p, 8).unwrap_err();
+        let err = json_whole(&br#"{"id": "0123456789"}"#[..], &p, 8).unwrap_err();
         assert!(err.0.contains("max_content_bytes"), "{err}");
     }
 

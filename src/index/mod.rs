@@ -8,6 +8,7 @@
 //! (fail closed: an incomplete listing must never make objects look gone).
 
 pub mod extract;
+pub mod jsonstream;
 
 use std::time::Instant as Clock;
 
@@ -16,12 +17,21 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::config::{Config, ContentKind, LinkRule};
+use crate::crm::{Crm, CrmError};
 use crate::state::{StateError, StateStore, q};
 use crate::store::{Listed, ObjectMeta, StoreError, TechnicalStore};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
+    #[error("reading link rule {rule} (crm column) failed, so the index is unchanged: {source}")]
+    Crm {
+        rule: usize,
+        #[source]
+        source: CrmError,
+    },
+    #[error("link rule {0} reads a CRM column, but no CRM connection was given")]
+    NoCrm(usize),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -81,9 +91,10 @@ pub async fn links_of(
                 if !glob.is_match(&meta.key) {
                     continue;
                 }
-                if meta.size > config.max_content_bytes {
+                let whole_json = matches!(kind, ContentKind::Json { steps: None, .. });
+                if whole_json && meta.size > config.max_content_bytes {
                     unreadable = Some(format!(
-                        "{} bytes, larger than technical.max_content_bytes ({})",
+                        "{} bytes, larger than technical.max_content_bytes ({}) for a JSONPath that cannot stream",
                         meta.size, config.max_content_bytes
                     ));
                     continue;
@@ -95,15 +106,17 @@ pub async fn links_of(
                         continue;
                     }
                 };
-                let max = config.max_content_bytes;
+                let (max_whole, max_line) = (config.max_content_bytes, config.max_line_bytes);
                 // Parsing runs on a blocking thread, so that several objects
                 // are parsed at once (see `run`).
                 let kind = kind.clone();
                 let found = tokio::task::spawn_blocking(move || match &kind {
-                    ContentKind::Json(p) => extract::json(reader, p, max),
-                    ContentKind::Xml(p) => extract::xml(reader, p, max),
+                    ContentKind::Json { path, steps } => {
+                        extract::json(reader, path, steps.as_deref(), max_whole, max_line)
+                    }
+                    ContentKind::Xml(p) => extract::xml(reader, p, max_line),
                     ContentKind::Csv { column, delimiter } => {
-                        extract::csv(reader, column, *delimiter, max)
+                        extract::csv(reader, column, *delimiter, max_line)
                     }
                 })
                 .await
@@ -118,6 +131,29 @@ pub async fn links_of(
                     Err(e) => unreadable = Some(format!("rule {index}: {e}")),
                 }
             }
+            LinkRule::Metadata {
+                index,
+                glob,
+                name,
+                entity,
+                ..
+            } => {
+                if !glob.is_match(&meta.key) {
+                    continue;
+                }
+                for (k, v) in &meta.metadata {
+                    if k == name && !v.trim().is_empty() {
+                        links.push(Link {
+                            entity_type: entity.clone(),
+                            entity_key: v.trim().to_string(),
+                            rule: *index,
+                            location: Some(format!("metadata {name}")),
+                        });
+                    }
+                }
+            }
+            // Applied to the whole index after listing (`crm_column_links`).
+            LinkRule::CrmColumn { .. } => {}
         }
     }
     if unreadable.is_some() {
@@ -127,7 +163,7 @@ pub async fn links_of(
             config
                 .links
                 .iter()
-                .any(|r| r.index() == l.rule && matches!(r, LinkRule::Path { .. }))
+                .any(|r| r.index() == l.rule && !matches!(r, LinkRule::Content { .. }))
         });
     }
     (links, unreadable)
@@ -137,7 +173,8 @@ pub async fn links_of(
 type Found = (Vec<Link>, Option<String>);
 
 /// How many objects are read and parsed at once: both cores busy, and the
-/// memory bound stays `READ_AHEAD × technical.max_content_bytes`.
+/// memory bound stays `READ_AHEAD ×` (a line of `max_line_bytes`, or a whole
+/// document of `max_content_bytes` for JSONPaths that cannot stream).
 const READ_AHEAD: usize = 4;
 
 fn rules_hash(config: &Config) -> String {
@@ -146,7 +183,7 @@ fn rules_hash(config: &Config) -> String {
         h.update(r.describe().as_bytes());
         h.update(b"\n");
     }
-    h.update(config.max_content_bytes.to_string().as_bytes());
+    h.update(format!("{} {}", config.max_content_bytes, config.max_line_bytes).as_bytes());
     hex::encode(h.finalize())
 }
 
@@ -155,6 +192,7 @@ pub async fn run(
     config: &Config,
     store: &dyn TechnicalStore,
     state: &StateStore,
+    crm: Option<&dyn Crm>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<IndexSummary, IndexError> {
     let started = Clock::now();
@@ -196,6 +234,7 @@ pub async fn run(
                         size: 0,
                         modified: None,
                         etag: None,
+                        metadata: Vec::new(),
                     };
                     pending.push((meta, "skipped", Some(reason), Vec::new()));
                 }
@@ -272,6 +311,7 @@ pub async fn run(
             }
         }
     }
+    crm_column_links(config, store, state, crm, &mut summary).await?;
     state.meta_set("index.run", &run.to_string()).await?;
     state.meta_set("index.rules", &rules).await?;
     state.meta_set("index.store", &store_id).await?;
@@ -280,6 +320,75 @@ pub async fn run(
         .await?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// CRM column rules: the column's values name objects. Re-read on every
+/// run (the CRM changes without the objects changing); the old links of the
+/// rule are replaced in one transaction, so the index never lacks them.
+async fn crm_column_links(
+    config: &Config,
+    store: &dyn TechnicalStore,
+    state: &StateStore,
+    crm: Option<&dyn Crm>,
+    summary: &mut IndexSummary,
+) -> Result<(), IndexError> {
+    for rule in &config.links {
+        let LinkRule::CrmColumn {
+            index,
+            entity,
+            column,
+        } = rule
+        else {
+            continue;
+        };
+        let crm = crm.ok_or(IndexError::NoCrm(*index))?;
+        let Some(et) = config.entity(entity) else {
+            continue;
+        };
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        crm.column_values(et, column, &mut |key, value| {
+            if let Some(object) = store.key_of(&value) {
+                pairs.push((object, key.canonical()));
+            }
+        })
+        .await
+        .map_err(|source| IndexError::Crm {
+            rule: *index,
+            source,
+        })?;
+        let mut tx = state.pool().begin().await.map_err(q("writing the index"))?;
+        sqlx::query("DELETE FROM links WHERE rule = ?")
+            .bind(*index as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the index"))?;
+        let location = format!("crm column {entity}.{column}");
+        let mut linked = 0;
+        for chunk in pairs.chunks(300) {
+            let sql = format!(
+                "INSERT INTO links(object_id, entity_type, entity_key, rule, location)
+                 SELECT o.id, ?, v.column2, ?, ? FROM (VALUES {}) AS v JOIN objects o ON o.key = v.column1",
+                vec!["(?, ?)"; chunk.len()].join(",")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(entity.clone())
+                .bind(*index as i64)
+                .bind(location.clone());
+            for (object, key) in chunk {
+                query = query.bind(object.clone()).bind(key.clone());
+            }
+            linked += query
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing the index"))?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(q("writing the index"))?;
+        if let Some(c) = summary.links_per_rule.get_mut(*index) {
+            *c = linked;
+        }
+    }
+    Ok(())
 }
 
 async fn touch(state: &StateStore, run: i64, ids: &mut Vec<i64>) -> Result<(), StateError> {

@@ -94,6 +94,7 @@ impl FolderStore {
                                 .map(|d| d.as_secs() as i64)
                         }),
                         etag: None,
+                        metadata: Vec::new(),
                     }));
                     n += 1;
                 } else {
@@ -120,6 +121,7 @@ impl FolderStore {
                         .map(|d| d.as_secs() as i64)
                 }),
                 etag: None,
+                metadata: Vec::new(),
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -185,6 +187,18 @@ impl TechnicalStore for FolderStore {
         ])
     }
 
+    fn key_of(&self, reference: &str) -> Option<String> {
+        let r = reference.trim();
+        let r = r.strip_prefix("file://").unwrap_or(r);
+        let path = Path::new(r);
+        let rel = if path.is_absolute() {
+            path.strip_prefix(&self.root).ok()?.to_str()?.to_string()
+        } else {
+            r.to_string()
+        };
+        validate_key(&rel).ok().map(|_| rel)
+    }
+
     async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
         tokio::task::block_in_place(|| self.walk(sink))
     }
@@ -241,6 +255,7 @@ mod tests {
                 _ => None,
             }),
             etag: None,
+            metadata: Vec::new(),
         })));
         assert!(
             listed

@@ -35,6 +35,7 @@ impl MemoryStore {
             size: v.0.len() as u64,
             modified: Some(v.1),
             etag: None,
+            metadata: Vec::new(),
         }
     }
 }

@@ -13,13 +13,15 @@ use async_trait::async_trait;
 use crate::config::{Config, StoreUrl};
 use crate::model::Instant;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Relative to the store's root, `/`-separated.
     pub key: String,
     pub size: u64,
     pub modified: Option<Instant>,
     pub etag: Option<String>,
+    /// User metadata (lower-case names), where the store keeps any.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// One entry of a listing.
@@ -108,6 +110,13 @@ pub trait TechnicalStore: Send + Sync {
     async fn read(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError>;
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// The object key a reference names (a key, a path, a URL), as written
+    /// in a CRM column; `None` when it points outside this store.
+    fn key_of(&self, reference: &str) -> Option<String> {
+        let r = reference.trim().trim_start_matches('/');
+        validate_key(r).ok().map(|_| r.to_string())
+    }
 
     /// Deletes one object; a missing object is `AlreadyGone`.
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError>;

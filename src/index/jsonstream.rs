@@ -1,0 +1,241 @@
+//! Streaming evaluation of the JSONPaths that allow it: `$` followed by
+//! member names, array indices and wildcards (`$.lead.id`,
+//! `$.records[*].attributes.referenceId`, `$['a b'][0]`). The document is
+//! never held in memory: values off the path are skipped as they stream by,
+//! so a 1 GB array costs what one element costs. Paths with filters,
+//! slices or descendant segments fall back to whole-document evaluation.
+//!
+//! Duplicate member names: each value is visited, so each yields a link
+//! (the conservative reading: a file naming two entities links to both).
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::Read;
+
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::extract::{Found, Unreadable};
+pub use crate::config::rules::{Step, simple_path};
+
+fn pointer_escape(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+struct Walk<'a> {
+    steps: &'a [Step],
+    pointer: String,
+    out: &'a RefCell<Vec<Found>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        if self.steps.is_empty() {
+            self.out.borrow_mut().push(Found {
+                key: v.to_string(),
+                location: self.pointer,
+            });
+        }
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        if self.steps.is_empty() {
+            self.out.borrow_mut().push(Found {
+                key: v.to_string(),
+                location: self.pointer,
+            });
+        }
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        if self.steps.is_empty() {
+            self.out.borrow_mut().push(Found {
+                key: v.to_string(),
+                location: self.pointer,
+            });
+        }
+        Ok(())
+    }
+
+    // Floats, booleans and null are never keys.
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            let follow = match self.steps.first() {
+                Some(Step::Member(m)) => *m == key,
+                Some(Step::Any) => true,
+                _ => false,
+            };
+            if follow {
+                map.next_value_seed(Walk {
+                    steps: &self.steps[1..],
+                    pointer: format!("{}/{}", self.pointer, pointer_escape(&key)),
+                    out: self.out,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0usize;
+        loop {
+            let follow = match self.steps.first() {
+                Some(Step::Index(n)) => *n == i,
+                Some(Step::Any) => true,
+                _ => false,
+            };
+            let more = if follow {
+                seq.next_element_seed(Walk {
+                    steps: &self.steps[1..],
+                    pointer: format!("{}/{i}", self.pointer),
+                    out: self.out,
+                })?
+                .is_some()
+            } else {
+                seq.next_element::<IgnoredAny>()?.is_some()
+            };
+            if !more {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+}
+
+/// Evaluates `steps` over the document streaming from `reader`.
+pub fn extract(reader: impl Read, steps: &[Step]) -> Result<Vec<Found>, Unreadable> {
+    let out = RefCell::new(Vec::new());
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, reader));
+    Walk {
+        steps,
+        pointer: String::new(),
+        out: &out,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| {
+        Unreadable(format!(
+            "not valid JSON ({})",
+            super::extract::json_error_class(&e)
+        ))
+    })?;
+    de.end().map_err(|e| {
+        Unreadable(format!(
+            "not valid JSON ({})",
+            super::extract::json_error_class(&e)
+        ))
+    })?;
+    Ok(out.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_streamable_subset() {
+        assert_eq!(
+            simple_path("$.records[*].attributes.referenceId"),
+            Some(vec![
+                Step::Member("records".into()),
+                Step::Any,
+                Step::Member("attributes".into()),
+                Step::Member("referenceId".into())
+            ])
+        );
+        assert_eq!(
+            simple_path("$['a b'][2]"),
+            Some(vec![Step::Member("a b".into()), Step::Index(2)])
+        );
+        assert_eq!(simple_path("$.*"), Some(vec![Step::Any]));
+        assert_eq!(simple_path("$..id"), None);
+        assert_eq!(simple_path("$.items[?@.x]"), None);
+        assert_eq!(simple_path("$.items[1:3]"), None);
+        assert_eq!(simple_path("$.items[-1]"), None);
+    }
+
+    #[test]
+    fn agrees_with_serde_json_path_on_the_samples() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/samples/payloads/json");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            panic!("samples missing at {}", dir.display());
+        };
+        let paths = [
+            "$.records[*].attributes.referenceId",
+            "$.records[*].accountId",
+            "$.records[0].email",
+            "$.*[*].attributes.type",
+            "$.records[3]",
+        ];
+        for entry in entries.flatten() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            for p in paths {
+                let streamed = extract(&bytes[..], &simple_path(p).unwrap()).unwrap();
+                let whole = crate::index::extract::json_whole(
+                    &bytes[..],
+                    &serde_json_path::JsonPath::parse(p).unwrap(),
+                    1 << 30,
+                )
+                .unwrap();
+                assert_eq!(streamed, whole, "{p} on {}", entry.path().display());
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_members_link_each_value() {
+        let found = extract(
+            &br#"{"id": 1, "id": "2"}"#[..],
+            &simple_path("$.id").unwrap(),
+        )
+        .unwrap();
+        let keys: Vec<&str> = found.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, vec!["1", "2"]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        // Unclosed, as in the JSONTestSuite sample: an error, not a crash.
+        let doc = "[".repeat(100_000);
+        let err = extract(doc.as_bytes(), &simple_path("$[0]").unwrap()).unwrap_err();
+        assert!(err.0.contains("not valid JSON"), "{err}");
+        // Closed and deep along the path: the recursion limit answers.
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        let path = format!("${}", "[0]".repeat(999));
+        let err = extract(deep.as_bytes(), &simple_path(&path).unwrap()).unwrap_err();
+        assert!(err.0.contains("nested deeper"), "{err}");
+        // Deep off the path: skipped without recursion, no link, no error.
+        assert_eq!(
+            extract(deep.as_bytes(), &simple_path("$.x").unwrap()).unwrap(),
+            vec![]
+        );
+    }
+}
