@@ -27,10 +27,12 @@ pub fn bytes(n: u64) -> String {
 
 pub fn index(s: &IndexSummary) -> String {
     let mut out = format!(
-        "index: {} objects ({}) — {} read, {} unchanged, {} removed, {} unreadable, {} skipped entries — {:.1}s\n",
+        "index: {} objects ({}) — {} read ({}, {}/s), {} unchanged, {} removed, {} unreadable, {} skipped entries — {:.1}s\n",
         s.objects_seen,
         bytes(s.bytes_listed),
         s.objects_read,
+        bytes(s.bytes_read),
+        bytes(s.bytes_per_second as u64),
         s.objects_unchanged,
         s.objects_removed,
         s.objects_unreadable,

@@ -57,6 +57,9 @@ pub struct IndexSummary {
     pub entries_skipped: u64,
     pub links_per_rule: Vec<u64>,
     pub bytes_listed: u64,
+    /// Bytes of the objects read (new or changed) and their rate.
+    pub bytes_read: u64,
+    pub bytes_per_second: f64,
     pub seconds: f64,
 }
 
@@ -267,6 +270,7 @@ pub async fn run(
             .await;
         for (meta, (links, unreadable)) in read {
             summary.objects_read += 1;
+            summary.bytes_read += meta.size;
             for l in &links {
                 if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
                     *c += 1;
@@ -319,6 +323,7 @@ pub async fn run(
         .meta_set("index.completed_at", &jiff::Timestamp::now().to_string())
         .await?;
     summary.seconds = started.elapsed().as_secs_f64();
+    summary.bytes_per_second = summary.bytes_read as f64 / summary.seconds.max(1e-9);
     Ok(summary)
 }
 
