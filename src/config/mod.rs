@@ -123,6 +123,42 @@ pub enum StateUrl {
     Postgres(Sensitive<String>),
 }
 
+/// How `apply` works through a plan: batches, parallelism, retries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplySettings {
+    /// Attempts per item for transient faults (1 = no retry).
+    pub max_attempts: usize,
+    /// First retry delay; doubles per attempt (with jitter) up to `max_backoff`.
+    pub backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+    /// Cases per CRM transaction.
+    pub batch_cases: usize,
+    /// Objects per journal step.
+    pub batch_objects: usize,
+    /// Object deletes in flight at once.
+    pub parallel_deletes: usize,
+}
+
+impl Default for ApplySettings {
+    fn default() -> Self {
+        ApplySettings {
+            max_attempts: 5,
+            backoff: std::time::Duration::from_millis(200),
+            max_backoff: std::time::Duration::from_secs(10),
+            batch_cases: 500,
+            batch_objects: 500,
+            parallel_deletes: 8,
+        }
+    }
+}
+
+fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = text.trim().parse().map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write e.g. \"200ms\" or \"10s\"")
+    })?;
+    std::time::Duration::try_from(d).map_err(|_| format!("`{text}` is negative"))
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,
@@ -138,6 +174,7 @@ pub struct Config {
     pub policies: Vec<Policy>,
     pub state: StateUrl,
     pub audit_key: Sensitive<Vec<u8>>,
+    pub apply: ApplySettings,
     /// SHA-256 of the file's bytes: plans record which config made them.
     pub hash: String,
 }
@@ -699,6 +736,40 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         },
     };
 
+    // [apply]
+    let mut apply = ApplySettings::default();
+    if let Some(a) = raw.apply {
+        let positive = |v: Option<usize>, key: &str, default: usize, pr: &mut Problems| match v {
+            Some(0) => {
+                pr.add(p!["apply", key], "must be at least 1");
+                default
+            }
+            Some(n) => n,
+            None => default,
+        };
+        apply.max_attempts = positive(a.max_attempts, "max_attempts", apply.max_attempts, pr);
+        apply.batch_cases = positive(a.batch_cases, "batch_cases", apply.batch_cases, pr);
+        apply.batch_objects = positive(a.batch_objects, "batch_objects", apply.batch_objects, pr);
+        apply.parallel_deletes = positive(
+            a.parallel_deletes,
+            "parallel_deletes",
+            apply.parallel_deletes,
+            pr,
+        );
+        if let Some(b) = &a.backoff {
+            match parse_delay(b) {
+                Ok(d) => apply.backoff = d,
+                Err(m) => pr.add(p!["apply", "backoff"], m),
+            }
+        }
+        if let Some(b) = &a.max_backoff {
+            match parse_delay(b) {
+                Ok(d) => apply.max_backoff = d,
+                Err(m) => pr.add(p!["apply", "max_backoff"], m),
+            }
+        }
+    }
+
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     Some(Config {
         file: PathBuf::new(),
@@ -713,6 +784,7 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         policies,
         state: state?,
         audit_key: audit_key?,
+        apply,
         hash,
     })
 }

@@ -13,6 +13,17 @@ pub struct RawConfig {
     pub policy: Vec<RawPolicy>,
     pub state: Option<RawState>,
     pub audit: Option<RawAudit>,
+    pub apply: Option<RawApply>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawApply {
+    pub max_attempts: Option<usize>,
+    pub backoff: Option<String>,
+    pub max_backoff: Option<String>,
+    pub batch_cases: Option<usize>,
+    pub batch_objects: Option<usize>,
+    pub parallel_deletes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

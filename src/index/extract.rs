@@ -55,7 +55,16 @@ pub fn json_whole(
     path: &serde_json_path::JsonPath,
     max: u64,
 ) -> Result<Vec<Found>, Unreadable> {
-    let mut de = serde_json::Deserializer::from_reader(BufReader::new(budget(reader, max)));
+    json_whole_with(
+        serde_json::Deserializer::from_reader(BufReader::new(budget(reader, max))),
+        path,
+    )
+}
+
+fn json_whole_with<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    path: &serde_json_path::JsonPath,
+) -> Result<Vec<Found>, Unreadable> {
     let value: serde_json::Value = <Strict as serde::Deserialize>::deserialize(&mut de)
         .map(|s| s.0)
         .map_err(|e| Unreadable(format!("not valid JSON ({})", json_error_class(&e))))?;
@@ -94,6 +103,89 @@ pub(crate) fn json_error_class(e: &serde_json::Error) -> String {
         return format!("nested deeper than 128 levels at line {}", e.line());
     }
     format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// Objects up to this size are read into memory and parsed from a slice,
+/// which is several times faster than parsing from a stream; larger ones
+/// stream in bounded memory.
+pub const SLURP_MAX: u64 = 8 << 20;
+
+/// Runs one content rule over an object: from memory when it is small, as a
+/// stream when it is not. `size` is the listed size (a hint).
+pub fn content(
+    kind: &crate::config::ContentKind,
+    mut reader: Box<dyn Read + Send>,
+    size: u64,
+    max_whole: u64,
+    max_line: u64,
+) -> Result<Vec<Found>, Unreadable> {
+    use crate::config::ContentKind;
+    if size <= SLURP_MAX {
+        let mut bytes = Vec::with_capacity(size as usize + 1);
+        (&mut reader)
+            .take(SLURP_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Unreadable(format!("read failed: {e}")))?;
+        if bytes.len() as u64 <= SLURP_MAX {
+            let seps: [u8; 2] = match kind {
+                ContentKind::Json { .. } => [b'\n', b','],
+                ContentKind::Xml(_) => [b'>', b'\n'],
+                ContentKind::Csv { .. } => [b'\n', b'\n'],
+            };
+            if longest_line(&bytes, seps) > max_line {
+                return Err(Unreadable(format!(
+                    "a line or value longer than technical.max_line_bytes ({max_line})"
+                )));
+            }
+            return match kind {
+                ContentKind::Json {
+                    steps: Some(steps), ..
+                } => super::jsonstream::extract_with(
+                    serde_json::Deserializer::from_slice(&bytes),
+                    steps,
+                ),
+                ContentKind::Json { path, steps: None } => {
+                    if bytes.len() as u64 > max_whole {
+                        return Err(Unreadable(format!(
+                            "larger than technical.max_content_bytes ({max_whole})"
+                        )));
+                    }
+                    json_whole_with(serde_json::Deserializer::from_slice(&bytes), path)
+                }
+                ContentKind::Xml(p) => xml_from(&bytes[..], p),
+                ContentKind::Csv { column, delimiter } => csv_from(&bytes[..], column, *delimiter),
+            };
+        }
+        // It grew since it was listed: stream what was read and the rest.
+        let rest: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes).chain(reader));
+        return stream(kind, rest, max_whole, max_line);
+    }
+    stream(kind, reader, max_whole, max_line)
+}
+
+fn stream(
+    kind: &crate::config::ContentKind,
+    reader: Box<dyn Read + Send>,
+    max_whole: u64,
+    max_line: u64,
+) -> Result<Vec<Found>, Unreadable> {
+    use crate::config::ContentKind;
+    match kind {
+        ContentKind::Json { path, steps } => {
+            json(reader, path, steps.as_deref(), max_whole, max_line)
+        }
+        ContentKind::Xml(p) => xml(reader, p, max_line),
+        ContentKind::Csv { column, delimiter } => csv(reader, column, *delimiter, max_line),
+    }
+}
+
+/// The longest run of bytes without either separator.
+fn longest_line(bytes: &[u8], seps: [u8; 2]) -> u64 {
+    bytes
+        .split(|b| *b == seps[0] || *b == seps[1])
+        .map(|l| l.len() as u64)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Either evaluation, as the rule allows.
@@ -216,13 +308,19 @@ impl<R: Read> Read for LineGuard<R> {
 }
 
 pub fn xml(reader: impl Read, path: &XmlPath, max_line: u64) -> Result<Vec<Found>, Unreadable> {
+    xml_from(
+        BufReader::new(LineGuard::new(reader, max_line, b'>', b'\n')),
+        path,
+    )
+}
+
+fn xml_from(reader: impl BufRead, path: &XmlPath) -> Result<Vec<Found>, Unreadable> {
     use quick_xml::events::Event;
-    let mut r = quick_xml::Reader::from_reader(BufReader::new(LineGuard::new(
-        reader, max_line, b'>', b'\n',
-    )));
+    let mut r = quick_xml::Reader::from_reader(reader);
     r.config_mut().expand_empty_elements = true;
     let mut buf = Vec::new();
-    let mut stack: Vec<String> = Vec::new();
+    let (mut names, mut ends): (String, Vec<usize>) = (String::new(), Vec::new());
+    let last = path.steps.last().and_then(|s| s.as_deref());
     let mut capture: Option<(usize, String)> = None; // (depth, text so far)
     let mut out = Vec::new();
     let mut element_index = 0u64;
@@ -238,14 +336,18 @@ pub fn xml(reader: impl Read, path: &XmlPath, max_line: u64) -> Result<Vec<Found
         match ev {
             Event::Start(e) => {
                 element_index += 1;
-                let name = local_name(e.name().as_ref()).to_string();
-                stack.push(name);
-                if stack.len() > MAX_DEPTH {
+                let qname = e.name();
+                let name = local_name(qname.as_ref());
+                // The stack lives in one string: no allocation per element.
+                names.push_str(name);
+                ends.push(names.len());
+                if ends.len() > MAX_DEPTH {
                     return Err(Unreadable(format!(
                         "nested deeper than {MAX_DEPTH} elements"
                     )));
                 }
-                if path.matches(&stack) {
+                // Cheap test first: the element's own name must be the last step.
+                if last == Some(name) && path.matches(&stack_of(&names, &ends)) {
                     match &path.attribute {
                         Some(attr) => {
                             for a in e.attributes().flatten() {
@@ -263,7 +365,7 @@ pub fn xml(reader: impl Read, path: &XmlPath, max_line: u64) -> Result<Vec<Found
                                 }
                             }
                         }
-                        None => capture = Some((stack.len(), String::new())),
+                        None => capture = Some((ends.len(), String::new())),
                     }
                 }
             }
@@ -288,7 +390,7 @@ pub fn xml(reader: impl Read, path: &XmlPath, max_line: u64) -> Result<Vec<Found
             }
             Event::End(_) => {
                 if let Some((depth, text)) = &capture
-                    && *depth == stack.len() {
+                    && *depth == ends.len() {
                         let key = text.trim().to_string();
                         if !key.is_empty() {
                             out.push(Found {
@@ -298,10 +400,11 @@ pub fn xml(reader: impl Read, path: &XmlPath, max_line: u64) -> Result<Vec<Found
                         }
                         capture = None;
                     }
-                stack.pop();
+                ends.pop();
+                names.truncate(ends.last().copied().unwrap_or(0));
             }
             Event::Eof => {
-                if !stack.is_empty() {
+                if !ends.is_empty() {
                     return Err(Unreadable("truncated XML (unclosed elements)".into()));
                 }
                 if element_index == 0 {
@@ -314,6 +417,17 @@ pub fn xml(reader: impl Read, path: &XmlPath, max_line: u64) -> Result<Vec<Found
         buf.clear();
     }
     Ok(out)
+}
+
+fn stack_of(names: &str, ends: &[usize]) -> Vec<String> {
+    let mut start = 0;
+    ends.iter()
+        .map(|&end| {
+            let s = names[start..end].to_string();
+            start = end;
+            s
+        })
+        .collect()
 }
 
 fn xml_error_class(e: &quick_xml::Error) -> &'static str {
@@ -332,8 +446,18 @@ pub fn csv(
     delimiter: Option<u8>,
     max_line: u64,
 ) -> Result<Vec<Found>, Unreadable> {
-    let mut buffered =
-        BufReader::with_capacity(64 * 1024, LineGuard::new(reader, max_line, b'\n', b'\n'));
+    csv_from(
+        BufReader::with_capacity(64 * 1024, LineGuard::new(reader, max_line, b'\n', b'\n')),
+        column,
+        delimiter,
+    )
+}
+
+fn csv_from(
+    mut buffered: impl BufRead,
+    column: &str,
+    delimiter: Option<u8>,
+) -> Result<Vec<Found>, Unreadable> {
     let delimiter = match delimiter {
         Some(d) => d,
         None => {

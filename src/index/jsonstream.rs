@@ -84,20 +84,17 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            let follow = match self.steps.first() {
-                Some(Step::Member(m)) => *m == key,
-                Some(Step::Any) => true,
-                _ => false,
-            };
-            if follow {
-                map.next_value_seed(Walk {
+        // Keys are compared where they lie; only a followed key is copied.
+        while let Some(follow) = map.next_key_seed(KeyMatch(self.steps.first()))? {
+            match follow {
+                Some(key) => map.next_value_seed(Walk {
                     steps: &self.steps[1..],
                     pointer: format!("{}/{}", self.pointer, pointer_escape(&key)),
                     out: self.out,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
         Ok(())
@@ -129,11 +126,48 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 }
 
+/// Deserializes a member name into `Some(name)` when the step follows it,
+/// `None` (without allocating) when it does not.
+struct KeyMatch<'a>(Option<&'a Step>);
+
+impl<'de> DeserializeSeed<'de> for KeyMatch<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyMatch<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Option<String>, E> {
+        Ok(match self.0 {
+            Some(Step::Member(m)) if m == v => Some(v.to_string()),
+            Some(Step::Any) => Some(v.to_string()),
+            _ => None,
+        })
+    }
+}
+
 /// Evaluates `steps` over the document streaming from `reader`.
 pub fn extract(reader: impl Read, steps: &[Step]) -> Result<Vec<Found>, Unreadable> {
+    extract_with(
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, reader)),
+        steps,
+    )
+}
+
+/// The same over any serde_json source (a slice parses several times faster).
+pub fn extract_with<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+    steps: &[Step],
+) -> Result<Vec<Found>, Unreadable> {
     let out = RefCell::new(Vec::new());
-    let mut de =
-        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(64 * 1024, reader));
     Walk {
         steps,
         pointer: String::new(),

@@ -113,14 +113,9 @@ pub async fn links_of(
                 // Parsing runs on a blocking thread, so that several objects
                 // are parsed at once (see `run`).
                 let kind = kind.clone();
-                let found = tokio::task::spawn_blocking(move || match &kind {
-                    ContentKind::Json { path, steps } => {
-                        extract::json(reader, path, steps.as_deref(), max_whole, max_line)
-                    }
-                    ContentKind::Xml(p) => extract::xml(reader, p, max_line),
-                    ContentKind::Csv { column, delimiter } => {
-                        extract::csv(reader, column, *delimiter, max_line)
-                    }
+                let size = meta.size;
+                let found = tokio::task::spawn_blocking(move || {
+                    extract::content(&kind, reader, size, max_whole, max_line)
                 })
                 .await
                 .unwrap_or_else(|e| Err(extract::Unreadable(format!("extractor stopped: {e}"))));
@@ -211,7 +206,8 @@ pub async fn run(
     let store_id = store.describe();
     let same_rules = state.meta_get("index.rules").await?.as_deref() == Some(rules.as_str())
         && state.meta_get("index.store").await?.as_deref() == Some(store_id.as_str());
-    let known = state.indexed_objects().await?;
+    // What the index holds; what is left after the listing has left the store.
+    let mut known = state.indexed_objects().await?;
     let run: i64 = state
         .meta_get("index.run")
         .await?
@@ -220,7 +216,6 @@ pub async fn run(
         + 1;
 
     let total = listed.len() as u64;
-    let mut unchanged_ids: Vec<i64> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
     let mut done = 0u64;
     let mut to_read: Vec<ObjectMeta> = Vec::new();
@@ -232,6 +227,7 @@ pub async fn run(
             match entry {
                 Listed::Skipped { key, reason } => {
                     summary.entries_skipped += 1;
+                    known.remove(&key);
                     let meta = ObjectMeta {
                         key,
                         size: 0,
@@ -244,18 +240,15 @@ pub async fn run(
                 Listed::Object(meta) => {
                     summary.objects_seen += 1;
                     summary.bytes_listed += meta.size;
-                    let known_id = known.get(&meta.key).filter(|k| {
+                    let unchanged = known.remove(&meta.key).is_some_and(|k| {
                         same_rules
                             && k.size == meta.size
                             && k.modified == meta.modified
                             && k.etag == meta.etag
                     });
-                    match known_id {
-                        Some(k) => {
-                            summary.objects_unchanged += 1;
-                            unchanged_ids.push(k.id);
-                        }
-                        None => to_read.push(meta),
+                    match unchanged {
+                        true => summary.objects_unchanged += 1,
+                        false => to_read.push(meta),
                     }
                 }
             }
@@ -287,35 +280,62 @@ pub async fn run(
         if pending.len() >= 2000 {
             write_batch(state, run, &mut pending).await?;
         }
-        if unchanged_ids.len() >= 5000 {
-            touch(state, run, &mut unchanged_ids).await?;
-        }
         progress(done, total);
     }
     write_batch(state, run, &mut pending).await?;
-    touch(state, run, &mut unchanged_ids).await?;
     progress(total, total);
 
-    let removed = sqlx::query("DELETE FROM objects WHERE seen_run <> ?")
-        .bind(run)
-        .execute(state.pool())
+    // Unchanged objects cost nothing here; objects gone from the store
+    // leave the index (their links go with them: ON DELETE CASCADE).
+    let gone: Vec<i64> = known.values().map(|k| k.id).collect();
+    let mut tx = state
+        .pool()
+        .begin()
         .await
         .map_err(q("removing objects gone from the store"))?;
-    summary.objects_removed = removed.rows_affected();
-    // Unchanged objects keep their links; count them for the summary.
-    if summary.objects_unchanged > 0 {
-        let rows = sqlx::query("SELECT rule, count(*) FROM links GROUP BY rule")
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("counting links"))?;
-        for r in rows {
-            let rule: i64 = r.get(0);
-            if let Some(c) = summary.links_per_rule.get_mut(rule as usize) {
-                *c = r.get::<i64, _>(1) as u64;
+    summary.objects_removed = crate::state::exec_in(
+        &mut tx,
+        "DELETE FROM objects WHERE id IN ({in})",
+        &[],
+        &gone,
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(q("removing objects gone from the store"))?;
+    // Unchanged objects keep their links; count them for the summary. When
+    // nothing changed, the counts of the last run stand (no scan of links).
+    let stored: Option<Vec<u64>> = state
+        .meta_get("index.link_counts")
+        .await?
+        .and_then(|c| serde_json::from_str(&c).ok());
+    let changed =
+        summary.objects_read > 0 || summary.objects_removed > 0 || summary.entries_skipped > 0;
+    match stored {
+        Some(counts) if same_rules && !changed && counts.len() == summary.links_per_rule.len() => {
+            summary.links_per_rule = counts;
+        }
+        _ if summary.objects_unchanged > 0 => {
+            let rows = sqlx::query("SELECT rule, count(*) FROM links GROUP BY rule")
+                .fetch_all(state.pool())
+                .await
+                .map_err(q("counting links"))?;
+            for r in rows {
+                let rule: i64 = r.get(0);
+                if let Some(c) = summary.links_per_rule.get_mut(rule as usize) {
+                    *c = r.get::<i64, _>(1) as u64;
+                }
             }
         }
+        _ => {}
     }
     crm_column_links(config, store, state, crm, &mut summary).await?;
+    state
+        .meta_set(
+            "index.link_counts",
+            &serde_json::to_string(&summary.links_per_rule).unwrap_or_default(),
+        )
+        .await?;
     state.meta_set("index.run", &run.to_string()).await?;
     state.meta_set("index.rules", &rules).await?;
     state.meta_set("index.store", &store_id).await?;
@@ -393,34 +413,6 @@ async fn crm_column_links(
             *c = linked;
         }
     }
-    Ok(())
-}
-
-async fn touch(state: &StateStore, run: i64, ids: &mut Vec<i64>) -> Result<(), StateError> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let mut tx = state
-        .pool()
-        .begin()
-        .await
-        .map_err(q("updating the index"))?;
-    for chunk in ids.chunks(500) {
-        let sql = format!(
-            "UPDATE objects SET seen_run = ? WHERE id IN ({})",
-            vec!["?"; chunk.len()].join(",")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        query
-            .execute(&mut *tx)
-            .await
-            .map_err(q("updating the index"))?;
-    }
-    tx.commit().await.map_err(q("updating the index"))?;
-    ids.clear();
     Ok(())
 }
 
