@@ -320,6 +320,8 @@ path = "by-path/{record}/**"
         .clone()
         .unwrap_or_default();
     assert!(long_err.contains("max_line_bytes"), "{long_err}");
+    // A UTF-8 byte order mark is not an error.
+    assert_eq!(status("json/i_structure_UTF-8_BOM_empty_object.json"), "ok");
     // Invalid UTF-8 off the path is skipped unread; it costs no link.
     assert_eq!(keys(&links["generated/latin1-name.csv"], 2), vec!["8"]);
     assert_eq!(status("json/i_string_invalid_utf-8.json"), "ok");

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use serde::Serialize;
 use sqlx::Row;
@@ -22,7 +23,7 @@ use crate::index;
 use crate::model::{EntityKey, EntityRef};
 use crate::plan::{self, PlanError};
 use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, exec_in, q};
-use crate::store::{DeleteOutcome, TechnicalStore};
+use crate::store::{DeleteOutcome, StoreError, StoreErrorKind, TechnicalStore};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -47,22 +48,43 @@ pub enum ApplyError {
     },
 }
 
-#[derive(Clone, Debug)]
+/// Per-run choices; the rest comes from `[apply]` in the config.
+#[derive(Clone, Debug, Default)]
 pub struct ApplyOptions {
     pub allow_mass_delete: bool,
     pub wait_for_lock: bool,
-    pub batch_cases: usize,
-    pub batch_objects: usize,
+    /// Overrides `apply.batch_cases`.
+    pub batch_cases: Option<usize>,
 }
 
-impl Default for ApplyOptions {
-    fn default() -> Self {
-        ApplyOptions {
-            allow_mass_delete: false,
-            wait_for_lock: false,
-            batch_cases: 500,
-            batch_objects: 500,
+/// Bounded exponential backoff with jitter, as `[apply]` configures it.
+fn backoff(s: &crate::config::ApplySettings) -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(s.backoff)
+        .with_max_delay(s.max_backoff)
+        .with_max_times(s.max_attempts.saturating_sub(1))
+        .with_jitter()
+}
+
+/// Deletes one object, retrying transient faults. A delete whose answer was
+/// lost (a timeout after the store acted) is retried, finds the object gone,
+/// and counts as deleted by us: the journal shows it existed.
+async fn delete_with_retry(
+    store: &dyn TechnicalStore,
+    key: &str,
+    settings: &crate::config::ApplySettings,
+) -> Result<DeleteOutcome, StoreError> {
+    let faulted = std::sync::atomic::AtomicBool::new(false);
+    let result = (|| store.delete(key))
+        .retry(backoff(settings))
+        .when(|e: &StoreError| e.kind() == StoreErrorKind::Transient)
+        .notify(|_, _| faulted.store(true, std::sync::atomic::Ordering::Relaxed))
+        .await;
+    match result {
+        Ok(DeleteOutcome::AlreadyGone) if faulted.load(std::sync::atomic::Ordering::Relaxed) => {
+            Ok(DeleteOutcome::Deleted)
         }
+        other => other,
     }
 }
 
@@ -192,7 +214,7 @@ pub async fn apply(
              WHERE plan_id = ? AND status IN ('planned', 'executing') ORDER BY case_id LIMIT ?",
         )
         .bind(&stored.id)
-        .bind(options.batch_cases as i64)
+        .bind(options.batch_cases.unwrap_or(config.apply.batch_cases) as i64)
         .fetch_all(state.pool())
         .await
         .map_err(q("reading the plan"))?;
@@ -234,7 +256,7 @@ pub async fn apply(
         )
         .bind(&stored.id)
         .bind(after_item)
-        .bind(options.batch_objects as i64)
+        .bind(config.apply.batch_objects as i64)
         .fetch_all(state.pool())
         .await
         .map_err(q("reading the plan"))?;
@@ -394,7 +416,14 @@ impl Ctx<'_> {
             let mine = planned.get(&now.case_id).unwrap_or(&empty);
             self.judge_now(now, mine, &held)
         };
-        let outcome = match crm.delete_cases(&input, &decide).await {
+        fail::fail_point!("apply::case-intent", |_| { std::process::abort() });
+        let settings = &self.config.apply;
+        let outcome = (|| crm.delete_cases(&input, &decide))
+            .retry(backoff(settings))
+            .when(|e: &CrmError| e.is_transient())
+            .await;
+        fail::fail_point!("apply::case-deleted", |_| { std::process::abort() });
+        let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 self.fail_cases(cases, &e, report).await?;
@@ -694,13 +723,16 @@ impl Ctx<'_> {
         tx.commit().await.map_err(q("journaling"))?;
 
         // The deletes themselves, several at a time.
+        fail::fail_point!("apply::object-intent", |_| { std::process::abort() });
+        let settings = &self.config.apply;
         let results: Vec<_> = futures::stream::iter(
             go.iter()
-                .map(|o| async move { (*o, store.delete(&o.key).await) }),
+                .map(|o| async move { (*o, delete_with_retry(store, &o.key, settings).await) }),
         )
-        .buffer_unordered(8)
+        .buffer_unordered(settings.parallel_deletes)
         .collect()
         .await;
+        fail::fail_point!("apply::object-deleted", |_| { std::process::abort() });
         let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
         let mut records = Vec::new();
         let (mut deleted, mut gone, mut off_index) = (Vec::new(), Vec::new(), Vec::new());

@@ -124,6 +124,9 @@ pub struct ApplyArgs {
     /// Wait for another running apply instead of refusing.
     #[arg(long)]
     pub wait: bool,
+    /// Cases per CRM transaction (default: apply.batch_cases, 500).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +140,9 @@ pub struct SweepArgs {
     /// Wait for another running apply instead of refusing.
     #[arg(long)]
     pub wait: bool,
+    /// Cases per CRM transaction (default: apply.batch_cases, 500).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -26,6 +26,9 @@ pub const EXIT_PARTIAL: i32 = 3;
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
+    // Failpoints (cargo feature `failpoints`) read FAILPOINTS from the
+    // environment; without the feature this does nothing.
+    let _failpoints = fail::FailScenario::setup();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -172,7 +175,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let options = ApplyOptions {
                 allow_mass_delete: a.allow_mass_delete,
                 wait_for_lock: a.wait,
-                ..Default::default()
+                batch_cases: a.batch_size.map(|n| n as usize),
             };
             let (report, verified) = run_apply(
                 &config,
@@ -201,7 +204,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let options = ApplyOptions {
                 allow_mass_delete: a.allow_mass_delete,
                 wait_for_lock: a.wait,
-                ..Default::default()
+                batch_cases: a.batch_size.map(|n| n as usize),
             };
             let (report, verified) = run_apply(
                 &config,

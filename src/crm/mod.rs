@@ -52,6 +52,30 @@ pub enum CrmError {
 }
 
 impl CrmError {
+    /// Worth retrying: the database was busy or locked, or the connection
+    /// failed; anything else (a bad table name, a constraint) is permanent.
+    pub fn is_transient(&self) -> bool {
+        let source = match self {
+            CrmError::Query { source, .. }
+            | CrmError::Transaction(source)
+            | CrmError::Connect { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                // SQLite BUSY / LOCKED and their extended codes; PostgreSQL
+                // serialization failures and deadlocks; MySQL lock timeouts.
+                matches!(
+                    code.as_str(),
+                    "5" | "6" | "261" | "262" | "517" | "40001" | "40P01" | "1205" | "1213"
+                )
+            }
+            _ => false,
+        }
+    }
+
     pub fn query(et: &EntityType, source: sqlx::Error) -> CrmError {
         CrmError::Query {
             entity: et.name.clone(),

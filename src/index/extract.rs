@@ -77,6 +77,7 @@ fn json_whole_with<'de, R: serde_json::de::Read<'de>>(
             serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
             _ => continue,
         };
+        check_room(&out)?;
         out.push(Found {
             key,
             location: node.location().to_json_pointer(),
@@ -96,6 +97,9 @@ pub(crate) fn json_error_class(e: &serde_json::Error) -> String {
         serde_json::error::Category::Data => "unexpected data",
         serde_json::error::Category::Eof => "truncated",
     };
+    if e.to_string().contains(TOO_MANY) {
+        return TOO_MANY.to_string();
+    }
     if e.to_string().contains("duplicate member name") {
         return format!("a member name repeats in one object at line {}", e.line());
     }
@@ -103,6 +107,19 @@ pub(crate) fn json_error_class(e: &serde_json::Error) -> String {
         return format!("nested deeper than 128 levels at line {}", e.line());
     }
     format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// At most this many links from one object: beyond it the object is
+/// unreadable (a hostile file must not turn into unbounded memory).
+pub const MAX_LINKS: usize = 100_000;
+pub(crate) const TOO_MANY: &str = "more than 100000 links in one object";
+
+fn check_room(out: &[Found]) -> Result<(), Unreadable> {
+    if out.len() >= MAX_LINKS {
+        Err(Unreadable(TOO_MANY.into()))
+    } else {
+        Ok(())
+    }
 }
 
 /// Objects up to this size are read into memory and parsed from a slice,
@@ -127,12 +144,14 @@ pub fn content(
             .read_to_end(&mut bytes)
             .map_err(|e| Unreadable(format!("read failed: {e}")))?;
         if bytes.len() as u64 <= SLURP_MAX {
+            // A UTF-8 byte order mark (Windows exports) is not content.
+            let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
             let seps: [u8; 2] = match kind {
                 ContentKind::Json { .. } => [b'\n', b','],
                 ContentKind::Xml(_) => [b'>', b'\n'],
                 ContentKind::Csv { .. } => [b'\n', b'\n'],
             };
-            if longest_line(&bytes, seps) > max_line {
+            if longest_line(bytes, seps) > max_line {
                 return Err(Unreadable(format!(
                     "a line or value longer than technical.max_line_bytes ({max_line})"
                 )));
@@ -141,7 +160,7 @@ pub fn content(
                 ContentKind::Json {
                     steps: Some(steps), ..
                 } => super::jsonstream::extract_with(
-                    serde_json::Deserializer::from_slice(&bytes),
+                    serde_json::Deserializer::from_slice(bytes),
                     steps,
                 ),
                 ContentKind::Json { path, steps: None } => {
@@ -150,17 +169,31 @@ pub fn content(
                             "larger than technical.max_content_bytes ({max_whole})"
                         )));
                     }
-                    json_whole_with(serde_json::Deserializer::from_slice(&bytes), path)
+                    json_whole_with(serde_json::Deserializer::from_slice(bytes), path)
                 }
-                ContentKind::Xml(p) => xml_from(&bytes[..], p),
-                ContentKind::Csv { column, delimiter } => csv_from(&bytes[..], column, *delimiter),
+                ContentKind::Xml(p) => xml_from(bytes, p),
+                ContentKind::Csv { column, delimiter } => csv_from(bytes, column, *delimiter),
             };
         }
         // It grew since it was listed: stream what was read and the rest.
         let rest: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes).chain(reader));
-        return stream(kind, rest, max_whole, max_line);
+        return stream(kind, skip_bom(rest)?, max_whole, max_line);
     }
-    stream(kind, reader, max_whole, max_line)
+    stream(kind, skip_bom(reader)?, max_whole, max_line)
+}
+
+/// Drops a leading UTF-8 byte order mark from a stream.
+fn skip_bom(mut reader: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>, Unreadable> {
+    let mut head = Vec::with_capacity(3);
+    (&mut reader)
+        .take(3)
+        .read_to_end(&mut head)
+        .map_err(|e| Unreadable(format!("read failed: {e}")))?;
+    if head == b"\xef\xbb\xbf" {
+        Ok(reader)
+    } else {
+        Ok(Box::new(std::io::Cursor::new(head).chain(reader)))
+    }
 }
 
 fn stream(
@@ -358,6 +391,7 @@ fn xml_from(reader: impl BufRead, path: &XmlPath) -> Result<Vec<Found>, Unreadab
                                         .map_err(|_| {
                                             Unreadable("attribute with an invalid escape".into())
                                         })?;
+                                    check_room(&out)?;
                                     out.push(Found {
                                         key: v.trim().to_string(),
                                         location: format!("element {element_index}"),
@@ -393,6 +427,7 @@ fn xml_from(reader: impl BufRead, path: &XmlPath) -> Result<Vec<Found>, Unreadab
                     && *depth == ends.len() {
                         let key = text.trim().to_string();
                         if !key.is_empty() {
+                            check_room(&out)?;
                             out.push(Found {
                                 key,
                                 location: format!("element {element_index}"),
@@ -495,6 +530,7 @@ fn csv_from(
                         .map_err(|_| Unreadable(format!("row {row}: the key column is not UTF-8")))?
                         .trim();
                     if !v.is_empty() {
+                        check_room(&out)?;
                         out.push(Found {
                             key: v.to_string(),
                             location: format!("row {row}"),

@@ -42,8 +42,11 @@ impl<'de> Visitor<'de> for Walk<'_> {
         f.write_str("any JSON value")
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
         if self.steps.is_empty() {
+            if self.out.borrow().len() >= super::extract::MAX_LINKS {
+                return Err(E::custom(super::extract::TOO_MANY));
+            }
             self.out.borrow_mut().push(Found {
                 key: v.to_string(),
                 location: self.pointer,
@@ -52,8 +55,11 @@ impl<'de> Visitor<'de> for Walk<'_> {
         Ok(())
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
         if self.steps.is_empty() {
+            if self.out.borrow().len() >= super::extract::MAX_LINKS {
+                return Err(E::custom(super::extract::TOO_MANY));
+            }
             self.out.borrow_mut().push(Found {
                 key: v.to_string(),
                 location: self.pointer,
@@ -62,8 +68,11 @@ impl<'de> Visitor<'de> for Walk<'_> {
         Ok(())
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
         if self.steps.is_empty() {
+            if self.out.borrow().len() >= super::extract::MAX_LINKS {
+                return Err(E::custom(super::extract::TOO_MANY));
+            }
             self.out.borrow_mut().push(Found {
                 key: v.to_string(),
                 location: self.pointer,
@@ -174,11 +183,9 @@ pub fn extract_with<'de, R: serde_json::de::Read<'de>>(
         out: &out,
     }
     .deserialize(&mut de)
-    .map_err(|e| {
-        Unreadable(format!(
-            "not valid JSON ({})",
-            super::extract::json_error_class(&e)
-        ))
+    .map_err(|e| match super::extract::json_error_class(&e) {
+        class if class == super::extract::TOO_MANY => Unreadable(class),
+        class => Unreadable(format!("not valid JSON ({class})")),
     })?;
     de.end().map_err(|e| {
         Unreadable(format!(
@@ -242,6 +249,13 @@ mod tests {
                 assert_eq!(streamed, whole, "{p} on {}", entry.path().display());
             }
         }
+    }
+
+    #[test]
+    fn links_per_object_are_capped() {
+        let doc = format!("[{}0]", "1,".repeat(super::super::extract::MAX_LINKS));
+        let err = extract(doc.as_bytes(), &simple_path("$[*]").unwrap()).unwrap_err();
+        assert_eq!(err.0, super::super::extract::TOO_MANY);
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! Crash safety: a plan of more than 5,000 cases with linked objects is
+//! applied by a `lethe apply` that is killed (SIGKILL) at 30 or more random
+//! instants and aborted once at every failpoint (cargo feature
+//! `failpoints`), then resumed to the end. The CRM and the store must equal
+//! those of an uninterrupted apply of the same plan, the audit chain must
+//! verify, and every deleted item must have exactly one audit record.
+
+#[allow(dead_code)] // the crash test uses only a few helpers
+mod util;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::{list_files, sqlite};
+
+fn lethe(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lethe"));
+    c.current_dir(dir)
+        .env_remove("LETHE_CONFIG")
+        .env_remove("FAILPOINTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .args(["-c", "lethe.toml", "--format", "json"]);
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> std::process::ExitStatus {
+    lethe(dir).args(args).status().unwrap()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Every table as sorted text: what "equal CRMs" means here.
+fn crm_dump(dir: &Path) -> String {
+    ["leads", "opportunities", "quotes", "contracts"]
+        .iter()
+        .map(|t| {
+            sqlite(
+                &dir.join("crm.db"),
+                &format!("SELECT * FROM {t} ORDER BY id"),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n--\n")
+}
+
+/// A tiny deterministic generator (no dependency for one test).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+#[test]
+fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["demo", "--generate-only", "--leads", "12500", "--dir"])
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Small batches: many journal steps, many places to die in.
+    let mut config = std::fs::read_to_string(base.join("lethe.toml")).unwrap();
+    config.push_str("\n[apply]\nbatch_cases = 25\nbatch_objects = 25\n");
+    std::fs::write(base.join("lethe.toml"), config).unwrap();
+    assert!(run(&base, &["index"]).success());
+    assert!(run(&base, &["plan"]).success());
+    let state = base.join("lethe-state.db");
+    let plan_id = sqlite(&state, "SELECT id FROM plans").trim().to_string();
+    let cases: u64 = sqlite(&state, "SELECT count(*) FROM plan_cases")
+        .trim()
+        .parse()
+        .unwrap();
+    let objects: u64 = sqlite(&state, "SELECT count(*) FROM plan_objects")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(cases >= 5000, "the plan has only {cases} cases");
+    assert!(objects > 1000, "the plan has only {objects} objects");
+
+    // The reference: the same plan, applied without interruption.
+    let reference = tmp.path().join("reference");
+    copy_tree(&base, &reference);
+    assert!(run(&reference, &["apply", &plan_id]).success());
+
+    let crashed = tmp.path().join("crashed");
+    copy_tree(&base, &crashed);
+    let mut aborts = 0;
+    #[cfg(feature = "failpoints")]
+    for fp in [
+        "apply::case-intent",
+        "apply::case-deleted",
+        "apply::object-intent",
+        "apply::object-deleted",
+    ] {
+        let status = lethe(&crashed)
+            .args(["apply", &plan_id])
+            .env("FAILPOINTS", format!("{fp}=return"))
+            .status()
+            .unwrap();
+        assert!(!status.success(), "failpoint {fp} was not reached");
+        aborts += 1;
+    }
+
+    let mut rng = Lcg(4711);
+    let mut kills = 0;
+    let mut finished_early = false;
+    let started = Instant::now();
+    while kills < 30 {
+        let mut child = lethe(&crashed).args(["apply", &plan_id]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(15 + rng.next(120)));
+        if child.try_wait().unwrap().is_some() {
+            finished_early = true;
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "kill loop too slow"
+        );
+    }
+    // The final resume finishes the plan.
+    assert!(run(&crashed, &["apply", &plan_id]).success());
+    assert!(
+        !finished_early || kills >= 30,
+        "apply finished after only {kills} kills; make the plan bigger"
+    );
+    eprintln!(
+        "crash test: {cases} cases, {objects} objects, {kills} SIGKILLs, {aborts} failpoint aborts"
+    );
+
+    assert_eq!(
+        crm_dump(&crashed),
+        crm_dump(&reference),
+        "CRM differs from the uninterrupted apply"
+    );
+    assert_eq!(
+        list_files(&crashed.join("technical")),
+        list_files(&reference.join("technical")),
+        "store differs from the uninterrupted apply"
+    );
+    assert!(
+        run(&crashed, &["audit", "verify"]).success(),
+        "audit chain or journal/audit agreement broken"
+    );
+    let cstate = crashed.join("lethe-state.db");
+    let audited = sqlite(
+        &cstate,
+        &format!("SELECT count(*) FROM audit WHERE plan_id = '{plan_id}'"),
+    );
+    let deleted = sqlite(
+        &cstate,
+        &format!(
+            "SELECT (SELECT count(*) FROM plan_entities WHERE plan_id = '{plan_id}' AND status = 'deleted')
+                  + (SELECT count(*) FROM plan_objects WHERE plan_id = '{plan_id}' AND status = 'deleted')"
+        ),
+    );
+    assert_eq!(audited, deleted, "one audit record per deleted item");
+    assert_eq!(
+        sqlite(
+            &cstate,
+            "SELECT count(*) FROM (SELECT pseudonym FROM audit GROUP BY pseudonym HAVING count(*) > 1)"
+        ),
+        "0\n",
+        "an item was audited twice"
+    );
+    let reference_audited = sqlite(
+        &reference.join("lethe-state.db"),
+        "SELECT count(*) FROM audit",
+    );
+    assert_eq!(
+        audited, reference_audited,
+        "the crashed run audited a different number of items"
+    );
+}
