@@ -218,12 +218,27 @@ impl TechnicalStore for FolderStore {
 
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
         let (dir, key) = (self.dir.clone(), key.to_string());
-        tokio::task::spawn_blocking(move || remove(&dir, &key))
+        let root = self.root.clone();
+        let outcome = tokio::task::spawn_blocking(move || remove(&dir, &key))
             .await
             .map_err(|e| StoreError::Io {
                 op: "delete",
                 source: std::io::Error::other(e.to_string()),
-            })?
+            })??;
+        // "Not found" counts as gone only when the store itself answers: a
+        // root that vanished (an unmounted share) is an error, not success.
+        if outcome == DeleteOutcome::AlreadyGone
+            && !std::fs::metadata(&root).is_ok_and(|m| m.is_dir())
+        {
+            return Err(StoreError::Open {
+                store: root.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the store's root folder is gone",
+                ),
+            });
+        }
+        Ok(outcome)
     }
 }
 

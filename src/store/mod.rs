@@ -3,6 +3,7 @@
 //! same trait. Backends disagree on deleting a missing object; the trait
 //! normalises that once: `delete` answers `AlreadyGone`, never an error.
 
+pub mod faulty;
 pub mod folder;
 pub mod memory;
 

@@ -1,0 +1,235 @@
+//! Fault injection, for tests: wrappers around a technical store and a CRM
+//! that fail the way real backends do — transient errors, an answer lost
+//! after the delete happened, permanent refusals, listings that break
+//! midway or come back empty.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore};
+use crate::config::EntityType;
+use crate::crm::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput};
+use crate::model::EntityKey;
+
+/// What goes wrong, by object key.
+#[derive(Debug, Default)]
+pub struct StoreFaults {
+    /// Transient failures before a delete succeeds.
+    pub transient: HashMap<String, u32>,
+    /// The delete happens, then the answer is lost (a timeout), once.
+    pub lost_answer: HashSet<String>,
+    /// Permanent refusals (a 403, a lock, a hold in the store), with reason.
+    pub refuse: HashMap<String, String>,
+    /// The listing breaks after this many entries.
+    pub list_fails_after: Option<usize>,
+    /// The listing succeeds and returns nothing.
+    pub list_empty: bool,
+    /// Delete calls seen, per key.
+    pub delete_calls: HashMap<String, u32>,
+}
+
+pub struct FaultyStore {
+    inner: Box<dyn TechnicalStore>,
+    pub faults: Mutex<StoreFaults>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Box<dyn TechnicalStore>) -> Self {
+        FaultyStore {
+            inner,
+            faults: Mutex::new(StoreFaults::default()),
+        }
+    }
+
+    pub fn faults(&self) -> std::sync::MutexGuard<'_, StoreFaults> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn injected(kind: std::io::ErrorKind, what: &str) -> StoreError {
+    StoreError::Io {
+        op: "delete",
+        source: std::io::Error::new(kind, what.to_string()),
+    }
+}
+
+#[async_trait]
+impl TechnicalStore for FaultyStore {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn check(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.check().await
+    }
+
+    async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
+        let (fails_after, empty) = {
+            let f = self.faults();
+            (f.list_fails_after, f.list_empty)
+        };
+        if empty {
+            return Ok(0);
+        }
+        let mut n = 0usize;
+        let mut broke = false;
+        let count = self
+            .inner
+            .list(&mut |l| {
+                if fails_after.is_some_and(|max| n >= max) {
+                    broke = true;
+                    return;
+                }
+                n += 1;
+                sink(l);
+            })
+            .await?;
+        if broke {
+            return Err(StoreError::List {
+                store: self.describe(),
+                at: format!("entry {n}"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected: listing broke",
+                ),
+            });
+        }
+        Ok(count)
+    }
+
+    async fn read(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
+        self.inner.read(key).await
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        self.inner.head(key).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
+        {
+            let mut f = self.faults();
+            *f.delete_calls.entry(key.to_string()).or_default() += 1;
+            if let Some(reason) = f.refuse.get(key) {
+                return Err(injected(std::io::ErrorKind::PermissionDenied, reason));
+            }
+            if let Some(n) = f.transient.get_mut(key) {
+                if *n > 0 {
+                    *n -= 1;
+                    return Err(injected(
+                        std::io::ErrorKind::TimedOut,
+                        "injected: transient",
+                    ));
+                }
+            }
+        }
+        let outcome = self.inner.delete(key).await?;
+        if self.faults().lost_answer.remove(key) {
+            return Err(injected(
+                std::io::ErrorKind::TimedOut,
+                "injected: answer lost after the delete",
+            ));
+        }
+        Ok(outcome)
+    }
+}
+
+/// What goes wrong in the CRM's deleting transaction.
+#[derive(Debug, Default)]
+pub struct CrmFaults {
+    /// Transient failures (busy database) before a batch succeeds.
+    pub transient: u32,
+    /// Every deleting transaction fails permanently.
+    pub refuse: bool,
+    pub delete_calls: u32,
+}
+
+pub struct FaultyCrm {
+    inner: Box<dyn Crm>,
+    pub faults: Mutex<CrmFaults>,
+}
+
+impl FaultyCrm {
+    pub fn new(inner: Box<dyn Crm>) -> Self {
+        FaultyCrm {
+            inner,
+            faults: Mutex::new(CrmFaults::default()),
+        }
+    }
+
+    pub fn faults(&self) -> std::sync::MutexGuard<'_, CrmFaults> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Crm for FaultyCrm {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn check(&self, entities: &[EntityType]) -> Result<(), CrmError> {
+        self.inner.check(entities).await
+    }
+
+    async fn scan(
+        &self,
+        et: &EntityType,
+        sink: &mut (dyn FnMut(EntityRow) + Send),
+    ) -> Result<u64, CrmError> {
+        self.inner.scan(et, sink).await
+    }
+
+    async fn matching(
+        &self,
+        et: &EntityType,
+        condition: &str,
+        sink: &mut (dyn FnMut(EntityKey) + Send),
+    ) -> Result<(), CrmError> {
+        self.inner.matching(et, condition, sink).await
+    }
+
+    async fn column_values(
+        &self,
+        et: &EntityType,
+        column: &str,
+        sink: &mut (dyn FnMut(EntityKey, String) + Send),
+    ) -> Result<(), CrmError> {
+        self.inner.column_values(et, column, sink).await
+    }
+
+    async fn existing(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<EntityKey>, CrmError> {
+        self.inner.existing(et, keys).await
+    }
+
+    async fn delete_cases(
+        &self,
+        input: &RecheckInput,
+        decide: &(dyn for<'c> Fn(&'c CaseNow) -> Decision + Sync),
+    ) -> Result<BatchOutcome, CrmError> {
+        {
+            let mut f = self.faults();
+            f.delete_calls += 1;
+            if f.refuse {
+                return Err(CrmError::Transaction(sqlx::Error::Protocol(
+                    "injected: permission denied for table".into(),
+                )));
+            }
+            if f.transient > 0 {
+                f.transient -= 1;
+                return Err(CrmError::Transaction(sqlx::Error::PoolTimedOut));
+            }
+        }
+        self.inner.delete_cases(input, decide).await
+    }
+
+    async fn after_apply(&self) -> Result<Vec<String>, CrmError> {
+        self.inner.after_apply().await
+    }
+}
