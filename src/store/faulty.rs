@@ -115,14 +115,14 @@ impl TechnicalStore for FaultyStore {
             if let Some(reason) = f.refuse.get(key) {
                 return Err(injected(std::io::ErrorKind::PermissionDenied, reason));
             }
-            if let Some(n) = f.transient.get_mut(key) {
-                if *n > 0 {
-                    *n -= 1;
-                    return Err(injected(
-                        std::io::ErrorKind::TimedOut,
-                        "injected: transient",
-                    ));
-                }
+            if let Some(n) = f.transient.get_mut(key)
+                && *n > 0
+            {
+                *n -= 1;
+                return Err(injected(
+                    std::io::ErrorKind::TimedOut,
+                    "injected: transient",
+                ));
             }
         }
         let outcome = self.inner.delete(key).await?;
