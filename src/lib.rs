@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod index;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod sensitive;
 pub mod state;
 pub mod store;

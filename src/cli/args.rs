@@ -76,6 +76,18 @@ pub enum Command {
     /// The audit log: verify the chain, export it, look an entity up.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The report for the data protection officer: deleted, kept and why,
+    /// bytes freed, failures, the audit chain head, the 12-month outlook.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The plan; default: the latest.
+    pub plan_id: Option<String>,
+    /// Write one self-contained HTML page (no network) to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -232,6 +232,26 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Explain(a) => explain(&cli.config, &a.entity, a.as_of, format).await,
         Command::Hold(h) => hold(&cli.config, h, format).await,
         Command::Audit(a) => audit_cmd(&cli.config, a, format).await,
+        Command::Report(a) => {
+            let config = load_config(&cli.config)?;
+            let state = StateStore::open(&config).await?;
+            let r = crate::report::build(&config, &state, a.plan_id.as_deref()).await?;
+            if let Some(path) = &a.html {
+                std::fs::write(path, crate::report::html(&r))
+                    .with_context(|| format!("writing the report to {}", path.display()))?;
+            }
+            out(&match format {
+                Format::Text => {
+                    let mut t = crate::report::text(&r);
+                    if let Some(path) = &a.html {
+                        t.push_str(&format!("  HTML report written to {}\n", path.display()));
+                    }
+                    t
+                }
+                _ => json(&r),
+            });
+            Ok(EXIT_OK)
+        }
     }
 }
 

@@ -189,6 +189,9 @@ pub struct Case {
 pub struct PolicyTally {
     pub due: u64,
     pub kept: std::collections::BTreeMap<String, u64>,
+    /// When the cases kept only because their retention still runs become
+    /// due: the instants, for the "due per month" outlook.
+    pub due_later: Vec<Instant>,
 }
 
 #[derive(Debug)]
@@ -221,6 +224,7 @@ pub fn evaluate(graph: &Graph, policies: &[CompiledPolicy], as_of: Instant) -> E
     loop {
         let agg = aggregates(graph, &excluded);
         let mut kept = vec![std::collections::BTreeMap::<String, u64>::new(); policies.len()];
+        let mut later: Vec<Vec<Instant>> = vec![Vec::new(); policies.len()];
         let mut new_roots = Vec::new();
         for (pi, policy) in policies.iter().enumerate() {
             for (id, node) in graph.nodes.iter().enumerate() {
@@ -235,13 +239,19 @@ pub fn evaluate(graph: &Graph, policies: &[CompiledPolicy], as_of: Instant) -> E
                             new_roots.push(id);
                         }
                     }
-                    Verdict::Kept(k) => *kept[pi].entry(k.label()).or_default() += 1,
+                    Verdict::Kept(k) => {
+                        if let Kept::Young { due_at } = k {
+                            later[pi].push(due_at);
+                        }
+                        *kept[pi].entry(k.label()).or_default() += 1
+                    }
                 }
             }
         }
         if new_roots.is_empty() {
-            for (pi, k) in kept.into_iter().enumerate() {
+            for (pi, (k, l)) in kept.into_iter().zip(later).enumerate() {
                 tallies[pi].kept = k;
+                tallies[pi].due_later = l;
             }
             break;
         }

@@ -54,6 +54,10 @@ pub struct PlanSummary {
     pub objects: ObjectTally,
     pub holds: HoldTally,
     pub brake: Vec<String>,
+    /// Cases (of every policy) becoming due in each of the 12 months after
+    /// `as_of`, keyed `YYYY-MM`, all 12 present.
+    #[serde(default)]
+    pub due_by_month: BTreeMap<String, u64>,
     pub seconds: f64,
 }
 
@@ -244,6 +248,12 @@ pub async fn make_plan(
             kept: eval.tallies[pi].kept.clone(),
         });
     }
+    s.due_by_month = due_by_month(
+        as_of,
+        eval.tallies
+            .iter()
+            .flat_map(|t| t.due_later.iter().copied()),
+    );
     let mut deleting = vec![0u64; graph.types.len()];
     for (id, c) in eval.case_of.iter().enumerate() {
         if *c != evaluate::NOT_DELETED {
@@ -434,6 +444,35 @@ pub async fn make_plan(
     .map_err(q("writing the plan"))?;
     tx.commit().await.map_err(q("writing the plan"))?;
     Ok(s)
+}
+
+/// Buckets due instants into the 12 calendar months (UTC) after `as_of`.
+pub fn due_by_month(
+    as_of: jiff::Timestamp,
+    due: impl Iterator<Item = Instant>,
+) -> BTreeMap<String, u64> {
+    let start = as_of
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .date()
+        .first_of_month();
+    let mut months = BTreeMap::new();
+    for i in 0..12 {
+        if let Ok(m) = start.checked_add(jiff::Span::new().months(i)) {
+            months.insert(m.strftime("%Y-%m").to_string(), 0u64);
+        }
+    }
+    for at in due {
+        if let Ok(ts) = jiff::Timestamp::from_second(at) {
+            let key = ts
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                .strftime("%Y-%m")
+                .to_string();
+            if let Some(n) = months.get_mut(&key) {
+                *n += 1;
+            }
+        }
+    }
+    months
 }
 
 /// The mass-delete brake: reasons this plan must not be applied without

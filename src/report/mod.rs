@@ -1,0 +1,442 @@
+//! The report for the data protection officer: what a plan deleted and kept
+//! and why, per policy and reason, bytes freed, failures (by pseudonym), the
+//! audit chain head, and an outlook of cases becoming due per month. Built
+//! from the plan and its journal; rendered as JSON, text, or one
+//! self-contained HTML page (inline CSS and SVG, nothing fetched).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::audit::{self, pseudonym::Pseudonymizer};
+use crate::config::Config;
+use crate::plan::{self, PlanSummary};
+use crate::state::{StateError, StateStore, q};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub plan: PlanSummary,
+    pub status: String,
+    pub generated_at: String,
+    /// Case journal: status → count.
+    pub cases: BTreeMap<String, u64>,
+    /// policy → entity type → deleted by lethe.
+    pub deleted: BTreeMap<String, BTreeMap<String, u64>>,
+    pub entities_already_gone: u64,
+    /// Object journal: status → count.
+    pub objects: BTreeMap<String, u64>,
+    pub bytes_freed: u64,
+    /// reason → count (cases and objects).
+    pub skipped: BTreeMap<String, u64>,
+    /// (pseudonym, reason)
+    pub failures: Vec<(String, String)>,
+    pub audit_records: u64,
+    pub audit_head: Option<String>,
+    pub audit_intact: bool,
+}
+
+async fn counts(
+    state: &StateStore,
+    sql: &'static str,
+    plan_id: &str,
+) -> Result<BTreeMap<String, u64>, StateError> {
+    let rows = sqlx::query(sql)
+        .bind(plan_id)
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the journal"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get::<Option<String>, _>(0).unwrap_or_default(),
+                r.get::<i64, _>(1) as u64,
+            )
+        })
+        .collect())
+}
+
+pub async fn build(
+    config: &Config,
+    state: &StateStore,
+    plan_id: Option<&str>,
+) -> Result<Report, StateError> {
+    let stored = plan::load(state, plan_id).await?;
+    let id = stored.id.as_str();
+    let cases = counts(
+        state,
+        "SELECT status, count(*) FROM plan_cases WHERE plan_id = ? GROUP BY status",
+        id,
+    )
+    .await?;
+    let objects = counts(
+        state,
+        "SELECT status, count(*) FROM plan_objects WHERE plan_id = ? GROUP BY status",
+        id,
+    )
+    .await?;
+    let mut skipped = counts(
+        state,
+        "SELECT reason, count(*) FROM plan_cases WHERE plan_id = ? AND status = 'skipped' GROUP BY reason",
+        id,
+    )
+    .await?;
+    for (reason, n) in counts(
+        state,
+        "SELECT reason, count(*) FROM plan_objects WHERE plan_id = ? AND status = 'skipped' GROUP BY reason",
+        id,
+    )
+    .await?
+    {
+        *skipped.entry(reason).or_default() += n;
+    }
+    let mut deleted: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let rows = sqlx::query(
+        "SELECT c.policy, e.entity_type, count(*) FROM plan_entities e
+         JOIN plan_cases c ON c.plan_id = e.plan_id AND c.case_id = e.case_id
+         WHERE e.plan_id = ? AND e.status = 'deleted' GROUP BY 1, 2",
+    )
+    .bind(id)
+    .fetch_all(state.pool())
+    .await
+    .map_err(q("reading the journal"))?;
+    for r in rows {
+        deleted
+            .entry(r.get(0))
+            .or_default()
+            .insert(r.get(1), r.get::<i64, _>(2) as u64);
+    }
+    let gone: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM plan_entities WHERE plan_id = ? AND status = 'gone'",
+    )
+    .bind(id)
+    .fetch_one(state.pool())
+    .await
+    .map_err(q("reading the journal"))?;
+    let bytes: Option<i64> = sqlx::query_scalar(
+        "SELECT sum(size) FROM plan_objects WHERE plan_id = ? AND status = 'deleted'",
+    )
+    .bind(id)
+    .fetch_one(state.pool())
+    .await
+    .map_err(q("reading the journal"))?;
+    let pseudo = Pseudonymizer::new(config.audit_key.clone());
+    let mut failures = Vec::new();
+    for r in sqlx::query("SELECT root_type, root_key, reason FROM plan_cases WHERE plan_id = ? AND status = 'failed'")
+        .bind(id)
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the journal"))?
+    {
+        failures.push((
+            pseudo.show_entity(&r.get::<String, _>(0), &r.get::<String, _>(1)),
+            r.get::<Option<String>, _>(2).unwrap_or_default(),
+        ));
+    }
+    for r in
+        sqlx::query("SELECT key, reason FROM plan_objects WHERE plan_id = ? AND status = 'failed'")
+            .bind(id)
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the journal"))?
+    {
+        failures.push((
+            pseudo.show_object(&r.get::<String, _>(0)),
+            r.get::<Option<String>, _>(1).unwrap_or_default(),
+        ));
+    }
+    let audit_records: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE plan_id = ?")
+        .bind(id)
+        .fetch_one(state.pool())
+        .await
+        .map_err(q("reading the audit log"))?;
+    let verification = audit::verify(state).await?;
+    Ok(Report {
+        plan: stored.summary.clone(),
+        status: stored.status.clone(),
+        generated_at: jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        cases,
+        deleted,
+        entities_already_gone: gone as u64,
+        objects,
+        bytes_freed: bytes.unwrap_or(0) as u64,
+        skipped,
+        failures,
+        audit_records: audit_records as u64,
+        audit_head: verification.head.clone(),
+        audit_intact: verification.problems.is_empty(),
+    })
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn human_bytes(n: u64) -> String {
+    crate::cli::render::bytes(n)
+}
+
+/// The outlook chart: one bar per month, inline SVG.
+fn chart(months: &BTreeMap<String, u64>) -> String {
+    let (w, h, pad) = (760.0f64, 260.0f64, 36.0f64);
+    let max = months.values().copied().max().unwrap_or(0).max(1) as f64;
+    let n = months.len().max(1) as f64;
+    let slot = (w - 2.0 * pad) / n;
+    let mut bars = String::new();
+    for (i, (month, count)) in months.iter().enumerate() {
+        let bh = (h - 2.0 * pad) * (*count as f64) / max;
+        let x = pad + slot * i as f64 + slot * 0.15;
+        let y = h - pad - bh;
+        bars.push_str(&format!(
+            r##"<rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{bh:.1}" fill="#3b6ea8"><title>{}: {count}</title></rect><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="11">{count}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"##,
+            slot * 0.7,
+            escape(month),
+            x + slot * 0.35,
+            y - 4.0,
+            x + slot * 0.35,
+            h - pad + 14.0,
+            escape(month),
+        ));
+    }
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="cases becoming due per month" width="{w}" height="{h}" viewBox="0 0 {w} {h}"><line x1="{pad}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#555"/>{bars}</svg>"##,
+        y0 = h - pad,
+        x1 = w - pad,
+    )
+}
+
+fn table(head: &[&str], rows: Vec<Vec<String>>) -> String {
+    if rows.is_empty() {
+        return "<p class=\"none\">none</p>".into();
+    }
+    let mut t = String::from("<table><thead><tr>");
+    for h in head {
+        t.push_str(&format!("<th>{}</th>", escape(h)));
+    }
+    t.push_str("</tr></thead><tbody>");
+    for r in rows {
+        t.push_str("<tr>");
+        for c in r {
+            t.push_str(&format!("<td>{}</td>", escape(&c)));
+        }
+        t.push_str("</tr>");
+    }
+    t.push_str("</tbody></table>");
+    t
+}
+
+pub fn html(r: &Report) -> String {
+    let p = &r.plan;
+    let deleted_entities: u64 = r.deleted.values().flat_map(|m| m.values()).sum();
+    let objects_deleted = r.objects.get("deleted").copied().unwrap_or(0);
+    let failed = r.failures.len();
+    let card = |label: &str, value: String| {
+        format!(
+            "<div class=\"card\"><div class=\"v\">{}</div><div class=\"l\">{}</div></div>",
+            escape(&value),
+            escape(label)
+        )
+    };
+    let mut policies = Vec::new();
+    for pol in &p.policies {
+        let kept: Vec<String> = pol.kept.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        policies.push(vec![
+            pol.name.clone(),
+            pol.root.clone(),
+            pol.retain.clone(),
+            pol.basis.clone(),
+            pol.due.to_string(),
+            if kept.is_empty() {
+                "—".into()
+            } else {
+                kept.join(" · ")
+            },
+        ]);
+    }
+    let mut deleted = Vec::new();
+    for (policy, types) in &r.deleted {
+        for (ty, n) in types {
+            deleted.push(vec![policy.clone(), ty.clone(), n.to_string()]);
+        }
+    }
+    let o = &p.objects;
+    let fates = vec![
+        vec![
+            "deleted (linked only to deleted entities)".into(),
+            o.delete.to_string(),
+            human_bytes(o.delete_bytes),
+        ],
+        vec![
+            "deleted as orphans (linked only to absent entities)".into(),
+            o.orphan_delete.to_string(),
+            human_bytes(o.orphan_delete_bytes),
+        ],
+        vec![
+            "orphans still within technical.orphans.retain".into(),
+            o.orphan_young.to_string(),
+            String::new(),
+        ],
+        vec![
+            "shared with a kept entity (kept; to be redacted)".into(),
+            o.shared.to_string(),
+            String::new(),
+        ],
+        vec![
+            "linked to kept entities".into(),
+            o.retained.to_string(),
+            String::new(),
+        ],
+        vec![
+            "unlinked (no rule matched; never deleted)".into(),
+            o.unlinked.to_string(),
+            String::new(),
+        ],
+        vec![
+            "unreadable (never deleted on a content rule)".into(),
+            o.unreadable.to_string(),
+            String::new(),
+        ],
+        vec!["on legal hold".into(), o.held.to_string(), String::new()],
+    ];
+    let skipped: Vec<Vec<String>> = r
+        .skipped
+        .iter()
+        .map(|(k, n)| vec![k.clone(), n.to_string()])
+        .collect();
+    let failures: Vec<Vec<String>> = r
+        .failures
+        .iter()
+        .map(|(w, why)| vec![w.clone(), why.clone()])
+        .collect();
+    let brake = if p.brake.is_empty() {
+        "<p>Mass-delete brake: clear.</p>".to_string()
+    } else {
+        format!(
+            "<p class=\"warn\">Mass-delete brake tripped:</p><ul>{}</ul>",
+            p.brake
+                .iter()
+                .map(|b| format!("<li>{}</li>", escape(b)))
+                .collect::<String>()
+        )
+    };
+    format!(
+        r##"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>lethe erasure report {id}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 62rem; color: #1d2330; padding: 0 1rem; }}
+h1 {{ font-size: 1.6rem; margin-bottom: .2rem; }} h2 {{ font-size: 1.15rem; margin-top: 2rem; border-bottom: 1px solid #ccd; padding-bottom: .2rem; }}
+.meta {{ color: #556; }} .cards {{ display: flex; flex-wrap: wrap; gap: .8rem; margin: 1rem 0; }}
+.card {{ border: 1px solid #ccd; border-radius: 6px; padding: .7rem 1rem; min-width: 9rem; }}
+.card .v {{ font-size: 1.5rem; font-weight: 600; }} .card .l {{ color: #556; font-size: .85rem; }}
+table {{ border-collapse: collapse; width: 100%; font-size: .92rem; }} th, td {{ border-bottom: 1px solid #e3e6ee; padding: .35rem .5rem; text-align: left; vertical-align: top; }}
+th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .none {{ color: #778; }} code {{ font-size: .85rem; word-break: break-all; }}
+</style></head>
+<body>
+<h1>Erasure report</h1>
+<p class="meta">Plan <code>{id}</code> · as of {as_of} · status <b>{status}</b> · generated {generated} · config <code>{config}</code></p>
+<div class="cards">{c1}{c2}{c3}{c4}{c5}</div>
+<h2>Policies: what was due and what was kept, and why</h2>
+{policies}
+<h2>Deleted entities, per policy</h2>
+{deleted}
+<p>{gone} planned entities were already gone from the CRM when applied (reported, not audited as deleted by lethe).</p>
+<h2>Technical objects</h2>
+{fates}
+<h2>Skipped at apply (changed since the plan)</h2>
+{skipped}
+<h2>Failures</h2>
+{failures}
+<h2>Cases becoming due in the next 12 months</h2>
+{chart}
+<h2>Proof</h2>
+<p>{records} audit records for this plan; the audit chain is <b>{intact}</b>. Chain head: <code>{head}</code></p>
+<p>Entities and objects are named in this report only by pseudonym (HMAC-SHA256 with the audit key): <code>lethe audit lookup lead:4711</code> answers for one entity.</p>
+{brake}
+</body></html>
+"##,
+        id = escape(&p.id),
+        as_of = escape(&p.as_of),
+        status = escape(&r.status),
+        generated = escape(&r.generated_at),
+        config = escape(&p.config_hash[..12.min(p.config_hash.len())]),
+        c1 = card(
+            "cases deleted",
+            r.cases.get("done").copied().unwrap_or(0).to_string()
+        ),
+        c2 = card("entities deleted", deleted_entities.to_string()),
+        c3 = card("objects deleted", objects_deleted.to_string()),
+        c4 = card("bytes freed", human_bytes(r.bytes_freed)),
+        c5 = card("failures", failed.to_string()),
+        policies = table(
+            &[
+                "policy",
+                "root",
+                "retain",
+                "legal basis",
+                "due cases",
+                "kept cases, by reason"
+            ],
+            policies
+        ),
+        deleted = table(&["policy", "entity type", "deleted"], deleted),
+        gone = r.entities_already_gone,
+        fates = table(&["fate", "objects", "bytes"], fates),
+        skipped = table(&["reason", "items"], skipped),
+        failures = table(&["item (pseudonym)", "reason"], failures),
+        chart = chart(&p.due_by_month),
+        records = r.audit_records,
+        intact = if r.audit_intact { "intact" } else { "BROKEN" },
+        head = escape(r.audit_head.as_deref().unwrap_or("(empty)")),
+        brake = brake,
+    )
+}
+
+/// A short text form for the terminal.
+pub fn text(r: &Report) -> String {
+    let deleted: u64 = r.deleted.values().flat_map(|m| m.values()).sum();
+    let mut out = format!(
+        "report for plan {} (as of {}, {}): {} cases deleted, {} entities, {} objects ({}), {} skipped, {} failed\n",
+        r.plan.id,
+        r.plan.as_of,
+        r.status,
+        r.cases.get("done").copied().unwrap_or(0),
+        deleted,
+        r.objects.get("deleted").copied().unwrap_or(0),
+        human_bytes(r.bytes_freed),
+        r.skipped.values().sum::<u64>(),
+        r.failures.len()
+    );
+    out.push_str(&format!(
+        "  audit: {} records for this plan, chain {}, head {}\n",
+        r.audit_records,
+        if r.audit_intact { "intact" } else { "BROKEN" },
+        r.audit_head.as_deref().unwrap_or("(empty)")
+    ));
+    let outlook: Vec<String> = r
+        .plan
+        .due_by_month
+        .iter()
+        .map(|(m, n)| format!("{m}: {n}"))
+        .collect();
+    out.push_str(&format!(
+        "  due in the next 12 months: {}\n",
+        outlook.join(", ")
+    ));
+    out
+}
