@@ -262,3 +262,17 @@ pub fn csv_cell(s: &str) -> String {
         s.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_cannot_become_formulas() {
+        for evil in ["=1+1", "+SUM(A1)", "-2", "@cmd", "\tx", "\rx"] {
+            assert!(csv_cell(evil).starts_with('\''), "{evil:?}");
+        }
+        assert_eq!(csv_cell("delete-entity"), "delete-entity");
+        assert_eq!(csv_cell("GDPR Art. 17"), "GDPR Art. 17");
+    }
+}
