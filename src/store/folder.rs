@@ -35,12 +35,17 @@ impl FolderStore {
     }
 
     fn walk(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
+        // Object keys can carry personal data: an error names the depth of
+        // the entry that failed, never its name.
         let list_err = |at: &str, source| StoreError::List {
             store: self.root.display().to_string(),
             at: if at.is_empty() {
                 "the root".into()
             } else {
-                at.to_string()
+                format!(
+                    "an entry {} folder(s) deep",
+                    at.trim_end_matches('/').matches('/').count()
+                )
             },
             source,
         };
