@@ -111,6 +111,22 @@ pub fn parse_as_of(input: &str) -> Result<jiff::Timestamp, String> {
 /// (taken as UTC), or a bare date (midnight UTC).
 pub fn parse_clock_text(text: &str) -> Option<Instant> {
     let t = text.trim();
+    // Epoch seconds (or milliseconds) stored as numbers, cast to text.
+    let body = t.strip_prefix('-').unwrap_or(t);
+    if !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && body.bytes().any(|b| b.is_ascii_digit())
+    {
+        let n: f64 = t.parse().ok()?;
+        if !n.is_finite() {
+            return None;
+        }
+        return Some(if n.abs() > 1e11 {
+            (n / 1000.0) as i64
+        } else {
+            n as i64
+        });
+    }
     if let Ok(ts) = t.parse::<jiff::Timestamp>() {
         return Some(ts.as_second());
     }
@@ -180,5 +196,31 @@ mod tests {
             "RFC 3339 and SQL datetime agree"
         );
         assert_eq!(parse_clock_text("not a date"), None);
+    }
+}
+
+#[cfg(test)]
+mod server_formats {
+    use super::*;
+
+    #[test]
+    fn clocks_as_database_servers_print_them() {
+        let want = parse_clock_text("2024-01-31T10:00:00Z").unwrap();
+        for text in [
+            "2024-01-31 10:00:00+00",     // PostgreSQL timestamptz::text
+            "2024-01-31 11:00:00+01",     // … in another session time zone
+            "2024-01-31 10:00:00",        // timestamp / MySQL DATETIME
+            "2024-01-31 10:00:00.000000", // with fractions
+            "1706695200",                 // epoch seconds
+            "1706695200000",              // epoch milliseconds
+        ] {
+            assert_eq!(parse_clock_text(text), Some(want), "{text}");
+        }
+        assert_eq!(parse_clock_text("2024-01-31").unwrap(), want - 36_000);
+        assert_eq!(
+            parse_clock_text("0000-00-00 00:00:00"),
+            None,
+            "MySQL zero date"
+        );
     }
 }

@@ -163,6 +163,8 @@ fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
 pub struct Config {
     pub file: PathBuf,
     pub crm: CrmUrl,
+    /// PostgreSQL: VACUUM the tables lethe deleted from, after apply.
+    pub crm_vacuum: bool,
     /// In dependency order: every parent type comes before its children.
     pub entities: Vec<EntityType>,
     pub store: StoreUrl,
@@ -774,6 +776,7 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
     Some(Config {
         file: PathBuf::new(),
         crm: crm?,
+        crm_vacuum: raw_crm.vacuum.unwrap_or(false),
         entities,
         store: store?,
         links,

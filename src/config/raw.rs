@@ -29,6 +29,8 @@ pub struct RawApply {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCrm {
     pub url: Option<String>,
+    /// PostgreSQL: run VACUUM on tables with dead rows after apply.
+    pub vacuum: Option<bool>,
     #[serde(default)]
     pub entities: IndexMap<String, RawEntity>,
 }

@@ -7,6 +7,7 @@
 //! caller's re-check approved, children-first, in one transaction per batch.
 
 mod recheck;
+pub mod server;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -148,8 +149,9 @@ pub trait Crm: Send + Sync {
 pub async fn connect(config: &Config) -> Result<Box<dyn Crm>, CrmError> {
     match &config.crm {
         CrmUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteCrm::open(path, false).await?)),
-        CrmUrl::Postgres(_) => Err(CrmError::Unsupported("PostgreSQL")),
-        CrmUrl::Mysql(_) => Err(CrmError::Unsupported("MySQL/MariaDB")),
+        CrmUrl::Postgres(url) | CrmUrl::Mysql(url) => Ok(Box::new(
+            server::ServerCrm::connect(url.expose(), config.crm_vacuum).await?,
+        )),
     }
 }
 

@@ -1,0 +1,459 @@
+//! The CRM on a database server: PostgreSQL and MariaDB/MySQL, through
+//! sqlx's `Any` driver with a small dialect table (identifier quoting,
+//! placeholders, casts). Clocks are read as text (`CAST(… AS TEXT)`), so
+//! every common column type works the same way: timestamptz, timestamp,
+//! datetime, date, ISO text, epoch seconds. Sessions run in UTC.
+//!
+//! The deleting transaction locks what it re-checks (`SELECT … FOR UPDATE`),
+//! so nothing changes between the re-check and the delete; a child inserted
+//! meanwhile waits for the lock and then fails its foreign key.
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, TypeInfo, ValueRef};
+
+use super::recheck::{self, TxnOps};
+use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput};
+use crate::config::EntityType;
+use crate::model::{EntityKey, parse_clock_text};
+
+const CHUNK: usize = 500;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    MySql,
+}
+
+impl Dialect {
+    fn quote(self, name: &str) -> String {
+        name.split('.')
+            .map(|p| match self {
+                Dialect::Postgres => format!("\"{}\"", p.replace('"', "\"\"")),
+                Dialect::MySql => format!("`{}`", p.replace('`', "``")),
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    fn text(self, expr: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("CAST({expr} AS TEXT)"),
+            Dialect::MySql => format!("CAST({expr} AS CHAR)"),
+        }
+    }
+
+    /// Placeholders for `n` values starting at parameter `first` (1-based).
+    fn params(self, first: usize, n: usize) -> String {
+        (first..first + n)
+            .map(|i| match self {
+                Dialect::Postgres => format!("${i}"),
+                Dialect::MySql => "?".to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "postgres",
+            Dialect::MySql => "mysql",
+        }
+    }
+}
+
+pub struct ServerCrm {
+    pool: AnyPool,
+    dialect: Dialect,
+    vacuum: bool,
+}
+
+impl ServerCrm {
+    /// Connects; `url` is postgres://… or mysql://… (mariadb:// is taken as mysql://).
+    pub async fn connect(url: &str, vacuum: bool) -> Result<ServerCrm, CrmError> {
+        sqlx::any::install_default_drivers();
+        let (dialect, url) = if url.starts_with("postgres") {
+            (Dialect::Postgres, url.to_string())
+        } else {
+            (Dialect::MySql, url.replacen("mariadb://", "mysql://", 1))
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(4)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let sql = match dialect {
+                        Dialect::Postgres => "SET TIME ZONE 'UTC'",
+                        Dialect::MySql => "SET time_zone = '+00:00'",
+                    };
+                    conn.execute(sql).await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .map_err(|source| CrmError::Connect {
+                target: format!("{} server (URL in [crm] url)", dialect.name()),
+                source,
+            })?;
+        Ok(ServerCrm {
+            pool,
+            dialect,
+            vacuum,
+        })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    fn select_list(&self, et: &EntityType, extra: Option<&str>) -> String {
+        let d = self.dialect;
+        let mut cols = vec![d.quote(&et.key)];
+        cols.extend(et.clock.iter().map(|c| d.text(&d.quote(c))));
+        cols.extend(et.parents.iter().map(|(_, c)| d.quote(c)));
+        if let Some(e) = extra {
+            cols.push(d.quote(e));
+        }
+        cols.join(", ")
+    }
+}
+
+fn key_at(row: &AnyRow, i: usize) -> Option<EntityKey> {
+    let raw = row.try_get_raw(i).ok()?;
+    if raw.is_null() {
+        return None;
+    }
+    let kind = raw.type_info().name().to_ascii_uppercase();
+    match kind.as_str() {
+        "SMALLINT" | "INTEGER" | "BIGINT" | "INT2" | "INT4" | "INT8" => row
+            .try_get::<i64, _>(i)
+            .ok()
+            .or_else(|| row.try_get::<i32, _>(i).ok().map(i64::from))
+            .or_else(|| row.try_get::<i16, _>(i).ok().map(i64::from))
+            .map(EntityKey::Int),
+        "TEXT" => row.try_get::<String, _>(i).ok().map(EntityKey::Text),
+        _ => row
+            .try_get::<i64, _>(i)
+            .ok()
+            .map(EntityKey::Int)
+            .or_else(|| row.try_get::<String, _>(i).ok().map(EntityKey::Text)),
+    }
+}
+
+fn entity_row(et: &EntityType, row: &AnyRow) -> Option<EntityRow> {
+    let key = key_at(row, 0)?;
+    let mut clock = None;
+    let mut clock_unreadable = false;
+    for i in 1..=et.clock.len() {
+        match row.try_get::<Option<String>, _>(i) {
+            Ok(None) => continue,
+            Ok(Some(text)) => {
+                clock = parse_clock_text(&text);
+                clock_unreadable = clock.is_none();
+                break;
+            }
+            Err(_) => {
+                clock_unreadable = true;
+                break;
+            }
+        }
+    }
+    let base = 1 + et.clock.len();
+    let parents = (0..et.parents.len())
+        .map(|i| key_at(row, base + i))
+        .collect();
+    Some(EntityRow {
+        key,
+        clock,
+        clock_unreadable,
+        parents,
+    })
+}
+
+fn bind_keys<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    keys: &[EntityKey],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for k in keys {
+        q = match k {
+            EntityKey::Int(i) => q.bind(*i),
+            EntityKey::Text(s) => q.bind(s.clone()),
+        };
+    }
+    q
+}
+
+#[async_trait]
+impl Crm for ServerCrm {
+    fn kind(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    async fn check(&self, entities: &[EntityType]) -> Result<(), CrmError> {
+        for et in entities {
+            let sql = format!(
+                "SELECT {} FROM {} LIMIT 1",
+                self.select_list(et, None),
+                self.dialect.quote(&et.table)
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+        }
+        Ok(())
+    }
+
+    async fn scan(
+        &self,
+        et: &EntityType,
+        sink: &mut (dyn FnMut(EntityRow) + Send),
+    ) -> Result<u64, CrmError> {
+        let sql = format!(
+            "SELECT {} FROM {}",
+            self.select_list(et, None),
+            self.dialect.quote(&et.table)
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        let mut n = 0;
+        while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
+            if let Some(r) = entity_row(et, &row) {
+                sink(r);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    async fn matching(
+        &self,
+        et: &EntityType,
+        condition: &str,
+        sink: &mut (dyn FnMut(EntityKey) + Send),
+    ) -> Result<(), CrmError> {
+        let d = self.dialect;
+        let sql = format!(
+            "SELECT {} FROM {} WHERE ({condition})",
+            d.quote(&et.key),
+            d.quote(&et.table)
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
+            if let Some(k) = key_at(&row, 0) {
+                sink(k);
+            }
+        }
+        Ok(())
+    }
+
+    async fn column_values(
+        &self,
+        et: &EntityType,
+        column: &str,
+        sink: &mut (dyn FnMut(EntityKey, String) + Send),
+    ) -> Result<(), CrmError> {
+        let d = self.dialect;
+        let c = d.quote(column);
+        let sql = format!(
+            "SELECT {}, {} FROM {} WHERE {c} IS NOT NULL",
+            d.quote(&et.key),
+            d.text(&c),
+            d.quote(&et.table)
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
+            if let (Some(k), Ok(v)) = (key_at(&row, 0), row.try_get::<String, _>(1)) {
+                sink(k, v);
+            }
+        }
+        Ok(())
+    }
+
+    async fn existing(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<EntityKey>, CrmError> {
+        let d = self.dialect;
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            // Typed binds: an integer key column is compared with integers.
+            let (ints, texts): (Vec<EntityKey>, Vec<EntityKey>) = chunk
+                .iter()
+                .cloned()
+                .partition(|k| matches!(k, EntityKey::Int(_)));
+            for part in [ints, texts] {
+                if part.is_empty() {
+                    continue;
+                }
+                let sql = format!(
+                    "SELECT {k} FROM {t} WHERE {k} IN ({})",
+                    d.params(1, part.len()),
+                    k = d.quote(&et.key),
+                    t = d.quote(&et.table)
+                );
+                match bind_keys(sqlx::query(AssertSqlSafe(sql)), &part)
+                    .fetch_all(&self.pool)
+                    .await
+                {
+                    Ok(rows) => out.extend(rows.iter().filter_map(|r| key_at(r, 0))),
+                    // Text probes of an integer column: PostgreSQL refuses
+                    // the comparison; such keys cannot exist there.
+                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {}
+                    Err(e) => return Err(CrmError::query(et, e)),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_cases(
+        &self,
+        input: &RecheckInput,
+        decide: &(dyn for<'c> Fn(&'c CaseNow) -> Decision + Sync),
+    ) -> Result<BatchOutcome, CrmError> {
+        let mut tx = self.pool.begin().await.map_err(CrmError::Transaction)?;
+        let mut ops = Txn {
+            conn: &mut tx,
+            dialect: self.dialect,
+        };
+        let outcome = recheck::run(&mut ops, input, decide).await?;
+        tx.commit().await.map_err(CrmError::Transaction)?;
+        Ok(outcome)
+    }
+
+    async fn after_apply(&self) -> Result<Vec<String>, CrmError> {
+        match self.dialect {
+            Dialect::Postgres => {
+                let rows = sqlx::query(
+                    "SELECT CAST(relname AS TEXT), CAST(n_dead_tup AS BIGINT) FROM pg_stat_user_tables WHERE n_dead_tup > 0 ORDER BY relname",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(CrmError::Transaction)?;
+                let dead: Vec<String> = rows
+                    .iter()
+                    .map(|r| format!("{} ({} dead rows)", r.get::<String, _>(0), r.get::<i64, _>(1)))
+                    .collect();
+                let mut notes = Vec::new();
+                if dead.is_empty() {
+                    notes.push("postgres: no table holds dead rows".to_string());
+                } else if self.vacuum {
+                    for r in &rows {
+                        let table: String = r.get(0);
+                        sqlx::query(AssertSqlSafe(format!("VACUUM {}", self.dialect.quote(&table))))
+                            .execute(&self.pool)
+                            .await
+                            .map_err(CrmError::Transaction)?;
+                    }
+                    notes.push(format!("postgres: VACUUM run on {}", dead.join(", ")));
+                } else {
+                    notes.push(format!(
+                        "postgres: deleted rows stay on disk until VACUUM: {}; set [crm] vacuum = true to run it after apply",
+                        dead.join(", ")
+                    ));
+                }
+                Ok(notes)
+            }
+            Dialect::MySql => Ok(vec![
+                "mysql: InnoDB purges deleted rows in the background; OPTIMIZE TABLE reclaims their pages".into(),
+            ]),
+        }
+    }
+}
+
+struct Txn<'c> {
+    conn: &'c mut sqlx::Transaction<'static, sqlx::Any>,
+    dialect: Dialect,
+}
+
+#[async_trait]
+impl TxnOps for Txn<'_> {
+    async fn rows_where_in(
+        &mut self,
+        et: &EntityType,
+        column: &str,
+        values: &[EntityKey],
+    ) -> Result<Vec<(EntityRow, Option<EntityKey>)>, CrmError> {
+        let d = self.dialect;
+        let extra_at = 1 + et.clock.len() + et.parents.len();
+        let mut out = Vec::new();
+        let (ints, texts): (Vec<EntityKey>, Vec<EntityKey>) = values
+            .iter()
+            .cloned()
+            .partition(|k| matches!(k, EntityKey::Int(_)));
+        for part in [ints, texts] {
+            for chunk in part.chunks(CHUNK) {
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE {} IN ({}) FOR UPDATE",
+                    // The select list quotes; the column is selected again
+                    // to know which value matched.
+                    {
+                        let mut cols = vec![d.quote(&et.key)];
+                        cols.extend(et.clock.iter().map(|c| d.text(&d.quote(c))));
+                        cols.extend(et.parents.iter().map(|(_, c)| d.quote(c)));
+                        cols.push(d.quote(column));
+                        cols.join(", ")
+                    },
+                    d.quote(&et.table),
+                    d.quote(column),
+                    d.params(1, chunk.len())
+                );
+                let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                    .fetch_all(&mut **self.conn)
+                    .await
+                    .map_err(|e| CrmError::query(et, e))?;
+                for row in &rows {
+                    if let Some(r) = entity_row(et, row) {
+                        out.push((r, key_at(row, extra_at)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn keys_matching(
+        &mut self,
+        et: &EntityType,
+        condition: &str,
+        keys: &[EntityKey],
+    ) -> Result<Vec<EntityKey>, CrmError> {
+        let d = self.dialect;
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {k} FROM {t} WHERE {k} IN ({}) AND ({condition})",
+                d.params(1, chunk.len()),
+                k = d.quote(&et.key),
+                t = d.quote(&et.table)
+            );
+            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .fetch_all(&mut **self.conn)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+            out.extend(rows.iter().filter_map(|r| key_at(r, 0)));
+        }
+        Ok(out)
+    }
+
+    async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError> {
+        let d = self.dialect;
+        let mut n = 0;
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM {} WHERE {} IN ({})",
+                d.quote(&et.table),
+                d.quote(&et.key),
+                d.params(1, chunk.len())
+            );
+            n += bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .execute(&mut **self.conn)
+                .await
+                .map_err(|e| CrmError::query(et, e))?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+}
