@@ -425,7 +425,7 @@ pub async fn make_plan(
             .map_err(q("writing the plan"))?;
     }
 
-    s.brake = brake(config, state, &s, &counts, &graph.types, &mut tx).await?;
+    s.brake = brake(config, &s, &counts, &graph.types, &mut tx).await?;
     s.digest = hex::encode(digest.finalize());
     s.seconds = started.elapsed().as_secs_f64();
     let summary_json = serde_json::to_string(&s).unwrap_or_default();
@@ -479,7 +479,6 @@ pub fn due_by_month(
 /// `--allow-mass-delete`.
 async fn brake(
     config: &Config,
-    _state: &StateStore,
     s: &PlanSummary,
     counts: &[u64],
     types: &[String],
