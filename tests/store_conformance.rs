@@ -1,0 +1,163 @@
+//! One conformance suite for every technical store: the same cases, run
+//! against each backend (folder, memory; S3 and Azure Blob join here when
+//! they land). Deleting what is already gone is `AlreadyGone`, never an
+//! error; keys that are not plain relative paths are refused.
+
+use lethe::store::folder::FolderStore;
+use lethe::store::memory::MemoryStore;
+use lethe::store::{DeleteOutcome, Listed, TechnicalStore};
+
+/// A store under test and a way to put objects into it.
+struct Subject {
+    name: &'static str,
+    store: Box<dyn TechnicalStore>,
+    put: Box<dyn Fn(&str, &[u8])>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn folder() -> Subject {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    Subject {
+        name: "folder",
+        store: Box::new(FolderStore::open(&root).unwrap()),
+        put: Box::new(move |key, content| {
+            let path = root.join(key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }),
+        _tmp: Some(tmp),
+    }
+}
+
+fn memory() -> Subject {
+    let store = std::sync::Arc::new(MemoryStore::default());
+    let handle = store.clone();
+    struct Shared(std::sync::Arc<MemoryStore>);
+    #[async_trait::async_trait]
+    impl TechnicalStore for Shared {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        async fn check(&self) -> Result<Vec<String>, lethe::store::StoreError> {
+            self.0.check().await
+        }
+        async fn list(
+            &self,
+            sink: &mut (dyn FnMut(Listed) + Send),
+        ) -> Result<u64, lethe::store::StoreError> {
+            self.0.list(sink).await
+        }
+        async fn read(
+            &self,
+            key: &str,
+        ) -> Result<Box<dyn std::io::Read + Send>, lethe::store::StoreError> {
+            self.0.read(key).await
+        }
+        async fn head(
+            &self,
+            key: &str,
+        ) -> Result<Option<lethe::store::ObjectMeta>, lethe::store::StoreError> {
+            self.0.head(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<DeleteOutcome, lethe::store::StoreError> {
+            self.0.delete(key).await
+        }
+    }
+    Subject {
+        name: "memory",
+        store: Box::new(Shared(store)),
+        put: Box::new(move |key, content| handle.put(key, content.to_vec(), 1_700_000_000)),
+        _tmp: None,
+    }
+}
+
+fn subjects() -> Vec<Subject> {
+    vec![folder(), memory()]
+}
+
+async fn keys(store: &dyn TechnicalStore) -> Vec<String> {
+    let mut out = Vec::new();
+    store
+        .list(&mut |l| {
+            if let Listed::Object(m) = l {
+                out.push(m.key);
+            }
+        })
+        .await
+        .unwrap();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_read_head_delete() {
+    for s in subjects() {
+        let n = s.name;
+        (s.put)("inbound/1/lead.json", br#"{"id": 1}"#);
+        (s.put)("inbound/2/lead.json", br#"{"id": 2}"#);
+        (s.put)("quotes/2024/Angebot Müller.xml", b"<Q/>");
+        assert_eq!(
+            keys(s.store.as_ref()).await,
+            vec![
+                "inbound/1/lead.json",
+                "inbound/2/lead.json",
+                "quotes/2024/Angebot Müller.xml"
+            ],
+            "{n}"
+        );
+        let meta = s.store.head("inbound/1/lead.json").await.unwrap().expect(n);
+        assert_eq!(meta.size, 9, "{n}");
+        assert!(
+            meta.modified.is_some(),
+            "{n}: a store must date its objects"
+        );
+        let mut text = String::new();
+        s.store
+            .read("quotes/2024/Angebot Müller.xml")
+            .await
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "<Q/>", "{n}");
+        assert_eq!(s.store.head("missing.json").await.unwrap(), None, "{n}");
+
+        assert_eq!(
+            s.store.delete("inbound/1/lead.json").await.unwrap(),
+            DeleteOutcome::Deleted,
+            "{n}"
+        );
+        // Deleting what is already gone is Ok, and says so.
+        assert_eq!(
+            s.store.delete("inbound/1/lead.json").await.unwrap(),
+            DeleteOutcome::AlreadyGone,
+            "{n}"
+        );
+        assert_eq!(
+            s.store.delete("never/was.json").await.unwrap(),
+            DeleteOutcome::AlreadyGone,
+            "{n}"
+        );
+        assert_eq!(
+            keys(s.store.as_ref()).await,
+            vec!["inbound/2/lead.json", "quotes/2024/Angebot Müller.xml"],
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_are_not_plain_relative_paths_are_refused() {
+    for s in subjects() {
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b"] {
+            assert!(
+                s.store.delete(bad).await.is_err(),
+                "{}: delete {bad:?}",
+                s.name
+            );
+            assert!(s.store.read(bad).await.is_err(), "{}: read {bad:?}", s.name);
+        }
+    }
+}
+
+use std::io::Read;
