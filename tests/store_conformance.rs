@@ -7,11 +7,14 @@ use lethe::store::folder::FolderStore;
 use lethe::store::memory::MemoryStore;
 use lethe::store::{DeleteOutcome, Listed, TechnicalStore};
 
+/// Puts an object into a store behind its back (as an integration would).
+type Put = Box<dyn Fn(&str, &[u8])>;
+
 /// A store under test and a way to put objects into it.
 struct Subject {
     name: &'static str,
     store: Box<dyn TechnicalStore>,
-    put: Box<dyn Fn(&str, &[u8])>,
+    put: Put,
     _tmp: Option<tempfile::TempDir>,
 }
 
