@@ -170,9 +170,15 @@ async fn crm_faults_retry_or_fail_the_batch() {
         "only orphans go"
     );
     assert!(report.failures.iter().all(|(who, _)| who.contains(":~")));
+    // Their objects could not be judged: failed too, retried with them.
+    assert_eq!(report.objects_failed, planned.objects.delete);
     w.crm.faults().refuse = false;
     let again = w.apply().await.unwrap();
     assert_eq!(again.cases_done, planned.cases);
+    assert_eq!(
+        again.objects_deleted, planned.objects.delete,
+        "no payload of a deleted case left behind"
+    );
     assert!(!again.failed());
 }
 

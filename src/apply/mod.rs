@@ -669,33 +669,44 @@ impl Ctx<'_> {
         // Decide per object, then journal intent for the ones going ahead.
         let mut go = Vec::new();
         let mut skips: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut retries: Vec<(&PlannedObject, String)> = Vec::new();
         for o in objects {
+            // Skip: the world changed, the object stays. Retry: it cannot be
+            // judged now (a linked case failed, the CRM did not answer); it is
+            // marked failed, and the next apply tries it again.
+            enum Wait {
+                Skip(String),
+                Retry(String),
+            }
             let reason = if holds.holds(&o.key) {
-                Some("changed since plan: on hold".to_string())
+                Some(Wait::Skip("changed since plan: on hold".to_string()))
             } else if let Some(now) = links.get(&o.key) {
                 if index::links_digest(now) != o.links {
-                    Some("changed since plan: its links changed".to_string())
+                    Some(Wait::Skip(
+                        "changed since plan: its links changed".to_string(),
+                    ))
                 } else if let Some(e) = &recheck_error {
-                    Some(format!("could not re-check its links: {e}"))
+                    Some(Wait::Retry(format!("could not re-check its links: {e}")))
                 } else {
-                    now.iter()
-                        .find_map(|t| match statuses.get(t).map(String::as_str) {
-                            Some("deleted") | Some("gone") => None,
-                            Some(_) => {
-                                Some("changed since plan: a linked case was kept".to_string())
-                            }
-                            None if present.contains(t) => Some(
-                                "changed since plan: a linked entity exists in the CRM".to_string(),
-                            ),
-                            None => None,
-                        })
+                    now.iter().find_map(|t| match statuses.get(t).map(String::as_str) {
+                        Some("deleted") | Some("gone") => None,
+                        Some("skipped") => Some(Wait::Skip("changed since plan: a linked case was kept".to_string())),
+                        Some(_) => Some(Wait::Retry(
+                            "a linked case was not deleted in this run (it failed); retried by the next apply".to_string(),
+                        )),
+                        None if present.contains(t) => Some(Wait::Skip(
+                            "changed since plan: a linked entity exists in the CRM".to_string(),
+                        )),
+                        None => None,
+                    })
                 }
             } else {
                 // Left the index: gone from the store at the last index run.
                 None
             };
             match reason {
-                Some(r) => skips.entry(r).or_default().push(o.item),
+                Some(Wait::Skip(r)) => skips.entry(r).or_default().push(o.item),
+                Some(Wait::Retry(r)) => retries.push((o, r)),
                 None => go.push(o),
             }
         }
@@ -711,6 +722,19 @@ impl Ctx<'_> {
             .await?;
             report.objects_skipped += items.len() as u64;
             *report.skipped_reasons.entry(reason.clone()).or_default() += items.len() as u64;
+        }
+        for (o, reason) in &retries {
+            sqlx::query("UPDATE plan_objects SET status = 'failed', reason = ? WHERE plan_id = ? AND item = ?")
+                .bind(reason)
+                .bind(self.plan_id)
+                .bind(o.item)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("journaling"))?;
+            report.objects_failed += 1;
+            report
+                .failures
+                .push((self.pseudo.show_object(&o.key), reason.clone()));
         }
         let going: Vec<i64> = go.iter().map(|o| o.item).collect();
         exec_in(
