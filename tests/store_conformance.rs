@@ -5,6 +5,7 @@
 
 use lethe::store::folder::FolderStore;
 use lethe::store::memory::MemoryStore;
+use lethe::store::s3::S3Store;
 use lethe::store::{DeleteOutcome, Listed, TechnicalStore};
 
 /// Puts an object into a store behind its back (as an integration would).
@@ -75,8 +76,49 @@ fn memory() -> Subject {
     }
 }
 
+/// An S3-compatible server on loopback (s3s-fs, started by .ci/run):
+/// LETHE_TEST_S3_ENDPOINT, bucket `lethe-test`, credentials in
+/// LETHE_TEST_S3_KEY / LETHE_TEST_S3_SECRET. Each subject gets its own prefix.
+fn s3() -> Option<Subject> {
+    let endpoint = match std::env::var("LETHE_TEST_S3_ENDPOINT") {
+        Ok(e) if !e.is_empty() => e,
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "LETHE_TEST_S3_ENDPOINT must be set under CI=true"
+            );
+            eprintln!("LETHE_TEST_S3_ENDPOINT not set: S3 is not tested here");
+            return None;
+        }
+    };
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let location = format!(
+        "lethe-test/run-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let key = std::env::var("LETHE_TEST_S3_KEY").unwrap_or_default();
+    let secret = std::env::var("LETHE_TEST_S3_SECRET").unwrap_or_default();
+    let open = || S3Store::open_at(&location, &endpoint, &key, &secret).unwrap();
+    let writer = open();
+    Some(Subject {
+        name: "s3",
+        store: Box::new(open()),
+        put: Box::new(move |k, content| {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(writer.put(k, content.to_vec()))
+                    .unwrap()
+            })
+        }),
+        _tmp: None,
+    })
+}
+
 fn subjects() -> Vec<Subject> {
-    vec![folder(), memory()]
+    let mut all = vec![folder(), memory()];
+    all.extend(s3());
+    all
 }
 
 async fn keys(store: &dyn TechnicalStore) -> Vec<String> {

@@ -6,6 +6,7 @@
 pub mod faulty;
 pub mod folder;
 pub mod memory;
+pub mod s3;
 
 use std::io::Read;
 
@@ -127,7 +128,7 @@ pub fn open(config: &Config) -> Result<Box<dyn TechnicalStore>, StoreError> {
     match &config.store {
         StoreUrl::Folder(path) => Ok(Box::new(folder::FolderStore::open(path)?)),
         StoreUrl::Memory => Ok(Box::new(memory::MemoryStore::default())),
-        StoreUrl::S3(_) => Err(StoreError::Unsupported("S3")),
+        StoreUrl::S3(location) => Ok(Box::new(s3::S3Store::open(location)?)),
         StoreUrl::Azure(_) => Err(StoreError::Unsupported("Azure Blob")),
     }
 }

@@ -1,0 +1,238 @@
+//! S3 (and S3-compatible servers) as a technical store, through
+//! object_store. `s3://bucket/prefix`; credentials, region and endpoint
+//! come from the standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+//! `AWS_ALLOW_HTTP` for a loopback test server) and are never printed.
+//!
+//! S3 answers a delete of a missing key with success, so `delete` asks
+//! first: a key that is not there is `AlreadyGone`, and only a key that was
+//! there is `Deleted`. Versioned buckets keep older versions: `check` says
+//! plainly that lethe deletes the current version only (so far).
+
+use std::io::Read;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
+
+pub struct S3Store {
+    inner: AmazonS3,
+    bucket: String,
+    prefix: String,
+    /// `prefix` as a path, checked when the store was opened.
+    prefix_path: Option<Path>,
+}
+
+fn io(op: &'static str, e: object_store::Error) -> StoreError {
+    let kind = match &e {
+        object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
+        object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => std::io::ErrorKind::PermissionDenied,
+        object_store::Error::Precondition { .. } | object_store::Error::NotSupported { .. } => {
+            std::io::ErrorKind::InvalidInput
+        }
+        // Network trouble, throttling, 5xx: worth a retry.
+        _ => std::io::ErrorKind::TimedOut,
+    };
+    StoreError::Io {
+        op,
+        source: std::io::Error::new(kind, e.to_string()),
+    }
+}
+
+impl S3Store {
+    /// `location` is `bucket/prefix` (the part after `s3://`); the rest
+    /// comes from the environment.
+    pub fn open(location: &str) -> Result<S3Store, StoreError> {
+        let mut builder = AmazonS3Builder::from_env();
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+            builder = builder.with_endpoint(endpoint);
+        }
+        Self::build(location, builder)
+    }
+
+    /// An S3-compatible server at `endpoint` (plain HTTP allowed), with
+    /// explicit credentials: for tests against a loopback server.
+    pub fn open_at(
+        location: &str,
+        endpoint: &str,
+        access_key: &str,
+        secret: &str,
+    ) -> Result<S3Store, StoreError> {
+        let builder = AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id(access_key)
+            .with_secret_access_key(secret);
+        Self::build(location, builder)
+    }
+
+    fn build(location: &str, builder: AmazonS3Builder) -> Result<S3Store, StoreError> {
+        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+        let prefix = prefix.trim_matches('/');
+        // A prefix that does not parse must not silently become the whole bucket.
+        let prefix_path = if prefix.is_empty() {
+            None
+        } else {
+            Some(Path::parse(prefix).map_err(|_| StoreError::Open {
+                store: format!("s3://{bucket}"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the prefix is not a valid object path",
+                ),
+            })?)
+        };
+        let builder = builder.with_bucket_name(bucket);
+        let inner = builder.build().map_err(|e| StoreError::Open {
+            store: format!("s3://{bucket}"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(S3Store {
+            inner,
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            prefix_path,
+        })
+    }
+
+    /// The object's path, exactly as the key says: `Path::parse` keeps
+    /// spaces and non-ASCII as they are (`Path::from` would percent-encode
+    /// them into a different S3 key).
+    fn path(&self, key: &str) -> Result<Path, StoreError> {
+        validate_key(key)?;
+        let full = if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}/{key}", self.prefix)
+        };
+        Path::parse(&full).map_err(|_| StoreError::InvalidKey {
+            reason: "not a valid object path",
+        })
+    }
+
+    fn key_of_path(&self, path: &Path) -> String {
+        let full = path.as_ref();
+        if self.prefix.is_empty() {
+            full.to_string()
+        } else {
+            full.strip_prefix(&format!("{}/", self.prefix))
+                .unwrap_or(full)
+                .to_string()
+        }
+    }
+
+    /// Writes an object (tests and tooling; lethe itself never writes).
+    pub async fn put(&self, key: &str, content: Vec<u8>) -> Result<(), StoreError> {
+        self.inner
+            .put(&self.path(key)?, content.into())
+            .await
+            .map_err(|e| io("put", e))?;
+        Ok(())
+    }
+
+    fn meta(&self, m: &object_store::ObjectMeta) -> ObjectMeta {
+        ObjectMeta {
+            key: self.key_of_path(&m.location),
+            size: m.size,
+            modified: Some(m.last_modified.timestamp()),
+            etag: m.e_tag.clone(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl TechnicalStore for S3Store {
+    fn describe(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+
+    async fn check(&self) -> Result<Vec<String>, StoreError> {
+        self.inner
+            .list_with_delimiter(self.prefix_path.as_ref())
+            .await
+            .map_err(|source| StoreError::Open {
+                store: self.describe(),
+                source: std::io::Error::other(source.to_string()),
+            })?;
+        Ok(vec![
+            format!("{}: listable", self.describe()),
+            "s3: lethe deletes the current version of each object; in a versioned bucket older versions and delete markers remain until a lifecycle rule expires them".into(),
+        ])
+    }
+
+    async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
+        let mut stream = self.inner.list(self.prefix_path.as_ref());
+        let mut n = 0;
+        while let Some(m) = stream.try_next().await.map_err(|e| StoreError::List {
+            store: self.describe(),
+            at: format!("after {n} objects"),
+            source: std::io::Error::other(e.to_string()),
+        })? {
+            sink(Listed::Object(self.meta(&m)));
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn read(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
+        let got = self
+            .inner
+            .get(&self.path(key)?)
+            .await
+            .map_err(|e| io("open", e))?;
+        // Small objects in memory; larger ones spill to a temporary file, so
+        // that reading costs bounded memory either way.
+        if got.meta.size <= crate::index::extract::SLURP_MAX {
+            let bytes = got.bytes().await.map_err(|e| io("read", e))?;
+            return Ok(Box::new(std::io::Cursor::new(bytes)));
+        }
+        let mut file = tempfile::tempfile().map_err(|source| StoreError::Io {
+            op: "spill",
+            source,
+        })?;
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| io("read", e))? {
+            std::io::Write::write_all(&mut file, &chunk).map_err(|source| StoreError::Io {
+                op: "spill",
+                source,
+            })?;
+        }
+        std::io::Seek::rewind(&mut file).map_err(|source| StoreError::Io {
+            op: "spill",
+            source,
+        })?;
+        Ok(Box::new(file))
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        match self.inner.head(&self.path(key)?).await {
+            Ok(m) => Ok(Some(self.meta(&m))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(io("head", e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
+        let path = self.path(key)?;
+        match self.inner.head(&path).await {
+            Err(object_store::Error::NotFound { .. }) => return Ok(DeleteOutcome::AlreadyGone),
+            Err(e) => return Err(io("head", e)),
+            Ok(_) => {}
+        }
+        self.inner
+            .delete(&path)
+            .await
+            .map_err(|e| io("delete", e))?;
+        Ok(DeleteOutcome::Deleted)
+    }
+}
