@@ -3,9 +3,9 @@
 //! they land). Deleting what is already gone is `AlreadyGone`, never an
 //! error; keys that are not plain relative paths are refused.
 
+use lethe::store::cloud::CloudStore;
 use lethe::store::folder::FolderStore;
 use lethe::store::memory::MemoryStore;
-use lethe::store::s3::S3Store;
 use lethe::store::{DeleteOutcome, Listed, TechnicalStore};
 
 /// Puts an object into a store behind its back (as an integration would).
@@ -99,7 +99,7 @@ fn s3() -> Option<Subject> {
     );
     let key = std::env::var("LETHE_TEST_S3_KEY").unwrap_or_default();
     let secret = std::env::var("LETHE_TEST_S3_SECRET").unwrap_or_default();
-    let open = || S3Store::open_at(&location, &endpoint, &key, &secret).unwrap();
+    let open = || CloudStore::s3_at(&location, &endpoint, &key, &secret).unwrap();
     let writer = open();
     Some(Subject {
         name: "s3",
@@ -115,9 +115,42 @@ fn s3() -> Option<Subject> {
     })
 }
 
+/// Azure Blob in Azurite on loopback (started by .ci/run, container
+/// `lethe-test`): LETHE_TEST_AZURITE=1.
+fn azure() -> Option<Subject> {
+    if std::env::var("LETHE_TEST_AZURITE").as_deref() != Ok("1") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "LETHE_TEST_AZURITE must be set under CI=true"
+        );
+        eprintln!("LETHE_TEST_AZURITE not set: Azure Blob is not tested here");
+        return None;
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let location = format!(
+        "lethe-test/run-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let writer = CloudStore::azurite(&location).unwrap();
+    Some(Subject {
+        name: "azure",
+        store: Box::new(CloudStore::azurite(&location).unwrap()),
+        put: Box::new(move |k, content| {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(writer.put(k, content.to_vec()))
+                    .unwrap()
+            })
+        }),
+        _tmp: None,
+    })
+}
+
 fn subjects() -> Vec<Subject> {
     let mut all = vec![folder(), memory()];
     all.extend(s3());
+    all.extend(azure());
     all
 }
 

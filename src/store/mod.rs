@@ -3,10 +3,10 @@
 //! same trait. Backends disagree on deleting a missing object; the trait
 //! normalises that once: `delete` answers `AlreadyGone`, never an error.
 
+pub mod cloud;
 pub mod faulty;
 pub mod folder;
 pub mod memory;
-pub mod s3;
 
 use std::io::Read;
 
@@ -128,8 +128,8 @@ pub fn open(config: &Config) -> Result<Box<dyn TechnicalStore>, StoreError> {
     match &config.store {
         StoreUrl::Folder(path) => Ok(Box::new(folder::FolderStore::open(path)?)),
         StoreUrl::Memory => Ok(Box::new(memory::MemoryStore::default())),
-        StoreUrl::S3(location) => Ok(Box::new(s3::S3Store::open(location)?)),
-        StoreUrl::Azure(_) => Err(StoreError::Unsupported("Azure Blob")),
+        StoreUrl::S3(location) => Ok(Box::new(cloud::CloudStore::s3(location)?)),
+        StoreUrl::Azure(location) => Ok(Box::new(cloud::CloudStore::azure(location)?)),
     }
 }
 

@@ -1,30 +1,43 @@
-//! S3 (and S3-compatible servers) as a technical store, through
-//! object_store. `s3://bucket/prefix`; credentials, region and endpoint
-//! come from the standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
-//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
-//! `AWS_ALLOW_HTTP` for a loopback test server) and are never printed.
+//! Object storage as a technical store, through object_store: S3 (and
+//! S3-compatible servers) as `s3://bucket/prefix`, Azure Blob as
+//! `az://container/prefix`. Credentials, region and endpoints come from the
+//! providers' standard environment variables (`AWS_*`, `AZURE_STORAGE_*`)
+//! and are never printed.
 //!
-//! S3 answers a delete of a missing key with success, so `delete` asks
-//! first: a key that is not there is `AlreadyGone`, and only a key that was
-//! there is `Deleted`. Versioned buckets keep older versions: `check` says
-//! plainly that lethe deletes the current version only (so far).
+//! Providers disagree about deleting a missing key (S3 answers success), so
+//! `delete` asks first: a key that is not there is `AlreadyGone`, and only a
+//! key that was there is `Deleted`. Versions, snapshots and soft delete are
+//! kept by the provider: `check` says plainly that lethe deletes the current
+//! version only (so far).
 
 use std::io::Read;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use std::sync::Arc;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
 
-pub struct S3Store {
-    inner: AmazonS3,
+pub struct CloudStore {
+    inner: Arc<dyn ObjectStore>,
+    /// `s3` or `az`.
+    scheme: &'static str,
     bucket: String,
     prefix: String,
     /// `prefix` as a path, checked when the store was opened.
     prefix_path: Option<Path>,
+}
+
+fn open_error(scheme: &str, bucket: &str, e: object_store::Error) -> StoreError {
+    StoreError::Open {
+        store: format!("{scheme}://{bucket}"),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 fn io(op: &'static str, e: object_store::Error) -> StoreError {
@@ -44,35 +57,71 @@ fn io(op: &'static str, e: object_store::Error) -> StoreError {
     }
 }
 
-impl S3Store {
+impl CloudStore {
     /// `location` is `bucket/prefix` (the part after `s3://`); the rest
     /// comes from the environment.
-    pub fn open(location: &str) -> Result<S3Store, StoreError> {
+    pub fn s3(location: &str) -> Result<CloudStore, StoreError> {
         let mut builder = AmazonS3Builder::from_env();
         if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
             builder = builder.with_endpoint(endpoint);
         }
-        Self::build(location, builder)
+        let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
+        let inner = builder
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| open_error("s3", bucket, e))?;
+        Self::build("s3", location, Arc::new(inner))
+    }
+
+    /// `location` is `container/prefix` (the part after `az://`); account
+    /// and credentials from the environment.
+    pub fn azure(location: &str) -> Result<CloudStore, StoreError> {
+        let (container, _) = location.split_once('/').unwrap_or((location, ""));
+        let inner = MicrosoftAzureBuilder::from_env()
+            .with_container_name(container)
+            .build()
+            .map_err(|e| open_error("az", container, e))?;
+        Self::build("az", location, Arc::new(inner))
+    }
+
+    /// Azure Blob in the Azurite emulator on loopback (127.0.0.1:10000, or
+    /// `AZURITE_BLOB_STORAGE_URL`): for tests.
+    pub fn azurite(location: &str) -> Result<CloudStore, StoreError> {
+        let (container, _) = location.split_once('/').unwrap_or((location, ""));
+        let inner = MicrosoftAzureBuilder::new()
+            .with_use_emulator(true)
+            .with_container_name(container)
+            .build()
+            .map_err(|e| open_error("az", container, e))?;
+        Self::build("az", location, Arc::new(inner))
     }
 
     /// An S3-compatible server at `endpoint` (plain HTTP allowed), with
     /// explicit credentials: for tests against a loopback server.
-    pub fn open_at(
+    pub fn s3_at(
         location: &str,
         endpoint: &str,
         access_key: &str,
         secret: &str,
-    ) -> Result<S3Store, StoreError> {
-        let builder = AmazonS3Builder::new()
+    ) -> Result<CloudStore, StoreError> {
+        let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
+        let inner = AmazonS3Builder::new()
             .with_endpoint(endpoint)
             .with_allow_http(true)
             .with_region("us-east-1")
             .with_access_key_id(access_key)
-            .with_secret_access_key(secret);
-        Self::build(location, builder)
+            .with_secret_access_key(secret)
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| open_error("s3", bucket, e))?;
+        Self::build("s3", location, Arc::new(inner))
     }
 
-    fn build(location: &str, builder: AmazonS3Builder) -> Result<S3Store, StoreError> {
+    fn build(
+        scheme: &'static str,
+        location: &str,
+        inner: Arc<dyn ObjectStore>,
+    ) -> Result<CloudStore, StoreError> {
         let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
         let prefix = prefix.trim_matches('/');
         // A prefix that does not parse must not silently become the whole bucket.
@@ -80,20 +129,16 @@ impl S3Store {
             None
         } else {
             Some(Path::parse(prefix).map_err(|_| StoreError::Open {
-                store: format!("s3://{bucket}"),
+                store: format!("{scheme}://{bucket}"),
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     "the prefix is not a valid object path",
                 ),
             })?)
         };
-        let builder = builder.with_bucket_name(bucket);
-        let inner = builder.build().map_err(|e| StoreError::Open {
-            store: format!("s3://{bucket}"),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        Ok(S3Store {
+        Ok(CloudStore {
             inner,
+            scheme,
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             prefix_path,
@@ -147,12 +192,12 @@ impl S3Store {
 }
 
 #[async_trait]
-impl TechnicalStore for S3Store {
+impl TechnicalStore for CloudStore {
     fn describe(&self) -> String {
         if self.prefix.is_empty() {
-            format!("s3://{}", self.bucket)
+            format!("{}://{}", self.scheme, self.bucket)
         } else {
-            format!("s3://{}/{}", self.bucket, self.prefix)
+            format!("{}://{}/{}", self.scheme, self.bucket, self.prefix)
         }
     }
 
@@ -166,7 +211,10 @@ impl TechnicalStore for S3Store {
             })?;
         Ok(vec![
             format!("{}: listable", self.describe()),
-            "s3: lethe deletes the current version of each object; in a versioned bucket older versions and delete markers remain until a lifecycle rule expires them".into(),
+            match self.scheme {
+                "s3" => "s3: lethe deletes the current version of each object; in a versioned bucket older versions and delete markers remain until a lifecycle rule expires them".into(),
+                _ => "azure: lethe deletes the current blob; blob snapshots, versions and soft-deleted copies remain until the account's retention expires them".into(),
+            },
         ])
     }
 
