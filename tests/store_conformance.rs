@@ -239,3 +239,65 @@ async fn keys_that_are_not_plain_relative_paths_are_refused() {
 }
 
 use std::io::Read;
+
+/// Object metadata link rules read user metadata where the store keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_stores_answer_user_metadata() {
+    let mut clouds: Vec<(&str, CloudStore)> = Vec::new();
+    if let Ok(endpoint) = std::env::var("LETHE_TEST_S3_ENDPOINT")
+        && !endpoint.is_empty()
+    {
+        let key = std::env::var("LETHE_TEST_S3_KEY").unwrap_or_default();
+        let secret = std::env::var("LETHE_TEST_S3_SECRET").unwrap_or_default();
+        let location = format!("lethe-test/meta-{}", std::process::id());
+        clouds.push((
+            "s3",
+            CloudStore::s3_at(&location, &endpoint, &key, &secret).unwrap(),
+        ));
+    }
+    if std::env::var("LETHE_TEST_AZURITE").as_deref() == Ok("1") {
+        let location = format!("lethe-test/meta-{}", std::process::id());
+        clouds.push(("azure", CloudStore::azurite(&location).unwrap()));
+    }
+    if clouds.is_empty() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no cloud store configured under CI=true"
+        );
+        eprintln!("no cloud store configured: metadata not tested here");
+        return;
+    }
+    for (name, store) in clouds {
+        // Azure metadata names are C# identifiers: no hyphen there.
+        let field = if name == "azure" {
+            "lead_id"
+        } else {
+            "lead-id"
+        };
+        store
+            .put_with_metadata("inbound/x.json", b"{}".to_vec(), &[(field, "4711")])
+            .await
+            .unwrap();
+        let meta = store.metadata("inbound/x.json").await.unwrap();
+        assert!(
+            meta.contains(&(field.to_string(), "4711".to_string())),
+            "{name}: {meta:?}"
+        );
+        // Errors never quote the object's key (it can be personal data).
+        let err = store
+            .read("inbound/jane.doe@example.com.json")
+            .await
+            .err()
+            .expect("missing object");
+        assert!(!err.to_string().contains("jane.doe"), "{name}: {err}");
+        assert_eq!(
+            store.delete("inbound/x.json").await.unwrap(),
+            DeleteOutcome::Deleted,
+            "{name}"
+        );
+    }
+    // Stores without metadata answer empty, not an error.
+    let f = folder();
+    (f.put)("a.json", b"{}");
+    assert!(f.store.metadata("a.json").await.unwrap().is_empty());
+}

@@ -72,6 +72,7 @@ pub async fn links_of(
 ) -> (Vec<Link>, Option<String>) {
     let mut links = Vec::new();
     let mut unreadable = None;
+    let mut fetched_metadata: Option<Vec<(String, String)>> = None;
     for rule in &config.links {
         match rule {
             LinkRule::Path { index, pattern } => {
@@ -139,7 +140,21 @@ pub async fn links_of(
                 if !glob.is_match(&meta.key) {
                     continue;
                 }
-                for (k, v) in &meta.metadata {
+                // Listings seldom carry user metadata: ask the store once.
+                if fetched_metadata.is_none() {
+                    fetched_metadata = Some(if meta.metadata.is_empty() {
+                        match store.metadata(&meta.key).await {
+                            Ok(m) => m,
+                            Err(e) => {
+                                unreadable = Some(format!("cannot read its metadata: {e}"));
+                                Vec::new()
+                            }
+                        }
+                    } else {
+                        meta.metadata.clone()
+                    });
+                }
+                for (k, v) in fetched_metadata.as_deref().unwrap_or_default() {
                     if k == name && !v.trim().is_empty() {
                         links.push(Link {
                             entity_type: entity.clone(),

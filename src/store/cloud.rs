@@ -53,8 +53,37 @@ fn io(op: &'static str, e: object_store::Error) -> StoreError {
     };
     StoreError::Io {
         op,
-        source: std::io::Error::new(kind, e.to_string()),
+        source: std::io::Error::new(kind, redact(&e)),
     }
+}
+
+/// object_store's messages quote the request URL, which holds the object
+/// key (possibly personal data): keep the kind and the HTTP status only.
+fn redact(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let status = text.find("status code: ").map(|i| {
+        let rest = &text[i + 13..];
+        let end = rest.find(':').unwrap_or(rest.len()).min(40);
+        format!(" (HTTP {})", rest[..end].trim())
+    });
+    let code = text.find("<Code>").and_then(|i| {
+        let rest = &text[i + 6..];
+        rest.find("</Code>")
+            .map(|j| format!(" {}", &rest[..j.min(60)]))
+    });
+    let what = match e {
+        object_store::Error::NotFound { .. } => "not found",
+        object_store::Error::PermissionDenied { .. } => "permission denied",
+        object_store::Error::Unauthenticated { .. } => "unauthenticated",
+        object_store::Error::Precondition { .. } => "precondition failed",
+        object_store::Error::NotSupported { .. } => "not supported by the store",
+        _ => "request failed",
+    };
+    format!(
+        "{what}{}{}",
+        status.unwrap_or_default(),
+        code.unwrap_or_default()
+    )
 }
 
 impl CloudStore {
@@ -171,6 +200,31 @@ impl CloudStore {
         }
     }
 
+    /// Writes an object with user metadata (tests and tooling).
+    pub async fn put_with_metadata(
+        &self,
+        key: &str,
+        content: Vec<u8>,
+        metadata: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let mut attributes = object_store::Attributes::new();
+        for (k, v) in metadata {
+            attributes.insert(
+                object_store::Attribute::Metadata(k.to_string().into()),
+                v.to_string().into(),
+            );
+        }
+        let options = object_store::PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        self.inner
+            .put_opts(&self.path(key)?, content.into(), options)
+            .await
+            .map_err(|e| io("put", e))?;
+        Ok(())
+    }
+
     /// Writes an object (tests and tooling; lethe itself never writes).
     pub async fn put(&self, key: &str, content: Vec<u8>) -> Result<(), StoreError> {
         self.inner
@@ -207,7 +261,7 @@ impl TechnicalStore for CloudStore {
             .await
             .map_err(|source| StoreError::Open {
                 store: self.describe(),
-                source: std::io::Error::other(source.to_string()),
+                source: std::io::Error::other(redact(&source)),
             })?;
         Ok(vec![
             format!("{}: listable", self.describe()),
@@ -224,7 +278,7 @@ impl TechnicalStore for CloudStore {
         while let Some(m) = stream.try_next().await.map_err(|e| StoreError::List {
             store: self.describe(),
             at: format!("after {n} objects"),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(redact(&e)),
         })? {
             sink(Listed::Object(self.meta(&m)));
             n += 1;
@@ -268,6 +322,28 @@ impl TechnicalStore for CloudStore {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(io("head", e)),
         }
+    }
+
+    async fn metadata(&self, key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let options = object_store::GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let got = self
+            .inner
+            .get_opts(&self.path(key)?, options)
+            .await
+            .map_err(|e| io("head", e))?;
+        Ok(got
+            .attributes
+            .iter()
+            .filter_map(|(k, v)| match k {
+                object_store::Attribute::Metadata(name) => {
+                    Some((name.to_ascii_lowercase(), v.as_ref().to_string()))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {

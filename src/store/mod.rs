@@ -113,6 +113,12 @@ pub trait TechnicalStore: Send + Sync {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
 
+    /// The object's user metadata (S3 `x-amz-meta-*`, Azure blob metadata),
+    /// names in lower case. Stores without metadata answer empty.
+    async fn metadata(&self, _key: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// The object key a reference names (a key, a path, a URL), as written
     /// in a CRM column; `None` when it points outside this store.
     fn key_of(&self, reference: &str) -> Option<String> {
