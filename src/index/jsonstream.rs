@@ -27,6 +27,22 @@ struct Walk<'a> {
     out: &'a RefCell<Vec<Found>>,
 }
 
+impl Walk<'_> {
+    /// A scalar: a link when the path ends here (within the links cap).
+    fn leaf<E: serde::de::Error>(self, key: impl FnOnce() -> String) -> Result<(), E> {
+        if self.steps.is_empty() {
+            if self.out.borrow().len() >= super::extract::MAX_LINKS {
+                return Err(E::custom(super::extract::TOO_MANY));
+            }
+            self.out.borrow_mut().push(Found {
+                key: key(),
+                location: self.pointer,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for Walk<'_> {
     type Value = ();
 
@@ -43,42 +59,15 @@ impl<'de> Visitor<'de> for Walk<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        if self.steps.is_empty() {
-            if self.out.borrow().len() >= super::extract::MAX_LINKS {
-                return Err(E::custom(super::extract::TOO_MANY));
-            }
-            self.out.borrow_mut().push(Found {
-                key: v.to_string(),
-                location: self.pointer,
-            });
-        }
-        Ok(())
+        self.leaf(|| v.to_string())
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        if self.steps.is_empty() {
-            if self.out.borrow().len() >= super::extract::MAX_LINKS {
-                return Err(E::custom(super::extract::TOO_MANY));
-            }
-            self.out.borrow_mut().push(Found {
-                key: v.to_string(),
-                location: self.pointer,
-            });
-        }
-        Ok(())
+        self.leaf(|| v.to_string())
     }
 
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-        if self.steps.is_empty() {
-            if self.out.borrow().len() >= super::extract::MAX_LINKS {
-                return Err(E::custom(super::extract::TOO_MANY));
-            }
-            self.out.borrow_mut().push(Found {
-                key: v.to_string(),
-                location: self.pointer,
-            });
-        }
-        Ok(())
+        self.leaf(|| v.to_string())
     }
 
     // Floats, booleans and null are never keys.
