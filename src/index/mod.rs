@@ -345,18 +345,27 @@ pub async fn run(
         _ => {}
     }
     crm_column_links(config, store, state, crm, &mut summary).await?;
-    state
-        .meta_set(
-            "index.link_counts",
-            &serde_json::to_string(&summary.links_per_rule).unwrap_or_default(),
+    // One transaction for the run's bookkeeping.
+    let counts = serde_json::to_string(&summary.links_per_rule).unwrap_or_default();
+    let completed = jiff::Timestamp::now().to_string();
+    let mut tx = state.pool().begin().await.map_err(q("writing the index"))?;
+    for (k, v) in [
+        ("index.link_counts", counts.as_str()),
+        ("index.run", &run.to_string()),
+        ("index.rules", rules.as_str()),
+        ("index.store", store_id.as_str()),
+        ("index.completed_at", completed.as_str()),
+    ] {
+        sqlx::query(
+            "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
         )
-        .await?;
-    state.meta_set("index.run", &run.to_string()).await?;
-    state.meta_set("index.rules", &rules).await?;
-    state.meta_set("index.store", &store_id).await?;
-    state
-        .meta_set("index.completed_at", &jiff::Timestamp::now().to_string())
-        .await?;
+        .bind(k)
+        .bind(v)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("writing the index"))?;
+    }
+    tx.commit().await.map_err(q("writing the index"))?;
     summary.seconds = started.elapsed().as_secs_f64();
     summary.bytes_per_second = summary.bytes_read as f64 / summary.seconds.max(1e-9);
     Ok(summary)
