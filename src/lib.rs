@@ -17,6 +17,7 @@ pub mod model;
 pub mod plan;
 pub mod report;
 pub mod sensitive;
+pub mod serve;
 pub mod state;
 pub mod store;
 pub mod verify;

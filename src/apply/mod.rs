@@ -55,6 +55,17 @@ pub struct ApplyOptions {
     pub wait_for_lock: bool,
     /// Overrides `apply.batch_cases`.
     pub batch_cases: Option<usize>,
+    /// Set (by a signal handler) to stop after the batch in flight: the
+    /// journal holds the rest, and the next apply of the plan resumes it.
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl ApplyOptions {
+    fn stopping(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }
 
 /// Bounded exponential backoff with jitter, as `[apply]` configures it.
@@ -93,6 +104,9 @@ async fn delete_with_retry(
 pub struct ApplyReport {
     pub plan_id: String,
     pub already_applied: bool,
+    /// Stopped early on request (shutdown): the plan stays `applying` and
+    /// the next apply resumes it.
+    pub interrupted: bool,
     pub cases_done: u64,
     pub cases_skipped: u64,
     pub cases_failed: u64,
@@ -209,6 +223,10 @@ pub async fn apply(
         .map_err(q("reading the plan"))?;
     let mut done_cases = 0u64;
     loop {
+        if options.stopping() {
+            report.interrupted = true;
+            break;
+        }
         let batch = sqlx::query(
             "SELECT case_id, policy, root_type, root_key, root_kind, status FROM plan_cases
              WHERE plan_id = ? AND status IN ('planned', 'executing') ORDER BY case_id LIMIT ?",
@@ -249,7 +267,11 @@ pub async fn apply(
             .map_err(q("reading the plan"))?;
     let mut done_objects = 0u64;
     let mut after_item = -1i64;
-    loop {
+    while !report.interrupted {
+        if options.stopping() {
+            report.interrupted = true;
+            break;
+        }
         let batch = sqlx::query(
             "SELECT item, key, size, fate, policy, links, status FROM plan_objects
              WHERE plan_id = ? AND item > ? AND status IN ('planned', 'executing') ORDER BY item LIMIT ?",
@@ -282,6 +304,10 @@ pub async fn apply(
     }
 
     report.seconds_objects = started.elapsed().as_secs_f64() - report.seconds_cases;
+    if report.interrupted {
+        report.seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
     report.crm_notes = crm
         .after_apply()
         .await
@@ -749,13 +775,29 @@ impl Ctx<'_> {
         // The deletes themselves, several at a time.
         fail::fail_point!("apply::object-intent", |_| { std::process::abort() });
         let settings = &self.config.apply;
-        let results: Vec<_> = futures::stream::iter(
-            go.iter()
-                .map(|o| async move { (*o, delete_with_retry(store, &o.key, settings).await) }),
-        )
-        .buffer_unordered(settings.parallel_deletes)
-        .collect()
-        .await;
+        // Boxed as `Send` futures: spelled out, so that an apply can run
+        // on a spawned task (the service) without a higher-ranked
+        // lifetime tripping the compiler's Send inference.
+        type Delete<'f> = std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = (&'f PlannedObject, Result<DeleteOutcome, StoreError>),
+                    > + Send
+                    + 'f,
+            >,
+        >;
+        let deletes: Vec<Delete<'_>> = go
+            .iter()
+            .map(|o| {
+                let o: &PlannedObject = o;
+                Box::pin(async move { (o, delete_with_retry(store, &o.key, settings).await) })
+                    as Delete<'_>
+            })
+            .collect();
+        let results: Vec<_> = futures::stream::iter(deletes)
+            .buffer_unordered(settings.parallel_deletes)
+            .collect()
+            .await;
         fail::fail_point!("apply::object-deleted", |_| { std::process::abort() });
         let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
         let mut records = Vec::new();

@@ -79,6 +79,34 @@ pub enum Command {
     /// The report for the data protection officer: deleted, kept and why,
     /// bytes freed, failures, the audit chain head, the 12-month outlook.
     Report(ReportArgs),
+    /// The service: the schedule, the HTTP API and the metrics.
+    ///
+    /// Runs `[schedule]` (cron, timezone, mode = sweep | plan) and serves the
+    /// API described at /openapi.json: link registration at ingest time,
+    /// explain, holds, plans (approve and apply by digest), runs, audit,
+    /// /metrics for Prometheus, /healthz and /readyz. Every endpoint but the
+    /// last two needs a bearer token from `[[serve.token]]`. SIGTERM or
+    /// SIGINT stops it; an apply in progress finishes its batch in flight and
+    /// is resumed at the next start.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: [serve] listen, else 127.0.0.1:8080);
+    /// port 0 picks a free port, printed on stdout.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Log lines on stderr: text for people, json for a log collector.
+    /// RUST_LOG filters them (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

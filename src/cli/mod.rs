@@ -176,6 +176,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_mass_delete: a.allow_mass_delete,
                 wait_for_lock: a.wait,
                 batch_cases: a.batch_size.map(|n| n as usize),
+                stop: Some(stop_on_signal()),
             };
             let (report, verified) = run_apply(
                 &config,
@@ -205,6 +206,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 allow_mass_delete: a.allow_mass_delete,
                 wait_for_lock: a.wait,
                 batch_cases: a.batch_size.map(|n| n as usize),
+                stop: Some(stop_on_signal()),
             };
             let (report, verified) = run_apply(
                 &config,
@@ -232,6 +234,12 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Explain(a) => explain(&cli.config, &a.entity, a.as_of, format).await,
         Command::Hold(h) => hold(&cli.config, h, format).await,
         Command::Audit(a) => audit_cmd(&cli.config, a, format).await,
+        Command::Serve(a) => {
+            init_logging(a.log_format);
+            let config = load_config(&cli.config)?;
+            crate::serve::run(config, a.listen, shutdown_signal()).await?;
+            Ok(EXIT_OK)
+        }
         Command::Report(a) => {
             let config = load_config(&cli.config)?;
             let state = StateStore::open(&config).await?;
@@ -256,7 +264,9 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 fn apply_exit(report: &apply::ApplyReport, verified: Option<&verify::VerifyReport>) -> i32 {
-    if report.failed() || verified.is_some_and(|v| !v.ok()) {
+    if report.interrupted {
+        EXIT_FAILED
+    } else if report.failed() || verified.is_some_and(|v| !v.ok()) {
         EXIT_PARTIAL
     } else {
         EXIT_OK
@@ -329,7 +339,7 @@ pub(crate) async fn run_apply(
     })
     .await?;
     progress.finish();
-    let verified = if report.already_applied {
+    let verified = if report.already_applied || report.interrupted {
         None
     } else {
         Some(
@@ -406,22 +416,7 @@ async fn explain(
     format: Format,
 ) -> Result<i32> {
     let config = load_config(path)?;
-    let r = EntityRef::parse(entity).map_err(|e| usage("ENTITY", e.to_string()))?;
-    if config.entity(&r.entity_type).is_none() {
-        return Err(usage(
-            "ENTITY",
-            format!(
-                "`{}` is not an entity type of this config ({})",
-                r.entity_type,
-                config
-                    .entities
-                    .iter()
-                    .map(|e| e.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    }
+    let r = parse_entity_ref(&config, entity).map_err(|m| usage("ENTITY", m))?;
     let state = StateStore::open(&config).await?;
     let crm = crm::connect(&config).await?;
     let world = plan::load_world(&config, crm.as_ref(), &state, &|_, _| {}).await?;
@@ -447,9 +442,57 @@ async fn explain(
             eval.is_deleted(id),
             as_of,
         ),
-        _ => render::explain_json(entity, &world, &cases, eval.is_deleted(id)),
+        _ => json(&render::explain_json(
+            entity,
+            &world,
+            &cases,
+            eval.is_deleted(id),
+        )),
     });
     Ok(EXIT_OK)
+}
+
+/// An entity ref whose type the config knows; the message says what to write.
+pub fn parse_entity_ref(config: &Config, text: &str) -> std::result::Result<EntityRef, String> {
+    let r = EntityRef::parse(text).map_err(|e| e.to_string())?;
+    if config.entity(&r.entity_type).is_none() {
+        return Err(format!(
+            "`{}` is not an entity type of this config ({})",
+            r.entity_type,
+            config
+                .entities
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(r)
+}
+
+/// Why an entity is kept or when it becomes due, as JSON (the API's form of
+/// `lethe explain`).
+pub async fn explain_value(
+    config: &Config,
+    crm: &dyn crm::Crm,
+    state: &StateStore,
+    r: &EntityRef,
+    as_of: jiff::Timestamp,
+) -> Result<serde_json::Value> {
+    let world = plan::load_world(config, crm, state, &|_, _| {}).await?;
+    let entity = r.to_string();
+    let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
+        return Ok(serde_json::json!({ "entity": entity, "exists": false }));
+    };
+    let as_of = as_of.as_second();
+    let cases = evaluate::cases_containing(&world.graph, &world.policies, id, as_of);
+    let eval = evaluate::evaluate(&world.graph, &world.policies, as_of);
+    Ok(render::explain_json(
+        &entity,
+        &world,
+        &cases,
+        eval.is_deleted(id),
+    ))
 }
 
 fn usage(key: &str, message: String) -> anyhow::Error {
@@ -464,7 +507,7 @@ fn usage(key: &str, message: String) -> anyhow::Error {
     })
 }
 
-fn parse_hold_target(config: &Config, target: &str) -> Result<(HoldKind, String)> {
+pub(crate) fn parse_hold_target(config: &Config, target: &str) -> Result<(HoldKind, String)> {
     if let Some(k) = target.strip_prefix("object:") {
         store::validate_key(k).map_err(|e| usage("TARGET", e.to_string()))?;
         return Ok((HoldKind::Object, k.to_string()));
@@ -645,6 +688,58 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
     }
 }
 
+/// A flag set by the first SIGINT or SIGTERM: apply finishes the batch in
+/// flight and stops, and the journal resumes the plan at the next apply. A
+/// second signal ends the process at once (which is crash-safe too).
+pub(crate) fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = flag.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("lethe: stopping after the batch in flight (a second signal stops at once)");
+        set.store(true, std::sync::atomic::Ordering::SeqCst);
+        shutdown_signal().await;
+        std::process::exit(130);
+    });
+    flag
+}
+
+/// Resolves at the next SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Log lines on stderr, filtered by RUST_LOG (default: info).
+fn init_logging(format: args::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        args::LogFormat::Json => builder.json().try_init(),
+        args::LogFormat::Text => builder.try_init(),
+    };
+}
+
 /// Now, to the second: plans and reports show instants without fractions.
 fn now_seconds() -> jiff::Timestamp {
     jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
@@ -653,7 +748,7 @@ fn now_seconds() -> jiff::Timestamp {
 
 /// The error and its causes, once each: a cause already quoted in the
 /// message before it is not repeated.
-fn error_chain(e: &anyhow::Error) -> String {
+pub(crate) fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

@@ -162,6 +162,11 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
         },
         r.entities_already_gone
     );
+    if r.interrupted {
+        out.push_str(
+            "  STOPPED on request after the batch in flight; `lethe apply` resumes the plan\n",
+        );
+    }
     out.push_str(&format!(
         "  objects: {} deleted ({} freed), {} already gone, {} skipped, {} failed\n",
         r.objects_deleted,
@@ -260,7 +265,7 @@ pub fn explain_json(
     world: &World,
     cases: &[(usize, NodeId, Aggregate, Verdict)],
     deleted: bool,
-) -> String {
+) -> serde_json::Value {
     let cases: Vec<serde_json::Value> = cases
         .iter()
         .map(|(pi, _root, agg, verdict)| {
@@ -283,11 +288,9 @@ pub fn explain_json(
             })
         })
         .collect();
-    serde_json::to_string_pretty(&serde_json::json!({
+    serde_json::json!({
         "entity": entity, "exists": true, "deleted_by_next_sweep": deleted, "cases": cases
-    }))
-    .unwrap_or_default()
-        + "\n"
+    })
 }
 
 pub fn holds(holds: &[Hold]) -> String {

@@ -159,6 +159,66 @@ fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from(d).map_err(|_| format!("`{text}` is negative"))
 }
 
+/// `[serve]`: the HTTP API of `lethe serve`.
+#[derive(Clone, Debug)]
+pub struct ServeSettings {
+    /// Default address for `lethe serve` (`--listen` overrides).
+    pub listen: String,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    pub request_timeout: std::time::Duration,
+    pub tokens: Vec<ApiToken>,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            listen: "127.0.0.1:8080".into(),
+            body_limit: 8 << 20,
+            request_timeout: std::time::Duration::from_secs(30),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// What a bearer token may do; each scope includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Read: explain, plans, sweeps, holds, audit, metrics.
+    Read,
+    /// Operate: register links, add and lift holds, trigger a sweep.
+    Operate,
+    /// Admin: approve and apply a plan.
+    Admin,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Scope> {
+        match s {
+            "read" => Some(Scope::Read),
+            "operate" => Some(Scope::Operate),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Operate => "operate",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+/// A bearer token, known only by the SHA-256 of its text.
+#[derive(Clone, Debug)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub scope: Scope,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub file: PathBuf,
@@ -177,6 +237,9 @@ pub struct Config {
     pub state: StateUrl,
     pub audit_key: Sensitive<Vec<u8>>,
     pub apply: ApplySettings,
+    /// `[schedule]`: what `lethe serve` runs, and when (none: no schedule).
+    pub schedule: Option<crate::serve::schedule::Schedule>,
+    pub serve: ServeSettings,
     /// SHA-256 of the file's bytes: plans record which config made them.
     pub hash: String,
 }
@@ -772,6 +835,114 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         }
     }
 
+    // [schedule]
+    let schedule = raw.schedule.and_then(|s| {
+        use crate::serve::schedule::{Mode, Schedule};
+        let mode = match s.mode.as_deref() {
+            None | Some("sweep") => Mode::Sweep,
+            Some("plan") => Mode::Plan,
+            Some(other) => {
+                pr.add(
+                    p!["schedule", "mode"],
+                    format!("`{other}` is not a mode; write \"sweep\" (plan and apply) or \"plan\" (each plan waits for approval)"),
+                );
+                Mode::Sweep
+            }
+        };
+        let Some(cron) = s.cron else {
+            pr.add(
+                p!["schedule", "cron"],
+                "missing; write e.g. cron = \"0 3 * * *\" (03:00 daily)",
+            );
+            return None;
+        };
+        let tz = s.timezone.unwrap_or_else(|| "UTC".into());
+        Schedule::parse(&cron, &tz, mode)
+            .map_err(|m| {
+                let key = if m.contains("time zone") { "timezone" } else { "cron" };
+                pr.add(p!["schedule", key], m)
+            })
+            .ok()
+    });
+
+    // [serve]
+    let mut serve = ServeSettings::default();
+    if let Some(s) = raw.serve {
+        if let Some(l) = s.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                pr.add(
+                    p!["serve", "listen"],
+                    format!("`{l}` is not an address; write e.g. \"127.0.0.1:8080\""),
+                );
+            }
+            serve.listen = l;
+        }
+        match s.body_limit {
+            Some(0) => pr.add(p!["serve", "body_limit"], "must be at least 1 (bytes)"),
+            Some(n) => serve.body_limit = n,
+            None => {}
+        }
+        if let Some(t) = &s.request_timeout {
+            match parse_delay(t) {
+                Ok(d) if !d.is_zero() => serve.request_timeout = d,
+                Ok(_) => pr.add(p!["serve", "request_timeout"], "must be more than 0"),
+                Err(m) => pr.add(p!["serve", "request_timeout"], m),
+            }
+        }
+        for (i, t) in s.token.into_iter().enumerate() {
+            let name = t.name.unwrap_or_else(|| format!("token {}", i + 1));
+            let scope = match t.scope.as_deref().map(|s| (s, Scope::parse(s))) {
+                Some((_, Some(s))) => Some(s),
+                Some((other, None)) => {
+                    pr.add(
+                        p!["serve", "token", i, "scope"],
+                        format!(
+                            "`{other}` is not a scope; write \"read\", \"operate\" or \"admin\""
+                        ),
+                    );
+                    None
+                }
+                None => {
+                    pr.add(
+                        p!["serve", "token", i, "scope"],
+                        format!("missing for {name}"),
+                    );
+                    None
+                }
+            };
+            let hash = match t.sha256.as_deref().map(expand_env) {
+                Some(Ok(h)) => match hex::decode(h.trim()) {
+                    Ok(b) if b.len() == 32 => b.try_into().ok(),
+                    _ => {
+                        pr.add(
+                            p!["serve", "token", i, "sha256"],
+                            format!("for {name}: not 64 hex digits; write the SHA-256 of the token, e.g. `printf %s \"$TOKEN\" | sha256sum`"),
+                        );
+                        None
+                    }
+                },
+                Some(Err(m)) => {
+                    pr.add(p!["serve", "token", i, "sha256"], m);
+                    None
+                }
+                None => {
+                    pr.add(
+                        p!["serve", "token", i, "sha256"],
+                        format!("missing for {name}"),
+                    );
+                    None
+                }
+            };
+            if let (Some(scope), Some(sha256)) = (scope, hash) {
+                serve.tokens.push(ApiToken {
+                    name,
+                    sha256,
+                    scope,
+                });
+            }
+        }
+    }
+
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     Some(Config {
         file: PathBuf::new(),
@@ -788,6 +959,8 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         state: state?,
         audit_key: audit_key?,
         apply,
+        schedule,
+        serve,
         hash,
     })
 }

@@ -14,6 +14,31 @@ pub struct RawConfig {
     pub state: Option<RawState>,
     pub audit: Option<RawAudit>,
     pub apply: Option<RawApply>,
+    pub schedule: Option<RawSchedule>,
+    pub serve: Option<RawServe>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawSchedule {
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawServe {
+    pub listen: Option<String>,
+    pub body_limit: Option<usize>,
+    pub request_timeout: Option<String>,
+    #[serde(default)]
+    pub token: Vec<RawToken>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawToken {
+    pub name: Option<String>,
+    pub sha256: Option<String>,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

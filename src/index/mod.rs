@@ -9,6 +9,7 @@
 
 pub mod extract;
 pub mod jsonstream;
+pub mod register;
 
 use std::time::Instant as Clock;
 
@@ -526,6 +527,11 @@ async fn write_batch(
             .execute(&mut *tx)
             .await
             .map_err(q("writing the index"))?;
+    }
+    // Links registered through the API for these objects (before the index
+    // first saw them, or kept across a change of content).
+    for chunk in id_list.chunks(400) {
+        register::materialize(&mut tx, "o.id", chunk).await?;
     }
     tx.commit().await.map_err(q("writing the index"))?;
     Ok(())

@@ -53,6 +53,7 @@ pub(crate) fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
     move |source| StateError::Query { what, source }
 }
 
+#[derive(Clone)]
 pub struct StateStore {
     pub(crate) pool: SqlitePool,
     path: PathBuf,

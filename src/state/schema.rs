@@ -101,6 +101,35 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 );
 "#,
+    // 2: links registered at ingest time (the HTTP API), and the service's runs
+    r#"
+CREATE TABLE registered_links (
+    key TEXT NOT NULL,              -- object key
+    entity_type TEXT NOT NULL,
+    entity_key TEXT NOT NULL,
+    registered_at TEXT NOT NULL,
+    PRIMARY KEY (key, entity_type, entity_key)
+);
+-- An object that leaves the index (gone from the store, or deleted by
+-- apply) takes its registered links with it.
+CREATE TRIGGER objects_gone_registered AFTER DELETE ON objects
+BEGIN
+    DELETE FROM registered_links WHERE key = OLD.key;
+END;
+
+CREATE TABLE sweeps (
+    id INTEGER PRIMARY KEY,
+    trigger TEXT NOT NULL,          -- schedule | catch-up | api | approval
+    mode TEXT NOT NULL,             -- sweep | plan | apply
+    scheduled_for TEXT,             -- the schedule tick it runs for
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL,           -- running | done | partial | failed | awaiting-approval | interrupted
+    plan_id TEXT,
+    error TEXT,                     -- never keys or payload content
+    summary TEXT                    -- JSON: counts only
+);
+"#,
 ];
 
 pub async fn migrate(pool: &SqlitePool) -> Result<(), StateError> {

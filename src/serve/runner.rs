@@ -1,0 +1,438 @@
+//! Runs the pipeline for the service: scheduled ticks, runs triggered over
+//! the API, approved plans, and a plan left half-applied by a stop. One run
+//! at a time in this process (a lock), one apply at a time across processes
+//! (the state store's apply lock). Every run is a row in `sweeps`, with
+//! counts only: never keys or payload content.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::Row;
+
+use super::metrics;
+use super::schedule::{Job, Mode, Trigger};
+use crate::apply::{self, ApplyOptions};
+use crate::config::Config;
+use crate::plan::{self, World};
+use crate::state::{StateError, StateStore, q};
+use crate::{crm, index, store, verify};
+
+/// What a run does.
+#[derive(Clone, Debug)]
+pub enum Work {
+    /// index + plan (+ apply when `mode` is sweep).
+    Sweep {
+        mode: Mode,
+        as_of: Option<Timestamp>,
+    },
+    /// Apply a stored plan (an approval, or resuming a stopped apply).
+    Apply {
+        plan_id: String,
+        allow_mass_delete: bool,
+    },
+}
+
+impl Work {
+    fn mode(&self) -> &'static str {
+        match self {
+            Work::Sweep { mode, .. } => mode.as_str(),
+            Work::Apply { .. } => "apply",
+        }
+    }
+}
+
+/// A run is already in progress.
+#[derive(Debug, thiserror::Error)]
+#[error("a run is in progress; try again when it has finished (GET /v1/sweeps shows it)")]
+pub struct Busy;
+
+/// How a run ended.
+#[derive(Debug)]
+struct Outcome {
+    status: &'static str,
+    plan_id: Option<String>,
+    summary: serde_json::Value,
+}
+
+/// How long an explain may answer from a loaded graph before reloading it.
+const WORLD_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+pub struct Runner {
+    pub config: Arc<Config>,
+    pub state: StateStore,
+    busy: Arc<tokio::sync::Mutex<()>>,
+    /// Set on shutdown: an apply in progress stops after its batch in flight.
+    pub stop: Arc<AtomicBool>,
+    next: std::sync::Mutex<Option<Timestamp>>,
+    world: tokio::sync::Mutex<Option<(std::time::Instant, Arc<World>)>>,
+}
+
+pub fn now_text() -> String {
+    Timestamp::from_second(Timestamp::now().as_second())
+        .unwrap_or_else(|_| Timestamp::now())
+        .to_string()
+}
+
+impl Runner {
+    pub fn new(config: Arc<Config>, state: StateStore) -> Arc<Runner> {
+        Arc::new(Runner {
+            config,
+            state,
+            busy: Arc::new(tokio::sync::Mutex::new(())),
+            stop: Arc::new(AtomicBool::new(false)),
+            next: std::sync::Mutex::new(None),
+            world: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// At start: runs cut short by a crash are marked interrupted, and a plan
+    /// whose apply was stopped is resumed (its journal knows where it was).
+    pub async fn recover(self: &Arc<Self>) -> Result<Option<i64>> {
+        sqlx::query(
+            "UPDATE sweeps SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+        )
+        .bind(now_text())
+        .execute(self.state.pool())
+        .await
+        .map_err(q("recording runs"))?;
+        let applying: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM plans WHERE status = 'applying' ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(self.state.pool())
+        .await
+        .map_err(q("reading plans"))?;
+        match applying {
+            Some(plan_id) => {
+                tracing::info!(plan = %plan_id, "resuming a plan whose apply was stopped");
+                let work = Work::Apply {
+                    plan_id,
+                    allow_mass_delete: false,
+                };
+                Ok(self.start(work, "resume").await.ok())
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Starts a run in the background; `Busy` when one is in progress.
+    pub async fn start(self: &Arc<Self>, work: Work, trigger: &'static str) -> Result<i64> {
+        let guard = self.busy.clone().try_lock_owned().map_err(|_| Busy)?;
+        let id = self.record_start(&work, trigger, None).await?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _ = me.execute(id, &work).await;
+        });
+        Ok(id)
+    }
+
+    /// Runs to the end, waiting for a run in progress first.
+    pub async fn run_now(
+        &self,
+        work: Work,
+        trigger: &'static str,
+        tick: Option<Timestamp>,
+    ) -> Result<(), String> {
+        let _guard = self.busy.lock().await;
+        let id = self
+            .record_start(&work, trigger, tick)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        self.execute(id, &work).await
+    }
+
+    /// Waits until no run is in progress (for shutdown).
+    pub async fn idle(&self) {
+        let _guard = self.busy.lock().await;
+    }
+
+    pub fn busy(&self) -> bool {
+        self.busy.try_lock().is_err()
+    }
+
+    pub fn next_run(&self) -> Option<Timestamp> {
+        self.next.lock().map(|n| *n).unwrap_or(None)
+    }
+
+    async fn record_start(
+        &self,
+        work: &Work,
+        trigger: &'static str,
+        tick: Option<Timestamp>,
+    ) -> Result<i64, StateError> {
+        let plan_id = match work {
+            Work::Apply { plan_id, .. } => Some(plan_id.clone()),
+            Work::Sweep { .. } => None,
+        };
+        sqlx::query_scalar(
+            "INSERT INTO sweeps(trigger, mode, scheduled_for, started_at, status, plan_id)
+             VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
+        )
+        .bind(trigger)
+        .bind(work.mode())
+        .bind(tick.map(|t| t.to_string()))
+        .bind(now_text())
+        .bind(plan_id)
+        .fetch_one(self.state.pool())
+        .await
+        .map_err(q("recording the run"))
+    }
+
+    async fn execute(&self, id: i64, work: &Work) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let mode = work.mode();
+        tracing::info!(run = id, mode, "run started");
+        let result = self.pipeline(work).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let (status, plan_id, error, summary) = match &result {
+            Ok(o) => (
+                o.status,
+                o.plan_id.clone(),
+                None,
+                Some(o.summary.to_string()),
+            ),
+            Err(e) => ("failed", None, Some(format!("{e:#}")), None),
+        };
+        metrics::run_finished(mode, status, seconds);
+        match &error {
+            None => tracing::info!(run = id, mode, status, seconds, "run finished"),
+            Some(e) => tracing::error!(run = id, mode, error = %e, seconds, "run failed"),
+        }
+        // A run changes what explain answers.
+        *self.world.lock().await = None;
+        let recorded = sqlx::query(
+            "UPDATE sweeps SET status = ?, finished_at = ?, plan_id = coalesce(?, plan_id), error = ?, summary = ?
+             WHERE id = ?",
+        )
+        .bind(status)
+        .bind(now_text())
+        .bind(plan_id)
+        .bind(&error)
+        .bind(summary)
+        .bind(id)
+        .execute(self.state.pool())
+        .await;
+        if let Err(e) = recorded {
+            tracing::error!(run = id, error = %e, "could not record the end of the run");
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn pipeline(&self, work: &Work) -> Result<Outcome> {
+        let config = self.config.as_ref();
+        let crm = crm::connect(config).await?;
+        let store = store::open(config)?;
+        let (plan_id, allow_mass_delete, mut summary) = match work {
+            Work::Sweep { mode, as_of } => {
+                let indexed = index::run(
+                    config,
+                    store.as_ref(),
+                    &self.state,
+                    Some(crm.as_ref()),
+                    &|_, _| {},
+                )
+                .await
+                .context("index failed; the link index is unchanged")?;
+                let as_of = as_of.unwrap_or_else(|| {
+                    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::now())
+                });
+                let planned = plan::make_plan(config, crm.as_ref(), &self.state, as_of, &|_, _| {})
+                    .await
+                    .context("plan failed; nothing was stored or deleted")?;
+                metrics::plan(&planned);
+                let summary = serde_json::json!({ "index": indexed, "plan": planned });
+                if *mode == Mode::Plan {
+                    return Ok(Outcome {
+                        status: "awaiting-approval",
+                        plan_id: Some(planned.id),
+                        summary,
+                    });
+                }
+                (planned.id, false, summary)
+            }
+            Work::Apply {
+                plan_id,
+                allow_mass_delete,
+            } => (plan_id.clone(), *allow_mass_delete, serde_json::json!({})),
+        };
+        let options = ApplyOptions {
+            allow_mass_delete,
+            wait_for_lock: false,
+            batch_cases: None,
+            stop: Some(self.stop.clone()),
+        };
+        let report = apply::apply(
+            config,
+            crm.as_ref(),
+            store.as_ref(),
+            &self.state,
+            Some(&plan_id),
+            &options,
+            &|_, _, _| {},
+        )
+        .await?;
+        metrics::apply(&report);
+        let verified = if report.already_applied || report.interrupted {
+            None
+        } else {
+            Some(
+                verify::verify(config, crm.as_ref(), store.as_ref(), &self.state, &plan_id)
+                    .await
+                    .context("verify after apply failed")?,
+            )
+        };
+        let status = if report.interrupted {
+            "interrupted"
+        } else if report.failed() || verified.as_ref().is_some_and(|v| !v.ok()) {
+            "partial"
+        } else {
+            "done"
+        };
+        summary["apply"] = serde_json::to_value(&report)?;
+        summary["verify"] = serde_json::to_value(&verified)?;
+        Ok(Outcome {
+            status,
+            plan_id: Some(plan_id),
+            summary,
+        })
+    }
+
+    /// The CRM graph for explain, loaded at most once a minute (and again
+    /// after every run and every change of holds).
+    pub async fn world(&self) -> Result<(Arc<World>, std::time::Instant)> {
+        let mut slot = self.world.lock().await;
+        if let Some((at, w)) = slot.as_ref()
+            && at.elapsed() < WORLD_TTL
+        {
+            return Ok((w.clone(), *at));
+        }
+        let crm = crm::connect(&self.config).await?;
+        let w =
+            Arc::new(plan::load_world(&self.config, crm.as_ref(), &self.state, &|_, _| {}).await?);
+        let at = std::time::Instant::now();
+        *slot = Some((at, w.clone()));
+        Ok((w, at))
+    }
+
+    pub async fn forget_world(&self) {
+        *self.world.lock().await = None;
+    }
+
+    /// The runs, newest first.
+    pub async fn sweeps(&self, limit: i64) -> Result<Vec<SweepRow>, StateError> {
+        let rows = sqlx::query(
+            "SELECT id, trigger, mode, scheduled_for, started_at, finished_at, status, plan_id, error, summary
+             FROM sweeps ORDER BY id DESC LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(self.state.pool())
+        .await
+        .map_err(q("listing runs"))?;
+        Ok(rows.iter().map(SweepRow::from_row).collect())
+    }
+
+    pub async fn sweep(&self, id: i64) -> Result<Option<SweepRow>, StateError> {
+        let row = sqlx::query(
+            "SELECT id, trigger, mode, scheduled_for, started_at, finished_at, status, plan_id, error, summary
+             FROM sweeps WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(self.state.pool())
+        .await
+        .map_err(q("reading a run"))?;
+        Ok(row.as_ref().map(SweepRow::from_row))
+    }
+}
+
+/// One run, as `GET /v1/sweeps` shows it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SweepRow {
+    pub id: i64,
+    /// schedule, catch-up, api, approval or resume
+    pub trigger: String,
+    /// sweep, plan or apply
+    pub mode: String,
+    /// The schedule tick this run is for.
+    pub scheduled_for: Option<String>,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// running, done, partial, failed, awaiting-approval or interrupted
+    pub status: String,
+    pub plan_id: Option<String>,
+    pub error: Option<String>,
+    /// Counts from index, plan, apply and verify.
+    #[schema(value_type = Option<Object>)]
+    pub summary: Option<serde_json::Value>,
+}
+
+impl SweepRow {
+    fn from_row(r: &sqlx::sqlite::SqliteRow) -> SweepRow {
+        let summary: Option<String> = r.get(9);
+        SweepRow {
+            id: r.get(0),
+            trigger: r.get(1),
+            mode: r.get(2),
+            scheduled_for: r.get(3),
+            started_at: r.get(4),
+            finished_at: r.get(5),
+            status: r.get(6),
+            plan_id: r.get(7),
+            error: r.get(8),
+            summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
+        }
+    }
+}
+
+/// The scheduler's job is the configured sweep.
+#[async_trait]
+impl Job for Runner {
+    async fn run(&self, tick: Timestamp, trigger: Trigger) -> Result<(), String> {
+        let mode = self
+            .config
+            .schedule
+            .as_ref()
+            .map(|s| s.mode)
+            .unwrap_or(Mode::Sweep);
+        self.run_now(
+            Work::Sweep { mode, as_of: None },
+            trigger.as_str(),
+            Some(tick),
+        )
+        .await
+    }
+
+    async fn last_tick(&self) -> Option<Timestamp> {
+        let v = self.state.meta_get("schedule.last_tick").await.ok()??;
+        v.parse().ok()
+    }
+
+    async fn set_last_tick(&self, tick: Timestamp) {
+        if let Err(e) = self
+            .state
+            .meta_set("schedule.last_tick", &tick.to_string())
+            .await
+        {
+            tracing::error!(error = %e, "could not record the schedule's last tick");
+        }
+    }
+
+    fn set_next(&self, next: Option<Timestamp>) {
+        if let Ok(mut n) = self.next.lock() {
+            *n = next;
+        }
+        metrics::next_run(next);
+    }
+}
+
+impl Runner {
+    /// Whether the stop flag is set.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
