@@ -179,6 +179,8 @@ async fn count_requests(req: Request, next: Next) -> Response {
 pub fn router(app: AppState, body_limit: usize, timeout: Duration) -> axum::Router {
     use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
     use tower_http::trace::TraceLayer;
+    // The recorder first, so that nothing counted before /metrics is lost.
+    metrics::handle();
 
     let read = axum::Router::new()
         .route("/openapi.json", get(openapi_json))

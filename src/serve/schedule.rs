@@ -135,6 +135,33 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock that jumps to each deadline at once: a year of schedule runs in
+/// milliseconds (tests, and trying a pattern out).
+pub struct JumpClock(std::sync::Mutex<Timestamp>);
+
+impl JumpClock {
+    pub fn starting_at(t: Timestamp) -> JumpClock {
+        JumpClock(std::sync::Mutex::new(t))
+    }
+}
+
+#[async_trait]
+impl Clock for JumpClock {
+    fn now(&self) -> Timestamp {
+        self.0
+            .lock()
+            .map(|t| *t)
+            .unwrap_or_else(|e| *e.into_inner())
+    }
+
+    async fn sleep_until(&self, t: Timestamp) {
+        let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if t > *now {
+            *now = t;
+        }
+    }
+}
+
 /// Why a run was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
@@ -231,22 +258,6 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// A clock that jumps to each deadline at once.
-    struct JumpClock(Mutex<Timestamp>);
-
-    #[async_trait]
-    impl Clock for JumpClock {
-        fn now(&self) -> Timestamp {
-            *self.0.lock().unwrap()
-        }
-        async fn sleep_until(&self, t: Timestamp) {
-            let mut now = self.0.lock().unwrap();
-            if t > *now {
-                *now = t;
-            }
-        }
-    }
-
     #[derive(Default)]
     struct Recorder {
         ticks: Mutex<Vec<(Timestamp, Trigger)>>,
@@ -285,7 +296,7 @@ mod tests {
     #[tokio::test]
     async fn a_year_of_daily_runs_at_three_in_berlin() {
         let schedule = Schedule::parse("0 3 * * *", "Europe/Berlin", Mode::Sweep).unwrap();
-        let clock = JumpClock(Mutex::new(ts("2026-12-31T23:00:00Z"))); // 00:00 in Berlin
+        let clock = JumpClock::starting_at(ts("2026-12-31T23:00:00Z")); // 00:00 in Berlin
         let job = Recorder {
             fail: vec![10, 11, 200],
             ..Default::default()
@@ -333,7 +344,7 @@ mod tests {
     async fn a_missed_run_is_caught_up_once_at_start() {
         let schedule = Schedule::parse("0 3 * * *", "UTC", Mode::Sweep).unwrap();
         // Down for three days: three ticks missed, one catch-up run.
-        let clock = JumpClock(Mutex::new(ts("2027-03-04T12:00:00Z")));
+        let clock = JumpClock::starting_at(ts("2027-03-04T12:00:00Z"));
         let job = Recorder::default();
         *job.last.lock().unwrap() = Some(ts("2027-03-01T03:00:00Z"));
         let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -361,7 +372,7 @@ mod tests {
     async fn no_catch_up_when_nothing_was_missed_or_on_first_start() {
         let schedule = Schedule::parse("0 3 * * *", "UTC", Mode::Plan).unwrap();
         for last in [Some(ts("2027-03-04T03:00:00Z")), None] {
-            let clock = JumpClock(Mutex::new(ts("2027-03-04T12:00:00Z")));
+            let clock = JumpClock::starting_at(ts("2027-03-04T12:00:00Z"));
             let job = Recorder::default();
             *job.last.lock().unwrap() = last;
             let (_tx, rx) = tokio::sync::watch::channel(false);

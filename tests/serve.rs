@@ -1,0 +1,620 @@
+//! Service mode, in process: the router driven with `oneshot` against the
+//! standard fixture (real SQLite CRM, folder store, state store), and the
+//! scheduler driven by a jumping clock with the real runner as its job.
+//! The end-to-end test of the binary is in `serve_e2e.rs`.
+
+mod util;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use lethe::serve::{api, runner::Runner, schedule};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+use util::{AS_OF, Fixture, JANE_EMAIL, KEPT_FILES, list_files};
+
+const READ: &str = "read-token-0123456789";
+const OPERATE: &str = "operate-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+
+fn sha(t: &str) -> String {
+    hex::encode(Sha256::digest(t.as_bytes()))
+}
+
+/// The fixture's config plus three tokens, a small body limit and `extra`.
+fn serve_config(f: &Fixture, extra: &str) {
+    let mut text = f.config_text();
+    text.push_str(&format!(
+        r#"
+[serve]
+body_limit = 4096
+
+[[serve.token]]
+name = "dashboard"
+sha256 = "{}"
+scope = "read"
+
+[[serve.token]]
+name = "integration"
+sha256 = "{}"
+scope = "operate"
+
+[[serve.token]]
+name = "dpo"
+sha256 = "{}"
+scope = "admin"
+{extra}
+"#,
+        sha(READ),
+        sha(OPERATE),
+        sha(ADMIN)
+    ));
+    f.write_config(&text);
+}
+
+async fn runner(f: &Fixture) -> Arc<Runner> {
+    let mut config = lethe::config::load(&f.config()).expect("config loads");
+    config.file = f.config();
+    let state = lethe::state::StateStore::open(&config)
+        .await
+        .expect("state opens");
+    Runner::new(Arc::new(config), state)
+}
+
+async fn router(f: &Fixture) -> (axum::Router, Arc<Runner>) {
+    let runner = runner(f).await;
+    let config = runner.config.clone();
+    let app = Arc::new(api::App {
+        runner: runner.clone(),
+        store: lethe::store::open(&config).expect("store opens"),
+        tokens: config.serve.tokens.clone(),
+    });
+    (
+        api::router(app, config.serve.body_limit, config.serve.request_timeout),
+        runner,
+    )
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+}
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .expect("request builds");
+    let response = router.clone().oneshot(req).await.expect("router answers");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .expect("body reads");
+    Answer {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_scopes_guard_every_endpoint_but_health() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+
+    assert_eq!(
+        call(&r, "GET", "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
+    let ready = call(&r, "GET", "/readyz", None, None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    assert_eq!(ready.json()["ready"], true);
+
+    // No token, a wrong one, a malformed header: 401 without detail.
+    for token in [None, Some("not-a-token"), Some("")] {
+        let a = call(&r, "GET", "/v1/plans", token, None).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(a.json(), json!({"error": "unauthorized"}));
+        assert_eq!(a.headers[header::WWW_AUTHENTICATE], "Bearer");
+    }
+    for path in [
+        "/metrics",
+        "/openapi.json",
+        "/v1/holds",
+        "/v1/sweeps",
+        "/v1/schedule",
+        "/v1/audit/verify",
+    ] {
+        assert_eq!(
+            call(&r, "GET", path, None, None).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+        assert_eq!(
+            call(&r, "GET", path, Some(READ), None).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+
+    let link = json!({"object": "misc/readme.txt", "entities": ["lead:5"]});
+    let hold = json!({"target": "lead:3", "reason": "case 12"});
+    let approve = json!({"confirm": "x"});
+    // read < operate < admin; a token without the scope: 403 without detail.
+    let cases: &[(&str, &str, Option<Value>, [StatusCode; 3])] = &[
+        (
+            "POST",
+            "/v1/links",
+            Some(link.clone()),
+            [StatusCode::FORBIDDEN, StatusCode::OK, StatusCode::OK],
+        ),
+        (
+            "POST",
+            "/v1/holds",
+            Some(hold.clone()),
+            [StatusCode::FORBIDDEN, StatusCode::OK, StatusCode::OK],
+        ),
+        (
+            "POST",
+            "/v1/plans/nope/apply",
+            Some(approve.clone()),
+            [
+                StatusCode::FORBIDDEN,
+                StatusCode::FORBIDDEN,
+                StatusCode::NOT_FOUND,
+            ],
+        ),
+        (
+            "POST",
+            "/v1/sweeps",
+            Some(json!({"mode": "sweep"})),
+            [
+                StatusCode::FORBIDDEN,
+                StatusCode::FORBIDDEN,
+                StatusCode::ACCEPTED,
+            ],
+        ),
+    ];
+    for (method, path, body, expected) in cases {
+        for (token, want) in [READ, OPERATE, ADMIN].iter().zip(expected) {
+            let a = call(&r, method, path, Some(token), body.clone()).await;
+            assert_eq!(a.status, *want, "{method} {path} with {token}: {}", a.text);
+            if a.status == StatusCode::FORBIDDEN {
+                assert_eq!(a.json(), json!({"error": "forbidden"}));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_describes_every_route() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    let doc = call(&r, "GET", "/openapi.json", Some(READ), None)
+        .await
+        .json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/v1/links",
+        "/v1/links/batch",
+        "/v1/entities/{entity}/explain",
+        "/v1/holds",
+        "/v1/plans",
+        "/v1/plans/{id}",
+        "/v1/plans/{id}/apply",
+        "/v1/sweeps",
+        "/v1/sweeps/{id}",
+        "/v1/schedule",
+        "/v1/audit/verify",
+        "/v1/audit/lookup",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from /openapi.json");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert!(paths["/v1/holds"]["post"].is_object() && paths["/v1/holds"]["delete"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_links_decide_what_goes_with_an_entity() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    f.put("drop/shared.bin", "payload for leads 1 and 2");
+    f.put("drop/early.bin", "registered before the index saw it");
+    let (r, runner) = router(&f).await;
+
+    // Registered before the index has seen any object.
+    let a = call(
+        &r,
+        "POST",
+        "/v1/links",
+        Some(OPERATE),
+        Some(json!({"object": "drop/early.bin", "entities": ["lead:5"]})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json(), json!({"new": 1, "existing": 0, "indexed": 0}));
+
+    f.lethe(&["index"]).ok();
+    // After the index: the readme (unlinked by the rules) now serves lead 5;
+    // the shared file serves a due lead and a kept one.
+    let a = call(
+        &r,
+        "POST",
+        "/v1/links/batch",
+        Some(OPERATE),
+        Some(json!({"links": [
+            {"object": "misc/readme.txt", "entities": ["lead:5"]},
+            {"object": "drop/shared.bin", "entities": ["lead:1", "lead:2"]},
+            {"object": "drop/early.bin", "entities": ["lead:5"]},
+        ]})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json(), json!({"new": 3, "existing": 1, "indexed": 3}));
+    assert_eq!(runner.state.pool().size() > 0, true);
+
+    f.plan();
+    f.lethe(&["apply"]).ok();
+    let files = list_files(&f.tech());
+    assert!(!files.contains(&"misc/readme.txt".to_string()), "{files:?}");
+    assert!(!files.contains(&"drop/early.bin".to_string()), "{files:?}");
+    assert!(
+        files.contains(&"drop/shared.bin".to_string()),
+        "shared with kept lead 2: {files:?}"
+    );
+    // The deleted objects' registrations left with them.
+    assert_eq!(
+        f.state_sql("SELECT key FROM registered_links ORDER BY key, entity_key")
+            .trim(),
+        "drop/shared.bin\ndrop/shared.bin"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_registered_after_the_plan_makes_apply_skip_the_object() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    f.lethe(&["index"]).ok();
+    let link = |e: &str| json!({"object": "misc/readme.txt", "entities": [e]});
+    assert_eq!(
+        call(&r, "POST", "/v1/links", Some(OPERATE), Some(link("lead:5")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let plan = f.plan();
+    assert_eq!(plan["objects"]["delete"], 5, "{plan}");
+    // Now the readme turns out to serve lead 3 too, which is kept.
+    assert_eq!(
+        call(&r, "POST", "/v1/links", Some(OPERATE), Some(link("lead:3")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let out = f.lethe(&["apply", "--format", "json"]).ok().json();
+    assert_eq!(out["apply"]["objects_skipped"], 1, "{out}");
+    let mut kept: Vec<String> = KEPT_FILES.iter().map(|s| s.to_string()).collect();
+    kept.sort();
+    assert_eq!(list_files(&f.tech()), kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_clear_4xx() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    let post = |body: Value| call(&r, "POST", "/v1/links/batch", Some(OPERATE), Some(body));
+
+    let a = post(json!({"links": [
+        {"object": "a.json", "entities": ["lead:1"]},
+        {"object": "b.json", "entities": ["invoice:1"]},
+    ]}))
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("links[1].entities[0]: `invoice`"),
+        "{}",
+        a.text
+    );
+
+    let a = post(json!({"links": [{"object": "../etc/passwd", "entities": ["lead:1"]}]})).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    let a = post(json!({"links": [{"object": "a.json", "entities": []}]})).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    let a = post(json!({"links": [], "extra": 1})).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    // Nothing of the rejected batches was registered.
+    assert_eq!(
+        f.state_sql("SELECT count(*) FROM registered_links").trim(),
+        "0"
+    );
+
+    let big = json!({"links": [{"object": "x".repeat(5000), "entities": ["lead:1"]}]});
+    let a = post(big).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text);
+
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/links")
+        .header(header::AUTHORIZATION, format!("Bearer {OPERATE}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from("object=a"))
+        .unwrap();
+    let a = r.clone().oneshot(req).await.unwrap();
+    assert_eq!(a.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let a = call(&r, "GET", "/v1/entities/nonsense/explain", Some(READ), None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = call(&r, "GET", "/v1/sweeps/abc", Some(READ), None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    let a = call(&r, "GET", "/v1/nowhere", Some(READ), None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.json()["error"].is_string());
+}
+
+async fn wait_for_run(r: &axum::Router, run: i64) -> Value {
+    for _ in 0..600 {
+        let s = call(r, "GET", &format!("/v1/sweeps/{run}"), Some(READ), None)
+            .await
+            .json();
+        if s["status"] != "running" {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("run {run} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_is_approved_by_its_digest_then_applied() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    f.lethe(&["index"]).ok();
+    let id = f.plan()["id"].as_str().unwrap().to_string();
+
+    let plan = call(&r, "GET", &format!("/v1/plans/{id}"), Some(READ), None)
+        .await
+        .json();
+    assert_eq!(plan["status"], "planned");
+    let digest = plan["digest"].as_str().unwrap().to_string();
+    let apply = format!("/v1/plans/{id}/apply");
+
+    let a = call(
+        &r,
+        "POST",
+        &apply,
+        Some(ADMIN),
+        Some(json!({"confirm": "0".repeat(64)})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text);
+    assert_eq!(
+        list_files(&f.tech()).len(),
+        util::ALL_FILES.len(),
+        "nothing deleted"
+    );
+
+    let a = call(
+        &r,
+        "POST",
+        &apply,
+        Some(ADMIN),
+        Some(json!({"confirm": digest})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
+    let run = a.json()["run"].as_i64().unwrap();
+    let s = wait_for_run(&r, run).await;
+    assert_eq!(s["status"], "done", "{s}");
+    assert_eq!(s["trigger"], "approval");
+    assert_eq!(s["plan_id"], id.as_str());
+    assert_eq!(s["summary"]["apply"]["cases_done"], 3, "{s}");
+    let mut kept: Vec<String> = KEPT_FILES.iter().map(|s| s.to_string()).collect();
+    kept.sort();
+    assert_eq!(list_files(&f.tech()), kept);
+
+    let a = call(
+        &r,
+        "POST",
+        &apply,
+        Some(ADMIN),
+        Some(json!({"confirm": digest})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let v = call(&r, "GET", "/v1/audit/verify", Some(READ), None)
+        .await
+        .json();
+    assert_eq!(v["problems"], json!([]));
+    assert!(v["records"].as_u64().unwrap() > 0);
+    let l = call(
+        &r,
+        "GET",
+        "/v1/audit/lookup?target=lead:1",
+        Some(READ),
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(l["records"].as_array().unwrap().len(), 1, "{l}");
+
+    // Metrics: counts under bounded labels, no keys, no subject data.
+    let m = call(&r, "GET", "/metrics", Some(READ), None).await.text;
+    assert!(
+        m.contains("lethe_entities_deleted_total{type=\"lead\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("lethe_runs_total{mode=\"apply\",outcome=\"done\"}"),
+        "{m}"
+    );
+    assert!(
+        !m.contains(JANE_EMAIL) && !m.contains("inbound/") && !m.contains("lead:1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_over_the_api_keep_a_case_and_explain_says_so() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    let explain = "/v1/entities/lead:5/explain?as_of=2026-06-30";
+    let e = call(&r, "GET", explain, Some(READ), None).await.json();
+    assert_eq!(e["cases"][0]["due"], true, "{e}");
+
+    let a = call(
+        &r,
+        "POST",
+        "/v1/holds",
+        Some(OPERATE),
+        Some(json!({"target": "lead:5", "reason": "LH-7"})),
+    )
+    .await;
+    assert_eq!(a.json(), json!({"target": "lead:5", "changed": true}));
+    let holds = call(&r, "GET", "/v1/holds", Some(READ), None).await.json();
+    assert_eq!(holds[0]["author"], "integration");
+    let e = call(&r, "GET", explain, Some(READ), None).await.json();
+    assert_eq!(e["cases"][0]["due"], false, "{e}");
+    assert!(
+        e["cases"][0]["kept_because"]
+            .as_str()
+            .unwrap()
+            .contains("hold"),
+        "{e}"
+    );
+    let plan = f.plan();
+    assert_eq!(plan["cases"], 2, "lead 5 held: {plan}");
+
+    let lift = "/v1/holds?target=lead:5";
+    assert_eq!(
+        call(&r, "DELETE", lift, Some(OPERATE), None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&r, "DELETE", lift, Some(OPERATE), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let e = call(&r, "GET", explain, Some(READ), None).await.json();
+    assert_eq!(e["cases"][0]["due"], true, "{e}");
+    let e = call(&r, "GET", "/v1/entities/lead:999/explain", Some(READ), None)
+        .await
+        .json();
+    assert_eq!(e["exists"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_runs_the_real_pipeline_and_catches_up_once() {
+    let f = Fixture::new();
+    serve_config(
+        &f,
+        "[schedule]\ncron = \"0 3 * * *\"\ntimezone = \"Europe/Berlin\"\nmode = \"plan\"\n",
+    );
+    let runner = runner(&f).await;
+    let s = runner.config.schedule.clone().expect("schedule configured");
+    let ts = |t: &str| t.parse::<jiff::Timestamp>().unwrap();
+
+    // Three days of ticks, at a clock that jumps.
+    let clock = schedule::JumpClock::starting_at(ts("2026-07-01T12:00:00Z"));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let ran = schedule::run(
+        &s,
+        &clock,
+        runner.as_ref(),
+        rx,
+        Some(ts("2026-07-04T12:00:00Z")),
+    )
+    .await;
+    assert_eq!((ran.runs, ran.failures, ran.catch_ups), (3, 0, 0));
+    let rows = runner.sweeps(10).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.trigger == "schedule"
+        && r.status == "awaiting-approval"
+        && r.plan_id.is_some()));
+    assert_eq!(
+        rows[0].scheduled_for.as_deref(),
+        Some("2026-07-04T01:00:00Z"),
+        "03:00 CEST"
+    );
+    // In plan mode nothing is deleted.
+    assert_eq!(list_files(&f.tech()).len(), util::ALL_FILES.len());
+
+    // Down for a week: one catch-up run at start, then the schedule.
+    let clock = schedule::JumpClock::starting_at(ts("2026-07-11T12:00:00Z"));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let ran = schedule::run(
+        &s,
+        &clock,
+        runner.as_ref(),
+        rx,
+        Some(ts("2026-07-12T12:00:00Z")),
+    )
+    .await;
+    assert_eq!((ran.runs, ran.catch_ups), (2, 1));
+    let rows = runner.sweeps(2).await.unwrap();
+    assert_eq!(rows[1].trigger, "catch-up");
+    assert_eq!(
+        rows[1].scheduled_for.as_deref(),
+        Some("2026-07-11T01:00:00Z")
+    );
+    assert_eq!(rows[0].trigger, "schedule");
+
+    // A failing run is recorded and counted; the next tick comes as usual.
+    std::fs::rename(f.crm(), f.dir().join("crm.db.away")).unwrap();
+    let clock = schedule::JumpClock::starting_at(ts("2026-07-12T12:00:00Z"));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let ran = schedule::run(
+        &s,
+        &clock,
+        runner.as_ref(),
+        rx,
+        Some(ts("2026-07-14T12:00:00Z")),
+    )
+    .await;
+    assert_eq!((ran.runs, ran.failures), (2, 2));
+    let rows = runner.sweeps(1).await.unwrap();
+    assert_eq!(rows[0].status, "failed");
+    assert!(
+        rows[0].error.as_deref().unwrap_or("").contains("crm"),
+        "{:?}",
+        rows[0].error
+    );
+}
