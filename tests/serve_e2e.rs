@@ -4,6 +4,7 @@
 //! journal finish the plan. Logs are JSON with a request id per request and
 //! no personal data.
 
+#[allow(dead_code)] // uses a few of the helpers
 mod util;
 
 use std::io::BufRead;
