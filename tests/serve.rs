@@ -254,7 +254,7 @@ async fn registered_links_decide_what_goes_with_an_entity() {
     serve_config(&f, "");
     f.put("drop/shared.bin", "payload for leads 1 and 2");
     f.put("drop/early.bin", "registered before the index saw it");
-    let (r, runner) = router(&f).await;
+    let (r, _runner) = router(&f).await;
 
     // Registered before the index has seen any object.
     let a = call(
