@@ -551,22 +551,26 @@ async fn explain(
     let Query(q) = query?;
     let r =
         crate::cli::parse_entity_ref(&app.runner.config, &entity).map_err(ApiError::bad_request)?;
-    let as_of = parse_as_of(q.as_of.as_deref())?;
-    let (world, _) = app.runner.world().await?;
+    let loaded = app.runner.world().await?;
+    let world = &loaded.world;
     let entity = r.to_string();
     let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
-        return Ok(Json(
-            serde_json::json!({ "entity": entity, "exists": false }),
-        ));
+        return Ok(Json(serde_json::json!({ "entity": entity, "exists": false })));
     };
-    let at = as_of.as_second();
+    // Now: the evaluation made when the graph was loaded. Another instant:
+    // evaluated for this request (the whole graph: slower).
+    let (at, fresh) = match q.as_of.as_deref() {
+        None => (loaded.as_of, None),
+        Some(t) => {
+            let at = parse_as_of(Some(t))?.as_second();
+            (at, Some(crate::evaluate::evaluate(&world.graph, &world.policies, at)))
+        }
+    };
+    let eval = fresh.as_ref().unwrap_or(&loaded.eval);
     let cases = crate::evaluate::cases_containing(&world.graph, &world.policies, id, at);
-    // Whether the next sweep deletes it needs the whole fixpoint; the
-    // cases containing it say the same for the entity's own verdicts.
-    let eval = crate::evaluate::evaluate(&world.graph, &world.policies, at);
     Ok(Json(crate::cli::render::explain_json(
         &entity,
-        &world,
+        world,
         &cases,
         eval.is_deleted(id),
     )))

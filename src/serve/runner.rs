@@ -67,7 +67,15 @@ pub struct Runner {
     /// Set on shutdown: an apply in progress stops after its batch in flight.
     pub stop: Arc<AtomicBool>,
     next: std::sync::Mutex<Option<Timestamp>>,
-    world: tokio::sync::Mutex<Option<(std::time::Instant, Arc<World>)>>,
+    world: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Loaded>)>>,
+}
+
+/// The CRM graph as explain reads it, evaluated at `as_of`.
+pub struct Loaded {
+    pub world: World,
+    pub eval: crate::evaluate::Evaluation,
+    /// Unix seconds.
+    pub as_of: i64,
 }
 
 pub fn now_text() -> String {
@@ -303,21 +311,28 @@ impl Runner {
         })
     }
 
-    /// The CRM graph for explain, loaded at most once a minute (and again
-    /// after every run and every change of holds).
-    pub async fn world(&self) -> Result<(Arc<World>, std::time::Instant)> {
+    /// The CRM graph for explain, and its evaluation as of the moment it was
+    /// loaded: loaded at most once a minute, and again after every run and
+    /// every change of holds.
+    pub async fn world(&self) -> Result<Arc<Loaded>> {
         let mut slot = self.world.lock().await;
         if let Some((at, w)) = slot.as_ref()
             && at.elapsed() < WORLD_TTL
         {
-            return Ok((w.clone(), *at));
+            return Ok(w.clone());
         }
         let crm = crm::connect(&self.config).await?;
-        let w =
-            Arc::new(plan::load_world(&self.config, crm.as_ref(), &self.state, &|_, _| {}).await?);
-        let at = std::time::Instant::now();
-        *slot = Some((at, w.clone()));
-        Ok((w, at))
+        let world = plan::load_world(&self.config, crm.as_ref(), &self.state, &|_, _| {}).await?;
+        let as_of = Timestamp::now().as_second();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let eval = crate::evaluate::evaluate(&world.graph, &world.policies, as_of);
+            Loaded { world, eval, as_of }
+        })
+        .await
+        .context("evaluating the graph")?;
+        let loaded = Arc::new(loaded);
+        *slot = Some((std::time::Instant::now(), loaded.clone()));
+        Ok(loaded)
     }
 
     pub async fn forget_world(&self) {
