@@ -36,8 +36,21 @@ fn problems(text: &str) -> Vec<Problem> {
 fn reference_parses_as_config() {
     // SAFETY of the test: the variable is only read by this parse.
     unsafe { std::env::set_var("LETHE_AUDIT_KEY", "reference-test-key-0123456789") };
+    unsafe {
+        std::env::set_var(
+            "LETHE_INTEGRATION_TOKEN_SHA256",
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+        )
+    };
     let text = include_str!("../../lethe.reference.toml");
     let c = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
+    let s = c.schedule.as_ref().expect("[schedule]");
+    assert_eq!((s.pattern.as_str(), s.timezone.as_str()), ("0 3 * * *", "Europe/Berlin"));
+    assert_eq!(s.mode, crate::serve::schedule::Mode::Plan);
+    assert_eq!(c.serve.tokens.len(), 2);
+    assert_eq!(c.serve.tokens[0].scope, Scope::Operate);
+    assert_eq!(c.serve.tokens[1].scope, Scope::Admin);
+    assert_eq!(c.serve.request_timeout, std::time::Duration::from_secs(30));
     assert_eq!(c.entities.len(), 4);
     assert_eq!(c.links.len(), 6);
     assert_eq!(c.policies[0].keep_if.len(), 2);
@@ -127,4 +140,30 @@ fn retention_is_calendar_aware() {
     assert!(Retention::parse("P2Y").is_ok());
     assert!(Retention::parse("forever").is_err());
     assert!(Retention::parse("-1 day").is_err());
+}
+
+
+#[test]
+fn schedule_and_serve_mistakes_are_reported_by_key() {
+    let text = format!(
+        "{MINIMAL}\n[schedule]\ncron = \"0 3 * *\"\ntimezone = \"Mars/Olympus\"\nmode = \"often\"\n\n[serve]\nlisten = \"everywhere\"\nrequest_timeout = \"soon\"\n\n[[serve.token]]\nname = \"x\"\nsha256 = \"abc\"\nscope = \"root\"\n"
+    );
+    let found = problems(&text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    for k in [
+        "schedule.mode",
+        "schedule.cron",
+        "serve.listen",
+        "serve.request_timeout",
+        "serve.token[0].scope",
+        "serve.token[0].sha256",
+    ] {
+        assert!(keys.contains(&k), "{k} not reported: {keys:?}");
+    }
+    // A bad zone with a good pattern names the zone.
+    let text = format!("{MINIMAL}\n[schedule]\ncron = \"0 3 * * *\"\ntimezone = \"Mars/Olympus\"\n");
+    let found = problems(&text);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].key, "schedule.timezone");
+    assert!(found[0].message.contains("IANA"));
 }
