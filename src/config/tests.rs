@@ -45,7 +45,10 @@ fn reference_parses_as_config() {
     let text = include_str!("../../lethe.reference.toml");
     let c = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
     let s = c.schedule.as_ref().expect("[schedule]");
-    assert_eq!((s.pattern.as_str(), s.timezone.as_str()), ("0 3 * * *", "Europe/Berlin"));
+    assert_eq!(
+        (s.pattern.as_str(), s.timezone.as_str()),
+        ("0 3 * * *", "Europe/Berlin")
+    );
     assert_eq!(s.mode, crate::serve::schedule::Mode::Plan);
     assert_eq!(c.serve.tokens.len(), 2);
     assert_eq!(c.serve.tokens[0].scope, Scope::Operate);
@@ -142,7 +145,6 @@ fn retention_is_calendar_aware() {
     assert!(Retention::parse("-1 day").is_err());
 }
 
-
 #[test]
 fn schedule_and_serve_mistakes_are_reported_by_key() {
     let text = format!(
@@ -161,7 +163,8 @@ fn schedule_and_serve_mistakes_are_reported_by_key() {
         assert!(keys.contains(&k), "{k} not reported: {keys:?}");
     }
     // A bad zone with a good pattern names the zone.
-    let text = format!("{MINIMAL}\n[schedule]\ncron = \"0 3 * * *\"\ntimezone = \"Mars/Olympus\"\n");
+    let text =
+        format!("{MINIMAL}\n[schedule]\ncron = \"0 3 * * *\"\ntimezone = \"Mars/Olympus\"\n");
     let found = problems(&text);
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].key, "schedule.timezone");

@@ -555,7 +555,9 @@ async fn explain(
     let world = &loaded.world;
     let entity = r.to_string();
     let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
-        return Ok(Json(serde_json::json!({ "entity": entity, "exists": false })));
+        return Ok(Json(
+            serde_json::json!({ "entity": entity, "exists": false }),
+        ));
     };
     // Now: the evaluation made when the graph was loaded. Another instant:
     // evaluated for this request (the whole graph: slower).
@@ -563,7 +565,10 @@ async fn explain(
         None => (loaded.as_of, None),
         Some(t) => {
             let at = parse_as_of(Some(t))?.as_second();
-            (at, Some(crate::evaluate::evaluate(&world.graph, &world.policies, at)))
+            (
+                at,
+                Some(crate::evaluate::evaluate(&world.graph, &world.policies, at)),
+            )
         }
     };
     let eval = fresh.as_ref().unwrap_or(&loaded.eval);
