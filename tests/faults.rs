@@ -144,6 +144,50 @@ async fn transient_lost_and_refused_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_failed_batch_delete_fails_exactly_its_failed_keys() {
+    let w = world().await;
+    w.index().await.unwrap();
+    let planned = w.plan().await;
+    let keys = w.planned_objects("inbound/%").await;
+    assert!(keys.len() >= 10, "{keys:?}");
+    let (flaky, lost, refused) = (keys[1].clone(), keys[4].clone(), keys[7].clone());
+    {
+        let mut f = w.store.faults();
+        // Like S3 or Azure: 7 keys per request, faults per key in the answer.
+        f.batch_size = Some(7);
+        f.transient.insert(flaky.clone(), 2);
+        f.lost_answer.insert(lost.clone());
+        f.refuse.insert(refused.clone(), "403 Forbidden".into());
+    }
+    let report = w.apply().await.unwrap();
+    let total = planned.objects.delete + planned.objects.orphan_delete;
+    // Exactly the refused key failed; its batch-mates went.
+    assert_eq!(report.objects_failed, 1, "{report:?}");
+    assert_eq!(report.objects_deleted, total - 1);
+    assert!(w.exists(&refused));
+    for k in keys.iter().filter(|k| **k != refused) {
+        assert!(!w.exists(k), "{k} left behind");
+    }
+    let pseudo = lethe::audit::pseudonym::Pseudonymizer::new(w.config.audit_key.clone());
+    assert_eq!(report.failures.len(), 1);
+    assert_eq!(report.failures[0].0, pseudo.show_object(&refused));
+    // The transient key was retried (in a smaller batch) until it went; the
+    // lost answer was retried, found gone and counted ours, audited once.
+    assert_eq!(w.store.faults().delete_calls[&flaky], 3);
+    assert_eq!(w.audit_count(&pseudo.object(&lost)).await, 1);
+    // Batches, not one request per key.
+    let calls = w.store.faults().delete_many_calls as u64;
+    assert!(calls < total / 3, "{calls} requests for {total} objects");
+
+    w.store.faults().refuse.clear();
+    let again = w.apply().await.unwrap();
+    assert_eq!((again.objects_deleted, again.objects_failed), (1, 0));
+    assert!(!w.exists(&refused));
+    let v = lethe::audit::verify(&w.state).await.unwrap();
+    assert!(v.problems.is_empty(), "{:?}", v.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_faults_retry_or_fail_the_batch() {
     let w = world().await;
     w.index().await.unwrap();

@@ -225,6 +225,54 @@ async fn list_read_head_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_deletes_answer_per_key_in_order() {
+    for s in subjects() {
+        let n = s.name;
+        // More keys than one Azure Blob Batch (256) takes.
+        let present: Vec<String> = (0..300).map(|i| format!("batch/{i:03}.json")).collect();
+        for k in &present {
+            (s.put)(k, b"{}");
+        }
+        (s.put)("batch/stays.json", b"{}");
+        let mut ask = present.clone();
+        ask.insert(10, "batch/never-was.json".into());
+        ask.insert(200, "../outside".into());
+        let answers = s.store.delete_many(&ask).await;
+        assert_eq!(answers.len(), ask.len(), "{n}: one answer per key");
+        for (k, a) in ask.iter().zip(&answers) {
+            match k.as_str() {
+                "batch/never-was.json" => {
+                    assert_eq!(
+                        a.as_ref().ok(),
+                        Some(&DeleteOutcome::AlreadyGone),
+                        "{n}: {k}"
+                    )
+                }
+                "../outside" => assert!(a.is_err(), "{n}: {k} refused"),
+                _ => assert_eq!(
+                    a.as_ref().ok(),
+                    Some(&DeleteOutcome::Deleted),
+                    "{n}: {k}: {a:?}"
+                ),
+            }
+        }
+        assert_eq!(
+            keys(s.store.as_ref()).await,
+            vec!["batch/stays.json"],
+            "{n}"
+        );
+        // Again: all already gone.
+        let again = s.store.delete_many(&present[..5]).await;
+        assert!(
+            again
+                .iter()
+                .all(|a| matches!(a, Ok(DeleteOutcome::AlreadyGone))),
+            "{n}: {again:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_that_are_not_plain_relative_paths_are_refused() {
     for s in subjects() {
         for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b"] {

@@ -346,6 +346,102 @@ impl TechnicalStore for CloudStore {
             .collect())
     }
 
+    fn delete_batch_size(&self) -> usize {
+        match self.scheme {
+            // DeleteObjects takes up to 1,000 keys, Blob Batch up to 256.
+            "s3" => 1000,
+            _ => 256,
+        }
+    }
+
+    /// S3: every key is asked for first (DeleteObjects reports a missing
+    /// key as deleted, and lethe never claims an erasure it did not do),
+    /// eight at a time, then the ones present go in one DeleteObjects.
+    /// Azure: one Blob Batch; a missing blob answers 404 per key.
+    async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
+        use futures::StreamExt;
+        let mut out: Vec<Option<Result<DeleteOutcome, StoreError>>> =
+            (0..keys.len()).map(|_| None).collect();
+        let mut paths: Vec<(usize, Path)> = Vec::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            match self.path(k) {
+                Ok(p) => paths.push((i, p)),
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        if self.scheme == "s3" {
+            let inner = self.inner.clone();
+            let heads: Vec<(usize, Path, Result<(), object_store::Error>)> =
+                futures::stream::iter(paths.drain(..).map(|(i, p)| {
+                    let inner = inner.clone();
+                    async move {
+                        let r = inner.head(&p).await.map(|_| ());
+                        (i, p, r)
+                    }
+                }))
+                .buffered(8)
+                .collect()
+                .await;
+            for (i, p, r) in heads {
+                match r {
+                    Ok(()) => paths.push((i, p)),
+                    Err(object_store::Error::NotFound { .. }) => {
+                        out[i] = Some(Ok(DeleteOutcome::AlreadyGone))
+                    }
+                    Err(e) => out[i] = Some(Err(io("head", e))),
+                }
+            }
+        }
+        for chunk in paths.chunks(self.delete_batch_size()) {
+            let locations =
+                futures::stream::iter(chunk.iter().map(|(_, p)| Ok(p.clone())).collect::<Vec<_>>())
+                    .boxed();
+            let results: Vec<Result<Path, object_store::Error>> =
+                self.inner.delete_stream(locations).collect().await;
+            if results.len() == chunk.len() {
+                // One result per key, in order (object_store keeps the order).
+                for ((i, _), r) in chunk.iter().zip(results) {
+                    out[*i] = Some(match r {
+                        Ok(_) => Ok(DeleteOutcome::Deleted),
+                        Err(object_store::Error::NotFound { .. }) => Ok(DeleteOutcome::AlreadyGone),
+                        Err(e) => Err(io("delete", e)),
+                    });
+                }
+            } else {
+                // The request as a whole failed: every key of it failed
+                // with that error (transient ones are retried).
+                let e = results
+                    .into_iter()
+                    .find_map(|r| r.err())
+                    .map(|e| io("batch delete", e));
+                for (i, _) in chunk {
+                    out[*i] = Some(Err(match &e {
+                        Some(StoreError::Io { op, source }) => StoreError::Io {
+                            op,
+                            source: std::io::Error::new(source.kind(), source.to_string()),
+                        },
+                        _ => StoreError::Io {
+                            op: "batch delete",
+                            source: std::io::Error::other(
+                                "the store answered for fewer keys than it was sent",
+                            ),
+                        },
+                    }));
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(StoreError::Io {
+                        op: "batch delete",
+                        source: std::io::Error::other("no answer for this key"),
+                    })
+                })
+            })
+            .collect()
+    }
+
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
         let path = self.path(key)?;
         match self.inner.head(&path).await {

@@ -29,6 +29,10 @@ pub struct StoreFaults {
     pub list_empty: bool,
     /// Delete calls seen, per key.
     pub delete_calls: HashMap<String, u32>,
+    /// Batch the deletes, this many per `delete_many` (None: one by one).
+    pub batch_size: Option<usize>,
+    /// `delete_many` calls seen.
+    pub delete_many_calls: u32,
 }
 
 pub struct FaultyStore {
@@ -133,6 +137,54 @@ impl TechnicalStore for FaultyStore {
             ));
         }
         Ok(outcome)
+    }
+
+    /// With `batch_size` set, the store batches like S3 or Azure: the keys
+    /// without a fault go to the inner store in one `delete_many`, the
+    /// faulted ones fail individually in the same answer.
+    fn delete_batch_size(&self) -> usize {
+        self.faults().batch_size.unwrap_or(1)
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
+        let mut out: Vec<Option<Result<DeleteOutcome, StoreError>>> =
+            (0..keys.len()).map(|_| None).collect();
+        let mut through = Vec::new();
+        {
+            let mut f = self.faults();
+            f.delete_many_calls += 1;
+            for (i, key) in keys.iter().enumerate() {
+                *f.delete_calls.entry(key.clone()).or_default() += 1;
+                if let Some(reason) = f.refuse.get(key) {
+                    out[i] = Some(Err(injected(std::io::ErrorKind::PermissionDenied, reason)));
+                } else if let Some(n) = f.transient.get_mut(key)
+                    && *n > 0
+                {
+                    *n -= 1;
+                    out[i] = Some(Err(injected(
+                        std::io::ErrorKind::TimedOut,
+                        "injected: transient",
+                    )));
+                } else {
+                    through.push(i);
+                }
+            }
+        }
+        let passed: Vec<String> = through.iter().map(|&i| keys[i].clone()).collect();
+        let results = self.inner.delete_many(&passed).await;
+        let mut f = self.faults();
+        for (&i, r) in through.iter().zip(results) {
+            out[i] = Some(match r {
+                Ok(_) if f.lost_answer.remove(&keys[i]) => Err(injected(
+                    std::io::ErrorKind::TimedOut,
+                    "injected: answer lost after the delete",
+                )),
+                other => other,
+            });
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(injected(std::io::ErrorKind::Other, "no answer"))))
+            .collect()
     }
 }
 

@@ -128,6 +128,23 @@ pub trait TechnicalStore: Send + Sync {
 
     /// Deletes one object; a missing object is `AlreadyGone`.
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError>;
+
+    /// How many objects `delete_many` deletes per request: 1 for stores
+    /// without a batch call (apply then runs single deletes side by side).
+    fn delete_batch_size(&self) -> usize {
+        1
+    }
+
+    /// Deletes several objects in as few requests as the store allows (S3
+    /// DeleteObjects, Azure Blob Batch): one result per key, in the order
+    /// given, so that a partly failed batch fails exactly its failed keys.
+    async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.delete(k).await);
+        }
+        out
+    }
 }
 
 pub fn open(config: &Config) -> Result<Box<dyn TechnicalStore>, StoreError> {

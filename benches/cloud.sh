@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Object deletes against real servers on loopback, in one run on the same
+# objects: lethe apply (batched: S3 DeleteObjects, Azure Blob Batch),
+# `rclone delete --files-from` (Debian's rclone), and a small Node script
+# deleting one object per request (the AWS and Azure SDKs for JavaScript).
+# Servers: s3s-fs (crates.io) and Azurite (npm), started here on loopback
+# ports of their own. Prints the time of each and the ratios.
+# Usage: benches/cloud.sh [LEADS]   (default 41000: about 20,000 objects to delete)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LEADS=${1:-41000}
+for tool in rclone s3s-fs node sqlite3; do
+    command -v $tool >/dev/null || { echo "$tool missing (see the header)" >&2; exit 1; }
+done
+NPM_DIR="${LETHE_BENCH_NPM_DIR:-$HOME/.cache/lethe-bench-npm}"
+if [ ! -d "$NPM_DIR/node_modules/@aws-sdk/client-s3" ] || [ ! -x "$NPM_DIR/node_modules/.bin/azurite-blob" ]; then
+    mkdir -p "$NPM_DIR"
+    (cd "$NPM_DIR" && npm install --no-audit --no-fund azurite @azure/storage-blob @aws-sdk/client-s3 >/dev/null 2>&1)
+fi
+cargo build --release --quiet
+LETHE=$PWD/target/release/lethe
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+S3_PORT=18115 AZ_PORT=10110
+mkdir -p "$work/s3/bench" "$work/az"
+s3s-fs --host 127.0.0.1 --port $S3_PORT --access-key bench-key --secret-key bench-secret "$work/s3" >/dev/null 2>&1 &
+pids+=($!)
+"$NPM_DIR/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort $AZ_PORT --location "$work/az" --silent --skipApiVersionCheck >/dev/null 2>&1 &
+pids+=($!)
+sleep 2
+AZ_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+export BENCH_S3_ENDPOINT=http://127.0.0.1:$S3_PORT BENCH_S3_KEY=bench-key BENCH_S3_SECRET=bench-secret
+export BENCH_AZ_CONNECTION="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZ_KEY;BlobEndpoint=http://127.0.0.1:$AZ_PORT/devstoreaccount1;"
+(cd "$NPM_DIR" && node -e "
+require('@azure/storage-blob').BlobServiceClient.fromConnectionString(process.env.BENCH_AZ_CONNECTION)
+  .getContainerClient('bench').createIfNotExists().then(() => process.exit(0), e => { console.error(e.message); process.exit(1); });")
+# rclone remotes from the environment.
+export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other RCLONE_CONFIG_S3_ENDPOINT=$BENCH_S3_ENDPOINT \
+    RCLONE_CONFIG_S3_ACCESS_KEY_ID=bench-key RCLONE_CONFIG_S3_SECRET_ACCESS_KEY=bench-secret RCLONE_CONFIG_S3_REGION=us-east-1
+export RCLONE_CONFIG_AZ_TYPE=azureblob RCLONE_CONFIG_AZ_ACCOUNT=devstoreaccount1 RCLONE_CONFIG_AZ_KEY=$AZ_KEY \
+    RCLONE_CONFIG_AZ_ENDPOINT=http://127.0.0.1:$AZ_PORT/devstoreaccount1
+
+echo "generating $LEADS leads ..."
+"$LETHE" demo --dir "$work/demo" --leads "$LEADS" --generate-only >/dev/null
+nfiles=$(find "$work/demo/technical" -type f | wc -l)
+
+row() { printf '%-6s %-22s %10s s  %8s objects/s\n' "$@"; }
+results=()
+for store in s3 az; do
+    echo "== $store: uploading $nfiles objects for lethe ..."
+    rclone copy --transfers 16 --checkers 16 "$work/demo/technical" "$store:bench/lethe" 2>/dev/null
+    case $store in
+        s3) url="s3://bench/lethe"
+            envs=(AWS_ENDPOINT_URL=$BENCH_S3_ENDPOINT AWS_ACCESS_KEY_ID=bench-key AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true) ;;
+        az) url="az://bench/lethe"
+            envs=(AZURE_STORAGE_USE_EMULATOR=true AZURITE_BLOB_STORAGE_URL=http://127.0.0.1:$AZ_PORT) ;;
+    esac
+    rm -rf "$work/run"; mkdir -p "$work/run"
+    cp "$work/demo/crm.db" "$work/run/crm.db"
+    sed -e "s|^url = \"technical\"|url = \"$url\"|" "$work/demo/lethe.toml" >"$work/run/lethe.toml"
+    printf '\n[apply]\nbatch_objects = 5000\n' >>"$work/run/lethe.toml"
+    env "${envs[@]}" "$LETHE" -c "$work/run/lethe.toml" index >/dev/null
+    env "${envs[@]}" "$LETHE" -c "$work/run/lethe.toml" plan >/dev/null
+    sqlite3 "$work/run/lethe-state.db" "SELECT key FROM plan_objects WHERE plan_id = (SELECT id FROM plans ORDER BY seq DESC LIMIT 1) ORDER BY key" >"$work/keys.txt"
+    n=$(wc -l <"$work/keys.txt")
+    echo "== $store: uploading the $n planned objects for the peers ..."
+    rclone copy --transfers 16 --checkers 16 --files-from "$work/keys.txt" "$work/demo/technical" "$store:bench/rclone" 2>/dev/null
+    rclone copy --transfers 16 --checkers 16 --files-from "$work/keys.txt" "$work/demo/technical" "$store:bench/script" 2>/dev/null
+
+    report=$(env "${envs[@]}" "$LETHE" -c "$work/run/lethe.toml" --format json apply)
+    lethe_s=$(echo "$report" | python3 -c 'import json,sys; r=json.load(sys.stdin)["apply"]; assert r["objects_failed"]==0, r; print(round(r["seconds_objects"],3)); print(r["objects_deleted"]+r["objects_already_gone"], file=sys.stderr)' 2>"$work/deleted")
+    deleted=$(cat "$work/deleted")
+    start=$(date +%s.%N)
+    rclone delete --files-from "$work/keys.txt" "$store:bench/rclone" 2>/dev/null
+    rclone_s=$(python3 -c "import time; print(round(time.time() - $start, 3))")
+    script_s=$(cd "$NPM_DIR" && node "$OLDPWD/benches/oneby.js" $store script "$work/keys.txt")
+    # All three sides deleted the same set.
+    left_rclone=$(rclone lsf -R --files-only "$store:bench/rclone" | wc -l)
+    left_script=$(rclone lsf -R --files-only "$store:bench/script" | wc -l)
+    left_lethe=$(rclone lsf -R --files-only "$store:bench/lethe" | wc -l)
+    [ "$left_rclone" = 0 ] && [ "$left_script" = 0 ] && [ "$deleted" = "$n" ] \
+        && [ "$left_lethe" = $((nfiles - n)) ] || { echo "mismatch: $deleted/$n, left $left_lethe/$left_rclone/$left_script" >&2; exit 1; }
+    results+=("$store $n $lethe_s $rclone_s $script_s")
+done
+
+echo
+echo "deleting the same objects on loopback servers (lethe: apply's object phase, with re-check, journal and audit)"
+for r in "${results[@]}"; do
+    read -r store n l rc sc <<<"$r"
+    python3 - "$store" "$n" "$l" "$rc" "$sc" <<'PY'
+import sys
+store, n = sys.argv[1], int(sys.argv[2])
+l, rc, sc = map(float, sys.argv[3:6])
+name = {"s3": "S3 (s3s-fs)", "az": "Azure (Azurite)"}[store]
+print(f"{name}: {n} objects")
+for what, s in (("lethe apply", l), ("rclone delete", rc), ("one-by-one script", sc)):
+    print(f"  {what:<18} {s:9.2f} s  {n/s:9.0f} objects/s")
+print(f"  lethe vs rclone: {rc/l:.2f}x faster (target >= 1)   lethe vs one-by-one: {sc/l:.1f}x faster (target >= 10)")
+PY
+done
