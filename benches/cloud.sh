@@ -37,21 +37,56 @@ export BENCH_AZ_CONNECTION="DefaultEndpointsProtocol=http;AccountName=devstoreac
 (cd "$NPM_DIR" && node -e "
 require('@azure/storage-blob').BlobServiceClient.fromConnectionString(process.env.BENCH_AZ_CONNECTION)
   .getContainerClient('bench').createIfNotExists().then(() => process.exit(0), e => { console.error(e.message); process.exit(1); });")
+# A custom CA bundle in the environment breaks rclone's S3 client (and is
+# not needed on loopback).
+unset AWS_CA_BUNDLE
 # rclone remotes from the environment.
 export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other RCLONE_CONFIG_S3_ENDPOINT=$BENCH_S3_ENDPOINT \
     RCLONE_CONFIG_S3_ACCESS_KEY_ID=bench-key RCLONE_CONFIG_S3_SECRET_ACCESS_KEY=bench-secret RCLONE_CONFIG_S3_REGION=us-east-1
-export RCLONE_CONFIG_AZ_TYPE=azureblob RCLONE_CONFIG_AZ_ACCOUNT=devstoreaccount1 RCLONE_CONFIG_AZ_KEY=$AZ_KEY \
-    RCLONE_CONFIG_AZ_ENDPOINT=http://127.0.0.1:$AZ_PORT/devstoreaccount1
+# Debian's rclone 1.60 cannot reach an emulator by endpoint (its emulator
+# mode is broken); a container SAS URL works.
+RCLONE_CONFIG_AZ_SAS_URL=$(cd "$NPM_DIR" && node -e "
+const {BlobServiceClient, ContainerSASPermissions} = require('@azure/storage-blob');
+BlobServiceClient.fromConnectionString(process.env.BENCH_AZ_CONNECTION).getContainerClient('bench')
+  .generateSasUrl({permissions: ContainerSASPermissions.parse('racwdl'), expiresOn: new Date(Date.now() + 86400e3)})
+  .then(u => console.log(u));")
+export RCLONE_CONFIG_AZ_TYPE=azureblob RCLONE_CONFIG_AZ_SAS_URL
+# rclone stops at the first failed request instead of retrying for minutes.
+export RCLONE_LOW_LEVEL_RETRIES=1 RCLONE_RETRIES=1
 
 echo "generating $LEADS leads ..."
 "$LETHE" demo --dir "$work/demo" --leads "$LEADS" --generate-only >/dev/null
 nfiles=$(find "$work/demo/technical" -type f | wc -l)
 
+# put STORE PREFIX FOLDER [KEYS]: the folder's files (or those listed) under
+# bench/PREFIX/. s3s-fs keeps objects as plain files, so for S3 they are
+# copied into its folder (uploads through rclone run at ~50/s against it);
+# Azurite keeps its own database, so there rclone uploads them.
+put() {
+    local store=$1 prefix=$2 from=$3 list=${4:-}
+    if [ "$store" = s3 ]; then
+        mkdir -p "$work/s3/bench/$prefix"
+        if [ -n "$list" ]; then
+            (cd "$from" && xargs -d '\n' cp --parents -t "$work/s3/bench/$prefix" <"$list")
+        else
+            cp -r "$from/." "$work/s3/bench/$prefix/"
+        fi
+    elif [ -n "$list" ]; then
+        sed "s|^|$prefix/|" "$list" >"$work/put.txt"
+        mkdir -p "$work/stage"; ln -sfn "$from" "$work/stage/$prefix"
+        rclone copy --copy-links --transfers 32 --checkers 32 --files-from "$work/put.txt" "$work/stage" az:bench -q
+    else
+        (cd "$from" && find . -type f | sed "s|^\./|$prefix/|") >"$work/put.txt"
+        mkdir -p "$work/stage"; ln -sfn "$from" "$work/stage/$prefix"
+        rclone copy --copy-links --transfers 32 --checkers 32 --files-from "$work/put.txt" "$work/stage" az:bench -q
+    fi
+}
+
 row() { printf '%-6s %-22s %10s s  %8s objects/s\n' "$@"; }
 results=()
 for store in s3 az; do
     echo "== $store: uploading $nfiles objects for lethe ..."
-    rclone copy --transfers 16 --checkers 16 "$work/demo/technical" "$store:bench/lethe" 2>/dev/null
+    put "$store" lethe "$work/demo/technical"
     case $store in
         s3) url="s3://bench/lethe"
             envs=(AWS_ENDPOINT_URL=$BENCH_S3_ENDPOINT AWS_ACCESS_KEY_ID=bench-key AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true) ;;
@@ -67,20 +102,21 @@ for store in s3 az; do
     sqlite3 "$work/run/lethe-state.db" "SELECT key FROM plan_objects WHERE plan_id = (SELECT id FROM plans ORDER BY seq DESC LIMIT 1) ORDER BY key" >"$work/keys.txt"
     n=$(wc -l <"$work/keys.txt")
     echo "== $store: uploading the $n planned objects for the peers ..."
-    rclone copy --transfers 16 --checkers 16 --files-from "$work/keys.txt" "$work/demo/technical" "$store:bench/rclone" 2>/dev/null
-    rclone copy --transfers 16 --checkers 16 --files-from "$work/keys.txt" "$work/demo/technical" "$store:bench/script" 2>/dev/null
+    put "$store" rclone "$work/demo/technical" "$work/keys.txt"
+    put "$store" script "$work/demo/technical" "$work/keys.txt"
 
     report=$(env "${envs[@]}" "$LETHE" -c "$work/run/lethe.toml" --format json apply)
     lethe_s=$(echo "$report" | python3 -c 'import json,sys; r=json.load(sys.stdin)["apply"]; assert r["objects_failed"]==0, r; print(round(r["seconds_objects"],3)); print(r["objects_deleted"]+r["objects_already_gone"], file=sys.stderr)' 2>"$work/deleted")
     deleted=$(cat "$work/deleted")
     start=$(date +%s.%N)
-    rclone delete --files-from "$work/keys.txt" "$store:bench/rclone" 2>/dev/null
+    # Rooted at the bucket: s3s-fs answers rclone's HEAD of a "folder" with 500.
+    sed 's|^|rclone/|' "$work/keys.txt" >"$work/rclone-keys.txt"
+    rclone delete --checkers 32 --files-from "$work/rclone-keys.txt" "$store:bench" -q
     rclone_s=$(python3 -c "import time; print(round(time.time() - $start, 3))")
-    script_s=$(cd "$NPM_DIR" && node "$OLDPWD/benches/oneby.js" $store script "$work/keys.txt")
+    script_s=$(NODE_PATH="$NPM_DIR/node_modules" node benches/oneby.js $store script "$work/keys.txt")
     # All three sides deleted the same set.
-    left_rclone=$(rclone lsf -R --files-only "$store:bench/rclone" | wc -l)
-    left_script=$(rclone lsf -R --files-only "$store:bench/script" | wc -l)
-    left_lethe=$(rclone lsf -R --files-only "$store:bench/lethe" | wc -l)
+    left() { rclone lsf -R --files-only --include "$1/**" "$store:bench" | wc -l; }
+    left_rclone=$(left rclone) left_script=$(left script) left_lethe=$(left lethe)
     [ "$left_rclone" = 0 ] && [ "$left_script" = 0 ] && [ "$deleted" = "$n" ] \
         && [ "$left_lethe" = $((nfiles - n)) ] || { echo "mismatch: $deleted/$n, left $left_lethe/$left_rclone/$left_script" >&2; exit 1; }
     results+=("$store $n $lethe_s $rclone_s $script_s")

@@ -110,7 +110,9 @@ async fn delete_batched<'o>(
 ) -> Vec<(&'o PlannedObject, Result<DeleteOutcome, StoreError>)> {
     use backon::BackoffBuilder;
     let mut out = Vec::with_capacity(objects.len());
-    for chunk in objects.chunks(store.delete_batch_size().max(1)) {
+    // All of them in one call: the store splits them into its batches and
+    // sends several at once.
+    for chunk in [objects] {
         let mut results: Vec<Option<Result<DeleteOutcome, StoreError>>> =
             (0..chunk.len()).map(|_| None).collect();
         let mut faulted = vec![false; chunk.len()];

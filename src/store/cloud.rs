@@ -86,6 +86,58 @@ fn redact(e: &object_store::Error) -> String {
     )
 }
 
+/// One batch request (DeleteObjects or Blob Batch) for `chunk`; an answer
+/// per key, by the key's index in the caller's list.
+async fn delete_chunk(
+    inner: &dyn ObjectStore,
+    chunk: &[(usize, Path)],
+) -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
+    use futures::StreamExt;
+    let locations =
+        futures::stream::iter(chunk.iter().map(|(_, p)| Ok(p.clone())).collect::<Vec<_>>()).boxed();
+    let results: Vec<Result<Path, object_store::Error>> =
+        inner.delete_stream(locations).collect().await;
+    if results.len() == chunk.len() {
+        // One result per key, in order (object_store keeps the order).
+        return chunk
+            .iter()
+            .zip(results)
+            .map(|((i, _), r)| {
+                let r = match r {
+                    Ok(_) => Ok(DeleteOutcome::Deleted),
+                    Err(object_store::Error::NotFound { .. }) => Ok(DeleteOutcome::AlreadyGone),
+                    Err(e) => Err(io("delete", e)),
+                };
+                (*i, r)
+            })
+            .collect();
+    }
+    // The request as a whole failed: every key of it failed with that error
+    // (a transient one is retried).
+    let (kind, text) = match results.into_iter().find_map(|r| r.err()) {
+        Some(e) => match io("batch delete", e) {
+            StoreError::Io { source, .. } => (source.kind(), source.to_string()),
+            other => (std::io::ErrorKind::Other, other.to_string()),
+        },
+        None => (
+            std::io::ErrorKind::Other,
+            "the store answered for fewer keys than it was sent".to_string(),
+        ),
+    };
+    chunk
+        .iter()
+        .map(|(i, _)| {
+            (
+                *i,
+                Err(StoreError::Io {
+                    op: "batch delete",
+                    source: std::io::Error::new(kind, text.clone()),
+                }),
+            )
+        })
+        .collect()
+}
+
 impl CloudStore {
     /// `location` is `bucket/prefix` (the part after `s3://`); the rest
     /// comes from the environment.
@@ -356,7 +408,7 @@ impl TechnicalStore for CloudStore {
 
     /// S3: every key is asked for first (DeleteObjects reports a missing
     /// key as deleted, and lethe never claims an erasure it did not do),
-    /// eight at a time, then the ones present go in one DeleteObjects.
+    /// sixteen at a time, then the ones present go in DeleteObjects requests.
     /// Azure: one Blob Batch; a missing blob answers 404 per key.
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
         use futures::StreamExt;
@@ -379,7 +431,7 @@ impl TechnicalStore for CloudStore {
                         (i, p, r)
                     }
                 }))
-                .buffered(8)
+                .buffered(16)
                 .collect()
                 .await;
             for (i, p, r) in heads {
@@ -392,43 +444,25 @@ impl TechnicalStore for CloudStore {
                 }
             }
         }
-        for chunk in paths.chunks(self.delete_batch_size()) {
-            let locations =
-                futures::stream::iter(chunk.iter().map(|(_, p)| Ok(p.clone())).collect::<Vec<_>>())
-                    .boxed();
-            let results: Vec<Result<Path, object_store::Error>> =
-                self.inner.delete_stream(locations).collect().await;
-            if results.len() == chunk.len() {
-                // One result per key, in order (object_store keeps the order).
-                for ((i, _), r) in chunk.iter().zip(results) {
-                    out[*i] = Some(match r {
-                        Ok(_) => Ok(DeleteOutcome::Deleted),
-                        Err(object_store::Error::NotFound { .. }) => Ok(DeleteOutcome::AlreadyGone),
-                        Err(e) => Err(io("delete", e)),
-                    });
-                }
-            } else {
-                // The request as a whole failed: every key of it failed
-                // with that error (transient ones are retried).
-                let e = results
-                    .into_iter()
-                    .find_map(|r| r.err())
-                    .map(|e| io("batch delete", e));
-                for (i, _) in chunk {
-                    out[*i] = Some(Err(match &e {
-                        Some(StoreError::Io { op, source }) => StoreError::Io {
-                            op,
-                            source: std::io::Error::new(source.kind(), source.to_string()),
-                        },
-                        _ => StoreError::Io {
-                            op: "batch delete",
-                            source: std::io::Error::other(
-                                "the store answered for fewer keys than it was sent",
-                            ),
-                        },
-                    }));
-                }
-            }
+        // Batches go four at a time; each answers for its own keys.
+        let inner = self.inner.clone();
+        type Answers = Vec<(usize, Result<DeleteOutcome, StoreError>)>;
+        let batches: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Answers> + Send>>> =
+            paths
+                .chunks(self.delete_batch_size())
+                .map(|chunk| {
+                    let inner = inner.clone();
+                    let chunk = chunk.to_vec();
+                    Box::pin(async move { delete_chunk(inner.as_ref(), &chunk).await })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = Answers> + Send>>
+                })
+                .collect();
+        let answers: Vec<Answers> = futures::stream::iter(batches)
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for (i, r) in answers.into_iter().flatten() {
+            out[i] = Some(r);
         }
         out.into_iter()
             .map(|r| {
