@@ -273,6 +273,27 @@ async fn batch_deletes_answer_per_key_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_that_keep_versions_say_what_a_delete_leaves() {
+    for s in subjects() {
+        let note = s.store.erasure_note();
+        match s.name {
+            "folder" | "memory" => assert_eq!(note, None, "{}", s.name),
+            _ => {
+                let note = note.unwrap_or_else(|| panic!("{}: no note", s.name));
+                assert!(
+                    note.contains("versions") && note.contains("remain"),
+                    "{}: {note}",
+                    s.name
+                );
+                // check says it too.
+                let checked = s.store.check().await.unwrap();
+                assert!(checked.contains(&note), "{}: {checked:?}", s.name);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_that_are_not_plain_relative_paths_are_refused() {
     for s in subjects() {
         for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b"] {

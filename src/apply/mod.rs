@@ -180,6 +180,10 @@ pub struct ApplyReport {
     /// (pseudonymous item, reason)
     pub failures: Vec<(String, String)>,
     pub crm_notes: Vec<String>,
+    /// What the deletes left behind in the store (versions, snapshots,
+    /// soft-deleted copies), when it keeps such things; set when objects
+    /// were deleted. lethe never claims more erasure than it did.
+    pub store_note: Option<String>,
     pub audit_head: Option<String>,
     pub seconds: f64,
     /// Of which deleting CRM rows, and deleting objects.
@@ -365,6 +369,9 @@ pub async fn apply(
     if report.interrupted {
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
+    }
+    if report.objects_deleted > 0 {
+        report.store_note = store.erasure_note();
     }
     report.crm_notes = crm
         .after_apply()

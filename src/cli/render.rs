@@ -162,6 +162,9 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
         },
         r.entities_already_gone
     );
+    if let Some(note) = &r.store_note {
+        out.push_str(&format!("  NOTE {note}\n"));
+    }
     if r.interrupted {
         out.push_str(
             "  STOPPED on request after the batch in flight; `lethe apply` resumes the plan\n",

@@ -315,13 +315,16 @@ impl TechnicalStore for CloudStore {
                 store: self.describe(),
                 source: std::io::Error::other(redact(&source)),
             })?;
-        Ok(vec![
-            format!("{}: listable", self.describe()),
-            match self.scheme {
-                "s3" => "s3: lethe deletes the current version of each object; in a versioned bucket older versions and delete markers remain until a lifecycle rule expires them".into(),
-                _ => "azure: lethe deletes the current blob; blob snapshots, versions and soft-deleted copies remain until the account's retention expires them".into(),
-            },
-        ])
+        let mut notes = vec![format!("{}: listable", self.describe())];
+        notes.extend(self.erasure_note());
+        Ok(notes)
+    }
+
+    fn erasure_note(&self) -> Option<String> {
+        Some(match self.scheme {
+            "s3" => "s3: lethe deletes the current version of each object; in a versioned bucket older versions and delete markers remain until a lifecycle rule expires them".into(),
+            _ => "azure: lethe deletes the current blob; blob snapshots, versions and soft-deleted copies remain until the account's retention expires them".into(),
+        })
     }
 
     async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {

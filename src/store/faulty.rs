@@ -146,6 +146,10 @@ impl TechnicalStore for FaultyStore {
         self.faults().batch_size.unwrap_or(1)
     }
 
+    fn erasure_note(&self) -> Option<String> {
+        self.inner.erasure_note()
+    }
+
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
         let mut out: Vec<Option<Result<DeleteOutcome, StoreError>>> =
             (0..keys.len()).map(|_| None).collect();

@@ -129,6 +129,13 @@ pub trait TechnicalStore: Send + Sync {
     /// Deletes one object; a missing object is `AlreadyGone`.
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError>;
 
+    /// What a delete here leaves behind (old versions, snapshots,
+    /// soft-deleted copies), said plainly in every apply report that deleted
+    /// objects; `None` when a delete removes the object outright.
+    fn erasure_note(&self) -> Option<String> {
+        None
+    }
+
     /// How many objects `delete_many` deletes per request: 1 for stores
     /// without a batch call (apply then runs single deletes side by side).
     fn delete_batch_size(&self) -> usize {
