@@ -341,10 +341,9 @@ impl Runner {
 
     /// The runs, newest first.
     pub async fn sweeps(&self, limit: i64) -> Result<Vec<SweepRow>, StateError> {
-        let rows = sqlx::query(
-            "SELECT id, trigger, mode, scheduled_for, started_at, finished_at, status, plan_id, error, summary
-             FROM sweeps ORDER BY id DESC LIMIT ?",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SWEEP_SELECT} ORDER BY id DESC LIMIT ?"
+        )))
         .bind(limit)
         .fetch_all(self.state.pool())
         .await
@@ -353,17 +352,17 @@ impl Runner {
     }
 
     pub async fn sweep(&self, id: i64) -> Result<Option<SweepRow>, StateError> {
-        let row = sqlx::query(
-            "SELECT id, trigger, mode, scheduled_for, started_at, finished_at, status, plan_id, error, summary
-             FROM sweeps WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(self.state.pool())
-        .await
-        .map_err(q("reading a run"))?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SWEEP_SELECT} WHERE id = ?")))
+            .bind(id)
+            .fetch_optional(self.state.pool())
+            .await
+            .map_err(q("reading a run"))?;
         Ok(row.as_ref().map(SweepRow::from_row))
     }
 }
+
+/// The columns `SweepRow::from_row` reads, in its order.
+const SWEEP_SELECT: &str = "SELECT id, trigger, mode, scheduled_for, started_at, finished_at, status, plan_id, error, summary FROM sweeps";
 
 /// One run, as `GET /v1/sweeps` shows it.
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
