@@ -166,6 +166,25 @@ pub fn clock_from_number(n: f64) -> Option<Instant> {
 }
 
 /// Double-quotes an SQL identifier (`schema.table` quoted per part).
+/// Binds entity keys as the column stores them (integers as integers), on
+/// any backend's query.
+pub(crate) fn bind_keys<'q, DB: sqlx::Database>(
+    mut q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    keys: &[EntityKey],
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    for k in keys {
+        q = match k {
+            EntityKey::Int(i) => q.bind(*i),
+            EntityKey::Text(s) => q.bind(s.clone()),
+        };
+    }
+    q
+}
+
 pub fn quote_ident(name: &str) -> String {
     name.split('.')
         .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))

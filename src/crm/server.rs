@@ -14,7 +14,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, TypeInfo, ValueRef};
 
 use super::recheck::{self, TxnOps};
-use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput};
+use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys};
 use crate::config::EntityType;
 use crate::model::{EntityKey, parse_clock_text};
 
@@ -169,19 +169,6 @@ fn entity_row(et: &EntityType, row: &AnyRow) -> Option<EntityRow> {
         clock_unreadable,
         parents,
     })
-}
-
-fn bind_keys<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    keys: &[EntityKey],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    for k in keys {
-        q = match k {
-            EntityKey::Int(i) => q.bind(*i),
-            EntityKey::Text(s) => q.bind(s.clone()),
-        };
-    }
-    q
 }
 
 #[async_trait]

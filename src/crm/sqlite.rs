@@ -11,7 +11,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 
 use super::recheck::{self, TxnOps};
-use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, quote_ident};
+use super::{
+    BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys, quote_ident,
+};
 use crate::config::EntityType;
 use crate::model::{EntityKey, Instant, parse_clock_text};
 
@@ -127,19 +129,6 @@ fn entity_row(et: &EntityType, row: &SqliteRow) -> Option<EntityRow> {
         clock_unreadable,
         parents,
     })
-}
-
-fn bind_keys<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    keys: &[EntityKey],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    for k in keys {
-        q = match k {
-            EntityKey::Int(i) => q.bind(*i),
-            EntityKey::Text(s) => q.bind(s.clone()),
-        };
-    }
-    q
 }
 
 fn placeholders(n: usize) -> String {
