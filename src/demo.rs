@@ -175,7 +175,7 @@ pub async fn generate(
         );
         let email = format!("{}.{}{}@example.com", first.to_lowercase(), id, last.len());
         let phone = format!("+49 30 {:07}", rng.random_range(0..10_000_000));
-        sqlx::query("INSERT INTO leads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO leads VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(id)
             .bind(first)
             .bind(last)
@@ -212,7 +212,7 @@ pub async fn generate(
                 4..=5 => "open",
                 _ => "won",
             };
-            sqlx::query("INSERT INTO opportunities VALUES (?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO opportunities VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(opp_id)
                 .bind(id)
                 .bind(format!("{company} deal"))
@@ -231,7 +231,7 @@ pub async fn generate(
                 quote_id += 1;
                 let qm = (om + rng.random_range(0..30 * DAY)).min(now);
                 let total = rng.random_range(1_000.0..90_000.0f64).round();
-                sqlx::query("INSERT INTO quotes VALUES (?, ?, ?, ?)")
+                sqlx::query("INSERT INTO quotes VALUES ($1, $2, $3, $4)")
                     .bind(quote_id)
                     .bind(opp_id)
                     .bind(total)
@@ -264,7 +264,7 @@ pub async fn generate(
                 }
                 if stage == "won" {
                     contract_id += 1;
-                    sqlx::query("INSERT INTO contracts VALUES (?, ?, ?, ?)")
+                    sqlx::query("INSERT INTO contracts VALUES ($1, $2, $3, $4)")
                         .bind(contract_id)
                         .bind(quote_id)
                         .bind(iso(qm))
@@ -468,7 +468,7 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
     let state = StateStore::open(&config).await?;
     let old: Option<i64> = {
         let crm = crate::crm::sqlite::SqliteCrm::open(&dir.join("crm.db"), false).await?;
-        sqlx::query_scalar("SELECT id FROM leads WHERE modified_at < ? ORDER BY id LIMIT 1")
+        sqlx::query_scalar("SELECT id FROM leads WHERE modified_at < $1 ORDER BY id LIMIT 1")
             .bind(iso(now - 3 * 365 * DAY))
             .fetch_optional(crm.pool())
             .await?

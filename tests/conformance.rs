@@ -200,9 +200,13 @@ fn script(kind: Kind, p: &str, d: &Data) -> Vec<String> {
     out
 }
 
-fn config_text(crm_url: &str, p: &str) -> String {
+fn config_text(crm_url: &str, p: &str, state_url: Option<&str>) -> String {
+    let state = state_url
+        .map(|u| format!("[state]\nurl = \"{u}\"\n"))
+        .unwrap_or_default();
     format!(
         r#"
+{state}
 [crm]
 url = "{crm_url}"
 [crm.entities.lead]
@@ -266,7 +270,31 @@ async fn exec_all(pool: &sqlx::AnyPool, sql: &[String]) {
     }
 }
 
-async fn run_backend(kind: Kind, admin_url: &str, dir: &Path) -> Outcome {
+/// A new, empty PostgreSQL database next to the one `admin_url` names;
+/// returns its URL.
+pub async fn fresh_database(admin_url: &str, name: &str) -> String {
+    let admin = sqlx::AnyPool::connect(admin_url)
+        .await
+        .expect("PostgreSQL at LETHE_TEST_POSTGRES_URL");
+    exec_all(
+        &admin,
+        &[
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            format!("CREATE DATABASE {name}"),
+        ],
+    )
+    .await;
+    admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    format!("{base}/{name}")
+}
+
+/// Runs the suite on the CRM backend `kind`, with lethe's own state in
+/// SQLite, or in PostgreSQL when `state_url` is given.
+async fn run_backend(kind: Kind, admin_url: &str, dir: &Path, state_url: Option<&str>) -> Outcome {
     sqlx::any::install_default_drivers();
     std::fs::create_dir_all(dir).unwrap();
     let tag = format!("lethe_conf_{}_{}", std::process::id(), kind as u8);
@@ -327,7 +355,11 @@ async fn run_backend(kind: Kind, admin_url: &str, dir: &Path) -> Outcome {
     exec_all(&setup, &script(kind, &prefix, &data())).await;
 
     std::fs::create_dir_all(dir.join("technical")).unwrap();
-    std::fs::write(dir.join("lethe.toml"), config_text(&crm_url, &prefix)).unwrap();
+    std::fs::write(
+        dir.join("lethe.toml"),
+        config_text(&crm_url, &prefix, state_url),
+    )
+    .unwrap();
     let config: Config =
         lethe::config::load(&dir.join("lethe.toml")).unwrap_or_else(|e| panic!("{e}"));
     let state = StateStore::open(&config).await.unwrap();
@@ -452,7 +484,7 @@ fn server_url(var: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_crm_backend_plans_and_applies_identically() {
     let tmp = tempfile::tempdir().unwrap();
-    let sqlite = run_backend(Kind::Sqlite, "", &tmp.path().join("sqlite")).await;
+    let sqlite = run_backend(Kind::Sqlite, "", &tmp.path().join("sqlite"), None).await;
     assert!(
         sqlite.planned.len() > 50,
         "the fixture plans too little: {}",
@@ -476,12 +508,34 @@ async fn every_crm_backend_plans_and_applies_identically() {
     );
     let mut tested = vec!["sqlite"];
     if let Some(url) = server_url("LETHE_TEST_POSTGRES_URL") {
-        let pg = run_backend(Kind::Postgres, &url, &tmp.path().join("pg")).await;
+        let pg = run_backend(Kind::Postgres, &url, &tmp.path().join("pg"), None).await;
         assert_eq!(pg, sqlite, "PostgreSQL differs from SQLite");
         tested.push("postgres");
+        // The same again with lethe's own state in PostgreSQL: the state
+        // backend must not change a plan or a result either.
+        let state_db = format!("lethe_conf_state_{}", std::process::id());
+        let state_url = fresh_database(&url, &state_db).await;
+        let on_pg = run_backend(
+            Kind::Sqlite,
+            "",
+            &tmp.path().join("sqlite-pg-state"),
+            Some(&state_url),
+        )
+        .await;
+        assert_eq!(
+            on_pg, sqlite,
+            "a PostgreSQL state store differs from SQLite's"
+        );
+        let admin = sqlx::AnyPool::connect(&url).await.unwrap();
+        exec_all(
+            &admin,
+            &[format!("DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")],
+        )
+        .await;
+        tested.push("sqlite with PostgreSQL state");
     }
     if let Some(url) = server_url("LETHE_TEST_MYSQL_URL") {
-        let my = run_backend(Kind::Mysql, &url, &tmp.path().join("mysql")).await;
+        let my = run_backend(Kind::Mysql, &url, &tmp.path().join("mysql"), None).await;
         assert_eq!(my, sqlite, "MariaDB differs from SQLite");
         tested.push("mysql");
     }

@@ -22,6 +22,7 @@ use crate::evaluate::{self, CompiledPolicy, GraphBuilder, Kept, Verdict};
 use crate::index;
 use crate::model::{EntityKey, EntityRef};
 use crate::plan::{self, PlanError};
+use crate::state::workers::{Items, Worker};
 use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, exec_in, q};
 use crate::store::{DeleteOutcome, StoreError, StoreErrorKind, TechnicalStore};
 
@@ -240,17 +241,51 @@ pub async fn apply(
             reasons: stored.brake,
         });
     }
-    // Items that failed in an earlier run are tried again, once per run.
-    for table in ["plan_cases", "plan_objects"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {table} SET status = 'planned' WHERE plan_id = ? AND status = 'failed'"
-        )))
-        .bind(&stored.id)
-        .execute(state.pool())
-        .await
-        .map_err(q("journaling"))?;
+    // This process is a worker on the plan: it claims batches, and on
+    // PostgreSQL other workers may share the plan with it.
+    let worker = state
+        .start_worker(&stored.id, config.apply.worker_timeout)
+        .await?;
+    let result = work(
+        config, crm, store, state, &stored, &worker, options, progress, started,
+    )
+    .await;
+    let finished = worker.finish().await;
+    let report = result?;
+    finished?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn work(
+    config: &Config,
+    crm: &dyn Crm,
+    store: &dyn TechnicalStore,
+    state: &StateStore,
+    stored: &plan::StoredPlan,
+    worker: &Worker,
+    options: &ApplyOptions,
+    progress: Progress<'_>,
+    started: std::time::Instant,
+) -> Result<ApplyReport, ApplyError> {
+    let mut report = ApplyReport {
+        plan_id: stored.id.clone(),
+        ..Default::default()
+    };
+    // Items that failed in an earlier run are tried again, once per run:
+    // by the first worker of the run, not by each one that joins.
+    if worker.live_workers().await? <= 1 {
+        for table in ["plan_cases", "plan_objects"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET status = 'planned', claimed_by = NULL WHERE plan_id = $1 AND status = 'failed'"
+            )))
+            .bind(&stored.id)
+            .execute(state.pool())
+            .await
+            .map_err(q("journaling"))?;
+        }
     }
-    sqlx::query("UPDATE plans SET status = 'applying' WHERE id = ?")
+    sqlx::query("UPDATE plans SET status = 'applying' WHERE id = $1 AND status <> 'applying'")
         .bind(&stored.id)
         .execute(state.pool())
         .await
@@ -270,6 +305,7 @@ pub async fn apply(
     let ctx = Ctx {
         config,
         state,
+        worker,
         pseudo: &pseudo,
         types: &types,
         policies: &policies,
@@ -278,29 +314,41 @@ pub async fn apply(
         as_of: stored.as_of,
     };
 
-    let total_cases: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_cases WHERE plan_id = ?")
+    let total_cases: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_cases WHERE plan_id = $1")
         .bind(&stored.id)
         .fetch_one(state.pool())
         .await
         .map_err(q("reading the plan"))?;
     let mut done_cases = 0u64;
+    let batch_cases = options.batch_cases.unwrap_or(config.apply.batch_cases);
     loop {
         if options.stopping() {
             report.interrupted = true;
             break;
         }
-        let batch = sqlx::query(
-            "SELECT case_id, policy, root_type, root_key, root_kind, status FROM plan_cases
-             WHERE plan_id = ? AND status IN ('planned', 'executing') ORDER BY case_id LIMIT ?",
-        )
-        .bind(&stored.id)
-        .bind(options.batch_cases.unwrap_or(config.apply.batch_cases) as i64)
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("reading the plan"))?;
-        if batch.is_empty() {
+        let ids = worker.claim(Items::Cases, batch_cases).await?;
+        if ids.is_empty() {
+            // Nothing left to claim. Cases other workers hold must finish
+            // (or be taken over) before any object is judged by them.
+            if worker.held_elsewhere(Items::Cases).await? > 0 {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
             break;
         }
+        let sql = format!(
+            "SELECT case_id, policy, root_type, root_key, root_kind, status FROM plan_cases
+             WHERE plan_id = $1 AND case_id IN ({}) ORDER BY case_id",
+            crate::state::params(ids.len(), "?", 2)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&stored.id);
+        for i in &ids {
+            query = query.bind(*i);
+        }
+        let batch = query
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the plan"))?;
         let cases: Vec<PlannedCase> = batch
             .iter()
             .map(|r| PlannedCase {
@@ -322,31 +370,40 @@ pub async fn apply(
 
     report.seconds_cases = started.elapsed().as_secs_f64();
     let total_objects: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE plan_id = ?")
+        sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE plan_id = $1")
             .bind(&stored.id)
             .fetch_one(state.pool())
             .await
             .map_err(q("reading the plan"))?;
     let mut done_objects = 0u64;
-    let mut after_item = -1i64;
     while !report.interrupted {
         if options.stopping() {
             report.interrupted = true;
             break;
         }
-        let batch = sqlx::query(
-            "SELECT item, key, size, fate, policy, links, status FROM plan_objects
-             WHERE plan_id = ? AND item > ? AND status IN ('planned', 'executing') ORDER BY item LIMIT ?",
-        )
-        .bind(&stored.id)
-        .bind(after_item)
-        .bind(config.apply.batch_objects as i64)
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("reading the plan"))?;
-        if batch.is_empty() {
+        let ids = worker
+            .claim(Items::Objects, config.apply.batch_objects)
+            .await?;
+        if ids.is_empty() {
+            if worker.held_elsewhere(Items::Objects).await? > 0 {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
             break;
         }
+        let sql = format!(
+            "SELECT item, key, size, fate, policy, links, status FROM plan_objects
+             WHERE plan_id = $1 AND item IN ({}) ORDER BY item",
+            crate::state::params(ids.len(), "?", 2)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&stored.id);
+        for i in &ids {
+            query = query.bind(*i);
+        }
+        let batch = query
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the plan"))?;
         let objects: Vec<PlannedObject> = batch
             .iter()
             .map(|r| PlannedObject {
@@ -359,7 +416,6 @@ pub async fn apply(
                 resumed: r.get::<String, _>(6) == "executing",
             })
             .collect();
-        after_item = objects.last().map(|o| o.item).unwrap_or(after_item);
         ctx.object_batch(crm, store, &objects, &mut report).await?;
         done_objects += objects.len() as u64;
         progress("objects", done_objects, total_objects as u64);
@@ -373,30 +429,49 @@ pub async fn apply(
     if report.objects_deleted > 0 {
         report.store_note = store.erasure_note();
     }
-    report.crm_notes = crm
-        .after_apply()
-        .await
-        .unwrap_or_else(|e| vec![format!("after apply: {e}")]);
     let head = state.meta_get("audit.head").await?;
     report.audit_head = head
         .as_ref()
         .and_then(|h| h.split(':').nth(1))
         .map(str::to_string);
-    let status = if report.failed() {
+    // The plan's outcome is its journal's, whichever workers wrote it; the
+    // worker that closes the plan runs the CRM's after-apply step once.
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM plan_cases WHERE plan_id = $1 AND status = 'failed')
+              + (SELECT count(*) FROM plan_objects WHERE plan_id = $1 AND status = 'failed')",
+    )
+    .bind(&stored.id)
+    .fetch_one(state.pool())
+    .await
+    .map_err(q("reading the journal"))?;
+    let status = if failed > 0 || report.failed() {
         "partial"
     } else {
         "applied"
     };
-    sqlx::query("UPDATE plans SET status = ?, audit_head = ? WHERE id = ?")
-        .bind(status)
-        .bind(&report.audit_head)
-        .bind(&stored.id)
-        .execute(state.pool())
-        .await
-        .map_err(q("marking the plan"))?;
+    let closed = sqlx::query(
+        "UPDATE plans SET status = $1, audit_head = $2 WHERE id = $3 AND status = 'applying'",
+    )
+    .bind(status)
+    .bind(&report.audit_head)
+    .bind(&stored.id)
+    .execute(state.pool())
+    .await
+    .map_err(q("marking the plan"))?
+    .rows_affected();
+    if closed > 0 {
+        report.crm_notes = crm
+            .after_apply()
+            .await
+            .unwrap_or_else(|e| vec![format!("after apply: {e}")]);
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
+
+/// How often a worker with nothing to claim looks again while other
+/// workers hold the rest.
+const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 struct PlannedCase {
     case_id: u64,
@@ -419,6 +494,7 @@ struct PlannedObject {
 struct Ctx<'a> {
     config: &'a Config,
     state: &'a StateStore,
+    worker: &'a Worker,
     pseudo: &'a Pseudonymizer,
     types: &'a [String],
     policies: &'a [CompiledPolicy],
@@ -438,15 +514,38 @@ impl Ctx<'_> {
         cases: &[PlannedCase],
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        let ids: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
+        // Intent first: the cases this worker still holds go `executing`.
+        // A case taken over meanwhile is its new holder's.
+        let claimed: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
+        let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
+        let mine = self
+            .worker
+            .still_mine(&mut tx, Items::Cases, &claimed)
+            .await?;
+        let ids: Vec<i64> = claimed.into_iter().filter(|i| mine.contains(i)).collect();
         let id_list = ids
             .iter()
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(",");
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE plan_cases SET status = 'executing', attempts = attempts + 1 WHERE plan_id = $1 AND case_id IN ({id_list})"
+        )))
+        .bind(self.plan_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("journaling"))?;
+        tx.commit().await.map_err(q("journaling"))?;
+        let cases: Vec<&PlannedCase> = cases
+            .iter()
+            .filter(|c| mine.contains(&(c.case_id as i64)))
+            .collect();
         // The planned entities of these cases.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT case_id, entity_type, entity_key FROM plan_entities WHERE plan_id = ? AND case_id IN ({id_list})"
+            "SELECT case_id, entity_type, entity_key FROM plan_entities WHERE plan_id = $1 AND case_id IN ({id_list})"
         )))
         .bind(self.plan_id)
         .fetch_all(self.state.pool())
@@ -459,13 +558,6 @@ impl Ctx<'_> {
                 .or_default()
                 .insert((r.get(1), r.get(2)));
         }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE plan_cases SET status = 'executing', attempts = attempts + 1 WHERE plan_id = ? AND case_id IN ({id_list})"
-        )))
-        .bind(self.plan_id)
-        .execute(self.state.pool())
-        .await
-        .map_err(q("journaling"))?;
 
         let holds = self.state.holds().await?;
         let held: HashSet<(String, String)> = holds
@@ -487,7 +579,7 @@ impl Ctx<'_> {
             })
             .collect();
         let mut requests = Vec::new();
-        for c in cases {
+        for c in &cases {
             let Some(ty) = self.type_index(&c.root_type) else {
                 continue;
             };
@@ -517,14 +609,17 @@ impl Ctx<'_> {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                self.fail_cases(cases, &e, report).await?;
+                self.fail_cases(&cases, &e, report).await?;
                 return Ok(());
             }
         };
 
         // Journal + audit in one state transaction, set-based: one statement
-        // per group of cases, not one per entity.
-        let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
+        // per group of cases, not one per entity. Only for the cases still
+        // held: one taken over while the CRM deleted is journaled (and
+        // audited) by its new holder, which finds its rows gone.
+        let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
+        let mine = self.worker.still_mine(&mut tx, Items::Cases, &ids).await?;
         let mut records = Vec::new();
         let deleted: HashMap<u64, &Vec<(u16, EntityKey)>> =
             outcome.deleted.iter().map(|(c, r)| (*c, r)).collect();
@@ -532,6 +627,9 @@ impl Ctx<'_> {
         let mut done: Vec<i64> = Vec::new();
         let mut skipped: HashMap<&str, Vec<i64>> = HashMap::new();
         for (case_id, decision) in &outcome.cases {
+            if !mine.contains(&(*case_id as i64)) {
+                continue;
+            }
             let case = cases.iter().find(|c| c.case_id == *case_id);
             let resumed = case.is_some_and(|c| c.resumed);
             let policy = &self.policies[policy_of.get(case_id).copied().unwrap_or(0)];
@@ -570,7 +668,7 @@ impl Ctx<'_> {
                         }
                         if !every_one {
                             sqlx::query(
-                                "UPDATE plan_entities SET status = ? WHERE plan_id = ? AND entity_type = ? AND entity_key = ?",
+                                "UPDATE plan_entities SET status = $1 WHERE plan_id = $2 AND entity_type = $3 AND entity_key = $4",
                             )
                             .bind(if by_us(ty, key) { "deleted" } else { "gone" })
                             .bind(self.plan_id)
@@ -600,14 +698,14 @@ impl Ctx<'_> {
         let plan = [self.plan_id];
         exec_in(
             &mut tx,
-            "UPDATE plan_entities SET status = 'deleted' WHERE plan_id = ? AND case_id IN ({in})",
+            "UPDATE plan_entities SET status = 'deleted' WHERE plan_id = $1 AND case_id IN ({in})",
             &plan,
             &all_deleted,
         )
         .await?;
         exec_in(
             &mut tx,
-            "UPDATE plan_cases SET status = 'done', reason = NULL WHERE plan_id = ? AND case_id IN ({in})",
+            "UPDATE plan_cases SET status = 'done', reason = NULL WHERE plan_id = $1 AND case_id IN ({in})",
             &plan,
             &done,
         )
@@ -615,14 +713,14 @@ impl Ctx<'_> {
         for (reason, ids) in &skipped {
             exec_in(
                 &mut tx,
-                "UPDATE plan_cases SET status = 'skipped', reason = ? WHERE plan_id = ? AND case_id IN ({in})",
+                "UPDATE plan_cases SET status = 'skipped', reason = $1 WHERE plan_id = $2 AND case_id IN ({in})",
                 &[reason, self.plan_id],
                 ids,
             )
             .await?;
             exec_in(
                 &mut tx,
-                "UPDATE plan_entities SET status = 'skipped' WHERE plan_id = ? AND case_id IN ({in})",
+                "UPDATE plan_entities SET status = 'skipped' WHERE plan_id = $1 AND case_id IN ({in})",
                 &plan,
                 ids,
             )
@@ -696,13 +794,13 @@ impl Ctx<'_> {
 
     async fn fail_cases(
         &self,
-        cases: &[PlannedCase],
+        cases: &[&PlannedCase],
         e: &CrmError,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
         let reason = e.to_string();
         for c in cases {
-            sqlx::query("UPDATE plan_cases SET status = 'failed', reason = ? WHERE plan_id = ? AND case_id = ?")
+            sqlx::query("UPDATE plan_cases SET status = 'failed', reason = $1 WHERE plan_id = $2 AND case_id = $3")
                 .bind(&reason)
                 .bind(self.plan_id)
                 .bind(c.case_id as i64)
@@ -802,11 +900,23 @@ impl Ctx<'_> {
             }
         }
         let plan = [self.plan_id];
-        let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
+        let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
+        // Only what this worker still holds: a batch taken over meanwhile
+        // is its new holder's to judge and delete.
+        let all: Vec<i64> = objects.iter().map(|o| o.item).collect();
+        let mine = self
+            .worker
+            .still_mine(&mut tx, Items::Objects, &all)
+            .await?;
+        for items in skips.values_mut() {
+            items.retain(|i| mine.contains(i));
+        }
+        retries.retain(|(o, _)| mine.contains(&o.item));
+        go.retain(|o| mine.contains(&o.item));
         for (reason, items) in &skips {
             exec_in(
                 &mut tx,
-                "UPDATE plan_objects SET status = 'skipped', reason = ? WHERE plan_id = ? AND item IN ({in})",
+                "UPDATE plan_objects SET status = 'skipped', reason = $1 WHERE plan_id = $2 AND item IN ({in})",
                 &[reason, self.plan_id],
                 items,
             )
@@ -815,7 +925,7 @@ impl Ctx<'_> {
             *report.skipped_reasons.entry(reason.clone()).or_default() += items.len() as u64;
         }
         for (o, reason) in &retries {
-            sqlx::query("UPDATE plan_objects SET status = 'failed', reason = ? WHERE plan_id = ? AND item = ?")
+            sqlx::query("UPDATE plan_objects SET status = 'failed', reason = $1 WHERE plan_id = $2 AND item = $3")
                 .bind(reason)
                 .bind(self.plan_id)
                 .bind(o.item)
@@ -830,7 +940,7 @@ impl Ctx<'_> {
         let going: Vec<i64> = go.iter().map(|o| o.item).collect();
         exec_in(
             &mut tx,
-            "UPDATE plan_objects SET status = 'executing', attempts = attempts + 1 WHERE plan_id = ? AND item IN ({in})",
+            "UPDATE plan_objects SET status = 'executing', attempts = attempts + 1 WHERE plan_id = $1 AND item IN ({in})",
             &plan,
             &going,
         )
@@ -871,10 +981,16 @@ impl Ctx<'_> {
                     .await
             };
         fail::fail_point!("apply::object-deleted", |_| { std::process::abort() });
-        let mut tx = self.state.pool().begin().await.map_err(q("journaling"))?;
+        let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
+        // Journal what is still ours; an object taken over while its delete
+        // was in flight is journaled (and audited) by its new holder.
+        let mine = self
+            .worker
+            .still_mine(&mut tx, Items::Objects, &going)
+            .await?;
         let mut records = Vec::new();
         let (mut deleted, mut gone, mut off_index) = (Vec::new(), Vec::new(), Vec::new());
-        for (o, result) in results {
+        for (o, result) in results.into_iter().filter(|(o, _)| mine.contains(&o.item)) {
             let outcome = match result {
                 Ok(DeleteOutcome::Deleted) => Ok(true),
                 Ok(DeleteOutcome::AlreadyGone) => Ok(o.resumed),
@@ -914,7 +1030,7 @@ impl Ctx<'_> {
                     report.objects_already_gone += 1;
                 }
                 Err(reason) => {
-                    sqlx::query("UPDATE plan_objects SET status = 'failed', reason = ? WHERE plan_id = ? AND item = ?")
+                    sqlx::query("UPDATE plan_objects SET status = 'failed', reason = $1 WHERE plan_id = $2 AND item = $3")
                         .bind(&reason)
                         .bind(self.plan_id)
                         .bind(o.item)
@@ -931,7 +1047,7 @@ impl Ctx<'_> {
         for (status, items) in [("deleted", &deleted), ("gone", &gone)] {
             exec_in(
                 &mut tx,
-                "UPDATE plan_objects SET status = ?, reason = NULL WHERE plan_id = ? AND item IN ({in})",
+                "UPDATE plan_objects SET status = $1, reason = NULL WHERE plan_id = $2 AND item IN ({in})",
                 &[status, self.plan_id],
                 items,
             )
@@ -959,8 +1075,8 @@ impl Ctx<'_> {
         for chunk in targets.chunks(400) {
             let sql = format!(
                 "SELECT entity_type, entity_key, status FROM plan_entities
-                 WHERE plan_id = ? AND (entity_type, entity_key) IN (VALUES {})",
-                vec!["(?, ?)"; chunk.len()].join(",")
+                 WHERE plan_id = $1 AND (entity_type, entity_key) IN (VALUES {})",
+                crate::state::params(chunk.len(), "(?, ?)", 2)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.plan_id.to_string());
             for (t, k) in chunk {

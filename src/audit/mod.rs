@@ -10,7 +10,7 @@
 pub mod pseudonym;
 
 use sha2::{Digest, Sha256};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Any, Row, Transaction};
 
 use crate::state::{StateError, StateStore, q};
 
@@ -68,12 +68,14 @@ fn record_hash(r: &Record) -> String {
 
 /// Appends records inside the caller's transaction; returns the new head.
 pub async fn append(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     records: Vec<NewRecord>,
 ) -> Result<Option<String>, StateError> {
     if records.is_empty() {
         return Ok(None);
     }
+    // One appender at a time: several workers may share the chain.
+    crate::state::serialize_audit(tx).await?;
     let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
         .await
@@ -107,7 +109,7 @@ pub async fn append(
     for chunk in chained.chunks(80) {
         let sql = format!(
             "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
@@ -129,7 +131,7 @@ pub async fn append(
             .await
             .map_err(q("appending to the audit log"))?;
     }
-    sqlx::query("INSERT INTO meta(k, v) VALUES ('audit.head', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v")
+    sqlx::query("INSERT INTO meta(k, v) VALUES ('audit.head', $1) ON CONFLICT(k) DO UPDATE SET v = excluded.v")
         .bind(format!("{seq}:{prev}"))
         .execute(&mut **tx)
         .await
@@ -145,7 +147,7 @@ pub struct Verification {
     pub problems: Vec<String>,
 }
 
-fn row_record(r: &sqlx::sqlite::SqliteRow) -> Record {
+fn row_record(r: &sqlx::any::AnyRow) -> Record {
     Record {
         seq: r.get(0),
         plan_id: r.get(1),
@@ -179,7 +181,7 @@ pub async fn for_each(
 
 pub async fn lookup(state: &StateStore, pseudonym: &str) -> Result<Vec<Record>, StateError> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE pseudonym = ? ORDER BY seq"
+        "{SELECT} WHERE pseudonym = $1 ORDER BY seq"
     )))
     .bind(pseudonym)
     .fetch_all(state.pool())
@@ -231,11 +233,11 @@ pub async fn verify(state: &StateStore) -> Result<Verification, StateError> {
     }
     // The journal and the audit agree: one record per item lethe deleted.
     let rows = sqlx::query(
-        "SELECT plan_id, sum(n) FROM (
+        "SELECT plan_id, CAST(sum(n) AS BIGINT) FROM (
             SELECT plan_id, count(*) AS n FROM plan_entities WHERE status = 'deleted' GROUP BY plan_id
             UNION ALL
             SELECT plan_id, count(*) AS n FROM plan_objects WHERE status = 'deleted' GROUP BY plan_id
-         ) GROUP BY plan_id",
+         ) AS t GROUP BY plan_id",
     )
     .fetch_all(state.pool())
     .await

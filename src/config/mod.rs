@@ -137,6 +137,9 @@ pub struct ApplySettings {
     pub batch_objects: usize,
     /// Object deletes in flight at once.
     pub parallel_deletes: usize,
+    /// A worker silent (no heartbeat) this long is taken for dead, and its
+    /// claimed batches are taken over (PostgreSQL state, several workers).
+    pub worker_timeout: std::time::Duration,
 }
 
 impl Default for ApplySettings {
@@ -148,6 +151,7 @@ impl Default for ApplySettings {
             batch_cases: 500,
             batch_objects: 500,
             parallel_deletes: 8,
+            worker_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -831,6 +835,13 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
             match parse_delay(b) {
                 Ok(d) => apply.max_backoff = d,
                 Err(m) => pr.add(p!["apply", "max_backoff"], m),
+            }
+        }
+        if let Some(b) = &a.worker_timeout {
+            match parse_delay(b) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) => apply.worker_timeout = d,
+                Ok(_) => pr.add(p!["apply", "worker_timeout"], "must be at least 1s"),
+                Err(m) => pr.add(p!["apply", "worker_timeout"], m),
             }
         }
     }

@@ -49,6 +49,7 @@ pub struct RawApply {
     pub batch_cases: Option<usize>,
     pub batch_objects: Option<usize>,
     pub parallel_deletes: Option<usize>,
+    pub worker_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

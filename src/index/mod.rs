@@ -305,8 +305,7 @@ pub async fn run(
     // leave the index (their links go with them: ON DELETE CASCADE).
     let gone: Vec<i64> = known.values().map(|k| k.id).collect();
     let mut tx = state
-        .pool()
-        .begin()
+        .begin_write()
         .await
         .map_err(q("removing objects gone from the store"))?;
     summary.objects_removed = crate::state::exec_in(
@@ -349,7 +348,7 @@ pub async fn run(
     // One transaction for the run's bookkeeping.
     let counts = serde_json::to_string(&summary.links_per_rule).unwrap_or_default();
     let completed = jiff::Timestamp::now().to_string();
-    let mut tx = state.pool().begin().await.map_err(q("writing the index"))?;
+    let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
     for (k, v) in [
         ("index.link_counts", counts.as_str()),
         ("index.run", &run.to_string()),
@@ -358,7 +357,7 @@ pub async fn run(
         ("index.completed_at", completed.as_str()),
     ] {
         sqlx::query(
-            "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            "INSERT INTO meta(k, v) VALUES ($1, $2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
         )
         .bind(k)
         .bind(v)
@@ -406,8 +405,8 @@ async fn crm_column_links(
             rule: *index,
             source,
         })?;
-        let mut tx = state.pool().begin().await.map_err(q("writing the index"))?;
-        sqlx::query("DELETE FROM links WHERE rule = ?")
+        let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
+        sqlx::query("DELETE FROM links WHERE rule = $1")
             .bind(*index as i64)
             .execute(&mut *tx)
             .await
@@ -417,8 +416,8 @@ async fn crm_column_links(
         for chunk in pairs.chunks(300) {
             let sql = format!(
                 "INSERT INTO links(object_id, entity_type, entity_key, rule, location)
-                 SELECT o.id, ?, v.column2, ?, ? FROM (VALUES {}) AS v JOIN objects o ON o.key = v.column1",
-                vec!["(?, ?)"; chunk.len()].join(",")
+                 SELECT o.id, $1, v.column2, $2, $3 FROM (VALUES {}) AS v JOIN objects o ON o.key = v.column1",
+                crate::state::params(chunk.len(), "(?, ?)", 4)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(entity.clone())
@@ -451,7 +450,7 @@ async fn write_batch(
     if pending.is_empty() {
         return Ok(());
     }
-    let mut tx = state.pool().begin().await.map_err(q("writing the index"))?;
+    let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
     let batch: Vec<Pending> = std::mem::take(pending);
     // Objects, many rows per statement.
     for chunk in batch.chunks(100) {
@@ -459,7 +458,7 @@ async fn write_batch(
             "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES {}
              ON CONFLICT(key) DO UPDATE SET size = excluded.size, modified = excluded.modified, etag = excluded.etag,
                status = excluded.status, error = excluded.error, seen_run = excluded.seen_run",
-            vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?)", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (meta, status, error, _) in chunk {
@@ -482,7 +481,7 @@ async fn write_batch(
     for chunk in batch.chunks(400) {
         let sql = format!(
             "SELECT id, key FROM objects WHERE key IN ({})",
-            vec!["?"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "?", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (meta, ..) in chunk {
@@ -512,7 +511,7 @@ async fn write_batch(
     for chunk in links.chunks(150) {
         let sql = format!(
             "INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES {}",
-            vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?)", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (id, l) in chunk {
@@ -602,7 +601,7 @@ pub async fn links_of_keys(
         let sql = format!(
             "SELECT o.key, l.entity_type, l.entity_key FROM objects o LEFT JOIN links l ON l.object_id = o.id
              WHERE o.key IN ({})",
-            vec!["?"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "?", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for k in chunk {

@@ -10,7 +10,7 @@
 //! after a plan makes apply skip the object (its link set changed). When an
 //! object leaves the index, its registrations go with it (a trigger).
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 
 use crate::state::{StateError, StateStore, q};
 
@@ -52,12 +52,12 @@ pub async fn register(
         })
         .collect();
     let mut out = Registered::default();
-    let mut tx = state.pool().begin().await.map_err(q("registering links"))?;
+    let mut tx = state.begin_write().await.map_err(q("registering links"))?;
     for chunk in rows.chunks(200) {
         let sql = format!(
             "INSERT INTO registered_links(key, entity_type, entity_key, registered_at) VALUES {}
              ON CONFLICT DO NOTHING",
-            vec!["(?, ?, ?, ?)"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "(?, ?, ?, ?)", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (key, ty, ek) in chunk {
@@ -83,12 +83,12 @@ pub async fn register(
 /// Copies the registrations of the given objects (by `column` = `o.key` or
 /// `o.id`) into `links`, skipping those already there. Returns the rows added.
 pub(crate) async fn materialize<T>(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     column: &str,
     values: &[T],
 ) -> Result<u64, StateError>
 where
-    T: for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite> + Clone + Send + 'static,
+    T: for<'q> sqlx::Encode<'q, Any> + sqlx::Type<Any> + Clone + Send + 'static,
 {
     if values.is_empty() {
         return Ok(0);
@@ -100,7 +100,7 @@ where
          WHERE {column} IN ({})
            AND NOT EXISTS (SELECT 1 FROM links l WHERE l.object_id = o.id AND l.rule = {REGISTERED_RULE}
                            AND l.entity_type = r.entity_type AND l.entity_key = r.entity_key)",
-        vec!["?"; values.len()].join(",")
+        crate::state::params(values.len(), "?", 1)
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for v in values {
@@ -120,7 +120,7 @@ pub async fn counts(state: &StateStore) -> Result<(u64, u64), StateError> {
         .fetch_one(state.pool())
         .await
         .map_err(q("counting registered links"))?;
-    let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM links WHERE rule = ?")
+    let indexed: i64 = sqlx::query_scalar("SELECT count(*) FROM links WHERE rule = $1")
         .bind(REGISTERED_RULE)
         .fetch_one(state.pool())
         .await

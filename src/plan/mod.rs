@@ -213,6 +213,8 @@ pub async fn make_plan(
     progress: &(dyn Fn(&str, u64) + Sync),
 ) -> Result<PlanSummary, PlanError> {
     let started = std::time::Instant::now();
+    // One planner at a time (PostgreSQL state: across machines).
+    let _planner = state.lock_plan(false).await?;
     let world = load_world(config, crm, state, progress).await?;
     let graph = &world.graph;
     let as_of_s = as_of.as_second();
@@ -269,7 +271,7 @@ pub async fn make_plan(
     // Persist: plan row, cases, entities, then objects, in one transaction.
     progress("writing plan", 0);
     let mut digest = Sha256::new();
-    let mut tx = state.pool().begin().await.map_err(q("writing the plan"))?;
+    let mut tx = state.begin_write().await.map_err(q("writing the plan"))?;
     let mut case_rows: Vec<(u64, &str, String, String, &'static str)> = Vec::new();
     for (ci, c) in eval.cases.iter().enumerate() {
         let node = graph.node(c.root);
@@ -285,7 +287,7 @@ pub async fn make_plan(
     for chunk in case_rows.chunks(150) {
         let sql = format!(
             "INSERT INTO plan_cases(plan_id, case_id, policy, root_type, root_key, root_kind, status) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?, 'planned')"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, 'planned')", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (ci, policy, ty, key, kind) in chunk {
@@ -309,7 +311,7 @@ pub async fn make_plan(
     for chunk in deleted_nodes.chunks(150) {
         let sql = format!(
             "INSERT INTO plan_entities(plan_id, case_id, entity_type, entity_key, key_kind, status) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, 'planned')"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, 'planned')", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for &n in chunk {
@@ -405,7 +407,7 @@ pub async fn make_plan(
     for (i, chunk) in to_delete.chunks(120).enumerate() {
         let sql = format!(
             "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, status) VALUES {}",
-            vec!["(?, ?, ?, ?, ?, ?, ?, 'planned')"; chunk.len()].join(",")
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (j, (key, size, fate, policy, links)) in chunk.iter().enumerate() {
@@ -430,7 +432,7 @@ pub async fn make_plan(
     s.seconds = started.elapsed().as_secs_f64();
     let summary_json = serde_json::to_string(&s).unwrap_or_default();
     sqlx::query(
-        "INSERT INTO plans(id, created_at, as_of, config_hash, digest, summary, brake, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'planned')",
+        "INSERT INTO plans(id, created_at, as_of, config_hash, digest, summary, brake, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'planned')",
     )
     .bind(&id)
     .bind(&s.created_at)
@@ -482,7 +484,7 @@ async fn brake(
     s: &PlanSummary,
     counts: &[u64],
     types: &[String],
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
 ) -> Result<Vec<String>, StateError> {
     let mut reasons = Vec::new();
     for (i, t) in types.iter().enumerate() {
@@ -550,12 +552,14 @@ pub struct StoredPlan {
 
 pub async fn load(state: &StateStore, id: Option<&str>) -> Result<StoredPlan, StateError> {
     let row = match id {
-        Some(id) => sqlx::query("SELECT id, as_of, status, summary, brake FROM plans WHERE id = ?")
-            .bind(id)
-            .fetch_optional(state.pool())
-            .await
-            .map_err(q("reading the plan"))?
-            .ok_or_else(|| StateError::NoSuchPlan(id.to_string()))?,
+        Some(id) => {
+            sqlx::query("SELECT id, as_of, status, summary, brake FROM plans WHERE id = $1")
+                .bind(id)
+                .fetch_optional(state.pool())
+                .await
+                .map_err(q("reading the plan"))?
+                .ok_or_else(|| StateError::NoSuchPlan(id.to_string()))?
+        }
         None => sqlx::query(
             "SELECT id, as_of, status, summary, brake FROM plans ORDER BY seq DESC LIMIT 1",
         )

@@ -66,25 +66,25 @@ pub async fn build(
     let id = stored.id.as_str();
     let cases = counts(
         state,
-        "SELECT status, count(*) FROM plan_cases WHERE plan_id = ? GROUP BY status",
+        "SELECT status, count(*) FROM plan_cases WHERE plan_id = $1 GROUP BY status",
         id,
     )
     .await?;
     let objects = counts(
         state,
-        "SELECT status, count(*) FROM plan_objects WHERE plan_id = ? GROUP BY status",
+        "SELECT status, count(*) FROM plan_objects WHERE plan_id = $1 GROUP BY status",
         id,
     )
     .await?;
     let mut skipped = counts(
         state,
-        "SELECT reason, count(*) FROM plan_cases WHERE plan_id = ? AND status = 'skipped' GROUP BY reason",
+        "SELECT reason, count(*) FROM plan_cases WHERE plan_id = $1 AND status = 'skipped' GROUP BY reason",
         id,
     )
     .await?;
     for (reason, n) in counts(
         state,
-        "SELECT reason, count(*) FROM plan_objects WHERE plan_id = ? AND status = 'skipped' GROUP BY reason",
+        "SELECT reason, count(*) FROM plan_objects WHERE plan_id = $1 AND status = 'skipped' GROUP BY reason",
         id,
     )
     .await?
@@ -95,7 +95,7 @@ pub async fn build(
     let rows = sqlx::query(
         "SELECT c.policy, e.entity_type, count(*) FROM plan_entities e
          JOIN plan_cases c ON c.plan_id = e.plan_id AND c.case_id = e.case_id
-         WHERE e.plan_id = ? AND e.status = 'deleted' GROUP BY 1, 2",
+         WHERE e.plan_id = $1 AND e.status = 'deleted' GROUP BY 1, 2",
     )
     .bind(id)
     .fetch_all(state.pool())
@@ -108,14 +108,14 @@ pub async fn build(
             .insert(r.get(1), r.get::<i64, _>(2) as u64);
     }
     let gone: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM plan_entities WHERE plan_id = ? AND status = 'gone'",
+        "SELECT count(*) FROM plan_entities WHERE plan_id = $1 AND status = 'gone'",
     )
     .bind(id)
     .fetch_one(state.pool())
     .await
     .map_err(q("reading the journal"))?;
     let bytes: Option<i64> = sqlx::query_scalar(
-        "SELECT sum(size) FROM plan_objects WHERE plan_id = ? AND status = 'deleted'",
+        "SELECT CAST(sum(size) AS BIGINT) FROM plan_objects WHERE plan_id = $1 AND status = 'deleted'",
     )
     .bind(id)
     .fetch_one(state.pool())
@@ -123,7 +123,7 @@ pub async fn build(
     .map_err(q("reading the journal"))?;
     let pseudo = Pseudonymizer::new(config.audit_key.clone());
     let mut failures = Vec::new();
-    for r in sqlx::query("SELECT root_type, root_key, reason FROM plan_cases WHERE plan_id = ? AND status = 'failed'")
+    for r in sqlx::query("SELECT root_type, root_key, reason FROM plan_cases WHERE plan_id = $1 AND status = 'failed'")
         .bind(id)
         .fetch_all(state.pool())
         .await
@@ -135,7 +135,7 @@ pub async fn build(
         ));
     }
     for r in
-        sqlx::query("SELECT key, reason FROM plan_objects WHERE plan_id = ? AND status = 'failed'")
+        sqlx::query("SELECT key, reason FROM plan_objects WHERE plan_id = $1 AND status = 'failed'")
             .bind(id)
             .fetch_all(state.pool())
             .await
@@ -146,7 +146,7 @@ pub async fn build(
             r.get::<Option<String>, _>(1).unwrap_or_default(),
         ));
     }
-    let audit_records: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE plan_id = ?")
+    let audit_records: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE plan_id = $1")
         .bind(id)
         .fetch_one(state.pool())
         .await

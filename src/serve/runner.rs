@@ -100,7 +100,7 @@ impl Runner {
     /// whose apply was stopped is resumed (its journal knows where it was).
     pub async fn recover(self: &Arc<Self>) -> Result<Option<i64>> {
         sqlx::query(
-            "UPDATE sweeps SET status = 'interrupted', finished_at = ? WHERE status = 'running'",
+            "UPDATE sweeps SET status = 'interrupted', finished_at = $1 WHERE status = 'running'",
         )
         .bind(now_text())
         .execute(self.state.pool())
@@ -177,7 +177,7 @@ impl Runner {
         };
         sqlx::query_scalar(
             "INSERT INTO sweeps(trigger, mode, scheduled_for, started_at, status, plan_id)
-             VALUES (?, ?, ?, ?, 'running', ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id",
         )
         .bind(trigger)
         .bind(work.mode())
@@ -212,8 +212,8 @@ impl Runner {
         // A run changes what explain answers.
         *self.world.lock().await = None;
         let recorded = sqlx::query(
-            "UPDATE sweeps SET status = ?, finished_at = ?, plan_id = coalesce(?, plan_id), error = ?, summary = ?
-             WHERE id = ?",
+            "UPDATE sweeps SET status = $1, finished_at = $2, plan_id = coalesce($3, plan_id), error = $4, summary = $5
+             WHERE id = $6",
         )
         .bind(status)
         .bind(now_text())
@@ -342,7 +342,7 @@ impl Runner {
     /// The runs, newest first.
     pub async fn sweeps(&self, limit: i64) -> Result<Vec<SweepRow>, StateError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SWEEP_SELECT} ORDER BY id DESC LIMIT ?"
+            "{SWEEP_SELECT} ORDER BY id DESC LIMIT $1"
         )))
         .bind(limit)
         .fetch_all(self.state.pool())
@@ -352,7 +352,7 @@ impl Runner {
     }
 
     pub async fn sweep(&self, id: i64) -> Result<Option<SweepRow>, StateError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SWEEP_SELECT} WHERE id = ?")))
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SWEEP_SELECT} WHERE id = $1")))
             .bind(id)
             .fetch_optional(self.state.pool())
             .await
@@ -386,7 +386,7 @@ pub struct SweepRow {
 }
 
 impl SweepRow {
-    fn from_row(r: &sqlx::sqlite::SqliteRow) -> SweepRow {
+    fn from_row(r: &sqlx::any::AnyRow) -> SweepRow {
         let summary: Option<String> = r.get(9);
         SweepRow {
             id: r.get(0),

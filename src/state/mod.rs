@@ -6,13 +6,14 @@
 //! is deleted; afterwards only their journal columns (status, reason) change.
 
 pub mod schema;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::config::{Config, StateUrl};
 
@@ -33,14 +34,16 @@ pub enum StateError {
     },
     #[error("another lethe process holds the state lock {} (apply and sweep run one at a time); wait for it, or pass --wait", path.display())]
     Locked { path: PathBuf },
+    #[error(
+        "another lethe process is {what} on this PostgreSQL state store (advisory lock {key}); wait for it, or pass --wait"
+    )]
+    Busy { what: &'static str, key: i64 },
     #[error("cannot take the state lock {}: {source}", path.display())]
     Lock {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("the PostgreSQL state store is not available in this build yet; use sqlite:// for now")]
-    Unsupported,
     #[error("plan {0} not found; `lethe plan` lists what it stores")]
     NoSuchPlan(String),
     #[error("no plan stored yet; run `lethe plan` first")]
@@ -53,56 +56,153 @@ pub(crate) fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
     move |source| StateError::Query { what, source }
 }
 
-#[derive(Clone)]
-pub struct StateStore {
-    pub(crate) pool: SqlitePool,
-    path: PathBuf,
+/// Which SQL the state store speaks. Queries are written once, with `$N`
+/// placeholders (SQLite reads them too); only the schema, the locks and the
+/// batch claims differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
-/// Held while a process applies; released when dropped or when the process
-/// dies (an OS file lock), so no lock outlives a killed process.
+/// PostgreSQL advisory lock keys (an arbitrary, fixed namespace: "lethe" in
+/// ASCII, then a number per lock).
+pub(crate) const LOCK_MIGRATE: i64 = 0x6c65_7468_6500_0001;
+pub(crate) const LOCK_PLAN: i64 = 0x6c65_7468_6500_0002;
+pub(crate) const LOCK_AUDIT: i64 = 0x6c65_7468_6500_0003;
+
+#[derive(Clone)]
+pub struct StateStore {
+    pub(crate) pool: AnyPool,
+    dialect: Dialect,
+    /// The SQLite file (for the apply lock beside it); None on PostgreSQL.
+    path: Option<PathBuf>,
+}
+
+/// Held while a process applies (SQLite: an OS file lock, released when
+/// dropped or when the process dies) or plans (PostgreSQL: a session
+/// advisory lock on a connection of its own, released when dropped or when
+/// the connection dies). No lock outlives a killed process.
 pub struct ApplyLock {
-    _file: std::fs::File,
+    _inner: LockInner,
+}
+
+enum LockInner {
+    File(#[allow(dead_code)] std::fs::File),
+    Session(#[allow(dead_code)] sqlx::AnyConnection),
+    None,
+}
+
+/// `sqlite://` + the path, percent-encoded where a URL would misread it.
+fn sqlite_url(path: &Path) -> String {
+    let mut url = String::from("sqlite://");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'.' | b'_' | b'-' | b'~' => {
+                url.push(*b as char)
+            }
+            _ => url.push_str(&format!("%{b:02X}")),
+        }
+    }
+    url.push_str("?mode=rwc");
+    url
 }
 
 impl StateStore {
     pub async fn open(config: &Config) -> Result<StateStore, StateError> {
         match &config.state {
             StateUrl::Sqlite(path) => Self::open_sqlite(path).await,
-            StateUrl::Postgres(_) => Err(StateError::Unsupported),
+            StateUrl::Postgres(url) => Self::open_postgres(url.expose()).await,
         }
     }
 
     pub async fn open_sqlite(path: &Path) -> Result<StateStore, StateError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .pragma("secure_delete", "ON");
-        let pool = SqlitePoolOptions::new()
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 30000; PRAGMA secure_delete = ON; \
+                         PRAGMA foreign_keys = ON",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&sqlite_url(path))
             .await
             .map_err(|source| StateError::Open {
                 target: format!("sqlite://{}", path.display()),
                 source,
             })?;
-        schema::migrate(&pool).await?;
-        Ok(StateStore {
+        let store = StateStore {
             pool,
-            path: path.to_path_buf(),
-        })
+            dialect: Dialect::Sqlite,
+            path: Some(path.to_path_buf()),
+        };
+        schema::migrate(&store).await?;
+        Ok(store)
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    /// PostgreSQL: the URL comes from the config and is never printed.
+    pub async fn open_postgres(url: &str) -> Result<StateStore, StateError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(6)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("SET TIME ZONE 'UTC'").await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(|source| StateError::Open {
+                target: "on PostgreSQL (URL in [state] url)".to_string(),
+                source,
+            })?;
+        let store = StateStore {
+            pool,
+            dialect: Dialect::Postgres,
+            path: None,
+        };
+        schema::migrate(&store).await?;
+        Ok(store)
+    }
+
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// A transaction that will write. SQLite: `BEGIN IMMEDIATE`, so that
+    /// it waits for the write lock up front (busy timeout) instead of
+    /// failing when a read in it would have to become a write after
+    /// another writer committed.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Takes the apply lock; with `wait`, blocks until it is free.
+    ///
+    /// SQLite: one applier at a time, by an OS file lock beside the
+    /// database. PostgreSQL: several workers may apply one plan together
+    /// (they claim batches, see `workers`), so there is nothing to take.
     pub fn lock_apply(&self, wait: bool) -> Result<ApplyLock, StateError> {
-        let mut name = self.path.as_os_str().to_owned();
+        let Some(db) = &self.path else {
+            return Ok(ApplyLock {
+                _inner: LockInner::None,
+            });
+        };
+        let mut name = db.as_os_str().to_owned();
         name.push(".lock");
         let path = PathBuf::from(name);
         let file = std::fs::OpenOptions::new()
@@ -128,11 +228,49 @@ impl StateStore {
                 }
             }
         }
-        Ok(ApplyLock { _file: file })
+        Ok(ApplyLock {
+            _inner: LockInner::File(file),
+        })
+    }
+
+    /// Only one planner at a time. PostgreSQL: a session advisory lock on a
+    /// connection of its own (several machines may share the store).
+    /// SQLite: plans are written in one transaction, which is enough.
+    pub async fn lock_plan(&self, wait: bool) -> Result<ApplyLock, StateError> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(ApplyLock {
+                _inner: LockInner::None,
+            });
+        }
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(q("taking the planner lock"))?
+            .detach();
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LOCK_PLAN)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(q("taking the planner lock"))?;
+            if got {
+                return Ok(ApplyLock {
+                    _inner: LockInner::Session(conn),
+                });
+            }
+            if !wait {
+                return Err(StateError::Busy {
+                    what: "planning",
+                    key: LOCK_PLAN,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub async fn meta_get(&self, key: &str) -> Result<Option<String>, StateError> {
-        sqlx::query_scalar("SELECT v FROM meta WHERE k = ?")
+        sqlx::query_scalar("SELECT v FROM meta WHERE k = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await
@@ -141,7 +279,7 @@ impl StateStore {
 
     pub async fn meta_set(&self, key: &str, value: &str) -> Result<(), StateError> {
         sqlx::query(
-            "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            "INSERT INTO meta(k, v) VALUES ($1, $2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
         )
         .bind(key)
         .bind(value)
@@ -182,7 +320,7 @@ impl StateStore {
         author: &str,
     ) -> Result<bool, StateError> {
         let r = sqlx::query(
-            "INSERT INTO holds(kind, target, reason, author, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(kind, target) DO NOTHING",
+            "INSERT INTO holds(kind, target, reason, author, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT(kind, target) DO NOTHING",
         )
         .bind(kind.as_str())
         .bind(target)
@@ -196,7 +334,7 @@ impl StateStore {
     }
 
     pub async fn remove_hold(&self, kind: HoldKind, target: &str) -> Result<bool, StateError> {
-        let r = sqlx::query("DELETE FROM holds WHERE kind = ? AND target = ?")
+        let r = sqlx::query("DELETE FROM holds WHERE kind = $1 AND target = $2")
             .bind(kind.as_str())
             .bind(target)
             .execute(&self.pool)
@@ -303,26 +441,60 @@ impl ObjectHolds {
     }
 }
 
+/// `rows` copies of `row` (a template such as `(?, ?, 'planned')`), each
+/// `?` numbered `$start`, `$start+1`, …: the placeholders both SQLite and
+/// PostgreSQL read.
+pub(crate) fn params(rows: usize, row: &str, start: usize) -> String {
+    let mut out = String::with_capacity(rows * (row.len() + 8));
+    let mut n = start;
+    for i in 0..rows {
+        if i > 0 {
+            out.push(',');
+        }
+        for c in row.chars() {
+            if c == '?' {
+                out.push('$');
+                out.push_str(&n.to_string());
+                n += 1;
+            } else {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Serializes audit appends across processes: several workers may append
+/// to one chain. PostgreSQL: a transaction advisory lock, released at
+/// commit. SQLite: the write transaction already does it.
+pub(crate) async fn serialize_audit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<(), StateError> {
+    if tx.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOCK_AUDIT)
+            .execute(&mut **tx)
+            .await
+            .map_err(q("locking the audit chain"))?;
+    }
+    Ok(())
+}
+
 /// Runs `sql` once per chunk of `values`, with `{in}` replaced by the
 /// chunk's placeholders and `leading` bound before the chunk. One statement
 /// per few hundred items instead of one per item: the journal's hot path.
 pub(crate) async fn exec_in<T>(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     sql: &str,
     leading: &[&str],
     values: &[T],
 ) -> Result<u64, StateError>
 where
-    T: Clone
-        + Send
-        + Sync
-        + for<'q> sqlx::Encode<'q, sqlx::Sqlite>
-        + sqlx::Type<sqlx::Sqlite>
-        + 'static,
+    T: Clone + Send + Sync + for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + 'static,
 {
     let mut n = 0;
     for chunk in values.chunks(400) {
-        let text = sql.replace("{in}", &vec!["?"; chunk.len()].join(","));
+        let text = sql.replace("{in}", &params(chunk.len(), "?", leading.len() + 1));
         let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
         for l in leading {
             query = query.bind(l.to_string());

@@ -45,7 +45,7 @@ pub async fn verify(
     let mut report = VerifyReport::default();
     for et in &config.entities {
         let rows = sqlx::query(
-            "SELECT entity_key, key_kind FROM plan_entities WHERE plan_id = ? AND entity_type = ? AND status = 'deleted'",
+            "SELECT entity_key, key_kind FROM plan_entities WHERE plan_id = $1 AND entity_type = $2 AND status = 'deleted'",
         )
         .bind(plan_id)
         .bind(&et.name)
@@ -64,12 +64,13 @@ pub async fn verify(
         report.entities_checked += keys.len() as u64;
         report.entities_remaining += crm.existing(et, &keys).await?.len() as u64;
     }
-    let keys: Vec<String> =
-        sqlx::query_scalar("SELECT key FROM plan_objects WHERE plan_id = ? AND status = 'deleted'")
-            .bind(plan_id)
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("reading the journal"))?;
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT key FROM plan_objects WHERE plan_id = $1 AND status = 'deleted'",
+    )
+    .bind(plan_id)
+    .fetch_all(state.pool())
+    .await
+    .map_err(q("reading the journal"))?;
     for k in keys {
         report.objects_checked += 1;
         if store.head(&k).await?.is_some() {

@@ -1,0 +1,364 @@
+//! One conformance suite for every state store backend: each case runs on
+//! SQLite (a temp file) and on PostgreSQL (a fresh database next to the one
+//! LETHE_TEST_POSTGRES_URL names; under CI=true a missing URL is a failure).
+//! The whole pipeline on a PostgreSQL state store is compared with SQLite's
+//! in `tests/conformance.rs`; this file holds what is the state store's own:
+//! migrations, holds, the registered-link trigger, the audit chain under
+//! concurrent appenders, and the apply workers' claims.
+
+use std::time::Duration;
+
+use lethe::audit::{self, NewRecord};
+use lethe::state::workers::Items;
+use lethe::state::{Dialect, HoldKind, StateStore};
+use sqlx::Executor;
+
+fn pg_url() -> Option<String> {
+    match std::env::var("LETHE_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "LETHE_TEST_POSTGRES_URL must be set under CI=true"
+            );
+            eprintln!("LETHE_TEST_POSTGRES_URL not set: only SQLite is tested here");
+            None
+        }
+    }
+}
+
+/// A fresh PostgreSQL database for one test; returns its URL.
+async fn fresh_pg(admin_url: &str, test: &str) -> String {
+    sqlx::any::install_default_drivers();
+    let name = format!("lethe_state_{test}_{}", std::process::id());
+    let admin = sqlx::AnyPool::connect(admin_url).await.expect("PostgreSQL");
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .await
+        .unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    admin.close().await;
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap();
+    format!("{base}/{name}")
+}
+
+/// The state stores under test: SQLite always, PostgreSQL when configured.
+/// Each comes with a way to open it again (a second process would).
+async fn stores(test: &str, tmp: &std::path::Path) -> Vec<(StateStore, Reopen)> {
+    let path = tmp.join(format!("{test}.db"));
+    let mut out = vec![(
+        StateStore::open_sqlite(&path).await.unwrap(),
+        Reopen::Sqlite(path),
+    )];
+    if let Some(admin) = pg_url() {
+        let url = fresh_pg(&admin, test).await;
+        out.push((
+            StateStore::open_postgres(&url).await.unwrap(),
+            Reopen::Postgres(url),
+        ));
+    }
+    out
+}
+
+#[derive(Clone)]
+enum Reopen {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Reopen {
+    async fn open(&self) -> StateStore {
+        match self {
+            Reopen::Sqlite(p) => StateStore::open_sqlite(p).await.unwrap(),
+            Reopen::Postgres(u) => StateStore::open_postgres(u).await.unwrap(),
+        }
+    }
+}
+
+fn record(plan: &str, n: usize) -> NewRecord {
+    NewRecord {
+        plan_id: plan.to_string(),
+        policy: Some("p".into()),
+        basis: Some("test".into()),
+        action: "delete-entity",
+        entity_type: Some("lead".into()),
+        pseudonym: format!("pseudonym-{plan}-{n}"),
+        bytes: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_and_holds_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, again) in stores("migrate", tmp.path()).await {
+        let d = state.dialect();
+        let version = state.meta_get("schema_version").await.unwrap();
+        // Opening a migrated store again changes nothing.
+        let second = again.open().await;
+        assert_eq!(second.meta_get("schema_version").await.unwrap(), version);
+        assert_eq!(version.as_deref(), Some("3"), "{d:?}");
+
+        assert!(
+            state
+                .add_hold(HoldKind::Entity, "lead:7", "litigation", "dpo")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !second
+                .add_hold(HoldKind::Entity, "lead:7", "again", "dpo")
+                .await
+                .unwrap()
+        );
+        state
+            .add_hold(HoldKind::Prefix, "exports/2020/", "audit", "dpo")
+            .await
+            .unwrap();
+        let holds = second.holds().await.unwrap();
+        assert_eq!(holds.len(), 2, "{d:?}");
+        assert_eq!(holds[0].target, "lead:7");
+        assert_eq!(holds[0].reason, "litigation");
+        assert!(state.remove_hold(HoldKind::Entity, "lead:7").await.unwrap());
+        assert!(!state.remove_hold(HoldKind::Entity, "lead:7").await.unwrap());
+        assert_eq!(second.holds().await.unwrap().len(), 1);
+
+        state.meta_set("k", "v1").await.unwrap();
+        second.meta_set("k", "v2").await.unwrap();
+        assert_eq!(state.meta_get("k").await.unwrap().as_deref(), Some("v2"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_leaving_the_index_takes_its_registered_links() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, _) in stores("trigger", tmp.path()).await {
+        let d = state.dialect();
+        let pool = state.pool();
+        for (key, n) in [("in/a.json", 1), ("in/b.json", 2)] {
+            sqlx::query(
+                "INSERT INTO objects(key, size, status, seen_run) VALUES ($1, $2, 'ok', 1)",
+            )
+            .bind(key)
+            .bind(n as i64)
+            .execute(pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO registered_links(key, entity_type, entity_key, registered_at)
+                 VALUES ($1, 'lead', $2, 'now')",
+            )
+            .bind(key)
+            .bind(n.to_string())
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        sqlx::query("DELETE FROM objects WHERE key = $1")
+            .bind("in/a.json")
+            .execute(pool)
+            .await
+            .unwrap();
+        let left: Vec<String> = sqlx::query_scalar("SELECT key FROM registered_links ORDER BY key")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(left, vec!["in/b.json".to_string()], "{d:?}");
+        // Keys order byte by byte on both (PostgreSQL columns are COLLATE "C").
+        for key in ["in/B.json", "in/_.json", "in/ä.json"] {
+            sqlx::query("INSERT INTO objects(key, size, status, seen_run) VALUES ($1, 0, 'ok', 1)")
+                .bind(key)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+        let order: Vec<String> = sqlx::query_scalar("SELECT key FROM objects ORDER BY key")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            order,
+            ["in/B.json", "in/_.json", "in/b.json", "in/ä.json"],
+            "{d:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_keep_one_audit_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, again) in stores("audit", tmp.path()).await {
+        let d = state.dialect();
+        // Eight appenders, each with its own store (as separate processes
+        // would have), each appending 25 transactions of 4 records.
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let s = again.open().await;
+            tasks.push(tokio::spawn(async move {
+                for t in 0..25 {
+                    let mut tx = s.begin_write().await.unwrap();
+                    let recs = (0..4)
+                        .map(|i| record(&format!("plan{w}"), t * 4 + i))
+                        .collect();
+                    audit::append(&mut tx, recs).await.unwrap();
+                    tx.commit().await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let v = audit::verify(&state).await.unwrap();
+        assert!(v.problems.is_empty(), "{d:?}: {:?}", v.problems);
+        assert_eq!(v.records, 8 * 25 * 4, "{d:?}");
+
+        // Tampering shows.
+        sqlx::query("UPDATE audit SET pseudonym = 'edited' WHERE seq = 17")
+            .execute(state.pool())
+            .await
+            .unwrap();
+        let v = audit::verify(&state).await.unwrap();
+        assert!(
+            v.problems.iter().any(|p| p.contains("record 17")),
+            "{d:?}: {:?}",
+            v.problems
+        );
+    }
+}
+
+/// Writes a plan with `n` cases straight into the journal.
+async fn journal_plan(state: &StateStore, plan: &str, n: i64) {
+    sqlx::query(
+        "INSERT INTO plans(id, created_at, as_of, config_hash, digest, summary, status)
+         VALUES ($1, 'now', 0, 'h', 'd', '{}', 'applying')",
+    )
+    .bind(plan)
+    .execute(state.pool())
+    .await
+    .unwrap();
+    for i in 0..n {
+        sqlx::query(
+            "INSERT INTO plan_cases(plan_id, case_id, policy, root_type, root_key, root_kind, status)
+             VALUES ($1, $2, 'p', 'lead', $3, 'int', 'planned')",
+        )
+        .bind(plan)
+        .bind(i)
+        .bind(i.to_string())
+        .execute(state.pool())
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_exclusive_and_a_dead_workers_claims_are_taken_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, again) in stores("claims", tmp.path()).await {
+        let d = state.dialect();
+        journal_plan(&state, "P1", 30).await;
+        let timeout = Duration::from_secs(1);
+        let w1 = state.start_worker("P1", timeout).await.unwrap();
+        let first = w1.claim(Items::Cases, 10).await.unwrap();
+        assert_eq!(first, (0..10).collect::<Vec<_>>(), "{d:?}");
+
+        let other = again.open().await;
+        let w2 = other.start_worker("P1", timeout).await.unwrap();
+        let second = w2.claim(Items::Cases, 10).await.unwrap();
+        match d {
+            // A live worker's claims are its own.
+            Dialect::Postgres => {
+                assert_eq!(second, (10..20).collect::<Vec<_>>());
+                assert_eq!(w2.held_elsewhere(Items::Cases).await.unwrap(), 10);
+            }
+            // SQLite admits one worker (the apply lock): any other is dead.
+            Dialect::Sqlite => assert_eq!(second, (0..10).collect::<Vec<_>>()),
+        }
+        // Concurrent claims on PostgreSQL never overlap.
+        if d == Dialect::Postgres {
+            let (a, b) = tokio::join!(w1.claim(Items::Cases, 5), w2.claim(Items::Cases, 5));
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a.len() + b.len(), 10);
+            assert!(a.iter().all(|i| !b.contains(i)), "{a:?} {b:?}");
+
+            // w1 dies (no more heartbeats); after the timeout w2 takes over
+            // what it held, and w1 no longer owns it.
+            let held_by_w1: Vec<i64> = sqlx::query_scalar(
+                "SELECT case_id FROM plan_cases WHERE claimed_by = $1 ORDER BY case_id",
+            )
+            .bind(&w1.id)
+            .fetch_all(state.pool())
+            .await
+            .unwrap();
+            assert_eq!(held_by_w1.len(), 10 + a.len());
+            let w1_id = w1.id.clone();
+            drop(w1);
+            tokio::time::sleep(timeout + Duration::from_millis(600)).await;
+            let taken = w2.claim(Items::Cases, 100).await.unwrap();
+            for i in &held_by_w1 {
+                assert!(
+                    taken.contains(i),
+                    "case {i} of the dead worker not taken over"
+                );
+            }
+            let still: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM plan_cases WHERE claimed_by = $1")
+                    .bind(&w1_id)
+                    .fetch_one(state.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(still, 0);
+            let mut tx = state.pool().begin().await.unwrap();
+            let mine = w2
+                .still_mine(&mut tx, Items::Cases, &held_by_w1)
+                .await
+                .unwrap();
+            assert_eq!(mine.len(), held_by_w1.len());
+            tx.commit().await.unwrap();
+        }
+        // Finished items are never claimed again.
+        sqlx::query("UPDATE plan_cases SET status = 'done' WHERE plan_id = 'P1'")
+            .execute(state.pool())
+            .await
+            .unwrap();
+        assert!(w2.claim(Items::Cases, 100).await.unwrap().is_empty());
+        w2.finish().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_one_planner_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, again) in stores("planner", tmp.path()).await {
+        let held = state.lock_plan(false).await.unwrap();
+        let other = again.open().await;
+        match state.dialect() {
+            Dialect::Postgres => {
+                let err = other
+                    .lock_plan(false)
+                    .await
+                    .err()
+                    .expect("a second planner");
+                assert!(err.to_string().contains("planning"), "{err}");
+                drop(held);
+                // Released with its connection.
+                let mut got = None;
+                for _ in 0..50 {
+                    if let Ok(l) = other.lock_plan(false).await {
+                        got = Some(l);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert!(got.is_some(), "the planner lock was not released");
+            }
+            _ => {
+                // SQLite plans in one write transaction; no lock to take.
+                assert!(other.lock_plan(false).await.is_ok());
+            }
+        }
+    }
+}
