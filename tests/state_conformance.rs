@@ -272,7 +272,7 @@ async fn claims_are_exclusive_and_a_dead_workers_claims_are_taken_over() {
             // A live worker's claims are its own.
             Dialect::Postgres => {
                 assert_eq!(second, (10..20).collect::<Vec<_>>());
-                assert_eq!(w2.held_elsewhere(Items::Cases).await.unwrap(), 10);
+                assert_eq!(w2.open_elsewhere(Items::Cases).await.unwrap(), 20);
             }
             // SQLite admits one worker (the apply lock): any other is dead.
             Dialect::Sqlite => assert_eq!(second, (0..10).collect::<Vec<_>>()),

@@ -328,9 +328,9 @@ async fn work(
         }
         let ids = worker.claim(Items::Cases, batch_cases).await?;
         if ids.is_empty() {
-            // Nothing left to claim. Cases other workers hold must finish
+            // Nothing to claim now. Cases other workers hold must finish
             // (or be taken over) before any object is judged by them.
-            if worker.held_elsewhere(Items::Cases).await? > 0 {
+            if worker.open_elsewhere(Items::Cases).await? > 0 {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
@@ -385,7 +385,7 @@ async fn work(
             .claim(Items::Objects, config.apply.batch_objects)
             .await?;
         if ids.is_empty() {
-            if worker.held_elsewhere(Items::Objects).await? > 0 {
+            if worker.open_elsewhere(Items::Objects).await? > 0 {
                 tokio::time::sleep(POLL).await;
                 continue;
             }

@@ -64,6 +64,10 @@ pub enum Command {
     /// Each case is re-checked inside the deleting transaction: a case that
     /// gained a contract, a hold or new activity since the plan is skipped
     /// and reported. Applying a finished plan again does nothing.
+    ///
+    /// With the state in PostgreSQL, start several `lethe apply` (on one
+    /// machine or many) to share the plan: each claims batches, and takes
+    /// over the batches of a worker silent for `[apply] worker_timeout`.
     Apply(ApplyArgs),
     /// index + plan + apply + verify: the scheduled job.
     Sweep(SweepArgs),

@@ -199,19 +199,18 @@ impl Worker {
         Ok(out)
     }
 
-    /// Open items held by live workers other than this one: work that may
-    /// still finish (or be taken over when they die).
-    pub async fn held_elsewhere(&self, items: Items) -> Result<i64, StateError> {
-        let (table, _) = (items.table(), items.id());
+    /// Open items this worker does not hold: held by live workers (they
+    /// may still finish them) or by dead ones (the next claim takes them
+    /// over once their heartbeat is stale). Zero means the phase is over.
+    pub async fn open_elsewhere(&self, items: Items) -> Result<i64, StateError> {
+        let table = items.table();
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {table}
              WHERE plan_id = $1 AND status IN ('planned', 'executing')
-               AND claimed_by <> $2
-               AND claimed_by IN (SELECT id FROM workers WHERE heartbeat >= $3)"
+               AND (claimed_by IS NULL OR claimed_by <> $2)"
         )))
         .bind(&self.plan_id)
         .bind(&self.id)
-        .bind(self.cutoff())
         .fetch_one(&self.state.pool)
         .await
         .map_err(q("reading the workers"))
