@@ -362,3 +362,36 @@ async fn only_one_planner_at_a_time() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_connections_carry_the_safety_and_durability_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateStore::open_sqlite(&tmp.path().join("s.db"))
+        .await
+        .unwrap();
+    // Every pooled connection, not only the first.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(state.pool().acquire().await.unwrap());
+    }
+    for c in conns.iter_mut() {
+        for (pragma, want) in [
+            ("journal_mode", "wal"),
+            ("synchronous", "1"),
+            ("secure_delete", "1"),
+            ("foreign_keys", "1"),
+            ("busy_timeout", "30000"),
+        ] {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
+                .fetch_one(&mut **c)
+                .await
+                .unwrap();
+            use sqlx::Row;
+            let got = row
+                .try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|i| i.to_string()))
+                .unwrap();
+            assert_eq!(got, want, "PRAGMA {pragma}");
+        }
+    }
+}

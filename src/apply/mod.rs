@@ -341,7 +341,7 @@ async fn work(
              WHERE plan_id = $1 AND case_id IN ({}) ORDER BY case_id",
             crate::state::params(ids.len(), "?", 2)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&stored.id);
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql)).bind(&stored.id);
         for i in &ids {
             query = query.bind(*i);
         }
@@ -396,7 +396,7 @@ async fn work(
              WHERE plan_id = $1 AND item IN ({}) ORDER BY item",
             crate::state::params(ids.len(), "?", 2)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&stored.id);
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql)).bind(&stored.id);
         for i in &ids {
             query = query.bind(*i);
         }
@@ -1078,7 +1078,8 @@ impl Ctx<'_> {
                  WHERE plan_id = $1 AND (entity_type, entity_key) IN (VALUES {})",
                 crate::state::params(chunk.len(), "(?, ?)", 2)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.plan_id.to_string());
+            let mut query = sqlx::query(crate::state::sql(self.state.is_sqlite(), sql))
+                .bind(self.plan_id.to_string());
             for (t, k) in chunk {
                 query = query.bind(t.clone()).bind(k.clone());
             }

@@ -111,7 +111,7 @@ pub async fn append(
             "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash) VALUES {}",
             crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(crate::state::is_sqlite(tx), sql));
         for r in chunk {
             query = query
                 .bind(r.seq)

@@ -419,7 +419,7 @@ async fn crm_column_links(
                  SELECT o.id, $1, v.column2, $2, $3 FROM (VALUES {}) AS v JOIN objects o ON o.key = v.column1",
                 crate::state::params(chunk.len(), "(?, ?)", 4)
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql))
                 .bind(entity.clone())
                 .bind(*index as i64)
                 .bind(location.clone());
@@ -460,7 +460,7 @@ async fn write_batch(
                status = excluded.status, error = excluded.error, seen_run = excluded.seen_run",
             crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?)", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for (meta, status, error, _) in chunk {
             query = query
                 .bind(meta.key.clone())
@@ -483,7 +483,7 @@ async fn write_batch(
             "SELECT id, key FROM objects WHERE key IN ({})",
             crate::state::params(chunk.len(), "?", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for (meta, ..) in chunk {
             query = query.bind(meta.key.clone());
         }
@@ -513,7 +513,7 @@ async fn write_batch(
             "INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES {}",
             crate::state::params(chunk.len(), "(?, ?, ?, ?, ?)", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for (id, l) in chunk {
             query = query
                 .bind(*id)
@@ -603,7 +603,7 @@ pub async fn links_of_keys(
              WHERE o.key IN ({})",
             crate::state::params(chunk.len(), "?", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for k in chunk {
             query = query.bind(k.clone());
         }

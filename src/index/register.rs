@@ -59,7 +59,7 @@ pub async fn register(
              ON CONFLICT DO NOTHING",
             crate::state::params(chunk.len(), "(?, ?, ?, ?)", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for (key, ty, ek) in chunk {
             query = query.bind(*key).bind(*ty).bind(*ek).bind(now);
         }
@@ -102,7 +102,7 @@ where
                            AND l.entity_type = r.entity_type AND l.entity_key = r.entity_key)",
         crate::state::params(values.len(), "?", 1)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let mut query = sqlx::query(crate::state::sql(crate::state::is_sqlite(tx), sql));
     for v in values {
         query = query.bind(v.clone());
     }

@@ -289,7 +289,7 @@ pub async fn make_plan(
             "INSERT INTO plan_cases(plan_id, case_id, policy, root_type, root_key, root_kind, status) VALUES {}",
             crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, 'planned')", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for (ci, policy, ty, key, kind) in chunk {
             digest.update(format!("case\0{ci}\0{policy}\0{ty}\0{key}\n").as_bytes());
             query = query
@@ -313,7 +313,7 @@ pub async fn make_plan(
             "INSERT INTO plan_entities(plan_id, case_id, entity_type, entity_key, key_kind, status) VALUES {}",
             crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, 'planned')", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for &n in chunk {
             let node = &graph.nodes[n];
             let key = node.key.canonical();
@@ -409,7 +409,7 @@ pub async fn make_plan(
             "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, status) VALUES {}",
             crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for (j, (key, size, fate, policy, links)) in chunk.iter().enumerate() {
             digest.update(format!("object\0{key}\0{fate}\0{links}\n").as_bytes());
             query = query

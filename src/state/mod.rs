@@ -180,6 +180,10 @@ impl StateStore {
         self.dialect
     }
 
+    pub(crate) fn is_sqlite(&self) -> bool {
+        self.dialect == Dialect::Sqlite
+    }
+
     /// A transaction that will write. SQLite: `BEGIN IMMEDIATE`, so that
     /// it waits for the write lock up front (busy timeout) instead of
     /// failing when a read in it would have to become a write after
@@ -375,6 +379,25 @@ pub struct IndexedObject {
     pub etag: Option<String>,
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sqlite_statements_get_anonymous_placeholders_when_in_order() {
+        let s = |t: &str| super::sql(true, t.to_string()).0;
+        assert_eq!(
+            s("SELECT $1, $2 WHERE x IN ($3,$4)"),
+            "SELECT ?, ? WHERE x IN (?,?)"
+        );
+        // Reused or out of order: numbered placeholders stay.
+        assert_eq!(s("WHERE a = $1 OR b = $1"), "WHERE a = $1 OR b = $1");
+        assert_eq!(s("VALUES ($2, $1)"), "VALUES ($2, $1)");
+        assert_eq!(s("SELECT $10"), "SELECT $10");
+        assert_eq!(s("SELECT 1"), "SELECT 1");
+        assert_eq!(super::sql(false, "SELECT $1".into()).0, "SELECT $1");
+        assert_eq!(super::params(2, "(?, 'x')", 3), "($3, 'x'),($4, 'x')");
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HoldKind {
     /// An entity ref: keeps every case containing the entity.
@@ -464,6 +487,50 @@ pub(crate) fn params(rows: usize, row: &str, start: usize) -> String {
     out
 }
 
+pub(crate) fn is_sqlite(conn: &sqlx::AnyConnection) -> bool {
+    conn.backend_name() == "SQLite"
+}
+
+/// The statement for its backend. Queries are written with `$1, $2, …`;
+/// for SQLite, a statement whose placeholders run `$1, $2, …, $n` in order
+/// gets anonymous `?` instead: SQLite looks a named parameter up by a
+/// linear scan, so binding n named parameters costs O(n²), which the
+/// many-row statements of the index and the journal would pay in full.
+pub(crate) fn sql(sqlite: bool, text: String) -> sqlx::AssertSqlSafe<String> {
+    if !sqlite {
+        return sqlx::AssertSqlSafe(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut expect = 1usize;
+    let mut last = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let start = i + 1;
+            let mut end = start;
+            while end < bytes.len() && bytes[end].is_ascii_digit() {
+                end += 1;
+            }
+            if end > start {
+                if text[start..end].parse::<usize>().ok() != Some(expect) {
+                    // Reused or out of order: keep the numbers.
+                    return sqlx::AssertSqlSafe(text);
+                }
+                expect += 1;
+                out.push_str(&text[last..i]);
+                out.push('?');
+                last = end;
+                i = end;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(&text[last..]);
+    sqlx::AssertSqlSafe(out)
+}
+
 /// Serializes audit appends across processes: several workers may append
 /// to one chain. PostgreSQL: a transaction advisory lock, released at
 /// commit. SQLite: the write transaction already does it.
@@ -495,7 +562,7 @@ where
     let mut n = 0;
     for chunk in values.chunks(400) {
         let text = sql.replace("{in}", &params(chunk.len(), "?", leading.len() + 1));
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(text));
+        let mut query = sqlx::query(self::sql(is_sqlite(conn), text));
         for l in leading {
             query = query.bind(l.to_string());
         }
