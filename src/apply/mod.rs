@@ -321,35 +321,41 @@ async fn work(
         .map_err(q("reading the plan"))?;
     let mut done_cases = 0u64;
     let batch_cases = options.batch_cases.unwrap_or(config.apply.batch_cases);
+    // Two batches in flight: while the CRM deletes one, the state store
+    // journals and audits the one before. A crash between the two leaves
+    // the later batch `executing`, which a resume settles like any other.
+    let mut pending: Option<CaseBatch> = None;
     loop {
         if options.stopping() {
             report.interrupted = true;
-            break;
         }
-        let ids = worker.claim(Items::Cases, batch_cases).await?;
-        if ids.is_empty() {
+        let rows = if report.interrupted {
+            Vec::new()
+        } else {
+            worker
+                .claim_rows(
+                    Items::Cases,
+                    batch_cases,
+                    "policy, root_type, root_key, root_kind, status",
+                    true,
+                )
+                .await?
+        };
+        if rows.is_empty() {
+            if let Some(p) = pending.take() {
+                done_cases += p.cases.len() as u64;
+                ctx.case_journal(p, &mut report).await?;
+                progress("cases", done_cases, total_cases as u64);
+            }
             // Nothing to claim now. Cases other workers hold must finish
             // (or be taken over) before any object is judged by them.
-            if worker.open_elsewhere(Items::Cases).await? > 0 {
+            if !report.interrupted && worker.open_elsewhere(Items::Cases).await? > 0 {
                 tokio::time::sleep(POLL).await;
                 continue;
             }
             break;
         }
-        let sql = format!(
-            "SELECT case_id, policy, root_type, root_key, root_kind, status FROM plan_cases
-             WHERE plan_id = $1 AND case_id IN ({}) ORDER BY case_id",
-            crate::state::params(ids.len(), "?", 2)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql)).bind(&stored.id);
-        for i in &ids {
-            query = query.bind(*i);
-        }
-        let batch = query
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("reading the plan"))?;
-        let cases: Vec<PlannedCase> = batch
+        let cases: Vec<PlannedCase> = rows
             .iter()
             .map(|r| PlannedCase {
                 case_id: r.get::<i64, _>(0) as u64,
@@ -363,8 +369,19 @@ async fn work(
                 resumed: r.get::<String, _>(5) == "executing",
             })
             .collect();
-        ctx.case_batch(crm, &cases, &mut report).await?;
-        done_cases += cases.len() as u64;
+        let previous = pending.take();
+        let journal = async {
+            match previous {
+                Some(p) => {
+                    let n = p.cases.len() as u64;
+                    ctx.case_journal(p, &mut report).await.map(|()| n)
+                }
+                None => Ok(0),
+            }
+        };
+        let (next, journaled) = tokio::join!(ctx.case_delete(crm, cases), journal);
+        done_cases += journaled?;
+        pending = Some(next?);
         progress("cases", done_cases, total_cases as u64);
     }
 
@@ -481,6 +498,13 @@ struct PlannedCase {
     resumed: bool,
 }
 
+/// A batch the CRM has been asked to delete, waiting for its journal.
+struct CaseBatch {
+    cases: Vec<PlannedCase>,
+    planned: HashMap<u64, HashSet<(String, String)>>,
+    outcome: Result<crate::crm::BatchOutcome, CrmError>,
+}
+
 struct PlannedObject {
     item: i64,
     key: String,
@@ -508,41 +532,18 @@ impl Ctx<'_> {
         self.types.iter().position(|t| t == name).map(|i| i as u16)
     }
 
-    async fn case_batch(
+    /// Re-checks and deletes a claimed batch in one CRM transaction (the
+    /// claim journaled the intent). The journal is `case_journal`'s.
+    async fn case_delete(
         &self,
         crm: &dyn Crm,
-        cases: &[PlannedCase],
-        report: &mut ApplyReport,
-    ) -> Result<(), ApplyError> {
-        // Intent first: the cases this worker still holds go `executing`.
-        // A case taken over meanwhile is its new holder's.
-        let claimed: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
-        let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
-        let mine = self
-            .worker
-            .still_mine(&mut tx, Items::Cases, &claimed)
-            .await?;
-        let ids: Vec<i64> = claimed.into_iter().filter(|i| mine.contains(i)).collect();
-        let id_list = ids
+        cases: Vec<PlannedCase>,
+    ) -> Result<CaseBatch, ApplyError> {
+        let id_list = cases
             .iter()
-            .map(|i| i.to_string())
+            .map(|c| c.case_id.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        if ids.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE plan_cases SET status = 'executing', attempts = attempts + 1 WHERE plan_id = $1 AND case_id IN ({id_list})"
-        )))
-        .bind(self.plan_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("journaling"))?;
-        tx.commit().await.map_err(q("journaling"))?;
-        let cases: Vec<&PlannedCase> = cases
-            .iter()
-            .filter(|c| mine.contains(&(c.case_id as i64)))
-            .collect();
         // The planned entities of these cases.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT case_id, entity_type, entity_key FROM plan_entities WHERE plan_id = $1 AND case_id IN ({id_list})"
@@ -565,18 +566,6 @@ impl Ctx<'_> {
             .filter(|h| h.kind == HoldKind::Entity)
             .filter_map(|h| EntityRef::parse(&h.target).ok())
             .map(|r| (r.entity_type, r.key))
-            .collect();
-        let policy_of: HashMap<u64, usize> = cases
-            .iter()
-            .map(|c| {
-                (
-                    c.case_id,
-                    self.policies
-                        .iter()
-                        .position(|p| p.name == c.policy)
-                        .unwrap_or(0),
-                )
-            })
             .collect();
         let mut requests = Vec::new();
         for c in &cases {
@@ -606,12 +595,39 @@ impl Ctx<'_> {
             .when(|e: &CrmError| e.is_transient())
             .await;
         fail::fail_point!("apply::case-deleted", |_| { std::process::abort() });
+        Ok(CaseBatch {
+            cases,
+            planned,
+            outcome,
+        })
+    }
+
+    /// Journals a deleted batch and audits what went.
+    async fn case_journal(
+        &self,
+        batch: CaseBatch,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let CaseBatch {
+            cases,
+            planned,
+            outcome,
+        } = batch;
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
                 self.fail_cases(&cases, &e, report).await?;
                 return Ok(());
             }
+        };
+        let ids: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
+        let by_id: HashMap<u64, &PlannedCase> = cases.iter().map(|c| (c.case_id, c)).collect();
+        let policy_of = |case_id: &u64| -> &CompiledPolicy {
+            let name = by_id.get(case_id).map(|c| c.policy.as_str());
+            self.policies
+                .iter()
+                .find(|p| Some(p.name.as_str()) == name)
+                .unwrap_or(&self.policies[0])
         };
 
         // Journal + audit in one state transaction, set-based: one statement
@@ -630,9 +646,8 @@ impl Ctx<'_> {
             if !mine.contains(&(*case_id as i64)) {
                 continue;
             }
-            let case = cases.iter().find(|c| c.case_id == *case_id);
-            let resumed = case.is_some_and(|c| c.resumed);
-            let policy = &self.policies[policy_of.get(case_id).copied().unwrap_or(0)];
+            let resumed = by_id.get(case_id).is_some_and(|c| c.resumed);
+            let policy = policy_of(case_id);
             match decision {
                 Decision::Delete(_) => {
                     let rows: HashSet<(String, String)> = deleted
@@ -794,7 +809,7 @@ impl Ctx<'_> {
 
     async fn fail_cases(
         &self,
-        cases: &[&PlannedCase],
+        cases: &[PlannedCase],
         e: &CrmError,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {

@@ -350,6 +350,84 @@ impl Crm for ServerCrm {
     }
 }
 
+/// Keys split by kind (integer, text), then into statement-sized chunks:
+/// `CHUNK` for an IN list; far more for PostgreSQL's single array.
+fn key_chunks(d: Dialect, keys: &[EntityKey]) -> Vec<Vec<EntityKey>> {
+    let size = match d {
+        Dialect::Postgres => 20_000,
+        Dialect::MySql => CHUNK,
+    };
+    let (ints, texts): (Vec<EntityKey>, Vec<EntityKey>) = keys
+        .iter()
+        .cloned()
+        .partition(|k| matches!(k, EntityKey::Int(_)));
+    [ints, texts]
+        .iter()
+        .flat_map(|part| part.chunks(size).map(<[EntityKey]>::to_vec))
+        .collect()
+}
+
+/// How a chunk of keys (all of one kind) is bound.
+enum KeyList {
+    /// PostgreSQL: one array literal, cast in the statement.
+    Array(String),
+    /// MySQL: one parameter per key.
+    Keys(Vec<EntityKey>),
+}
+
+/// `column` matching a chunk of keys of one kind. PostgreSQL gets one
+/// array parameter (`= ANY`), so that every batch reuses one prepared
+/// statement whatever its length, instead of preparing an IN list of each
+/// new length; MySQL gets an IN list.
+fn key_condition(d: Dialect, column: &str, chunk: &[EntityKey]) -> (String, KeyList) {
+    match d {
+        Dialect::Postgres => {
+            let ints = matches!(chunk.first(), Some(EntityKey::Int(_)));
+            let mut array = String::from("{");
+            for (i, k) in chunk.iter().enumerate() {
+                if i > 0 {
+                    array.push(',');
+                }
+                match k {
+                    EntityKey::Int(n) => array.push_str(&n.to_string()),
+                    EntityKey::Text(t) => {
+                        // Every element quoted (so that a key spelled NULL
+                        // stays a string), backslash and quote escaped.
+                        array.push('"');
+                        for c in t.chars() {
+                            if c == '"' || c == '\\' {
+                                array.push('\\');
+                            }
+                            array.push(c);
+                        }
+                        array.push('"');
+                    }
+                }
+            }
+            array.push('}');
+            let ty = if ints { "BIGINT" } else { "TEXT" };
+            (
+                format!("{} = ANY(CAST($1 AS {ty}[]))", d.quote(column)),
+                KeyList::Array(array),
+            )
+        }
+        Dialect::MySql => (
+            format!("{} IN ({})", d.quote(column), d.params(1, chunk.len())),
+            KeyList::Keys(chunk.to_vec()),
+        ),
+    }
+}
+
+fn bind_list<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    list: KeyList,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    match list {
+        KeyList::Array(a) => q.bind(a),
+        KeyList::Keys(keys) => bind_keys(q, &keys),
+    }
+}
+
 struct Txn<'c> {
     conn: &'c mut sqlx::Transaction<'static, sqlx::Any>,
     dialect: Dialect,
@@ -366,35 +444,28 @@ impl TxnOps for Txn<'_> {
         let d = self.dialect;
         let extra_at = 1 + et.clock.len() + et.parents.len();
         let mut out = Vec::new();
-        let (ints, texts): (Vec<EntityKey>, Vec<EntityKey>) = values
-            .iter()
-            .cloned()
-            .partition(|k| matches!(k, EntityKey::Int(_)));
-        for part in [ints, texts] {
-            for chunk in part.chunks(CHUNK) {
-                let sql = format!(
-                    "SELECT {} FROM {} WHERE {} IN ({}) FOR UPDATE",
-                    // The select list quotes; the column is selected again
-                    // to know which value matched.
-                    {
-                        let mut cols = vec![d.quote(&et.key)];
-                        cols.extend(et.clock.iter().map(|c| d.text(&d.quote(c))));
-                        cols.extend(et.parents.iter().map(|(_, c)| d.quote(c)));
-                        cols.push(d.quote(column));
-                        cols.join(", ")
-                    },
-                    d.quote(&et.table),
-                    d.quote(column),
-                    d.params(1, chunk.len())
-                );
-                let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
-                    .fetch_all(&mut **self.conn)
-                    .await
-                    .map_err(|e| CrmError::query(et, e))?;
-                for row in &rows {
-                    if let Some(r) = entity_row(et, row) {
-                        out.push((r, key_at(row, extra_at)));
-                    }
+        for chunk in key_chunks(d, values) {
+            let (cond, list) = key_condition(d, column, &chunk);
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {cond} FOR UPDATE",
+                // The select list quotes; the column is selected again
+                // to know which value matched.
+                {
+                    let mut cols = vec![d.quote(&et.key)];
+                    cols.extend(et.clock.iter().map(|c| d.text(&d.quote(c))));
+                    cols.extend(et.parents.iter().map(|(_, c)| d.quote(c)));
+                    cols.push(d.quote(column));
+                    cols.join(", ")
+                },
+                d.quote(&et.table),
+            );
+            let rows = bind_list(sqlx::query(AssertSqlSafe(sql)), list)
+                .fetch_all(&mut **self.conn)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+            for row in &rows {
+                if let Some(r) = entity_row(et, row) {
+                    out.push((r, key_at(row, extra_at)));
                 }
             }
         }
@@ -409,14 +480,14 @@ impl TxnOps for Txn<'_> {
     ) -> Result<Vec<EntityKey>, CrmError> {
         let d = self.dialect;
         let mut out = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
+        for chunk in key_chunks(d, keys) {
+            let (cond, list) = key_condition(d, &et.key, &chunk);
             let sql = format!(
-                "SELECT {k} FROM {t} WHERE {k} IN ({}) AND ({condition})",
-                d.params(1, chunk.len()),
+                "SELECT {k} FROM {t} WHERE {cond} AND ({condition})",
                 k = d.quote(&et.key),
                 t = d.quote(&et.table)
             );
-            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+            let rows = bind_list(sqlx::query(AssertSqlSafe(sql)), list)
                 .fetch_all(&mut **self.conn)
                 .await
                 .map_err(|e| CrmError::query(et, e))?;
@@ -428,19 +499,52 @@ impl TxnOps for Txn<'_> {
     async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError> {
         let d = self.dialect;
         let mut n = 0;
-        for chunk in keys.chunks(CHUNK) {
-            let sql = format!(
-                "DELETE FROM {} WHERE {} IN ({})",
-                d.quote(&et.table),
-                d.quote(&et.key),
-                d.params(1, chunk.len())
-            );
-            n += bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+        for chunk in key_chunks(d, keys) {
+            let (cond, list) = key_condition(d, &et.key, &chunk);
+            let sql = format!("DELETE FROM {} WHERE {cond}", d.quote(&et.table));
+            n += bind_list(sqlx::query(AssertSqlSafe(sql)), list)
                 .execute(&mut **self.conn)
                 .await
                 .map_err(|e| CrmError::query(et, e))?
                 .rows_affected();
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod key_list_tests {
+    use super::*;
+
+    #[test]
+    fn postgres_key_arrays_quote_every_text_key() {
+        let keys = [
+            EntityKey::Text("a\"b".into()),
+            EntityKey::Text("c\\d".into()),
+            EntityKey::Text("NULL".into()),
+            EntityKey::Text("x,y}".into()),
+        ];
+        let (cond, list) = key_condition(Dialect::Postgres, "id", &keys);
+        assert_eq!(cond, "\"id\" = ANY(CAST($1 AS TEXT[]))");
+        match list {
+            KeyList::Array(a) => assert_eq!(a, r#"{"a\"b","c\\d","NULL","x,y}"}"#),
+            KeyList::Keys(_) => panic!("PostgreSQL binds one array"),
+        }
+        let (cond, list) = key_condition(
+            Dialect::Postgres,
+            "id",
+            &[EntityKey::Int(-3), EntityKey::Int(7)],
+        );
+        assert!(cond.contains("BIGINT[]"));
+        assert!(matches!(list, KeyList::Array(a) if a == "{-3,7}"));
+        // Kinds never mix in one chunk; MySQL keeps its IN list.
+        let mixed = [EntityKey::Int(1), EntityKey::Text("1".into())];
+        assert_eq!(key_chunks(Dialect::Postgres, &mixed).len(), 2);
+        let (cond, _) = key_condition(
+            Dialect::MySql,
+            "id",
+            &[EntityKey::Int(1), EntityKey::Int(2)],
+        );
+        assert_eq!(cond, "`id` IN (?, ?)");
     }
 }

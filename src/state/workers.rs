@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use sqlx::Row;
+
 use super::{Dialect, StateError, StateStore, q};
 
 /// Which plan table a claim is on.
@@ -131,37 +133,72 @@ impl Worker {
     }
 
     /// Claims up to `limit` open items (planned, or executing under a dead
-    /// worker's claim), lowest first; returns their ids.
+    /// worker's claim), lowest first; returns their ids. Never this
+    /// worker's own claims: a batch it holds is in flight.
     pub async fn claim(&self, items: Items, limit: usize) -> Result<Vec<i64>, StateError> {
+        Ok(self
+            .claim_rows(items, limit, "", false)
+            .await?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect())
+    }
+
+    /// Claims like `claim` and returns each item's id, then `columns` (as
+    /// they were before the claim: a `status` column tells a resumed item).
+    /// With `executing`, the claim is also the journal's intent: the items
+    /// go `executing` and their attempts count up, in the same transaction.
+    pub async fn claim_rows(
+        &self,
+        items: Items,
+        limit: usize,
+        columns: &str,
+        executing: bool,
+    ) -> Result<Vec<sqlx::any::AnyRow>, StateError> {
         let (table, id) = (items.table(), items.id());
         let lock = match self.state.dialect {
             Dialect::Sqlite => "",
             Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
         };
+        let columns = if columns.is_empty() {
+            String::new()
+        } else {
+            format!(", {columns}")
+        };
         let mut tx = self.state.begin_write().await.map_err(q("claiming work"))?;
-        let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT {id} FROM {table}
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {id}{columns} FROM {table}
              WHERE plan_id = $1 AND status IN ('planned', 'executing')
                AND (claimed_by IS NULL
-                    OR claimed_by NOT IN (SELECT id FROM workers WHERE heartbeat >= $2))
-             ORDER BY {id} LIMIT $3 {lock}"
+                    OR (claimed_by <> $2
+                        AND claimed_by NOT IN (SELECT id FROM workers WHERE heartbeat >= $3)))
+             ORDER BY {id} LIMIT $4 {lock}"
         )))
         .bind(&self.plan_id)
+        .bind(&self.id)
         .bind(self.cutoff())
         .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await
         .map_err(q("claiming work"))?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
+        let intent = if executing {
+            ", status = 'executing', attempts = attempts + 1"
+        } else {
+            ""
+        };
         let plan = [self.plan_id.as_str(), self.id.as_str()];
         super::exec_in(
             &mut tx,
-            &format!("UPDATE {table} SET claimed_by = $2 WHERE plan_id = $1 AND {id} IN ({{in}})"),
+            &format!(
+                "UPDATE {table} SET claimed_by = $2{intent} WHERE plan_id = $1 AND {id} IN ({{in}})"
+            ),
             &plan,
             &ids,
         )
         .await?;
         tx.commit().await.map_err(q("claiming work"))?;
-        Ok(ids)
+        Ok(rows)
     }
 
     /// Of `ids`, the ones this worker still holds; inside `tx` they stay
