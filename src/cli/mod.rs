@@ -394,7 +394,16 @@ async fn check(path: &Path, no_environment: bool, format: Format) -> Result<i32>
         match StateStore::open(&config).await {
             Ok(s) => {
                 let holds = s.holds().await?.len();
-                lines.push(format!("state store: reachable, {holds} holds"));
+                let kind = match s.dialect() {
+                    crate::state::Dialect::Sqlite => "sqlite; one apply at a time",
+                    crate::state::Dialect::Postgres => {
+                        "postgres; several apply workers may share a plan"
+                    }
+                };
+                let workers = s.live_workers(config.apply.worker_timeout).await?;
+                lines.push(format!(
+                    "state store ({kind}): reachable, {holds} holds, {workers} apply workers running"
+                ));
             }
             Err(e) => {
                 ok = false;

@@ -214,6 +214,12 @@ pub async fn run(
         links_per_rule: vec![0; config.links.len()],
         ..Default::default()
     };
+    // What the index holds, read on another thread while the store is
+    // listed: on an unchanged store these two are the whole run.
+    let known = tokio::spawn({
+        let state = state.clone();
+        async move { state.indexed_objects().await }
+    });
     // List everything first: a listing that fails midway changes nothing.
     let mut listed = Vec::new();
     store.list(&mut |l| listed.push(l)).await?;
@@ -223,7 +229,9 @@ pub async fn run(
     let same_rules = state.meta_get("index.rules").await?.as_deref() == Some(rules.as_str())
         && state.meta_get("index.store").await?.as_deref() == Some(store_id.as_str());
     // What the index holds; what is left after the listing has left the store.
-    let mut known = state.indexed_objects().await?;
+    let mut known = known
+        .await
+        .map_err(|e| StateError::Corrupt(format!("reading the index stopped: {e}")))??;
     let run: i64 = state
         .meta_get("index.run")
         .await?

@@ -61,6 +61,13 @@ impl StateStore {
         plan_id: &str,
         timeout: Duration,
     ) -> Result<Worker, StateError> {
+        // Rows of workers dead for a day go (their claims, if any, are
+        // taken over whether or not the row is there).
+        sqlx::query("DELETE FROM workers WHERE heartbeat < $1")
+            .bind(now_ms() - 86_400_000)
+            .execute(&self.pool)
+            .await
+            .map_err(q("registering the worker"))?;
         let id = format!(
             "{}-{}-{:08x}",
             hostname(),
@@ -103,6 +110,18 @@ impl StateStore {
             timeout,
             beat,
         })
+    }
+}
+
+impl StateStore {
+    /// Apply workers (on any plan) whose heartbeat is younger than
+    /// `timeout`: what `lethe check` reports.
+    pub async fn live_workers(&self, timeout: Duration) -> Result<i64, StateError> {
+        sqlx::query_scalar("SELECT count(*) FROM workers WHERE heartbeat >= $1")
+            .bind(now_ms() - timeout.as_millis() as i64)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(q("reading the workers"))
     }
 }
 
