@@ -184,7 +184,15 @@ impl Worker {
         } else {
             format!(", {columns}")
         };
-        let mut tx = self.state.begin_write().await.map_err(q("claiming work"))?;
+        // SQLite admits one worker, so a claim that journals nothing (the
+        // objects') need not be written: reading the open items is enough.
+        let write = executing || self.state.dialect == Dialect::Postgres;
+        let mut tx = if write {
+            self.state.begin_write().await
+        } else {
+            self.state.pool.begin().await
+        }
+        .map_err(q("claiming work"))?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {id}{columns} FROM {table}
              WHERE plan_id = $1 AND status IN ('planned', 'executing')
@@ -206,6 +214,10 @@ impl Worker {
         } else {
             ""
         };
+        if !write {
+            tx.commit().await.map_err(q("claiming work"))?;
+            return Ok(rows);
+        }
         let plan = [self.plan_id.as_str(), self.id.as_str()];
         super::exec_in(
             &mut tx,
