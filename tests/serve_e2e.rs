@@ -249,7 +249,16 @@ async fn serve_registers_plans_approves_stops_and_resumes() {
             None,
         )
         .await;
-        if p["status"] == "applied" {
+        // The plan is applied when its items are; the run that applied it
+        // ends after its verification.
+        let (_, runs) = send(
+            &client,
+            reqwest::Method::GET,
+            format!("{base}/v1/sweeps"),
+            None,
+        )
+        .await;
+        if p["status"] == "applied" && runs[0]["status"] != "running" {
             break;
         }
         assert!(Instant::now() < deadline, "the plan was not resumed: {p}");

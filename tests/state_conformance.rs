@@ -32,12 +32,22 @@ async fn fresh_pg(admin_url: &str, test: &str) -> String {
     sqlx::any::install_default_drivers();
     let name = format!("lethe_state_{test}_{}", std::process::id());
     let admin = sqlx::AnyPool::connect(admin_url).await.expect("PostgreSQL");
-    admin
-        .execute(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .await
-        .unwrap();
+    // This test's databases from earlier runs go first (each run names its
+    // own by process id, so that runs do not clash).
+    let stale: Vec<String> =
+        sqlx::query_scalar("SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("lethe_state_{test}_%"))
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    for db in stale.iter().chain([&name]) {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+            )))
+            .await
+            .unwrap();
+    }
     admin
         .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .await

@@ -451,8 +451,14 @@ async fn work(
         .as_ref()
         .and_then(|h| h.split(':').nth(1))
         .map(str::to_string);
-    // The plan's outcome is its journal's, whichever workers wrote it; the
-    // worker that closes the plan runs the CRM's after-apply step once.
+    // The CRM's after-apply step (a checkpoint, VACUUM or its report) runs
+    // before the plan is marked done, by each worker that gets here: doing
+    // it twice is harmless, and a plan marked applied is finished.
+    report.crm_notes = crm
+        .after_apply()
+        .await
+        .unwrap_or_else(|e| vec![format!("after apply: {e}")]);
+    // The plan's outcome is its journal's, whichever workers wrote it.
     let failed: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM plan_cases WHERE plan_id = $1 AND status = 'failed')
               + (SELECT count(*) FROM plan_objects WHERE plan_id = $1 AND status = 'failed')",
@@ -466,22 +472,13 @@ async fn work(
     } else {
         "applied"
     };
-    let closed = sqlx::query(
-        "UPDATE plans SET status = $1, audit_head = $2 WHERE id = $3 AND status = 'applying'",
-    )
-    .bind(status)
-    .bind(&report.audit_head)
-    .bind(&stored.id)
-    .execute(state.pool())
-    .await
-    .map_err(q("marking the plan"))?
-    .rows_affected();
-    if closed > 0 {
-        report.crm_notes = crm
-            .after_apply()
-            .await
-            .unwrap_or_else(|e| vec![format!("after apply: {e}")]);
-    }
+    sqlx::query("UPDATE plans SET status = $1, audit_head = $2 WHERE id = $3")
+        .bind(status)
+        .bind(&report.audit_head)
+        .bind(&stored.id)
+        .execute(state.pool())
+        .await
+        .map_err(q("marking the plan"))?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
