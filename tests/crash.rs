@@ -106,6 +106,7 @@ fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
 
     let crashed = tmp.path().join("crashed");
     copy_tree(&base, &crashed);
+    #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
     let mut aborts = 0;
     #[cfg(feature = "failpoints")]
     for fp in [

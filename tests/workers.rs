@@ -149,24 +149,24 @@ async fn three_workers_one_killed_execute_every_item_exactly_once() {
     // Kill the first worker while it holds cases it marked `executing`.
     let victim = format!("-{}-", workers[0].id());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while kill {
-        let holding: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM plan_cases WHERE status = 'executing' AND claimed_by LIKE $1",
-        )
-        .bind(format!("%{victim}%"))
-        .fetch_one(&state)
-        .await
-        .unwrap();
-        if holding > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the first worker never held a case"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     if kill {
+        loop {
+            let holding: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM plan_cases WHERE status = 'executing' AND claimed_by LIKE $1",
+            )
+            .bind(format!("%{victim}%"))
+            .fetch_one(&state)
+            .await
+            .unwrap();
+            if holding > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the first worker never held a case"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         workers[0].kill().unwrap();
         let killed = workers.remove(0).wait_with_output().unwrap();
         assert!(!killed.status.success());
