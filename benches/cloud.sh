@@ -6,6 +6,8 @@
 # Servers: s3s-fs (crates.io) and Azurite (npm), started here on loopback
 # ports of their own. Prints the time of each and the ratios.
 # Usage: benches/cloud.sh [LEADS]   (default 41000: about 20,000 objects to delete)
+#        SINGLE_DELETES=N  lethe deletes one object per request, N at a time
+#                          (technical.batch_deletes = false), instead of batches
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEADS=${1:-41000}
@@ -97,6 +99,13 @@ for store in s3 az; do
     cp "$work/demo/crm.db" "$work/run/crm.db"
     sed -e "s|^url = \"technical\"|url = \"$url\"|" "$work/demo/lethe.toml" >"$work/run/lethe.toml"
     printf '\n[apply]\nbatch_objects = 5000\n' >>"$work/run/lethe.toml"
+    # SINGLE_DELETES=N: one request per object, N at a time, instead of
+    # batch requests (technical.batch_deletes = false).
+    if [ -n "${SINGLE_DELETES:-}" ]; then
+        printf 'parallel_deletes = %s\n' "$SINGLE_DELETES" >>"$work/run/lethe.toml"
+        sed -i "s|^url = \"$url\"|url = \"$url\"\nbatch_deletes = false|" "$work/run/lethe.toml"
+        grep -q '^batch_deletes = false' "$work/run/lethe.toml"
+    fi
     env "${envs[@]}" "$LETHE" -c "$work/run/lethe.toml" index >/dev/null
     env "${envs[@]}" "$LETHE" -c "$work/run/lethe.toml" plan >/dev/null
     sqlite3 "$work/run/lethe-state.db" "SELECT key FROM plan_objects WHERE plan_id = (SELECT id FROM plans ORDER BY seq DESC LIMIT 1) ORDER BY key" >"$work/keys.txt"

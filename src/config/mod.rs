@@ -236,6 +236,10 @@ pub struct Config {
     pub orphans_retain: Retention,
     pub max_content_bytes: u64,
     pub max_line_bytes: u64,
+    /// Object stores: delete in batch requests (S3 DeleteObjects, Azure
+    /// Blob Batch), or one request per object, `apply.parallel_deletes` at
+    /// a time (for emulators and gateways that handle batches slowly).
+    pub batch_deletes: bool,
     pub max_delete_fraction: f64,
     pub policies: Vec<Policy>,
     pub state: StateUrl,
@@ -965,6 +969,7 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         orphans_retain: orphans_retain?,
         max_content_bytes: raw_tech.max_content_bytes.unwrap_or(64 << 20),
         max_line_bytes: raw_tech.max_line_bytes.unwrap_or(16 << 20),
+        batch_deletes: raw_tech.batch_deletes.unwrap_or(true),
         max_delete_fraction,
         policies,
         state: state?,

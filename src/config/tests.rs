@@ -58,6 +58,24 @@ fn reference_parses_as_config() {
     assert_eq!(c.links.len(), 6);
     assert_eq!(c.policies[0].keep_if.len(), 2);
     assert_eq!(c.max_delete_fraction, 0.5);
+    assert!(c.batch_deletes);
+    assert_eq!(c.apply.worker_timeout, std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn batch_deletes_and_worker_timeout_can_be_set() {
+    let text = MINIMAL.replace("[audit]", "[apply]\nworker_timeout = \"5s\"\n[audit]");
+    let text = text.replacen("[technical]", "[technical]\nbatch_deletes = false", 1);
+    let c = parse_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.batch_deletes);
+    assert_eq!(c.apply.worker_timeout, std::time::Duration::from_secs(5));
+    let text = MINIMAL.replace("[audit]", "[apply]\nworker_timeout = \"200ms\"\n[audit]");
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| format!("{p:?}").contains("worker_timeout")),
+        "{p:?}"
+    );
 }
 
 #[test]

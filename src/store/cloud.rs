@@ -31,6 +31,8 @@ pub struct CloudStore {
     prefix: String,
     /// `prefix` as a path, checked when the store was opened.
     prefix_path: Option<Path>,
+    /// Batch requests for deletes (`technical.batch_deletes`).
+    batch: bool,
 }
 
 fn open_error(scheme: &str, bucket: &str, e: object_store::Error) -> StoreError {
@@ -139,6 +141,12 @@ async fn delete_chunk(
 }
 
 impl CloudStore {
+    /// One request per deleted object instead of batches.
+    pub fn without_batches(mut self) -> CloudStore {
+        self.batch = false;
+        self
+    }
+
     /// `location` is `bucket/prefix` (the part after `s3://`); the rest
     /// comes from the environment.
     pub fn s3(location: &str) -> Result<CloudStore, StoreError> {
@@ -223,6 +231,7 @@ impl CloudStore {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
             prefix_path,
+            batch: true,
         })
     }
 
@@ -402,6 +411,9 @@ impl TechnicalStore for CloudStore {
     }
 
     fn delete_batch_size(&self) -> usize {
+        if !self.batch {
+            return 1;
+        }
         match self.scheme {
             // DeleteObjects takes up to 1,000 keys, Blob Batch up to 256.
             "s3" => 1000,

@@ -155,11 +155,18 @@ pub trait TechnicalStore: Send + Sync {
 }
 
 pub fn open(config: &Config) -> Result<Box<dyn TechnicalStore>, StoreError> {
+    let batches = |s: cloud::CloudStore| {
+        if config.batch_deletes {
+            s
+        } else {
+            s.without_batches()
+        }
+    };
     match &config.store {
         StoreUrl::Folder(path) => Ok(Box::new(folder::FolderStore::open(path)?)),
         StoreUrl::Memory => Ok(Box::new(memory::MemoryStore::default())),
-        StoreUrl::S3(location) => Ok(Box::new(cloud::CloudStore::s3(location)?)),
-        StoreUrl::Azure(location) => Ok(Box::new(cloud::CloudStore::azure(location)?)),
+        StoreUrl::S3(location) => Ok(Box::new(batches(cloud::CloudStore::s3(location)?))),
+        StoreUrl::Azure(location) => Ok(Box::new(batches(cloud::CloudStore::azure(location)?))),
     }
 }
 
