@@ -11,51 +11,8 @@ use std::time::Duration;
 use lethe::audit::{self, NewRecord};
 use lethe::state::workers::Items;
 use lethe::state::{Dialect, HoldKind, StateStore};
-use sqlx::Executor;
-
-fn pg_url() -> Option<String> {
-    match std::env::var("LETHE_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "LETHE_TEST_POSTGRES_URL must be set under CI=true"
-            );
-            eprintln!("LETHE_TEST_POSTGRES_URL not set: only SQLite is tested here");
-            None
-        }
-    }
-}
-
-/// A fresh PostgreSQL database for one test; returns its URL.
-async fn fresh_pg(admin_url: &str, test: &str) -> String {
-    sqlx::any::install_default_drivers();
-    let name = format!("lethe_state_{test}_{}", std::process::id());
-    let admin = sqlx::AnyPool::connect(admin_url).await.expect("PostgreSQL");
-    // This test's databases from earlier runs go first (each run names its
-    // own by process id, so that runs do not clash).
-    let stale: Vec<String> =
-        sqlx::query_scalar("SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE $1")
-            .bind(format!("lethe_state_{test}_%"))
-            .fetch_all(&admin)
-            .await
-            .unwrap();
-    for db in stale.iter().chain([&name]) {
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-            )))
-            .await
-            .unwrap();
-    }
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .await
-        .unwrap();
-    admin.close().await;
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap();
-    format!("{base}/{name}")
-}
+#[allow(dead_code)] // uses two of the helpers
+mod util;
 
 /// The state stores under test: SQLite always, PostgreSQL when configured.
 /// Each comes with a way to open it again (a second process would).
@@ -65,8 +22,8 @@ async fn stores(test: &str, tmp: &std::path::Path) -> Vec<(StateStore, Reopen)> 
         StateStore::open_sqlite(&path).await.unwrap(),
         Reopen::Sqlite(path),
     )];
-    if let Some(admin) = pg_url() {
-        let url = fresh_pg(&admin, test).await;
+    if let Some(admin) = util::postgres_url("the PostgreSQL state store") {
+        let url = util::fresh_postgres_db(&admin, &format!("lethe_state_{test}")).await;
         out.push((
             StateStore::open_postgres(&url).await.unwrap(),
             Reopen::Postgres(url),

@@ -19,35 +19,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::Executor;
-use util::{lethe_command, list_files, run_in, sqlite};
-
-fn pg_url() -> Option<String> {
-    match std::env::var("LETHE_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "LETHE_TEST_POSTGRES_URL must be set under CI=true"
-            );
-            eprintln!("LETHE_TEST_POSTGRES_URL not set: scale-out is not tested here");
-            None
-        }
-    }
-}
-
-async fn fresh_pg(admin_url: &str, name: &str) -> String {
-    sqlx::any::install_default_drivers();
-    let admin = sqlx::AnyPool::connect(admin_url).await.expect("PostgreSQL");
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        admin.execute(sqlx::AssertSqlSafe(sql)).await.unwrap();
-    }
-    admin.close().await;
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap();
-    format!("{base}/{name}")
-}
+use util::{fresh_postgres_db, lethe_command, list_files, postgres_url, run_in, sqlite};
 
 fn copy_dir(from: &Path, to: &Path) {
     let status = std::process::Command::new("cp")
@@ -106,7 +78,9 @@ fn spawn_apply(dir: &Path) -> Child {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_one_killed_execute_every_item_exactly_once() {
-    let Some(admin) = pg_url() else { return };
+    let Some(admin) = postgres_url("scale-out") else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let single = tmp.path().join("single");
     let shared = tmp.path().join("shared");
@@ -123,7 +97,7 @@ async fn three_workers_one_killed_execute_every_item_exactly_once() {
     )
     .ok();
     copy_dir(&single, &shared);
-    let state_url = fresh_pg(&admin, &format!("lethe_workers_{}", std::process::id())).await;
+    let state_url = fresh_postgres_db(&admin, "lethe_workers").await;
     tune(&single, None);
     tune(&shared, Some(&state_url));
 

@@ -417,3 +417,57 @@ pub fn assert_files(actual: &[String], expected: &[&str]) {
     let actual: Vec<&str> = actual.iter().map(String::as_str).collect();
     assert_eq!(actual, expected, "files in technical/");
 }
+
+/// The PostgreSQL server of the server tests (LETHE_TEST_POSTGRES_URL, an
+/// admin URL such as postgres://postgres@127.0.0.1:5432/test). None, with a
+/// note, when unset; under CI=true a missing URL is a failure.
+#[allow(dead_code)] // the server tests' only
+pub fn postgres_url(what: &str) -> Option<String> {
+    match std::env::var("LETHE_TEST_POSTGRES_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "LETHE_TEST_POSTGRES_URL must be set under CI=true"
+            );
+            eprintln!("LETHE_TEST_POSTGRES_URL not set: {what} is not tested here");
+            None
+        }
+    }
+}
+
+/// A new, empty database `PREFIX_PID` on that server; databases left by
+/// earlier runs under the same prefix go first. Returns its URL.
+#[allow(dead_code)] // the server tests' only
+pub async fn fresh_postgres_db(admin_url: &str, prefix: &str) -> String {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let name = format!("{prefix}_{}", std::process::id());
+    let admin = sqlx::AnyPool::connect(admin_url)
+        .await
+        .expect("PostgreSQL at LETHE_TEST_POSTGRES_URL");
+    let stale: Vec<String> =
+        sqlx::query_scalar("SELECT CAST(datname AS TEXT) FROM pg_database WHERE datname LIKE $1")
+            .bind(format!("{prefix}\\_%"))
+            .fetch_all(&admin)
+            .await
+            .unwrap();
+    for db in stale.iter().chain([&name]) {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+            )))
+            .await
+            .unwrap();
+    }
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .await
+        .unwrap();
+    admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    format!("{base}/{name}")
+}
