@@ -8,6 +8,9 @@
 //! Servers come from LETHE_TEST_POSTGRES_URL and LETHE_TEST_MYSQL_URL; under
 //! CI=true a missing URL or server is a failure.
 
+#[allow(dead_code)] // uses one of the helpers
+mod util;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -270,28 +273,6 @@ async fn exec_all(pool: &sqlx::AnyPool, sql: &[String]) {
     }
 }
 
-/// A new, empty PostgreSQL database next to the one `admin_url` names;
-/// returns its URL.
-pub async fn fresh_database(admin_url: &str, name: &str) -> String {
-    let admin = sqlx::AnyPool::connect(admin_url)
-        .await
-        .expect("PostgreSQL at LETHE_TEST_POSTGRES_URL");
-    exec_all(
-        &admin,
-        &[
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ],
-    )
-    .await;
-    admin.close().await;
-    let base = admin_url
-        .rsplit_once('/')
-        .map(|(b, _)| b)
-        .unwrap_or(admin_url);
-    format!("{base}/{name}")
-}
-
 /// Runs the suite on the CRM backend `kind`, with lethe's own state in
 /// SQLite, or in PostgreSQL when `state_url` is given.
 async fn run_backend(kind: Kind, admin_url: &str, dir: &Path, state_url: Option<&str>) -> Outcome {
@@ -513,8 +494,8 @@ async fn every_crm_backend_plans_and_applies_identically() {
         tested.push("postgres");
         // The same again with lethe's own state in PostgreSQL: the state
         // backend must not change a plan or a result either.
-        let state_db = format!("lethe_conf_state_{}", std::process::id());
-        let state_url = fresh_database(&url, &state_db).await;
+        let state_url = util::fresh_postgres_db(&url, "lethe_conf_state").await;
+        let state_db = state_url.rsplit('/').next().unwrap_or_default().to_string();
         let on_pg = run_backend(
             Kind::Sqlite,
             "",

@@ -30,16 +30,6 @@ fn run(dir: &Path, args: &[&str]) -> std::process::ExitStatus {
     lethe(dir).args(args).status().unwrap()
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Every table as sorted text: what "equal CRMs" means here.
 fn crm_dump(dir: &Path) -> String {
     ["leads", "opportunities", "quotes", "contracts"]
@@ -101,11 +91,11 @@ fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
 
     // The reference: the same plan, applied without interruption.
     let reference = tmp.path().join("reference");
-    copy_tree(&base, &reference);
+    util::copy_tree(&base, &reference);
     assert!(run(&reference, &["apply", &plan_id]).success());
 
     let crashed = tmp.path().join("crashed");
-    copy_tree(&base, &crashed);
+    util::copy_tree(&base, &crashed);
     #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
     let mut aborts = 0;
     #[cfg(feature = "failpoints")]

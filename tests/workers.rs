@@ -21,16 +21,6 @@ use std::time::{Duration, Instant};
 use sqlx::Executor;
 use util::{fresh_postgres_db, lethe_command, list_files, postgres_url, run_in, sqlite};
 
-fn copy_dir(from: &Path, to: &Path) {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 /// Small batches, so that the plan takes many claims; a short worker
 /// timeout, so that the takeover happens within the test.
 fn tune(dir: &Path, state_url: Option<&str>) {
@@ -96,7 +86,7 @@ async fn three_workers_one_killed_execute_every_item_exactly_once() {
         ],
     )
     .ok();
-    copy_dir(&single, &shared);
+    util::copy_tree(&single, &shared);
     let state_url = fresh_postgres_db(&admin, "lethe_workers").await;
     tune(&single, None);
     tune(&shared, Some(&state_url));

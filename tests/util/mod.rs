@@ -471,3 +471,15 @@ pub async fn fresh_postgres_db(admin_url: &str, prefix: &str) -> String {
         .unwrap_or(admin_url);
     format!("{base}/{name}")
 }
+
+/// `cp -a FROM TO`: a copy of a folder tree, links and times kept.
+#[allow(dead_code)] // the crash and scale-out tests' only
+pub fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
