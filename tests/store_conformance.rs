@@ -3,10 +3,14 @@
 //! they land). Deleting what is already gone is `AlreadyGone`, never an
 //! error; keys that are not plain relative paths are refused.
 
+#[allow(dead_code)]
+mod util;
+
 use lethe::store::cloud::CloudStore;
 use lethe::store::folder::FolderStore;
 use lethe::store::memory::MemoryStore;
 use lethe::store::{DeleteOutcome, Listed, TechnicalStore};
+use util::{moto_endpoint, s3admin, versions};
 
 /// Puts an object into a store behind its back (as an integration would).
 type Put = Box<dyn Fn(&str, &[u8])>;
@@ -147,9 +151,44 @@ fn azure() -> Option<Subject> {
     })
 }
 
+/// moto's S3 server (PyPI, started by .ci/run): a bucket with versioning
+/// enabled (created here through boto3). Every object is written twice, so
+/// each case deletes keys with two versions.
+fn unique(what: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "{what}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+fn s3_versioned() -> Option<Subject> {
+    let endpoint = moto_endpoint()?;
+    s3admin(&endpoint, &["versioned", "lethe-versioned"]);
+    let location = format!("lethe-versioned/{}", unique("run"));
+    let open =
+        || CloudStore::s3_at(&location, &endpoint, "lethe-test-key", "lethe-test-secret").unwrap();
+    let writer = open();
+    Some(Subject {
+        name: "s3-versioned",
+        store: Box::new(open()),
+        put: Box::new(move |k, content| {
+            tokio::task::block_in_place(|| {
+                let rt = tokio::runtime::Handle::current();
+                rt.block_on(writer.put(k, b"an older version".to_vec()))
+                    .unwrap();
+                rt.block_on(writer.put(k, content.to_vec())).unwrap()
+            })
+        }),
+        _tmp: None,
+    })
+}
+
 fn subjects() -> Vec<Subject> {
     let mut all = vec![folder(), memory()];
     all.extend(s3());
+    all.extend(s3_versioned());
     all.extend(azure());
     all
 }
@@ -273,24 +312,230 @@ async fn batch_deletes_answer_per_key_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stores_that_keep_versions_say_what_a_delete_leaves() {
+async fn stores_say_what_a_delete_leaves() {
     for s in subjects() {
+        let n = s.name;
+        (s.put)("note/a.json", b"{}");
+        assert_eq!(
+            s.store.delete("note/a.json").await.unwrap(),
+            DeleteOutcome::Deleted,
+            "{n}"
+        );
         let note = s.store.erasure_note();
-        match s.name {
-            "folder" | "memory" => assert_eq!(note, None, "{}", s.name),
-            _ => {
-                let note = note.unwrap_or_else(|| panic!("{}: no note", s.name));
+        let checked = s.store.check().await.unwrap();
+        match n {
+            "folder" | "memory" => assert_eq!(note, None, "{n}"),
+            // moto answers the versioning: every version went.
+            "s3-versioned" => {
+                assert_eq!(note, None, "{n}");
                 assert!(
-                    note.contains("versions") && note.contains("remain"),
-                    "{}: {note}",
-                    s.name
+                    checked.iter().any(|c| c.contains("versioning is Enabled")
+                        && c.contains("every version")),
+                    "{n}: {checked:?}"
                 );
-                // check says it too.
-                let checked = s.store.check().await.unwrap();
-                assert!(checked.contains(&note), "{}: {checked:?}", s.name);
+            }
+            // s3s-fs keeps no versions; whatever it answers, the note and
+            // check agree with it.
+            "s3" => {
+                let versioning = checked
+                    .iter()
+                    .find(|c| c.starts_with("s3: versioning"))
+                    .unwrap_or_else(|| panic!("{n}: {checked:?}"));
+                if versioning.contains("unknown") {
+                    let note = note.unwrap_or_else(|| panic!("{n}: no note"));
+                    assert!(
+                        note.contains("older versions") && note.contains("remain"),
+                        "{n}: {note}"
+                    );
+                } else {
+                    assert_eq!(note, None, "{n}: {versioning}");
+                }
+            }
+            _ => {
+                let note = note.unwrap_or_else(|| panic!("{n}: no note"));
+                assert!(
+                    note.contains("snapshots")
+                        && note.contains("versions")
+                        && note.contains("remain"),
+                    "{n}: {note}"
+                );
+                assert!(
+                    note.contains("soft delete is off"),
+                    "{n}: Azurite keeps no soft-deleted blobs: {note}"
+                );
+                assert!(checked.contains(&note), "{n}: {checked:?}");
             }
         }
     }
+}
+
+/// A versioned bucket: every version and delete marker of a deleted key
+/// goes, exactly that key's (not those of keys it prefixes), with batches
+/// and without.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_s3_loses_every_version_of_a_deleted_key() {
+    let Some(endpoint) = moto_endpoint() else {
+        return;
+    };
+    let bucket = "lethe-versioned";
+    s3admin(&endpoint, &["versioned", bucket]);
+    for batch in [true, false] {
+        let prefix = unique("versions");
+        let location = format!("{bucket}/{prefix}");
+        let store =
+            CloudStore::s3_at(&location, &endpoint, "lethe-test-key", "lethe-test-secret").unwrap();
+        let store = if batch {
+            store
+        } else {
+            store.without_batches()
+        };
+        for (key, versions) in [
+            ("a.json", 3),
+            ("a.json.bak", 2),
+            ("b.json", 1),
+            ("c d/ä.json", 2),
+        ] {
+            for v in 0..versions {
+                store
+                    .put(key, format!("version {v}").into_bytes())
+                    .await
+                    .unwrap();
+            }
+        }
+        // b.json: deleted by someone else already, its version kept behind a
+        // delete marker (the personal data is still there).
+        s3admin(&endpoint, &["delete", bucket, &format!("{prefix}/b.json")]);
+        assert_eq!(store.head("b.json").await.unwrap(), None);
+        let before = versions(&endpoint, bucket, &prefix);
+        assert_eq!(before.len(), 3 + 2 + 2 + 2, "{before:?}");
+
+        let ask: Vec<String> = ["a.json", "b.json", "c d/ä.json", "never.json"]
+            .map(String::from)
+            .to_vec();
+        let answers = if batch {
+            store.delete_many(&ask).await
+        } else {
+            let mut out = Vec::new();
+            for k in &ask {
+                out.push(store.delete(k).await);
+            }
+            out
+        };
+        let answers: Vec<DeleteOutcome> = answers.into_iter().map(|a| a.unwrap()).collect();
+        assert_eq!(
+            answers,
+            vec![
+                DeleteOutcome::Deleted,
+                DeleteOutcome::Deleted,
+                DeleteOutcome::Deleted,
+                DeleteOutcome::AlreadyGone
+            ],
+            "batch {batch}"
+        );
+        let after = versions(&endpoint, bucket, &prefix);
+        let left: Vec<&str> = after.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(
+            left,
+            vec![format!("{prefix}/a.json.bak"); 2],
+            "batch {batch}: only the key that merely shares a prefix keeps its versions"
+        );
+        // Again: nothing left to delete.
+        assert_eq!(
+            store.delete("a.json").await.unwrap(),
+            DeleteOutcome::AlreadyGone
+        );
+        assert_eq!(store.erasure_note(), None);
+    }
+}
+
+/// Object Lock: a version under retention is not deleted, the item fails
+/// as blocked, and `check` says so beforehand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_versions_are_blocked_not_claimed() {
+    let Some(endpoint) = moto_endpoint() else {
+        return;
+    };
+    let bucket = "lethe-locked";
+    s3admin(&endpoint, &["locked", bucket]);
+    let prefix = unique("locked");
+    let store = CloudStore::s3_at(
+        &format!("{bucket}/{prefix}"),
+        &endpoint,
+        "lethe-test-key",
+        "lethe-test-secret",
+    )
+    .unwrap();
+    s3admin(
+        &endpoint,
+        &["put-locked", bucket, &format!("{prefix}/held.json")],
+    );
+    store.put("free.json", b"{}".to_vec()).await.unwrap();
+    let checked = store.check().await.unwrap();
+    assert!(
+        checked.iter().any(|c| c.contains("Object Lock is enabled")),
+        "{checked:?}"
+    );
+    let answers = store
+        .delete_many(&["held.json".into(), "free.json".into()])
+        .await;
+    let held = answers[0]
+        .as_ref()
+        .expect_err("a locked version cannot be deleted");
+    assert!(held.to_string().contains("blocked"), "{held}");
+    assert!(
+        !held.to_string().contains("held.json"),
+        "no key in errors: {held}"
+    );
+    assert_eq!(answers[1].as_ref().ok(), Some(&DeleteOutcome::Deleted));
+    let left = versions(&endpoint, bucket, &prefix);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].0.ends_with("held.json"));
+}
+
+/// Azure: a blob goes with its snapshots (a plain delete is refused while
+/// snapshots exist).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blobs_go_with_their_snapshots() {
+    let Some(s) = azure() else {
+        return;
+    };
+    drop(s);
+    let location = format!("lethe-test/{}", unique("snap"));
+    let store = CloudStore::azurite(&location).unwrap();
+    let api = store.azure_blobs().unwrap();
+    let mut stamps = Vec::new();
+    for k in ["a.json", "Angebot Müller.xml"] {
+        store.put(k, b"v1".to_vec()).await.unwrap();
+        let full = store.full_key(k).unwrap();
+        stamps.push((full.clone(), api.snapshot(&full).await.unwrap()));
+        store.put(k, b"v2".to_vec()).await.unwrap();
+    }
+    for (full, stamp) in &stamps {
+        assert!(api.snapshot_exists(full, stamp).await.unwrap());
+    }
+    let answers = store
+        .delete_many(&[
+            "a.json".into(),
+            "Angebot Müller.xml".into(),
+            "gone.json".into(),
+        ])
+        .await;
+    let answers: Vec<DeleteOutcome> = answers.into_iter().map(|a| a.unwrap()).collect();
+    assert_eq!(
+        answers,
+        vec![
+            DeleteOutcome::Deleted,
+            DeleteOutcome::Deleted,
+            DeleteOutcome::AlreadyGone
+        ]
+    );
+    for (full, stamp) in &stamps {
+        assert!(
+            !api.snapshot_exists(full, stamp).await.unwrap(),
+            "snapshot of {full} left"
+        );
+    }
+    assert_eq!(keys(&store).await, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -964,7 +964,7 @@ impl Ctx<'_> {
         let settings = &self.config.apply;
         let results: Vec<(&PlannedObject, Result<DeleteOutcome, StoreError>)> =
             if store.delete_batch_size() > 1 {
-                // S3 DeleteObjects, Azure Blob Batch: a request per batch.
+                // S3 DeleteObjects; Azure blobs many at a time.
                 delete_batched(store, &go, settings).await
             } else {
                 // Boxed as `Send` futures: spelled out, so that an apply can run

@@ -236,9 +236,10 @@ pub struct Config {
     pub orphans_retain: Retention,
     pub max_content_bytes: u64,
     pub max_line_bytes: u64,
-    /// Object stores: delete in batch requests (S3 DeleteObjects, Azure
-    /// Blob Batch), or one request per object, `apply.parallel_deletes` at
-    /// a time (for emulators and gateways that handle batches slowly).
+    /// Object stores: delete in batches (S3 DeleteObjects; Azure: 256 blobs
+    /// per call, 32 requests in flight), or one request per object,
+    /// `apply.parallel_deletes` at a time (for gateways without
+    /// DeleteObjects).
     pub batch_deletes: bool,
     pub max_delete_fraction: f64,
     pub policies: Vec<Policy>,

@@ -97,7 +97,7 @@ pub struct RawTechnical {
     pub max_content_bytes: Option<u64>,
     /// A content rule stops at a line (or XML text) longer than this.
     pub max_line_bytes: Option<u64>,
-    /// S3 DeleteObjects / Azure Blob Batch (default), or single deletes.
+    /// Batched deletes (default), or single deletes.
     pub batch_deletes: Option<bool>,
 }
 

@@ -6,9 +6,14 @@
 //!
 //! Providers disagree about deleting a missing key (S3 answers success), so
 //! `delete` asks first: a key that is not there is `AlreadyGone`, and only a
-//! key that was there is `Deleted`. Versions, snapshots and soft delete are
-//! kept by the provider: `check` says plainly that lethe deletes the current
-//! version only (so far).
+//! key that was there is `Deleted`.
+//!
+//! What a delete leaves behind is the provider's to keep, and lethe removes
+//! it where the API lets it (`versions.rs`): in a versioned S3 bucket every
+//! version and delete marker of a key is deleted; an Azure blob is deleted
+//! with its snapshots. What remains (soft-deleted Azure blobs, Azure blob
+//! versions, versions under an S3 Object Lock) is said by `check` and in
+//! every apply report that deleted objects.
 
 use std::io::Read;
 
@@ -16,12 +21,20 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use std::sync::Arc;
 
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use super::versions::{AzureBlobs, S3Versions, SoftDelete, Versioning};
 use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
+
+/// The provider calls object_store does not make (versions, snapshots).
+#[derive(Clone)]
+enum Api {
+    S3(Arc<S3Versions>),
+    Azure(Arc<AzureBlobs>),
+}
 
 pub struct CloudStore {
     inner: Arc<dyn ObjectStore>,
@@ -33,6 +46,70 @@ pub struct CloudStore {
     prefix_path: Option<Path>,
     /// Batch requests for deletes (`technical.batch_deletes`).
     batch: bool,
+    api: Api,
+}
+
+/// The same error for each of several keys.
+fn copy_error(e: &StoreError) -> StoreError {
+    let (kind, text) = match e {
+        StoreError::Io { source, .. } => (source.kind(), source.to_string()),
+        other => (std::io::ErrorKind::Other, other.to_string()),
+    };
+    StoreError::Io {
+        op: "delete",
+        source: std::io::Error::new(kind, text),
+    }
+}
+
+fn s3_api(
+    builder: &AmazonS3Builder,
+    inner: object_store::aws::AmazonS3,
+    bucket: &str,
+) -> Result<Api, StoreError> {
+    let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
+    let region = builder
+        .get_config_value(&AmazonS3ConfigKey::Region)
+        .unwrap_or_else(|| "us-east-1".into());
+    let virtual_hosted = builder
+        .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+        .as_deref()
+        == Some("true");
+    Ok(Api::S3(Arc::new(S3Versions::new(
+        inner,
+        bucket,
+        endpoint.as_deref(),
+        &region,
+        virtual_hosted,
+    )?)))
+}
+
+fn azure_api(
+    builder: &MicrosoftAzureBuilder,
+    inner: object_store::azure::MicrosoftAzure,
+    container: &str,
+) -> Result<Api, StoreError> {
+    let emulator = builder
+        .get_config_value(&AzureConfigKey::UseEmulator)
+        .as_deref()
+        == Some("true");
+    let named = builder.get_config_value(&AzureConfigKey::AccountName);
+    let (account, url) = if emulator {
+        // Path-style, as object_store addresses the emulator.
+        let account = named.unwrap_or_else(|| "devstoreaccount1".into());
+        let base = std::env::var("AZURITE_BLOB_STORAGE_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:10000".into());
+        let url = format!("{}/{account}", base.trim_end_matches('/'));
+        (account, url)
+    } else {
+        let account = named.unwrap_or_default();
+        let url = builder
+            .get_config_value(&AzureConfigKey::Endpoint)
+            .unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"));
+        (account, url)
+    };
+    Ok(Api::Azure(Arc::new(AzureBlobs::new(
+        inner, &account, &url, container,
+    )?)))
 }
 
 fn open_error(scheme: &str, bucket: &str, e: object_store::Error) -> StoreError {
@@ -88,7 +165,7 @@ fn redact(e: &object_store::Error) -> String {
     )
 }
 
-/// One batch request (DeleteObjects or Blob Batch) for `chunk`; an answer
+/// One DeleteObjects request (unversioned S3) for `chunk`; an answer
 /// per key, by the key's index in the caller's list.
 async fn delete_chunk(
     inner: &dyn ObjectStore,
@@ -155,34 +232,52 @@ impl CloudStore {
             builder = builder.with_endpoint(endpoint);
         }
         let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
+        Self::build_s3(builder.with_bucket_name(bucket), location)
+    }
+
+    fn build_s3(builder: AmazonS3Builder, location: &str) -> Result<CloudStore, StoreError> {
+        let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
         let inner = builder
-            .with_bucket_name(bucket)
+            .clone()
             .build()
             .map_err(|e| open_error("s3", bucket, e))?;
-        Self::build("s3", location, Arc::new(inner))
+        let api = s3_api(&builder, inner.clone(), bucket)?;
+        Self::build("s3", location, Arc::new(inner), api)
+    }
+
+    fn build_azure(
+        builder: MicrosoftAzureBuilder,
+        location: &str,
+    ) -> Result<CloudStore, StoreError> {
+        let (container, _) = location.split_once('/').unwrap_or((location, ""));
+        let inner = builder
+            .clone()
+            .build()
+            .map_err(|e| open_error("az", container, e))?;
+        let api = azure_api(&builder, inner.clone(), container)?;
+        Self::build("az", location, Arc::new(inner), api)
     }
 
     /// `location` is `container/prefix` (the part after `az://`); account
     /// and credentials from the environment.
     pub fn azure(location: &str) -> Result<CloudStore, StoreError> {
         let (container, _) = location.split_once('/').unwrap_or((location, ""));
-        let inner = MicrosoftAzureBuilder::from_env()
-            .with_container_name(container)
-            .build()
-            .map_err(|e| open_error("az", container, e))?;
-        Self::build("az", location, Arc::new(inner))
+        Self::build_azure(
+            MicrosoftAzureBuilder::from_env().with_container_name(container),
+            location,
+        )
     }
 
     /// Azure Blob in the Azurite emulator on loopback (127.0.0.1:10000, or
     /// `AZURITE_BLOB_STORAGE_URL`): for tests.
     pub fn azurite(location: &str) -> Result<CloudStore, StoreError> {
         let (container, _) = location.split_once('/').unwrap_or((location, ""));
-        let inner = MicrosoftAzureBuilder::new()
-            .with_use_emulator(true)
-            .with_container_name(container)
-            .build()
-            .map_err(|e| open_error("az", container, e))?;
-        Self::build("az", location, Arc::new(inner))
+        Self::build_azure(
+            MicrosoftAzureBuilder::new()
+                .with_use_emulator(true)
+                .with_container_name(container),
+            location,
+        )
     }
 
     /// An S3-compatible server at `endpoint` (plain HTTP allowed), with
@@ -194,22 +289,21 @@ impl CloudStore {
         secret: &str,
     ) -> Result<CloudStore, StoreError> {
         let (bucket, _) = location.split_once('/').unwrap_or((location, ""));
-        let inner = AmazonS3Builder::new()
+        let builder = AmazonS3Builder::new()
             .with_endpoint(endpoint)
             .with_allow_http(true)
             .with_region("us-east-1")
             .with_access_key_id(access_key)
             .with_secret_access_key(secret)
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(|e| open_error("s3", bucket, e))?;
-        Self::build("s3", location, Arc::new(inner))
+            .with_bucket_name(bucket);
+        Self::build_s3(builder, location)
     }
 
     fn build(
         scheme: &'static str,
         location: &str,
         inner: Arc<dyn ObjectStore>,
+        api: Api,
     ) -> Result<CloudStore, StoreError> {
         let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
         let prefix = prefix.trim_matches('/');
@@ -232,6 +326,7 @@ impl CloudStore {
             prefix: prefix.to_string(),
             prefix_path,
             batch: true,
+            api,
         })
     }
 
@@ -325,15 +420,56 @@ impl TechnicalStore for CloudStore {
                 source: std::io::Error::other(redact(&source)),
             })?;
         let mut notes = vec![format!("{}: listable", self.describe())];
+        match &self.api {
+            Api::S3(api) => {
+                notes.push(match api.versioning().await? {
+                    Versioning::Off => "s3: versioning is off: a delete removes the object".into(),
+                    Versioning::On { status, mfa_delete: false } => format!(
+                        "s3: versioning is {status}: apply deletes every version and delete marker of each key"
+                    ),
+                    Versioning::On { status, mfa_delete: true } => format!(
+                        "s3: versioning is {status} with MFA delete: versions cannot be deleted without the MFA device, and apply fails those items as blocked"
+                    ),
+                    Versioning::Unknown(why) => format!("s3: versioning unknown ({why})"),
+                });
+                notes.extend(api.object_lock().await?);
+            }
+            Api::Azure(api) => {
+                api.soft_delete().await?;
+            }
+        }
         notes.extend(self.erasure_note());
         Ok(notes)
     }
 
     fn erasure_note(&self) -> Option<String> {
-        Some(match self.scheme {
-            "s3" => "s3: lethe deletes the current version of each object; in a versioned bucket older versions and delete markers remain until a lifecycle rule expires them".into(),
-            _ => "azure: lethe deletes the current blob; blob snapshots, versions and soft-deleted copies remain until the account's retention expires them".into(),
-        })
+        match &self.api {
+            Api::S3(api) => match api.seen() {
+                Some(Versioning::Off) => None,
+                Some(Versioning::On { .. }) => None,
+                Some(Versioning::Unknown(why)) => Some(format!(
+                    "s3: the bucket's versioning could not be read ({why}): lethe deleted the current version of each object; if the bucket is versioned, older versions and delete markers remain until a lifecycle rule expires them"
+                )),
+                None => Some("s3: the bucket's versioning was not read: if the bucket is versioned, older versions remain until a lifecycle rule expires them".into()),
+            },
+            Api::Azure(api) => {
+                let soft = match api.seen() {
+                    Some(SoftDelete::Off) => "soft delete is off".to_string(),
+                    Some(SoftDelete::Days(d)) => {
+                        let until = jiff::Timestamp::now()
+                            .checked_add(jiff::SignedDuration::from_hours(24 * i64::from(*d)))
+                            .map(|t| t.strftime("%Y-%m-%dT%H:%MZ").to_string())
+                            .unwrap_or_default();
+                        format!("soft delete is on for {d} days: deleted blobs are recoverable until {until}")
+                    }
+                    Some(SoftDelete::Unknown(why)) => format!("soft delete unknown ({why})"),
+                    None => "soft delete could not be read".to_string(),
+                };
+                Some(format!(
+                    "azure: lethe deletes each blob with its snapshots; {soft}; if blob versioning is on for the account, previous versions remain until its lifecycle policy deletes them"
+                ))
+            }
+        }
     }
 
     async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
@@ -415,16 +551,22 @@ impl TechnicalStore for CloudStore {
             return 1;
         }
         match self.scheme {
-            // DeleteObjects takes up to 1,000 keys, Blob Batch up to 256.
+            // DeleteObjects takes up to 1,000 keys. Azure blobs go one plain
+            // request each (object_store's Blob Batch sends no
+            // `x-ms-delete-snapshots`, so a blob with snapshots would fail),
+            // 32 at a time, 256 per call.
             "s3" => 1000,
             _ => 256,
         }
     }
 
-    /// S3: every key is asked for first (DeleteObjects reports a missing
-    /// key as deleted, and lethe never claims an erasure it did not do),
-    /// sixteen at a time, then the ones present go in DeleteObjects requests.
-    /// Azure: one Blob Batch; a missing blob answers 404 per key.
+    /// S3, versioned bucket: every version of each key is listed, then
+    /// deleted by version id (DeleteObjects). Unversioned: every key is asked
+    /// for first (DeleteObjects reports a missing key as deleted, and lethe
+    /// never claims an erasure it did not do), sixteen at a time, then the
+    /// ones present go in DeleteObjects requests.
+    /// Azure: one Delete Blob with its snapshots per key, 32 at a time; a
+    /// missing blob answers 404.
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
         use futures::StreamExt;
         let mut out: Vec<Option<Result<DeleteOutcome, StoreError>>> =
@@ -436,48 +578,43 @@ impl TechnicalStore for CloudStore {
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-        if self.scheme == "s3" {
-            let inner = self.inner.clone();
-            let heads: Vec<(usize, Path, Result<(), object_store::Error>)> =
-                futures::stream::iter(paths.drain(..).map(|(i, p)| {
-                    let inner = inner.clone();
-                    async move {
-                        let r = inner.head(&p).await.map(|_| ());
-                        (i, p, r)
-                    }
-                }))
-                .buffered(16)
-                .collect()
-                .await;
-            for (i, p, r) in heads {
-                match r {
-                    Ok(()) => paths.push((i, p)),
-                    Err(object_store::Error::NotFound { .. }) => {
-                        out[i] = Some(Ok(DeleteOutcome::AlreadyGone))
-                    }
-                    Err(e) => out[i] = Some(Err(io("head", e))),
+        match &self.api {
+            Api::Azure(api) => {
+                // For the report's note; a failure to read it is said there.
+                let _ = api.soft_delete().await;
+                let answers: Vec<(usize, Result<DeleteOutcome, StoreError>)> =
+                    futures::stream::iter(paths.drain(..).map(|(i, p)| {
+                        let api = api.clone();
+                        async move { (i, api.delete_with_snapshots(p.as_ref()).await) }
+                    }))
+                    .buffer_unordered(32)
+                    .collect()
+                    .await;
+                for (i, r) in answers {
+                    out[i] = Some(r);
                 }
             }
-        }
-        // Batches go four at a time; each answers for its own keys.
-        let inner = self.inner.clone();
-        type Answers = Vec<(usize, Result<DeleteOutcome, StoreError>)>;
-        let batches: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Answers> + Send>>> =
-            paths
-                .chunks(self.delete_batch_size())
-                .map(|chunk| {
-                    let inner = inner.clone();
-                    let chunk = chunk.to_vec();
-                    Box::pin(async move { delete_chunk(inner.as_ref(), &chunk).await })
-                        as std::pin::Pin<Box<dyn std::future::Future<Output = Answers> + Send>>
-                })
-                .collect();
-        let answers: Vec<Answers> = futures::stream::iter(batches)
-            .buffer_unordered(4)
-            .collect()
-            .await;
-        for (i, r) in answers.into_iter().flatten() {
-            out[i] = Some(r);
+            Api::S3(api) => match api.versioning().await {
+                Err(e) => {
+                    for (i, _) in paths.drain(..) {
+                        out[i] = Some(Err(copy_error(&e)));
+                    }
+                }
+                Ok(Versioning::On { .. }) => {
+                    let full: Vec<(usize, String)> = paths
+                        .drain(..)
+                        .map(|(i, p)| (i, p.as_ref().to_string()))
+                        .collect();
+                    for (i, r) in api.delete_all_versions(&full, self.batch).await {
+                        out[i] = Some(r);
+                    }
+                }
+                Ok(_) => {
+                    for (i, r) in self.delete_current(paths).await {
+                        out[i] = Some(r);
+                    }
+                }
+            },
         }
         out.into_iter()
             .map(|r| {
@@ -493,15 +630,101 @@ impl TechnicalStore for CloudStore {
 
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
         let path = self.path(key)?;
-        match self.inner.head(&path).await {
-            Err(object_store::Error::NotFound { .. }) => return Ok(DeleteOutcome::AlreadyGone),
-            Err(e) => return Err(io("head", e)),
-            Ok(_) => {}
+        match &self.api {
+            Api::Azure(api) => {
+                let _ = api.soft_delete().await;
+                api.delete_with_snapshots(path.as_ref()).await
+            }
+            Api::S3(api) => match api.versioning().await? {
+                Versioning::On { .. } => {
+                    let full = [(0, path.as_ref().to_string())];
+                    let mut r = api.delete_all_versions(&full, self.batch).await;
+                    r.pop().map(|(_, r)| r).unwrap_or_else(|| {
+                        Err(StoreError::Io {
+                            op: "delete",
+                            source: std::io::Error::other("no answer for this key"),
+                        })
+                    })
+                }
+                _ => {
+                    match self.inner.head(&path).await {
+                        Err(object_store::Error::NotFound { .. }) => {
+                            return Ok(DeleteOutcome::AlreadyGone);
+                        }
+                        Err(e) => return Err(io("head", e)),
+                        Ok(_) => {}
+                    }
+                    self.inner
+                        .delete(&path)
+                        .await
+                        .map_err(|e| io("delete", e))?;
+                    Ok(DeleteOutcome::Deleted)
+                }
+            },
         }
-        self.inner
-            .delete(&path)
-            .await
-            .map_err(|e| io("delete", e))?;
-        Ok(DeleteOutcome::Deleted)
+    }
+}
+
+impl CloudStore {
+    /// The current version of each S3 key (unversioned buckets): HEAD each,
+    /// sixteen at a time, then DeleteObjects for the ones present, four
+    /// requests in flight.
+    async fn delete_current(
+        &self,
+        mut paths: Vec<(usize, Path)>,
+    ) -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
+        use futures::StreamExt;
+        let mut out = Vec::with_capacity(paths.len());
+        let inner = self.inner.clone();
+        let heads: Vec<(usize, Path, Result<(), object_store::Error>)> =
+            futures::stream::iter(paths.drain(..).map(|(i, p)| {
+                let inner = inner.clone();
+                async move {
+                    let r = inner.head(&p).await.map(|_| ());
+                    (i, p, r)
+                }
+            }))
+            .buffered(16)
+            .collect()
+            .await;
+        for (i, p, r) in heads {
+            match r {
+                Ok(()) => paths.push((i, p)),
+                Err(object_store::Error::NotFound { .. }) => {
+                    out.push((i, Ok(DeleteOutcome::AlreadyGone)))
+                }
+                Err(e) => out.push((i, Err(io("head", e)))),
+            }
+        }
+        type Answers = Vec<(usize, Result<DeleteOutcome, StoreError>)>;
+        let batches: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Answers> + Send>>> =
+            paths
+                .chunks(self.delete_batch_size())
+                .map(|chunk| {
+                    let inner = inner.clone();
+                    let chunk = chunk.to_vec();
+                    Box::pin(async move { delete_chunk(inner.as_ref(), &chunk).await })
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = Answers> + Send>>
+                })
+                .collect();
+        let answers: Vec<Answers> = futures::stream::iter(batches)
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        out.extend(answers.into_iter().flatten());
+        out
+    }
+
+    /// The Azure API (tests and tooling: snapshots).
+    pub fn azure_blobs(&self) -> Option<Arc<AzureBlobs>> {
+        match &self.api {
+            Api::Azure(a) => Some(a.clone()),
+            Api::S3(_) => None,
+        }
+    }
+
+    /// The key as the provider names it (with the store's prefix).
+    pub fn full_key(&self, key: &str) -> Result<String, StoreError> {
+        Ok(self.path(key)?.as_ref().to_string())
     }
 }

@@ -7,6 +7,7 @@ pub mod cloud;
 pub mod faulty;
 pub mod folder;
 pub mod memory;
+pub mod versions;
 
 use std::io::Read;
 
@@ -143,7 +144,7 @@ pub trait TechnicalStore: Send + Sync {
     }
 
     /// Deletes several objects in as few requests as the store allows (S3
-    /// DeleteObjects, Azure Blob Batch): one result per key, in the order
+    /// DeleteObjects), or several requests at once (Azure): one result per key, in the order
     /// given, so that a partly failed batch fails exactly its failed keys.
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
         let mut out = Vec::with_capacity(keys.len());

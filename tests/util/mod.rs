@@ -483,3 +483,47 @@ pub fn copy_tree(from: &Path, to: &Path) {
         .unwrap();
     assert!(status.success());
 }
+
+/// moto's S3 server (PyPI, started by .ci/run) at LETHE_TEST_MOTO_ENDPOINT,
+/// for versioned buckets and Object Lock. None, with a note, when unset;
+/// under CI=true a missing URL is a failure.
+#[allow(dead_code)] // the object-store tests' only
+pub fn moto_endpoint() -> Option<String> {
+    match std::env::var("LETHE_TEST_MOTO_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "LETHE_TEST_MOTO_ENDPOINT must be set under CI=true"
+            );
+            eprintln!("LETHE_TEST_MOTO_ENDPOINT not set: versioned S3 is not tested here");
+            None
+        }
+    }
+}
+
+/// boto3, through tests/util/s3admin.py: what lethe's own code cannot vouch for.
+#[allow(dead_code)] // the object-store tests' only
+pub fn s3admin(endpoint: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/util/s3admin.py"
+        ))
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "s3admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every (key, version id, is delete marker) under a prefix, as boto3 sees it.
+#[allow(dead_code)] // the object-store tests' only
+pub fn versions(endpoint: &str, bucket: &str, prefix: &str) -> Vec<(String, String, bool)> {
+    serde_json::from_str(&s3admin(endpoint, &["versions", bucket, prefix])).unwrap()
+}

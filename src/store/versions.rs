@@ -1,0 +1,1000 @@
+//! The provider calls object_store does not make: seeing and deleting every
+//! version and snapshot of a key, and reading the settings that keep them.
+//!
+//! - S3: GetBucketVersioning, GetObjectLockConfiguration, ListObjectVersions,
+//!   DeleteObjects with version ids (or `DELETE ?versionId=` one by one where
+//!   `technical.batch_deletes = false`).
+//! - Azure Blob: Delete Blob with `x-ms-delete-snapshots: include` (one plain
+//!   request per blob, which also avoids Blob Batch), and Get Blob Service
+//!   Properties for the soft-delete retention.
+//!
+//! Requests are signed with object_store's own authorizers and credential
+//! chain and sent through its HTTP client, so credentials, TLS and proxies
+//! are those of the rest of the store. Errors carry the HTTP status and the
+//! provider's error code, never a key or a URL (keys can be personal data).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use http::{HeaderValue, Method};
+use object_store::aws::{AmazonS3, AwsAuthorizer};
+use object_store::azure::{AzureAuthorizer, MicrosoftAzure};
+use object_store::client::{
+    ClientOptions, HttpClient, HttpConnector, HttpRequest, HttpRequestBody, ReqwestConnector,
+};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::{DeleteOutcome, StoreError};
+
+/// A response body larger than this is refused (a listing page of 1,000
+/// versions is well under 1 MiB).
+const MAX_BODY: usize = 16 << 20;
+
+/// Path segments: everything but unreserved characters and `/` encoded (the
+/// form SigV4 signs and both providers accept).
+const PATH: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+/// Query values: `/` encoded too.
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// What the bucket keeps after a delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Versioning {
+    /// Versioning was never enabled: a delete removes the object.
+    Off,
+    /// `Enabled` or `Suspended`: older versions and delete markers may exist,
+    /// and apply deletes each of them.
+    On { status: String, mfa_delete: bool },
+    /// The setting could not be read (the reason, without keys): apply
+    /// deletes the current version, and the report says older ones may remain.
+    Unknown(String),
+}
+
+fn err(op: &'static str, kind: std::io::ErrorKind, text: String) -> StoreError {
+    StoreError::Io {
+        op,
+        source: std::io::Error::new(kind, text),
+    }
+}
+
+/// An error answer, as `HTTP 403 AccessDenied`: the status and the
+/// provider's code, nothing of the message (it may quote the key).
+fn answer_error(op: &'static str, status: u16, body: &[u8]) -> StoreError {
+    let code = leaves(body)
+        .ok()
+        .and_then(|l| {
+            l.into_iter()
+                .find(|(_, n, _)| n == "Code")
+                .map(|(_, _, t)| t)
+        })
+        .map(|c| format!(" {}", c.chars().take(60).collect::<String>()))
+        .unwrap_or_default();
+    let kind = match status {
+        403 | 401 => std::io::ErrorKind::PermissionDenied,
+        404 => std::io::ErrorKind::NotFound,
+        400 | 405 | 409 | 412 | 501 => std::io::ErrorKind::InvalidInput,
+        // Throttling and server errors: worth a retry.
+        _ => std::io::ErrorKind::TimedOut,
+    };
+    err(op, kind, format!("HTTP {status}{code}"))
+}
+
+/// The leaf elements of a small XML answer, in order, as (parent, name,
+/// text): entity and character references resolved, nothing external read.
+pub(crate) fn leaves(body: &[u8]) -> Result<Vec<(String, String, String)>, String> {
+    Ok(grouped(body)?
+        .into_iter()
+        .map(|(p, n, t, _)| (p, n, t))
+        .collect())
+}
+
+/// The entries named `entry` (`Deleted`, `Error`) of a small XML answer,
+/// each with its leaf fields.
+fn records(body: &[u8], entry: &str) -> Result<Vec<Vec<(String, String)>>, String> {
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    let mut current = None;
+    for (parent, name, text, group) in grouped(body)? {
+        if parent != entry {
+            continue;
+        }
+        if current != Some(group) {
+            current = Some(group);
+            out.push(Vec::new());
+        }
+        if let Some(last) = out.last_mut() {
+            last.push((name, text));
+        }
+    }
+    Ok(out)
+}
+
+/// Leaves with the sequence number of their parent element, which tells
+/// sibling entries apart.
+fn grouped(body: &[u8]) -> Result<Vec<(String, String, String, usize)>, String> {
+    use quick_xml::events::Event;
+    let mut r = quick_xml::Reader::from_reader(body);
+    let mut stack: Vec<(String, usize)> = Vec::new();
+    let mut text = String::new();
+    let mut out = Vec::new();
+    let mut leaf = false;
+    let mut seq = 0usize;
+    loop {
+        match r.read_event() {
+            Err(e) => return Err(format!("malformed XML answer ({e})")),
+            Ok(Event::Start(e)) => {
+                let name = e.local_name().as_ref().to_string();
+                seq += 1;
+                stack.push((name, seq));
+                if stack.len() > 32 {
+                    return Err("XML answer nested too deep".into());
+                }
+                text.clear();
+                leaf = true;
+            }
+            Ok(Event::Empty(e)) => {
+                let name = e.local_name().as_ref().to_string();
+                let (parent, group) = stack.last().cloned().unwrap_or_default();
+                out.push((parent, name, String::new(), group));
+                leaf = false;
+            }
+            Ok(Event::Text(t)) => {
+                text.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
+            }
+            Ok(Event::CData(t)) => text.push_str(t.as_ref()),
+            Ok(Event::GeneralRef(g)) => {
+                if let Ok(Some(c)) = g.resolve_char_ref() {
+                    text.push(c);
+                } else {
+                    let name = g.as_ref().to_string();
+                    match quick_xml::escape::resolve_predefined_entity(&name) {
+                        Some(s) => text.push_str(s),
+                        None => return Err("XML answer with an unknown entity".into()),
+                    }
+                }
+            }
+            Ok(Event::End(_)) => {
+                let (name, _) = stack.pop().unwrap_or_default();
+                if leaf {
+                    let (parent, group) = stack.last().cloned().unwrap_or_default();
+                    out.push((parent, name, std::mem::take(&mut text), group));
+                }
+                leaf = false;
+            }
+            Ok(Event::Eof) => return Ok(out),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// object_store's HTTP client, with plain HTTP allowed where the endpoint
+/// asks for it (emulators on loopback).
+fn http_client(allow_http: bool) -> Result<HttpClient, StoreError> {
+    ReqwestConnector::default()
+        .connect(&ClientOptions::new().with_allow_http(allow_http))
+        .map_err(|e| err("connect", std::io::ErrorKind::Other, e.to_string()))
+}
+
+/// Sends a signed request; answers the status and a body of at most
+/// `MAX_BODY` bytes.
+async fn execute(
+    http: &HttpClient,
+    op: &'static str,
+    request: HttpRequest,
+) -> Result<(u16, Vec<u8>), StoreError> {
+    let response = http.execute(request).await.map_err(|e| {
+        // The error's text quotes the URL, which holds the key: the kind only.
+        err(
+            op,
+            std::io::ErrorKind::TimedOut,
+            format!("request failed ({:?})", e.kind()),
+        )
+    })?;
+    let status = response.status().as_u16();
+    let mut stream = response.into_body().bytes_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            err(
+                op,
+                std::io::ErrorKind::TimedOut,
+                format!("reading the answer failed ({:?})", e.kind()),
+            )
+        })?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(err(
+                op,
+                std::io::ErrorKind::InvalidData,
+                format!("an answer larger than {MAX_BODY} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body))
+}
+
+/// Sends a request again on network faults, throttling and server errors
+/// (429, 5xx): up to four more times, 50 ms to 2 s apart, as object_store
+/// does for its own calls. Answers whether it had to.
+async fn retrying<F, Fut>(op: &'static str, once: F) -> Result<((u16, Vec<u8>), bool), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(u16, Vec<u8>), StoreError>>,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    let retried = std::sync::atomic::AtomicBool::new(false);
+    let mut once = once;
+    let answer = (|| {
+        let attempt = once();
+        async move {
+            let (status, body) = attempt.await?;
+            if matches!(status, 429 | 500 | 502 | 503 | 504) {
+                return Err(answer_error(op, status, &body));
+            }
+            Ok((status, body))
+        }
+    })
+    .retry(
+        ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(50))
+            .with_max_delay(std::time::Duration::from_secs(2))
+            .with_max_times(4)
+            .with_jitter(),
+    )
+    .when(|e: &StoreError| e.kind() == super::StoreErrorKind::Transient)
+    .notify(|_, _| retried.store(true, std::sync::atomic::Ordering::Relaxed))
+    .await?;
+    Ok((answer, retried.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+fn request(method: Method, url: &str, body: Vec<u8>) -> Result<HttpRequest, StoreError> {
+    let mut req = HttpRequest::new(HttpRequestBody::from(body));
+    *req.method_mut() = method;
+    *req.uri_mut() = url.parse().map_err(|_| StoreError::InvalidKey {
+        reason: "not a valid object URL",
+    })?;
+    Ok(req)
+}
+
+/// S3 calls on one bucket.
+pub struct S3Versions {
+    s3: AmazonS3,
+    http: HttpClient,
+    /// `https://s3.region.amazonaws.com/bucket`, `http://127.0.0.1:9000/bucket`,
+    /// or the virtual-hosted form; no trailing slash.
+    bucket_url: String,
+    region: String,
+    versioning: tokio::sync::OnceCell<Versioning>,
+}
+
+/// A version of a key to delete: its index in the caller's list, the full
+/// key, the version id.
+type VersionItem = (usize, String, String);
+
+impl S3Versions {
+    pub fn new(
+        s3: AmazonS3,
+        bucket: &str,
+        endpoint: Option<&str>,
+        region: &str,
+        virtual_hosted: bool,
+    ) -> Result<S3Versions, StoreError> {
+        let bucket_url = match (endpoint, virtual_hosted) {
+            (Some(e), true) => e.trim_end_matches('/').to_string(),
+            (Some(e), false) => format!("{}/{bucket}", e.trim_end_matches('/')),
+            (None, true) => format!("https://{bucket}.s3.{region}.amazonaws.com"),
+            (None, false) => format!("https://s3.{region}.amazonaws.com/{bucket}"),
+        };
+        let allow_http = bucket_url.starts_with("http://");
+        Ok(S3Versions {
+            s3,
+            http: http_client(allow_http)?,
+            bucket_url,
+            region: region.to_string(),
+            versioning: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The bucket's versioning as far as it has been read (for reports).
+    pub fn seen(&self) -> Option<&Versioning> {
+        self.versioning.get()
+    }
+
+    async fn send(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), StoreError> {
+        retrying(op, || {
+            self.send_once(op, method.clone(), url, headers, body.clone())
+        })
+        .await
+        .map(|(answer, _)| answer)
+    }
+
+    async fn send_once(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        headers: &[(&'static str, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>), StoreError> {
+        let credential = self.s3.credentials().get_credential().await.map_err(|_| {
+            err(
+                op,
+                std::io::ErrorKind::PermissionDenied,
+                "no S3 credentials (the AWS_* environment or the credential chain)".into(),
+            )
+        })?;
+        let mut req = request(method, url, body)?;
+        for (name, value) in headers {
+            let value = HeaderValue::from_str(value).map_err(|_| StoreError::InvalidKey {
+                reason: "a header value that cannot be sent",
+            })?;
+            req.headers_mut().insert(*name, value);
+        }
+        AwsAuthorizer::new(&credential, "s3", &self.region)
+            .try_authorize(&mut req, None)
+            .map_err(|e| {
+                err(
+                    op,
+                    std::io::ErrorKind::Other,
+                    format!("signing failed ({e})"),
+                )
+            })?;
+        execute(&self.http, op, req).await
+    }
+
+    /// GetBucketVersioning, read once per process.
+    pub async fn versioning(&self) -> Result<Versioning, StoreError> {
+        self.versioning
+            .get_or_try_init(|| async {
+                let url = format!("{}?versioning", self.bucket_url);
+                let (status, body) = self
+                    .send("versioning", Method::GET, &url, &[], vec![])
+                    .await?;
+                match status {
+                    200 => {
+                        let l = leaves(&body)
+                            .map_err(|e| err("versioning", std::io::ErrorKind::InvalidData, e))?;
+                        let find = |n: &str| {
+                            l.iter()
+                                .find(|(_, name, _)| name == n)
+                                .map(|(_, _, t)| t.clone())
+                        };
+                        Ok(match find("Status") {
+                            Some(s) if s == "Enabled" || s == "Suspended" => Versioning::On {
+                                status: s,
+                                mfa_delete: find("MfaDelete").as_deref() == Some("Enabled"),
+                            },
+                            _ => Versioning::Off,
+                        })
+                    }
+                    401 | 403 | 404 | 405 | 501 => Ok(Versioning::Unknown(format!(
+                        "GetBucketVersioning answered HTTP {status}"
+                    ))),
+                    _ => Err(answer_error("versioning", status, &body)),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// GetObjectLockConfiguration, in words; `None` when the bucket has no
+    /// Object Lock.
+    pub async fn object_lock(&self) -> Result<Option<String>, StoreError> {
+        let url = format!("{}?object-lock", self.bucket_url);
+        let (status, body) = self
+            .send("object lock", Method::GET, &url, &[], vec![])
+            .await?;
+        match status {
+            200 => {
+                let l = leaves(&body)
+                    .map_err(|e| err("object lock", std::io::ErrorKind::InvalidData, e))?;
+                let find = |n: &str| {
+                    l.iter()
+                        .find(|(_, name, _)| name == n)
+                        .map(|(_, _, t)| t.clone())
+                };
+                if find("ObjectLockEnabled").as_deref() != Some("Enabled") {
+                    return Ok(None);
+                }
+                let default = match (find("Mode"), find("Days"), find("Years")) {
+                    (Some(m), Some(d), _) => format!("default retention {m} for {d} days"),
+                    (Some(m), _, Some(y)) => format!("default retention {m} for {y} years"),
+                    _ => "no default retention".into(),
+                };
+                Ok(Some(format!(
+                    "s3: Object Lock is enabled ({default}); a version under retention or legal hold cannot be deleted, and apply fails its item as blocked"
+                )))
+            }
+            404 => Ok(None),
+            401 | 403 | 405 | 501 => Ok(Some(format!(
+                "s3: the Object Lock setting could not be read (HTTP {status}); a locked version would fail its item as blocked"
+            ))),
+            _ => Err(answer_error("object lock", status, &body)),
+        }
+    }
+
+    /// Every version id and delete marker of `full_key` (exactly that key,
+    /// not the others it prefixes).
+    pub async fn versions_of(&self, full_key: &str) -> Result<Vec<String>, StoreError> {
+        let mut out = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let mut url = format!(
+                "{}?versions&max-keys=1000&prefix={}",
+                self.bucket_url,
+                utf8_percent_encode(full_key, QUERY)
+            );
+            if let Some((k, v)) = &marker {
+                url.push_str(&format!(
+                    "&key-marker={}&version-id-marker={}",
+                    utf8_percent_encode(k, QUERY),
+                    utf8_percent_encode(v, QUERY)
+                ));
+            }
+            let (status, body) = self
+                .send("list versions", Method::GET, &url, &[], vec![])
+                .await?;
+            if status != 200 {
+                return Err(answer_error("list versions", status, &body));
+            }
+            let l = leaves(&body)
+                .map_err(|e| err("list versions", std::io::ErrorKind::InvalidData, e))?;
+            let mut past = false;
+            let (mut truncated, mut next_key, mut next_version) = (false, None, None);
+            for (parent, name, text) in l {
+                match (parent.as_str(), name.as_str()) {
+                    ("ListVersionsResult", "IsTruncated") => truncated = text == "true",
+                    ("ListVersionsResult", "NextKeyMarker") => next_key = Some(text),
+                    ("ListVersionsResult", "NextVersionIdMarker") => next_version = Some(text),
+                    _ => {}
+                }
+            }
+            // Each entry on its own, whatever the order of its fields.
+            for entry in ["Version", "DeleteMarker"] {
+                let recs = records(&body, entry)
+                    .map_err(|e| err("list versions", std::io::ErrorKind::InvalidData, e))?;
+                for rec in recs {
+                    let field = |n: &str| {
+                        rec.iter()
+                            .find(|(name, _)| name == n)
+                            .map(|(_, t)| t.as_str())
+                    };
+                    let Some(key) = field("Key") else { continue };
+                    past |= key > full_key;
+                    if key == full_key
+                        && let Some(v) = field("VersionId")
+                    {
+                        out.push(v.to_string());
+                    }
+                }
+            }
+            if out.len() > 1_000_000 {
+                return Err(err(
+                    "list versions",
+                    std::io::ErrorKind::InvalidData,
+                    "more than a million versions of one key".into(),
+                ));
+            }
+            // Keys come in order: once past the key, the rest are others.
+            match (truncated && !past, next_key, next_version) {
+                (true, Some(k), Some(v)) => marker = Some((k, v)),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// DeleteObjects for up to 1,000 versions: one answer per item.
+    async fn delete_batch(&self, items: &[VersionItem]) -> Vec<(usize, Result<(), StoreError>)> {
+        let mut xml = String::from("<Delete><Quiet>false</Quiet>");
+        for (_, key, version) in items {
+            xml.push_str(&format!(
+                "<Object><Key>{}</Key><VersionId>{}</VersionId></Object>",
+                quick_xml::escape::escape(key.as_str()),
+                quick_xml::escape::escape(version.as_str())
+            ));
+        }
+        xml.push_str("</Delete>");
+        let body = xml.into_bytes();
+        use base64::Engine;
+        use md5::Digest;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body));
+        let url = format!("{}?delete", self.bucket_url);
+        let answer = self
+            .send(
+                "delete versions",
+                Method::POST,
+                &url,
+                &[
+                    ("content-md5", md5),
+                    ("content-type", "application/xml".into()),
+                ],
+                body,
+            )
+            .await;
+        let whole = |e: &StoreError| {
+            let (kind, text) = match e {
+                StoreError::Io { source, .. } => (source.kind(), source.to_string()),
+                other => (std::io::ErrorKind::Other, other.to_string()),
+            };
+            items
+                .iter()
+                .map(|(i, _, _)| (*i, Err(err("delete versions", kind, text.clone()))))
+                .collect::<Vec<_>>()
+        };
+        let (status, body) = match answer {
+            Ok(a) => a,
+            Err(e) => return whole(&e),
+        };
+        if status != 200 {
+            return whole(&answer_error("delete versions", status, &body));
+        }
+        // Answers name (key, version): match them back to the items. An
+        // error without a version id (some servers omit it) fails every
+        // version of its key; a deletion without one answers nothing.
+        let mut by_id: std::collections::HashMap<(&str, &str), Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut by_key: std::collections::HashMap<&str, Vec<(usize, &str)>> =
+            std::collections::HashMap::new();
+        for (i, key, version) in items {
+            by_id
+                .entry((key.as_str(), version.as_str()))
+                .or_default()
+                .push(*i);
+            by_key
+                .entry(key.as_str())
+                .or_default()
+                .push((*i, version.as_str()));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        let mut answered: std::collections::HashSet<(String, String)> =
+            std::collections::HashSet::new();
+        for entry in ["Deleted", "Error"] {
+            let recs = match records(&body, entry) {
+                Ok(r) => r,
+                Err(e) => {
+                    return whole(&err("delete versions", std::io::ErrorKind::InvalidData, e));
+                }
+            };
+            for rec in recs {
+                let field = |n: &str| {
+                    rec.iter()
+                        .find(|(name, _)| name == n)
+                        .map(|(_, t)| t.as_str())
+                };
+                let Some(key) = field("Key") else { continue };
+                let targets: Vec<(usize, &str)> = match field("VersionId") {
+                    Some(v) => by_id
+                        .get(&(key, v))
+                        .map(|idx| idx.iter().map(|i| (*i, v)).collect())
+                        .unwrap_or_default(),
+                    None if entry == "Error" => by_key.get(key).cloned().unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                for (i, v) in targets {
+                    answered.insert((key.to_string(), v.to_string()));
+                    let r = if entry == "Deleted" {
+                        Ok(())
+                    } else {
+                        Err(version_error(field("Code").unwrap_or("no code")))
+                    };
+                    out.push((i, r));
+                }
+            }
+        }
+        for (i, k, v) in items {
+            if !answered.contains(&(k.clone(), v.clone())) {
+                out.push((
+                    *i,
+                    Err(err(
+                        "delete versions",
+                        std::io::ErrorKind::Other,
+                        "the store did not answer for a version".into(),
+                    )),
+                ));
+            }
+        }
+        out
+    }
+
+    /// `DELETE ?versionId=` for one version (gateways without DeleteObjects).
+    async fn delete_one(&self, full_key: &str, version: &str) -> Result<(), StoreError> {
+        let url = format!(
+            "{}/{}?versionId={}",
+            self.bucket_url,
+            utf8_percent_encode(full_key, PATH),
+            utf8_percent_encode(version, QUERY)
+        );
+        let (status, body) = self
+            .send("delete version", Method::DELETE, &url, &[], vec![])
+            .await?;
+        match status {
+            200 | 204 => Ok(()),
+            _ => {
+                let code = leaves(&body)
+                    .ok()
+                    .and_then(|l| l.into_iter().find(|(_, n, _)| n == "Code"))
+                    .map(|(_, _, c)| c)
+                    .unwrap_or_else(|| format!("HTTP {status}"));
+                Err(version_error(&code))
+            }
+        }
+    }
+
+    /// Deletes every version and delete marker of each key: `Deleted` when
+    /// there was any, `AlreadyGone` when there was none. A key with one
+    /// version left undeleted fails as a whole (the next run lists again).
+    pub async fn delete_all_versions(
+        self: &Arc<Self>,
+        keys: &[(usize, String)],
+        batch: bool,
+    ) -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
+        let listed: Vec<(usize, Result<Vec<String>, StoreError>)> =
+            futures::stream::iter(keys.iter().cloned().map(|(i, k)| {
+                let this = self.clone();
+                async move { (i, this.versions_of(&k).await) }
+            }))
+            .buffered(16)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(keys.len());
+        let mut items: Vec<VersionItem> = Vec::new();
+        let key_of: std::collections::HashMap<usize, &String> =
+            keys.iter().map(|(i, k)| (*i, k)).collect();
+        let mut pending = std::collections::HashSet::new();
+        for (i, r) in listed {
+            match r {
+                Err(e) => out.push((i, Err(e))),
+                Ok(v) if v.is_empty() => out.push((i, Ok(DeleteOutcome::AlreadyGone))),
+                Ok(v) => {
+                    pending.insert(i);
+                    for version in v {
+                        items.push((i, key_of[&i].clone(), version));
+                    }
+                }
+            }
+        }
+        let answers: Vec<(usize, Result<(), StoreError>)> = if batch {
+            let chunks: Vec<Vec<VersionItem>> = items.chunks(1000).map(|c| c.to_vec()).collect();
+            futures::stream::iter(chunks.into_iter().map(|chunk| {
+                let this = self.clone();
+                async move { this.delete_batch(&chunk).await }
+            }))
+            .buffer_unordered(4)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
+        } else {
+            futures::stream::iter(items.into_iter().map(|(i, k, v)| {
+                let this = self.clone();
+                async move { (i, this.delete_one(&k, &v).await) }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await
+        };
+        let mut failed: std::collections::HashMap<usize, StoreError> =
+            std::collections::HashMap::new();
+        for (i, r) in answers {
+            if let Err(e) = r {
+                failed.entry(i).or_insert(e);
+            }
+        }
+        for i in pending {
+            match failed.remove(&i) {
+                Some(e) => out.push((i, Err(e))),
+                None => out.push((i, Ok(DeleteOutcome::Deleted))),
+            }
+        }
+        out
+    }
+}
+
+/// A version that could not be deleted, by the provider's code.
+fn version_error(code: &str) -> StoreError {
+    let code: String = code.chars().take(60).collect();
+    match code.as_str() {
+        "AccessDenied" => err(
+            "delete version",
+            std::io::ErrorKind::PermissionDenied,
+            "blocked: AccessDenied (Object Lock retention or legal hold, MFA delete, or no s3:DeleteObjectVersion permission)".into(),
+        ),
+        "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => err(
+            "delete version",
+            std::io::ErrorKind::TimedOut,
+            format!("{code} (retried in a later run)"),
+        ),
+        _ => err(
+            "delete version",
+            std::io::ErrorKind::Other,
+            format!("the store refused: {code}"),
+        ),
+    }
+}
+
+/// Azure Blob calls on one container.
+pub struct AzureBlobs {
+    az: MicrosoftAzure,
+    http: HttpClient,
+    account: String,
+    /// `https://account.blob.core.windows.net` or the emulator's
+    /// `http://127.0.0.1:10000/devstoreaccount1`; no trailing slash.
+    account_url: String,
+    container: String,
+    soft_delete: tokio::sync::OnceCell<SoftDelete>,
+}
+
+/// The account's blob soft delete, as Get Blob Service Properties says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SoftDelete {
+    Off,
+    /// Deleted blobs and snapshots can be restored for this many days.
+    Days(u32),
+    Unknown(String),
+}
+
+impl AzureBlobs {
+    pub fn new(
+        az: MicrosoftAzure,
+        account: &str,
+        account_url: &str,
+        container: &str,
+    ) -> Result<AzureBlobs, StoreError> {
+        let account_url = account_url.trim_end_matches('/').to_string();
+        let allow_http = account_url.starts_with("http://");
+        Ok(AzureBlobs {
+            az,
+            http: http_client(allow_http)?,
+            account: account.to_string(),
+            account_url,
+            container: container.to_string(),
+            soft_delete: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn send(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<(u16, Vec<u8>), StoreError> {
+        self.send_retried(op, method, url, headers)
+            .await
+            .map(|(answer, _)| answer)
+    }
+
+    /// As `send`, and whether a retry was needed.
+    async fn send_retried(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<((u16, Vec<u8>), bool), StoreError> {
+        retrying(op, || self.send_once(op, method.clone(), url, headers)).await
+    }
+
+    async fn send_once(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<(u16, Vec<u8>), StoreError> {
+        let credential = self.az.credentials().get_credential().await.map_err(|_| {
+            err(
+                op,
+                std::io::ErrorKind::PermissionDenied,
+                "no Azure credentials (the AZURE_STORAGE_* environment or the credential chain)"
+                    .into(),
+            )
+        })?;
+        let mut req = request(method, url, vec![])?;
+        for (name, value) in headers {
+            req.headers_mut()
+                .insert(*name, HeaderValue::from_static(value));
+        }
+        AzureAuthorizer::new(&credential, &self.account)
+            .try_authorize(&mut req)
+            .map_err(|e| {
+                err(
+                    op,
+                    std::io::ErrorKind::Other,
+                    format!("signing failed ({e})"),
+                )
+            })?;
+        execute(&self.http, op, req).await
+    }
+
+    fn blob_url(&self, full_key: &str) -> String {
+        format!(
+            "{}/{}/{}",
+            self.account_url,
+            self.container,
+            utf8_percent_encode(full_key, PATH)
+        )
+    }
+
+    /// Deletes a blob and all its snapshots in one request; a missing blob
+    /// is `AlreadyGone`.
+    pub async fn delete_with_snapshots(&self, full_key: &str) -> Result<DeleteOutcome, StoreError> {
+        let url = self.blob_url(full_key);
+        let ((status, body), retried) = self
+            .send_retried(
+                "delete",
+                Method::DELETE,
+                &url,
+                &[("x-ms-delete-snapshots", "include")],
+            )
+            .await?;
+        match status {
+            200 | 202 => Ok(DeleteOutcome::Deleted),
+            // Gone after a failed attempt: that attempt may have deleted it,
+            // and the journal shows it existed (as apply counts it too).
+            404 if retried => Ok(DeleteOutcome::Deleted),
+            404 => Ok(DeleteOutcome::AlreadyGone),
+            _ => Err(answer_error("delete", status, &body)),
+        }
+    }
+
+    /// Takes a snapshot of a blob (tests and tooling; lethe itself never
+    /// writes). Answers the snapshot's timestamp.
+    pub async fn snapshot(&self, full_key: &str) -> Result<String, StoreError> {
+        let credential = self.az.credentials().get_credential().await.map_err(|_| {
+            err(
+                "snapshot",
+                std::io::ErrorKind::PermissionDenied,
+                "no credentials".into(),
+            )
+        })?;
+        let url = format!("{}?comp=snapshot", self.blob_url(full_key));
+        let mut req = request(Method::PUT, &url, vec![])?;
+        AzureAuthorizer::new(&credential, &self.account)
+            .try_authorize(&mut req)
+            .map_err(|e| err("snapshot", std::io::ErrorKind::Other, e.to_string()))?;
+        let response = self.http.execute(req).await.map_err(|e| {
+            err(
+                "snapshot",
+                std::io::ErrorKind::Other,
+                format!("{:?}", e.kind()),
+            )
+        })?;
+        let status = response.status().as_u16();
+        let stamp = response
+            .headers()
+            .get("x-ms-snapshot")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match (status, stamp) {
+            (201, Some(s)) => Ok(s),
+            _ => Err(err(
+                "snapshot",
+                std::io::ErrorKind::Other,
+                format!("HTTP {status}"),
+            )),
+        }
+    }
+
+    /// Whether a snapshot of a blob is still there (tests and tooling).
+    pub async fn snapshot_exists(&self, full_key: &str, stamp: &str) -> Result<bool, StoreError> {
+        let url = format!(
+            "{}?snapshot={}",
+            self.blob_url(full_key),
+            utf8_percent_encode(stamp, QUERY)
+        );
+        let (status, body) = self.send("head", Method::HEAD, &url, &[]).await?;
+        match status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(answer_error("head", status, &body)),
+        }
+    }
+
+    /// The soft delete as far as it has been read (for reports).
+    pub fn seen(&self) -> Option<&SoftDelete> {
+        self.soft_delete.get()
+    }
+
+    /// The account's soft-delete retention for blobs, read once per process.
+    pub async fn soft_delete(&self) -> Result<SoftDelete, StoreError> {
+        self.soft_delete
+            .get_or_try_init(|| self.read_soft_delete())
+            .await
+            .cloned()
+    }
+
+    async fn read_soft_delete(&self) -> Result<SoftDelete, StoreError> {
+        let url = format!("{}/?restype=service&comp=properties", self.account_url);
+        let (status, body) = self
+            .send("service properties", Method::GET, &url, &[])
+            .await?;
+        match status {
+            200 => {
+                let l = leaves(&body)
+                    .map_err(|e| err("service properties", std::io::ErrorKind::InvalidData, e))?;
+                let find = |n: &str| {
+                    l.iter()
+                        .find(|(p, name, _)| p == "DeleteRetentionPolicy" && name == n)
+                        .map(|(_, _, t)| t.clone())
+                };
+                Ok(match (find("Enabled").as_deref(), find("Days")) {
+                    (Some("true"), Some(d)) => SoftDelete::Days(d.parse().unwrap_or(0)),
+                    (Some("true"), None) => SoftDelete::Days(0),
+                    _ => SoftDelete::Off,
+                })
+            }
+            401 | 403 | 404 | 405 | 501 => Ok(SoftDelete::Unknown(format!(
+                "Get Blob Service Properties answered HTTP {status}"
+            ))),
+            _ => Err(answer_error("service properties", status, &body)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_resolve_references_and_keep_parents() {
+        let xml = br#"<?xml version="1.0"?>
+<ListVersionsResult><IsTruncated>false</IsTruncated>
+<Version><Key>a &amp; b/&#228;.json</Key><VersionId>v1</VersionId></Version>
+<DeleteMarker><Key>c</Key><VersionId>v2</VersionId></DeleteMarker>
+<Empty/></ListVersionsResult>"#;
+        let l = leaves(xml).unwrap();
+        assert_eq!(
+            l[1],
+            ("Version".into(), "Key".into(), "a & b/ä.json".into())
+        );
+        assert_eq!(
+            l[4],
+            ("DeleteMarker".into(), "VersionId".into(), "v2".into())
+        );
+        assert_eq!(
+            l[5],
+            ("ListVersionsResult".into(), "Empty".into(), "".into())
+        );
+        assert!(
+            leaves(b"<a>&ext;</a>").is_err(),
+            "unknown entities are refused"
+        );
+    }
+
+    #[test]
+    fn errors_keep_the_code_and_never_the_message() {
+        let body = b"<Error><Code>AccessDenied</Code><Message>Access Denied for leads/jane.doe@example.com.json</Message><Key>leads/jane.doe@example.com.json</Key></Error>";
+        let e = answer_error("delete", 403, body).to_string();
+        assert!(e.contains("HTTP 403 AccessDenied"), "{e}");
+        assert!(!e.contains("jane"), "{e}");
+        assert!(
+            version_error("AccessDenied")
+                .to_string()
+                .contains("blocked")
+        );
+    }
+
+    #[test]
+    fn keys_are_encoded_for_paths_and_queries() {
+        let k = "payloads/Ä b+c&d.json";
+        assert_eq!(
+            utf8_percent_encode(k, PATH).to_string(),
+            "payloads/%C3%84%20b%2Bc%26d.json"
+        );
+        assert_eq!(utf8_percent_encode("a/b", QUERY).to_string(), "a%2Fb");
+    }
+}
