@@ -6,6 +6,7 @@
 # Servers: s3s-fs (crates.io) and Azurite (npm), started here on loopback
 # ports of their own. Prints the time of each and the ratios.
 # Usage: benches/cloud.sh [LEADS]   (default 41000: about 20,000 objects to delete)
+#        STORES="s3"       only these stores (default "s3 az")
 #        SINGLE_DELETES=N  lethe deletes one object per request, N at a time
 #                          (technical.batch_deletes = false), instead of batches
 set -euo pipefail
@@ -86,7 +87,7 @@ put() {
 
 row() { printf '%-6s %-22s %10s s  %8s objects/s\n' "$@"; }
 results=()
-for store in s3 az; do
+for store in ${STORES:-s3 az}; do
     echo "== $store: uploading $nfiles objects for lethe ..."
     put "$store" lethe "$work/demo/technical"
     case $store in
