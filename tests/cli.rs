@@ -240,6 +240,42 @@ fn apply_rechecks_each_case_and_skips_what_changed_since_the_plan() {
         .contains("delete-entity");
 }
 
+/// A payload rewritten after the index read it may serve another entity
+/// now: apply does not delete it on the strength of its old links.
+#[test]
+fn apply_keeps_a_payload_rewritten_since_the_index_read_it() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    let plan = f.plan();
+    assert_eq!(plan["objects"]["delete"], 4, "{plan:#}");
+    // Since the index: the integration re-sent quote 6's file, now about
+    // quote 2, whose case is kept (it led to a contract).
+    f.put(
+        "quotes/2020/quote-6.xml",
+        &util::quote_xml(2, "max.mustermann@example.org"),
+    );
+    let out = f.lethe(&["--format", "json", "apply"]);
+    let report = out.ok().json();
+    assert_eq!(n(&report["apply"], "objects_deleted"), 3, "{report:#}");
+    assert_eq!(n(&report["apply"], "objects_skipped"), 1, "{report:#}");
+    assert!(
+        report["apply"]["skipped_reasons"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|r| r.contains("rewritten since the index read it")),
+        "{report:#}"
+    );
+    assert!(f.files().contains(&"quotes/2020/quote-6.xml".to_string()));
+    // The CRM side went as planned.
+    assert_eq!(f.ids("leads"), vec![2, 3, 4]);
+    // Indexed again, the file links to the kept quote 2: it stays.
+    f.lethe(&["sweep"]).ok();
+    assert!(f.files().contains(&"quotes/2020/quote-6.xml".to_string()));
+    // One audit record per deleted item: 3 cases' entities, 3 files.
+    f.lethe(&["audit", "verify"]).ok();
+}
+
 // 4 ─────────────────────────────────────────────────────────────────────────
 
 #[test]

@@ -66,7 +66,7 @@ async fn a_sweep_on_a_versioned_bucket_erases_every_version_of_what_it_deletes()
     let Some(endpoint) = moto_endpoint() else {
         return;
     };
-    let bucket = "lethe-versioned";
+    let bucket = &format!("lethe-e2e-{}", std::process::id());
     util::s3admin(&endpoint, &["versioned", bucket]);
     let prefix = format!("e2e-{}", std::process::id());
     let tmp = tempfile::tempdir().unwrap();

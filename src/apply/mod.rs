@@ -839,6 +839,47 @@ impl Ctx<'_> {
         let holds = ObjectHolds::from_holds(&self.state.holds().await?);
         let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
         let links = index::links_of_keys(self.state, &keys).await?;
+        // The links above are the index's: an object rewritten since the
+        // index read it may link to something else now. Each indexed object
+        // is asked for its meta; one that changed is not judged on stale links.
+        let indexed = index::metas_of_keys(self.state, &keys).await?;
+        // Boxed as `Send` futures, as the deletes below (the service runs
+        // apply on a spawned task).
+        type Head<'f> = std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = (String, Result<Option<crate::store::ObjectMeta>, StoreError>),
+                    > + Send
+                    + 'f,
+            >,
+        >;
+        let heads: Vec<Head<'_>> = keys
+            .iter()
+            .filter(|k| indexed.contains_key(*k) && links.contains_key(*k))
+            .map(|k| {
+                let k: &String = k;
+                Box::pin(async move { (k.clone(), store.head(k).await) }) as Head<'_>
+            })
+            .collect();
+        let asked: Vec<(String, Result<Option<crate::store::ObjectMeta>, StoreError>)> =
+            futures::stream::iter(heads)
+                .buffer_unordered(32)
+                .collect()
+                .await;
+        let mut changed: HashSet<String> = HashSet::new();
+        let mut unasked: HashMap<String, String> = HashMap::new();
+        for (k, now) in asked {
+            match now {
+                Ok(Some(now)) if !indexed[&k].matches(&now) => {
+                    changed.insert(k);
+                }
+                // Gone since: the delete finds it gone.
+                Ok(_) => {}
+                Err(e) => {
+                    unasked.insert(k, e.to_string());
+                }
+            }
+        }
         // Every entity these objects link to: its journal status in this plan.
         let mut targets: Vec<(String, String)> = links.values().flatten().cloned().collect();
         targets.sort();
@@ -881,6 +922,12 @@ impl Ctx<'_> {
             }
             let reason = if holds.holds(&o.key) {
                 Some(Wait::Skip("changed since plan: on hold".to_string()))
+            } else if changed.contains(&o.key) {
+                Some(Wait::Skip(
+                    "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)".to_string(),
+                ))
+            } else if let Some(e) = unasked.get(&o.key) {
+                Some(Wait::Retry(format!("could not ask the store for it: {e}")))
             } else if let Some(now) = links.get(&o.key) {
                 if index::links_digest(now) != o.links {
                     Some(Wait::Skip(

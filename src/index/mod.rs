@@ -630,6 +630,61 @@ pub async fn links_of_keys(
     Ok(out)
 }
 
+/// What the last index run saw of each of `keys` (size, last-modified,
+/// etag): the meta apply compares with the store's before a delete.
+pub async fn metas_of_keys(
+    state: &StateStore,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, IndexedMeta>, StateError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in keys.chunks(400) {
+        let sql = format!(
+            "SELECT key, size, modified, etag FROM objects WHERE key IN ({})",
+            crate::state::params(chunk.len(), "?", 1)
+        );
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
+        for k in chunk {
+            query = query.bind(k.clone());
+        }
+        for r in query
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the index"))?
+        {
+            out.insert(
+                r.get(0),
+                IndexedMeta {
+                    size: r.get::<i64, _>(1) as u64,
+                    modified: r.get(2),
+                    etag: r.get(3),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// An object's meta as the index recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedMeta {
+    pub size: u64,
+    pub modified: Option<i64>,
+    pub etag: Option<String>,
+}
+
+impl IndexedMeta {
+    /// Whether the store still shows the object the index read: the same
+    /// size and last-modified, and the same etag where both the listing and
+    /// the head carry one (some S3-compatible servers list without etags).
+    pub fn matches(&self, now: &crate::store::ObjectMeta) -> bool {
+        let etag = match (&self.etag, &now.etag) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.size == now.size && self.modified == now.modified && etag
+    }
+}
+
 /// A digest of a link set, order-independent.
 pub fn links_digest(links: &[(String, String)]) -> String {
     let mut sorted: Vec<String> = links.iter().map(|(t, k)| format!("{t}:{k}")).collect();

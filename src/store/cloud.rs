@@ -395,7 +395,9 @@ impl CloudStore {
             key: self.key_of_path(&m.location),
             size: m.size,
             modified: Some(m.last_modified.timestamp()),
-            etag: m.e_tag.clone(),
+            // Azure lists etags bare and answers HEADs with them quoted;
+            // S3 quotes both. Bare everywhere, so that the two compare.
+            etag: m.e_tag.as_deref().map(|e| e.trim_matches('"').to_string()),
             metadata: Vec::new(),
         }
     }
