@@ -306,6 +306,88 @@ async fn head_agrees_with_the_listing_until_the_object_changes() {
     }
 }
 
+/// A delete that expects the object the index read: a rewritten object is
+/// `Changed` and stays; the one expected goes; a missing one is gone. Both
+/// the batch and the single call, on every store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_expecting_the_indexed_object_spare_rewritten_ones() {
+    use lethe::store::Expected;
+    for s in subjects() {
+        let n = s.name;
+        for k in ["exp/same.json", "exp/rewritten.json", "exp/single.json"] {
+            (s.put)(k, br#"{"id": 1}"#);
+        }
+        let mut listed = std::collections::HashMap::new();
+        s.store
+            .list(&mut |l| {
+                if let Listed::Object(m) = l {
+                    let e = Expected {
+                        size: m.size,
+                        modified: m.modified,
+                        etag: m.etag.clone(),
+                    };
+                    listed.insert(m.key, e);
+                }
+            })
+            .await
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        (s.put)("exp/rewritten.json", br#"{"id": 2, "rewritten": true}"#);
+        let ask: Vec<String> = ["exp/same.json", "exp/rewritten.json", "exp/never.json"]
+            .map(String::from)
+            .to_vec();
+        let expected = vec![
+            listed.get("exp/same.json").cloned(),
+            listed.get("exp/rewritten.json").cloned(),
+            listed.get("exp/same.json").cloned(),
+        ];
+        let answers: Vec<DeleteOutcome> = s
+            .store
+            .delete_many_expecting(&ask, &expected)
+            .await
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|e| panic!("{n}: {e}")))
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                DeleteOutcome::Deleted,
+                DeleteOutcome::Changed,
+                DeleteOutcome::AlreadyGone
+            ],
+            "{n}"
+        );
+        // The single call: a stale expectation spares it, the right one not.
+        let stale = listed.get("exp/rewritten.json").cloned();
+        assert_eq!(
+            s.store
+                .delete_expecting("exp/rewritten.json", stale.as_ref())
+                .await
+                .unwrap(),
+            DeleteOutcome::Changed,
+            "{n}"
+        );
+        assert_eq!(
+            s.store
+                .delete_expecting("exp/single.json", listed.get("exp/single.json"))
+                .await
+                .unwrap(),
+            DeleteOutcome::Deleted,
+            "{n}"
+        );
+        assert_eq!(
+            keys(s.store.as_ref())
+                .await
+                .iter()
+                .filter(|k| k.starts_with("exp/"))
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec!["exp/rewritten.json"],
+            "{n}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_deletes_answer_per_key_in_order() {
     for s in subjects() {

@@ -84,10 +84,11 @@ fn backoff(s: &crate::config::ApplySettings) -> ExponentialBuilder {
 async fn delete_with_retry(
     store: &dyn TechnicalStore,
     key: &str,
+    expected: Option<&crate::store::Expected>,
     settings: &crate::config::ApplySettings,
 ) -> Result<DeleteOutcome, StoreError> {
     let faulted = std::sync::atomic::AtomicBool::new(false);
-    let result = (|| store.delete(key))
+    let result = (|| store.delete_expecting(key, expected))
         .retry(backoff(settings))
         .when(|e: &StoreError| e.kind() == StoreErrorKind::Transient)
         .notify(|_, _| faulted.store(true, std::sync::atomic::Ordering::Relaxed))
@@ -107,6 +108,7 @@ async fn delete_with_retry(
 async fn delete_batched<'o>(
     store: &dyn TechnicalStore,
     objects: &[&'o PlannedObject],
+    expected: &HashMap<String, crate::store::Expected>,
     settings: &crate::config::ApplySettings,
 ) -> Vec<(&'o PlannedObject, Result<DeleteOutcome, StoreError>)> {
     use backon::BackoffBuilder;
@@ -121,7 +123,9 @@ async fn delete_batched<'o>(
         let mut delays = backoff(settings).build();
         loop {
             let keys: Vec<String> = pending.iter().map(|&i| chunk[i].key.clone()).collect();
-            let answers = store.delete_many(&keys).await;
+            let expect: Vec<Option<crate::store::Expected>> =
+                keys.iter().map(|k| expected.get(k).cloned()).collect();
+            let answers = store.delete_many_expecting(&keys, &expect).await;
             let mut again = Vec::new();
             for (&i, answer) in pending.iter().zip(answers) {
                 results[i] = Some(match answer {
@@ -840,46 +844,9 @@ impl Ctx<'_> {
         let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
         let links = index::links_of_keys(self.state, &keys).await?;
         // The links above are the index's: an object rewritten since the
-        // index read it may link to something else now. Each indexed object
-        // is asked for its meta; one that changed is not judged on stale links.
+        // index read it may link to something else now. Each delete carries
+        // what the index saw, and the store deletes only that object.
         let indexed = index::metas_of_keys(self.state, &keys).await?;
-        // Boxed as `Send` futures, as the deletes below (the service runs
-        // apply on a spawned task).
-        type Head<'f> = std::pin::Pin<
-            Box<
-                dyn std::future::Future<
-                        Output = (String, Result<Option<crate::store::ObjectMeta>, StoreError>),
-                    > + Send
-                    + 'f,
-            >,
-        >;
-        let heads: Vec<Head<'_>> = keys
-            .iter()
-            .filter(|k| indexed.contains_key(*k) && links.contains_key(*k))
-            .map(|k| {
-                let k: &String = k;
-                Box::pin(async move { (k.clone(), store.head(k).await) }) as Head<'_>
-            })
-            .collect();
-        let asked: Vec<(String, Result<Option<crate::store::ObjectMeta>, StoreError>)> =
-            futures::stream::iter(heads)
-                .buffer_unordered(32)
-                .collect()
-                .await;
-        let mut changed: HashSet<String> = HashSet::new();
-        let mut unasked: HashMap<String, String> = HashMap::new();
-        for (k, now) in asked {
-            match now {
-                Ok(Some(now)) if !indexed[&k].matches(&now) => {
-                    changed.insert(k);
-                }
-                // Gone since: the delete finds it gone.
-                Ok(_) => {}
-                Err(e) => {
-                    unasked.insert(k, e.to_string());
-                }
-            }
-        }
         // Every entity these objects link to: its journal status in this plan.
         let mut targets: Vec<(String, String)> = links.values().flatten().cloned().collect();
         targets.sort();
@@ -922,12 +889,6 @@ impl Ctx<'_> {
             }
             let reason = if holds.holds(&o.key) {
                 Some(Wait::Skip("changed since plan: on hold".to_string()))
-            } else if changed.contains(&o.key) {
-                Some(Wait::Skip(
-                    "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)".to_string(),
-                ))
-            } else if let Some(e) = unasked.get(&o.key) {
-                Some(Wait::Retry(format!("could not ask the store for it: {e}")))
             } else if let Some(now) = links.get(&o.key) {
                 if index::links_digest(now) != o.links {
                     Some(Wait::Skip(
@@ -1006,13 +967,20 @@ impl Ctx<'_> {
         .await?;
         tx.commit().await.map_err(q("journaling"))?;
 
-        // The deletes themselves, several at a time.
+        // The deletes themselves, several at a time; each only if the object
+        // is still the one the index read (objects that left the index
+        // carry no expectation: the delete finds them gone).
+        let expected: HashMap<String, crate::store::Expected> = go
+            .iter()
+            .filter(|o| links.contains_key(&o.key))
+            .filter_map(|o| indexed.get(&o.key).map(|e| (o.key.clone(), e.clone())))
+            .collect();
         fail::fail_point!("apply::object-intent", |_| { std::process::abort() });
         let settings = &self.config.apply;
         let results: Vec<(&PlannedObject, Result<DeleteOutcome, StoreError>)> =
             if store.delete_batch_size() > 1 {
                 // S3 DeleteObjects; Azure blobs many at a time.
-                delete_batched(store, &go, settings).await
+                delete_batched(store, &go, &expected, settings).await
             } else {
                 // Boxed as `Send` futures: spelled out, so that an apply can run
                 // on a spawned task (the service) without a higher-ranked
@@ -1029,8 +997,9 @@ impl Ctx<'_> {
                     .iter()
                     .map(|o| {
                         let o: &PlannedObject = o;
+                        let e = expected.get(&o.key);
                         Box::pin(
-                            async move { (o, delete_with_retry(store, &o.key, settings).await) },
+                            async move { (o, delete_with_retry(store, &o.key, e, settings).await) },
                         ) as Delete<'_>
                     })
                     .collect();
@@ -1049,10 +1018,15 @@ impl Ctx<'_> {
             .await?;
         let mut records = Vec::new();
         let (mut deleted, mut gone, mut off_index) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rewritten = Vec::new();
         for (o, result) in results.into_iter().filter(|(o, _)| mine.contains(&o.item)) {
             let outcome = match result {
                 Ok(DeleteOutcome::Deleted) => Ok(true),
                 Ok(DeleteOutcome::AlreadyGone) => Ok(o.resumed),
+                Ok(DeleteOutcome::Changed) => {
+                    rewritten.push(o.item);
+                    continue;
+                }
                 Err(e) => Err(e.to_string()),
             };
             match outcome {
@@ -1102,6 +1076,21 @@ impl Ctx<'_> {
                         .push((self.pseudo.show_object(&o.key), reason));
                 }
             }
+        }
+        if !rewritten.is_empty() {
+            let reason = "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)";
+            exec_in(
+                &mut tx,
+                "UPDATE plan_objects SET status = 'skipped', reason = $1 WHERE plan_id = $2 AND item IN ({in})",
+                &[reason, self.plan_id],
+                &rewritten,
+            )
+            .await?;
+            report.objects_skipped += rewritten.len() as u64;
+            *report
+                .skipped_reasons
+                .entry(reason.to_string())
+                .or_default() += rewritten.len() as u64;
         }
         for (status, items) in [("deleted", &deleted), ("gone", &gone)] {
             exec_in(

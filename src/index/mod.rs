@@ -631,11 +631,11 @@ pub async fn links_of_keys(
 }
 
 /// What the last index run saw of each of `keys` (size, last-modified,
-/// etag): the meta apply compares with the store's before a delete.
+/// etag): apply deletes an object only if the store still shows that.
 pub async fn metas_of_keys(
     state: &StateStore,
     keys: &[String],
-) -> Result<std::collections::HashMap<String, IndexedMeta>, StateError> {
+) -> Result<std::collections::HashMap<String, crate::store::Expected>, StateError> {
     let mut out = std::collections::HashMap::new();
     for chunk in keys.chunks(400) {
         let sql = format!(
@@ -653,7 +653,7 @@ pub async fn metas_of_keys(
         {
             out.insert(
                 r.get(0),
-                IndexedMeta {
+                crate::store::Expected {
                     size: r.get::<i64, _>(1) as u64,
                     modified: r.get(2),
                     etag: r.get(3),
@@ -662,27 +662,6 @@ pub async fn metas_of_keys(
         }
     }
     Ok(out)
-}
-
-/// An object's meta as the index recorded it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexedMeta {
-    pub size: u64,
-    pub modified: Option<i64>,
-    pub etag: Option<String>,
-}
-
-impl IndexedMeta {
-    /// Whether the store still shows the object the index read: the same
-    /// size and last-modified, and the same etag where both the listing and
-    /// the head carry one (some S3-compatible servers list without etags).
-    pub fn matches(&self, now: &crate::store::ObjectMeta) -> bool {
-        let etag = match (&self.etag, &now.etag) {
-            (Some(a), Some(b)) => a == b,
-            _ => true,
-        };
-        self.size == now.size && self.modified == now.modified && etag
-    }
 }
 
 /// A digest of a link set, order-independent.

@@ -27,7 +27,9 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::versions::{AzureBlobs, S3Versions, SoftDelete, Versioning};
-use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
+use super::{
+    DeleteOutcome, Expected, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key,
+};
 
 /// The provider calls object_store does not make (versions, snapshots).
 #[derive(Clone)]
@@ -570,13 +572,25 @@ impl TechnicalStore for CloudStore {
     /// Azure: one Delete Blob with its snapshots per key, 32 at a time; a
     /// missing blob answers 404.
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
+        self.delete_many_expecting(keys, &vec![None; keys.len()])
+            .await
+    }
+
+    /// Each comparison with what the index read rides on a request the
+    /// delete makes anyway: the HEAD (unversioned S3), the version listing
+    /// (versioned S3), `If-Match` (Azure).
+    async fn delete_many_expecting(
+        &self,
+        keys: &[String],
+        expected: &[Option<Expected>],
+    ) -> Vec<Result<DeleteOutcome, StoreError>> {
         use futures::StreamExt;
         let mut out: Vec<Option<Result<DeleteOutcome, StoreError>>> =
             (0..keys.len()).map(|_| None).collect();
-        let mut paths: Vec<(usize, Path)> = Vec::with_capacity(keys.len());
+        let mut paths: Vec<(usize, Path, Option<Expected>)> = Vec::with_capacity(keys.len());
         for (i, k) in keys.iter().enumerate() {
             match self.path(k) {
-                Ok(p) => paths.push((i, p)),
+                Ok(p) => paths.push((i, p, expected.get(i).cloned().flatten())),
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
@@ -585,9 +599,15 @@ impl TechnicalStore for CloudStore {
                 // For the report's note; a failure to read it is said there.
                 let _ = api.soft_delete().await;
                 let answers: Vec<(usize, Result<DeleteOutcome, StoreError>)> =
-                    futures::stream::iter(paths.drain(..).map(|(i, p)| {
+                    futures::stream::iter(paths.drain(..).map(|(i, p, e)| {
                         let api = api.clone();
-                        async move { (i, api.delete_with_snapshots(p.as_ref()).await) }
+                        async move {
+                            let etag = e.and_then(|e| e.etag);
+                            (
+                                i,
+                                api.delete_with_snapshots(p.as_ref(), etag.as_deref()).await,
+                            )
+                        }
                     }))
                     .buffer_unordered(32)
                     .collect()
@@ -598,14 +618,14 @@ impl TechnicalStore for CloudStore {
             }
             Api::S3(api) => match api.versioning().await {
                 Err(e) => {
-                    for (i, _) in paths.drain(..) {
+                    for (i, _, _) in paths.drain(..) {
                         out[i] = Some(Err(copy_error(&e)));
                     }
                 }
                 Ok(Versioning::On { .. }) => {
-                    let full: Vec<(usize, String)> = paths
+                    let full: Vec<(usize, String, Option<Expected>)> = paths
                         .drain(..)
-                        .map(|(i, p)| (i, p.as_ref().to_string()))
+                        .map(|(i, p, e)| (i, p.as_ref().to_string(), e))
                         .collect();
                     for (i, r) in api.delete_all_versions(&full, self.batch).await {
                         out[i] = Some(r);
@@ -631,15 +651,24 @@ impl TechnicalStore for CloudStore {
     }
 
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
+        self.delete_expecting(key, None).await
+    }
+
+    async fn delete_expecting(
+        &self,
+        key: &str,
+        expected: Option<&Expected>,
+    ) -> Result<DeleteOutcome, StoreError> {
         let path = self.path(key)?;
         match &self.api {
             Api::Azure(api) => {
                 let _ = api.soft_delete().await;
-                api.delete_with_snapshots(path.as_ref()).await
+                let etag = expected.and_then(|e| e.etag.as_deref());
+                api.delete_with_snapshots(path.as_ref(), etag).await
             }
             Api::S3(api) => match api.versioning().await? {
                 Versioning::On { .. } => {
-                    let full = [(0, path.as_ref().to_string())];
+                    let full = [(0, path.as_ref().to_string(), expected.cloned())];
                     let mut r = api.delete_all_versions(&full, self.batch).await;
                     r.pop().map(|(_, r)| r).unwrap_or_else(|| {
                         Err(StoreError::Io {
@@ -654,7 +683,11 @@ impl TechnicalStore for CloudStore {
                             return Ok(DeleteOutcome::AlreadyGone);
                         }
                         Err(e) => return Err(io("head", e)),
-                        Ok(_) => {}
+                        Ok(now) => {
+                            if expected.is_some_and(|e| !e.matches(&self.meta(&now))) {
+                                return Ok(DeleteOutcome::Changed);
+                            }
+                        }
                     }
                     self.inner
                         .delete(&path)
@@ -673,25 +706,33 @@ impl CloudStore {
     /// requests in flight.
     async fn delete_current(
         &self,
-        mut paths: Vec<(usize, Path)>,
+        with_expected: Vec<(usize, Path, Option<Expected>)>,
     ) -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
         use futures::StreamExt;
-        let mut out = Vec::with_capacity(paths.len());
+        let mut out = Vec::with_capacity(with_expected.len());
+        let mut paths: Vec<(usize, Path)> = Vec::with_capacity(with_expected.len());
         let inner = self.inner.clone();
-        let heads: Vec<(usize, Path, Result<(), object_store::Error>)> =
-            futures::stream::iter(paths.drain(..).map(|(i, p)| {
-                let inner = inner.clone();
-                async move {
-                    let r = inner.head(&p).await.map(|_| ());
-                    (i, p, r)
-                }
-            }))
-            .buffered(16)
-            .collect()
-            .await;
-        for (i, p, r) in heads {
+        let heads: Vec<(
+            usize,
+            Path,
+            Option<Expected>,
+            Result<_, object_store::Error>,
+        )> = futures::stream::iter(with_expected.into_iter().map(|(i, p, e)| {
+            let inner = inner.clone();
+            async move {
+                let r = inner.head(&p).await;
+                (i, p, e, r)
+            }
+        }))
+        .buffered(16)
+        .collect()
+        .await;
+        for (i, p, e, r) in heads {
             match r {
-                Ok(()) => paths.push((i, p)),
+                Ok(now) if e.is_some_and(|e| !e.matches(&self.meta(&now))) => {
+                    out.push((i, Ok(DeleteOutcome::Changed)))
+                }
+                Ok(_) => paths.push((i, p)),
                 Err(object_store::Error::NotFound { .. }) => {
                     out.push((i, Ok(DeleteOutcome::AlreadyGone)))
                 }

@@ -43,6 +43,31 @@ pub enum Listed {
 pub enum DeleteOutcome {
     Deleted,
     AlreadyGone,
+    /// Not deleted: the object is no longer the one the index read (its
+    /// size, date or etag differ), so its links may be stale.
+    Changed,
+}
+
+/// What the index recorded of an object, for a delete that must find the
+/// same object (`delete_expecting`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    pub size: u64,
+    pub modified: Option<Instant>,
+    pub etag: Option<String>,
+}
+
+impl Expected {
+    /// Whether the store still shows that object: the same size and date,
+    /// and the same etag where both sides carry one (some S3-compatible
+    /// servers list without etags).
+    pub fn matches(&self, now: &ObjectMeta) -> bool {
+        let etag = match (&self.etag, &now.etag) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.size == now.size && self.modified == now.modified && etag
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +154,61 @@ pub trait TechnicalStore: Send + Sync {
 
     /// Deletes one object; a missing object is `AlreadyGone`.
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError>;
+
+    /// Deletes an object only if it is still the one `expected` describes
+    /// (`Changed` otherwise); without an expectation, as `delete`. Stores
+    /// that can check within the delete request itself override this.
+    async fn delete_expecting(
+        &self,
+        key: &str,
+        expected: Option<&Expected>,
+    ) -> Result<DeleteOutcome, StoreError> {
+        // Not there: the delete itself says what it finds.
+        if let Some(e) = expected
+            && let Some(now) = self.head(key).await?
+            && !e.matches(&now)
+        {
+            return Ok(DeleteOutcome::Changed);
+        }
+        self.delete(key).await
+    }
+
+    /// `delete_many` for objects that must still be the ones the index read
+    /// (`expected`, one per key): a changed one is `Changed`, not deleted.
+    async fn delete_many_expecting(
+        &self,
+        keys: &[String],
+        expected: &[Option<Expected>],
+    ) -> Vec<Result<DeleteOutcome, StoreError>> {
+        let mut out: Vec<Option<Result<DeleteOutcome, StoreError>>> =
+            (0..keys.len()).map(|_| None).collect();
+        let mut through = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let Some(Some(e)) = expected.get(i) else {
+                through.push(i);
+                continue;
+            };
+            match self.head(k).await {
+                Ok(Some(now)) if !e.matches(&now) => out[i] = Some(Ok(DeleteOutcome::Changed)),
+                Ok(_) => through.push(i),
+                Err(err) => out[i] = Some(Err(err)),
+            }
+        }
+        let ask: Vec<String> = through.iter().map(|&i| keys[i].clone()).collect();
+        for (i, r) in through.into_iter().zip(self.delete_many(&ask).await) {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(StoreError::Io {
+                        op: "delete",
+                        source: std::io::Error::other("no answer for this key"),
+                    })
+                })
+            })
+            .collect()
+    }
 
     /// What a delete here leaves behind (old versions, snapshots,
     /// soft-deleted copies), said plainly in every apply report that deleted

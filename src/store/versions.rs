@@ -430,7 +430,17 @@ impl S3Versions {
     /// Every version id and delete marker of `full_key` (exactly that key,
     /// not the others it prefixes).
     pub async fn versions_of(&self, full_key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.versions_and_latest(full_key).await?.0)
+    }
+
+    /// The version ids of `full_key` and, when its latest entry is a version
+    /// (not a delete marker), that version's size, date and etag.
+    async fn versions_and_latest(
+        &self,
+        full_key: &str,
+    ) -> Result<(Vec<String>, Option<super::ObjectMeta>), StoreError> {
         let mut out = Vec::new();
+        let mut latest = None;
         let mut marker: Option<(String, String)> = None;
         loop {
             let mut url = format!(
@@ -479,6 +489,17 @@ impl S3Versions {
                         && let Some(v) = field("VersionId")
                     {
                         out.push(v.to_string());
+                        if entry == "Version" && field("IsLatest") == Some("true") {
+                            latest = Some(super::ObjectMeta {
+                                key: key.to_string(),
+                                size: field("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                                modified: field("LastModified")
+                                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                                    .map(|t| t.as_second()),
+                                etag: field("ETag").map(|e| e.trim_matches('"').to_string()),
+                                metadata: Vec::new(),
+                            });
+                        }
                     }
                 }
             }
@@ -492,7 +513,7 @@ impl S3Versions {
             // Keys come in order: once past the key, the rest are others.
             match (truncated && !past, next_key, next_version) {
                 (true, Some(k), Some(v)) => marker = Some((k, v)),
-                _ => return Ok(out),
+                _ => return Ok((out, latest)),
             }
         }
     }
@@ -639,13 +660,25 @@ impl S3Versions {
     /// version left undeleted fails as a whole (the next run lists again).
     pub async fn delete_all_versions(
         self: &Arc<Self>,
-        keys: &[(usize, String)],
+        keys: &[(usize, String, Option<super::Expected>)],
         batch: bool,
     ) -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
-        let listed: Vec<(usize, Result<Vec<String>, StoreError>)> =
-            futures::stream::iter(keys.iter().cloned().map(|(i, k)| {
+        // A key whose current version is not the one the index read is
+        // `Changed` and keeps every version.
+        let listed: Vec<(usize, Result<Vec<String>, StoreError>, bool)> =
+            futures::stream::iter(keys.iter().cloned().map(|(i, k, expected)| {
                 let this = self.clone();
-                async move { (i, this.versions_of(&k).await) }
+                async move {
+                    match this.versions_and_latest(&k).await {
+                        Ok((ids, Some(now)))
+                            if expected.as_ref().is_some_and(|e| !e.matches(&now)) =>
+                        {
+                            (i, Ok(ids), true)
+                        }
+                        Ok((ids, _)) => (i, Ok(ids), false),
+                        Err(e) => (i, Err(e), false),
+                    }
+                }
             }))
             .buffered(16)
             .collect()
@@ -653,10 +686,11 @@ impl S3Versions {
         let mut out = Vec::with_capacity(keys.len());
         let mut items: Vec<VersionItem> = Vec::new();
         let key_of: std::collections::HashMap<usize, &String> =
-            keys.iter().map(|(i, k)| (*i, k)).collect();
+            keys.iter().map(|(i, k, _)| (*i, k)).collect();
         let mut pending = std::collections::HashSet::new();
-        for (i, r) in listed {
+        for (i, r, changed) in listed {
             match r {
+                _ if changed => out.push((i, Ok(DeleteOutcome::Changed))),
                 Err(e) => out.push((i, Err(e))),
                 Ok(v) if v.is_empty() => out.push((i, Ok(DeleteOutcome::AlreadyGone))),
                 Ok(v) => {
@@ -770,7 +804,7 @@ impl AzureBlobs {
         op: &'static str,
         method: Method,
         url: &str,
-        headers: &[(&'static str, &'static str)],
+        headers: &[(&'static str, String)],
     ) -> Result<(u16, Vec<u8>), StoreError> {
         self.send_retried(op, method, url, headers)
             .await
@@ -783,7 +817,7 @@ impl AzureBlobs {
         op: &'static str,
         method: Method,
         url: &str,
-        headers: &[(&'static str, &'static str)],
+        headers: &[(&'static str, String)],
     ) -> Result<((u16, Vec<u8>), bool), StoreError> {
         retrying(op, || self.send_once(op, method.clone(), url, headers)).await
     }
@@ -793,7 +827,7 @@ impl AzureBlobs {
         op: &'static str,
         method: Method,
         url: &str,
-        headers: &[(&'static str, &'static str)],
+        headers: &[(&'static str, String)],
     ) -> Result<(u16, Vec<u8>), StoreError> {
         let credential = self.az.credentials().get_credential().await.map_err(|_| {
             err(
@@ -805,8 +839,10 @@ impl AzureBlobs {
         })?;
         let mut req = request(method, url, vec![])?;
         for (name, value) in headers {
-            req.headers_mut()
-                .insert(*name, HeaderValue::from_static(value));
+            let value = HeaderValue::from_str(value).map_err(|_| StoreError::InvalidKey {
+                reason: "a header value that cannot be sent",
+            })?;
+            req.headers_mut().insert(*name, value);
         }
         AzureAuthorizer::new(&credential, &self.account)
             .try_authorize(&mut req)
@@ -830,18 +866,31 @@ impl AzureBlobs {
     }
 
     /// Deletes a blob and all its snapshots in one request; a missing blob
-    /// is `AlreadyGone`.
-    pub async fn delete_with_snapshots(&self, full_key: &str) -> Result<DeleteOutcome, StoreError> {
+    /// is `AlreadyGone`. With an etag, only that blob (`If-Match`): another
+    /// one is `Changed`.
+    pub async fn delete_with_snapshots(
+        &self,
+        full_key: &str,
+        if_match: Option<&str>,
+    ) -> Result<DeleteOutcome, StoreError> {
         let url = self.blob_url(full_key);
+        let mut headers = vec![("x-ms-delete-snapshots", "include".to_string())];
+        if let Some(etag) = if_match {
+            headers.push(("if-match", format!("\"{}\"", etag.trim_matches('"'))));
+        }
         let ((status, body), retried) = self
-            .send_retried(
-                "delete",
-                Method::DELETE,
-                &url,
-                &[("x-ms-delete-snapshots", "include")],
-            )
+            .send_retried("delete", Method::DELETE, &url, &headers)
             .await?;
         match status {
+            // The condition failed: another blob, or none at all.
+            412 => {
+                let (status, body) = self.send("head", Method::HEAD, &url, &[]).await?;
+                match status {
+                    404 => Ok(DeleteOutcome::AlreadyGone),
+                    200 => Ok(DeleteOutcome::Changed),
+                    _ => Err(answer_error("head", status, &body)),
+                }
+            }
             200 | 202 => Ok(DeleteOutcome::Deleted),
             // Gone after a failed attempt: that attempt may have deleted it,
             // and the journal shows it existed (as apply counts it too).
