@@ -605,27 +605,42 @@ pub async fn links_of_keys(
     keys: &[String],
 ) -> Result<std::collections::HashMap<String, Vec<(String, String)>>, StateError> {
     let mut out: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    let rows = rows_for_keys(
+        state,
+        "SELECT o.key, l.entity_type, l.entity_key FROM objects o LEFT JOIN links l ON l.object_id = o.id
+         WHERE o.key IN",
+        keys,
+    )
+    .await?;
+    for r in rows {
+        let entry = out.entry(r.get(0)).or_default();
+        let (ty, key): (Option<String>, Option<String>) = (r.get(1), r.get(2));
+        if let (Some(ty), Some(key)) = (ty, key) {
+            entry.push((ty, key));
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of `select` (ending in `… IN`) for `keys`, 400 keys a statement.
+async fn rows_for_keys(
+    state: &StateStore,
+    select: &str,
+    keys: &[String],
+) -> Result<Vec<sqlx::any::AnyRow>, StateError> {
+    let mut out = Vec::new();
     for chunk in keys.chunks(400) {
-        let sql = format!(
-            "SELECT o.key, l.entity_type, l.entity_key FROM objects o LEFT JOIN links l ON l.object_id = o.id
-             WHERE o.key IN ({})",
-            crate::state::params(chunk.len(), "?", 1)
-        );
+        let sql = format!("{select} ({})", crate::state::params(chunk.len(), "?", 1));
         let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for k in chunk {
             query = query.bind(k.clone());
         }
-        for r in query
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("reading the index"))?
-        {
-            let entry = out.entry(r.get(0)).or_default();
-            let (ty, key): (Option<String>, Option<String>) = (r.get(1), r.get(2));
-            if let (Some(ty), Some(key)) = (ty, key) {
-                entry.push((ty, key));
-            }
-        }
+        out.extend(
+            query
+                .fetch_all(state.pool())
+                .await
+                .map_err(q("reading the index"))?,
+        );
     }
     Ok(out)
 }
@@ -636,30 +651,22 @@ pub async fn metas_of_keys(
     state: &StateStore,
     keys: &[String],
 ) -> Result<std::collections::HashMap<String, crate::store::Expected>, StateError> {
+    let rows = rows_for_keys(
+        state,
+        "SELECT key, size, modified, etag FROM objects WHERE key IN",
+        keys,
+    )
+    .await?;
     let mut out = std::collections::HashMap::new();
-    for chunk in keys.chunks(400) {
-        let sql = format!(
-            "SELECT key, size, modified, etag FROM objects WHERE key IN ({})",
-            crate::state::params(chunk.len(), "?", 1)
+    for r in rows {
+        out.insert(
+            r.get(0),
+            crate::store::Expected {
+                size: r.get::<i64, _>(1) as u64,
+                modified: r.get(2),
+                etag: r.get(3),
+            },
         );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for k in chunk {
-            query = query.bind(k.clone());
-        }
-        for r in query
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("reading the index"))?
-        {
-            out.insert(
-                r.get(0),
-                crate::store::Expected {
-                    size: r.get::<i64, _>(1) as u64,
-                    modified: r.get(2),
-                    etag: r.get(3),
-                },
-            );
-        }
     }
     Ok(out)
 }

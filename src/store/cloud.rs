@@ -638,16 +638,7 @@ impl TechnicalStore for CloudStore {
                 }
             },
         }
-        out.into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(StoreError::Io {
-                        op: "batch delete",
-                        source: std::io::Error::other("no answer for this key"),
-                    })
-                })
-            })
-            .collect()
+        super::answered(out)
     }
 
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
@@ -670,12 +661,9 @@ impl TechnicalStore for CloudStore {
                 Versioning::On { .. } => {
                     let full = [(0, path.as_ref().to_string(), expected.cloned())];
                     let mut r = api.delete_all_versions(&full, self.batch).await;
-                    r.pop().map(|(_, r)| r).unwrap_or_else(|| {
-                        Err(StoreError::Io {
-                            op: "delete",
-                            source: std::io::Error::other("no answer for this key"),
-                        })
-                    })
+                    r.pop()
+                        .map(|(_, r)| r)
+                        .unwrap_or_else(|| Err(super::unanswered()))
                 }
                 _ => {
                     match self.inner.head(&path).await {

@@ -198,16 +198,7 @@ pub trait TechnicalStore: Send + Sync {
         for (i, r) in through.into_iter().zip(self.delete_many(&ask).await) {
             out[i] = Some(r);
         }
-        out.into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(StoreError::Io {
-                        op: "delete",
-                        source: std::io::Error::other("no answer for this key"),
-                    })
-                })
-            })
-            .collect()
+        answered(out)
     }
 
     /// What a delete here leaves behind (old versions, snapshots,
@@ -248,6 +239,22 @@ pub fn open(config: &Config) -> Result<Box<dyn TechnicalStore>, StoreError> {
         StoreUrl::Memory => Ok(Box::new(memory::MemoryStore::default())),
         StoreUrl::S3(location) => Ok(Box::new(batches(cloud::CloudStore::s3(location)?))),
         StoreUrl::Azure(location) => Ok(Box::new(batches(cloud::CloudStore::azure(location)?))),
+    }
+}
+
+/// One result per key, in order: a key the store gave no answer for failed.
+pub(crate) fn answered(
+    out: Vec<Option<Result<DeleteOutcome, StoreError>>>,
+) -> Vec<Result<DeleteOutcome, StoreError>> {
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(unanswered())))
+        .collect()
+}
+
+pub(crate) fn unanswered() -> StoreError {
+    StoreError::Io {
+        op: "delete",
+        source: std::io::Error::other("no answer for this key"),
     }
 }
 

@@ -174,6 +174,25 @@ fn grouped(body: &[u8]) -> Result<Vec<(String, String, String, usize)>, String> 
     }
 }
 
+/// The text of the first leaf named `name` (settings answers have one each).
+fn leaf(l: &[(String, String, String)], name: &str) -> Option<String> {
+    l.iter()
+        .find(|(_, n, _)| n == name)
+        .map(|(_, _, t)| t.clone())
+}
+
+/// A settings answer: its status and, for a 200, its leaves.
+fn settings(
+    op: &'static str,
+    status: u16,
+    body: &[u8],
+) -> Result<Vec<(String, String, String)>, StoreError> {
+    if status != 200 {
+        return Ok(Vec::new());
+    }
+    leaves(body).map_err(|e| err(op, std::io::ErrorKind::InvalidData, e))
+}
+
 /// object_store's HTTP client, with plain HTTP allowed where the endpoint
 /// asks for it (emulators on loopback).
 fn http_client(allow_http: bool) -> Result<HttpClient, StoreError> {
@@ -364,23 +383,15 @@ impl S3Versions {
                 let (status, body) = self
                     .send("versioning", Method::GET, &url, &[], vec![])
                     .await?;
+                let l = settings("versioning", status, &body)?;
                 match status {
-                    200 => {
-                        let l = leaves(&body)
-                            .map_err(|e| err("versioning", std::io::ErrorKind::InvalidData, e))?;
-                        let find = |n: &str| {
-                            l.iter()
-                                .find(|(_, name, _)| name == n)
-                                .map(|(_, _, t)| t.clone())
-                        };
-                        Ok(match find("Status") {
-                            Some(s) if s == "Enabled" || s == "Suspended" => Versioning::On {
-                                status: s,
-                                mfa_delete: find("MfaDelete").as_deref() == Some("Enabled"),
-                            },
-                            _ => Versioning::Off,
-                        })
-                    }
+                    200 => Ok(match leaf(&l, "Status") {
+                        Some(s) if s == "Enabled" || s == "Suspended" => Versioning::On {
+                            status: s,
+                            mfa_delete: leaf(&l, "MfaDelete").as_deref() == Some("Enabled"),
+                        },
+                        _ => Versioning::Off,
+                    }),
                     401 | 403 | 404 | 405 | 501 => Ok(Versioning::Unknown(format!(
                         "GetBucketVersioning answered HTTP {status}"
                     ))),
@@ -398,19 +409,13 @@ impl S3Versions {
         let (status, body) = self
             .send("object lock", Method::GET, &url, &[], vec![])
             .await?;
+        let l = settings("object lock", status, &body)?;
         match status {
             200 => {
-                let l = leaves(&body)
-                    .map_err(|e| err("object lock", std::io::ErrorKind::InvalidData, e))?;
-                let find = |n: &str| {
-                    l.iter()
-                        .find(|(_, name, _)| name == n)
-                        .map(|(_, _, t)| t.clone())
-                };
-                if find("ObjectLockEnabled").as_deref() != Some("Enabled") {
+                if leaf(&l, "ObjectLockEnabled").as_deref() != Some("Enabled") {
                     return Ok(None);
                 }
-                let default = match (find("Mode"), find("Days"), find("Years")) {
+                let default = match (leaf(&l, "Mode"), leaf(&l, "Days"), leaf(&l, "Years")) {
                     (Some(m), Some(d), _) => format!("default retention {m} for {d} days"),
                     (Some(m), _, Some(y)) => format!("default retention {m} for {y} years"),
                     _ => "no default retention".into(),
@@ -971,21 +976,17 @@ impl AzureBlobs {
         let (status, body) = self
             .send("service properties", Method::GET, &url, &[])
             .await?;
+        // Only the blob retention policy: the answer has other `Enabled`s.
+        let l: Vec<_> = settings("service properties", status, &body)?
+            .into_iter()
+            .filter(|(p, _, _)| p == "DeleteRetentionPolicy")
+            .collect();
         match status {
-            200 => {
-                let l = leaves(&body)
-                    .map_err(|e| err("service properties", std::io::ErrorKind::InvalidData, e))?;
-                let find = |n: &str| {
-                    l.iter()
-                        .find(|(p, name, _)| p == "DeleteRetentionPolicy" && name == n)
-                        .map(|(_, _, t)| t.clone())
-                };
-                Ok(match (find("Enabled").as_deref(), find("Days")) {
-                    (Some("true"), Some(d)) => SoftDelete::Days(d.parse().unwrap_or(0)),
-                    (Some("true"), None) => SoftDelete::Days(0),
-                    _ => SoftDelete::Off,
-                })
-            }
+            200 => Ok(match (leaf(&l, "Enabled").as_deref(), leaf(&l, "Days")) {
+                (Some("true"), Some(d)) => SoftDelete::Days(d.parse().unwrap_or(0)),
+                (Some("true"), None) => SoftDelete::Days(0),
+                _ => SoftDelete::Off,
+            }),
             401 | 403 | 404 | 405 | 501 => Ok(SoftDelete::Unknown(format!(
                 "Get Blob Service Properties answered HTTP {status}"
             ))),
