@@ -533,6 +533,19 @@ async fn versioned_s3_loses_every_version_of_a_deleted_key() {
         assert_eq!(store.head("b.json").await.unwrap(), None);
         let before = versions(&endpoint, bucket, &prefix);
         assert_eq!(before.len(), 3 + 2 + 2 + 2, "{before:?}");
+        // check sees what no listing shows: b.json's version behind its marker.
+        let hidden = |notes: &[String]| {
+            notes
+                .iter()
+                .find(|n| n.contains("only as older versions"))
+                .cloned()
+        };
+        let checked = store.check().await.unwrap();
+        assert!(
+            hidden(&checked)
+                .is_some_and(|n| n.starts_with("s3: 1 keys") && n.contains("(1 versions)")),
+            "{checked:?}"
+        );
 
         let ask: Vec<String> = ["a.json", "b.json", "c d/ä.json", "never.json"]
             .map(String::from)
@@ -569,6 +582,8 @@ async fn versioned_s3_loses_every_version_of_a_deleted_key() {
             store.delete("a.json").await.unwrap(),
             DeleteOutcome::AlreadyGone
         );
+        let checked = store.check().await.unwrap();
+        assert_eq!(hidden(&checked), None, "{checked:?}");
         assert_eq!(store.erasure_note(), None);
     }
 }

@@ -437,6 +437,19 @@ impl TechnicalStore for CloudStore {
                     Versioning::Unknown(why) => format!("s3: versioning unknown ({why})"),
                 });
                 notes.extend(api.object_lock().await?);
+                if matches!(api.seen(), Some(Versioning::On { .. })) {
+                    let prefix = if self.prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}/", self.prefix)
+                    };
+                    let (keys, versions) = api.hidden_versions(&prefix).await?;
+                    if keys > 0 {
+                        notes.push(format!(
+                            "s3: {keys} keys exist only as older versions behind a delete marker ({versions} versions): no listing shows them, so lethe cannot link or delete them; a lifecycle rule for noncurrent versions, or `aws s3api delete-object --version-id`, removes them"
+                        ));
+                    }
+                }
             }
             Api::Azure(api) => {
                 api.soft_delete().await?;

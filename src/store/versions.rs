@@ -523,6 +523,92 @@ impl S3Versions {
         }
     }
 
+    /// Keys under `prefix` whose latest entry is a delete marker but which
+    /// keep older versions: content no listing shows (so lethe cannot link
+    /// it), still stored. Answers (keys, versions); one pass over the
+    /// version listing, a key at a time in memory.
+    pub async fn hidden_versions(&self, prefix: &str) -> Result<(u64, u64), StoreError> {
+        let (mut keys, mut versions) = (0u64, 0u64);
+        // The key being read: (name, latest is a marker, versions so far).
+        let mut current: Option<(String, bool, u64)> = None;
+        let mut flush = |c: Option<(String, bool, u64)>| {
+            if let Some((_, true, n)) = c
+                && n > 0
+            {
+                keys += 1;
+                versions += n;
+            }
+        };
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let mut url = format!(
+                "{}?versions&max-keys=1000&prefix={}",
+                self.bucket_url,
+                utf8_percent_encode(prefix, QUERY)
+            );
+            if let Some((k, v)) = &marker {
+                url.push_str(&format!(
+                    "&key-marker={}&version-id-marker={}",
+                    utf8_percent_encode(k, QUERY),
+                    utf8_percent_encode(v, QUERY)
+                ));
+            }
+            let (status, body) = self
+                .send("list versions", Method::GET, &url, &[], vec![])
+                .await?;
+            if status != 200 {
+                return Err(answer_error("list versions", status, &body));
+            }
+            let l = leaves(&body)
+                .map_err(|e| err("list versions", std::io::ErrorKind::InvalidData, e))?;
+            // Versions and markers of one key come together, newest first,
+            // but the answer lists each kind in its own elements: sort this
+            // page's entries by key to see them side by side.
+            let mut entries: Vec<(String, bool, bool)> = Vec::new(); // (key, marker, latest)
+            for entry in ["Version", "DeleteMarker"] {
+                let recs = records(&body, entry)
+                    .map_err(|e| err("list versions", std::io::ErrorKind::InvalidData, e))?;
+                for rec in recs {
+                    let field = |n: &str| {
+                        rec.iter()
+                            .find(|(name, _)| name == n)
+                            .map(|(_, t)| t.clone())
+                    };
+                    if let Some(key) = field("Key") {
+                        let latest = field("IsLatest").as_deref() == Some("true");
+                        entries.push((key, entry == "DeleteMarker", latest));
+                    }
+                }
+            }
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, is_marker, latest) in entries {
+                if current.as_ref().map(|c| &c.0) != Some(&key) {
+                    flush(current.take());
+                    current = Some((key, false, 0));
+                }
+                if let Some(c) = current.as_mut() {
+                    if latest && is_marker {
+                        c.1 = true;
+                    }
+                    if !is_marker {
+                        c.2 += 1;
+                    }
+                }
+            }
+            let find = |n: &str| leaf(&l, n);
+            match (
+                find("IsTruncated").as_deref() == Some("true"),
+                find("NextKeyMarker"),
+                find("NextVersionIdMarker"),
+            ) {
+                (true, Some(k), Some(v)) => marker = Some((k, v)),
+                _ => break,
+            }
+        }
+        flush(current.take());
+        Ok((keys, versions))
+    }
+
     /// DeleteObjects for up to 1,000 versions: one answer per item.
     async fn delete_batch(&self, items: &[VersionItem]) -> Vec<(usize, Result<(), StoreError>)> {
         let mut xml = String::from("<Delete><Quiet>false</Quiet>");
