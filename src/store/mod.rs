@@ -60,10 +60,12 @@ pub struct Expected {
 impl Expected {
     /// Whether the store still shows that object: the same size and date,
     /// and the same etag where both sides carry one (some S3-compatible
-    /// servers list without etags).
+    /// servers list without etags), quoted or not.
     pub fn matches(&self, now: &ObjectMeta) -> bool {
+        // Quotes aside: indexes written before etags were kept bare hold
+        // S3's quoted form.
         let etag = match (&self.etag, &now.etag) {
-            (Some(a), Some(b)) => a == b,
+            (Some(a), Some(b)) => a.trim_matches('"') == b.trim_matches('"'),
             _ => true,
         };
         self.size == now.size && self.modified == now.modified && etag
@@ -277,4 +279,30 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod expected_tests {
+    use super::*;
+
+    #[test]
+    fn expectations_compare_size_date_and_etag_quoted_or_not() {
+        let now = ObjectMeta {
+            key: "a".into(),
+            size: 9,
+            modified: Some(100),
+            etag: Some("abc".into()),
+            metadata: Vec::new(),
+        };
+        let e = |size, modified, etag: Option<&str>| Expected {
+            size,
+            modified,
+            etag: etag.map(String::from),
+        };
+        assert!(e(9, Some(100), Some("\"abc\"")).matches(&now));
+        assert!(e(9, Some(100), None).matches(&now), "no etag listed");
+        assert!(!e(9, Some(100), Some("abd")).matches(&now));
+        assert!(!e(10, Some(100), Some("abc")).matches(&now));
+        assert!(!e(9, Some(101), Some("abc")).matches(&now));
+    }
 }
