@@ -293,6 +293,17 @@ pub struct S3Versions {
     versioning: tokio::sync::OnceCell<Versioning>,
 }
 
+/// One entry of a version listing.
+struct ListedVersion {
+    key: String,
+    version: String,
+    /// A delete marker, not a version.
+    marker: bool,
+    latest: bool,
+    /// A version's size, date and etag.
+    meta: Option<super::ObjectMeta>,
+}
+
 /// A version of a key to delete: its index in the caller's list, the full
 /// key, the version id.
 type VersionItem = (usize, String, String);
@@ -438,75 +449,99 @@ impl S3Versions {
         Ok(self.versions_and_latest(full_key).await?.0)
     }
 
+    /// One page of ListObjectVersions under `prefix`, from `after` on: its
+    /// versions and delete markers in key order, and where the next page
+    /// starts (`None` on the last page).
+    async fn versions_page(
+        &self,
+        prefix: &str,
+        after: Option<&(String, String)>,
+    ) -> Result<(Vec<ListedVersion>, Option<(String, String)>), StoreError> {
+        let mut url = format!(
+            "{}?versions&max-keys=1000&prefix={}",
+            self.bucket_url,
+            utf8_percent_encode(prefix, QUERY)
+        );
+        if let Some((k, v)) = after {
+            url.push_str(&format!(
+                "&key-marker={}&version-id-marker={}",
+                utf8_percent_encode(k, QUERY),
+                utf8_percent_encode(v, QUERY)
+            ));
+        }
+        let (status, body) = self
+            .send("list versions", Method::GET, &url, &[], vec![])
+            .await?;
+        if status != 200 {
+            return Err(answer_error("list versions", status, &body));
+        }
+        let invalid = |e| err("list versions", std::io::ErrorKind::InvalidData, e);
+        let top: Vec<_> = leaves(&body)
+            .map_err(invalid)?
+            .into_iter()
+            .filter(|(p, _, _)| p == "ListVersionsResult")
+            .collect();
+        let next = match (
+            leaf(&top, "IsTruncated").as_deref() == Some("true"),
+            leaf(&top, "NextKeyMarker"),
+            leaf(&top, "NextVersionIdMarker"),
+        ) {
+            (true, Some(k), Some(v)) => Some((k, v)),
+            _ => None,
+        };
+        // Each entry on its own, whatever the order of its fields. The
+        // answer lists versions and markers in elements of their own: sorted
+        // by key (stably, newest first within a key), a key's are together.
+        let mut entries = Vec::new();
+        for entry in ["Version", "DeleteMarker"] {
+            for rec in records(&body, entry).map_err(invalid)? {
+                let field = |n: &str| {
+                    rec.iter()
+                        .find(|(name, _)| name == n)
+                        .map(|(_, t)| t.clone())
+                };
+                let (Some(key), Some(version)) = (field("Key"), field("VersionId")) else {
+                    continue;
+                };
+                let marker = entry == "DeleteMarker";
+                entries.push(ListedVersion {
+                    meta: (!marker).then(|| super::ObjectMeta {
+                        key: key.clone(),
+                        size: field("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+                        modified: field("LastModified")
+                            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                            .map(|t| t.as_second()),
+                        etag: field("ETag").map(|e| e.trim_matches('"').to_string()),
+                        metadata: Vec::new(),
+                    }),
+                    key,
+                    version,
+                    marker,
+                    latest: field("IsLatest").as_deref() == Some("true"),
+                });
+            }
+        }
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((entries, next))
+    }
+
     /// The version ids of `full_key` and, when its latest entry is a version
     /// (not a delete marker), that version's size, date and etag.
     async fn versions_and_latest(
         &self,
         full_key: &str,
     ) -> Result<(Vec<String>, Option<super::ObjectMeta>), StoreError> {
-        let mut out = Vec::new();
-        let mut latest = None;
-        let mut marker: Option<(String, String)> = None;
+        let (mut out, mut latest) = (Vec::new(), None);
+        let mut after = None;
         loop {
-            let mut url = format!(
-                "{}?versions&max-keys=1000&prefix={}",
-                self.bucket_url,
-                utf8_percent_encode(full_key, QUERY)
-            );
-            if let Some((k, v)) = &marker {
-                url.push_str(&format!(
-                    "&key-marker={}&version-id-marker={}",
-                    utf8_percent_encode(k, QUERY),
-                    utf8_percent_encode(v, QUERY)
-                ));
-            }
-            let (status, body) = self
-                .send("list versions", Method::GET, &url, &[], vec![])
-                .await?;
-            if status != 200 {
-                return Err(answer_error("list versions", status, &body));
-            }
-            let l = leaves(&body)
-                .map_err(|e| err("list versions", std::io::ErrorKind::InvalidData, e))?;
-            let mut past = false;
-            let (mut truncated, mut next_key, mut next_version) = (false, None, None);
-            for (parent, name, text) in l {
-                match (parent.as_str(), name.as_str()) {
-                    ("ListVersionsResult", "IsTruncated") => truncated = text == "true",
-                    ("ListVersionsResult", "NextKeyMarker") => next_key = Some(text),
-                    ("ListVersionsResult", "NextVersionIdMarker") => next_version = Some(text),
-                    _ => {}
+            let (entries, next) = self.versions_page(full_key, after.as_ref()).await?;
+            // Keys come in order: once past the key, the rest are others.
+            let past = entries.iter().any(|e| e.key.as_str() > full_key);
+            for e in entries.into_iter().filter(|e| e.key == full_key) {
+                if e.latest && !e.marker {
+                    latest = e.meta;
                 }
-            }
-            // Each entry on its own, whatever the order of its fields.
-            for entry in ["Version", "DeleteMarker"] {
-                let recs = records(&body, entry)
-                    .map_err(|e| err("list versions", std::io::ErrorKind::InvalidData, e))?;
-                for rec in recs {
-                    let field = |n: &str| {
-                        rec.iter()
-                            .find(|(name, _)| name == n)
-                            .map(|(_, t)| t.as_str())
-                    };
-                    let Some(key) = field("Key") else { continue };
-                    past |= key > full_key;
-                    if key == full_key
-                        && let Some(v) = field("VersionId")
-                    {
-                        out.push(v.to_string());
-                        if entry == "Version" && field("IsLatest") == Some("true") {
-                            latest = Some(super::ObjectMeta {
-                                key: key.to_string(),
-                                size: field("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
-                                modified: field("LastModified")
-                                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-                                    .map(|t| t.as_second()),
-                                etag: field("ETag").map(|e| e.trim_matches('"').to_string()),
-                                metadata: Vec::new(),
-                            });
-                        }
-                    }
-                }
+                out.push(e.version);
             }
             if out.len() > 1_000_000 {
                 return Err(err(
@@ -515,9 +550,8 @@ impl S3Versions {
                     "more than a million versions of one key".into(),
                 ));
             }
-            // Keys come in order: once past the key, the rest are others.
-            match (truncated && !past, next_key, next_version) {
-                (true, Some(k), Some(v)) => marker = Some((k, v)),
+            match next {
+                Some(n) if !past => after = Some(n),
                 _ => return Ok((out, latest)),
             }
         }
@@ -539,70 +573,22 @@ impl S3Versions {
                 versions += n;
             }
         };
-        let mut marker: Option<(String, String)> = None;
+        let mut after = None;
         loop {
-            let mut url = format!(
-                "{}?versions&max-keys=1000&prefix={}",
-                self.bucket_url,
-                utf8_percent_encode(prefix, QUERY)
-            );
-            if let Some((k, v)) = &marker {
-                url.push_str(&format!(
-                    "&key-marker={}&version-id-marker={}",
-                    utf8_percent_encode(k, QUERY),
-                    utf8_percent_encode(v, QUERY)
-                ));
-            }
-            let (status, body) = self
-                .send("list versions", Method::GET, &url, &[], vec![])
-                .await?;
-            if status != 200 {
-                return Err(answer_error("list versions", status, &body));
-            }
-            let l = leaves(&body)
-                .map_err(|e| err("list versions", std::io::ErrorKind::InvalidData, e))?;
-            // Versions and markers of one key come together, newest first,
-            // but the answer lists each kind in its own elements: sort this
-            // page's entries by key to see them side by side.
-            let mut entries: Vec<(String, bool, bool)> = Vec::new(); // (key, marker, latest)
-            for entry in ["Version", "DeleteMarker"] {
-                let recs = records(&body, entry)
-                    .map_err(|e| err("list versions", std::io::ErrorKind::InvalidData, e))?;
-                for rec in recs {
-                    let field = |n: &str| {
-                        rec.iter()
-                            .find(|(name, _)| name == n)
-                            .map(|(_, t)| t.clone())
-                    };
-                    if let Some(key) = field("Key") {
-                        let latest = field("IsLatest").as_deref() == Some("true");
-                        entries.push((key, entry == "DeleteMarker", latest));
-                    }
-                }
-            }
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (key, is_marker, latest) in entries {
-                if current.as_ref().map(|c| &c.0) != Some(&key) {
+            let (entries, next) = self.versions_page(prefix, after.as_ref()).await?;
+            for e in entries {
+                if current.as_ref().map(|c| &c.0) != Some(&e.key) {
                     flush(current.take());
-                    current = Some((key, false, 0));
+                    current = Some((e.key, false, 0));
                 }
                 if let Some(c) = current.as_mut() {
-                    if latest && is_marker {
-                        c.1 = true;
-                    }
-                    if !is_marker {
-                        c.2 += 1;
-                    }
+                    c.1 |= e.latest && e.marker;
+                    c.2 += u64::from(!e.marker);
                 }
             }
-            let find = |n: &str| leaf(&l, n);
-            match (
-                find("IsTruncated").as_deref() == Some("true"),
-                find("NextKeyMarker"),
-                find("NextVersionIdMarker"),
-            ) {
-                (true, Some(k), Some(v)) => marker = Some((k, v)),
-                _ => break,
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
             }
         }
         flush(current.take());
