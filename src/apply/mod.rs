@@ -842,11 +842,10 @@ impl Ctx<'_> {
     ) -> Result<(), ApplyError> {
         let holds = ObjectHolds::from_holds(&self.state.holds().await?);
         let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
-        let links = index::links_of_keys(self.state, &keys).await?;
-        // The links above are the index's: an object rewritten since the
-        // index read it may link to something else now. Each delete carries
-        // what the index saw, and the store deletes only that object.
-        let indexed = index::metas_of_keys(self.state, &keys).await?;
+        // The links are the index's: an object rewritten since the index
+        // read it may link to something else now. Each delete carries what
+        // the index saw, and the store deletes only that object.
+        let (links, indexed) = index::links_and_metas_of_keys(self.state, &keys).await?;
         // Every entity these objects link to: its journal status in this plan.
         let mut targets: Vec<(String, String)> = links.values().flatten().cloned().collect();
         targets.sort();
@@ -972,7 +971,6 @@ impl Ctx<'_> {
         // carry no expectation: the delete finds them gone).
         let expected: HashMap<String, crate::store::Expected> = go
             .iter()
-            .filter(|o| links.contains_key(&o.key))
             .filter_map(|o| indexed.get(&o.key).map(|e| (o.key.clone(), e.clone())))
             .collect();
         fail::fail_point!("apply::object-intent", |_| { std::process::abort() });

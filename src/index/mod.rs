@@ -598,77 +598,60 @@ pub async fn for_each_entry(
     Ok(n)
 }
 
-/// The current links of each of `keys` that is in the index (an object
-/// missing from the map has left the index), for the apply re-check.
-pub async fn links_of_keys(
+/// What the index holds for each of `keys` that it knows (an object missing
+/// from the maps has left the index): its current links, for the apply
+/// re-check, and what the last index run saw of it (size, last-modified,
+/// etag), which apply's deletes expect the store still to show.
+#[allow(clippy::type_complexity)]
+pub async fn links_and_metas_of_keys(
     state: &StateStore,
     keys: &[String],
-) -> Result<std::collections::HashMap<String, Vec<(String, String)>>, StateError> {
-    let mut out: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
-    let rows = rows_for_keys(
-        state,
-        "SELECT o.key, l.entity_type, l.entity_key FROM objects o LEFT JOIN links l ON l.object_id = o.id
-         WHERE o.key IN",
-        keys,
-    )
-    .await?;
-    for r in rows {
-        let entry = out.entry(r.get(0)).or_default();
-        let (ty, key): (Option<String>, Option<String>) = (r.get(1), r.get(2));
-        if let (Some(ty), Some(key)) = (ty, key) {
-            entry.push((ty, key));
-        }
-    }
-    Ok(out)
-}
-
-/// The rows of `select` (ending in `… IN`) for `keys`, 400 keys a statement.
-async fn rows_for_keys(
-    state: &StateStore,
-    select: &str,
-    keys: &[String],
-) -> Result<Vec<sqlx::any::AnyRow>, StateError> {
-    let mut out = Vec::new();
+) -> Result<
+    (
+        std::collections::HashMap<String, Vec<(String, String)>>,
+        std::collections::HashMap<String, crate::store::Expected>,
+    ),
+    StateError,
+> {
+    let mut links: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
+    let mut metas = std::collections::HashMap::new();
+    let mut rows = Vec::new();
     for chunk in keys.chunks(400) {
-        let sql = format!("{select} ({})", crate::state::params(chunk.len(), "?", 1));
+        let sql = format!(
+            "SELECT o.key, l.entity_type, l.entity_key, o.size, o.modified, o.etag
+             FROM objects o LEFT JOIN links l ON l.object_id = o.id WHERE o.key IN ({})",
+            crate::state::params(chunk.len(), "?", 1)
+        );
         let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
         for k in chunk {
             query = query.bind(k.clone());
         }
-        out.extend(
+        rows.extend(
             query
                 .fetch_all(state.pool())
                 .await
                 .map_err(q("reading the index"))?,
         );
     }
-    Ok(out)
-}
-
-/// What the last index run saw of each of `keys` (size, last-modified,
-/// etag): apply deletes an object only if the store still shows that.
-pub async fn metas_of_keys(
-    state: &StateStore,
-    keys: &[String],
-) -> Result<std::collections::HashMap<String, crate::store::Expected>, StateError> {
-    let rows = rows_for_keys(
-        state,
-        "SELECT key, size, modified, etag FROM objects WHERE key IN",
-        keys,
-    )
-    .await?;
-    let mut out = std::collections::HashMap::new();
     for r in rows {
-        out.insert(
-            r.get(0),
-            crate::store::Expected {
-                size: r.get::<i64, _>(1) as u64,
-                modified: r.get(2),
-                etag: r.get(3),
-            },
-        );
+        let key: String = r.get(0);
+        let (ty, entity): (Option<String>, Option<String>) = (r.get(1), r.get(2));
+        if !metas.contains_key(&key) {
+            metas.insert(
+                key.clone(),
+                crate::store::Expected {
+                    size: r.get::<i64, _>(3) as u64,
+                    modified: r.get(4),
+                    etag: r.get(5),
+                },
+            );
+        }
+        let entry = links.entry(key).or_default();
+        if let (Some(ty), Some(entity)) = (ty, entity) {
+            entry.push((ty, entity));
+        }
     }
-    Ok(out)
+    Ok((links, metas))
 }
 
 /// A digest of a link set, order-independent.
