@@ -51,18 +51,6 @@ pub struct CloudStore {
     api: Api,
 }
 
-/// The same error for each of several keys.
-fn copy_error(e: &StoreError) -> StoreError {
-    let (kind, text) = match e {
-        StoreError::Io { source, .. } => (source.kind(), source.to_string()),
-        other => (std::io::ErrorKind::Other, other.to_string()),
-    };
-    StoreError::Io {
-        op: "delete",
-        source: std::io::Error::new(kind, text),
-    }
-}
-
 fn s3_api(
     builder: &AmazonS3Builder,
     inner: object_store::aws::AmazonS3,
@@ -195,27 +183,16 @@ async fn delete_chunk(
     }
     // The request as a whole failed: every key of it failed with that error
     // (a transient one is retried).
-    let (kind, text) = match results.into_iter().find_map(|r| r.err()) {
-        Some(e) => match io("batch delete", e) {
-            StoreError::Io { source, .. } => (source.kind(), source.to_string()),
-            other => (std::io::ErrorKind::Other, other.to_string()),
+    let whole = match results.into_iter().find_map(|r| r.err()) {
+        Some(e) => io("batch delete", e),
+        None => StoreError::Io {
+            op: "batch delete",
+            source: std::io::Error::other("the store answered for fewer keys than it was sent"),
         },
-        None => (
-            std::io::ErrorKind::Other,
-            "the store answered for fewer keys than it was sent".to_string(),
-        ),
     };
     chunk
         .iter()
-        .map(|(i, _)| {
-            (
-                *i,
-                Err(StoreError::Io {
-                    op: "batch delete",
-                    source: std::io::Error::new(kind, text.clone()),
-                }),
-            )
-        })
+        .map(|(i, _)| (*i, Err(whole.again("batch delete"))))
         .collect()
 }
 
@@ -632,7 +609,7 @@ impl TechnicalStore for CloudStore {
             Api::S3(api) => match api.versioning().await {
                 Err(e) => {
                     for (i, _, _) in paths.drain(..) {
-                        out[i] = Some(Err(copy_error(&e)));
+                        out[i] = Some(Err(e.again("delete")));
                     }
                 }
                 Ok(Versioning::On { .. }) => {

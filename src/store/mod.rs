@@ -109,6 +109,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same error again, under `op`: for each key of a request that
+    /// failed as a whole (its kind, and so whether it is retried, kept).
+    pub(crate) fn again(&self, op: &'static str) -> StoreError {
+        let (kind, text) = match self {
+            StoreError::Io { source, .. } => (source.kind(), source.to_string()),
+            other => (std::io::ErrorKind::Other, other.to_string()),
+        };
+        StoreError::Io {
+            op,
+            source: std::io::Error::new(kind, text),
+        }
+    }
+
     pub fn kind(&self) -> StoreErrorKind {
         match self {
             StoreError::Io { source, .. } | StoreError::List { source, .. } => {

@@ -624,13 +624,9 @@ impl S3Versions {
             )
             .await;
         let whole = |e: &StoreError| {
-            let (kind, text) = match e {
-                StoreError::Io { source, .. } => (source.kind(), source.to_string()),
-                other => (std::io::ErrorKind::Other, other.to_string()),
-            };
             items
                 .iter()
-                .map(|(i, _, _)| (*i, Err(err("delete versions", kind, text.clone()))))
+                .map(|(i, _, _)| (*i, Err(e.again("delete versions"))))
                 .collect::<Vec<_>>()
         };
         let (status, body) = match answer {
