@@ -171,7 +171,7 @@ pub fn content(
                     }
                     json_whole_with(serde_json::Deserializer::from_slice(bytes), path)
                 }
-                ContentKind::Xml(p) => xml_from(bytes, p),
+                ContentKind::Xml(p) => xml_from_slice(bytes, p),
                 ContentKind::Csv { column, delimiter } => csv_from(bytes, column, *delimiter),
             };
         }
@@ -214,11 +214,13 @@ fn stream(
 
 /// The longest run of bytes without either separator.
 fn longest_line(bytes: &[u8], seps: [u8; 2]) -> u64 {
-    bytes
-        .split(|b| *b == seps[0] || *b == seps[1])
-        .map(|l| l.len() as u64)
-        .max()
-        .unwrap_or(0)
+    let mut longest = 0;
+    let mut start = 0;
+    for at in memchr::memchr2_iter(seps[0], seps[1], bytes) {
+        longest = longest.max(at - start);
+        start = at + 1;
+    }
+    longest.max(bytes.len() - start) as u64
 }
 
 /// Either evaluation, as the rule allows.
@@ -347,41 +349,94 @@ pub fn xml(reader: impl Read, path: &XmlPath, max_line: u64) -> Result<Vec<Found
     )
 }
 
+/// XML from a stream: each event is copied into a buffer.
 fn xml_from(reader: impl BufRead, path: &XmlPath) -> Result<Vec<Found>, Unreadable> {
-    use quick_xml::events::Event;
     let mut r = quick_xml::Reader::from_reader(reader);
     r.config_mut().expand_empty_elements = true;
+    let mut scan = XmlScan::new(path);
     let mut buf = Vec::new();
-    let (mut names, mut ends): (String, Vec<usize>) = (String::new(), Vec::new());
-    let last = path.steps.last().and_then(|s| s.as_deref());
-    let mut capture: Option<(usize, String)> = None; // (depth, text so far)
-    let mut out = Vec::new();
-    let mut element_index = 0u64;
-    const MAX_DEPTH: usize = 1024;
     loop {
-        let ev = r.read_event_into(&mut buf).map_err(|e| {
-            Unreadable(format!(
-                "not well-formed XML at byte {} ({})",
-                r.error_position(),
-                xml_error_class(&e)
-            ))
-        })?;
+        let ev = r
+            .read_event_into(&mut buf)
+            .map_err(|e| xml_error(r.error_position(), &e))?;
+        if scan.event(ev)? {
+            return Ok(scan.out);
+        }
+        buf.clear();
+    }
+}
+
+/// XML in memory: events borrow from the bytes (no copy).
+fn xml_from_slice(bytes: &[u8], path: &XmlPath) -> Result<Vec<Found>, Unreadable> {
+    let mut r = quick_xml::Reader::from_reader(bytes);
+    r.config_mut().expand_empty_elements = true;
+    let mut scan = XmlScan::new(path);
+    loop {
+        let ev = r
+            .read_event()
+            .map_err(|e| xml_error(r.error_position(), &e))?;
+        if scan.event(ev)? {
+            return Ok(scan.out);
+        }
+    }
+}
+
+fn xml_error(position: u64, e: &quick_xml::Error) -> Unreadable {
+    Unreadable(format!(
+        "not well-formed XML at byte {position} ({})",
+        xml_error_class(e)
+    ))
+}
+
+/// The element-path matcher, fed one event at a time.
+struct XmlScan<'p> {
+    path: &'p XmlPath,
+    last: Option<&'p str>,
+    /// The open elements' local names in one string, and where each ends:
+    /// no allocation per element.
+    names: String,
+    ends: Vec<usize>,
+    /// (depth, text so far) of the element being captured.
+    capture: Option<(usize, String)>,
+    out: Vec<Found>,
+    element_index: u64,
+}
+
+impl<'p> XmlScan<'p> {
+    const MAX_DEPTH: usize = 1024;
+
+    fn new(path: &'p XmlPath) -> Self {
+        XmlScan {
+            path,
+            last: path.steps.last().and_then(|s| s.as_deref()),
+            names: String::new(),
+            ends: Vec::new(),
+            capture: None,
+            out: Vec::new(),
+            element_index: 0,
+        }
+    }
+
+    /// Takes one event; `Ok(true)` at the end of the document.
+    fn event(&mut self, ev: quick_xml::events::Event<'_>) -> Result<bool, Unreadable> {
+        use quick_xml::events::Event;
         match ev {
             Event::Start(e) => {
-                element_index += 1;
-                let qname = e.name();
-                let name = local_name(qname.as_ref());
-                // The stack lives in one string: no allocation per element.
-                names.push_str(name);
-                ends.push(names.len());
-                if ends.len() > MAX_DEPTH {
+                self.element_index += 1;
+                let local = e.local_name();
+                let name: &str = local.as_ref();
+                self.names.push_str(name);
+                self.ends.push(self.names.len());
+                if self.ends.len() > Self::MAX_DEPTH {
                     return Err(Unreadable(format!(
-                        "nested deeper than {MAX_DEPTH} elements"
+                        "nested deeper than {} elements",
+                        Self::MAX_DEPTH
                     )));
                 }
                 // Cheap test first: the element's own name must be the last step.
-                if last == Some(name) && path.matches(&stack_of(&names, &ends)) {
-                    match &path.attribute {
+                if self.last == Some(name) && self.path.matches(&stack_of(&self.names, &self.ends))
+                {
+                    match &self.path.attribute {
                         Some(attr) => {
                             for a in e.attributes().flatten() {
                                 let an: &str = a.key.as_ref();
@@ -391,67 +446,66 @@ fn xml_from(reader: impl BufRead, path: &XmlPath) -> Result<Vec<Found>, Unreadab
                                         .map_err(|_| {
                                             Unreadable("attribute with an invalid escape".into())
                                         })?;
-                                    check_room(&out)?;
-                                    out.push(Found {
+                                    check_room(&self.out)?;
+                                    self.out.push(Found {
                                         key: v.trim().to_string(),
-                                        location: format!("element {element_index}"),
+                                        location: format!("element {}", self.element_index),
                                     });
                                 }
                             }
                         }
-                        None => capture = Some((ends.len(), String::new())),
+                        None => self.capture = Some((self.ends.len(), String::new())),
                     }
                 }
             }
             Event::Text(t) => {
-                if let Some((_, text)) = capture.as_mut() {
+                if let Some((_, text)) = self.capture.as_mut() {
                     text.push_str(&t.xml_content(quick_xml::XmlVersion::Implicit1_0));
                     if text.len() > 4096 {
                         return Err(Unreadable("an identifier element longer than 4 KiB".into()));
                     }
                 }
             }
-            Event::GeneralRef(_)
-                // Entity references are never expanded (no DTD, no external
-                // fetch); an identifier that uses one is not taken.
-                if capture.is_some() => {
-                    capture = None;
-                }
+            // Entity references are never expanded (no DTD, no external
+            // fetch); an identifier that uses one is not taken.
+            Event::GeneralRef(_) if self.capture.is_some() => {
+                self.capture = None;
+            }
             Event::CData(t) => {
-                if let Some((_, text)) = capture.as_mut() {
+                if let Some((_, text)) = self.capture.as_mut() {
                     text.push_str(t.as_ref());
                 }
             }
             Event::End(_) => {
-                if let Some((depth, text)) = &capture
-                    && *depth == ends.len() {
-                        let key = text.trim().to_string();
-                        if !key.is_empty() {
-                            check_room(&out)?;
-                            out.push(Found {
-                                key,
-                                location: format!("element {element_index}"),
-                            });
-                        }
-                        capture = None;
+                if let Some((depth, text)) = &self.capture
+                    && *depth == self.ends.len()
+                {
+                    let key = text.trim().to_string();
+                    if !key.is_empty() {
+                        check_room(&self.out)?;
+                        self.out.push(Found {
+                            key,
+                            location: format!("element {}", self.element_index),
+                        });
                     }
-                ends.pop();
-                names.truncate(ends.last().copied().unwrap_or(0));
+                    self.capture = None;
+                }
+                self.ends.pop();
+                self.names.truncate(self.ends.last().copied().unwrap_or(0));
             }
             Event::Eof => {
-                if !ends.is_empty() {
+                if !self.ends.is_empty() {
                     return Err(Unreadable("truncated XML (unclosed elements)".into()));
                 }
-                if element_index == 0 {
+                if self.element_index == 0 {
                     return Err(Unreadable("no XML element".into()));
                 }
-                break;
+                return Ok(true);
             }
             _ => {}
         }
-        buf.clear();
+        Ok(false)
     }
-    Ok(out)
 }
 
 fn stack_of(names: &str, ends: &[usize]) -> Vec<String> {
@@ -632,6 +686,60 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// The in-memory reader (events borrowed from the bytes) and the
+    /// streaming one (events copied through a buffer) find the same values
+    /// at the same places, on the real UBL and XRechnung samples.
+    #[test]
+    fn xml_in_memory_and_streamed_agree_on_the_samples() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/payloads/xml");
+        let paths = [
+            "//ID",
+            "/Invoice/AccountingCustomerParty/Party/PartyIdentification/ID",
+            "//@schemeID",
+            "/*/BuyerReference",
+        ];
+        let mut compared = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            for p in paths {
+                let Ok(path) = XmlPath::parse(p) else {
+                    continue;
+                };
+                let memory = xml_from_slice(&bytes, &path).unwrap();
+                let streamed = xml(&bytes[..], &path, 1 << 20).unwrap();
+                assert_eq!(memory, streamed, "{p}");
+                compared += memory.len();
+            }
+        }
+        assert!(compared > 20, "the samples yield values ({compared})");
+    }
+
+    #[test]
+    fn longest_line_is_the_longest_run_between_separators() {
+        let naive = |b: &[u8], s: [u8; 2]| {
+            b.split(|c| *c == s[0] || *c == s[1])
+                .map(|l| l.len() as u64)
+                .max()
+                .unwrap_or(0)
+        };
+        for (text, seps) in [
+            (&b""[..], [b'\n', b',']),
+            (b"abc", [b'\n', b',']),
+            (b"a,bc\ndefg,", [b'\n', b',']),
+            (b"<a><bb>cccc</bb>\n", [b'>', b'\n']),
+            (b"\n\n\n", [b'\n', b'\n']),
+            (b"x\nyyyyy", [b'\n', b'\n']),
+        ] {
+            assert_eq!(
+                longest_line(text, seps),
+                naive(text, seps),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
     }
 
     fn json_keys(f: Vec<Found>) -> Vec<String> {

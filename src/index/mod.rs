@@ -64,6 +64,41 @@ pub struct IndexSummary {
     pub seconds: f64,
 }
 
+/// The content rules' kinds by rule index, shared with the blocking
+/// threads that parse (cloned once per run, not per object).
+type Kinds = std::sync::Arc<Vec<Option<ContentKind>>>;
+
+fn content_kinds(config: &Config) -> Kinds {
+    let mut kinds = vec![None; config.links.len()];
+    for rule in &config.links {
+        if let LinkRule::Content { index, kind, .. } = rule
+            && let Some(k) = kinds.get_mut(*index)
+        {
+            *k = Some(kind.clone());
+        }
+    }
+    std::sync::Arc::new(kinds)
+}
+
+/// A content rule to run over one object, on a blocking thread.
+struct ContentJob {
+    rule: usize,
+    reader: Box<dyn std::io::Read + Send>,
+    size: u64,
+}
+
+/// One object on its way through the index: the links its path and
+/// metadata rules found, the content rules still to run (with the entity
+/// type each links), and why it is unreadable (if a rule could not read it).
+struct Prepared {
+    meta: ObjectMeta,
+    links: Vec<Link>,
+    unreadable: Option<String>,
+    jobs: Vec<ContentJob>,
+    /// Per job: its rule and the entity type it links.
+    entities: Vec<(usize, String)>,
+}
+
 /// What the rules find in one object. `Err` = a content rule could not read
 /// it (the path links found so far still count).
 pub async fn links_of(
@@ -71,8 +106,21 @@ pub async fn links_of(
     store: &dyn TechnicalStore,
     meta: &ObjectMeta,
 ) -> (Vec<Link>, Option<String>) {
+    let prepared = prepare(config, store, meta.clone()).await;
+    let mut done = extract_group(config, &content_kinds(config), vec![prepared]).await;
+    match done.pop() {
+        Some((_, found)) => found,
+        None => (Vec::new(), Some("extractor stopped".into())),
+    }
+}
+
+/// Runs the rules that need no parsing (path, metadata) and opens the
+/// object for its content rules, which [`extract_group`] runs.
+async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) -> Prepared {
     let mut links = Vec::new();
     let mut unreadable = None;
+    let mut jobs = Vec::new();
+    let mut entities = Vec::new();
     let mut fetched_metadata: Option<Vec<(String, String)>> = None;
     for rule in &config.links {
         match rule {
@@ -104,31 +152,16 @@ pub async fn links_of(
                     ));
                     continue;
                 }
-                let reader = match store.read(&meta.key).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        unreadable = Some(format!("cannot open: {e}"));
-                        continue;
+                match store.read(&meta.key).await {
+                    Ok(reader) => {
+                        jobs.push(ContentJob {
+                            rule: *index,
+                            reader,
+                            size: meta.size,
+                        });
+                        entities.push((*index, entity.clone()));
                     }
-                };
-                let (max_whole, max_line) = (config.max_content_bytes, config.max_line_bytes);
-                // Parsing runs on a blocking thread, so that several objects
-                // are parsed at once (see `run`).
-                let kind = kind.clone();
-                let size = meta.size;
-                let found = tokio::task::spawn_blocking(move || {
-                    extract::content(&kind, reader, size, max_whole, max_line)
-                })
-                .await
-                .unwrap_or_else(|e| Err(extract::Unreadable(format!("extractor stopped: {e}"))));
-                match found {
-                    Ok(found) => links.extend(found.into_iter().map(|f| Link {
-                        entity_type: entity.clone(),
-                        entity_key: f.key,
-                        rule: *index,
-                        location: Some(f.location),
-                    })),
-                    Err(e) => unreadable = Some(format!("rule {index}: {e}")),
+                    Err(e) => unreadable = Some(format!("cannot open: {e}")),
                 }
             }
             LinkRule::Metadata {
@@ -170,25 +203,132 @@ pub async fn links_of(
             LinkRule::CrmColumn { .. } => {}
         }
     }
-    if unreadable.is_some() {
-        // Never delete on the strength of a content rule that failed: keep
-        // only the path links.
-        links.retain(|l| {
-            config
-                .links
-                .iter()
-                .any(|r| r.index() == l.rule && !matches!(r, LinkRule::Content { .. }))
-        });
+    Prepared {
+        meta,
+        links,
+        unreadable,
+        jobs,
+        entities,
     }
-    (links, unreadable)
+}
+
+/// One content rule's answer for one object.
+type Extracted = Result<Vec<extract::Found>, extract::Unreadable>;
+
+/// Parses a group of prepared objects on one blocking thread (one hand-over
+/// per group, not per object: most payloads are small, and a thread switch
+/// per object cost as much as parsing it), then keeps only the path links
+/// of any object a content rule could not read: nothing is ever deleted on
+/// the strength of a content rule that failed.
+async fn extract_group(
+    config: &Config,
+    kinds: &Kinds,
+    mut group: Vec<Prepared>,
+) -> Vec<(ObjectMeta, Found)> {
+    let (max_whole, max_line) = (config.max_content_bytes, config.max_line_bytes);
+    let jobs: Vec<Vec<ContentJob>> = group
+        .iter_mut()
+        .map(|p| std::mem::take(&mut p.jobs))
+        .collect();
+    let any_jobs = jobs.iter().any(|j| !j.is_empty());
+    let kinds = kinds.clone();
+    let results: Result<Vec<Vec<Extracted>>, String> = if any_jobs {
+        tokio::task::spawn_blocking(move || {
+            jobs.into_iter()
+                .map(|object| {
+                    object
+                        .into_iter()
+                        .map(|job| match kinds.get(job.rule).and_then(Option::as_ref) {
+                            Some(kind) => {
+                                extract::content(kind, job.reader, job.size, max_whole, max_line)
+                            }
+                            None => Err(extract::Unreadable("no such content rule".into())),
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| format!("extractor stopped: {e}"))
+    } else {
+        Ok(group.iter().map(|_| Vec::new()).collect())
+    };
+    let mut results = match results {
+        Ok(r) => r.into_iter().map(Some).collect::<Vec<_>>(),
+        Err(why) => {
+            for p in group.iter_mut().filter(|p| !p.entities.is_empty()) {
+                p.unreadable = Some(why.clone());
+            }
+            group.iter().map(|_| None).collect()
+        }
+    };
+    group
+        .into_iter()
+        .zip(results.iter_mut())
+        .map(|(mut p, found)| {
+            for (i, result) in found.take().unwrap_or_default().into_iter().enumerate() {
+                let Some((rule, entity)) = p.entities.get(i) else {
+                    continue;
+                };
+                let rule = *rule;
+                match result {
+                    Ok(found) => p.links.extend(found.into_iter().map(|f| Link {
+                        entity_type: entity.clone(),
+                        entity_key: f.key,
+                        rule,
+                        location: Some(f.location),
+                    })),
+                    Err(e) => p.unreadable = Some(format!("rule {rule}: {e}")),
+                }
+            }
+            if p.unreadable.is_some() {
+                p.links.retain(|l| {
+                    config
+                        .links
+                        .iter()
+                        .any(|r| r.index() == l.rule && !matches!(r, LinkRule::Content { .. }))
+                });
+            }
+            // In rule order, as the rules are listed.
+            p.links.sort_by_key(|l| l.rule);
+            (p.meta, (p.links, p.unreadable))
+        })
+        .collect()
 }
 
 /// The links found in one object, and why it was unreadable (if it was).
 type Found = (Vec<Link>, Option<String>);
 
-/// How many objects are read and parsed at once: both cores busy, and the
-/// memory bound stays `READ_AHEAD ×` (a line of `max_line_bytes`, or a whole
-/// document of `max_content_bytes` for JSONPaths that cannot stream).
+/// Small objects go to the parser in groups of up to this many bytes (or
+/// [`GROUP_OBJECTS`] objects); a larger object goes alone.
+const GROUP_BYTES: u64 = 1 << 20;
+const GROUP_OBJECTS: usize = 64;
+
+fn groups_of(objects: Vec<ObjectMeta>) -> Vec<Vec<ObjectMeta>> {
+    let mut groups: Vec<Vec<ObjectMeta>> = Vec::new();
+    let mut bytes = 0u64;
+    for meta in objects {
+        let fits = groups.last().is_some_and(|g| {
+            g.len() < GROUP_OBJECTS && bytes.saturating_add(meta.size) <= GROUP_BYTES
+        });
+        if fits {
+            bytes += meta.size;
+            if let Some(g) = groups.last_mut() {
+                g.push(meta);
+            }
+        } else {
+            bytes = meta.size;
+            groups.push(vec![meta]);
+        }
+    }
+    groups
+}
+
+/// How many groups of objects are read and parsed at once: both cores busy,
+/// and the memory bound stays `READ_AHEAD ×` (a group's [`GROUP_BYTES`], a
+/// line of `max_line_bytes`, or a whole document of `max_content_bytes` for
+/// JSONPaths that cannot stream), plus as many parsed groups waiting for the
+/// writer.
 const READ_AHEAD: usize = 4;
 
 fn rules_hash(config: &Config) -> String {
@@ -241,72 +381,95 @@ pub async fn run(
 
     let total = listed.len() as u64;
     let mut pending: Vec<Pending> = Vec::new();
-    let mut done = 0u64;
     let mut to_read: Vec<ObjectMeta> = Vec::new();
-    let mut entries = listed.into_iter().peekable();
-    while entries.peek().is_some() {
-        // A window of entries: the ones to read are read several at a time.
-        for entry in entries.by_ref().take(1000) {
-            done += 1;
-            match entry {
-                Listed::Skipped { key, reason } => {
-                    summary.entries_skipped += 1;
-                    known.remove(&key);
-                    let meta = ObjectMeta {
-                        key,
-                        size: 0,
-                        modified: None,
-                        etag: None,
-                        metadata: Vec::new(),
-                    };
-                    pending.push((meta, "skipped", Some(reason), Vec::new()));
+    for entry in listed {
+        match entry {
+            Listed::Skipped { key, reason } => {
+                summary.entries_skipped += 1;
+                known.remove(&key);
+                let meta = ObjectMeta {
+                    key,
+                    size: 0,
+                    modified: None,
+                    etag: None,
+                    metadata: Vec::new(),
+                };
+                pending.push((meta, "skipped", Some(reason), Vec::new()));
+            }
+            Listed::Object(meta) => {
+                summary.objects_seen += 1;
+                summary.bytes_listed += meta.size;
+                let unchanged = known.remove(&meta.key).is_some_and(|k| {
+                    same_rules
+                        && k.size == meta.size
+                        && k.modified == meta.modified
+                        && k.etag == meta.etag
+                });
+                match unchanged {
+                    true => summary.objects_unchanged += 1,
+                    false => to_read.push(meta),
                 }
-                Listed::Object(meta) => {
-                    summary.objects_seen += 1;
-                    summary.bytes_listed += meta.size;
-                    let unchanged = known.remove(&meta.key).is_some_and(|k| {
-                        same_rules
-                            && k.size == meta.size
-                            && k.modified == meta.modified
-                            && k.etag == meta.etag
-                    });
-                    match unchanged {
-                        true => summary.objects_unchanged += 1,
-                        false => to_read.push(meta),
+            }
+        }
+    }
+    let mut done = total - to_read.len() as u64;
+    progress(done, total);
+
+    // Objects to read, in groups of small ones (one blocking hand-over per
+    // group), READ_AHEAD groups parsed at once; what they yield is written
+    // to the state store while the next groups are parsed.
+    let kinds = content_kinds(config);
+    let groups = groups_of(to_read);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(ObjectMeta, Found)>>(READ_AHEAD);
+    let kinds = &kinds;
+    let reader = async move {
+        let mut parsed = futures::stream::iter(groups.into_iter().map(|group| async move {
+            let prepared = futures::future::join_all(
+                group.into_iter().map(|meta| prepare(config, store, meta)),
+            )
+            .await;
+            extract_group(config, kinds, prepared).await
+        }))
+        .buffer_unordered(READ_AHEAD);
+        while let Some(group) = parsed.next().await {
+            // The writer stopped on an error: it reports it.
+            if tx.send(group).await.is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async {
+        let mut pending_links = 0usize;
+        while let Some(group) = rx.recv().await {
+            for (meta, (links, unreadable)) in group {
+                done += 1;
+                summary.objects_read += 1;
+                summary.bytes_read += meta.size;
+                for l in &links {
+                    if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
+                        *c += 1;
                     }
                 }
+                let status = if unreadable.is_some() {
+                    summary.objects_unreadable += 1;
+                    "unreadable"
+                } else {
+                    "ok"
+                };
+                pending_links += links.len();
+                pending.push((meta, status, unreadable, links));
             }
-        }
-        let read: Vec<(ObjectMeta, Found)> =
-            futures::stream::iter(to_read.drain(..).map(|meta| async move {
-                let found = links_of(config, store, &meta).await;
-                (meta, found)
-            }))
-            .buffer_unordered(READ_AHEAD)
-            .collect()
-            .await;
-        for (meta, (links, unreadable)) in read {
-            summary.objects_read += 1;
-            summary.bytes_read += meta.size;
-            for l in &links {
-                if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
-                    *c += 1;
-                }
+            if pending.len() >= 2000 || pending_links >= 50_000 {
+                write_batch(state, run, &mut pending).await?;
+                pending_links = 0;
             }
-            let status = if unreadable.is_some() {
-                summary.objects_unreadable += 1;
-                "unreadable"
-            } else {
-                "ok"
-            };
-            pending.push((meta, status, unreadable, links));
+            progress(done, total);
         }
-        if pending.len() >= 2000 {
-            write_batch(state, run, &mut pending).await?;
-        }
-        progress(done, total);
-    }
-    write_batch(state, run, &mut pending).await?;
+        write_batch(state, run, &mut pending).await?;
+        Ok::<_, StateError>(())
+    };
+    let ((), written) = futures::join!(reader, writer);
+    written?;
     progress(total, total);
 
     // Unchanged objects cost nothing here; objects gone from the store
@@ -458,17 +621,33 @@ async fn write_batch(
     if pending.is_empty() {
         return Ok(());
     }
+    let sqlite = state.is_sqlite();
     let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
     let batch: Vec<Pending> = std::mem::take(pending);
-    // Objects, many rows per statement.
-    for chunk in batch.chunks(100) {
-        let sql = format!(
-            "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES {}
-             ON CONFLICT(key) DO UPDATE SET size = excluded.size, modified = excluded.modified, etag = excluded.etag,
-               status = excluded.status, error = excluded.error, seen_run = excluded.seen_run",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?)", 1)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
+    // Objects, many rows per statement; each statement answers with the
+    // ids of its rows (inserted or updated).
+    const OBJECTS: usize = 100;
+    let objects_sql = |rows: usize| {
+        crate::state::sql(
+            sqlite,
+            format!(
+                "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES {}
+                 ON CONFLICT(key) DO UPDATE SET size = excluded.size, modified = excluded.modified, etag = excluded.etag,
+                   status = excluded.status, error = excluded.error, seen_run = excluded.seen_run
+                 RETURNING id, key",
+                crate::state::params(rows, "(?, ?, ?, ?, ?, ?, ?)", 1)
+            ),
+        )
+    };
+    let full_objects = objects_sql(OBJECTS);
+    let mut ids = std::collections::HashMap::with_capacity(batch.len());
+    for chunk in batch.chunks(OBJECTS) {
+        let sql = if chunk.len() == OBJECTS {
+            sqlx::AssertSqlSafe(full_objects.0.clone())
+        } else {
+            objects_sql(chunk.len())
+        };
+        let mut query = sqlx::query(sql);
         for (meta, status, error, _) in chunk {
             query = query
                 .bind(meta.key.clone())
@@ -479,22 +658,6 @@ async fn write_batch(
                 .bind(error.clone())
                 .bind(run);
         }
-        query
-            .execute(&mut *tx)
-            .await
-            .map_err(q("writing the index"))?;
-    }
-    // Their ids, then their links replaced.
-    let mut ids = std::collections::HashMap::new();
-    for chunk in batch.chunks(400) {
-        let sql = format!(
-            "SELECT id, key FROM objects WHERE key IN ({})",
-            crate::state::params(chunk.len(), "?", 1)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for (meta, ..) in chunk {
-            query = query.bind(meta.key.clone());
-        }
         for r in query
             .fetch_all(&mut *tx)
             .await
@@ -503,6 +666,7 @@ async fn write_batch(
             ids.insert(r.get::<String, _>(1), r.get::<i64, _>(0));
         }
     }
+    // Their links replaced.
     let id_list: Vec<i64> = ids.values().copied().collect();
     crate::state::exec_in(
         &mut tx,
@@ -511,24 +675,43 @@ async fn write_batch(
         &id_list,
     )
     .await?;
-    let links: Vec<(i64, &Link)> = batch
-        .iter()
-        .filter_map(|(meta, _, _, links)| ids.get(&meta.key).map(|id| (*id, links)))
-        .flat_map(|(id, links)| links.iter().map(move |l| (id, l)))
-        .collect();
-    for chunk in links.chunks(150) {
-        let sql = format!(
-            "INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES {}",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?)", 1)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
+    const LINKS: usize = 400;
+    let links_sql = |rows: usize| {
+        crate::state::sql(
+            sqlite,
+            format!(
+                "INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES {}",
+                crate::state::params(rows, "(?, ?, ?, ?, ?)", 1)
+            ),
+        )
+    };
+    let full_links = links_sql(LINKS);
+    // The links move into the statements (no copy of their strings).
+    let mut links: Vec<(i64, Link)> = Vec::new();
+    for (meta, _, _, found) in batch {
+        if let Some(id) = ids.get(&meta.key) {
+            links.extend(found.into_iter().map(|l| (*id, l)));
+        }
+    }
+    let mut rest = links.into_iter();
+    loop {
+        let chunk: Vec<(i64, Link)> = rest.by_ref().take(LINKS).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let sql = if chunk.len() == LINKS {
+            sqlx::AssertSqlSafe(full_links.0.clone())
+        } else {
+            links_sql(chunk.len())
+        };
+        let mut query = sqlx::query(sql);
         for (id, l) in chunk {
             query = query
-                .bind(*id)
-                .bind(l.entity_type.clone())
-                .bind(l.entity_key.clone())
+                .bind(id)
+                .bind(l.entity_type)
+                .bind(l.entity_key)
                 .bind(l.rule as i64)
-                .bind(l.location.clone());
+                .bind(l.location);
         }
         query
             .execute(&mut *tx)
@@ -665,4 +848,48 @@ pub fn links_digest(links: &[(String, String)]) -> String {
         h.update([0]);
     }
     hex::encode(&h.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(key: &str, size: u64) -> ObjectMeta {
+        ObjectMeta {
+            key: key.into(),
+            size,
+            modified: None,
+            etag: None,
+            metadata: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn groups_keep_every_object_in_order_within_their_bounds() {
+        let mut objects = Vec::new();
+        for i in 0..300u64 {
+            // Mostly small, some near and above the group's byte bound.
+            let size = match i % 50 {
+                7 => GROUP_BYTES + 1,
+                13 => GROUP_BYTES / 2 + 3,
+                _ => 1000 + i,
+            };
+            objects.push(meta(&format!("k{i:04}"), size));
+        }
+        let keys: Vec<String> = objects.iter().map(|m| m.key.clone()).collect();
+        let groups = groups_of(objects);
+        let flat: Vec<String> = groups.iter().flatten().map(|m| m.key.clone()).collect();
+        assert_eq!(flat, keys);
+        for g in &groups {
+            let bytes: u64 = g.iter().map(|m| m.size).sum();
+            assert!(g.len() <= GROUP_OBJECTS);
+            assert!(
+                g.len() == 1 || bytes <= GROUP_BYTES,
+                "{} objects, {bytes} bytes",
+                g.len()
+            );
+        }
+        assert!(groups.iter().any(|g| g.len() > 30));
+        assert!(groups.len() < 300 / 4);
+    }
 }
