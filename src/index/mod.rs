@@ -107,11 +107,11 @@ pub async fn links_of(
     meta: &ObjectMeta,
 ) -> (Vec<Link>, Option<String>) {
     let prepared = prepare(config, store, meta.clone()).await;
-    let mut done = extract_group(config, &content_kinds(config), vec![prepared]).await;
-    match done.pop() {
-        Some((_, found)) => found,
-        None => (Vec::new(), Some("extractor stopped".into())),
+    match extract_group(config, &content_kinds(config), vec![prepared]).await {
+        Ok(mut done) => done.pop().map(|(_, found)| found),
+        Err(why) => Some((Vec::new(), Some(why))),
     }
+    .unwrap_or_else(|| (Vec::new(), Some("the extractor stopped".into())))
 }
 
 /// Runs the rules that need no parsing (path, metadata) and opens the
@@ -212,9 +212,6 @@ async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) 
     }
 }
 
-/// One content rule's answer for one object.
-type Extracted = Result<Vec<extract::Found>, extract::Unreadable>;
-
 /// Parses a group of prepared objects on one blocking thread (one hand-over
 /// per group, not per object: most payloads are small, and a thread switch
 /// per object cost as much as parsing it), then keeps only the path links
@@ -223,77 +220,51 @@ type Extracted = Result<Vec<extract::Found>, extract::Unreadable>;
 async fn extract_group(
     config: &Config,
     kinds: &Kinds,
-    mut group: Vec<Prepared>,
-) -> Vec<(ObjectMeta, Found)> {
+    group: Vec<Prepared>,
+) -> Result<Vec<(ObjectMeta, Found)>, String> {
     let (max_whole, max_line) = (config.max_content_bytes, config.max_line_bytes);
-    let jobs: Vec<Vec<ContentJob>> = group
-        .iter_mut()
-        .map(|p| std::mem::take(&mut p.jobs))
-        .collect();
-    let any_jobs = jobs.iter().any(|j| !j.is_empty());
     let kinds = kinds.clone();
-    let results: Result<Vec<Vec<Extracted>>, String> = if any_jobs {
-        tokio::task::spawn_blocking(move || {
-            jobs.into_iter()
-                .map(|object| {
-                    object
-                        .into_iter()
-                        .map(|job| match kinds.get(job.rule).and_then(Option::as_ref) {
-                            Some(kind) => {
-                                extract::content(kind, job.reader, job.size, max_whole, max_line)
-                            }
-                            None => Err(extract::Unreadable("no such content rule".into())),
-                        })
-                        .collect()
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| format!("extractor stopped: {e}"))
-    } else {
-        Ok(group.iter().map(|_| Vec::new()).collect())
-    };
-    let mut results = match results {
-        Ok(r) => r.into_iter().map(Some).collect::<Vec<_>>(),
-        Err(why) => {
-            for p in group.iter_mut().filter(|p| !p.entities.is_empty()) {
-                p.unreadable = Some(why.clone());
-            }
-            group.iter().map(|_| None).collect()
+    // Everything per link (the parse, the links' strings) happens on the
+    // blocking thread; the async side only hands the group over.
+    tokio::task::spawn_blocking(move || {
+        group
+            .into_iter()
+            .map(|p| finish(p, &kinds, max_whole, max_line))
+            .collect()
+    })
+    .await
+    .map_err(|e| format!("the extractor stopped: {e}"))
+}
+
+/// Runs one object's content rules and merges what they find with its
+/// other links.
+fn finish(mut p: Prepared, kinds: &Kinds, max_whole: u64, max_line: u64) -> (ObjectMeta, Found) {
+    for (job, (rule, entity)) in std::mem::take(&mut p.jobs).into_iter().zip(&p.entities) {
+        let result = match kinds.get(job.rule).and_then(Option::as_ref) {
+            Some(kind) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                extract::content(kind, job.reader, job.size, max_whole, max_line)
+            }))
+            .unwrap_or_else(|_| Err(extract::Unreadable("the extractor failed".into()))),
+            None => Err(extract::Unreadable("no such content rule".into())),
+        };
+        match result {
+            Ok(found) => p.links.extend(found.into_iter().map(|f| Link {
+                entity_type: entity.clone(),
+                entity_key: f.key,
+                rule: *rule,
+                location: Some(f.location),
+            })),
+            Err(e) => p.unreadable = Some(format!("rule {rule}: {e}")),
         }
-    };
-    group
-        .into_iter()
-        .zip(results.iter_mut())
-        .map(|(mut p, found)| {
-            for (i, result) in found.take().unwrap_or_default().into_iter().enumerate() {
-                let Some((rule, entity)) = p.entities.get(i) else {
-                    continue;
-                };
-                let rule = *rule;
-                match result {
-                    Ok(found) => p.links.extend(found.into_iter().map(|f| Link {
-                        entity_type: entity.clone(),
-                        entity_key: f.key,
-                        rule,
-                        location: Some(f.location),
-                    })),
-                    Err(e) => p.unreadable = Some(format!("rule {rule}: {e}")),
-                }
-            }
-            if p.unreadable.is_some() {
-                p.links.retain(|l| {
-                    config
-                        .links
-                        .iter()
-                        .any(|r| r.index() == l.rule && !matches!(r, LinkRule::Content { .. }))
-                });
-            }
-            // In rule order, as the rules are listed.
-            p.links.sort_by_key(|l| l.rule);
-            (p.meta, (p.links, p.unreadable))
-        })
-        .collect()
+    }
+    if p.unreadable.is_some() {
+        // Content rules are the ones with a kind.
+        p.links
+            .retain(|l| !kinds.get(l.rule).is_some_and(Option::is_some));
+    }
+    // In rule order, as the rules are listed.
+    p.links.sort_by_key(|l| l.rule);
+    (p.meta, (p.links, p.unreadable))
 }
 
 /// The links found in one object, and why it was unreadable (if it was).
@@ -420,56 +391,68 @@ pub async fn run(
     // to the state store while the next groups are parsed.
     let kinds = content_kinds(config);
     let groups = groups_of(to_read);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(ObjectMeta, Found)>>(READ_AHEAD);
-    let kinds = &kinds;
-    let reader = async move {
-        let mut parsed = futures::stream::iter(groups.into_iter().map(|group| async move {
-            let prepared = futures::future::join_all(
-                group.into_iter().map(|meta| prepare(config, store, meta)),
-            )
-            .await;
-            extract_group(config, kinds, prepared).await
-        }))
-        .buffer_unordered(READ_AHEAD);
-        while let Some(group) = parsed.next().await {
-            // The writer stopped on an error: it reports it.
-            if tx.send(group).await.is_err() {
-                break;
-            }
-        }
-    };
-    let writer = async {
-        let mut pending_links = 0usize;
-        while let Some(group) = rx.recv().await {
-            for (meta, (links, unreadable)) in group {
-                done += 1;
-                summary.objects_read += 1;
-                summary.bytes_read += meta.size;
-                for l in &links {
-                    if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
-                        *c += 1;
-                    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Pending>>(READ_AHEAD);
+    // The writer runs as a task of its own (another thread than the one
+    // that opens objects and counts what they yield).
+    let writer = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut pending: Vec<Pending> = Vec::new();
+            let mut pending_links = 0usize;
+            while let Some(group) = rx.recv().await {
+                pending_links += group.iter().map(|p| p.3.len()).sum::<usize>();
+                pending.extend(group);
+                if pending.len() >= 2000 || pending_links >= 50_000 {
+                    write_batch(&state, run, &mut pending).await?;
+                    pending_links = 0;
                 }
-                let status = if unreadable.is_some() {
-                    summary.objects_unreadable += 1;
-                    "unreadable"
-                } else {
-                    "ok"
-                };
-                pending_links += links.len();
-                pending.push((meta, status, unreadable, links));
             }
-            if pending.len() >= 2000 || pending_links >= 50_000 {
-                write_batch(state, run, &mut pending).await?;
-                pending_links = 0;
-            }
-            progress(done, total);
+            write_batch(&state, run, &mut pending).await?;
+            Ok::<_, StateError>(())
         }
-        write_batch(state, run, &mut pending).await?;
-        Ok::<_, StateError>(())
-    };
-    let ((), written) = futures::join!(reader, writer);
-    written?;
+    });
+    // The skipped entries first.
+    if !pending.is_empty() && tx.send(std::mem::take(&mut pending)).await.is_err() {
+        return Err(writer_error(writer).await);
+    }
+    let kinds = &kinds;
+    let mut parsed = futures::stream::iter(groups.into_iter().map(|group| async move {
+        let prepared =
+            futures::future::join_all(group.into_iter().map(|meta| prepare(config, store, meta)))
+                .await;
+        extract_group(config, kinds, prepared).await
+    }))
+    .buffer_unordered(READ_AHEAD);
+    while let Some(group) = parsed.next().await {
+        let group = group.map_err(|why| StateError::Corrupt(format!("indexing stopped: {why}")))?;
+        let mut out: Vec<Pending> = Vec::with_capacity(group.len());
+        for (meta, (links, unreadable)) in group {
+            done += 1;
+            summary.objects_read += 1;
+            summary.bytes_read += meta.size;
+            for l in &links {
+                if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
+                    *c += 1;
+                }
+            }
+            let status = if unreadable.is_some() {
+                summary.objects_unreadable += 1;
+                "unreadable"
+            } else {
+                "ok"
+            };
+            out.push((meta, status, unreadable, links));
+        }
+        if tx.send(out).await.is_err() {
+            // The writer stopped on an error.
+            return Err(writer_error(writer).await);
+        }
+        progress(done, total);
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| StateError::Corrupt(format!("writing the index stopped: {e}")))??;
     progress(total, total);
 
     // Unchanged objects cost nothing here; objects gone from the store
@@ -612,6 +595,15 @@ async fn crm_column_links(
 }
 
 type Pending = (ObjectMeta, &'static str, Option<String>, Vec<Link>);
+
+/// Why the index writer stopped (it stops only on an error).
+async fn writer_error(writer: tokio::task::JoinHandle<Result<(), StateError>>) -> IndexError {
+    match writer.await {
+        Ok(Err(e)) => e.into(),
+        Ok(Ok(())) => StateError::Corrupt("the index writer stopped early".into()).into(),
+        Err(e) => StateError::Corrupt(format!("writing the index stopped: {e}")).into(),
+    }
+}
 
 async fn write_batch(
     state: &StateStore,
