@@ -316,11 +316,13 @@ async fn serve_registers_plans_approves_stops_and_resumes() {
             .unwrap();
         (r.status(), r.text().await.unwrap())
     };
-    assert!(
-        metrics.contains("lethe_next_run_timestamp_seconds")
-            || metrics.contains("lethe_runs_total"),
-        "{metrics}"
-    );
+    // The resumed run is certain only when failpoints slow the apply down
+    // (without them it may finish before the stop, and the restarted
+    // service has nothing to resume).
+    if cfg!(feature = "failpoints") {
+        assert!(metrics.contains("lethe_runs_total"), "{metrics}");
+    }
+    assert!(metrics.contains("lethe_objects_planned"), "{metrics}");
     drop(svc);
 
     // Logs: JSON lines, a request id on each request, no personal data.

@@ -276,24 +276,51 @@ const GROUP_BYTES: u64 = 1 << 20;
 const GROUP_OBJECTS: usize = 64;
 
 fn groups_of(objects: Vec<ObjectMeta>) -> Vec<Vec<ObjectMeta>> {
-    let mut groups: Vec<Vec<ObjectMeta>> = Vec::new();
+    let mut small: Vec<Vec<ObjectMeta>> = Vec::new();
+    let mut large: Vec<Vec<ObjectMeta>> = Vec::new();
     let mut bytes = 0u64;
     for meta in objects {
-        let fits = groups.last().is_some_and(|g| {
+        if meta.size > GROUP_BYTES {
+            large.push(vec![meta]);
+            continue;
+        }
+        let fits = small.last().is_some_and(|g| {
             g.len() < GROUP_OBJECTS && bytes.saturating_add(meta.size) <= GROUP_BYTES
         });
         if fits {
             bytes += meta.size;
-            if let Some(g) = groups.last_mut() {
+            if let Some(g) = small.last_mut() {
                 g.push(meta);
             }
         } else {
             bytes = meta.size;
-            groups.push(vec![meta]);
+            small.push(vec![meta]);
         }
     }
-    groups
+    // Large objects spread evenly among the small groups: a large object
+    // (a CSV export) may yield many links, and while the writer stores
+    // them, the parsers go on with small groups instead of waiting.
+    if large.is_empty() || small.is_empty() {
+        small.extend(large);
+        return small;
+    }
+    let every = small.len().div_ceil(large.len()).max(1);
+    let mut out = Vec::with_capacity(small.len() + large.len());
+    let mut large = large.into_iter();
+    for (i, g) in small.into_iter().enumerate() {
+        if i % every == 0
+            && let Some(l) = large.next()
+        {
+            out.push(l);
+        }
+        out.push(g);
+    }
+    out.extend(large);
+    out
 }
+
+/// How many parsed links may wait for the writer (about 100 bytes each).
+const LINK_BUDGET: usize = 200_000;
 
 /// How many groups of objects are read and parsed at once: both cores busy,
 /// and the memory bound stays `READ_AHEAD ×` (a group's [`GROUP_BYTES`], a
@@ -391,7 +418,13 @@ pub async fn run(
     // to the state store while the next groups are parsed.
     let kinds = content_kinds(config);
     let groups = groups_of(to_read);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Pending>>(READ_AHEAD);
+    // Parsed groups wait for the writer within a budget of links (memory),
+    // so that the parsers go on while the writer stores a large object's.
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(LINK_BUDGET));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+        Vec<Pending>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    )>(256);
     // The writer runs as a task of its own (another thread than the one
     // that opens objects and counts what they yield).
     let writer = tokio::spawn({
@@ -399,12 +432,16 @@ pub async fn run(
         async move {
             let mut pending: Vec<Pending> = Vec::new();
             let mut pending_links = 0usize;
-            while let Some(group) = rx.recv().await {
+            // Released once their links are written.
+            let mut permits = Vec::new();
+            while let Some((group, permit)) = rx.recv().await {
                 pending_links += group.iter().map(|p| p.3.len()).sum::<usize>();
                 pending.extend(group);
+                permits.extend(permit);
                 if pending.len() >= 2000 || pending_links >= 50_000 {
                     write_batch(&state, run, &mut pending).await?;
                     pending_links = 0;
+                    permits.clear();
                 }
             }
             write_batch(&state, run, &mut pending).await?;
@@ -412,7 +449,7 @@ pub async fn run(
         }
     });
     // The skipped entries first.
-    if !pending.is_empty() && tx.send(std::mem::take(&mut pending)).await.is_err() {
+    if !pending.is_empty() && tx.send((std::mem::take(&mut pending), None)).await.is_err() {
         return Err(writer_error(writer).await);
     }
     let kinds = &kinds;
@@ -443,7 +480,13 @@ pub async fn run(
             };
             out.push((meta, status, unreadable, links));
         }
-        if tx.send(out).await.is_err() {
+        let links: usize = out.iter().map(|p| p.3.len()).sum();
+        let permit = budget
+            .clone()
+            .acquire_many_owned(links.clamp(1, LINK_BUDGET) as u32)
+            .await
+            .ok();
+        if tx.send((out, permit)).await.is_err() {
             // The writer stopped on an error.
             return Err(writer_error(writer).await);
         }
@@ -678,14 +721,59 @@ async fn write_batch(
         )
     };
     let full_links = links_sql(LINKS);
-    // The links move into the statements (no copy of their strings).
-    let mut links: Vec<(i64, Link)> = Vec::new();
+    // The links move into the statements (no copy of their strings). A
+    // long run of one object's links of one rule (a CSV export: a link per
+    // row) binds only key and location per link; the rest bind all five.
+    const RUN: usize = 1000;
+    let run_sql = |rows: usize| {
+        crate::state::sql(
+            sqlite,
+            format!(
+                "INSERT INTO links(object_id, entity_type, entity_key, rule, location)
+                 SELECT $1, $2, v.column1, $3, v.column2 FROM (VALUES {}) AS v",
+                crate::state::params(rows, "(?, ?)", 4)
+            ),
+        )
+    };
+    let full_run = run_sql(RUN);
+    let mut scattered: Vec<(i64, Link)> = Vec::new();
     for (meta, _, _, found) in batch {
-        if let Some(id) = ids.get(&meta.key) {
-            links.extend(found.into_iter().map(|l| (*id, l)));
+        let Some(&id) = ids.get(&meta.key) else {
+            continue;
+        };
+        let mut found = found.into_iter().peekable();
+        while let Some(first) = found.next() {
+            let mut same: Vec<Link> = vec![first];
+            while same.len() < RUN
+                && found
+                    .peek()
+                    .is_some_and(|l| l.rule == same[0].rule && l.entity_type == same[0].entity_type)
+            {
+                same.extend(found.next());
+            }
+            if same.len() < 64 {
+                scattered.extend(same.into_iter().map(|l| (id, l)));
+                continue;
+            }
+            let sql = if same.len() == RUN {
+                sqlx::AssertSqlSafe(full_run.0.clone())
+            } else {
+                run_sql(same.len())
+            };
+            let mut query = sqlx::query(sql)
+                .bind(id)
+                .bind(same[0].entity_type.clone())
+                .bind(same[0].rule as i64);
+            for l in same {
+                query = query.bind(l.entity_key).bind(l.location);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing the index"))?;
         }
     }
-    let mut rest = links.into_iter();
+    let mut rest = scattered.into_iter();
     loop {
         let chunk: Vec<(i64, Link)> = rest.by_ref().take(LINKS).collect();
         if chunk.is_empty() {
@@ -857,21 +945,38 @@ mod tests {
     }
 
     #[test]
-    fn groups_keep_every_object_in_order_within_their_bounds() {
+    fn groups_keep_every_object_within_their_bounds_and_spread_large_ones() {
         let mut objects = Vec::new();
         for i in 0..300u64 {
             // Mostly small, some near and above the group's byte bound.
-            let size = match i % 50 {
-                7 => GROUP_BYTES + 1,
-                13 => GROUP_BYTES / 2 + 3,
+            // (The large ones next to each other in the listing.)
+            let size = match i {
+                100..106 => GROUP_BYTES + 1,
+                _ if i % 50 == 13 => GROUP_BYTES / 2 + 3,
                 _ => 1000 + i,
             };
             objects.push(meta(&format!("k{i:04}"), size));
         }
-        let keys: Vec<String> = objects.iter().map(|m| m.key.clone()).collect();
+        let small_keys: Vec<String> = objects
+            .iter()
+            .filter(|m| m.size <= GROUP_BYTES)
+            .map(|m| m.key.clone())
+            .collect();
+        let mut all_keys: Vec<String> = objects.iter().map(|m| m.key.clone()).collect();
         let groups = groups_of(objects);
-        let flat: Vec<String> = groups.iter().flatten().map(|m| m.key.clone()).collect();
-        assert_eq!(flat, keys);
+        let mut flat: Vec<String> = groups.iter().flatten().map(|m| m.key.clone()).collect();
+        // Small objects keep their order.
+        let small_flat: Vec<String> = groups
+            .iter()
+            .flatten()
+            .filter(|m| m.size <= GROUP_BYTES)
+            .map(|m| m.key.clone())
+            .collect();
+        assert_eq!(small_flat, small_keys);
+        // Every object exactly once.
+        flat.sort();
+        all_keys.sort();
+        assert_eq!(flat, all_keys);
         for g in &groups {
             let bytes: u64 = g.iter().map(|m| m.size).sum();
             assert!(g.len() <= GROUP_OBJECTS);
@@ -881,7 +986,15 @@ mod tests {
                 g.len()
             );
         }
+        // Large objects are spread among the small groups.
+        let large: Vec<usize> = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g[0].size > GROUP_BYTES)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(large.len(), 6);
+        assert!(large.windows(2).all(|w| w[1] > w[0] + 1), "{large:?}");
         assert!(groups.iter().any(|g| g.len() > 30));
-        assert!(groups.len() < 300 / 4);
     }
 }
