@@ -155,6 +155,51 @@ async fn an_object_leaving_the_index_takes_its_registered_links() {
     }
 }
 
+/// The index as the incremental run reads it back: every object with its
+/// size, date and etag, in pages, whatever its key holds (quotes, escapes,
+/// control and non-ASCII characters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_reads_back_exactly_in_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, _) in stores("indexpages", tmp.path()).await {
+        let d = state.dialect();
+        let mut expected = std::collections::HashMap::new();
+        for i in 0..23i64 {
+            let key = match i % 4 {
+                0 => format!("leads/{i}.json"),
+                1 => format!("a \"quoted\" \\ key\t{i}"),
+                2 => format!("Gr\u{fc}\u{df}e/\u{1F600}-{i}\u{1}.xml"),
+                _ => format!("x/{i}"),
+            };
+            let (size, modified, etag) = match i % 3 {
+                0 => (i64::MAX - i, None, None),
+                1 => (i, Some(1_700_000_000 + i), Some(format!("etag-{i}"))),
+                _ => (0, Some(-i), Some(String::new())),
+            };
+            sqlx::query(
+                "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES ($1, $2, $3, $4, 'ok', NULL, 1)",
+            )
+            .bind(key.clone())
+            .bind(size)
+            .bind(modified)
+            .bind(etag.clone())
+            .execute(state.pool())
+            .await
+            .unwrap();
+            expected.insert(key, (size as u64, modified, etag));
+        }
+        for page in [1, 5, 23, 100] {
+            let got = state.indexed_objects_paged(page).await.unwrap();
+            let got: std::collections::HashMap<_, _> = got
+                .into_iter()
+                .map(|(k, o)| (k, (o.size, o.modified, o.etag)))
+                .collect();
+            assert_eq!(got, expected, "{d:?}, pages of {page}");
+        }
+        assert_eq!(state.indexed_objects().await.unwrap().len(), 23);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appenders_keep_one_audit_chain() {
     let tmp = tempfile::tempdir().unwrap();

@@ -11,7 +11,6 @@ pub mod workers;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor, Row};
 
@@ -353,21 +352,57 @@ impl StateStore {
     pub async fn indexed_objects(
         &self,
     ) -> Result<std::collections::HashMap<String, IndexedObject>, StateError> {
-        let mut rows =
-            sqlx::query("SELECT id, key, size, modified, etag FROM objects").fetch(&self.pool);
+        self.indexed_objects_paged(20_000).await
+    }
+
+    /// [`StateStore::indexed_objects`], `page` objects per query (tests use
+    /// small pages).
+    pub async fn indexed_objects_paged(
+        &self,
+        page: i64,
+    ) -> Result<std::collections::HashMap<String, IndexedObject>, StateError> {
+        // Pages of objects as one JSON text each: a row at a time, the hand-
+        // over between the database driver's thread and this task cost more
+        // than the rest of an unchanged re-index.
+        let sql = match self.dialect {
+            Dialect::Sqlite => {
+                "SELECT json_group_array(json_array(id, key, size, modified, etag)), max(id), count(*)
+                 FROM (SELECT id, key, size, modified, etag FROM objects WHERE id > $1 ORDER BY id LIMIT $2)"
+            }
+            Dialect::Postgres => {
+                "SELECT coalesce(json_agg(json_build_array(id, key, size, modified, etag))::text, '[]'), max(id), count(*)
+                 FROM (SELECT id, key, size, modified, etag FROM objects WHERE id > $1 ORDER BY id LIMIT $2) AS page"
+            }
+        };
+        type Entry = (i64, String, i64, Option<i64>, Option<String>);
         let mut out = std::collections::HashMap::new();
-        while let Some(r) = rows.try_next().await.map_err(q("reading the index"))? {
-            out.insert(
-                r.get::<String, _>(1),
-                IndexedObject {
-                    id: r.get(0),
-                    size: r.get::<i64, _>(2) as u64,
-                    modified: r.get(3),
-                    etag: r.get(4),
-                },
-            );
+        let mut after = i64::MIN;
+        loop {
+            let row = sqlx::query(sql)
+                .bind(after)
+                .bind(page)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("reading the index"))?;
+            let (text, last, n): (String, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+            let entries: Vec<Entry> = serde_json::from_str(&text)
+                .map_err(|e| StateError::Corrupt(format!("reading the index: {e}")))?;
+            for (id, key, size, modified, etag) in entries {
+                out.insert(
+                    key,
+                    IndexedObject {
+                        id,
+                        size: size as u64,
+                        modified,
+                        etag,
+                    },
+                );
+            }
+            match last {
+                Some(last) if n == page => after = last,
+                _ => return Ok(out),
+            }
         }
-        Ok(out)
     }
 }
 

@@ -14,6 +14,9 @@ use cap_std::fs::Dir;
 
 use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
 
+/// Threads that list folders at once.
+const WALKERS: usize = 4;
+
 pub struct FolderStore {
     root: PathBuf,
     /// Shared with the blocking threads that run deletes in parallel.
@@ -34,7 +37,92 @@ impl FolderStore {
         })
     }
 
+    /// Lists the whole tree: folders are listed by [`WALKERS`] threads at
+    /// once (a listing is mostly the kernel's work per entry, and it runs
+    /// on both cores), each folder's entries handed to `sink` together, in
+    /// name order. Any failure fails the whole listing.
     fn walk(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
+        use std::sync::{Condvar, Mutex};
+        // Folders still to list, as relative prefixes, and how many are
+        // being listed; each is opened only when its turn comes, so a
+        // million folders cost no file handles.
+        let queue = (
+            Mutex::new((vec![String::new()], 0usize, false)),
+            Condvar::new(),
+        );
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Result<Vec<Listed>, StoreError>>(WALKERS * 4);
+        let mut n = 0;
+        let mut failed = None;
+        std::thread::scope(|scope| {
+            for _ in 0..WALKERS {
+                let (queue, tx) = (&queue, tx.clone());
+                scope.spawn(move || {
+                    let (lock, wake) = queue;
+                    loop {
+                        let prefix = {
+                            let Ok(mut q) = lock.lock() else { return };
+                            loop {
+                                if q.2 {
+                                    return;
+                                }
+                                if let Some(p) = q.0.pop() {
+                                    q.1 += 1;
+                                    break p;
+                                }
+                                if q.1 == 0 {
+                                    return;
+                                }
+                                q = match wake.wait(q) {
+                                    Ok(q) => q,
+                                    Err(_) => return,
+                                };
+                            }
+                        };
+                        let listed = self.list_dir(&prefix);
+                        let Ok(mut q) = lock.lock() else { return };
+                        q.1 -= 1;
+                        let entries = match listed {
+                            Ok((entries, folders)) => {
+                                q.0.extend(folders);
+                                Ok(entries)
+                            }
+                            Err(e) => {
+                                q.2 = true;
+                                Err(e)
+                            }
+                        };
+                        wake.notify_all();
+                        drop(q);
+                        if tx.send(entries).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            for batch in rx {
+                match batch {
+                    Ok(entries) => {
+                        for l in entries {
+                            n += u64::from(matches!(l, Listed::Object(_)));
+                            sink(l);
+                        }
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// One folder's entries (sorted by name) and its subfolders.
+    fn list_dir(&self, prefix: &str) -> Result<(Vec<Listed>, Vec<String>), StoreError> {
         // Object keys can carry personal data: an error names the depth of
         // the entry that failed, never its name.
         let list_err = |at: &str, source| StoreError::List {
@@ -49,68 +137,62 @@ impl FolderStore {
             },
             source,
         };
-        let mut n = 0;
-        // Folders still to list, as relative prefixes; each is opened only
-        // when its turn comes, so a million folders cost no file handles.
-        let mut stack: Vec<String> = vec![String::new()];
-        while let Some(prefix) = stack.pop() {
-            let dir = if prefix.is_empty() {
-                self.dir.try_clone().map_err(|e| list_err("", e))?
-            } else {
-                self.dir
-                    .open_dir(prefix.trim_end_matches('/'))
-                    .map_err(|e| list_err(&prefix, e))?
+        let dir = if prefix.is_empty() {
+            self.dir.try_clone().map_err(|e| list_err("", e))?
+        } else {
+            self.dir
+                .open_dir(prefix.trim_end_matches('/'))
+                .map_err(|e| list_err(prefix, e))?
+        };
+        let entries = dir.entries().map_err(|e| list_err(prefix, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| list_err(prefix, e))?;
+            names.push(entry);
+        }
+        // Sorted listings make runs reproducible.
+        names.sort_by_key(|e| e.file_name());
+        let (mut out, mut folders) = (Vec::with_capacity(names.len()), Vec::new());
+        for entry in names {
+            let name = entry.file_name();
+            let Some(name) = name.to_str().map(str::to_string) else {
+                out.push(Listed::Skipped {
+                    key: format!("{prefix}{}", name.to_string_lossy()),
+                    reason: "file name is not UTF-8".into(),
+                });
+                continue;
             };
-            let entries = dir.entries().map_err(|e| list_err(&prefix, e))?;
-            let mut names = Vec::new();
-            for entry in entries {
-                let entry = entry.map_err(|e| list_err(&prefix, e))?;
-                names.push(entry);
-            }
-            // Sorted listings make runs reproducible.
-            names.sort_by_key(|e| e.file_name());
-            for entry in names {
-                let name = entry.file_name();
-                let Some(name) = name.to_str().map(str::to_string) else {
-                    sink(Listed::Skipped {
-                        key: format!("{prefix}{}", name.to_string_lossy()),
-                        reason: "file name is not UTF-8".into(),
-                    });
-                    continue;
-                };
-                let key = format!("{prefix}{name}");
-                let ft = entry.file_type().map_err(|e| list_err(&key, e))?;
-                if ft.is_symlink() {
-                    sink(Listed::Skipped {
-                        key,
-                        reason: "symbolic link (never followed)".into(),
-                    });
-                } else if ft.is_dir() {
-                    stack.push(format!("{key}/"));
-                } else if ft.is_file() {
-                    let meta = entry.metadata().map_err(|e| list_err(&key, e))?;
-                    sink(Listed::Object(ObjectMeta {
-                        key,
-                        size: meta.len(),
-                        modified: meta.modified().ok().and_then(|m| {
-                            m.into_std()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .ok()
-                                .map(|d| d.as_secs() as i64)
-                        }),
-                        etag: None,
-                        metadata: Vec::new(),
-                    }));
-                    n += 1;
-                } else {
-                    sink(Listed::Skipped {
-                        key,
-                        reason: "not a regular file".into(),
-                    });
-                }
+            let key = format!("{prefix}{name}");
+            let ft = entry.file_type().map_err(|e| list_err(&key, e))?;
+            if ft.is_symlink() {
+                out.push(Listed::Skipped {
+                    key,
+                    reason: "symbolic link (never followed)".into(),
+                });
+            } else if ft.is_dir() {
+                folders.push(format!("{key}/"));
+            } else if ft.is_file() {
+                let meta = entry.metadata().map_err(|e| list_err(&key, e))?;
+                out.push(Listed::Object(ObjectMeta {
+                    key,
+                    size: meta.len(),
+                    modified: meta.modified().ok().and_then(|m| {
+                        m.into_std()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .ok()
+                            .map(|d| d.as_secs() as i64)
+                    }),
+                    etag: None,
+                    metadata: Vec::new(),
+                }));
+            } else {
+                out.push(Listed::Skipped {
+                    key,
+                    reason: "not a regular file".into(),
+                });
             }
         }
-        Ok(n)
+        Ok((out, folders))
     }
 
     fn meta_of(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
