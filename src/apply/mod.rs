@@ -546,19 +546,19 @@ impl Ctx<'_> {
             .collect::<Vec<_>>()
             .join(",");
         // The planned entities of these cases.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT case_id, entity_type, entity_key FROM plan_entities WHERE plan_id = $1 AND case_id IN ({id_list})"
+        let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM plan_entities WHERE plan_id = $1 AND case_id IN ({id_list})",
+            self.state.json_rows("case_id, entity_type, entity_key")
         )))
         .bind(self.plan_id)
-        .fetch_all(self.state.pool())
+        .fetch_one(self.state.pool())
         .await
         .map_err(q("reading the plan"))?;
+        let rows: Vec<(i64, String, String)> = serde_json::from_str(&rows)
+            .map_err(|e| StateError::Corrupt(format!("reading the plan: {e}")))?;
         let mut planned: HashMap<u64, HashSet<(String, String)>> = HashMap::new();
-        for r in &rows {
-            planned
-                .entry(r.get::<i64, _>(0) as u64)
-                .or_default()
-                .insert((r.get(1), r.get(2)));
+        for (case, ty, key) in rows {
+            planned.entry(case as u64).or_default().insert((ty, key));
         }
 
         let holds = self.state.holds().await?;

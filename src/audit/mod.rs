@@ -106,25 +106,44 @@ pub async fn append(
         chained.push(r);
     }
     // Many rows per statement: the audit is written on apply's hot path.
-    for chunk in chained.chunks(80) {
-        let sql = format!(
-            "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash) VALUES {}",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", 1)
-        );
-        let mut query = sqlx::query(crate::state::sql(crate::state::is_sqlite(tx), sql));
+    // The records move into the statements (no copy of their strings).
+    const ROWS: usize = 200;
+    let sqlite = crate::state::is_sqlite(tx);
+    let statement = |rows: usize| {
+        crate::state::sql(
+            sqlite,
+            format!(
+                "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash) VALUES {}",
+                crate::state::params(rows, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", 1)
+            ),
+        )
+    };
+    let full = statement(ROWS);
+    let mut rest = chained.into_iter();
+    loop {
+        let chunk: Vec<Record> = rest.by_ref().take(ROWS).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let sql = if chunk.len() == ROWS {
+            sqlx::AssertSqlSafe(full.0.clone())
+        } else {
+            statement(chunk.len())
+        };
+        let mut query = sqlx::query(sql);
         for r in chunk {
             query = query
                 .bind(r.seq)
-                .bind(r.plan_id.clone())
-                .bind(r.policy.clone())
-                .bind(r.basis.clone())
-                .bind(r.action.clone())
-                .bind(r.entity_type.clone())
-                .bind(r.pseudonym.clone())
+                .bind(r.plan_id)
+                .bind(r.policy)
+                .bind(r.basis)
+                .bind(r.action)
+                .bind(r.entity_type)
+                .bind(r.pseudonym)
                 .bind(r.bytes)
-                .bind(r.at.clone())
-                .bind(r.prev.clone())
-                .bind(r.hash.clone());
+                .bind(r.at)
+                .bind(r.prev)
+                .bind(r.hash);
         }
         query
             .execute(&mut **tx)
