@@ -337,7 +337,7 @@ async fn work(
             Vec::new()
         } else {
             worker
-                .claim_rows(
+                .claim_rows::<(i64, String, String, String, String, String)>(
                     Items::Cases,
                     batch_cases,
                     "policy, root_type, root_key, root_kind, status",
@@ -360,18 +360,17 @@ async fn work(
             break;
         }
         let cases: Vec<PlannedCase> = rows
-            .iter()
-            .map(|r| PlannedCase {
-                case_id: r.get::<i64, _>(0) as u64,
-                policy: r.get(1),
-                root_type: r.get(2),
-                root_key: EntityKey::from_stored(
-                    r.get::<String, _>(4).as_str(),
-                    r.get::<String, _>(3).as_str(),
-                )
-                .unwrap_or(EntityKey::Text(r.get(3))),
-                resumed: r.get::<String, _>(5) == "executing",
-            })
+            .into_iter()
+            .map(
+                |(case_id, policy, root_type, root_key, root_kind, status)| PlannedCase {
+                    case_id: case_id as u64,
+                    policy,
+                    root_type,
+                    root_key: EntityKey::from_stored(root_kind.as_str(), root_key.as_str())
+                        .unwrap_or(EntityKey::Text(root_key)),
+                    resumed: status == "executing",
+                },
+            )
             .collect();
         let previous = pending.take();
         let journal = async {

@@ -11,8 +11,6 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
-
 use super::{Dialect, StateError, StateStore, q};
 
 /// Which plan table a claim is on.
@@ -156,10 +154,10 @@ impl Worker {
     /// worker's own claims: a batch it holds is in flight.
     pub async fn claim(&self, items: Items, limit: usize) -> Result<Vec<i64>, StateError> {
         Ok(self
-            .claim_rows(items, limit, "", false)
+            .claim_rows::<(i64,)>(items, limit, "", false)
             .await?
-            .iter()
-            .map(|r| r.get::<i64, _>(0))
+            .into_iter()
+            .map(|(id,)| id)
             .collect())
     }
 
@@ -167,13 +165,15 @@ impl Worker {
     /// they were before the claim: a `status` column tells a resumed item).
     /// With `executing`, the claim is also the journal's intent: the items
     /// go `executing` and their attempts count up, in the same transaction.
-    pub async fn claim_rows(
+    /// The rows come as one JSON text (`T`: a tuple of the id and the
+    /// columns), not row by row (see `StateStore::json_rows`).
+    pub async fn claim_rows<T: serde::de::DeserializeOwned + IdFirst>(
         &self,
         items: Items,
         limit: usize,
         columns: &str,
         executing: bool,
-    ) -> Result<Vec<sqlx::any::AnyRow>, StateError> {
+    ) -> Result<Vec<T>, StateError> {
         let (table, id) = (items.table(), items.id());
         let lock = match self.state.dialect {
             Dialect::Sqlite => "",
@@ -193,22 +193,28 @@ impl Worker {
             self.state.pool.begin().await
         }
         .map_err(q("claiming work"))?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {id}{columns} FROM {table}
-             WHERE plan_id = $1 AND status IN ('planned', 'executing')
-               AND (claimed_by IS NULL
-                    OR (claimed_by <> $2
-                        AND claimed_by NOT IN (SELECT id FROM workers WHERE heartbeat >= $3)))
-             ORDER BY {id} LIMIT $4 {lock}"
+        let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM (
+               SELECT {id}{columns} FROM {table}
+               WHERE plan_id = $1 AND status IN ('planned', 'executing')
+                 AND (claimed_by IS NULL
+                      OR (claimed_by <> $2
+                          AND claimed_by NOT IN (SELECT id FROM workers WHERE heartbeat >= $3)))
+               ORDER BY {id} LIMIT $4 {lock}) AS open_items",
+            self.state.json_rows(&format!("{id}{columns}"))
         )))
         .bind(&self.plan_id)
         .bind(&self.id)
         .bind(self.cutoff())
         .bind(limit as i64)
-        .fetch_all(&mut *tx)
+        .fetch_one(&mut *tx)
         .await
         .map_err(q("claiming work"))?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.get::<i64, _>(0)).collect();
+        let mut rows: Vec<T> = serde_json::from_str(&text)
+            .map_err(|e| StateError::Corrupt(format!("claiming work: {e}")))?;
+        // Lowest first, as claimed (an aggregate keeps no order).
+        rows.sort_by_key(IdFirst::id);
+        let ids: Vec<i64> = rows.iter().map(IdFirst::id).collect();
         let intent = if executing {
             ", status = 'executing', attempts = attempts + 1"
         } else {
@@ -311,4 +317,21 @@ fn hostname() -> String {
         })
         .filter(|h: &String| !h.is_empty())
         .unwrap_or_else(|| "host".to_string())
+}
+
+/// A claimed row: its id first.
+pub trait IdFirst {
+    fn id(&self) -> i64;
+}
+
+impl IdFirst for (i64,) {
+    fn id(&self) -> i64 {
+        self.0
+    }
+}
+
+impl<B, C, D, E, F> IdFirst for (i64, B, C, D, E, F) {
+    fn id(&self) -> i64 {
+        self.0
+    }
 }
