@@ -454,8 +454,11 @@ pub async fn run(
     }
     let kinds = &kinds;
     let mut parsed = futures::stream::iter(groups.into_iter().map(|group| async move {
-        let prepared =
-            futures::future::join_all(group.into_iter().map(|meta| prepare(config, store, meta)))
+        // (A cloud store reads a group's objects 16 at a time.)
+        let prepared: Vec<Prepared> =
+            futures::stream::iter(group.into_iter().map(|meta| prepare(config, store, meta)))
+                .buffered(16)
+                .collect()
                 .await;
         extract_group(config, kinds, prepared).await
     }))
