@@ -553,8 +553,8 @@ impl Ctx<'_> {
         .fetch_one(self.state.pool())
         .await
         .map_err(q("reading the plan"))?;
-        let rows: Vec<(i64, String, String)> = serde_json::from_str(&rows)
-            .map_err(|e| StateError::Corrupt(format!("reading the plan: {e}")))?;
+        let rows: Vec<(i64, String, String)> =
+            crate::state::parse_json_rows(&rows, "reading the plan")?;
         let mut planned: HashMap<u64, HashSet<(String, String)>> = HashMap::new();
         for (case, ty, key) in rows {
             planned.entry(case as u64).or_default().insert((ty, key));

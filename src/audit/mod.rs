@@ -108,29 +108,21 @@ pub async fn append(
     // Many rows per statement: the audit is written on apply's hot path.
     // The records move into the statements (no copy of their strings).
     const ROWS: usize = 200;
-    let sqlite = crate::state::is_sqlite(tx);
-    let statement = |rows: usize| {
-        crate::state::sql(
-            sqlite,
-            format!(
-                "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash) VALUES {}",
-                crate::state::params(rows, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", 1)
-            ),
-        )
-    };
-    let full = statement(ROWS);
+    let statement = crate::state::RowsSql::new(
+        crate::state::is_sqlite(tx),
+        "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        1,
+        "",
+        ROWS,
+    );
     let mut rest = chained.into_iter();
     loop {
         let chunk: Vec<Record> = rest.by_ref().take(ROWS).collect();
         if chunk.is_empty() {
             break;
         }
-        let sql = if chunk.len() == ROWS {
-            sqlx::AssertSqlSafe(full.0.clone())
-        } else {
-            statement(chunk.len())
-        };
-        let mut query = sqlx::query(sql);
+        let mut query = sqlx::query(statement.rows(chunk.len()));
         for r in chunk {
             query = query
                 .bind(r.seq)

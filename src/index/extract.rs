@@ -566,11 +566,7 @@ fn csv_from_slice(
     let Some(header) = lines.next() else {
         return Ok(Vec::new());
     };
-    let wanted = header.split(|b| *b == delimiter).position(|h| {
-        let h = String::from_utf8_lossy(h);
-        h.trim_start_matches('\u{feff}').trim() == column
-    });
-    let Some(col) = wanted else {
+    let Some(col) = key_column(header.split(|b| *b == delimiter), column) else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
@@ -588,18 +584,34 @@ fn csv_from_slice(
         else {
             continue;
         };
-        let v = std::str::from_utf8(v)
-            .map_err(|_| Unreadable(format!("row {row}: the key column is not UTF-8")))?
-            .trim();
-        if !v.is_empty() {
-            check_room(&out)?;
-            out.push(Found {
-                key: v.to_string(),
-                location: format!("row {row}"),
-            });
-        }
+        push_row_key(&mut out, row, v)?;
     }
     Ok(out)
+}
+
+/// The position of the key column among the header's names.
+fn key_column<'h>(mut names: impl Iterator<Item = &'h [u8]>, column: &str) -> Option<usize> {
+    names.position(|h| {
+        String::from_utf8_lossy(h)
+            .trim_start_matches('\u{feff}')
+            .trim()
+            == column
+    })
+}
+
+/// A row's key (blank: none) as a link at its row.
+fn push_row_key(out: &mut Vec<Found>, row: u64, value: &[u8]) -> Result<(), Unreadable> {
+    let v = std::str::from_utf8(value)
+        .map_err(|_| Unreadable(format!("row {row}: the key column is not UTF-8")))?
+        .trim();
+    if !v.is_empty() {
+        check_room(out)?;
+        out.push(Found {
+            key: v.to_string(),
+            location: format!("row {row}"),
+        });
+    }
+    Ok(())
 }
 
 fn csv_from(
@@ -624,11 +636,7 @@ fn csv_from(
         .byte_headers()
         .map_err(|e| Unreadable(format!("CSV header unreadable ({})", csv_error_class(&e))))?
         .clone();
-    let wanted = headers.iter().position(|h| {
-        let h = String::from_utf8_lossy(h);
-        h.trim_start_matches('\u{feff}').trim() == column
-    });
-    let Some(col) = wanted else {
+    let Some(col) = key_column(headers.iter(), column) else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
@@ -640,16 +648,7 @@ fn csv_from(
             Ok(true) => {
                 row += 1;
                 if let Some(v) = record.get(col) {
-                    let v = std::str::from_utf8(v)
-                        .map_err(|_| Unreadable(format!("row {row}: the key column is not UTF-8")))?
-                        .trim();
-                    if !v.is_empty() {
-                        check_room(&out)?;
-                        out.push(Found {
-                            key: v.to_string(),
-                            location: format!("row {row}"),
-                        });
-                    }
+                    push_row_key(&mut out, row, v)?;
                 }
             }
             Err(e) => {

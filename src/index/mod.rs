@@ -99,21 +99,6 @@ struct Prepared {
     entities: Vec<(usize, String)>,
 }
 
-/// What the rules find in one object. `Err` = a content rule could not read
-/// it (the path links found so far still count).
-pub async fn links_of(
-    config: &Config,
-    store: &dyn TechnicalStore,
-    meta: &ObjectMeta,
-) -> (Vec<Link>, Option<String>) {
-    let prepared = prepare(config, store, meta.clone()).await;
-    match extract_group(config, &content_kinds(config), vec![prepared]).await {
-        Ok(mut done) => done.pop().map(|(_, found)| found),
-        Err(why) => Some((Vec::new(), Some(why))),
-    }
-    .unwrap_or_else(|| (Vec::new(), Some("the extractor stopped".into())))
-}
-
 /// Runs the rules that need no parsing (path, metadata) and opens the
 /// object for its content rules, which [`extract_group`] runs.
 async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) -> Prepared {
@@ -665,27 +650,19 @@ async fn write_batch(
     // Objects, many rows per statement; each statement answers with the
     // ids of its rows (inserted or updated).
     const OBJECTS: usize = 100;
-    let objects_sql = |rows: usize| {
-        crate::state::sql(
-            sqlite,
-            format!(
-                "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES {}
-                 ON CONFLICT(key) DO UPDATE SET size = excluded.size, modified = excluded.modified, etag = excluded.etag,
-                   status = excluded.status, error = excluded.error, seen_run = excluded.seen_run
-                 RETURNING id, key",
-                crate::state::params(rows, "(?, ?, ?, ?, ?, ?, ?)", 1)
-            ),
-        )
-    };
-    let full_objects = objects_sql(OBJECTS);
+    let objects_sql = crate::state::RowsSql::new(
+        sqlite,
+        "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?)",
+        1,
+        " ON CONFLICT(key) DO UPDATE SET size = excluded.size, modified = excluded.modified, etag = excluded.etag,
+           status = excluded.status, error = excluded.error, seen_run = excluded.seen_run
+         RETURNING id, key",
+        OBJECTS,
+    );
     let mut ids = std::collections::HashMap::with_capacity(batch.len());
     for chunk in batch.chunks(OBJECTS) {
-        let sql = if chunk.len() == OBJECTS {
-            sqlx::AssertSqlSafe(full_objects.0.clone())
-        } else {
-            objects_sql(chunk.len())
-        };
-        let mut query = sqlx::query(sql);
+        let mut query = sqlx::query(objects_sql.rows(chunk.len()));
         for (meta, status, error, _) in chunk {
             query = query
                 .bind(meta.key.clone())
@@ -714,31 +691,27 @@ async fn write_batch(
     )
     .await?;
     const LINKS: usize = 400;
-    let links_sql = |rows: usize| {
-        crate::state::sql(
-            sqlite,
-            format!(
-                "INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES {}",
-                crate::state::params(rows, "(?, ?, ?, ?, ?)", 1)
-            ),
-        )
-    };
-    let full_links = links_sql(LINKS);
+    let links_sql = crate::state::RowsSql::new(
+        sqlite,
+        "INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES ",
+        "(?, ?, ?, ?, ?)",
+        1,
+        "",
+        LINKS,
+    );
     // The links move into the statements (no copy of their strings). A
     // long run of one object's links of one rule (a CSV export: a link per
     // row) binds only key and location per link; the rest bind all five.
     const RUN: usize = 1000;
-    let run_sql = |rows: usize| {
-        crate::state::sql(
-            sqlite,
-            format!(
-                "INSERT INTO links(object_id, entity_type, entity_key, rule, location)
-                 SELECT $1, $2, v.column1, $3, v.column2 FROM (VALUES {}) AS v",
-                crate::state::params(rows, "(?, ?)", 4)
-            ),
-        )
-    };
-    let full_run = run_sql(RUN);
+    let run_sql = crate::state::RowsSql::new(
+        sqlite,
+        "INSERT INTO links(object_id, entity_type, entity_key, rule, location)
+         SELECT $1, $2, v.column1, $3, v.column2 FROM (VALUES ",
+        "(?, ?)",
+        4,
+        ") AS v",
+        RUN,
+    );
     let mut scattered: Vec<(i64, Link)> = Vec::new();
     for (meta, _, _, found) in batch {
         let Some(&id) = ids.get(&meta.key) else {
@@ -758,12 +731,7 @@ async fn write_batch(
                 scattered.extend(same.into_iter().map(|l| (id, l)));
                 continue;
             }
-            let sql = if same.len() == RUN {
-                sqlx::AssertSqlSafe(full_run.0.clone())
-            } else {
-                run_sql(same.len())
-            };
-            let mut query = sqlx::query(sql)
+            let mut query = sqlx::query(run_sql.rows(same.len()))
                 .bind(id)
                 .bind(same[0].entity_type.clone())
                 .bind(same[0].rule as i64);
@@ -782,12 +750,7 @@ async fn write_batch(
         if chunk.is_empty() {
             break;
         }
-        let sql = if chunk.len() == LINKS {
-            sqlx::AssertSqlSafe(full_links.0.clone())
-        } else {
-            links_sql(chunk.len())
-        };
-        let mut query = sqlx::query(sql);
+        let mut query = sqlx::query(links_sql.rows(chunk.len()));
         for (id, l) in chunk {
             query = query
                 .bind(id)

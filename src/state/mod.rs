@@ -393,8 +393,7 @@ impl StateStore {
                 .await
                 .map_err(q("reading the index"))?;
             let (text, last, n): (String, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
-            let entries: Vec<Entry> = serde_json::from_str(&text)
-                .map_err(|e| StateError::Corrupt(format!("reading the index: {e}")))?;
+            let entries: Vec<Entry> = parse_json_rows(&text, "reading the index")?;
             for (id, key, size, modified, etag) in entries {
                 out.insert(
                     key,
@@ -424,6 +423,20 @@ pub struct IndexedObject {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_row_errors_never_quote_the_value() {
+        let err = super::parse_json_rows::<(i64, String)>(
+            r#"[[1, "a"], ["jane.doe@example.com", "b"]]"#,
+            "reading the index",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("reading the index"), "{err}");
+        assert!(!err.contains("jane"), "{err}");
+        let ok = super::parse_json_rows::<(i64, String)>(r#"[[1, "a"], [2, "b"]]"#, "x").unwrap();
+        assert_eq!(ok, vec![(1, "a".to_string()), (2, "b".to_string())]);
+    }
+
     #[test]
     fn sqlite_statements_get_anonymous_placeholders_when_in_order() {
         let s = |t: &str| super::sql(true, t.to_string()).0;
@@ -528,6 +541,78 @@ pub(crate) fn params(rows: usize, row: &str, start: usize) -> String {
         }
     }
     out
+}
+
+/// Rows folded by [`StateStore::json_rows`], parsed. A parse error names
+/// its kind and column, never the value it met (a key can be personal data).
+pub(crate) fn parse_json_rows<T: serde::de::DeserializeOwned>(
+    text: &str,
+    what: &str,
+) -> Result<Vec<T>, StateError> {
+    serde_json::from_str(text).map_err(|e| {
+        StateError::Corrupt(format!(
+            "{what}: rows not as expected ({:?} at column {})",
+            e.classify(),
+            e.column()
+        ))
+    })
+}
+
+/// A many-row statement: `head`, then `rows` copies of `row` (its `?`
+/// numbered from `start`), then `tail`, for its backend. Most chunks are
+/// full, so the text for `full_rows` rows is built once.
+pub(crate) struct RowsSql {
+    sqlite: bool,
+    head: String,
+    row: &'static str,
+    start: usize,
+    tail: String,
+    full_rows: usize,
+    full: String,
+}
+
+impl RowsSql {
+    pub(crate) fn new(
+        sqlite: bool,
+        head: &str,
+        row: &'static str,
+        start: usize,
+        tail: &str,
+        full_rows: usize,
+    ) -> RowsSql {
+        let mut me = RowsSql {
+            sqlite,
+            head: head.to_string(),
+            row,
+            start,
+            tail: tail.to_string(),
+            full_rows,
+            full: String::new(),
+        };
+        me.full = me.build(full_rows).0;
+        me
+    }
+
+    fn build(&self, rows: usize) -> sqlx::AssertSqlSafe<String> {
+        sql(
+            self.sqlite,
+            format!(
+                "{}{}{}",
+                self.head,
+                params(rows, self.row, self.start),
+                self.tail
+            ),
+        )
+    }
+
+    /// The statement for `rows` rows.
+    pub(crate) fn rows(&self, rows: usize) -> sqlx::AssertSqlSafe<String> {
+        if rows == self.full_rows {
+            sqlx::AssertSqlSafe(self.full.clone())
+        } else {
+            self.build(rows)
+        }
+    }
 }
 
 pub(crate) fn is_sqlite(conn: &sqlx::AnyConnection) -> bool {

@@ -210,8 +210,7 @@ impl Worker {
         .fetch_one(&mut *tx)
         .await
         .map_err(q("claiming work"))?;
-        let mut rows: Vec<T> = serde_json::from_str(&text)
-            .map_err(|e| StateError::Corrupt(format!("claiming work: {e}")))?;
+        let mut rows: Vec<T> = super::parse_json_rows(&text, "claiming work")?;
         // Lowest first, as claimed (an aggregate keeps no order).
         rows.sort_by_key(IdFirst::id);
         let ids: Vec<i64> = rows.iter().map(IdFirst::id).collect();

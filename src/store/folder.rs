@@ -14,6 +14,22 @@ use cap_std::fs::Dir;
 
 use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
 
+/// A file's listing entry: size and modification time (whole seconds).
+fn object_meta(key: String, m: &cap_std::fs::Metadata) -> ObjectMeta {
+    ObjectMeta {
+        key,
+        size: m.len(),
+        modified: m.modified().ok().and_then(|m| {
+            m.into_std()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs() as i64)
+        }),
+        etag: None,
+        metadata: Vec::new(),
+    }
+}
+
 /// Threads that list folders at once.
 const WALKERS: usize = 4;
 
@@ -173,18 +189,7 @@ impl FolderStore {
                 folders.push(format!("{key}/"));
             } else if ft.is_file() {
                 let meta = entry.metadata().map_err(|e| list_err(&key, e))?;
-                out.push(Listed::Object(ObjectMeta {
-                    key,
-                    size: meta.len(),
-                    modified: meta.modified().ok().and_then(|m| {
-                        m.into_std()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .ok()
-                            .map(|d| d.as_secs() as i64)
-                    }),
-                    etag: None,
-                    metadata: Vec::new(),
-                }));
+                out.push(Listed::Object(object_meta(key, &meta)));
             } else {
                 out.push(Listed::Skipped {
                     key,
@@ -198,18 +203,7 @@ impl FolderStore {
     fn meta_of(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
         validate_key(key)?;
         match self.dir.symlink_metadata(key) {
-            Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
-                key: key.to_string(),
-                size: m.len(),
-                modified: m.modified().ok().and_then(|m| {
-                    m.into_std()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .ok()
-                        .map(|d| d.as_secs() as i64)
-                }),
-                etag: None,
-                metadata: Vec::new(),
-            })),
+            Ok(m) if m.is_file() => Ok(Some(object_meta(key.to_string(), &m))),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io { op: "stat", source }),
