@@ -191,3 +191,19 @@ pub fn quote_ident(name: &str) -> String {
         .collect::<Vec<_>>()
         .join(".")
 }
+
+/// A select-list column that is 1 where a keep rule's `condition` (SQL of
+/// the config, over the entity's own table) holds on the row, else 0.
+pub(crate) fn condition_column(condition: &str) -> String {
+    format!("CASE WHEN ({condition}) THEN 1 ELSE 0 END")
+}
+
+/// Whether a `condition_column` value says the condition holds (an integer
+/// column reads as a key of either kind, whatever the driver makes of it).
+pub(crate) fn holds(value: Option<EntityKey>) -> bool {
+    match value {
+        Some(EntityKey::Int(n)) => n != 0,
+        Some(EntityKey::Text(t)) => t.trim() == "1",
+        None => false,
+    }
+}

@@ -57,21 +57,16 @@ pub enum Decision {
 /// What a backend offers inside an open transaction.
 #[async_trait]
 pub(super) trait TxnOps: Send {
-    /// Rows of `et` whose `column` is one of `values`, with that column's value.
+    /// Rows of `et` whose `column` is one of `values`, with that column's
+    /// value and, bit `j` set, whether `conditions[j]` holds on the row (one
+    /// statement: the conditional keep rules ride on the row read).
     async fn rows_where_in(
         &mut self,
         et: &EntityType,
         column: &str,
         values: &[EntityKey],
-    ) -> Result<Vec<(EntityRow, Option<EntityKey>)>, CrmError>;
-
-    /// Keys among `keys` for which `condition` holds.
-    async fn keys_matching(
-        &mut self,
-        et: &EntityType,
-        condition: &str,
-        keys: &[EntityKey],
-    ) -> Result<Vec<EntityKey>, CrmError>;
+        conditions: &[&str],
+    ) -> Result<Vec<(EntityRow, Option<EntityKey>, u32)>, CrmError>;
 
     /// Deletes rows by key; returns the keys that were present.
     async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError>;
@@ -86,6 +81,27 @@ pub(super) async fn run<T: TxnOps>(
     // Per type: key → (cases it belongs to, clock)
     type Found = HashMap<EntityKey, (Vec<u64>, Option<Instant>, Vec<Option<EntityKey>>)>;
     let mut found: Vec<Found> = vec![HashMap::new(); n_types];
+    // Conditional keep rules, evaluated on the current rows as they are
+    // read: per type, its rules' conditions and their global bits.
+    let mut rules: Vec<(Vec<&str>, Vec<u32>)> = vec![(Vec::new(), Vec::new()); n_types];
+    for (bit, rule) in input.conditions.iter().enumerate() {
+        if let (Some(ti), Some(cond)) = (
+            input.entities.iter().position(|e| e.name == rule.entity),
+            &rule.condition,
+        ) {
+            rules[ti].0.push(cond.as_str());
+            rules[ti].1.push(1 << bit);
+        }
+    }
+    let global = |ti: usize, local: u32| -> u32 {
+        rules[ti]
+            .1
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| local & (1 << j) != 0)
+            .fold(0, |acc, (_, b)| acc | b)
+    };
+    let mut bits: HashMap<(u16, EntityKey), u32> = HashMap::new();
     for (ti, et) in input.entities.iter().enumerate() {
         let roots: Vec<&CaseRequest> = input
             .cases
@@ -98,7 +114,11 @@ pub(super) async fn run<T: TxnOps>(
             for c in &roots {
                 by_key.entry(&c.root_key).or_default().push(c.case_id);
             }
-            for (row, matched) in txn.rows_where_in(et, &et.key, &keys).await? {
+            for (row, matched, local) in txn.rows_where_in(et, &et.key, &keys, &rules[ti].0).await?
+            {
+                if local != 0 {
+                    *bits.entry((ti as u16, row.key.clone())).or_default() |= global(ti, local);
+                }
                 let cases = matched
                     .as_ref()
                     .and_then(|m| by_key.get(m).cloned())
@@ -120,8 +140,13 @@ pub(super) async fn run<T: TxnOps>(
                 continue;
             }
             let parent_keys: Vec<EntityKey> = found[pi].keys().cloned().collect();
-            let rows = txn.rows_where_in(et, column, &parent_keys).await?;
-            for (row, fk) in rows {
+            let rows = txn
+                .rows_where_in(et, column, &parent_keys, &rules[ti].0)
+                .await?;
+            for (row, fk, local) in rows {
+                if local != 0 {
+                    *bits.entry((ti as u16, row.key.clone())).or_default() |= global(ti, local);
+                }
                 let Some(fk) = fk else { continue };
                 let cases = lookup_loose(&found[pi], &fk)
                     .map(|(c, _, _)| c.clone())
@@ -137,20 +162,6 @@ pub(super) async fn run<T: TxnOps>(
                     }
                 }
             }
-        }
-    }
-    // Conditional keep rules, evaluated on the current rows.
-    let mut bits: HashMap<(u16, EntityKey), u32> = HashMap::new();
-    for (bit, rule) in input.conditions.iter().enumerate() {
-        let Some(ti) = input.entities.iter().position(|e| e.name == rule.entity) else {
-            continue;
-        };
-        let (Some(cond), false) = (&rule.condition, found[ti].is_empty()) else {
-            continue;
-        };
-        let keys: Vec<EntityKey> = found[ti].keys().cloned().collect();
-        for k in txn.keys_matching(&input.entities[ti], cond, &keys).await? {
-            *bits.entry((ti as u16, k)).or_default() |= 1 << bit;
         }
     }
     let mut per_case: HashMap<u64, Vec<EntityNow>> = HashMap::new();

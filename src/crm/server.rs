@@ -264,32 +264,27 @@ impl Crm for ServerCrm {
     ) -> Result<Vec<EntityKey>, CrmError> {
         let d = self.dialect;
         let mut out = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
-            // Typed binds: an integer key column is compared with integers.
-            let (ints, texts): (Vec<EntityKey>, Vec<EntityKey>) = chunk
-                .iter()
-                .cloned()
-                .partition(|k| matches!(k, EntityKey::Int(_)));
-            for part in [ints, texts] {
-                if part.is_empty() {
-                    continue;
-                }
-                let sql = format!(
-                    "SELECT {k} FROM {t} WHERE {k} IN ({})",
-                    d.params(1, part.len()),
-                    k = d.quote(&et.key),
-                    t = d.quote(&et.table)
-                );
-                match bind_keys(sqlx::query(AssertSqlSafe(sql)), &part)
-                    .fetch_all(&self.pool)
-                    .await
-                {
-                    Ok(rows) => out.extend(rows.iter().filter_map(|r| key_at(r, 0))),
-                    // Text probes of an integer column: PostgreSQL refuses
-                    // the comparison; such keys cannot exist there.
-                    Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {}
-                    Err(e) => return Err(CrmError::query(et, e)),
-                }
+        // One kind of key per statement, and statements that differ by
+        // kind: PostgreSQL takes the keys as one array cast to BIGINT[] or
+        // TEXT[]. (An IN list of N integers and one of N texts would be the
+        // same SQL text, and the connection's prepared statement for one
+        // would be sent the other's values.)
+        for chunk in key_chunks(d, keys) {
+            let (cond, list) = key_condition(d, &et.key, &chunk);
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {cond}",
+                d.quote(&et.key),
+                d.quote(&et.table)
+            );
+            match bind_list(sqlx::query(AssertSqlSafe(sql)), list)
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(rows) => out.extend(rows.iter().filter_map(|r| key_at(r, 0))),
+                // Text probes of an integer column: PostgreSQL refuses
+                // the comparison; such keys cannot exist there.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {}
+                Err(e) => return Err(CrmError::query(et, e)),
             }
         }
         Ok(out)
@@ -440,7 +435,8 @@ impl TxnOps for Txn<'_> {
         et: &EntityType,
         column: &str,
         values: &[EntityKey],
-    ) -> Result<Vec<(EntityRow, Option<EntityKey>)>, CrmError> {
+        conditions: &[&str],
+    ) -> Result<Vec<(EntityRow, Option<EntityKey>, u32)>, CrmError> {
         let d = self.dialect;
         let extra_at = 1 + et.clock.len() + et.parents.len();
         let mut out = Vec::new();
@@ -449,12 +445,13 @@ impl TxnOps for Txn<'_> {
             let sql = format!(
                 "SELECT {} FROM {} WHERE {cond} FOR UPDATE",
                 // The select list quotes; the column is selected again
-                // to know which value matched.
+                // to know which value matched, then each condition.
                 {
                     let mut cols = vec![d.quote(&et.key)];
                     cols.extend(et.clock.iter().map(|c| d.text(&d.quote(c))));
                     cols.extend(et.parents.iter().map(|(_, c)| d.quote(c)));
                     cols.push(d.quote(column));
+                    cols.extend(conditions.iter().map(|c| super::condition_column(c)));
                     cols.join(", ")
                 },
                 d.quote(&et.table),
@@ -465,33 +462,12 @@ impl TxnOps for Txn<'_> {
                 .map_err(|e| CrmError::query(et, e))?;
             for row in &rows {
                 if let Some(r) = entity_row(et, row) {
-                    out.push((r, key_at(row, extra_at)));
+                    let bits = (0..conditions.len())
+                        .filter(|j| super::holds(key_at(row, extra_at + 1 + j)))
+                        .fold(0u32, |acc, j| acc | 1 << j);
+                    out.push((r, key_at(row, extra_at), bits));
                 }
             }
-        }
-        Ok(out)
-    }
-
-    async fn keys_matching(
-        &mut self,
-        et: &EntityType,
-        condition: &str,
-        keys: &[EntityKey],
-    ) -> Result<Vec<EntityKey>, CrmError> {
-        let d = self.dialect;
-        let mut out = Vec::new();
-        for chunk in key_chunks(d, keys) {
-            let (cond, list) = key_condition(d, &et.key, &chunk);
-            let sql = format!(
-                "SELECT {k} FROM {t} WHERE {cond} AND ({condition})",
-                k = d.quote(&et.key),
-                t = d.quote(&et.table)
-            );
-            let rows = bind_list(sqlx::query(AssertSqlSafe(sql)), list)
-                .fetch_all(&mut **self.conn)
-                .await
-                .map_err(|e| CrmError::query(et, e))?;
-            out.extend(rows.iter().filter_map(|r| key_at(r, 0)));
         }
         Ok(out)
     }

@@ -301,13 +301,18 @@ impl TxnOps for Txn<'_> {
         et: &EntityType,
         column: &str,
         values: &[EntityKey],
-    ) -> Result<Vec<(EntityRow, Option<EntityKey>)>, CrmError> {
+        conditions: &[&str],
+    ) -> Result<Vec<(EntityRow, Option<EntityKey>, u32)>, CrmError> {
         let mut out = Vec::new();
         let extra_at = 1 + et.clock.len() + et.parents.len();
+        let mut list = select_list(et, Some(column));
+        for c in conditions {
+            list.push_str(", ");
+            list.push_str(&super::condition_column(c));
+        }
         for chunk in values.chunks(CHUNK) {
             let sql = format!(
-                "SELECT {} FROM {} WHERE {} IN ({})",
-                select_list(et, Some(column)),
+                "SELECT {list} FROM {} WHERE {} IN ({})",
                 quote_ident(&et.table),
                 quote_ident(column),
                 placeholders(chunk.len())
@@ -318,32 +323,12 @@ impl TxnOps for Txn<'_> {
                 .map_err(|e| CrmError::query(et, e))?;
             for row in &rows {
                 if let Some(r) = entity_row(et, row) {
-                    out.push((r, key_at(row, extra_at)));
+                    let bits = (0..conditions.len())
+                        .filter(|j| super::holds(key_at(row, extra_at + 1 + j)))
+                        .fold(0u32, |acc, j| acc | 1 << j);
+                    out.push((r, key_at(row, extra_at), bits));
                 }
             }
-        }
-        Ok(out)
-    }
-
-    async fn keys_matching(
-        &mut self,
-        et: &EntityType,
-        condition: &str,
-        keys: &[EntityKey],
-    ) -> Result<Vec<EntityKey>, CrmError> {
-        let mut out = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT {k} FROM {t} WHERE {k} IN ({}) AND ({condition})",
-                placeholders(chunk.len()),
-                k = quote_ident(&et.key),
-                t = quote_ident(&et.table)
-            );
-            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
-                .fetch_all(&mut *self.conn)
-                .await
-                .map_err(|e| CrmError::query(et, e))?;
-            out.extend(rows.iter().filter_map(|r| key_at(r, 0)));
         }
         Ok(out)
     }
