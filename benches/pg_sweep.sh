@@ -11,7 +11,7 @@
 #      table, children first, in one transaction.
 #   4. Both databases end with the same rows (checked).
 # Usage: benches/pg_sweep.sh [LEADS]   (default 100000)
-#        BATCH_CASES=N  cases per CRM transaction (default: lethe's, 500)
+#        BATCH_CASES=N  cases per CRM transaction (default: lethe's, 1000)
 #        PGURL=postgres://postgres@127.0.0.1:5432   (the server; trust auth)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +33,7 @@ for db in lethe_bench lethe_bench_raw; do
     psql -q "$PGURL/$db" -c "ANALYZE" >/dev/null
 done
 sed -e "s|^url = \"sqlite://crm.db\"|url = \"$PGURL/lethe_bench\"|" "$work/demo/lethe.toml" >"$work/demo/pg.toml"
-# Cases per CRM transaction (lethe's default is 500).
+# Cases per CRM transaction (lethe's default is 1000).
 [ -z "${BATCH_CASES:-}" ] || printf '\n[apply]\nbatch_cases = %s\n' "$BATCH_CASES" >>"$work/demo/pg.toml"
 echo "index + plan ..."
 "$LETHE" -c "$work/demo/pg.toml" index >/dev/null

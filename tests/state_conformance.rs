@@ -341,6 +341,114 @@ async fn claims_are_exclusive_and_a_dead_workers_claims_are_taken_over() {
     }
 }
 
+/// A batch claimed ahead and given back unstarted (apply stopping) returns
+/// to what it was: fresh cases to `planned`, cases a crashed run had
+/// started stay `executing` (the next run must know they may be gone by
+/// our hand); nobody holds them, and the next claim takes them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_claims_return_to_what_they_were() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, _) in stores("release", tmp.path()).await {
+        let d = state.dialect();
+        journal_plan(&state, "P1", 12).await;
+        // Cases 3 and 4 were started by a worker that died.
+        sqlx::query(
+            "UPDATE plan_cases SET status = 'executing', claimed_by = 'dead-worker', attempts = 1
+             WHERE case_id IN (3, 4)",
+        )
+        .execute(state.pool())
+        .await
+        .unwrap();
+        let w = state
+            .start_worker("P1", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let rows = w
+            .claim_rows::<(i64, String, String, String, String, String)>(
+                Items::Cases,
+                8,
+                "policy, root_type, root_key, root_kind, status",
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 8, "{d:?}");
+        let (resumed, fresh): (Vec<i64>, Vec<i64>) = {
+            let (r, f): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.5 == "executing");
+            (
+                r.iter().map(|r| r.0).collect(),
+                f.iter().map(|r| r.0).collect(),
+            )
+        };
+        assert_eq!(resumed, vec![3, 4], "{d:?}");
+        let status = |state: &StateStore| {
+            let pool = state.pool().clone();
+            async move {
+                sqlx::query_as::<_, (i64, String, Option<String>, i64)>(
+                    "SELECT case_id, status, claimed_by, attempts FROM plan_cases ORDER BY case_id",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        let claimed = status(&state).await;
+        assert!(
+            claimed[..8]
+                .iter()
+                .all(|(_, s, by, _)| s == "executing" && by.as_deref() == Some(w.id.as_str())),
+            "{d:?}: {claimed:?}"
+        );
+
+        w.release(Items::Cases, &fresh, &resumed).await.unwrap();
+        let after = status(&state).await;
+        for (id, s, by, attempts) in &after {
+            assert_eq!(by, &None, "{d:?}: case {id} still held");
+            if [3, 4].contains(id) {
+                assert_eq!(
+                    (s.as_str(), *attempts),
+                    ("executing", 1),
+                    "{d:?}: case {id}"
+                );
+            } else {
+                assert_eq!((s.as_str(), *attempts), ("planned", 0), "{d:?}: case {id}");
+            }
+        }
+        // Giving back what another worker holds changes nothing.
+        sqlx::query("UPDATE plan_cases SET claimed_by = 'someone-else', status = 'executing' WHERE case_id = 0")
+            .execute(state.pool())
+            .await
+            .unwrap();
+        w.release(Items::Cases, &[0], &[]).await.unwrap();
+        let zero = &status(&state).await[0];
+        assert_eq!(zero.2.as_deref(), Some("someone-else"), "{d:?}");
+        sqlx::query(
+            "UPDATE plan_cases SET claimed_by = NULL, status = 'planned' WHERE case_id = 0",
+        )
+        .execute(state.pool())
+        .await
+        .unwrap();
+        // The next claim takes them again, the resumed ones still resumed.
+        let again = w
+            .claim_rows::<(i64, String, String, String, String, String)>(
+                Items::Cases,
+                100,
+                "policy, root_type, root_key, root_kind, status",
+                true,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 12, "{d:?}");
+        let resumed_again: Vec<i64> = again
+            .iter()
+            .filter(|r| r.5 == "executing")
+            .map(|r| r.0)
+            .collect();
+        assert_eq!(resumed_again, vec![3, 4], "{d:?}");
+        w.finish().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_one_planner_at_a_time() {
     let tmp = tempfile::tempdir().unwrap();

@@ -325,27 +325,28 @@ async fn work(
         .map_err(q("reading the plan"))?;
     let mut done_cases = 0u64;
     let batch_cases = options.batch_cases.unwrap_or(config.apply.batch_cases);
-    // Two batches in flight: while the CRM deletes one, the state store
-    // journals and audits the one before. A crash between the two leaves
-    // the later batch `executing`, which a resume settles like any other.
+    // Three batches in flight: while the CRM deletes one, the state store
+    // journals and audits the one before and claims (with intent) and reads
+    // the one after. A crash leaves the later two `executing`, which a
+    // resume settles like any other; a stop gives the claimed-ahead batch
+    // back (`Worker::release`).
     let mut pending: Option<CaseBatch> = None;
+    let mut ahead: Option<ClaimedCases> = None;
     loop {
         if options.stopping() {
             report.interrupted = true;
         }
-        let rows = if report.interrupted {
-            Vec::new()
-        } else {
-            worker
-                .claim_rows::<(i64, String, String, String, String, String)>(
-                    Items::Cases,
-                    batch_cases,
-                    "policy, root_type, root_key, root_kind, status",
-                    true,
-                )
-                .await?
+        if report.interrupted
+            && let Some(a) = ahead.take()
+        {
+            a.release(worker).await?;
+        }
+        let current = match ahead.take() {
+            Some(a) => Some(a),
+            None if report.interrupted => None,
+            None => ctx.claim_cases(batch_cases).await?,
         };
-        if rows.is_empty() {
+        let Some(current) = current else {
             if let Some(p) = pending.take() {
                 done_cases += p.cases.len() as u64;
                 ctx.case_journal(p, &mut report).await?;
@@ -358,21 +359,9 @@ async fn work(
                 continue;
             }
             break;
-        }
-        let cases: Vec<PlannedCase> = rows
-            .into_iter()
-            .map(
-                |(case_id, policy, root_type, root_key, root_kind, status)| PlannedCase {
-                    case_id: case_id as u64,
-                    policy,
-                    root_type,
-                    root_key: EntityKey::from_stored(root_kind.as_str(), root_key.as_str())
-                        .unwrap_or(EntityKey::Text(root_key)),
-                    resumed: status == "executing",
-                },
-            )
-            .collect();
+        };
         let previous = pending.take();
+        let claim_ahead = !report.interrupted && !options.stopping();
         let journal = async {
             match previous {
                 Some(p) => {
@@ -382,9 +371,25 @@ async fn work(
                 None => Ok(0),
             }
         };
-        let (next, journaled) = tokio::join!(ctx.case_delete(crm, cases), journal);
+        let next = async {
+            if claim_ahead {
+                ctx.claim_cases(batch_cases).await
+            } else {
+                Ok(None)
+            }
+        };
+        let (deleted, journaled, next) = tokio::join!(ctx.case_delete(crm, current), journal, next);
+        let next = match (next, &deleted, &journaled) {
+            // Something failed: what was claimed ahead goes back untouched.
+            (Ok(Some(a)), Err(_), _) | (Ok(Some(a)), _, Err(_)) => {
+                a.release(worker).await?;
+                None
+            }
+            (next, _, _) => next?,
+        };
         done_cases += journaled?;
-        pending = Some(next?);
+        pending = Some(deleted?);
+        ahead = next;
         progress("cases", done_cases, total_cases as u64);
     }
 
@@ -498,6 +503,25 @@ struct PlannedCase {
     resumed: bool,
 }
 
+/// A batch claimed (with intent) and read, not yet sent to the CRM.
+struct ClaimedCases {
+    cases: Vec<PlannedCase>,
+    planned: HashMap<u64, HashSet<(String, String)>>,
+}
+
+impl ClaimedCases {
+    /// Gives the batch back untouched (see `Worker::release`).
+    async fn release(self, worker: &Worker) -> Result<(), ApplyError> {
+        let (resumed, fresh): (Vec<&PlannedCase>, Vec<&PlannedCase>) =
+            self.cases.iter().partition(|c| c.resumed);
+        let ids = |v: Vec<&PlannedCase>| v.iter().map(|c| c.case_id as i64).collect::<Vec<_>>();
+        worker
+            .release(Items::Cases, &ids(fresh), &ids(resumed))
+            .await?;
+        Ok(())
+    }
+}
+
 /// A batch the CRM has been asked to delete, waiting for its journal.
 struct CaseBatch {
     cases: Vec<PlannedCase>,
@@ -532,34 +556,78 @@ impl Ctx<'_> {
         self.types.iter().position(|t| t == name).map(|i| i as u16)
     }
 
-    /// Re-checks and deletes a claimed batch in one CRM transaction (the
-    /// claim journaled the intent). The journal is `case_journal`'s.
-    async fn case_delete(
-        &self,
-        crm: &dyn Crm,
-        cases: Vec<PlannedCase>,
-    ) -> Result<CaseBatch, ApplyError> {
+    /// Claims the next batch of cases (the claim journals the intent) and
+    /// reads their planned entities. `None` when nothing is open to claim.
+    async fn claim_cases(&self, limit: usize) -> Result<Option<ClaimedCases>, ApplyError> {
+        let rows = self
+            .worker
+            .claim_rows::<(i64, String, String, String, String, String)>(
+                Items::Cases,
+                limit,
+                "policy, root_type, root_key, root_kind, status",
+                true,
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let cases: Vec<PlannedCase> = rows
+            .into_iter()
+            .map(
+                |(case_id, policy, root_type, root_key, root_kind, status)| PlannedCase {
+                    case_id: case_id as u64,
+                    policy,
+                    root_type,
+                    root_key: EntityKey::from_stored(root_kind.as_str(), root_key.as_str())
+                        .unwrap_or(EntityKey::Text(root_key)),
+                    resumed: status == "executing",
+                },
+            )
+            .collect();
         let id_list = cases
             .iter()
             .map(|c| c.case_id.to_string())
             .collect::<Vec<_>>()
             .join(",");
         // The planned entities of these cases.
-        let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        let read = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM plan_entities WHERE plan_id = $1 AND case_id IN ({id_list})",
             self.state.json_rows("case_id, entity_type, entity_key")
         )))
         .bind(self.plan_id)
         .fetch_one(self.state.pool())
         .await
-        .map_err(q("reading the plan"))?;
-        let rows: Vec<(i64, String, String)> =
-            crate::state::parse_json_rows(&rows, "reading the plan")?;
+        .map_err(q("reading the plan"))
+        .and_then(|rows: String| {
+            crate::state::parse_json_rows::<(i64, String, String)>(&rows, "reading the plan")
+        });
+        let rows = match read {
+            Ok(rows) => rows,
+            Err(e) => {
+                // Not started: the claim goes back before the error does.
+                let untouched = ClaimedCases {
+                    cases,
+                    planned: HashMap::new(),
+                };
+                untouched.release(self.worker).await?;
+                return Err(e.into());
+            }
+        };
         let mut planned: HashMap<u64, HashSet<(String, String)>> = HashMap::new();
         for (case, ty, key) in rows {
             planned.entry(case as u64).or_default().insert((ty, key));
         }
+        Ok(Some(ClaimedCases { cases, planned }))
+    }
 
+    /// Re-checks and deletes a claimed batch in one CRM transaction (the
+    /// claim journaled the intent). The journal is `case_journal`'s.
+    async fn case_delete(
+        &self,
+        crm: &dyn Crm,
+        claimed: ClaimedCases,
+    ) -> Result<CaseBatch, ApplyError> {
+        let ClaimedCases { cases, planned } = claimed;
         let holds = self.state.holds().await?;
         let held: HashSet<(String, String)> = holds
             .iter()

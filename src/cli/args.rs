@@ -168,7 +168,7 @@ pub struct ApplyArgs {
     /// Wait for another running apply instead of refusing.
     #[arg(long)]
     pub wait: bool,
-    /// Cases per CRM transaction (default: apply.batch_cases, 500).
+    /// Cases per CRM transaction (default: apply.batch_cases, 1000).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: Option<u64>,
 }
@@ -184,7 +184,7 @@ pub struct SweepArgs {
     /// Wait for another running apply instead of refusing.
     #[arg(long)]
     pub wait: bool,
-    /// Cases per CRM transaction (default: apply.batch_cases, 500).
+    /// Cases per CRM transaction (default: apply.batch_cases, 1000).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: Option<u64>,
 }

@@ -148,7 +148,7 @@ impl Default for ApplySettings {
             max_attempts: 5,
             backoff: std::time::Duration::from_millis(200),
             max_backoff: std::time::Duration::from_secs(10),
-            batch_cases: 500,
+            batch_cases: 1000,
             batch_objects: 500,
             parallel_deletes: 8,
             worker_timeout: std::time::Duration::from_secs(60),

@@ -73,6 +73,11 @@ pub(crate) const LOCK_AUDIT: i64 = 0x6c65_7468_6500_0003;
 #[derive(Clone)]
 pub struct StateStore {
     pub(crate) pool: AnyPool,
+    /// SQLite: one connection for the write transactions (`begin_write`),
+    /// so that writers of this process queue for it in order instead of
+    /// meeting in SQLite's busy handler, which sleeps up to 100 ms between
+    /// tries. None on PostgreSQL.
+    writer: Option<AnyPool>,
     dialect: Dialect,
     /// The SQLite file (for the apply lock beside it); None on PostgreSQL.
     path: Option<PathBuf>,
@@ -117,27 +122,32 @@ impl StateStore {
 
     pub async fn open_sqlite(path: &Path) -> Result<StateStore, StateError> {
         sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(4)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 30000; PRAGMA secure_delete = ON; \
-                         PRAGMA foreign_keys = ON",
-                    )
-                    .await?;
-                    Ok(())
+        let url = sqlite_url(path);
+        let open = |connections: u32| {
+            AnyPoolOptions::new()
+                .max_connections(connections)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 30000; PRAGMA secure_delete = ON; \
+                             PRAGMA foreign_keys = ON",
+                        )
+                        .await?;
+                        Ok(())
+                    })
                 })
-            })
-            .connect(&sqlite_url(path))
-            .await
-            .map_err(|source| StateError::Open {
-                target: format!("sqlite://{}", path.display()),
-                source,
-            })?;
+                .connect(&url)
+        };
+        let failed = |source| StateError::Open {
+            target: format!("sqlite://{}", path.display()),
+            source,
+        };
+        let pool = open(4).await.map_err(failed)?;
+        let writer = open(1).await.map_err(failed)?;
         let store = StateStore {
             pool,
+            writer: Some(writer),
             dialect: Dialect::Sqlite,
             path: Some(path.to_path_buf()),
         };
@@ -164,6 +174,7 @@ impl StateStore {
             })?;
         let store = StateStore {
             pool,
+            writer: None,
             dialect: Dialect::Postgres,
             path: None,
         };
@@ -196,14 +207,15 @@ impl StateStore {
         }
     }
 
-    /// A transaction that will write. SQLite: `BEGIN IMMEDIATE`, so that
-    /// it waits for the write lock up front (busy timeout) instead of
-    /// failing when a read in it would have to become a write after
-    /// another writer committed.
+    /// A transaction that will write. SQLite: on the one writer
+    /// connection (writers of this process wait for it in turn), with
+    /// `BEGIN IMMEDIATE`, so that it takes the write lock up front (another
+    /// process: busy timeout) instead of failing when a read in it would
+    /// have to become a write after another writer committed.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Dialect::Postgres => self.pool.begin().await,
+        match &self.writer {
+            Some(writer) => writer.begin_with("BEGIN IMMEDIATE").await,
+            None => self.pool.begin().await,
         }
     }
 

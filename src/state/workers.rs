@@ -272,6 +272,41 @@ impl Worker {
         Ok(out)
     }
 
+    /// Gives back claimed items nothing was done with yet (a batch claimed
+    /// ahead when the run stops): as they were before `claim_rows` with
+    /// `executing` took them. `fresh` items go back to `planned`; `resumed`
+    /// ones (`executing` under a dead worker's claim when taken) stay
+    /// `executing`, so that the next run still knows a crashed run may have
+    /// deleted them. Only rows this worker still holds change.
+    pub async fn release(
+        &self,
+        items: Items,
+        fresh: &[i64],
+        resumed: &[i64],
+    ) -> Result<(), StateError> {
+        let (table, id) = (items.table(), items.id());
+        let mut tx = self
+            .state
+            .begin_write()
+            .await
+            .map_err(q("releasing claims"))?;
+        let plan = [self.plan_id.as_str(), self.id.as_str()];
+        for (ids, status) in [(fresh, ", status = 'planned'"), (resumed, "")] {
+            super::exec_in(
+                &mut tx,
+                &format!(
+                    "UPDATE {table} SET claimed_by = NULL{status}, attempts = attempts - 1
+                     WHERE plan_id = $1 AND claimed_by = $2 AND status = 'executing' AND {id} IN ({{in}})"
+                ),
+                &plan,
+                ids,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(q("releasing claims"))?;
+        Ok(())
+    }
+
     /// Open items this worker does not hold: held by live workers (they
     /// may still finish them) or by dead ones (the next claim takes them
     /// over once their heartbeat is stale). Zero means the phase is over.
