@@ -3,7 +3,8 @@
 //! datetime, date, ISO text, epoch seconds) is planned and applied on
 //! SQLite, PostgreSQL and MariaDB; the plans (cases, entities, verdicts by
 //! reason) and the CRMs afterwards must be identical, including the apply
-//! re-check (a contract signed since the plan) and a row already gone.
+//! re-check (a contract signed since the plan, an opportunity reopened
+//! since: a conditional keep rule) and a row already gone.
 //!
 //! Servers come from LETHE_TEST_POSTGRES_URL and LETHE_TEST_MYSQL_URL; under
 //! CI=true a missing URL or server is a failure.
@@ -390,8 +391,23 @@ async fn run_backend(kind: Kind, admin_url: &str, dir: &Path, state_url: Option<
     .fetch_one(state.pool())
     .await
     .unwrap();
+    // And one planned lost opportunity (a case of its own) is reopened: the
+    // keep rule `stage = 'open'` must hold it at apply time.
+    let reopened: String = sqlx::query_scalar(
+        "SELECT c.root_key FROM plan_cases c WHERE c.root_type = 'opportunity'
+           AND c.case_id NOT IN (SELECT e.case_id FROM plan_entities e
+                                 WHERE e.entity_type = 'quote' AND e.entity_key = $1)
+         ORDER BY CAST(c.root_key AS INTEGER) LIMIT 1",
+    )
+    .bind(quote.clone().unwrap_or_default())
+    .fetch_one(state.pool())
+    .await
+    .expect("the fixture plans a lost opportunity as a case of its own");
     let now = jiff::Timestamp::now().as_second();
-    let mut change = vec![format!("DELETE FROM {prefix}leads WHERE id = {lone}")];
+    let mut change = vec![
+        format!("DELETE FROM {prefix}leads WHERE id = {lone}"),
+        format!("UPDATE {prefix}opportunities SET stage = 'open' WHERE id = {reopened}"),
+    ];
     if let Some(q) = &quote {
         change.push(format!(
             "INSERT INTO {prefix}contracts VALUES (999999, {q}, {now})"
@@ -472,8 +488,8 @@ async fn every_crm_backend_plans_and_applies_identically() {
         sqlite.planned.len()
     );
     assert_eq!(
-        sqlite.cases_skipped, 1,
-        "the contract signed since the plan"
+        sqlite.cases_skipped, 2,
+        "the contract signed since the plan, the opportunity reopened since"
     );
     assert_eq!(
         sqlite.already_gone, 1,

@@ -198,12 +198,15 @@ pub(crate) fn condition_column(condition: &str) -> String {
     format!("CASE WHEN ({condition}) THEN 1 ELSE 0 END")
 }
 
-/// Whether a `condition_column` value says the condition holds (an integer
-/// column reads as a key of either kind, whatever the driver makes of it).
-pub(crate) fn holds(value: Option<EntityKey>) -> bool {
-    match value {
-        Some(EntityKey::Int(n)) => n != 0,
-        Some(EntityKey::Text(t)) => t.trim() == "1",
-        None => false,
-    }
+/// The bits of a row's `n` condition columns (bit `j`: column `j` holds),
+/// each read by `value(j)`. An integer column reads as a key of either
+/// kind, whatever the driver makes of it.
+pub(crate) fn condition_bits(n: usize, value: impl Fn(usize) -> Option<EntityKey>) -> u32 {
+    (0..n)
+        .filter(|&j| match value(j) {
+            Some(EntityKey::Int(v)) => v != 0,
+            Some(EntityKey::Text(t)) => t.trim() == "1",
+            None => false,
+        })
+        .fold(0, |acc, j| acc | 1 << j)
 }

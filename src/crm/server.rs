@@ -462,9 +462,8 @@ impl TxnOps for Txn<'_> {
                 .map_err(|e| CrmError::query(et, e))?;
             for row in &rows {
                 if let Some(r) = entity_row(et, row) {
-                    let bits = (0..conditions.len())
-                        .filter(|j| super::holds(key_at(row, extra_at + 1 + j)))
-                        .fold(0u32, |acc, j| acc | 1 << j);
+                    let bits =
+                        super::condition_bits(conditions.len(), |j| key_at(row, extra_at + 1 + j));
                     out.push((r, key_at(row, extra_at), bits));
                 }
             }
