@@ -122,6 +122,11 @@ fn s3() -> Option<Subject> {
 /// Azure Blob in Azurite on loopback (started by .ci/run, container
 /// `lethe-test`): LETHE_TEST_AZURITE=1.
 fn azure() -> Option<Subject> {
+    azure_subject(true)
+}
+
+/// As `azure`, with Blob Batch (`batches`) or one request per blob.
+fn azure_subject(batches: bool) -> Option<Subject> {
     if std::env::var("LETHE_TEST_AZURITE").as_deref() != Ok("1") {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -137,9 +142,14 @@ fn azure() -> Option<Subject> {
         N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let writer = CloudStore::azurite(&location).unwrap();
+    let store = CloudStore::azurite(&location).unwrap();
     Some(Subject {
-        name: "azure",
-        store: Box::new(CloudStore::azurite(&location).unwrap()),
+        name: if batches { "azure" } else { "azure-one-by-one" },
+        store: Box::new(if batches {
+            store
+        } else {
+            store.without_batches()
+        }),
         put: Box::new(move |k, content| {
             tokio::task::block_in_place(|| {
                 tokio::runtime::Handle::current()
@@ -193,6 +203,7 @@ fn subjects() -> Vec<Subject> {
     all.extend(s3());
     all.extend(s3_versioned());
     all.extend(azure());
+    all.extend(azure_subject(false));
     all
 }
 
@@ -640,42 +651,111 @@ async fn azure_blobs_go_with_their_snapshots() {
         return;
     };
     drop(s);
-    let location = format!("lethe-test/{}", unique("snap"));
-    let store = CloudStore::azurite(&location).unwrap();
-    let api = store.azure_blobs().unwrap();
-    let mut stamps = Vec::new();
-    for k in ["a.json", "Angebot Müller.xml"] {
-        store.put(k, b"v1".to_vec()).await.unwrap();
-        let full = store.full_key(k).unwrap();
-        stamps.push((full.clone(), api.snapshot(&full).await.unwrap()));
-        store.put(k, b"v2".to_vec()).await.unwrap();
-    }
-    for (full, stamp) in &stamps {
-        assert!(api.snapshot_exists(full, stamp).await.unwrap());
-    }
-    let answers = store
-        .delete_many(&[
-            "a.json".into(),
-            "Angebot Müller.xml".into(),
-            "gone.json".into(),
-        ])
-        .await;
-    let answers: Vec<DeleteOutcome> = answers.into_iter().map(|a| a.unwrap()).collect();
-    assert_eq!(
-        answers,
-        vec![
-            DeleteOutcome::Deleted,
-            DeleteOutcome::Deleted,
-            DeleteOutcome::AlreadyGone
-        ]
-    );
-    for (full, stamp) in &stamps {
-        assert!(
-            !api.snapshot_exists(full, stamp).await.unwrap(),
-            "snapshot of {full} left"
+    for batches in [true, false] {
+        let location = format!("lethe-test/{}", unique("snap"));
+        let mut store = CloudStore::azurite(&location).unwrap();
+        if !batches {
+            store = store.without_batches();
+        }
+        let api = store.azure_blobs().unwrap();
+        let mut stamps = Vec::new();
+        for k in ["a.json", "Angebot Müller.xml"] {
+            store.put(k, b"v1".to_vec()).await.unwrap();
+            let full = store.full_key(k).unwrap();
+            stamps.push((full.clone(), api.snapshot(&full).await.unwrap()));
+            store.put(k, b"v2".to_vec()).await.unwrap();
+        }
+        for (full, stamp) in &stamps {
+            assert!(api.snapshot_exists(full, stamp).await.unwrap());
+        }
+        let answers = store
+            .delete_many(&[
+                "a.json".into(),
+                "Angebot Müller.xml".into(),
+                "gone.json".into(),
+            ])
+            .await;
+        let answers: Vec<DeleteOutcome> = answers.into_iter().map(|a| a.unwrap()).collect();
+        assert_eq!(
+            answers,
+            vec![
+                DeleteOutcome::Deleted,
+                DeleteOutcome::Deleted,
+                DeleteOutcome::AlreadyGone
+            ]
         );
+        for (full, stamp) in &stamps {
+            assert!(
+                !api.snapshot_exists(full, stamp).await.unwrap(),
+                "batches {batches}: snapshot of {full} left"
+            );
+        }
+        assert_eq!(keys(&store).await, Vec::<String>::new());
+        assert!(!api.batch_refused(), "Azurite took the batches");
     }
-    assert_eq!(keys(&store).await, Vec::<String>::new());
+}
+
+/// Azure Blob Batch: a batch that partly fails fails exactly the blobs
+/// Azure refused (here: two held by a lease, `412 LeaseIdMissing`), and
+/// reports them as failures, not as rewritten (`Changed`) or gone; the
+/// others of the same batch are deleted. The same with one request per blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_batches_fail_exactly_the_blobs_azure_refused() {
+    let Some(s) = azure() else {
+        return;
+    };
+    drop(s);
+    for batches in [true, false] {
+        let location = format!("lethe-test/{}", unique("lease"));
+        let mut store = CloudStore::azurite(&location).unwrap();
+        if !batches {
+            store = store.without_batches();
+        }
+        let api = store.azure_blobs().unwrap();
+        let blobs: Vec<String> = (0..6).map(|i| format!("in/{i}.json")).collect();
+        for k in &blobs {
+            store.put(k, b"{}".to_vec()).await.unwrap();
+        }
+        let leased = ["in/1.json", "in/4.json"];
+        for k in leased {
+            api.lease(&store.full_key(k).unwrap(), "acquire")
+                .await
+                .unwrap();
+        }
+        let answers = store.delete_many(&blobs).await;
+        for (k, a) in blobs.iter().zip(&answers) {
+            if leased.contains(&k.as_str()) {
+                let e = a.as_ref().err().unwrap_or_else(|| {
+                    panic!("batches {batches}: {k} is leased but answered {a:?}")
+                });
+                let text = e.to_string();
+                assert!(text.contains("LeaseIdMissing"), "{text}");
+                assert!(!text.contains("in/"), "the key in an error: {text}");
+            } else {
+                assert_eq!(
+                    a.as_ref().ok(),
+                    Some(&DeleteOutcome::Deleted),
+                    "batches {batches}: {k}"
+                );
+            }
+        }
+        assert_eq!(keys(&store).await, leased.to_vec(), "batches {batches}");
+        // Once the lease is gone, the blob goes too.
+        for k in leased {
+            api.lease(&store.full_key(k).unwrap(), "break")
+                .await
+                .unwrap();
+        }
+        let again = store
+            .delete_many(&leased.map(String::from))
+            .await
+            .into_iter()
+            .map(|a| a.unwrap())
+            .collect::<Vec<_>>();
+        assert_eq!(again, vec![DeleteOutcome::Deleted; 2], "batches {batches}");
+        assert!(keys(&store).await.is_empty());
+        assert!(!api.batch_refused(), "Azurite took the batches");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -236,8 +236,8 @@ pub struct Config {
     pub orphans_retain: Retention,
     pub max_content_bytes: u64,
     pub max_line_bytes: u64,
-    /// Object stores: delete in batches (S3 DeleteObjects; Azure: 256 blobs
-    /// per call, 32 requests in flight), or one request per object,
+    /// Object stores: delete in batches (S3 DeleteObjects; Azure Blob Batch,
+    /// 256 blobs per request), or one request per object,
     /// `apply.parallel_deletes` at a time (for gateways without
     /// DeleteObjects).
     pub batch_deletes: bool,

@@ -545,12 +545,9 @@ impl TechnicalStore for CloudStore {
             return 1;
         }
         match self.scheme {
-            // DeleteObjects takes up to 1,000 keys. Azure blobs go one plain
-            // request each (object_store's Blob Batch sends no
-            // `x-ms-delete-snapshots`, so a blob with snapshots would fail),
-            // 32 at a time, 256 per call.
+            // DeleteObjects takes up to 1,000 keys, a Blob Batch 256.
             "s3" => 1000,
-            _ => 256,
+            _ => super::blob_batch::MAX_BATCH,
         }
     }
 
@@ -559,8 +556,9 @@ impl TechnicalStore for CloudStore {
     /// for first (DeleteObjects reports a missing key as deleted, and lethe
     /// never claims an erasure it did not do), sixteen at a time, then the
     /// ones present go in DeleteObjects requests.
-    /// Azure: one Delete Blob with its snapshots per key, 32 at a time; a
-    /// missing blob answers 404.
+    /// Azure: a Blob Batch of Delete Blob sub-requests with snapshots per
+    /// 256 keys, four batches in flight (one request per blob, 32 in flight,
+    /// without batches); a missing blob answers 404.
     async fn delete_many(&self, keys: &[String]) -> Vec<Result<DeleteOutcome, StoreError>> {
         self.delete_many_expecting(keys, &vec![None; keys.len()])
             .await
@@ -588,20 +586,33 @@ impl TechnicalStore for CloudStore {
             Api::Azure(api) => {
                 // For the report's note; a failure to read it is said there.
                 let _ = api.soft_delete().await;
-                let answers: Vec<(usize, Result<DeleteOutcome, StoreError>)> =
-                    futures::stream::iter(paths.drain(..).map(|(i, p, e)| {
-                        let api = api.clone();
-                        async move {
-                            let etag = e.and_then(|e| e.etag);
-                            (
-                                i,
-                                api.delete_with_snapshots(p.as_ref(), etag.as_deref()).await,
-                            )
-                        }
-                    }))
-                    .buffer_unordered(32)
-                    .collect()
-                    .await;
+                let items: Vec<(usize, String, Option<String>)> = paths
+                    .drain(..)
+                    .map(|(i, p, e)| (i, p.as_ref().to_string(), e.and_then(|e| e.etag)))
+                    .collect();
+                type Batch<'a> = std::pin::Pin<
+                    Box<
+                        dyn std::future::Future<
+                                Output = Vec<(usize, Result<DeleteOutcome, StoreError>)>,
+                            > + Send
+                            + 'a,
+                    >,
+                >;
+                let answers: Vec<(usize, Result<DeleteOutcome, StoreError>)> = if self.batch {
+                    let mut batches: Vec<Batch<'_>> = Vec::new();
+                    for chunk in items.chunks(super::blob_batch::MAX_BATCH) {
+                        batches.push(Box::pin(api.delete_batch(chunk)));
+                    }
+                    futures::stream::iter(batches)
+                        .buffer_unordered(4)
+                        .collect::<Vec<_>>()
+                        .await
+                        .into_iter()
+                        .flatten()
+                        .collect()
+                } else {
+                    api.delete_each(&items).await
+                };
                 for (i, r) in answers {
                     out[i] = Some(r);
                 }

@@ -1,8 +1,10 @@
-//! Technical stores behind one trait: a local folder (the embedded default)
-//! and an in-memory store for tests; S3 and Azure Blob come later behind the
-//! same trait. Backends disagree on deleting a missing object; the trait
-//! normalises that once: `delete` answers `AlreadyGone`, never an error.
+//! Technical stores behind one trait: a local folder (the embedded default),
+//! S3 and Azure Blob (`cloud`, with the provider calls object_store does not
+//! make in `versions` and `blob_batch`), and an in-memory store for tests.
+//! Backends disagree on deleting a missing object; the trait normalises
+//! that once: `delete` answers `AlreadyGone`, never an error.
 
+pub mod blob_batch;
 pub mod cloud;
 pub mod faulty;
 pub mod folder;
