@@ -9,6 +9,12 @@
 #        STORES="s3"       only these stores (default "s3 az")
 #        SINGLE_DELETES=N  lethe deletes one object per request, N at a time
 #                          (technical.batch_deletes = false), instead of batches
+#        PEERS_FIRST=1     rclone and the script delete before lethe (Azurite
+#                          slows with the blobs it holds: the first pays most)
+#        LATENCY_MS=N      the three deleting sides reach the servers through
+#                          benches/latency_proxy.py, N ms per round trip (a
+#                          remote endpoint instead of loopback); uploads,
+#                          index and plan go direct
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LEADS=${1:-41000}
@@ -28,6 +34,15 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 S3_PORT=18115 AZ_PORT=10110
+# Where the deleting sides connect: the servers, or proxies in front of them.
+S3_FAR=$S3_PORT AZ_FAR=$AZ_PORT
+if [ -n "${LATENCY_MS:-}" ]; then
+    S3_FAR=18116 AZ_FAR=10111
+    python3 benches/latency_proxy.py $S3_FAR $S3_PORT "$LATENCY_MS" &
+    pids+=($!)
+    python3 benches/latency_proxy.py $AZ_FAR $AZ_PORT "$LATENCY_MS" &
+    pids+=($!)
+fi
 mkdir -p "$work/s3/bench" "$work/az"
 s3s-fs --host 127.0.0.1 --port $S3_PORT --access-key bench-key --secret-key bench-secret "$work/s3" >/dev/null 2>&1 &
 pids+=($!)
@@ -115,15 +130,29 @@ for store in ${STORES:-s3 az}; do
     put "$store" rclone "$work/demo/technical" "$work/keys.txt"
     put "$store" script "$work/demo/technical" "$work/keys.txt"
 
-    report=$(env "${envs[@]}" "$LETHE" -c "$work/run/lethe.toml" --format json apply)
-    lethe_s=$(echo "$report" | python3 -c 'import json,sys; r=json.load(sys.stdin)["apply"]; assert r["objects_failed"]==0, r; print(round(r["seconds_objects"],3)); print(r["objects_deleted"]+r["objects_already_gone"], file=sys.stderr)' 2>"$work/deleted")
-    deleted=$(cat "$work/deleted")
-    start=$(date +%s.%N)
-    # Rooted at the bucket: s3s-fs answers rclone's HEAD of a "folder" with 500.
-    sed 's|^|rclone/|' "$work/keys.txt" >"$work/rclone-keys.txt"
-    rclone delete --checkers 32 --files-from "$work/rclone-keys.txt" "$store:bench" -q
-    rclone_s=$(python3 -c "import time; print(round(time.time() - $start, 3))")
-    script_s=$(NODE_PATH="$NPM_DIR/node_modules" node benches/oneby.js $store script "$work/keys.txt")
+    # The deletes: through the proxies where LATENCY_MS is set.
+    far_envs=("${envs[@]/:$S3_PORT/:$S3_FAR}")
+    far_envs=("${far_envs[@]/:$AZ_PORT/:$AZ_FAR}")
+    export BENCH_S3_ENDPOINT=http://127.0.0.1:$S3_FAR RCLONE_CONFIG_S3_ENDPOINT=http://127.0.0.1:$S3_FAR
+    export BENCH_AZ_CONNECTION=${BENCH_AZ_CONNECTION/:$AZ_PORT\//:$AZ_FAR/} RCLONE_CONFIG_AZ_SAS_URL=${RCLONE_CONFIG_AZ_SAS_URL/:$AZ_PORT\//:$AZ_FAR/}
+    run_lethe() {
+        report=$(env "${far_envs[@]}" "$LETHE" -c "$work/run/lethe.toml" --format json apply)
+        lethe_s=$(echo "$report" | python3 -c 'import json,sys; r=json.load(sys.stdin)["apply"]; assert r["objects_failed"]==0, r; print(round(r["seconds_objects"],3)); print(r["objects_deleted"]+r["objects_already_gone"], file=sys.stderr)' 2>"$work/deleted")
+        deleted=$(cat "$work/deleted")
+    }
+    run_peers() {
+        start=$(date +%s.%N)
+        # Rooted at the bucket: s3s-fs answers rclone's HEAD of a "folder" with 500.
+        sed 's|^|rclone/|' "$work/keys.txt" >"$work/rclone-keys.txt"
+        rclone delete --checkers 32 --files-from "$work/rclone-keys.txt" "$store:bench" -q
+        rclone_s=$(python3 -c "import time; print(round(time.time() - $start, 3))")
+        script_s=$(NODE_PATH="$NPM_DIR/node_modules" node benches/oneby.js $store script "$work/keys.txt")
+    }
+    # Azurite slows as it holds more blobs, so whoever deletes first pays
+    # for the largest database: lethe by default, the peers with PEERS_FIRST=1.
+    if [ -n "${PEERS_FIRST:-}" ]; then run_peers; run_lethe; else run_lethe; run_peers; fi
+    export BENCH_S3_ENDPOINT=http://127.0.0.1:$S3_PORT RCLONE_CONFIG_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+    export BENCH_AZ_CONNECTION=${BENCH_AZ_CONNECTION/:$AZ_FAR\//:$AZ_PORT/} RCLONE_CONFIG_AZ_SAS_URL=${RCLONE_CONFIG_AZ_SAS_URL/:$AZ_FAR\//:$AZ_PORT/}
     # All three sides deleted the same set.
     echo "   lethe ${lethe_s}s, rclone ${rclone_s}s, one-by-one ${script_s}s for $n objects; checking what is left ..."
     # s3s-fs keeps objects as files (and lists large folders slowly).
@@ -141,7 +170,7 @@ for store in ${STORES:-s3 az}; do
 done
 
 echo
-echo "deleting the same objects on loopback servers (lethe: apply's object phase, with re-check, journal and audit)"
+echo "deleting the same objects on loopback servers${LATENCY_MS:+, $LATENCY_MS ms round trips through a proxy} (lethe: apply's object phase, with re-check, journal and audit)"
 for r in "${results[@]}"; do
     read -r store n l rc sc <<<"$r"
     python3 - "$store" "$n" "$l" "$rc" "$sc" <<'PY'

@@ -21,7 +21,9 @@ async function main() {
     const container = BlobServiceClient.fromConnectionString(process.env.BENCH_AZ_CONNECTION)
       .getContainerClient("bench");
     for (const k of keys) {
-      await container.getBlobClient(`${prefix}/${k}`).deleteIfExists();
+      // With its snapshots, as lethe deletes it (a plain delete of a blob
+      // that has snapshots is refused, leaving the data behind).
+      await container.getBlobClient(`${prefix}/${k}`).deleteIfExists({ deleteSnapshots: "include" });
     }
   }
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;

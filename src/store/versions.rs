@@ -1361,4 +1361,59 @@ mod tests {
         );
         assert_eq!(utf8_percent_encode("a/b", QUERY).to_string(), "a%2Fb");
     }
+
+    /// What each Delete Blob answer means: only a failed `If-Match` asks
+    /// again; a lease or any other 412 fails the blob; after a retry, a
+    /// missing blob may be ours.
+    #[test]
+    fn delete_answers_read_as_outcomes() {
+        let done = |status, code: Option<&str>, retried| match delete_answer(status, code, retried)
+        {
+            DeleteAnswer::Done(o) => Some(o),
+            _ => None,
+        };
+        assert_eq!(done(202, None, false), Some(DeleteOutcome::Deleted));
+        assert_eq!(done(200, None, true), Some(DeleteOutcome::Deleted));
+        assert_eq!(
+            done(404, Some("BlobNotFound"), false),
+            Some(DeleteOutcome::AlreadyGone)
+        );
+        assert_eq!(
+            done(404, Some("BlobNotFound"), true),
+            Some(DeleteOutcome::Deleted)
+        );
+        for code in [Some("ConditionNotMet"), None] {
+            assert!(matches!(delete_answer(412, code, false), DeleteAnswer::Ask));
+        }
+        for (status, code) in [
+            (412, "LeaseIdMissing"),
+            (409, "SnapshotsPresent"),
+            (403, "AuthorizationPermissionMismatch"),
+            (503, "ServerBusy"),
+        ] {
+            match delete_answer(status, Some(code), false) {
+                DeleteAnswer::Failed(e) => {
+                    let text = e.to_string();
+                    assert!(
+                        text.contains(code) && text.contains(&status.to_string()),
+                        "{text}"
+                    );
+                }
+                other => panic!("{status} {code}: {other:?}"),
+            }
+        }
+        // Throttling is worth a retry, a lease is not.
+        let kind = |status, code| match delete_answer(status, Some(code), false) {
+            DeleteAnswer::Failed(e) => e.kind(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            kind(503, "ServerBusy"),
+            super::super::StoreErrorKind::Transient
+        );
+        assert_eq!(
+            kind(412, "LeaseIdMissing"),
+            super::super::StoreErrorKind::Permanent
+        );
+    }
 }
