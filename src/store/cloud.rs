@@ -554,7 +554,7 @@ impl TechnicalStore for CloudStore {
     /// S3, versioned bucket: every version of each key is listed, then
     /// deleted by version id (DeleteObjects). Unversioned: every key is asked
     /// for first (DeleteObjects reports a missing key as deleted, and lethe
-    /// never claims an erasure it did not do), sixteen at a time, then the
+    /// never claims an erasure it did not do), 64 at a time, then the
     /// ones present go in DeleteObjects requests.
     /// Azure: a Blob Batch of Delete Blob sub-requests with snapshots per
     /// 256 keys, four batches in flight (one request per blob, 32 in flight,
@@ -691,7 +691,7 @@ impl TechnicalStore for CloudStore {
 
 impl CloudStore {
     /// The current version of each S3 key (unversioned buckets): HEAD each,
-    /// sixteen at a time, then DeleteObjects for the ones present, four
+    /// 64 at a time, then DeleteObjects for the ones present, four
     /// requests in flight.
     async fn delete_current(
         &self,
@@ -713,7 +713,7 @@ impl CloudStore {
                 (i, p, e, r)
             }
         }))
-        .buffered(16)
+        .buffered(super::ASKS_IN_FLIGHT)
         .collect()
         .await;
         for (i, p, e, r) in heads {

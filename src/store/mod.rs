@@ -268,6 +268,12 @@ pub(crate) fn answered(
         .collect()
 }
 
+/// Per-key requests a cloud store has in flight at once (HEADs before
+/// DeleteObjects, version listings, the HEADs that settle failed Azure
+/// conditions): enough to hide a remote endpoint's round trip (64 at 20 ms
+/// is 3,200 keys/s, under S3's 5,500 HEADs per second per prefix).
+pub(crate) const ASKS_IN_FLIGHT: usize = 64;
+
 pub(crate) fn unanswered() -> StoreError {
     StoreError::Io {
         op: "delete",

@@ -762,7 +762,7 @@ impl S3Versions {
                     }
                 }
             }))
-            .buffered(16)
+            .buffered(super::ASKS_IN_FLIGHT)
             .collect()
             .await;
         let mut out = Vec::with_capacity(keys.len());
@@ -1164,7 +1164,10 @@ impl AzureBlobs {
                 (*i, outcome)
             }));
         }
-        futures::stream::iter(settling).buffered(16).collect().await
+        futures::stream::iter(settling)
+            .buffered(super::ASKS_IN_FLIGHT)
+            .collect()
+            .await
     }
 
     /// One try of a Blob Batch: every sub-request signed on its own, the
