@@ -100,6 +100,9 @@ pub fn read_answer(body: &[u8]) -> Result<Vec<PartAnswer>, String> {
             .find(rest)
             .ok_or("the answer ends inside a part (no closing boundary)")?;
         out.push(read_part(&rest[..end])?);
+        if out.len() > MAX_BATCH {
+            return Err(format!("more than {MAX_BATCH} parts"));
+        }
         let after = &rest[end + delimiter.len()..];
         if after.starts_with(b"--") {
             return Ok(out);
@@ -107,9 +110,6 @@ pub fn read_answer(body: &[u8]) -> Result<Vec<PartAnswer>, String> {
         rest = after
             .strip_prefix(b"\r\n")
             .ok_or("a boundary not followed by a line end")?;
-        if out.len() > MAX_BATCH {
-            return Err(format!("more than {MAX_BATCH} parts"));
-        }
     }
 }
 
@@ -286,13 +286,17 @@ Content-Type: application/xml\r\n\
 
     #[test]
     fn too_many_parts_are_refused() {
-        let mut body = String::new();
-        for i in 0..=MAX_BATCH + 1 {
-            body.push_str(&format!(
-                "--b\r\nContent-ID: {i}\r\n\r\nHTTP/1.1 202 Accepted\r\n\r\n\r\n"
-            ));
-        }
-        body.push_str("--b--");
-        assert!(read_answer(body.as_bytes()).is_err());
+        let answer = |parts: usize| {
+            let mut body = String::new();
+            for i in 0..parts {
+                body.push_str(&format!(
+                    "--b\r\nContent-ID: {i}\r\n\r\nHTTP/1.1 202 Accepted\r\n\r\n\r\n"
+                ));
+            }
+            body.push_str("--b--");
+            read_answer(body.as_bytes())
+        };
+        assert_eq!(answer(MAX_BATCH).unwrap().len(), MAX_BATCH);
+        assert!(answer(MAX_BATCH + 1).is_err());
     }
 }

@@ -116,7 +116,13 @@ impl StoreError {
     pub(crate) fn again(&self, op: &'static str) -> StoreError {
         let (kind, text) = match self {
             StoreError::Io { source, .. } => (source.kind(), source.to_string()),
-            other => (std::io::ErrorKind::Other, other.to_string()),
+            other => (
+                match other.kind() {
+                    StoreErrorKind::Permanent => std::io::ErrorKind::InvalidInput,
+                    StoreErrorKind::Transient => std::io::ErrorKind::Other,
+                },
+                other.to_string(),
+            ),
         };
         StoreError::Io {
             op,

@@ -256,29 +256,45 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(u16, Vec<u8>), StoreError>>,
 {
-    use backon::{ExponentialBuilder, Retryable};
-    let retried = std::sync::atomic::AtomicBool::new(false);
     let mut once = once;
-    let answer = (|| {
+    retrying_with(|| {
         let attempt = once();
         async move {
             let (status, body) = attempt.await?;
-            if matches!(status, 429 | 500 | 502 | 503 | 504) {
+            if worth_again(status) {
                 return Err(answer_error(op, status, &body));
             }
             Ok((status, body))
         }
     })
-    .retry(
-        ExponentialBuilder::default()
-            .with_min_delay(std::time::Duration::from_millis(50))
-            .with_max_delay(std::time::Duration::from_secs(2))
-            .with_max_times(4)
-            .with_jitter(),
-    )
-    .when(|e: &StoreError| e.kind() == super::StoreErrorKind::Transient)
-    .notify(|_, _| retried.store(true, std::sync::atomic::Ordering::Relaxed))
-    .await?;
+    .await
+}
+
+/// Timeouts, throttling and server errors.
+fn worth_again(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// As `retrying`, for any answer; `once` turns the answers worth another
+/// try into transient errors itself.
+async fn retrying_with<T, F, Fut>(once: F) -> Result<(T, bool), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    let retried = std::sync::atomic::AtomicBool::new(false);
+    let answer = once
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(50))
+                .with_max_delay(std::time::Duration::from_secs(2))
+                .with_max_times(4)
+                .with_jitter(),
+        )
+        .when(|e: &StoreError| e.kind() == super::StoreErrorKind::Transient)
+        .notify(|_, _| retried.store(true, std::sync::atomic::Ordering::Relaxed))
+        .await?;
     Ok((answer, retried.load(std::sync::atomic::Ordering::Relaxed)))
 }
 
@@ -916,8 +932,13 @@ enum DeleteAnswer {
 
 /// Reads a Delete Blob answer (a plain request's or a batch part's).
 /// `retried`: the request was sent again after a fault, so an earlier try
-/// may have deleted the blob.
-fn delete_answer(status: u16, code: Option<&str>, retried: bool) -> DeleteAnswer {
+/// may have deleted the blob. `conditional`: it carried `If-Match`.
+fn delete_answer(
+    status: u16,
+    code: Option<&str>,
+    retried: bool,
+    conditional: bool,
+) -> DeleteAnswer {
     match status {
         200 | 202 => DeleteAnswer::Done(DeleteOutcome::Deleted),
         // Gone after a failed attempt: that attempt may have deleted it,
@@ -925,10 +946,60 @@ fn delete_answer(status: u16, code: Option<&str>, retried: bool) -> DeleteAnswer
         404 if retried => DeleteAnswer::Done(DeleteOutcome::Deleted),
         404 => DeleteAnswer::Done(DeleteOutcome::AlreadyGone),
         // A lease (`LeaseIdMissing`) is a 412 too, and a failure: the blob
-        // is there, unchanged, and not deleted.
-        412 if code.is_none_or(|c| c == "ConditionNotMet") => DeleteAnswer::Ask,
+        // is there, unchanged, and not deleted. Without `If-Match` no 412 is
+        // a failed condition.
+        412 if conditional && code.is_none_or(|c| c == "ConditionNotMet") => DeleteAnswer::Ask,
         _ => DeleteAnswer::Failed(status_error("delete", status, code)),
     }
+}
+
+/// Each sub-request's answer in a batch answer, by `Content-ID` (the
+/// sub-request's position): a part answering no sub-request of ours is
+/// ignored, a blob answered twice or not at all fails (nothing is assumed
+/// of it), and a batch-wide error part fails every blob it left unanswered.
+fn batch_answers(
+    parts: &[super::blob_batch::PartAnswer],
+    conditional: &[bool],
+    retried: bool,
+) -> Vec<Result<DeleteAnswer, StoreError>> {
+    const OP: &str = "batch delete";
+    let n = conditional.len();
+    let mut answers: Vec<Option<DeleteAnswer>> = (0..n).map(|_| None).collect();
+    let mut twice = vec![false; n];
+    let mut whole: Option<StoreError> = None;
+    for part in parts {
+        match part.id {
+            Some(id) if id < n => {
+                if answers[id].is_some() {
+                    twice[id] = true;
+                }
+                answers[id] = Some(delete_answer(
+                    part.status,
+                    part.code.as_deref(),
+                    retried,
+                    conditional[id],
+                ));
+            }
+            Some(_) => {}
+            None => whole = Some(status_error(OP, part.status, part.code.as_deref())),
+        }
+    }
+    answers
+        .into_iter()
+        .zip(twice)
+        .map(|(answer, twice)| match answer {
+            _ if twice => Err(err(
+                OP,
+                std::io::ErrorKind::InvalidData,
+                "two answers for one blob".into(),
+            )),
+            Some(answer) => Ok(answer),
+            None => Err(whole
+                .as_ref()
+                .map(|e| e.again(OP))
+                .unwrap_or_else(super::unanswered)),
+        })
+        .collect()
 }
 
 /// The account's blob soft delete, as Get Blob Service Properties says.
@@ -1033,35 +1104,73 @@ impl AzureBlobs {
             .send_retried("delete", Method::DELETE, &url, &delete_headers(if_match))
             .await?;
         let code = error_code(&body);
-        self.settle(
-            &url,
-            delete_answer(status, code.as_deref(), retried),
-            retried,
-        )
-        .await
+        let answer = delete_answer(status, code.as_deref(), retried, if_match.is_some());
+        self.settle(&url, answer, retried, if_match).await
     }
 
     /// Turns an answer into the blob's outcome, asking (HEAD) where the
     /// condition failed.
+    /// A blob is `Changed` only when the HEAD shows another etag than the
+    /// one the delete expected: the same etag after a failed condition is a
+    /// failure, never a reason to keep the blob as "rewritten".
     async fn settle(
         &self,
         url: &str,
         answer: DeleteAnswer,
         retried: bool,
+        expected: Option<&str>,
     ) -> Result<DeleteOutcome, StoreError> {
         match answer {
             DeleteAnswer::Done(outcome) => Ok(outcome),
             DeleteAnswer::Failed(e) => Err(e),
             DeleteAnswer::Ask => {
-                let (status, body) = self.send("head", Method::HEAD, url, &[]).await?;
-                match status {
-                    404 if retried => Ok(DeleteOutcome::Deleted),
-                    404 => Ok(DeleteOutcome::AlreadyGone),
-                    200 => Ok(DeleteOutcome::Changed),
-                    _ => Err(answer_error("head", status, &body)),
+                let (status, etag) = self.head_etag(url).await?;
+                let same = |now: &str| {
+                    expected.is_some_and(|e| e.trim_matches('"') == now.trim_matches('"'))
+                };
+                match (status, etag) {
+                    (404, _) if retried => Ok(DeleteOutcome::Deleted),
+                    (404, _) => Ok(DeleteOutcome::AlreadyGone),
+                    (200, Some(now)) if !same(&now) => Ok(DeleteOutcome::Changed),
+                    (200, _) => Err(err(
+                        "delete",
+                        std::io::ErrorKind::Other,
+                        "HTTP 412: the condition failed, yet the blob is the one the index read"
+                            .into(),
+                    )),
+                    (status, _) => Err(status_error("head", status, None)),
                 }
             }
         }
+    }
+
+    /// HEAD of a blob: the status and its etag.
+    async fn head_etag(&self, url: &str) -> Result<(u16, Option<String>), StoreError> {
+        const OP: &str = "head";
+        let (answer, _) = retrying_with(|| async {
+            let credential = self.credential(OP).await?;
+            let mut req = request(Method::HEAD, url, vec![])?;
+            sign(&credential, &self.account, OP, &mut req)?;
+            let response = self.http.execute(req).await.map_err(|e| {
+                err(
+                    OP,
+                    std::io::ErrorKind::TimedOut,
+                    format!("request failed ({:?})", e.kind()),
+                )
+            })?;
+            let status = response.status().as_u16();
+            if worth_again(status) {
+                return Err(status_error(OP, status, None));
+            }
+            let etag = response
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            Ok((status, etag))
+        })
+        .await?;
+        Ok(answer)
     }
 
     /// One Delete Blob request per blob, 32 in flight; answers by the
@@ -1102,6 +1211,21 @@ impl AzureBlobs {
         {
             return self.delete_each(items).await;
         }
+        // A blob whose sub-request cannot even be written fails alone.
+        let mut out: Vec<(usize, Result<DeleteOutcome, StoreError>)> = Vec::new();
+        let mut sendable: Vec<(usize, String, Option<String>)> = Vec::with_capacity(items.len());
+        for (i, key, etag) in items {
+            let checked = request(Method::DELETE, &self.blob_url(key), vec![])
+                .and_then(|mut r| with_headers(&mut r, &delete_headers(etag.as_deref())));
+            match checked {
+                Ok(()) => sendable.push((*i, key.clone(), etag.clone())),
+                Err(e) => out.push((*i, Err(e))),
+            }
+        }
+        if sendable.is_empty() {
+            return out;
+        }
+        let items = &sendable[..];
         let all_failed = |e: StoreError| -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
             items.iter().map(|(i, ..)| (*i, Err(e.again(OP)))).collect()
         };
@@ -1112,11 +1236,16 @@ impl AzureBlobs {
         );
         let ((status, body), retried) = match retrying(OP, || self.batch_once(&url, items)).await {
             Ok(answer) => answer,
-            Err(e) => return all_failed(e),
+            Err(e) => {
+                out.extend(all_failed(e));
+                return out;
+            }
         };
         if status != 202 {
-            if (400..500).contains(&status) && !retried {
-                // Refused before any blob was touched.
+            // Refused before any blob was touched, in a way that says the
+            // account or emulator does not take batches (not a permission,
+            // a throttle, or a timeout after which some may be gone).
+            if matches!(status, 400 | 404 | 405 | 501) && !retried {
                 let code = error_code(&body);
                 tracing::warn!(
                     status,
@@ -1124,50 +1253,45 @@ impl AzureBlobs {
                     "the Azure account refused a Blob Batch request; deleting one blob per request"
                 );
                 self.batch_refused.store(true, Ordering::Relaxed);
-                return self.delete_each(items).await;
+                out.extend(self.delete_each(items).await);
+                return out;
             }
-            return all_failed(answer_error(OP, status, &body));
+            out.extend(all_failed(answer_error(OP, status, &body)));
+            return out;
         }
         let parts = match super::blob_batch::read_answer(&body) {
             Ok(parts) => parts,
             Err(why) => {
-                return all_failed(err(
+                out.extend(all_failed(err(
                     OP,
                     std::io::ErrorKind::InvalidData,
                     format!("an answer lethe cannot read ({why})"),
-                ));
+                )));
+                return out;
             }
         };
-        let mut answers: Vec<Option<DeleteAnswer>> = items.iter().map(|_| None).collect();
-        let mut whole: Option<StoreError> = None;
-        for part in parts {
-            match part.id {
-                Some(id) if id < items.len() => {
-                    answers[id] = Some(delete_answer(part.status, part.code.as_deref(), retried));
-                }
-                // An id we did not send: not an answer to any of ours.
-                Some(_) => {}
-                None => whole = Some(status_error(OP, part.status, part.code.as_deref())),
-            }
-        }
-        let whole = &whole;
+        let conditional: Vec<bool> = items.iter().map(|(_, _, e)| e.is_some()).collect();
+        let answers = batch_answers(&parts, &conditional, retried);
         let mut settling: Vec<Answering<'_>> = Vec::with_capacity(items.len());
-        for ((i, key, _), answer) in items.iter().zip(answers) {
+        for ((i, key, etag), answer) in items.iter().zip(answers) {
             settling.push(Box::pin(async move {
                 let outcome = match answer {
-                    Some(answer) => self.settle(&self.blob_url(key), answer, retried).await,
-                    None => Err(whole
-                        .as_ref()
-                        .map(|e| e.again(OP))
-                        .unwrap_or_else(super::unanswered)),
+                    Ok(answer) => {
+                        self.settle(&self.blob_url(key), answer, retried, etag.as_deref())
+                            .await
+                    }
+                    Err(e) => Err(e),
                 };
                 (*i, outcome)
             }));
         }
-        futures::stream::iter(settling)
-            .buffered(super::ASKS_IN_FLIGHT)
-            .collect()
-            .await
+        out.extend(
+            futures::stream::iter(settling)
+                .buffered(super::ASKS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await,
+        );
+        out
     }
 
     /// One try of a Blob Batch: every sub-request signed on its own, the
@@ -1370,8 +1494,9 @@ mod tests {
     /// missing blob may be ours.
     #[test]
     fn delete_answers_read_as_outcomes() {
-        let done = |status, code: Option<&str>, retried| match delete_answer(status, code, retried)
-        {
+        let done = |status, code: Option<&str>, retried| match delete_answer(
+            status, code, retried, true,
+        ) {
             DeleteAnswer::Done(o) => Some(o),
             _ => None,
         };
@@ -1386,7 +1511,15 @@ mod tests {
             Some(DeleteOutcome::Deleted)
         );
         for code in [Some("ConditionNotMet"), None] {
-            assert!(matches!(delete_answer(412, code, false), DeleteAnswer::Ask));
+            assert!(matches!(
+                delete_answer(412, code, false, true),
+                DeleteAnswer::Ask
+            ));
+            // Without `If-Match`, a 412 is no failed condition.
+            assert!(matches!(
+                delete_answer(412, code, false, false),
+                DeleteAnswer::Failed(_)
+            ));
         }
         for (status, code) in [
             (412, "LeaseIdMissing"),
@@ -1394,7 +1527,7 @@ mod tests {
             (403, "AuthorizationPermissionMismatch"),
             (503, "ServerBusy"),
         ] {
-            match delete_answer(status, Some(code), false) {
+            match delete_answer(status, Some(code), false, true) {
                 DeleteAnswer::Failed(e) => {
                     let text = e.to_string();
                     assert!(
@@ -1406,7 +1539,7 @@ mod tests {
             }
         }
         // Throttling is worth a retry, a lease is not.
-        let kind = |status, code| match delete_answer(status, Some(code), false) {
+        let kind = |status, code| match delete_answer(status, Some(code), false, true) {
             DeleteAnswer::Failed(e) => e.kind(),
             other => panic!("{other:?}"),
         };
@@ -1418,5 +1551,56 @@ mod tests {
             kind(412, "LeaseIdMissing"),
             super::super::StoreErrorKind::Permanent
         );
+    }
+
+    /// Parts are matched by Content-ID, not by position; duplicates, gaps,
+    /// foreign ids and batch-wide errors never become a deletion.
+    #[test]
+    fn batch_answers_go_to_the_blob_they_name() {
+        use super::super::blob_batch::PartAnswer;
+        let part = |id: Option<usize>, status: u16, code: Option<&str>| PartAnswer {
+            id,
+            status,
+            code: code.map(str::to_string),
+        };
+        let outcome = |a: &Result<DeleteAnswer, StoreError>| match a {
+            Ok(DeleteAnswer::Done(o)) => format!("{o:?}"),
+            Ok(DeleteAnswer::Ask) => "ask".into(),
+            Ok(DeleteAnswer::Failed(e)) | Err(e) => format!("error: {e}"),
+        };
+        // Out of order, one answered twice, one not at all, a foreign id.
+        let parts = [
+            part(Some(3), 202, None),
+            part(Some(0), 404, Some("BlobNotFound")),
+            part(Some(2), 412, Some("LeaseIdMissing")),
+            part(Some(4), 412, Some("ConditionNotMet")),
+            part(Some(5), 202, None),
+            part(Some(5), 412, Some("LeaseIdMissing")),
+            part(Some(99), 202, None),
+        ];
+        let got: Vec<String> = batch_answers(&parts, &[true; 6], false)
+            .iter()
+            .map(outcome)
+            .collect();
+        assert_eq!(got[0], "AlreadyGone");
+        assert!(got[1].contains("no answer"), "{}", got[1]);
+        assert!(got[2].contains("LeaseIdMissing"), "{}", got[2]);
+        assert_eq!(got[3], "Deleted");
+        assert_eq!(got[4], "ask");
+        assert!(got[5].contains("two answers"), "{}", got[5]);
+        // After a retry, a missing blob is counted as ours.
+        let again = batch_answers(&parts[1..2], &[true], true);
+        assert_eq!(outcome(&again[0]), "Deleted");
+        // A batch-wide error fails every blob it left unanswered.
+        let whole = batch_answers(
+            &[
+                part(None, 400, Some("InvalidInput")),
+                part(Some(1), 202, None),
+            ],
+            &[true, true],
+            false,
+        );
+        assert!(outcome(&whole[0]).contains("InvalidInput"));
+        assert_eq!(outcome(&whole[1]), "Deleted");
     }
 }
