@@ -190,6 +190,32 @@ async fn three_workers_one_killed_execute_every_item_exactly_once() {
     assert_eq!(records, distinct, "an item was audited twice");
     assert_eq!(records, deleted, "the audit and the journal disagree");
     run_in(&shared, &["audit", "verify"]).ok();
+    // Verify on the PostgreSQL state, in pages of 7 (keyset pages on
+    // PostgreSQL's collation): it asks for exactly what was deleted.
+    let plan_id: String = sqlx::query_scalar("SELECT id FROM plans")
+        .fetch_one(&state)
+        .await
+        .unwrap();
+    let config = lethe::config::load(&shared.join("lethe.toml")).unwrap();
+    let crm = lethe::crm::connect(&config).await.unwrap();
+    let store = lethe::store::open(&config).unwrap();
+    let state_store = lethe::state::StateStore::open(&config).await.unwrap();
+    let verified = lethe::verify::verify_paged(
+        &config,
+        crm.as_ref(),
+        store.as_ref(),
+        &state_store,
+        &plan_id,
+        7,
+    )
+    .await
+    .unwrap();
+    assert!(verified.ok(), "{verified:?}");
+    assert_eq!(
+        (verified.entities_checked + verified.objects_checked) as i64,
+        deleted,
+        "{verified:?}"
+    );
 
     // And the result is the single worker's.
     assert_eq!(crm_rows(&shared), crm_rows(&single), "the CRMs differ");
