@@ -161,6 +161,16 @@ fn azure_subject(batches: bool) -> Option<Subject> {
     })
 }
 
+/// A store of its own in Azurite, with Blob Batch or one request per blob.
+fn azurite_store(what: &str, batches: bool) -> CloudStore {
+    let store = CloudStore::azurite(&format!("lethe-test/{}", unique(what))).unwrap();
+    if batches {
+        store
+    } else {
+        store.without_batches()
+    }
+}
+
 /// moto's S3 server (PyPI, started by .ci/run): a bucket with versioning
 /// enabled (created here through boto3). Every object is written twice, so
 /// each case deletes keys with two versions.
@@ -652,11 +662,7 @@ async fn azure_blobs_go_with_their_snapshots() {
     };
     drop(s);
     for batches in [true, false] {
-        let location = format!("lethe-test/{}", unique("snap"));
-        let mut store = CloudStore::azurite(&location).unwrap();
-        if !batches {
-            store = store.without_batches();
-        }
+        let store = azurite_store("snap", batches);
         let api = store.azure_blobs().unwrap();
         let mut stamps = Vec::new();
         for k in ["a.json", "Angebot Müller.xml"] {
@@ -706,11 +712,7 @@ async fn azure_batches_fail_exactly_the_blobs_azure_refused() {
     };
     drop(s);
     for batches in [true, false] {
-        let location = format!("lethe-test/{}", unique("lease"));
-        let mut store = CloudStore::azurite(&location).unwrap();
-        if !batches {
-            store = store.without_batches();
-        }
+        let store = azurite_store("lease", batches);
         let api = store.azure_blobs().unwrap();
         let blobs: Vec<String> = (0..6).map(|i| format!("in/{i}.json")).collect();
         for k in &blobs {

@@ -210,6 +210,23 @@ fn http_client(allow_http: bool) -> Result<HttpClient, StoreError> {
         .map_err(|e| err("connect", std::io::ErrorKind::Other, e.to_string()))
 }
 
+/// Sends a signed request; a failure to get an answer is transient and
+/// named by its kind only (the error's text quotes the URL, which holds the
+/// key).
+async fn send(
+    http: &HttpClient,
+    op: &'static str,
+    request: HttpRequest,
+) -> Result<object_store::client::HttpResponse, StoreError> {
+    http.execute(request).await.map_err(|e| {
+        err(
+            op,
+            std::io::ErrorKind::TimedOut,
+            format!("request failed ({:?})", e.kind()),
+        )
+    })
+}
+
 /// Sends a signed request; answers the status and a body of at most
 /// `MAX_BODY` bytes.
 async fn execute(
@@ -217,14 +234,7 @@ async fn execute(
     op: &'static str,
     request: HttpRequest,
 ) -> Result<(u16, Vec<u8>), StoreError> {
-    let response = http.execute(request).await.map_err(|e| {
-        // The error's text quotes the URL, which holds the key: the kind only.
-        err(
-            op,
-            std::io::ErrorKind::TimedOut,
-            format!("request failed ({:?})", e.kind()),
-        )
-    })?;
+    let response = send(http, op, request).await?;
     let status = response.status().as_u16();
     let mut stream = response.into_body().bytes_stream();
     let mut body = Vec::new();
@@ -1151,13 +1161,7 @@ impl AzureBlobs {
             let credential = self.credential(OP).await?;
             let mut req = request(Method::HEAD, url, vec![])?;
             sign(&credential, &self.account, OP, &mut req)?;
-            let response = self.http.execute(req).await.map_err(|e| {
-                err(
-                    OP,
-                    std::io::ErrorKind::TimedOut,
-                    format!("request failed ({:?})", e.kind()),
-                )
-            })?;
+            let response = send(&self.http, OP, req).await?;
             let status = response.status().as_u16();
             if worth_again(status) {
                 return Err(status_error(OP, status, None));
