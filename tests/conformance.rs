@@ -352,9 +352,12 @@ async fn run_backend(kind: Kind, admin_url: &str, dir: &Path, state_url: Option<
     let crm = crm::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
-    crm.check(&config.entities)
+    let fit = crm::fit::fit(&config, crm.as_ref())
         .await
         .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+    assert!(fit.problems.is_empty(), "{kind:?}: {:?}", fit.problems);
+    // Every backend's catalogue says the integer keys are integers.
+    assert_eq!(fit.integer_keys.get("lead"), Some(&true), "{kind:?}");
     let store = FolderStore::open(&dir.join("technical")).unwrap();
     lethe::index::run(&config, &store, &state, None, &|_, _| {})
         .await

@@ -354,20 +354,41 @@ pub(crate) async fn run_apply(
 async fn check(path: &Path, no_environment: bool, format: Format) -> Result<i32> {
     let config = load_config(path)?;
     let mut lines = vec![format!(
-        "config {}: valid ({} entity types, {} link rules, {} policies)",
+        "config {}: well-formed ({}, {}, {})",
         path.display(),
-        config.entities.len(),
-        config.links.len(),
-        config.policies.len()
+        render::count(config.entities.len() as u64, "entity type", "entity types"),
+        render::count(config.links.len() as u64, "link rule", "link rules"),
+        render::count(config.policies.len() as u64, "policy", "policies"),
     )];
     let mut ok = true;
+    let mut unfit = None;
     if !no_environment {
         match crm::connect(&config).await {
-            Ok(c) => match c.check(&config.entities).await {
-                Ok(()) => lines.push(format!(
-                    "crm ({}): every table and column readable",
-                    c.kind()
-                )),
+            Ok(c) => match crm::fit::fit(&config, c.as_ref()).await {
+                Ok(fit) if fit.problems.is_empty() => {
+                    let columns: usize = config
+                        .entities
+                        .iter()
+                        .map(|e| 1 + e.clock.len() + e.parents.len() + e.subject.len())
+                        .sum();
+                    let conditions = plan::conditions(&config).len();
+                    lines.push(format!(
+                        "crm ({}): every configured table and column is in the catalogue ({}, {}), {} compile{}",
+                        c.kind(),
+                        render::count(config.entities.len() as u64, "table", "tables"),
+                        render::count(columns as u64, "column", "columns"),
+                        render::count(conditions as u64, "keep condition", "keep conditions"),
+                        if conditions == 1 { "s" } else { "" }
+                    ));
+                }
+                Ok(fit) => {
+                    lines.push(format!(
+                        "crm ({}): the config does not fit the CRM ({})",
+                        c.kind(),
+                        render::count(fit.problems.len() as u64, "problem", "problems")
+                    ));
+                    unfit = Some(config.invalid(fit.problems));
+                }
                 Err(e) => {
                     ok = false;
                     lines.push(format!("crm: {e}"));
@@ -410,6 +431,14 @@ async fn check(path: &Path, no_environment: bool, format: Format) -> Result<i32>
                 lines.push(format!("state store: {e}"));
             }
         }
+    }
+    if let Some(e) = unfit {
+        // Every mismatch at once, as a config error (exit 2), after what
+        // the other checks found.
+        if format == Format::Text {
+            out(&(lines.join("\n") + "\n"));
+        }
+        return Err(e.into());
     }
     out(&match format {
         Format::Text => lines.join("\n") + "\n",

@@ -329,3 +329,8 @@ pub fn audit_verify(v: &Verification) -> String {
         out
     }
 }
+
+/// `1 case`, `2 cases`: a count with its noun in the right number.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

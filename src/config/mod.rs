@@ -123,6 +123,32 @@ pub enum StateUrl {
     Postgres(Sensitive<String>),
 }
 
+/// `[safety]` beyond `max_delete_fraction`: brakes for what looks like a
+/// read error rather than a CRM that changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SafetySettings {
+    /// A plan in which more than this share of a type's entities name a
+    /// parent that does not exist (per relation) is braked: a wrong parent
+    /// column makes every parent look childless.
+    pub max_dangling_fraction: f64,
+    /// A plan is braked when a type's count fell by more than this share
+    /// since the previous plan (after what lethe itself deleted since).
+    pub max_drop_fraction: f64,
+    /// The same for the types named in a `keep_if`: a contract table that
+    /// reads short makes kept cases due, so its bound is tighter.
+    pub max_keep_drop_fraction: f64,
+}
+
+impl Default for SafetySettings {
+    fn default() -> Self {
+        SafetySettings {
+            max_dangling_fraction: 0.01,
+            max_drop_fraction: 0.5,
+            max_keep_drop_fraction: 0.1,
+        }
+    }
+}
+
 /// How `apply` works through a plan: batches, parallelism, retries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplySettings {
@@ -242,6 +268,8 @@ pub struct Config {
     /// DeleteObjects).
     pub batch_deletes: bool,
     pub max_delete_fraction: f64,
+    /// The rest of `[safety]`: the dangling-parent and count-drop brakes.
+    pub safety: SafetySettings,
     pub policies: Vec<Policy>,
     pub state: StateUrl,
     pub audit_key: Sensitive<Vec<u8>>,
@@ -251,6 +279,10 @@ pub struct Config {
     pub serve: ServeSettings,
     /// SHA-256 of the file's bytes: plans record which config made them.
     pub hash: String,
+    /// The file's text (small by construction), so that checks made after
+    /// loading — against the CRM's catalogue — can name the file:line of
+    /// the key they found wrong.
+    pub source: String,
 }
 
 impl Config {
@@ -260,6 +292,29 @@ impl Config {
 
     pub fn entity_index(&self, name: &str) -> Option<usize> {
         self.entities.iter().position(|e| e.name == name)
+    }
+
+    /// A problem with the key at `path`, located in the file (line and
+    /// column of the deepest key of `path` that the file has).
+    pub fn problem(&self, path: Vec<Seg>, message: impl Into<String>) -> Problem {
+        let mut problems = Problems {
+            text: &self.source,
+            root: toml::de::DeTable::parse(&self.source)
+                .ok()
+                .map(|t| t.into_inner()),
+            found: Vec::new(),
+        };
+        problems.add(path, message);
+        problems.found.remove(0)
+    }
+
+    /// The problems as one error, sorted by their place in the file.
+    pub fn invalid(&self, mut problems: Vec<Problem>) -> ConfigError {
+        problems.sort_by_key(|p| (p.line, p.column));
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            problems,
+        }
     }
 }
 
@@ -307,8 +362,10 @@ fn render_problems(file: &Path, problems: &[Problem]) -> String {
     out
 }
 
+/// One step of a key path in the file (`crm.entities.lead.key`,
+/// `policy[0].keep_if[1]`), for locating a problem found after loading.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Seg {
+pub enum Seg {
     Key(String),
     Index(usize),
 }
@@ -346,6 +403,76 @@ impl From<&String> for Seg {
 impl From<usize> for Seg {
     fn from(i: usize) -> Seg {
         Seg::Index(i)
+    }
+}
+
+/// The keys lethe reads in the table at `parent` (for "did you mean").
+/// `every_documented_key_is_known` holds this against lethe.reference.toml.
+fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
+    let keys: Vec<&str> = parent
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => k.as_str(),
+            Seg::Index(_) => "[]",
+        })
+        .collect();
+    match keys.as_slice() {
+        [] => &[
+            "crm",
+            "technical",
+            "safety",
+            "policy",
+            "state",
+            "audit",
+            "apply",
+            "schedule",
+            "serve",
+        ],
+        ["crm"] => &["url", "vacuum", "entities"],
+        ["crm", "entities", _] => &["table", "key", "clock", "parent", "subject"],
+        ["technical"] => &[
+            "url",
+            "link",
+            "orphans",
+            "max_content_bytes",
+            "max_line_bytes",
+            "batch_deletes",
+        ],
+        ["technical", "link", "[]"] => &[
+            "path",
+            "glob",
+            "json",
+            "xml",
+            "csv",
+            "delimiter",
+            "metadata",
+            "crm",
+            "entity",
+        ],
+        ["technical", "orphans"] => &["retain"],
+        ["safety"] => &[
+            "max_delete_fraction",
+            "max_dangling_fraction",
+            "max_drop_fraction",
+            "max_keep_drop_fraction",
+        ],
+        ["policy", "[]"] => &["name", "root", "retain", "keep_if", "basis"],
+        ["policy", "[]", "keep_if", "[]"] => &["entity", "where"],
+        ["state"] => &["url"],
+        ["audit"] => &["key"],
+        ["apply"] => &[
+            "max_attempts",
+            "backoff",
+            "max_backoff",
+            "batch_cases",
+            "batch_objects",
+            "parallel_deletes",
+            "worker_timeout",
+        ],
+        ["schedule"] => &["cron", "timezone", "mode"],
+        ["serve"] => &["listen", "body_limit", "request_timeout", "token"],
+        ["serve", "token", "[]"] => &["name", "sha256", "scope"],
+        _ => &[],
     }
 }
 
@@ -542,9 +669,13 @@ pub fn parse(text: &str, file: &Path, dir: &Path) -> Result<Config, ConfigError>
         }
     };
     for segs in unknown {
+        let hint = match segs.split_last() {
+            Some((Seg::Key(k), parent)) => did_you_mean(k, known_keys(parent).iter().copied()),
+            _ => String::new(),
+        };
         problems.add(
             segs,
-            "unknown key; see lethe.reference.toml for every key lethe reads",
+            format!("unknown key{hint}; see lethe.reference.toml for every key lethe reads"),
         );
     }
 
@@ -688,16 +819,41 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         .ok();
 
     // [safety]
-    let max_delete_fraction = raw
-        .safety
-        .and_then(|s| s.max_delete_fraction)
-        .unwrap_or(0.5);
-    if !(0.0..=1.0).contains(&max_delete_fraction) {
-        pr.add(
-            p!["safety", "max_delete_fraction"],
-            format!("{max_delete_fraction} is not a share between 0 and 1"),
-        );
-    }
+    let raw_safety = raw.safety.unwrap_or_default();
+    let defaults = SafetySettings::default();
+    let mut share = |value: Option<f64>, key: &str, default: f64| -> Option<f64> {
+        let v = value.unwrap_or(default);
+        // `-0.0` is inside 0..=1 for the comparison, and prints as "-0%".
+        if v.is_nan() || v.is_sign_negative() || v > 1.0 {
+            pr.add(
+                p!["safety", key],
+                format!("{v} is not a share between 0 and 1 (write e.g. 0.5 for 50%)"),
+            );
+            return None;
+        }
+        Some(v)
+    };
+    let max_delete_fraction = share(raw_safety.max_delete_fraction, "max_delete_fraction", 0.5);
+    let safety = (|| {
+        Some(SafetySettings {
+            max_dangling_fraction: share(
+                raw_safety.max_dangling_fraction,
+                "max_dangling_fraction",
+                defaults.max_dangling_fraction,
+            )?,
+            max_drop_fraction: share(
+                raw_safety.max_drop_fraction,
+                "max_drop_fraction",
+                defaults.max_drop_fraction,
+            )?,
+            max_keep_drop_fraction: share(
+                raw_safety.max_keep_drop_fraction,
+                "max_keep_drop_fraction",
+                defaults.max_keep_drop_fraction,
+            )?,
+        })
+    })();
+    let max_delete_fraction = max_delete_fraction.unwrap_or(0.5);
 
     // [[policy]]
     if raw.policy.is_empty() {
@@ -721,7 +877,11 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         if !root.is_empty() && !names.contains(&root) {
             pr.add(
                 p!["policy", i, "root"],
-                format!("unknown entity type `{root}`"),
+                format!(
+                    "unknown entity type `{root}`{}; declared types: {}",
+                    did_you_mean(&root, names.iter().map(String::as_str)),
+                    names.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
             );
         }
         let retain = required(&rp.retain, p!["policy", i, "retain"], pr).and_then(|t| {
@@ -744,7 +904,12 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
             if !names.contains(&rule.entity) {
                 pr.add(
                     p!["policy", i, "keep_if", j],
-                    format!("unknown entity type `{}`", rule.entity),
+                    format!(
+                        "unknown entity type `{}`{}; declared types: {}",
+                        rule.entity,
+                        did_you_mean(&rule.entity, names.iter().map(String::as_str)),
+                        names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
                 );
             }
             if let Some(c) = &rule.condition {
@@ -979,7 +1144,41 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         schedule,
         serve,
         hash,
+        source: text.to_string(),
+        safety: safety?,
     })
+}
+
+/// `; did you mean `x`?` when one of `candidates` is close to `name`
+/// (a typo, a case slip, a missing prefix), else nothing.
+pub fn did_you_mean<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    closest(name, candidates)
+        .map(|c| format!("; did you mean `{c}`?"))
+        .unwrap_or_default()
+}
+
+/// The candidate most like `name`, if any is close enough to be a typo of it.
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase();
+    candidates
+        .filter(|c| *c != name)
+        .map(|c| {
+            let cl = c.to_ascii_lowercase();
+            // Case slips and names that contain each other (`leadid` in
+            // `originatingleadid`) are likely; otherwise an edit distance
+            // within a third of the name.
+            let score = if cl == lower {
+                0.0
+            } else if lower.len() >= 3 && (cl.contains(&lower) || lower.contains(&cl)) {
+                1.0
+            } else {
+                strsim::levenshtein(&lower, &cl) as f64 + 1.0
+            };
+            (score, c)
+        })
+        .filter(|(score, c)| *score <= 1.0 + (name.len().max(c.len()) as f64 / 3.0).floor())
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
 }
 
 fn is_identifier(s: &str) -> bool {

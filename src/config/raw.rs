@@ -122,6 +122,9 @@ pub struct RawOrphans {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawSafety {
     pub max_delete_fraction: Option<f64>,
+    pub max_dangling_fraction: Option<f64>,
+    pub max_drop_fraction: Option<f64>,
+    pub max_keep_drop_fraction: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

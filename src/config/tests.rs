@@ -188,3 +188,108 @@ fn schedule_and_serve_mistakes_are_reported_by_key() {
     assert_eq!(found[0].key, "schedule.timezone");
     assert!(found[0].message.contains("IANA"));
 }
+
+#[test]
+fn every_documented_key_is_known() {
+    // Walks lethe.reference.toml: each key it documents must be one that
+    // "did you mean" suggests from (a key lethe reads but known_keys lacks
+    // would never be suggested).
+    fn walk(table: &toml::Table, path: &mut Vec<Seg>, missing: &mut Vec<String>) {
+        for (k, v) in table {
+            let dynamic = matches!(path.as_slice(), [Seg::Key(c), Seg::Key(e)] if c == "crm" && e == "entities")
+                || matches!(path.last(), Some(Seg::Key(p)) if p == "parent");
+            if !dynamic && !known_keys(path).contains(&k.as_str()) {
+                missing.push(format!("{}.{k}", key_path(path)));
+            }
+            path.push(Seg::Key(k.clone()));
+            match v {
+                toml::Value::Table(t) if !matches!(path.last(), Some(Seg::Key(p)) if p == "parent") => {
+                    walk(t, path, missing)
+                }
+                toml::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let toml::Value::Table(t) = item {
+                            path.push(Seg::Index(i));
+                            walk(t, path, missing);
+                            path.pop();
+                        }
+                    }
+                }
+                _ => {}
+            }
+            path.pop();
+        }
+    }
+    let text = include_str!("../../lethe.reference.toml");
+    let table: toml::Table = toml::from_str(text).expect("reference parses");
+    let mut missing = Vec::new();
+    walk(&table, &mut Vec::new(), &mut missing);
+    assert_eq!(missing, Vec::<String>::new());
+}
+
+#[test]
+fn misspelt_keys_and_types_get_a_suggestion() {
+    let text = MINIMAL.replace("clock = \"modified_at\"", "clok = \"modified_at\"");
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|p| p.key == "crm.entities.lead.clok"
+                && p.message.contains("did you mean `clock`?")),
+        "{p:?}"
+    );
+    let text = MINIMAL.replace("root = \"lead\"", "root = \"leads\"");
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p.key == "policy[0].root"
+            && p.message.contains("did you mean `lead`?")
+            && p.message.contains("declared types: lead")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn negative_zero_is_not_a_share() {
+    // Regression: `-0.0` passed the range check and printed as "(-0%)".
+    let text = format!("{MINIMAL}\n[safety]\nmax_delete_fraction = -0.0\n");
+    let p = problems(&text);
+    assert!(
+        p.iter().any(|p| p.key == "safety.max_delete_fraction"),
+        "{p:?}"
+    );
+    let text = format!("{MINIMAL}\n[safety]\nmax_dangling_fraction = 2\n");
+    assert!(
+        problems(&text)
+            .iter()
+            .any(|p| p.key == "safety.max_dangling_fraction")
+    );
+}
+
+#[test]
+fn suggestions_find_typos_not_strangers() {
+    let cols = ["opportunityid", "name", "originatingleadid", "modifiedon"];
+    assert_eq!(
+        closest("leadid", cols.iter().copied()),
+        Some("originatingleadid")
+    );
+    assert_eq!(
+        closest("modifedon", cols.iter().copied()),
+        Some("modifiedon")
+    );
+    assert_eq!(closest("Name", cols.iter().copied()), Some("name"));
+    assert_eq!(closest("zzz", cols.iter().copied()), None);
+}
+
+#[test]
+fn problems_found_after_loading_name_their_line() {
+    let c = parse_text(MINIMAL).unwrap();
+    let p = c.problem(
+        vec![
+            Seg::from("crm"),
+            Seg::from("entities"),
+            Seg::from("lead"),
+            Seg::from("key"),
+        ],
+        "no such column",
+    );
+    assert_eq!((p.line, p.key.as_str()), (6, "crm.entities.lead.key"));
+}

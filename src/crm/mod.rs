@@ -6,6 +6,7 @@
 //! Architecture invariant: only `delete_cases` deletes, and only the rows the
 //! caller's re-check approved, children-first, in one transaction per batch.
 
+pub mod fit;
 mod recheck;
 pub mod server;
 pub mod sqlite;
@@ -46,6 +47,12 @@ pub enum CrmError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("reading the CRM's catalogue for table {table} failed: {source}")]
+    Catalogue {
+        table: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("CRM transaction failed: {0}")]
     Transaction(#[source] sqlx::Error),
     #[error("the {0} CRM backend is not available in this build yet; use sqlite:// for now")]
@@ -58,6 +65,7 @@ impl CrmError {
     pub fn is_transient(&self) -> bool {
         let source = match self {
             CrmError::Query { source, .. }
+            | CrmError::Catalogue { source, .. }
             | CrmError::Transaction(source)
             | CrmError::Connect { source, .. } => source,
             _ => return false,
@@ -99,8 +107,23 @@ pub trait Crm: Send + Sync {
     /// `sqlite`, `postgres`, `mysql`.
     fn kind(&self) -> &'static str;
 
-    /// Every table and column the config names exists and is readable.
-    async fn check(&self, entities: &[EntityType]) -> Result<(), CrmError>;
+    /// The columns of `table` (as the config writes it, `schema.table`
+    /// allowed) as the catalogue lists them; `None` when there is no such
+    /// table or view.
+    async fn columns(&self, table: &str) -> Result<Option<Vec<fit::Column>>, CrmError>;
+
+    /// The tables and views the catalogue lists beside `near` (a table
+    /// name as the config writes it: in its schema when it names one), for
+    /// suggestions.
+    async fn tables(&self, near: &str) -> Result<Vec<String>, CrmError>;
+
+    /// Compiles a keep condition on `et`'s table without reading a row:
+    /// `Some(message)` is the database's complaint (syntax, unknown name).
+    async fn probe_condition(
+        &self,
+        et: &EntityType,
+        condition: &str,
+    ) -> Result<Option<String>, CrmError>;
 
     /// Streams every entity of a type into `sink`; returns the count.
     async fn scan(
@@ -165,7 +188,6 @@ pub fn clock_from_number(n: f64) -> Option<Instant> {
     Some(n as i64)
 }
 
-/// Double-quotes an SQL identifier (`schema.table` quoted per part).
 /// Binds entity keys as the column stores them (integers as integers), on
 /// any backend's query.
 pub(crate) fn bind_keys<'q, DB: sqlx::Database>(
@@ -185,11 +207,26 @@ where
     q
 }
 
+/// Quotes an SQLite identifier (`schema.table` quoted per part) with
+/// backquotes: SQLite reads a double-quoted name that matches no column as
+/// a string literal, so `"leadid"` on a table without that column would
+/// give every row the text `leadid`; a backquoted one is always a name, and
+/// an unknown one is an error.
 pub fn quote_ident(name: &str) -> String {
     name.split('.')
-        .map(|p| format!("\"{}\"", p.replace('"', "\"\"")))
+        .map(|p| format!("`{}`", p.replace('`', "``")))
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// Whether a database's complaint is about the statement (a name, the
+/// syntax) rather than about reaching the database.
+pub(crate) fn statement_error(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(db) => Some(db.message().to_string()),
+        sqlx::Error::ColumnNotFound(c) => Some(format!("no column {c}")),
+        _ => None,
+    }
 }
 
 /// A select-list column that is 1 where a keep rule's `condition` (SQL of

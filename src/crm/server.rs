@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, TypeInfo, ValueRef};
 
+use super::fit::Column;
 use super::recheck::{self, TxnOps};
 use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys};
 use crate::config::EntityType;
@@ -177,19 +178,106 @@ impl Crm for ServerCrm {
         self.dialect.name()
     }
 
-    async fn check(&self, entities: &[EntityType]) -> Result<(), CrmError> {
-        for et in entities {
-            let sql = format!(
-                "SELECT {} FROM {} LIMIT 1",
-                self.select_list(et, None),
-                self.dialect.quote(&et.table)
-            );
-            sqlx::query(AssertSqlSafe(sql))
-                .fetch_optional(&self.pool)
+    async fn columns(&self, table: &str) -> Result<Option<Vec<Column>>, CrmError> {
+        let d = self.dialect;
+        let rows = match d {
+            // to_regclass resolves the quoted name exactly as lethe's own
+            // statements will (search_path, case), or gives NULL.
+            Dialect::Postgres => sqlx::query(
+                "SELECT CAST(a.attname AS TEXT), CAST(format_type(a.atttypid, a.atttypmod) AS TEXT)
+                 FROM pg_attribute a
+                 WHERE a.attrelid = to_regclass(CAST($1 AS TEXT)) AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attnum",
+            )
+            .bind(d.quote(table))
+            .fetch_all(&self.pool)
+            .await,
+            Dialect::MySql => {
+                let (schema, name) = match table.split_once('.') {
+                    Some((s, t)) => (Some(s.to_string()), t.to_string()),
+                    None => (None, table.to_string()),
+                };
+                sqlx::query(
+                    "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR) FROM information_schema.COLUMNS
+                     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
+                     ORDER BY ORDINAL_POSITION",
+                )
+                .bind(schema)
+                .bind(name)
+                .fetch_all(&self.pool)
                 .await
-                .map_err(|e| CrmError::query(et, e))?;
+            }
         }
-        Ok(())
+        .map_err(|source| CrmError::Catalogue {
+            table: table.to_string(),
+            source,
+        })?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    let ty = r
+                        .try_get::<String, _>(1)
+                        .unwrap_or_default()
+                        .to_ascii_lowercase();
+                    Column {
+                        name: r.try_get(0).unwrap_or_default(),
+                        integer: matches!(
+                            ty.as_str(),
+                            "smallint" | "integer" | "bigint" | "tinyint" | "mediumint" | "int"
+                        ),
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    async fn tables(&self, near: &str) -> Result<Vec<String>, CrmError> {
+        // In the schema the config names, spelt as it must write them.
+        let schema = near.split_once('.').map(|(s, _)| s.to_string());
+        let q = match self.dialect {
+            Dialect::Postgres => sqlx::query_scalar(
+                "SELECT CAST(CASE WHEN $1 IS NULL THEN table_name ELSE table_schema || '.' || table_name END AS TEXT)
+                 FROM information_schema.tables
+                 WHERE table_schema = COALESCE($1, current_schema()) ORDER BY 1",
+            ),
+            Dialect::MySql => sqlx::query_scalar(
+                "SELECT CAST(CASE WHEN ? IS NULL THEN TABLE_NAME ELSE CONCAT(TABLE_SCHEMA, '.', TABLE_NAME) END AS CHAR)
+                 FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) ORDER BY 1",
+            )
+            .bind(schema.clone()),
+        };
+        q.bind(schema)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| CrmError::Catalogue {
+                table: "information_schema.tables".into(),
+                source,
+            })
+    }
+
+    async fn probe_condition(
+        &self,
+        et: &EntityType,
+        condition: &str,
+    ) -> Result<Option<String>, CrmError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE 1 = 0",
+            super::condition_column(condition),
+            self.dialect.quote(&et.table)
+        );
+        match sqlx::query(AssertSqlSafe(sql))
+            .fetch_optional(&self.pool)
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e) => match super::statement_error(&e) {
+                Some(m) => Ok(Some(m)),
+                None => Err(CrmError::query(et, e)),
+            },
+        }
     }
 
     async fn scan(

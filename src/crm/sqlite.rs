@@ -10,6 +10,7 @@ use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
 
+use super::fit::Column;
 use super::recheck::{self, TxnOps};
 use super::{
     BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys, quote_ident,
@@ -131,6 +132,13 @@ fn entity_row(et: &EntityType, row: &SqliteRow) -> Option<EntityRow> {
     })
 }
 
+fn catalogue_error(table: &str, source: sqlx::Error) -> CrmError {
+    CrmError::Catalogue {
+        table: table.to_string(),
+        source,
+    }
+}
+
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
@@ -141,19 +149,64 @@ impl Crm for SqliteCrm {
         "sqlite"
     }
 
-    async fn check(&self, entities: &[EntityType]) -> Result<(), CrmError> {
-        for et in entities {
-            let sql = format!(
-                "SELECT {} FROM {} LIMIT 1",
-                select_list(et, None),
-                quote_ident(&et.table)
-            );
-            sqlx::query(AssertSqlSafe(sql))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| CrmError::query(et, e))?;
+    async fn columns(&self, table: &str) -> Result<Option<Vec<Column>>, CrmError> {
+        let (schema, name) = match table.split_once('.') {
+            Some((s, t)) => (s, t),
+            None => ("main", table),
+        };
+        let rows = sqlx::query("SELECT name, type FROM pragma_table_info(?1, ?2)")
+            .bind(name)
+            .bind(schema)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| catalogue_error(table, e))?;
+        if rows.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    let ty: String = r.try_get(1).unwrap_or_default();
+                    Column {
+                        name: r.try_get(0).unwrap_or_default(),
+                        // SQLite's affinity rule: a declared type containing
+                        // INT stores integers.
+                        integer: ty.to_ascii_uppercase().contains("INT"),
+                    }
+                })
+                .collect(),
+        ))
+    }
+
+    async fn tables(&self, _near: &str) -> Result<Vec<String>, CrmError> {
+        sqlx::query_scalar(
+            "SELECT name FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| catalogue_error("sqlite_schema", e))
+    }
+
+    async fn probe_condition(
+        &self,
+        et: &EntityType,
+        condition: &str,
+    ) -> Result<Option<String>, CrmError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE 0",
+            super::condition_column(condition),
+            quote_ident(&et.table)
+        );
+        match sqlx::query(AssertSqlSafe(sql))
+            .fetch_optional(&self.pool)
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e) => match super::statement_error(&e) {
+                Some(m) => Ok(Some(m)),
+                None => Err(CrmError::query(et, e)),
+            },
+        }
     }
 
     async fn scan(

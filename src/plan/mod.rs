@@ -33,6 +33,9 @@ pub enum PlanError {
     State(#[from] StateError),
     #[error("policy `{0}` names an entity type the CRM graph does not have")]
     Policy(String),
+    /// A configured table, column or keep condition is not in the CRM.
+    #[error("the config does not fit the CRM")]
+    Unfit(#[source] crate::config::ConfigError),
 }
 
 /// Counts only: a plan summary never holds keys or subject data.
@@ -195,6 +198,20 @@ pub async fn load_world(
     })
 }
 
+/// Fails unless every table, column and keep condition of the config is in
+/// the CRM: nothing is read, judged or planned on a config that does not fit.
+pub async fn require_fit(
+    config: &Config,
+    crm: &dyn Crm,
+) -> Result<crate::crm::fit::Fit, PlanError> {
+    let fit = crate::crm::fit::fit(config, crm).await?;
+    if fit.problems.is_empty() {
+        Ok(fit)
+    } else {
+        Err(PlanError::Unfit(config.invalid(fit.problems)))
+    }
+}
+
 fn new_plan_id(now: jiff::Timestamp) -> String {
     let z = now.to_zoned_datetime(jiff::tz::TimeZone::UTC);
     format!(
@@ -215,6 +232,7 @@ pub async fn make_plan(
     let started = std::time::Instant::now();
     // One planner at a time (PostgreSQL state: across machines).
     let _planner = state.lock_plan(false).await?;
+    require_fit(config, crm).await?;
     let world = load_world(config, crm, state, progress).await?;
     let graph = &world.graph;
     let as_of_s = as_of.as_second();

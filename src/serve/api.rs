@@ -336,11 +336,17 @@ async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let limit = Duration::from_secs(5);
     let crm = tokio::time::timeout(limit, async {
         let c = crate::crm::connect(&config).await?;
-        c.check(&config.entities).await
+        crate::crm::fit::fit(&config, c.as_ref()).await
     })
     .await;
     let crm = match crm {
-        Ok(Ok(())) => "ok".to_string(),
+        Ok(Ok(fit)) if fit.problems.is_empty() => "ok".to_string(),
+        // Counts only: the problems name tables and columns of the config,
+        // which `lethe check` prints in full.
+        Ok(Ok(fit)) => format!(
+            "the config does not fit the CRM ({} problems; run `lethe check`)",
+            fit.problems.len()
+        ),
         Ok(Err(e)) => format!("unreachable: {e}"),
         Err(_) => "timed out".into(),
     };

@@ -226,8 +226,20 @@ impl Crm for FaultyCrm {
         self.inner.kind()
     }
 
-    async fn check(&self, entities: &[EntityType]) -> Result<(), CrmError> {
-        self.inner.check(entities).await
+    async fn columns(&self, table: &str) -> Result<Option<Vec<crate::crm::fit::Column>>, CrmError> {
+        self.inner.columns(table).await
+    }
+
+    async fn tables(&self, near: &str) -> Result<Vec<String>, CrmError> {
+        self.inner.tables(near).await
+    }
+
+    async fn probe_condition(
+        &self,
+        et: &EntityType,
+        condition: &str,
+    ) -> Result<Option<String>, CrmError> {
+        self.inner.probe_condition(et, condition).await
     }
 
     async fn scan(
