@@ -548,6 +548,109 @@ fn brake_for_an_empty_read_is_not_defeated_by_planning_again() {
     again.expect(1).contains("--allow-mass-delete");
 }
 
+fn brake_reasons(plan: &serde_json::Value) -> Vec<String> {
+    plan["brake"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| b.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 15: a parent column that exists but is the wrong one (here the
+/// opportunity's amount) makes every lead look childless, so the lead whose
+/// opportunity has a contract would be due. The dangling references are
+/// counted per relation and brake the plan.
+#[test]
+fn a_wrong_parent_column_trips_the_dangling_brake() {
+    let f = Fixture::new();
+    age_files(&f);
+    f.lethe(&["index"]).ok();
+    let crm_before = f.crm_dump();
+    f.edit_config(
+        "parent = { lead = \"lead_id\" }",
+        "parent = { lead = \"amount\" }",
+    );
+    let plan = f.plan();
+    assert_eq!(
+        plan["dangling"],
+        serde_json::json!([{ "entity": "opportunity", "parent": "lead", "column": "amount", "count": 2, "of": 2 }])
+    );
+    let reasons = brake_reasons(&plan);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("max_dangling_fraction") && r.contains("column `amount`")),
+        "{reasons:#?}"
+    );
+    f.lethe(&["apply"])
+        .expect(1)
+        .contains("--allow-mass-delete");
+    assert_eq!(f.crm_dump(), crm_before, "a braked plan deletes nothing");
+}
+
+/// Issue 15: contracts cut short between plans (a partial read) trip the
+/// brake at a tenth; what lethe deleted itself is no drop.
+#[test]
+fn a_count_that_falls_since_the_previous_plan_trips_the_brake() {
+    let f = Fixture::new();
+    age_files(&f);
+    let mut sql = String::new();
+    for id in 10..30 {
+        sql.push_str(&format!(
+            "INSERT INTO contracts VALUES ({id}, 2, '2020-01-20T00:00:00Z', '2020-01-20T00:00:00Z');"
+        ));
+    }
+    f.sql(&sql);
+    f.edit_config("[safety]\n", "[safety]\nmax_drop_fraction = 0.2\n");
+    // lethe's own sweep deletes 3 of 6 leads and 1 of 2 opportunities.
+    f.lethe(&["sweep", "--as-of", AS_OF]).ok();
+    assert_eq!(f.count("leads"), 3);
+    let after_own = f.plan();
+    assert_eq!(
+        brake_reasons(&after_own),
+        Vec::<String>::new(),
+        "lethe's own deletions are no drop"
+    );
+    // 3 of 21 contracts vanish from the read (14%: over the 10% of a keep type).
+    f.sql("DELETE FROM contracts WHERE id IN (10, 11, 12)");
+    let short = f.plan();
+    let reasons = brake_reasons(&short);
+    assert!(
+        reasons.iter().any(
+            |r| r.contains("reads 18 contract entities where 21 were expected")
+                && r.contains("max_keep_drop_fraction")
+        ),
+        "{reasons:#?}"
+    );
+    f.lethe(&["apply"])
+        .expect(1)
+        .contains("--allow-mass-delete");
+}
+
+/// Issue 15: a plan on a store that was never indexed would delete the
+/// entities and leave every payload that names them.
+#[test]
+fn plan_refuses_an_index_that_was_never_built_or_is_empty() {
+    let f = Fixture::new();
+    f.lethe(&["plan", "--as-of", AS_OF])
+        .expect(2)
+        .contains("never indexed: run `lethe index` first")
+        .contains("--allow-unindexed");
+    assert_eq!(f.state_sql("SELECT count(*) FROM plans").trim(), "0");
+    f.lethe(&["plan", "--as-of", AS_OF, "--allow-unindexed"])
+        .ok();
+    f.lethe(&["index"]).ok();
+    f.plan();
+    // An index emptied behind lethe's back, while the store is not.
+    f.state_sql("DELETE FROM links; DELETE FROM objects;");
+    f.lethe(&["plan", "--as-of", AS_OF])
+        .expect(2)
+        .contains("the link index is empty but the technical store holds 9 objects");
+}
+
 // 6 ─────────────────────────────────────────────────────────────────────────
 
 /// The 1-based line of the first line of `text` containing `needle`.

@@ -156,6 +156,11 @@ pub struct PlanArgs {
     /// List the stored plans instead of making one.
     #[arg(long)]
     pub list: bool,
+    /// Plan even though the link index was never built, is older than the
+    /// last plan's, or is empty while the store is not (every payload of a
+    /// deleted entity would then stay, unlinked).
+    #[arg(long)]
+    pub allow_unindexed: bool,
 }
 
 #[derive(Debug, Args)]

@@ -160,6 +160,15 @@ async fn run(cli: Cli) -> Result<i32> {
                 return Ok(EXIT_OK);
             }
             let crm = crm::connect(&config).await?;
+            if !a.allow_unindexed {
+                let store = store::open(&config)?;
+                if let Some(why) = plan::stale_index(&state, store.as_ref()).await? {
+                    return Err(usage(
+                        "plan",
+                        format!("{why}; or pass --allow-unindexed to plan on it anyway"),
+                    ));
+                }
+            }
             let summary = make_plan(&config, crm.as_ref(), &state, a.as_of, format).await?;
             out(&match format {
                 Format::Text => render::plan(&summary, true),

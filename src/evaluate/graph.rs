@@ -31,6 +31,8 @@ pub struct Graph {
     parents: Vec<NodeId>,
     /// Foreign keys that named a parent the CRM does not have.
     pub dangling_parents: u64,
+    /// The same per relation: (child type, parent type) → count.
+    pub dangling: std::collections::BTreeMap<(u16, u16), u64>,
 }
 
 /// Builds a [`Graph`]; types must be added parents-first.
@@ -68,7 +70,10 @@ impl GraphBuilder {
             if let Some(pkey) = pkey {
                 match self.graph.resolve_key(*pty, pkey) {
                     Some(p) => self.edges.push((p, id)),
-                    None => self.graph.dangling_parents += 1,
+                    None => {
+                        self.graph.dangling_parents += 1;
+                        *self.graph.dangling.entry((ty, *pty)).or_default() += 1;
+                    }
                 }
             }
         }

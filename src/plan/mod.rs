@@ -33,6 +33,8 @@ pub enum PlanError {
     State(#[from] StateError),
     #[error("policy `{0}` names an entity type the CRM graph does not have")]
     Policy(String),
+    #[error("listing the technical store failed: {0}")]
+    Store(String),
     /// A configured table, column or keep condition is not in the CRM.
     #[error("the config does not fit the CRM")]
     Unfit(#[source] crate::config::ConfigError),
@@ -50,6 +52,12 @@ pub struct PlanSummary {
     pub undatable_entities: u64,
     pub unreadable_clocks: u64,
     pub dangling_parents: u64,
+    /// The index run the plan read (`index.run` in the state store).
+    #[serde(default)]
+    pub index_run: Option<i64>,
+    /// Foreign keys naming a parent that does not exist, per relation.
+    #[serde(default)]
+    pub dangling: Vec<DanglingRelation>,
     pub policies: Vec<PolicySummary>,
     pub cases: u64,
     pub cases_absorbed: u64,
@@ -62,6 +70,17 @@ pub struct PlanSummary {
     #[serde(default)]
     pub due_by_month: BTreeMap<String, u64>,
     pub seconds: f64,
+}
+
+/// Rows of `entity` whose `column` names a `parent` the CRM does not have.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DanglingRelation {
+    pub entity: String,
+    pub parent: String,
+    pub column: String,
+    pub count: u64,
+    /// Rows of `entity` read.
+    pub of: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -198,6 +217,57 @@ pub async fn load_world(
     })
 }
 
+async fn index_run(state: &StateStore) -> Result<Option<i64>, StateError> {
+    Ok(state
+        .meta_get("index.run")
+        .await?
+        .and_then(|r| r.parse().ok()))
+}
+
+/// Why the link index cannot be trusted for a plan, if it cannot: never
+/// built, older than the one the last plan read, or empty while the store
+/// holds objects. A plan on such an index would delete entities and keep
+/// every payload file that names them. `store` is asked only when the
+/// index is empty.
+pub async fn stale_index(
+    state: &StateStore,
+    store: &dyn crate::store::TechnicalStore,
+) -> Result<Option<String>, PlanError> {
+    let Some(run) = index_run(state).await? else {
+        return Ok(Some(
+            "the technical store was never indexed: run `lethe index` first (`lethe sweep` indexes by itself)".into(),
+        ));
+    };
+    let last: Option<String> =
+        sqlx::query_scalar("SELECT summary FROM plans ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(state.pool())
+            .await
+            .map_err(q("reading the last plan"))?;
+    if let Some(last) = last.and_then(|t| serde_json::from_str::<PlanSummary>(&t).ok())
+        && let Some(seen) = last.index_run
+        && seen > run
+    {
+        return Ok(Some(format!(
+            "the link index (run {run}) is older than the one the last plan {} read (run {seen}); was the state store restored? run `lethe index` first",
+            last.id
+        )));
+    }
+    let indexed = state.indexed_objects().await?.len();
+    if indexed == 0 {
+        let mut listed = 0u64;
+        store
+            .list(&mut |_| listed += 1)
+            .await
+            .map_err(|e| PlanError::Store(e.to_string()))?;
+        if listed > 0 {
+            return Ok(Some(format!(
+                "the link index is empty but the technical store holds {listed} objects: run `lethe index` first"
+            )));
+        }
+    }
+    Ok(None)
+}
+
 /// Fails unless every table, column and keep condition of the config is in
 /// the CRM: nothing is read, judged or planned on a config that does not fit.
 pub async fn require_fit(
@@ -248,6 +318,7 @@ pub async fn make_plan(
         config_hash: config.hash.clone(),
         unreadable_clocks: world.unreadable_clocks,
         dangling_parents: graph.dangling_parents,
+        index_run: index_run(state).await?,
         holds: world.holds.clone(),
         cases: eval.cases.len() as u64,
         cases_absorbed: eval.cases.iter().map(|c| c.absorbed as u64).sum(),
@@ -256,6 +327,22 @@ pub async fn make_plan(
     let counts = graph.counts();
     for (i, t) in graph.types.iter().enumerate() {
         s.entities_read.insert(t.clone(), counts[i]);
+    }
+    for (&(child, parent), &count) in &graph.dangling {
+        let (child_name, parent_name) =
+            (&graph.types[child as usize], &graph.types[parent as usize]);
+        let column = config
+            .entity(child_name)
+            .and_then(|e| e.parents.iter().find(|(p, _)| p == parent_name))
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        s.dangling.push(DanglingRelation {
+            entity: child_name.clone(),
+            parent: parent_name.clone(),
+            column,
+            count,
+            of: counts[child as usize],
+        });
     }
     s.undatable_entities = graph.nodes.iter().filter(|n| n.clock.is_none()).count() as u64;
     for (pi, p) in world.policies.iter().enumerate() {
@@ -505,6 +592,24 @@ async fn brake(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
 ) -> Result<Vec<String>, StateError> {
     let mut reasons = Vec::new();
+    for d in &s.dangling {
+        if d.count > 0 && d.count as f64 > config.safety.max_dangling_fraction * d.of as f64 {
+            reasons.push(format!(
+                "{} of {} {} entities name a {} that does not exist (column `{}`; {}), more than safety.max_dangling_fraction ({}): check `parent = {{ {} = \"{}\" }}` in [crm.entities.{}] — a wrong parent column makes every {} look childless",
+                d.count,
+                d.of,
+                d.entity,
+                d.parent,
+                d.column,
+                percent(d.count, d.of),
+                percent_of(config.safety.max_dangling_fraction),
+                d.parent,
+                d.column,
+                d.entity,
+                d.parent
+            ));
+        }
+    }
     for (i, t) in types.iter().enumerate() {
         let deleting = s.entities_to_delete.get(t).copied().unwrap_or(0);
         if counts[i] > 0 && deleting as f64 > config.max_delete_fraction * counts[i] as f64 {
@@ -540,11 +645,44 @@ async fn brake(
             .await
             .map_err(q("reading the previous plan"))?;
     if let Some(prev) = previous.and_then(|p| serde_json::from_str::<PlanSummary>(&p).ok()) {
+        // What lethe itself deleted since (the previous plan's own apply
+        // included) is no drop.
+        let deleted_since = crate::state::deleted_since(tx, &prev.id).await?;
+        let kept_types: std::collections::BTreeSet<&str> = config
+            .policies
+            .iter()
+            .flat_map(|p| p.keep_if.iter().map(|k| k.entity.as_str()))
+            .collect();
         for (t, n) in &prev.entities_read {
-            if *n > 0 && s.entities_read.get(t).copied().unwrap_or(0) == 0 {
+            let now = s.entities_read.get(t).copied().unwrap_or(0);
+            if *n > 0 && now == 0 {
                 reasons.push(format!(
                     "sees no {t} entities, but the previous plan {} saw {n}: check the CRM connection and table before allowing this",
                     prev.id
+                ));
+                continue;
+            }
+            let expected = n.saturating_sub(deleted_since.get(t).copied().unwrap_or(0));
+            let (bound, key) = if kept_types.contains(t.as_str()) {
+                (
+                    config.safety.max_keep_drop_fraction,
+                    "max_keep_drop_fraction",
+                )
+            } else {
+                (config.safety.max_drop_fraction, "max_drop_fraction")
+            };
+            if expected > 0 && now < expected && (expected - now) as f64 > bound * expected as f64 {
+                reasons.push(format!(
+                    "reads {now} {t} entities where {expected} were expected (the previous plan {} saw {n}, lethe deleted {} since): a fall of {}, more than safety.{key} ({}){}; check the CRM connection and table before allowing this",
+                    prev.id,
+                    n - expected,
+                    percent(expected - now, expected),
+                    percent_of(bound),
+                    if key == "max_keep_drop_fraction" {
+                        format!(" — {t} keeps cases (keep_if), so a short read of it makes kept cases due")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
         }
@@ -556,6 +694,25 @@ async fn brake(
         }
     }
     Ok(reasons)
+}
+
+/// `12.5%` of a count.
+fn percent(part: u64, whole: u64) -> String {
+    percent_of(if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    })
+}
+
+/// A share as a percentage, to one decimal where it matters (`0.5%`, `10%`).
+fn percent_of(share: f64) -> String {
+    let p = 100.0 * share;
+    if (p - p.round()).abs() < 0.05 {
+        format!("{:.0}%", p)
+    } else {
+        format!("{:.1}%", p)
+    }
 }
 
 /// A stored plan's header.
