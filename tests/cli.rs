@@ -651,6 +651,52 @@ fn plan_refuses_an_index_that_was_never_built_or_is_empty() {
         .contains("the link index is empty but the technical store holds 9 objects");
 }
 
+/// Issue 15: `hold add lead:018` answered "hold added" and protected
+/// nothing (the key is 18); so did `"lead: 22"`. Refs are read against the
+/// key column's type, stored canonical, and a ref that names no row is
+/// refused unless --allow-absent; the audit tells an erased one.
+#[test]
+fn hold_refs_are_read_as_the_key_column_stores_them() {
+    let f = Fixture::new();
+    age_files(&f);
+    f.lethe(&["hold", "add", "lead:05", "--reason", "LH-1"])
+        .ok()
+        .contains("hold added on lead:5");
+    f.lethe(&["hold", "list"]).ok().contains("lead:5");
+    f.lethe(&["explain", "lead:005", "--as-of", AS_OF])
+        .ok()
+        .contains("hold");
+    for bad in ["lead: 2", "lead:2 ", "lead:1.5", "lead:1\nINJECT", "lead:x"] {
+        f.lethe(&["hold", "add", bad, "--reason", "LH-2"]).expect(2);
+    }
+    f.lethe(&["hold", "add", "lead:999", "--reason", "LH-3"])
+        .expect(2)
+        .contains("lead:999 is not in the CRM")
+        .contains("--allow-absent");
+    f.lethe(&[
+        "hold",
+        "add",
+        "lead:999",
+        "--reason",
+        "LH-3",
+        "--allow-absent",
+    ])
+    .ok();
+    f.lethe(&["hold", "add", "leads:1", "--reason", "LH-4"])
+        .expect(2)
+        .contains("did you mean `lead`?");
+    // Lead 1 goes in a sweep; a hold on it now is refused, and says why.
+    f.lethe(&["sweep", "--as-of", AS_OF]).ok();
+    assert!(!f.ids("leads").contains(&1));
+    f.lethe(&["hold", "add", "lead:1", "--reason", "LH-5"])
+        .expect(2)
+        .contains("the audit shows lethe deleted it");
+    f.lethe(&["explain", "lead:01"])
+        .ok()
+        .contains("lead:1: not in the CRM; the audit shows lethe deleted it");
+    assert!(f.ids("leads").contains(&5), "the held lead stays");
+}
+
 // 6 ─────────────────────────────────────────────────────────────────────────
 
 /// The 1-based line of the first line of `text` containing `needle`.

@@ -521,8 +521,63 @@ async fn holds_over_the_api_keep_a_case_and_explain_says_so() {
             .contains("hold"),
         "{e}"
     );
+    f.lethe(&["index"]).ok();
     let plan = f.plan();
     assert_eq!(plan["cases"], 2, "lead 5 held: {plan}");
+
+    // Issue 15: refs read against the key column's type; a hold that
+    // would protect nothing is refused.
+    let hold = |target: &str, absent: bool| json!({"target": target, "reason": "LH-8", "allow_absent": absent});
+    let again = call(
+        &r,
+        "POST",
+        "/v1/holds",
+        Some(OPERATE),
+        Some(hold("lead:05", false)),
+    )
+    .await;
+    assert_eq!(
+        again.json(),
+        json!({"target": "lead:5", "changed": false}),
+        "lead:05 is lead:5"
+    );
+    for bad in ["lead:1.5", "lead: 1", "lead:-1", "lead:999"] {
+        let refused = call(
+            &r,
+            "POST",
+            "/v1/holds",
+            Some(OPERATE),
+            Some(hold(bad, false)),
+        )
+        .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            refused.json()
+        );
+    }
+    let ahead = call(
+        &r,
+        "POST",
+        "/v1/holds",
+        Some(OPERATE),
+        Some(hold("lead:999", true)),
+    )
+    .await;
+    assert_eq!(ahead.json(), json!({"target": "lead:999", "changed": true}));
+    assert_eq!(
+        call(
+            &r,
+            "DELETE",
+            "/v1/holds?target=lead:999",
+            Some(OPERATE),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
 
     let lift = "/v1/holds?target=lead:5";
     assert_eq!(

@@ -215,6 +215,10 @@ pub enum HoldCommand {
         /// Who; default $USER.
         #[arg(long)]
         author: Option<String>,
+        /// Hold an entity the CRM does not have (yet): without this, a ref
+        /// that names no row is refused, since its hold would protect nothing.
+        #[arg(long)]
+        allow_absent: bool,
     },
     /// Lift a hold.
     Rm {

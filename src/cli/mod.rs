@@ -463,17 +463,24 @@ async fn explain(
     format: Format,
 ) -> Result<i32> {
     let config = load_config(path)?;
-    let r = parse_entity_ref(&config, entity).map_err(|m| usage("ENTITY", m))?;
     let state = StateStore::open(&config).await?;
     let crm = crm::connect(&config).await?;
+    let kinds = crm::refs::KeyKinds::read(&config, crm.as_ref()).await?;
+    let (r, _) = parse_entity_ref(&config, &kinds, entity).map_err(|m| usage("ENTITY", m))?;
+    let entity = &r.to_string();
     let world = plan::load_world(&config, crm.as_ref(), &state, &|_, _| {}).await?;
     let as_of = as_of.unwrap_or_else(now_seconds).as_second();
     let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
         out(&match format {
             Format::Text => format!(
-                "{entity}: not in the CRM (nothing to explain; linked objects are orphans)\n"
+                "{entity}: not in the CRM{} (nothing to explain; linked objects are orphans)\n",
+                erased_note(&config, &state, entity).await?
             ),
-            _ => json(&serde_json::json!({ "entity": entity, "exists": false })),
+            _ => json(&serde_json::json!({
+                "entity": entity,
+                "exists": false,
+                "erased": !erased_note(&config, &state, entity).await?.is_empty(),
+            })),
         });
         return Ok(EXIT_OK);
     };
@@ -500,21 +507,14 @@ async fn explain(
 }
 
 /// An entity ref whose type the config knows; the message says what to write.
-pub fn parse_entity_ref(config: &Config, text: &str) -> std::result::Result<EntityRef, String> {
-    let r = EntityRef::parse(text).map_err(|e| e.to_string())?;
-    if config.entity(&r.entity_type).is_none() {
-        return Err(format!(
-            "`{}` is not an entity type of this config ({})",
-            r.entity_type,
-            config
-                .entities
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    Ok(r)
+/// Reads a ref as the user typed it (see `crm::refs`): a canonical ref and
+/// its typed key, or a message saying why it names no row.
+pub fn parse_entity_ref(
+    config: &Config,
+    kinds: &crm::refs::KeyKinds,
+    text: &str,
+) -> std::result::Result<(EntityRef, crate::model::EntityKey), String> {
+    kinds.parse(config, text)
 }
 
 /// Why an entity is kept or when it becomes due, as JSON (the API's form of
@@ -554,10 +554,16 @@ fn usage(key: &str, message: String) -> anyhow::Error {
     })
 }
 
-pub(crate) fn parse_hold_target(config: &Config, target: &str) -> Result<(HoldKind, String)> {
+/// A hold's target as the user typed it: `object:KEY`, `prefix:P/` or an
+/// entity ref (canonical, with its typed key).
+pub(crate) fn parse_hold_target(
+    config: &Config,
+    kinds: &crm::refs::KeyKinds,
+    target: &str,
+) -> Result<(HoldKind, String, Option<crate::model::EntityKey>)> {
     if let Some(k) = target.strip_prefix("object:") {
         store::validate_key(k).map_err(|e| usage("TARGET", e.to_string()))?;
-        return Ok((HoldKind::Object, k.to_string()));
+        return Ok((HoldKind::Object, k.to_string(), None));
     }
     if let Some(p) = target.strip_prefix("prefix:") {
         if p.is_empty() {
@@ -566,19 +572,38 @@ pub(crate) fn parse_hold_target(config: &Config, target: &str) -> Result<(HoldKi
                 "an empty prefix would hold every object; name one".into(),
             ));
         }
-        return Ok((HoldKind::Prefix, p.to_string()));
+        return Ok((HoldKind::Prefix, p.to_string(), None));
     }
-    let r = EntityRef::parse(target).map_err(|e| usage("TARGET", e.to_string()))?;
-    if config.entity(&r.entity_type).is_none() {
-        return Err(usage(
+    let (r, key) = parse_entity_ref(config, kinds, target).map_err(|m| {
+        usage(
             "TARGET",
+            format!("{m} (a hold names an entity ref, object:KEY or prefix:PATH/)"),
+        )
+    })?;
+    Ok((HoldKind::Entity, r.to_string(), Some(key)))
+}
+
+/// What the audit says of an entity that is not in the CRM: " (lethe
+/// deleted it at T under policy P)", or nothing.
+async fn erased_note(config: &Config, state: &StateStore, r: &str) -> Result<String> {
+    let Ok(r) = EntityRef::parse(r) else {
+        return Ok(String::new());
+    };
+    let pseudo = Pseudonymizer::new(config.audit_key.clone());
+    let records = audit::lookup(&state.clone(), &pseudo.entity(&r.entity_type, &r.key)).await?;
+    Ok(records
+        .iter()
+        .rev()
+        .find(|rec| rec.action == "delete-entity")
+        .map(|rec| {
             format!(
-                "`{}` is not an entity type of this config, nor object: or prefix:",
-                r.entity_type
-            ),
-        ));
-    }
-    Ok((HoldKind::Entity, r.to_string()))
+                "; the audit shows lethe deleted it at {} by plan {} under policy {}",
+                rec.at,
+                rec.plan_id,
+                rec.policy.as_deref().unwrap_or("-")
+            )
+        })
+        .unwrap_or_default())
 }
 
 async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
@@ -589,20 +614,44 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
             target,
             reason,
             author,
+            allow_absent,
         } => {
-            let (kind, t) = parse_hold_target(&config, &target)?;
+            let crm = crm::connect(&config).await?;
+            let kinds = crm::refs::KeyKinds::read(&config, crm.as_ref()).await?;
+            let (kind, t, key) = parse_hold_target(&config, &kinds, &target)?;
+            if let (HoldKind::Entity, Some(key)) = (kind, &key) {
+                let ty = t.split_once(':').map(|(ty, _)| ty).unwrap_or_default();
+                if !crm::refs::exists(&config, crm.as_ref(), ty, key).await? {
+                    let note = erased_note(&config, &state, &t).await?;
+                    if !allow_absent {
+                        return Err(usage(
+                            "TARGET",
+                            format!(
+                                "{t} is not in the CRM{note}; a hold on it protects nothing. Check the ref, or pass --allow-absent if the hold is meant for an entity not yet created"
+                            ),
+                        ));
+                    }
+                    eprintln!(
+                        "lethe: warning: {t} is not in the CRM{note}; held as asked (--allow-absent)"
+                    );
+                }
+            }
             let author = author
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "unknown".into());
             let added = state.add_hold(kind, &t, &reason, &author).await?;
             out(&match format {
-                Format::Text if added => format!("hold added on {target}\n"),
-                Format::Text => format!("{target} was already on hold\n"),
-                _ => json(&serde_json::json!({ "target": target, "added": added })),
+                Format::Text if added => format!("hold added on {}\n", display_target(kind, &t)),
+                Format::Text => format!("{} was already on hold\n", display_target(kind, &t)),
+                _ => {
+                    json(&serde_json::json!({ "target": display_target(kind, &t), "added": added }))
+                }
             });
         }
         HoldCommand::Rm { target } => {
-            let (kind, t) = parse_hold_target(&config, &target)?;
+            let crm = crm::connect(&config).await?;
+            let kinds = crm::refs::KeyKinds::read(&config, crm.as_ref()).await?;
+            let (kind, t, _) = parse_hold_target(&config, &kinds, &target)?;
             let removed = state.remove_hold(kind, &t).await?;
             if !removed {
                 bail!("{target} is not on hold; `lethe hold list` shows the holds");

@@ -8,6 +8,7 @@
 
 pub mod fit;
 mod recheck;
+pub mod refs;
 pub mod server;
 pub mod sqlite;
 

@@ -67,6 +67,9 @@ impl ApiError {
     fn conflict(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::CONFLICT, message)
     }
+    fn unprocessable(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
 }
 
 impl From<anyhow::Error> for ApiError {
@@ -448,6 +451,7 @@ impl From<Registered> for RegisteredBody {
 
 fn validate_registration(
     app: &App,
+    kinds: &crate::crm::refs::KeyKinds,
     at: &str,
     l: &LinkRegistration,
 ) -> Result<Registration, ApiError> {
@@ -463,7 +467,7 @@ fn validate_registration(
     }
     let mut entities = Vec::with_capacity(l.entities.len());
     for (j, e) in l.entities.iter().enumerate() {
-        let r = crate::cli::parse_entity_ref(&app.runner.config, e)
+        let (r, _) = crate::cli::parse_entity_ref(&app.runner.config, kinds, e)
             .map_err(|m| ApiError::bad_request(format!("{at}entities[{j}]: {m}")))?;
         entities.push((r.entity_type, r.key));
     }
@@ -487,7 +491,8 @@ async fn links_register(
     body: Result<Json<LinkRegistration>, JsonRejection>,
 ) -> ApiResult<Json<RegisteredBody>> {
     let Json(l) = body?;
-    let r = validate_registration(&app, "", &l)?;
+    let kinds = app.runner.key_kinds().await?;
+    let r = validate_registration(&app, &kinds, "", &l)?;
     let done = register::register(&app.runner.state, &[r], &super::runner::now_text()).await?;
     metrics::links_registered(done.new);
     Ok(Json(done.into()))
@@ -516,11 +521,12 @@ async fn links_register_batch(
             batch.links.len()
         )));
     }
+    let kinds = app.runner.key_kinds().await?;
     let regs = batch
         .links
         .iter()
         .enumerate()
-        .map(|(i, l)| validate_registration(&app, &format!("links[{i}]."), l))
+        .map(|(i, l)| validate_registration(&app, &kinds, &format!("links[{i}]."), l))
         .collect::<Result<Vec<_>, _>>()?;
     let done = register::register(&app.runner.state, &regs, &super::runner::now_text()).await?;
     metrics::links_registered(done.new);
@@ -555,8 +561,9 @@ async fn explain(
 ) -> ApiResult<Json<serde_json::Value>> {
     let Path(entity) = entity?;
     let Query(q) = query?;
-    let r =
-        crate::cli::parse_entity_ref(&app.runner.config, &entity).map_err(ApiError::bad_request)?;
+    let kinds = app.runner.key_kinds().await?;
+    let (r, _) = crate::cli::parse_entity_ref(&app.runner.config, &kinds, &entity)
+        .map_err(ApiError::bad_request)?;
     let loaded = app.runner.world().await?;
     let world = &loaded.world;
     let entity = r.to_string();
@@ -645,6 +652,10 @@ struct NewHold {
     reason: String,
     /// Who; defaults to the token's name.
     author: Option<String>,
+    /// Hold an entity the CRM does not have (yet); without it such a hold
+    /// is refused (422), since it would protect nothing.
+    #[serde(default)]
+    allow_absent: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -660,7 +671,8 @@ struct HoldChange {
     request_body = NewHold,
     responses(
         (status = 200, description = "On hold (changed = false: it was already)", body = HoldChange),
-        (status = 400, description = "Not a hold target of this config", body = ErrorBody),
+        (status = 400, description = "A malformed request", body = ErrorBody),
+        (status = 422, description = "Not a hold target of this config, or (add) an entity the CRM does not have", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Needs the operate scope", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -672,7 +684,16 @@ async fn holds_add(
     body: Result<Json<NewHold>, JsonRejection>,
 ) -> ApiResult<Json<HoldChange>> {
     let Json(h) = body?;
-    let (kind, target) = hold_target(&app, &h.target)?;
+    let (kind, target) = hold_target(&app, &h.target).await?;
+    if kind == HoldKind::Entity && !h.allow_absent {
+        let loaded = app.runner.world().await?;
+        let (ty, key) = target.split_once(':').unwrap_or_default();
+        if loaded.world.graph.resolve_named(ty, key).is_none() {
+            return Err(ApiError::unprocessable(format!(
+                "target: {target} is not in the CRM; a hold on it protects nothing (send allow_absent: true for an entity not yet created)"
+            )));
+        }
+    }
     if h.reason.trim().is_empty() {
         return Err(ApiError::bad_request(
             "reason: empty; say why (a case number, not personal data)",
@@ -689,7 +710,7 @@ async fn holds_add(
         .await?;
     app.runner.forget_world().await;
     Ok(Json(HoldChange {
-        target: h.target,
+        target: crate::cli::display_target(kind, &target),
         changed: added,
     }))
 }
@@ -707,7 +728,8 @@ struct TargetQuery {
     params(TargetQuery),
     responses(
         (status = 200, description = "Lifted", body = HoldChange),
-        (status = 400, description = "Not a hold target of this config", body = ErrorBody),
+        (status = 400, description = "A malformed request", body = ErrorBody),
+        (status = 422, description = "Not a hold target of this config, or (add) an entity the CRM does not have", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Needs the operate scope", body = ErrorBody),
         (status = 404, description = "Not on hold", body = ErrorBody),
@@ -717,7 +739,7 @@ async fn holds_remove(
     query: Result<Query<TargetQuery>, QueryRejection>,
 ) -> ApiResult<Json<HoldChange>> {
     let Query(q) = query?;
-    let (kind, target) = hold_target(&app, &q.target)?;
+    let (kind, target) = hold_target(&app, &q.target).await?;
     if !app.runner.state.remove_hold(kind, &target).await? {
         return Err(ApiError::not_found(
             "not on hold; GET /v1/holds lists the holds",
@@ -730,9 +752,11 @@ async fn holds_remove(
     }))
 }
 
-fn hold_target(app: &App, text: &str) -> Result<(HoldKind, String), ApiError> {
-    crate::cli::parse_hold_target(&app.runner.config, text)
-        .map_err(|e| ApiError::bad_request(crate::cli::error_chain(&e)))
+async fn hold_target(app: &App, text: &str) -> Result<(HoldKind, String), ApiError> {
+    let kinds = app.runner.key_kinds().await?;
+    crate::cli::parse_hold_target(&app.runner.config, &kinds, text)
+        .map(|(kind, target, _)| (kind, target))
+        .map_err(|e| ApiError::unprocessable(crate::cli::error_chain(&e)))
 }
 
 // ---------------------------------------------------------------- plans

@@ -68,6 +68,8 @@ pub struct Runner {
     pub stop: Arc<AtomicBool>,
     next: std::sync::Mutex<Option<Timestamp>>,
     world: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Loaded>)>>,
+    /// Which key columns hold integers, read once from the CRM's catalogue.
+    key_kinds: tokio::sync::OnceCell<crm::refs::KeyKinds>,
 }
 
 /// The CRM graph as explain reads it, evaluated at `as_of`.
@@ -91,6 +93,7 @@ impl Runner {
             state,
             busy: Arc::new(tokio::sync::Mutex::new(())),
             stop: Arc::new(AtomicBool::new(false)),
+            key_kinds: tokio::sync::OnceCell::new(),
             next: std::sync::Mutex::new(None),
             world: tokio::sync::Mutex::new(None),
         })
@@ -333,6 +336,20 @@ impl Runner {
         let loaded = Arc::new(loaded);
         *slot = Some((std::time::Instant::now(), loaded.clone()));
         Ok(loaded)
+    }
+
+    /// How refs of each type are read (see `crm::refs`).
+    pub async fn key_kinds(&self) -> Result<crm::refs::KeyKinds> {
+        let kinds = self
+            .key_kinds
+            .get_or_try_init(|| async {
+                let crm = crm::connect(&self.config).await?;
+                crm::refs::KeyKinds::read(&self.config, crm.as_ref())
+                    .await
+                    .context("reading the key columns' types")
+            })
+            .await?;
+        Ok(kinds.clone())
     }
 
     pub async fn forget_world(&self) {
