@@ -1317,3 +1317,32 @@ fn an_unreachable_crm_or_store_fails_closed() {
     assert_eq!(f.ids("leads"), vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(list_files(&tech_moved).len(), ALL_FILES.len());
 }
+
+// Issue 15: probing with bad input ──────────────────────────────────────────
+
+/// Regression: the index knew its store by the root folder as the config
+/// path spelled it, so adding `[[serve.token]]`s and running the service
+/// (`-c` an absolute path) re-read every object.
+#[test]
+fn an_unrelated_config_change_or_another_config_spelling_rereads_nothing() {
+    let f = Fixture::new();
+    let first = run_in(f.dir(), &["-c", "lethe.toml", "index", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(n(&first, "objects_read"), 9, "{first:#}");
+    let text = f.config_text();
+    f.write_config(&format!(
+        "{text}\n[[serve.token]]\nname = \"ops\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+        "ab".repeat(32)
+    ));
+    let again = f.lethe(&["index", "--format", "json"]).ok().json();
+    assert_eq!(n(&again, "objects_read"), 0, "{again:#}");
+    assert_eq!(n(&again, "objects_unchanged"), 9, "{again:#}");
+    let dotted = run_in(
+        f.dir(),
+        &["-c", "./lethe.toml", "index", "--format", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(n(&dotted, "objects_read"), 0, "{dotted:#}");
+}

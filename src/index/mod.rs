@@ -314,10 +314,18 @@ const LINK_BUDGET: usize = 200_000;
 /// writer.
 const READ_AHEAD: usize = 4;
 
+/// What an object's stored links depend on: the rules that read objects
+/// (path, metadata, content), each at its position (links carry it), and
+/// the byte bounds. Nothing else of the config: CRM column rules are
+/// re-applied on every run, and serve, policies or CRM settings change no
+/// link an object yields.
 fn rules_hash(config: &Config) -> String {
     let mut h = Sha256::new();
     for r in &config.links {
-        h.update(r.describe().as_bytes());
+        if matches!(r, LinkRule::CrmColumn { .. }) {
+            continue;
+        }
+        h.update(format!("{} {}", r.index(), r.describe()).as_bytes());
         h.update(b"\n");
     }
     h.update(format!("{} {}", config.max_content_bytes, config.max_line_bytes).as_bytes());
@@ -908,6 +916,28 @@ mod tests {
             etag: None,
             metadata: Vec::new(),
         }
+    }
+
+    /// A CRM column rule appended, or serve tokens added, leave the links
+    /// read from objects as they are: no re-read.
+    #[test]
+    fn rules_hash_covers_only_what_objects_yield() {
+        let dir = std::path::Path::new("/tmp");
+        let load = |text: &str| {
+            crate::config::parse(text, &dir.join("lethe.toml"), dir)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let base = crate::demo::config_text("0123456789abcdef0123");
+        let with_crm = format!("{base}\n[[technical.link]]\ncrm = \"lead.source_file\"\n");
+        let with_token = format!(
+            "{base}\n[[serve.token]]\nname = \"ops\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        );
+        let h = rules_hash(&load(&base));
+        assert_eq!(rules_hash(&load(&with_crm)), h);
+        assert_eq!(rules_hash(&load(&with_token)), h);
+        let other = base.replace("exports/*.csv", "exports/**/*.csv");
+        assert_ne!(rules_hash(&load(&other)), h, "a changed glob re-reads");
     }
 
     #[test]

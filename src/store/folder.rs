@@ -47,8 +47,13 @@ impl FolderStore {
                 source,
             }
         })?;
+        // The store's identity (`describe`, which the index keeps to know
+        // its entries are of this store) must not depend on how the config
+        // path was spelled: `-c lethe.toml` from the folder and
+        // `-c /etc/lethe/lethe.toml` from a service are the same store.
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         Ok(FolderStore {
-            root: root.to_path_buf(),
+            root,
             dir: Arc::new(dir),
         })
     }
