@@ -48,15 +48,25 @@ pub struct Link {
     pub location: Option<String>,
 }
 
+/// What one run did (`objects_read`, `run_*`), and what the index holds
+/// after it (`objects_unreadable`, `links_per_rule`: the totals the plan
+/// reads, whatever this run read or an apply removed since).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct IndexSummary {
     pub objects_seen: u64,
     pub objects_read: u64,
     pub objects_unchanged: u64,
     pub objects_removed: u64,
+    /// Objects in the index that a content rule could not read.
     pub objects_unreadable: u64,
+    /// Of the objects this run read, those a content rule could not read.
+    pub run_objects_unreadable: u64,
     pub entries_skipped: u64,
+    /// Links in the index per rule.
     pub links_per_rule: Vec<u64>,
+    /// Links per rule found in the objects this run read (a CRM column
+    /// rule: every link, re-read each run).
+    pub run_links_per_rule: Vec<u64>,
     pub bytes_listed: u64,
     /// Bytes of the objects read (new or changed) and their rate.
     pub bytes_read: u64,
@@ -343,6 +353,7 @@ pub async fn run(
     let started = Clock::now();
     let mut summary = IndexSummary {
         links_per_rule: vec![0; config.links.len()],
+        run_links_per_rule: vec![0; config.links.len()],
         ..Default::default()
     };
     // What the index holds, read on another thread while the store is
@@ -464,12 +475,12 @@ pub async fn run(
             summary.objects_read += 1;
             summary.bytes_read += meta.size;
             for l in &links {
-                if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
+                if let Some(c) = summary.run_links_per_rule.get_mut(l.rule) {
                     *c += 1;
                 }
             }
             let status = if unreadable.is_some() {
-                summary.objects_unreadable += 1;
+                summary.run_objects_unreadable += 1;
                 "unreadable"
             } else {
                 "ok"
@@ -511,40 +522,32 @@ pub async fn run(
     tx.commit()
         .await
         .map_err(q("removing objects gone from the store"))?;
-    // Unchanged objects keep their links; count them for the summary. When
-    // nothing changed, the counts of the last run stand (no scan of links).
-    let stored: Option<Vec<u64>> = state
-        .meta_get("index.link_counts")
-        .await?
-        .and_then(|c| serde_json::from_str(&c).ok());
-    let changed =
-        summary.objects_read > 0 || summary.objects_removed > 0 || summary.entries_skipped > 0;
-    match stored {
-        Some(counts) if same_rules && !changed && counts.len() == summary.links_per_rule.len() => {
-            summary.links_per_rule = counts;
-        }
-        _ if summary.objects_unchanged > 0 => {
-            let rows = sqlx::query("SELECT rule, count(*) FROM links GROUP BY rule")
-                .fetch_all(state.pool())
-                .await
-                .map_err(q("counting links"))?;
-            for r in rows {
-                let rule: i64 = r.get(0);
-                if let Some(c) = summary.links_per_rule.get_mut(rule as usize) {
-                    *c = r.get::<i64, _>(1) as u64;
-                }
-            }
-        }
-        _ => {}
-    }
     crm_column_links(config, store, state, crm, &mut summary).await?;
+    // The totals describe the index as the plan will read it: an apply
+    // since the last run removed objects and their links without a run.
+    let rows = sqlx::query("SELECT rule, count(*) FROM links GROUP BY rule")
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("counting links"))?;
+    for r in rows {
+        let rule: i64 = r.get(0);
+        if let Some(c) = usize::try_from(rule)
+            .ok()
+            .and_then(|rule| summary.links_per_rule.get_mut(rule))
+        {
+            *c = r.get::<i64, _>(1) as u64;
+        }
+    }
+    summary.objects_unreadable =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM objects WHERE status = 'unreadable'")
+            .fetch_one(state.pool())
+            .await
+            .map_err(q("counting unreadable objects"))? as u64;
     // One transaction for the run's bookkeeping.
-    let counts = serde_json::to_string(&summary.links_per_rule).unwrap_or_default();
     let completed = jiff::Timestamp::now().to_string();
     let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
     for (k, v) in [
-        ("index.link_counts", counts.as_str()),
-        ("index.run", &run.to_string()),
+        ("index.run", run.to_string().as_str()),
         ("index.rules", rules.as_str()),
         ("index.store", store_id.as_str()),
         ("index.completed_at", completed.as_str()),
@@ -626,7 +629,7 @@ async fn crm_column_links(
                 .rows_affected();
         }
         tx.commit().await.map_err(q("writing the index"))?;
-        if let Some(c) = summary.links_per_rule.get_mut(*index) {
+        if let Some(c) = summary.run_links_per_rule.get_mut(*index) {
             *c = linked;
         }
     }

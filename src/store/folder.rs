@@ -476,6 +476,25 @@ mod tests {
         );
     }
 
+    /// A file:// URL or absolute path names an object when it is inside the
+    /// root, however the root was spelled when the store was opened.
+    #[test]
+    fn file_urls_inside_the_root_name_their_object() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("t/in")).unwrap();
+        let spelled = tmp.path().join("t/in/..");
+        let store = FolderStore::open(&spelled).unwrap();
+        let abs = std::fs::canonicalize(tmp.path())
+            .unwrap()
+            .join("t/in/a.json");
+        let want = Some("in/a.json".to_string());
+        assert_eq!(store.key_of(&format!("file://{}", abs.display())), want);
+        assert_eq!(store.key_of(&abs.display().to_string()), want);
+        assert_eq!(store.key_of("in/a.json"), want);
+        assert_eq!(store.key_of("file:///elsewhere/a.json"), None);
+        assert_eq!(store.key_of("../a.json"), None);
+    }
+
     #[test]
     fn delete_stays_inside_the_root() {
         let tmp = tempfile::tempdir().unwrap();
