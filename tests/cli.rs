@@ -1466,3 +1466,96 @@ fn an_unreachable_crm_or_store_fails_closed() {
     assert_eq!(f.ids("leads"), vec![1, 2, 3, 4, 5, 6]);
     assert_eq!(list_files(&tech_moved).len(), ALL_FILES.len());
 }
+
+// Issue 15: probing with bad input ──────────────────────────────────────────
+
+/// Regression: the index knew its store by the root folder as the config
+/// path spelled it, so adding `[[serve.token]]`s and running the service
+/// (`-c` an absolute path) re-read every object.
+#[test]
+fn an_unrelated_config_change_or_another_config_spelling_rereads_nothing() {
+    let f = Fixture::new();
+    let first = run_in(f.dir(), &["-c", "lethe.toml", "index", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(n(&first, "objects_read"), 9, "{first:#}");
+    let text = f.config_text();
+    f.write_config(&format!(
+        "{text}\n[[serve.token]]\nname = \"ops\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+        "ab".repeat(32)
+    ));
+    let again = f.lethe(&["index", "--format", "json"]).ok().json();
+    assert_eq!(n(&again, "objects_read"), 0, "{again:#}");
+    assert_eq!(n(&again, "objects_unchanged"), 9, "{again:#}");
+    let dotted = run_in(
+        f.dir(),
+        &["-c", "./lethe.toml", "index", "--format", "json"],
+    )
+    .ok()
+    .json();
+    assert_eq!(n(&dotted, "objects_read"), 0, "{dotted:#}");
+}
+
+/// Regression: `inbound/18/a\b.json` was planned and then refused at delete,
+/// `inbound/18/new<LF>line.json` got no link: every name a folder may hold
+/// (non-UTF-8 bytes too) goes with its deleted lead, and stays with a kept one.
+#[test]
+fn payloads_with_odd_names_go_with_their_lead() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let f = Fixture::new();
+    let names: Vec<Vec<u8>> = [
+        "a\\b.json",
+        "new\nline.json",
+        "tab\there.json",
+        "50% off.json",
+        "sp ace.json",
+        "\u{e4}\u{f6}\u{fc}\u{1f600}.json",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .chain([b"caf\xe9.json".to_vec(), b"\xff\xfe".to_vec()])
+    .collect();
+    let path = |lead: &str, name: &[u8]| {
+        f.tech()
+            .join("inbound")
+            .join(lead)
+            .join(OsStr::from_bytes(name))
+    };
+    for lead in ["1", "3"] {
+        for name in &names {
+            std::fs::write(path(lead, name), "odd").unwrap();
+        }
+        // A folder whose name is not UTF-8, too.
+        std::fs::create_dir_all(path(lead, b"dir\xff")).unwrap();
+        std::fs::write(path(lead, b"dir\xff").join("x.json"), "odd").unwrap();
+    }
+    let indexed = f.lethe(&["index", "--format", "json"]).ok().json();
+    assert_eq!(n(&indexed, "entries_skipped"), 0, "{indexed:#}");
+    assert_eq!(n(&indexed, "objects_seen"), 9 + 2 * 9, "{indexed:#}");
+    let plan = f.plan();
+    assert_eq!(
+        plan["objects"]["unlinked"], 1,
+        "only misc/readme.txt: {plan:#}"
+    );
+    let swept = f
+        .lethe(&["sweep", "--as-of", util::AS_OF, "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(n(&swept["apply"], "objects_failed"), 0, "{swept:#}");
+    for name in &names {
+        assert!(
+            !path("1", name).exists(),
+            "{:?} of lead 1 is left",
+            OsStr::from_bytes(name)
+        );
+        assert!(
+            path("3", name).exists(),
+            "{:?} of kept lead 3 is gone",
+            OsStr::from_bytes(name)
+        );
+    }
+    assert!(!path("1", b"dir\xff").exists());
+    assert!(path("3", b"dir\xff").join("x.json").exists());
+    assert!(!f.tech().join("inbound/1").exists());
+}

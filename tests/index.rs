@@ -458,3 +458,64 @@ crm = "record.source_file"
             .is_err()
     );
 }
+
+/// Regression: the summary counted links and unreadable objects of this
+/// run's reads (or of the last run that read something), so `lethe index`
+/// said "0 unreadable" with one in the index, and link counts an apply had
+/// made stale. Totals now describe the index after the run; `run_*` this run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_counts_the_index_after_the_run() {
+    let e = env(r#"
+[[technical.link]]
+glob = "**/*.json"
+json = "$.id"
+entity = "record"
+"#)
+    .await;
+    for i in 0..5 {
+        std::fs::write(
+            e.tech().join(format!("{i}.json")),
+            format!(r#"{{"id": {i}}}"#),
+        )
+        .unwrap();
+    }
+    let first = e.index().await;
+    assert_eq!(
+        (
+            first.links_per_rule.clone(),
+            first.run_links_per_rule.clone()
+        ),
+        (vec![5], vec![5])
+    );
+    std::fs::write(e.tech().join("0.json"), "{ not json").unwrap();
+    let second = e.index().await;
+    assert_eq!(
+        (second.objects_unreadable, second.run_objects_unreadable),
+        (1, 1),
+        "{second:?}"
+    );
+    assert_eq!(
+        (
+            second.links_per_rule.clone(),
+            second.run_links_per_rule.clone()
+        ),
+        (vec![4], vec![0])
+    );
+    let third = e.index().await;
+    assert_eq!(third.objects_read, 0);
+    assert_eq!(
+        (third.objects_unreadable, third.run_objects_unreadable),
+        (1, 0),
+        "{third:?}"
+    );
+    assert_eq!(third.links_per_rule, vec![4]);
+    // An apply deletes a file and its index entry, between two runs.
+    std::fs::remove_file(e.tech().join("1.json")).unwrap();
+    sqlx::query("DELETE FROM objects WHERE key = '1.json'")
+        .execute(e.state.pool())
+        .await
+        .unwrap();
+    let fourth = e.index().await;
+    assert_eq!(fourth.links_per_rule, vec![3], "{fourth:?}");
+    assert_eq!(fourth.objects_unreadable, 1);
+}

@@ -27,20 +27,27 @@ pub fn bytes(n: u64) -> String {
 
 pub fn index(s: &IndexSummary) -> String {
     let mut out = format!(
-        "index: {} objects ({}) — {} read ({}, {}/s), {} unchanged, {} removed, {} unreadable, {} skipped entries — {:.1}s\n",
+        "index: {} objects ({}) — {} read ({}, {}/s; {} unreadable), {} unchanged, {} removed, {} skipped entries — {:.1}s\n",
         s.objects_seen,
         bytes(s.bytes_listed),
         s.objects_read,
         bytes(s.bytes_read),
         bytes(s.bytes_per_second as u64),
+        s.run_objects_unreadable,
         s.objects_unchanged,
         s.objects_removed,
-        s.objects_unreadable,
         s.entries_skipped,
         s.seconds
     );
+    out.push_str(&format!(
+        "  in the index: {} unreadable\n",
+        s.objects_unreadable
+    ));
     for (i, n) in s.links_per_rule.iter().enumerate() {
-        out.push_str(&format!("  rule {i}: {n} links\n"));
+        let run = s.run_links_per_rule.get(i).copied().unwrap_or(0);
+        out.push_str(&format!(
+            "  rule {i}: {n} links in the index ({run} from this run's reads)\n"
+        ));
     }
     out
 }

@@ -17,7 +17,9 @@ pub struct PathPattern {
 
 impl PathPattern {
     pub fn compile(text: &str, types: &BTreeSet<String>) -> Result<PathPattern, String> {
-        let mut re = String::from("^");
+        // `s`: a key may hold a newline, and `.` must match it as any other
+        // byte of a name.
+        let mut re = String::from("(?s)^");
         let mut captures = Vec::new();
         let chars: Vec<char> = text.trim_start_matches('/').chars().collect();
         let mut i = 0;
@@ -529,6 +531,55 @@ mod tests {
             vec![("quote".into(), "9".into())]
         );
         assert!(p.matches("q/2024/01/9.xml").is_empty());
+    }
+
+    /// Regression: `inbound/18/new<LF>line.json` got no link (the pattern's
+    /// `.` did not match a newline) and was never deleted with its lead.
+    const ODD: &[&str] = &[
+        "new\nline.json",
+        "tab\there.json",
+        "back\\slash.json",
+        "50% off.json",
+        "sp ace.json",
+        "\u{e4}\u{f6}\u{fc}\u{1f600}.json",
+        "\r\n.json",
+        "byte\u{10ffff}.json",
+    ];
+
+    #[test]
+    fn patterns_and_globs_match_any_character_a_key_may_hold() {
+        let p = PathPattern::compile("inbound/{lead}/**", &types()).unwrap();
+        let flat = PathPattern::compile("in/{lead}.json", &types()).unwrap();
+        let glob = |g: &str| {
+            globset::GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
+                .unwrap()
+                .compile_matcher()
+        };
+        let (star, deep) = (glob("inbound/*/*.json"), glob("**/*.json"));
+        for name in ODD {
+            let key = format!("inbound/18/{name}");
+            assert_eq!(
+                p.matches(&key),
+                vec![("lead".into(), "18".into())],
+                "{key:?}"
+            );
+            assert!(star.is_match(&key), "{key:?}");
+            assert!(deep.is_match(&key), "{key:?}");
+            let stem = name.trim_end_matches(".json");
+            assert_eq!(
+                flat.matches(&format!("in/{stem}.json")),
+                vec![("lead".into(), stem.to_string())],
+                "{name:?}"
+            );
+            let deeper = format!("inbound/{name}/x.json");
+            assert_eq!(p.matches(&deeper), vec![("lead".into(), name.to_string())]);
+        }
+        assert!(
+            !star.is_match("inbound/a/b/c.json"),
+            "`*` stays in its segment"
+        );
     }
 
     #[test]

@@ -48,15 +48,25 @@ pub struct Link {
     pub location: Option<String>,
 }
 
+/// What one run did (`objects_read`, `run_*`), and what the index holds
+/// after it (`objects_unreadable`, `links_per_rule`: the totals the plan
+/// reads, whatever this run read or an apply removed since).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct IndexSummary {
     pub objects_seen: u64,
     pub objects_read: u64,
     pub objects_unchanged: u64,
     pub objects_removed: u64,
+    /// Objects in the index that a content rule could not read.
     pub objects_unreadable: u64,
+    /// Of the objects this run read, those a content rule could not read.
+    pub run_objects_unreadable: u64,
     pub entries_skipped: u64,
+    /// Links in the index per rule.
     pub links_per_rule: Vec<u64>,
+    /// Links per rule found in the objects this run read (a CRM column
+    /// rule: every link, re-read each run).
+    pub run_links_per_rule: Vec<u64>,
     pub bytes_listed: u64,
     /// Bytes of the objects read (new or changed) and their rate.
     pub bytes_read: u64,
@@ -314,10 +324,18 @@ const LINK_BUDGET: usize = 200_000;
 /// writer.
 const READ_AHEAD: usize = 4;
 
+/// What an object's stored links depend on: the rules that read objects
+/// (path, metadata, content), each at its position (links carry it), and
+/// the byte bounds. Nothing else of the config: CRM column rules are
+/// re-applied on every run, and serve, policies or CRM settings change no
+/// link an object yields.
 fn rules_hash(config: &Config) -> String {
     let mut h = Sha256::new();
     for r in &config.links {
-        h.update(r.describe().as_bytes());
+        if matches!(r, LinkRule::CrmColumn { .. }) {
+            continue;
+        }
+        h.update(format!("{} {}", r.index(), r.describe()).as_bytes());
         h.update(b"\n");
     }
     h.update(format!("{} {}", config.max_content_bytes, config.max_line_bytes).as_bytes());
@@ -335,6 +353,7 @@ pub async fn run(
     let started = Clock::now();
     let mut summary = IndexSummary {
         links_per_rule: vec![0; config.links.len()],
+        run_links_per_rule: vec![0; config.links.len()],
         ..Default::default()
     };
     // What the index holds, read on another thread while the store is
@@ -456,12 +475,12 @@ pub async fn run(
             summary.objects_read += 1;
             summary.bytes_read += meta.size;
             for l in &links {
-                if let Some(c) = summary.links_per_rule.get_mut(l.rule) {
+                if let Some(c) = summary.run_links_per_rule.get_mut(l.rule) {
                     *c += 1;
                 }
             }
             let status = if unreadable.is_some() {
-                summary.objects_unreadable += 1;
+                summary.run_objects_unreadable += 1;
                 "unreadable"
             } else {
                 "ok"
@@ -503,40 +522,32 @@ pub async fn run(
     tx.commit()
         .await
         .map_err(q("removing objects gone from the store"))?;
-    // Unchanged objects keep their links; count them for the summary. When
-    // nothing changed, the counts of the last run stand (no scan of links).
-    let stored: Option<Vec<u64>> = state
-        .meta_get("index.link_counts")
-        .await?
-        .and_then(|c| serde_json::from_str(&c).ok());
-    let changed =
-        summary.objects_read > 0 || summary.objects_removed > 0 || summary.entries_skipped > 0;
-    match stored {
-        Some(counts) if same_rules && !changed && counts.len() == summary.links_per_rule.len() => {
-            summary.links_per_rule = counts;
-        }
-        _ if summary.objects_unchanged > 0 => {
-            let rows = sqlx::query("SELECT rule, count(*) FROM links GROUP BY rule")
-                .fetch_all(state.pool())
-                .await
-                .map_err(q("counting links"))?;
-            for r in rows {
-                let rule: i64 = r.get(0);
-                if let Some(c) = summary.links_per_rule.get_mut(rule as usize) {
-                    *c = r.get::<i64, _>(1) as u64;
-                }
-            }
-        }
-        _ => {}
-    }
     crm_column_links(config, store, state, crm, &mut summary).await?;
+    // The totals describe the index as the plan will read it: an apply
+    // since the last run removed objects and their links without a run.
+    let rows = sqlx::query("SELECT rule, count(*) FROM links GROUP BY rule")
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("counting links"))?;
+    for r in rows {
+        let rule: i64 = r.get(0);
+        if let Some(c) = usize::try_from(rule)
+            .ok()
+            .and_then(|rule| summary.links_per_rule.get_mut(rule))
+        {
+            *c = r.get::<i64, _>(1) as u64;
+        }
+    }
+    summary.objects_unreadable =
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM objects WHERE status = 'unreadable'")
+            .fetch_one(state.pool())
+            .await
+            .map_err(q("counting unreadable objects"))? as u64;
     // One transaction for the run's bookkeeping.
-    let counts = serde_json::to_string(&summary.links_per_rule).unwrap_or_default();
     let completed = jiff::Timestamp::now().to_string();
     let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
     for (k, v) in [
-        ("index.link_counts", counts.as_str()),
-        ("index.run", &run.to_string()),
+        ("index.run", run.to_string().as_str()),
         ("index.rules", rules.as_str()),
         ("index.store", store_id.as_str()),
         ("index.completed_at", completed.as_str()),
@@ -618,7 +629,7 @@ async fn crm_column_links(
                 .rows_affected();
         }
         tx.commit().await.map_err(q("writing the index"))?;
-        if let Some(c) = summary.links_per_rule.get_mut(*index) {
+        if let Some(c) = summary.run_links_per_rule.get_mut(*index) {
             *c = linked;
         }
     }
@@ -908,6 +919,28 @@ mod tests {
             etag: None,
             metadata: Vec::new(),
         }
+    }
+
+    /// A CRM column rule appended, or serve tokens added, leave the links
+    /// read from objects as they are: no re-read.
+    #[test]
+    fn rules_hash_covers_only_what_objects_yield() {
+        let dir = std::path::Path::new("/tmp");
+        let load = |text: &str| {
+            crate::config::parse(text, &dir.join("lethe.toml"), dir)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let base = crate::demo::config_text("0123456789abcdef0123");
+        let with_crm = format!("{base}\n[[technical.link]]\ncrm = \"lead.source_file\"\n");
+        let with_token = format!(
+            "{base}\n[[serve.token]]\nname = \"ops\"\nscope = \"read\"\nsha256 = \"{}\"\n",
+            "ab".repeat(32)
+        );
+        let h = rules_hash(&load(&base));
+        assert_eq!(rules_hash(&load(&with_crm)), h);
+        assert_eq!(rules_hash(&load(&with_token)), h);
+        let other = base.replace("exports/*.csv", "exports/**/*.csv");
+        assert_ne!(rules_hash(&load(&other)), h, "a changed glob re-reads");
     }
 
     #[test]

@@ -413,7 +413,8 @@ async fn metrics_text() -> Response {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkRegistration {
-    /// The object's key in the technical store (or its URL there).
+    /// The object's key, relative to the technical store's root; a folder
+    /// store also takes its absolute path or `file://` URL inside the root.
     #[schema(example = "inbound/2026/11/lead-4711.json")]
     pub object: String,
     /// Entity refs, `type:key`.
@@ -457,7 +458,7 @@ fn validate_registration(
 ) -> Result<Registration, ApiError> {
     let object = app.store.key_of(&l.object).ok_or_else(|| {
         ApiError::bad_request(format!(
-            "{at}object: not a key of this technical store (relative, no `..`, no NUL)"
+            "{at}object: not an object of this technical store; write its key relative to the store's root (no `..`, no empty segment, no NUL), or for a folder store its absolute path or file:// URL inside the root"
         ))
     })?;
     if l.entities.is_empty() {

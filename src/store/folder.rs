@@ -3,8 +3,16 @@
 //! planted inside — resolves outside it. Listing never follows symlinks: they
 //! are reported as skipped. Deleting removes the directories the delete
 //! emptied, never the root.
+//!
+//! Keys are `String`s, file names are bytes: a byte that is not part of
+//! valid UTF-8 stands in the key as one character of U+10FF80..=U+10FFFF
+//! (the end of a private use plane), so every name has a key that leads
+//! back to exactly that name. A name that itself holds such a character is
+//! skipped with that reason (its key would be ambiguous).
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +21,55 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
 use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
+
+/// Where the characters that stand for bytes that are not UTF-8 begin.
+const BYTE_CHARS: u32 = 0x10FF00;
+
+fn is_byte_char(c: char) -> bool {
+    (BYTE_CHARS + 0x80..=BYTE_CHARS + 0xFF).contains(&u32::from(c))
+}
+
+/// The key of a file name (or a relative path of names).
+fn key_of_name(name: &OsStr) -> Result<String, &'static str> {
+    let mut key = String::with_capacity(name.len());
+    for chunk in name.as_bytes().utf8_chunks() {
+        if chunk.valid().chars().any(is_byte_char) {
+            return Err(
+                "file name holds characters U+10FF80..U+10FFFF, which lethe uses for bytes that are not UTF-8",
+            );
+        }
+        key.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            key.push(char::from_u32(BYTE_CHARS + u32::from(b)).ok_or("file name is not UTF-8")?);
+        }
+    }
+    Ok(key)
+}
+
+/// The relative path a key names: the inverse of [`key_of_name`]. Only the
+/// key the listing gives a name leads to it (the characters of valid UTF-8
+/// written as byte characters do not).
+fn path_of_key(key: &str) -> Result<PathBuf, StoreError> {
+    validate_key(key)?;
+    if !key.chars().any(is_byte_char) {
+        return Ok(PathBuf::from(key));
+    }
+    let mut bytes = Vec::with_capacity(key.len());
+    let mut buf = [0u8; 4];
+    for c in key.chars() {
+        match u32::from(c).checked_sub(BYTE_CHARS) {
+            Some(b) if is_byte_char(c) => bytes.push(b as u8),
+            _ => bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
+        }
+    }
+    let name = OsString::from_vec(bytes);
+    if key_of_name(&name).as_deref() != Ok(key) {
+        return Err(StoreError::InvalidKey {
+            reason: "stands for bytes that are valid UTF-8; no file name has this key",
+        });
+    }
+    Ok(PathBuf::from(name))
+}
 
 /// A file's listing entry: size and modification time (whole seconds).
 fn object_meta(key: String, m: &cap_std::fs::Metadata) -> ObjectMeta {
@@ -47,8 +104,13 @@ impl FolderStore {
                 source,
             }
         })?;
+        // The store's identity (`describe`, which the index keeps to know
+        // its entries are of this store) must not depend on how the config
+        // path was spelled: `-c lethe.toml` from the folder and
+        // `-c /etc/lethe/lethe.toml` from a service are the same store.
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         Ok(FolderStore {
-            root: root.to_path_buf(),
+            root,
             dir: Arc::new(dir),
         })
     }
@@ -156,9 +218,13 @@ impl FolderStore {
         let dir = if prefix.is_empty() {
             self.dir.try_clone().map_err(|e| list_err("", e))?
         } else {
-            self.dir
-                .open_dir(prefix.trim_end_matches('/'))
-                .map_err(|e| list_err(prefix, e))?
+            let path = path_of_key(prefix.trim_end_matches('/')).map_err(|e| {
+                list_err(
+                    prefix,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                )
+            })?;
+            self.dir.open_dir(path).map_err(|e| list_err(prefix, e))?
         };
         let entries = dir.entries().map_err(|e| list_err(prefix, e))?;
         let mut names = Vec::new();
@@ -171,12 +237,15 @@ impl FolderStore {
         let (mut out, mut folders) = (Vec::with_capacity(names.len()), Vec::new());
         for entry in names {
             let name = entry.file_name();
-            let Some(name) = name.to_str().map(str::to_string) else {
-                out.push(Listed::Skipped {
-                    key: format!("{prefix}{}", name.to_string_lossy()),
-                    reason: "file name is not UTF-8".into(),
-                });
-                continue;
+            let name = match key_of_name(&name) {
+                Ok(name) => name,
+                Err(reason) => {
+                    out.push(Listed::Skipped {
+                        key: format!("{prefix}{}", name.to_string_lossy()),
+                        reason: reason.into(),
+                    });
+                    continue;
+                }
             };
             let key = format!("{prefix}{name}");
             let ft = entry.file_type().map_err(|e| list_err(&key, e))?;
@@ -201,8 +270,7 @@ impl FolderStore {
     }
 
     fn meta_of(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        validate_key(key)?;
-        match self.dir.symlink_metadata(key) {
+        match self.dir.symlink_metadata(path_of_key(key)?) {
             Ok(m) if m.is_file() => Ok(Some(object_meta(key.to_string(), &m))),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -213,8 +281,8 @@ impl FolderStore {
 
 /// Deletes one file inside `dir`, then the folders the delete emptied.
 fn remove(dir: &Dir, key: &str) -> Result<DeleteOutcome, StoreError> {
-    validate_key(key)?;
-    match dir.symlink_metadata(key) {
+    let path = path_of_key(key)?;
+    match dir.symlink_metadata(&path) {
         Ok(m) if m.is_symlink() => {
             return Err(StoreError::InvalidKey {
                 reason: "a symbolic link; lethe never deletes through links",
@@ -226,7 +294,7 @@ fn remove(dir: &Dir, key: &str) -> Result<DeleteOutcome, StoreError> {
         }
         Err(source) => return Err(StoreError::Io { op: "stat", source }),
     }
-    match dir.remove_file(key) {
+    match dir.remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(DeleteOutcome::AlreadyGone);
@@ -242,7 +310,8 @@ fn remove(dir: &Dir, key: &str) -> Result<DeleteOutcome, StoreError> {
     // first one that still holds something. The root is never a candidate.
     let mut parent = key;
     while let Some((up, _)) = parent.rsplit_once('/') {
-        if dir.remove_dir(up).is_err() {
+        let Ok(up_path) = path_of_key(up) else { break };
+        if dir.remove_dir(up_path).is_err() {
             break;
         }
         parent = up;
@@ -273,11 +342,11 @@ impl TechnicalStore for FolderStore {
         let r = r.strip_prefix("file://").unwrap_or(r);
         let path = Path::new(r);
         let rel = if path.is_absolute() {
-            path.strip_prefix(&self.root).ok()?.to_str()?.to_string()
+            key_of_name(path.strip_prefix(&self.root).ok()?.as_os_str()).ok()?
         } else {
             r.to_string()
         };
-        validate_key(&rel).ok().map(|_| rel)
+        path_of_key(&rel).ok().map(|_| rel)
     }
 
     async fn list(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
@@ -285,10 +354,9 @@ impl TechnicalStore for FolderStore {
     }
 
     async fn read(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
-        validate_key(key)?;
         let f = self
             .dir
-            .open(key)
+            .open(path_of_key(key)?)
             .map_err(|source| StoreError::Io { op: "open", source })?;
         Ok(Box::new(f.into_std()))
     }
@@ -363,6 +431,68 @@ mod tests {
             2,
             "nothing listed through the symlink: {listed:?}"
         );
+    }
+
+    /// Names with bytes that are not UTF-8 are listed under keys that lead
+    /// back to exactly them (and are deleted by them); a key spelling valid
+    /// UTF-8 as byte characters names no file.
+    #[test]
+    fn names_that_are_not_utf8_are_listed_and_deleted_by_their_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let raw = |b: &[u8]| tmp.path().join(OsStr::from_bytes(b));
+        std::fs::create_dir_all(raw(b"in\xff")).unwrap();
+        std::fs::write(raw(b"in\xff/a\xe9.json"), "x").unwrap();
+        std::fs::write(raw("caf\u{e9}".as_bytes()), "y").unwrap();
+        std::fs::write(raw("odd\u{10ff90}".as_bytes()), "z").unwrap();
+        let store = FolderStore::open(tmp.path()).unwrap();
+        let listed = collect(&store);
+        let keys: Vec<&str> = listed
+            .iter()
+            .filter_map(|l| match l {
+                Listed::Object(m) => Some(m.key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys.len(), 2, "{listed:?}");
+        let odd = keys
+            .iter()
+            .find(|k| k.starts_with("in"))
+            .unwrap()
+            .to_string();
+        assert_eq!(odd, "in\u{10ffff}/a\u{10ffe9}.json");
+        assert!(
+            listed.iter().any(
+                |l| matches!(l, Listed::Skipped { reason, .. } if reason.contains("U+10FF80"))
+            )
+        );
+        // "caf\xc3\xa9" spelled as byte characters is not the name café.
+        assert!(remove(&store.dir, "caf\u{10ffc3}\u{10ffa9}").is_err());
+        assert!(tmp.path().join("caf\u{e9}").exists());
+        assert_eq!(remove(&store.dir, &odd).unwrap(), DeleteOutcome::Deleted);
+        assert!(!raw(b"in\xff").exists(), "its emptied folder goes too");
+        assert_eq!(
+            remove(&store.dir, "caf\u{e9}").unwrap(),
+            DeleteOutcome::Deleted
+        );
+    }
+
+    /// A file:// URL or absolute path names an object when it is inside the
+    /// root, however the root was spelled when the store was opened.
+    #[test]
+    fn file_urls_inside_the_root_name_their_object() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("t/in")).unwrap();
+        let spelled = tmp.path().join("t/in/..");
+        let store = FolderStore::open(&spelled).unwrap();
+        let abs = std::fs::canonicalize(tmp.path())
+            .unwrap()
+            .join("t/in/a.json");
+        let want = Some("in/a.json".to_string());
+        assert_eq!(store.key_of(&format!("file://{}", abs.display())), want);
+        assert_eq!(store.key_of(&abs.display().to_string()), want);
+        assert_eq!(store.key_of("in/a.json"), want);
+        assert_eq!(store.key_of("file:///elsewhere/a.json"), None);
+        assert_eq!(store.key_of("../a.json"), None);
     }
 
     #[test]

@@ -288,14 +288,23 @@ pub(crate) fn unanswered() -> StoreError {
 }
 
 /// Rejects keys that are not plain relative paths (no `..`, no absolute
-/// paths, no empty segments).
+/// paths, no empty segments, no NUL). Every other character is part of a
+/// name: a backslash, a newline or a tab is an ordinary byte of a Unix file
+/// name and of an S3 or Azure key, so a key the listing yields stays
+/// deletable.
 pub fn validate_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() {
         return Err(StoreError::InvalidKey { reason: "empty" });
     }
-    if key.starts_with('/') || key.contains('\\') || key.contains('\0') {
+    if key.starts_with('/') || key.contains('\0') {
         return Err(StoreError::InvalidKey {
-            reason: "absolute, backslash or NUL",
+            reason: "absolute, or NUL",
+        });
+    }
+    // Where `\` separates folders, it would lead where `/` may not.
+    if cfg!(windows) && key.contains('\\') {
+        return Err(StoreError::InvalidKey {
+            reason: "backslash on Windows",
         });
     }
     for seg in key.split('/') {
@@ -331,5 +340,25 @@ mod expected_tests {
         assert!(!e(9, Some(100), Some("abd")).matches(&now));
         assert!(!e(10, Some(100), Some("abc")).matches(&now));
         assert!(!e(9, Some(101), Some("abc")).matches(&now));
+    }
+
+    /// Regression: `inbound/18/a\\b.json` was indexed and planned, then
+    /// refused at delete; every byte but NUL and `/` is part of a name.
+    #[test]
+    fn keys_may_hold_any_character_but_not_leave_the_root() {
+        for ok in [
+            "a\\b.json",
+            "new\nline",
+            "tab\there",
+            "50% off",
+            "ä ö/ü.json",
+            "a/.b",
+            "..a",
+        ] {
+            assert!(validate_key(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", "/abs", "a//b", "a/", "./a", "a/../b", "..", "a\0b"] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
     }
 }
