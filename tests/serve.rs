@@ -389,6 +389,31 @@ async fn bad_requests_get_a_clear_4xx() {
     assert!(a.json()["error"].is_string());
 }
 
+/// Regression (issue 15): only `Bearer ` with a capital B was understood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    for (value, status) in [
+        (format!("Bearer {READ}"), StatusCode::OK),
+        (format!("bearer {READ}"), StatusCode::OK),
+        (format!("BEARER  {READ} "), StatusCode::OK),
+        (format!("Basic {READ}"), StatusCode::UNAUTHORIZED),
+        (format!("Bearer{READ}"), StatusCode::UNAUTHORIZED),
+        ("bearer ".to_string(), StatusCode::UNAUTHORIZED),
+        (format!("bearer {READ}x"), StatusCode::UNAUTHORIZED),
+    ] {
+        let req = Request::builder()
+            .uri("/v1/holds")
+            .header(header::AUTHORIZATION, &value)
+            .body(Body::empty())
+            .unwrap();
+        let a = r.clone().oneshot(req).await.unwrap();
+        assert_eq!(a.status(), status, "{value:?}");
+    }
+}
+
 async fn wait_for_run(r: &axum::Router, run: i64) -> Value {
     for _ in 0..600 {
         let s = call(r, "GET", &format!("/v1/sweeps/{run}"), Some(READ), None)

@@ -134,12 +134,8 @@ async fn require(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let token = presented.and_then(|t| {
-        let digest: [u8; 32] = Sha256::digest(t.as_bytes()).into();
-        app.tokens.iter().find(|k| k.sha256 == digest)
-    });
+        .and_then(bearer_token);
+    let token = presented.and_then(|t| known_token(&app.tokens, t));
     match token {
         None => {
             let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized").into_response();
@@ -157,6 +153,29 @@ async fn require(
             next.run(req).await
         }
     }
+}
+
+/// The token of an `Authorization` value; the scheme is case-insensitive
+/// (RFC 9110 11.1), so `bearer x` is as good as `Bearer x`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The configured token whose digest is the presented token's. Every
+/// digest is compared, each in constant time, so the answer's timing says
+/// nothing about how much of a digest matched.
+fn known_token<'a>(tokens: &'a [ApiToken], presented: &str) -> Option<&'a ApiToken> {
+    use subtle::ConstantTimeEq;
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let mut found = None;
+    for k in tokens {
+        if bool::from(k.sha256.ct_eq(&digest)) {
+            found = Some(k);
+        }
+    }
+    found
 }
 
 /// The name and scope of the token a request came with.
