@@ -642,7 +642,7 @@ async fn holds_list(State(app): State<AppState>) -> ApiResult<Json<Vec<HoldBody>
                 target: crate::cli::display_target(h.kind, &h.target),
                 reason: h.reason,
                 author: h.author,
-                created_at: h.created_at,
+                created_at: crate::holds::show_instant(&h.created_at),
             })
             .collect(),
     ))
@@ -656,7 +656,7 @@ struct NewHold {
     target: String,
     /// Why (a case number, not personal data).
     reason: String,
-    /// Who; defaults to the token's name.
+    /// Who: always the token's configured name; if given, it must be that.
     author: Option<String>,
 }
 
@@ -674,6 +674,7 @@ struct HoldChange {
     responses(
         (status = 200, description = "On hold (changed = false: it was already)", body = HoldChange),
         (status = 400, description = "Not a hold target of this config", body = ErrorBody),
+        (status = 422, description = "A text too long or with control characters, or an author that is not the token's name", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Needs the operate scope", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -685,21 +686,20 @@ async fn holds_add(
     body: Result<Json<NewHold>, JsonRejection>,
 ) -> ApiResult<Json<HoldChange>> {
     let Json(h) = body?;
+    let author = hold_author(caller, h.author.as_deref())?;
+    check_hold_text("target", &h.target, crate::holds::check_target)?;
+    check_hold_text("reason", &h.reason, crate::holds::check_reason)?;
     let (kind, target) = hold_target(&app, &h.target)?;
-    if h.reason.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "reason: empty; say why (a case number, not personal data)",
-        ));
-    }
-    let author = h
-        .author
-        .or_else(|| caller.map(|c| c.0.0.clone()))
-        .unwrap_or_else(|| "api".into());
-    let added = app
-        .runner
-        .state
-        .add_hold(kind, &target, &h.reason, &author)
-        .await?;
+    let pseudo = Pseudonymizer::new(app.runner.config.audit_key.clone());
+    let added = crate::holds::add(
+        &app.runner.state,
+        &pseudo,
+        kind,
+        &target,
+        &h.reason,
+        &author,
+    )
+    .await?;
     app.runner.forget_world().await;
     Ok(Json(HoldChange {
         target: h.target,
@@ -721,17 +721,22 @@ struct TargetQuery {
     responses(
         (status = 200, description = "Lifted", body = HoldChange),
         (status = 400, description = "Not a hold target of this config", body = ErrorBody),
+        (status = 422, description = "A text too long or with control characters, or an author that is not the token's name", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Needs the operate scope", body = ErrorBody),
         (status = 404, description = "Not on hold", body = ErrorBody),
     ))]
 async fn holds_remove(
     State(app): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
     query: Result<Query<TargetQuery>, QueryRejection>,
 ) -> ApiResult<Json<HoldChange>> {
     let Query(q) = query?;
+    let author = hold_author(caller, None)?;
+    check_hold_text("target", &q.target, crate::holds::check_target)?;
     let (kind, target) = hold_target(&app, &q.target)?;
-    if !app.runner.state.remove_hold(kind, &target).await? {
+    let pseudo = Pseudonymizer::new(app.runner.config.audit_key.clone());
+    if !crate::holds::remove(&app.runner.state, &pseudo, kind, &target, &author).await? {
         return Err(ApiError::not_found(
             "not on hold; GET /v1/holds lists the holds",
         ));
@@ -744,8 +749,43 @@ async fn holds_remove(
 }
 
 fn hold_target(app: &App, text: &str) -> Result<(HoldKind, String), ApiError> {
-    crate::cli::parse_hold_target(&app.runner.config, text)
-        .map_err(|e| ApiError::bad_request(crate::cli::error_chain(&e)))
+    crate::cli::parse_hold_target(&app.runner.config, text).map_err(|e| {
+        // The parser speaks the command line's words (`TARGET`); here the
+        // field is the body's or the query's `target`.
+        let message = match e.downcast_ref::<crate::config::ConfigError>() {
+            Some(crate::config::ConfigError::Usage { message, .. }) => message.clone(),
+            _ => crate::cli::error_chain(&e),
+        };
+        ApiError::bad_request(format!("target: {message}"))
+    })
+}
+
+/// A hold's text within its bounds and printable, or 422 naming the field.
+fn check_hold_text(
+    field: &str,
+    text: &str,
+    check: fn(&str) -> Result<(), crate::holds::TextError>,
+) -> Result<(), ApiError> {
+    check(text)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{field}: {e}")))
+}
+
+/// The author of a hold change is the token's configured name; an `author`
+/// in the body may only repeat it.
+fn hold_author(
+    caller: Option<axum::Extension<Caller>>,
+    given: Option<&str>,
+) -> Result<String, ApiError> {
+    let Some(axum::Extension(Caller(name, _))) = caller else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized"));
+    };
+    if given.is_some_and(|g| g != name) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "author: the author of a hold is the token's configured name; leave author out",
+        ));
+    }
+    Ok(name)
 }
 
 // ---------------------------------------------------------------- plans
@@ -1057,7 +1097,8 @@ async fn schedule_show(State(app): State<AppState>) -> ApiResult<Json<ScheduleVi
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 async fn audit_verify(State(app): State<AppState>) -> ApiResult<Json<audit::Verification>> {
-    Ok(Json(audit::verify(&app.runner.state).await?))
+    let pseudo = Pseudonymizer::new(app.runner.config.audit_key.clone());
+    Ok(Json(audit::verify(&app.runner.state, &pseudo).await?))
 }
 
 /// The audit records of one entity or object, found by its pseudonym.
