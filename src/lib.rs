@@ -12,6 +12,7 @@ pub mod config;
 pub mod crm;
 pub mod demo;
 pub mod evaluate;
+pub mod holds;
 pub mod index;
 pub mod model;
 pub mod plan;

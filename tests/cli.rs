@@ -934,7 +934,7 @@ fn audit_export_and_lookup() {
     let lines: Vec<&str> = csv.stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash"
+        "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash,author,reason_chars"
     );
     assert_eq!(lines.len(), 1 + records, "{}", csv.stdout);
     assert_eq!(
@@ -986,6 +986,261 @@ fn audit_export_and_lookup() {
         "{json:#}"
     );
     assert_eq!(json["records"][0]["entity_type"], "lead");
+}
+
+/// Regression (issue 15): verify compared counts per plan, so removing the
+/// last record, moving the stored head back one and flipping an unrelated
+/// journal row from deleted to skipped passed as "intact".
+#[test]
+fn audit_verify_matches_the_journal_item_by_item() {
+    let f = applied();
+    let last: i64 = f
+        .state_sql("SELECT max(seq) FROM audit")
+        .trim()
+        .parse()
+        .unwrap();
+    let before = f.state_sql(&format!("SELECT hash FROM audit WHERE seq = {}", last - 1));
+    f.state_sql(&format!("DELETE FROM audit WHERE seq = {last}"));
+    f.state_sql(&format!(
+        "UPDATE meta SET v = '{}:{}' WHERE k = 'audit.head'",
+        last - 1,
+        before.trim()
+    ));
+    // An entity row: the removed last record is an object's.
+    let flipped = f.state_sql(
+        "SELECT entity_type, entity_key FROM plan_entities WHERE status = 'deleted'
+         ORDER BY entity_type, entity_key LIMIT 1",
+    );
+    let (ty, key) = flipped.trim().split_once('|').unwrap();
+    f.state_sql(&format!(
+        "UPDATE plan_entities SET status = 'skipped' WHERE entity_type = '{ty}' AND entity_key = '{key}'"
+    ));
+
+    let out = f.lethe(&["audit", "verify"]);
+    out.expect(1).contains("BROKEN").contains(
+        "1 of 8 items the journal says deleted have no record, 1 delete records name no such item",
+    );
+    // The chain itself is whole: only the journal comparison finds it.
+    for chain_problem in [
+        "sequence number",
+        "does not follow",
+        "does not match its hash",
+        "stored head",
+    ] {
+        assert!(!out.stdout.contains(chain_problem), "{}", out.stdout);
+    }
+    // Named by pseudonym, never by key.
+    let pseudo = lethe::audit::pseudonym::Pseudonymizer::new(lethe::sensitive::Sensitive::new(
+        AUDIT_KEY.as_bytes().to_vec(),
+    ));
+    out.contains(&format!("entity ~{}", &pseudo.entity(ty, key)[..16]));
+    assert!(!out.all().contains("inbound/"), "{}", out.all());
+    let json = f.lethe(&["audit", "verify", "--format", "json"]);
+    json.expect(1);
+    let json = json.json();
+    assert_eq!(
+        (json["unaudited"].as_u64(), json["unjournaled"].as_u64()),
+        (Some(1), Some(1)),
+        "{json:#}"
+    );
+}
+
+#[test]
+fn audit_verify_checks_the_head_an_operator_kept() {
+    let f = applied();
+    let head = f
+        .lethe(&["audit", "verify", "--format", "json"])
+        .ok()
+        .json()["head"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    f.lethe(&["audit", "verify", "--expect-head", &head]).ok();
+    let zeros = "0".repeat(64);
+    f.lethe(&["audit", "verify", "--expect-head", &zeros])
+        .expect(1)
+        .contains(&format!(
+            "the chain's head is {head}, not the expected {zeros}"
+        ))
+        .contains("no record of the chain has the expected head");
+    // The chain grew since the head was kept: said, and still a mismatch.
+    f.lethe(&["hold", "add", "lead:3", "--reason", "LH-1"]).ok();
+    f.lethe(&["audit", "verify", "--expect-head", &head])
+        .expect(1)
+        .contains("the expected head is record 9, so 1 records were appended since");
+}
+
+#[test]
+fn holds_are_audit_records_and_verify_accepts_them() {
+    let f = Fixture::new();
+    f.lethe(&["hold", "add", "lead:1", "--reason", "LH-2026-001"])
+        .ok();
+    f.lethe(&[
+        "hold",
+        "add",
+        "prefix:quotes/",
+        "--reason",
+        "LH-2",
+        "--author",
+        "dpo",
+    ])
+    .ok();
+    // Again: nothing changed, nothing recorded.
+    f.lethe(&["hold", "add", "lead:1", "--reason", "LH-2026-001"])
+        .ok();
+    f.lethe(&["hold", "rm", "lead:1"]).ok();
+    let pseudo = lethe::audit::pseudonym::Pseudonymizer::new(lethe::sensitive::Sensitive::new(
+        AUDIT_KEY.as_bytes().to_vec(),
+    ));
+    let rows =
+        f.state_sql("SELECT action, pseudonym, author, reason_chars FROM audit ORDER BY seq");
+    assert_eq!(
+        rows.trim(),
+        format!(
+            "hold-add|{lead}|tester|11\nhold-add|{prefix}|dpo|4\nhold-rm|{lead}|tester|",
+            lead = pseudo.entity("lead", "1"),
+            prefix = pseudo.target("prefix:quotes/")
+        )
+    );
+    let export = f.lethe(&["audit", "export", "--format", "jsonl"]);
+    export.ok();
+    assert!(
+        !export.stdout.contains("LH-2026-001"),
+        "no reason text: {}",
+        export.stdout
+    );
+    f.lethe(&["audit", "lookup", "lead:1"])
+        .ok()
+        .contains("hold-add")
+        .contains("hold-rm")
+        .contains("by tester");
+
+    // Hold records among the deletions: the chain and the journal agree.
+    f.lethe(&["sweep", "--as-of", AS_OF]).ok();
+    f.lethe(&["audit", "verify"])
+        .ok()
+        .contains("audit chain intact: 11 records")
+        .contains("8 deleted items");
+}
+
+#[test]
+fn hold_texts_are_bounded_and_printable() {
+    let f = Fixture::new();
+    let long_target = format!("object:{}", "a".repeat(1020));
+    let long_reason = "r".repeat(2001);
+    let long_author = "a".repeat(201);
+    for (args, says) in [
+        (
+            vec!["hold", "add", "lead:1\nINJECT", "--reason", "x"],
+            "TARGET: contains the control character U+000A at character 7",
+        ),
+        (
+            vec!["hold", "add", &long_target, "--reason", "x"],
+            "TARGET: 1027 bytes, more than the 1024 allowed",
+        ),
+        (
+            vec!["hold", "add", "lead:1", "--reason", "a\tb"],
+            "--reason: contains the control character U+0009",
+        ),
+        (
+            vec!["hold", "add", "lead:1", "--reason", &long_reason],
+            "--reason: 2001 characters, more than the 2000 allowed",
+        ),
+        (
+            vec!["hold", "add", "lead:1", "--reason", "x", "--author", "me\r"],
+            "--author: contains the control character U+000D",
+        ),
+        (
+            vec![
+                "hold",
+                "add",
+                "lead:1",
+                "--reason",
+                "x",
+                "--author",
+                &long_author,
+            ],
+            "--author: 201 characters",
+        ),
+        (
+            vec!["hold", "rm", "lead:1\n"],
+            "TARGET: contains the control character",
+        ),
+    ] {
+        f.lethe(&args).expect(2).contains(says);
+    }
+    f.lethe(&["hold", "list"]).ok().contains("no holds");
+    assert_eq!(f.state_sql("SELECT count(*) FROM audit").trim(), "0");
+
+    // A hold stored before these checks prints on one line, to the second.
+    f.state_sql(
+        "INSERT INTO holds(kind, target, reason, author, created_at)
+         VALUES ('entity', 'lead:1' || char(10) || 'INJECT', 'why' || char(27) || '[2J', 'old', '2026-03-01T10:20:30.123456789Z')",
+    );
+    let list = f.lethe(&["hold", "list"]);
+    list.ok();
+    assert_eq!(
+        list.stdout,
+        "lead:1\\nINJECT  reason: why\\u{1b}[2J  by old at 2026-03-01T10:20:30Z\n"
+    );
+    let json = f.lethe(&["hold", "list", "--format", "json"]).ok().json();
+    assert_eq!(json[0]["created_at"], "2026-03-01T10:20:30Z");
+}
+
+#[test]
+fn a_hold_needs_an_author() {
+    let f = Fixture::new();
+    let config = f.config().to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let out = util::lethe_command(f.dir())
+            .env_remove("USER")
+            .args(["-c", config.as_str()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["hold", "add", "lead:1", "--reason", "LH-1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--author: no author: $USER is not set"),
+        "{err}"
+    );
+    f.lethe(&["hold", "list"]).ok().contains("no holds");
+    let (code, err) = run(&[
+        "hold", "add", "lead:1", "--reason", "LH-1", "--author", "dpo",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = run(&["hold", "rm", "lead:1"]);
+    assert_eq!(code, Some(2), "{err}");
+    f.lethe(&["hold", "list"]).ok().contains("by dpo at");
+    f.lethe(&["hold", "add", "lead:2", "--reason", "x", "--author", " "])
+        .expect(2)
+        .contains("--author: empty");
+}
+
+/// Regression (issue 15): usage errors read "1 problem in (command line):
+/// (command line):0:0: …".
+#[test]
+fn usage_errors_name_the_argument_without_a_bogus_location() {
+    let f = Fixture::new();
+    let out = f.lethe(&["--format", "csv", "plan"]);
+    out.expect(2);
+    assert!(
+        out.stderr
+            .starts_with("lethe: --format: jsonl and csv are for `audit export`"),
+        "{}",
+        out.stderr
+    );
+    let out = f.lethe(&["hold", "add", "customer:1", "--reason", "x"]);
+    out.expect(2)
+        .contains("lethe: TARGET: `customer` is not an entity type");
+    for out in f.outputs() {
+        assert!(!out.all().contains("(command line)"), "{}", out.all());
+    }
 }
 
 // 9 ─────────────────────────────────────────────────────────────────────────

@@ -430,7 +430,8 @@ async fn run_backend(kind: Kind, admin_url: &str, dir: &Path, state_url: Option<
     .await
     .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
     assert!(!report.failed(), "{kind:?}: {:?}", report.failures);
-    let v = lethe::audit::verify(&state).await.unwrap();
+    let pseudo = lethe::audit::pseudonym::Pseudonymizer::new(config.audit_key.clone());
+    let v = lethe::audit::verify(&state, &pseudo).await.unwrap();
     assert!(v.problems.is_empty(), "{kind:?}: {:?}", v.problems);
 
     let mut remaining = BTreeMap::new();

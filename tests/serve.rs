@@ -389,6 +389,113 @@ async fn bad_requests_get_a_clear_4xx() {
     assert!(a.json()["error"].is_string());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_texts_over_the_api_are_bounded_printable_and_named() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    let add = |body: Value| call(&r, "POST", "/v1/holds", Some(OPERATE), Some(body));
+    for (body, status, starts) in [
+        (
+            json!({"target": "lead:1\nINJECT", "reason": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target: contains the control character U+000A",
+        ),
+        (
+            json!({"target": "lead:1\u{0}", "reason": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target: contains the control character U+0000",
+        ),
+        (
+            json!({"target": format!("object:{}", "a".repeat(1100)), "reason": "x"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target: 1107 bytes, more than the 1024 allowed",
+        ),
+        (
+            json!({"target": "lead:1", "reason": "a\tb"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason: contains the control character U+0009",
+        ),
+        (
+            json!({"target": "lead:1", "reason": "r".repeat(2001)}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason: 2001 characters",
+        ),
+        (
+            json!({"target": "lead:1", "reason": " "}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "reason: empty",
+        ),
+        (
+            json!({"target": "lead:1", "reason": "x", "author": "somebody-else"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "author: the author of a hold is the token's configured name",
+        ),
+        (
+            json!({"target": "invoice:1", "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+            "target: `invoice` is not an entity type",
+        ),
+        (
+            json!({"target": "prefix:", "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+            "target: an empty prefix",
+        ),
+    ] {
+        let a = add(body.clone()).await;
+        assert_eq!(a.status, status, "{body}: {}", a.text);
+        let error = a.json()["error"].as_str().unwrap().to_string();
+        assert!(error.starts_with(starts), "{body}: {error}");
+        assert!(
+            !error.contains("(command line)") && !error.contains("TARGET"),
+            "{error}"
+        );
+    }
+    let a = call(
+        &r,
+        "DELETE",
+        "/v1/holds?target=lead:1%0A",
+        Some(OPERATE),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text);
+    assert_eq!(f.state_sql("SELECT count(*) FROM holds").trim(), "0");
+    assert_eq!(f.state_sql("SELECT count(*) FROM audit").trim(), "0");
+
+    // The token's own name as author is fine; timestamps to the second.
+    let a = add(json!({"target": "lead:1", "reason": "x", "author": "integration"})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let holds = call(&r, "GET", "/v1/holds", Some(READ), None).await.json();
+    let at = holds[0]["created_at"].as_str().unwrap();
+    assert!(at.len() == 20 && at.ends_with('Z'), "{at}");
+}
+
+/// Regression (issue 15): only `Bearer ` with a capital B was understood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    for (value, status) in [
+        (format!("Bearer {READ}"), StatusCode::OK),
+        (format!("bearer {READ}"), StatusCode::OK),
+        (format!("BEARER  {READ} "), StatusCode::OK),
+        (format!("Basic {READ}"), StatusCode::UNAUTHORIZED),
+        (format!("Bearer{READ}"), StatusCode::UNAUTHORIZED),
+        ("bearer ".to_string(), StatusCode::UNAUTHORIZED),
+        (format!("bearer {READ}x"), StatusCode::UNAUTHORIZED),
+    ] {
+        let req = Request::builder()
+            .uri("/v1/holds")
+            .header(header::AUTHORIZATION, &value)
+            .body(Body::empty())
+            .unwrap();
+        let a = r.clone().oneshot(req).await.unwrap();
+        assert_eq!(a.status(), status, "{value:?}");
+    }
+}
+
 async fn wait_for_run(r: &axum::Router, run: i64) -> Value {
     for _ in 0..600 {
         let s = call(r, "GET", &format!("/v1/sweeps/{run}"), Some(READ), None)
@@ -541,7 +648,18 @@ async fn holds_over_the_api_keep_a_case_and_explain_says_so() {
         json!({"target": "lead:5", "changed": false}),
         "lead:05 is lead:5"
     );
-    for bad in ["lead:1.5", "lead: 1", "lead:-1", "lead:999"] {
+    for bad in ["lead:1.5", "lead: 1"] {
+        let refused = call(
+            &r,
+            "POST",
+            "/v1/holds",
+            Some(OPERATE),
+            Some(hold(bad, false)),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    for bad in ["lead:-1", "lead:999"] {
         let refused = call(
             &r,
             "POST",
@@ -583,6 +701,23 @@ async fn holds_over_the_api_keep_a_case_and_explain_says_so() {
     assert_eq!(
         call(&r, "DELETE", lift, Some(OPERATE), None).await.status,
         StatusCode::OK
+    );
+    // Both changes are audit records, by the token's name, and chain.
+    assert_eq!(
+        f.state_sql("SELECT action, entity_type, author, reason_chars FROM audit ORDER BY seq")
+            .trim(),
+        "hold-add|lead|integration|4\nhold-rm|lead|integration|"
+    );
+    let v = call(&r, "GET", "/v1/audit/verify", Some(READ), None)
+        .await
+        .json();
+    assert_eq!(
+        (
+            v["records"].as_u64(),
+            v["problems"].as_array().map(Vec::len)
+        ),
+        (Some(2), Some(0)),
+        "{v}"
     );
     assert_eq!(
         call(&r, "DELETE", lift, Some(OPERATE), None).await.status,

@@ -745,6 +745,8 @@ impl Ctx<'_> {
                                 entity_type: Some(ty.clone()),
                                 pseudonym: self.pseudo.entity(ty, key),
                                 bytes: None,
+                                author: None,
+                                reason_chars: None,
                             });
                         } else {
                             report.entities_already_gone += 1;
@@ -1120,6 +1122,8 @@ impl Ctx<'_> {
                         entity_type: None,
                         pseudonym: self.pseudo.object(&o.key),
                         bytes: Some(o.size),
+                        author: None,
+                        reason_chars: None,
                     });
                 }
                 Ok(false) => {

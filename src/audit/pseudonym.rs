@@ -17,12 +17,33 @@ impl Pseudonymizer {
         Pseudonymizer { key }
     }
 
-    fn mac(&self, text: &str) -> String {
+    fn mac_bytes(&self, text: &str) -> [u8; 32] {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose())
             .expect("HMAC takes keys of any length");
         mac.update(text.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac.finalize().into_bytes().into()
+    }
+
+    fn mac(&self, text: &str) -> String {
+        hex::encode(self.mac_bytes(text))
+    }
+
+    /// [`Pseudonymizer::entity`] as its 32 bytes (what `audit verify` holds).
+    pub fn entity_bytes(&self, entity_type: &str, key: &str) -> [u8; 32] {
+        self.mac_bytes(&format!("{entity_type}:{key}"))
+    }
+
+    /// [`Pseudonymizer::object`] as its 32 bytes.
+    pub fn object_bytes(&self, key: &str) -> [u8; 32] {
+        self.mac_bytes(&format!("object:{key}"))
+    }
+
+    /// The pseudonym of a hold's target, HMAC of its canonical text
+    /// (`lead:4711`, `object:KEY`, `prefix:P`): an entity's or an object's
+    /// hold records share the pseudonym of its deletion.
+    pub fn target(&self, canonical: &str) -> String {
+        self.mac(canonical)
     }
 
     /// The full pseudonym of an entity ref, as stored in the audit log.

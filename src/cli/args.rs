@@ -206,13 +206,19 @@ pub struct ExplainArgs {
 #[derive(Debug, Subcommand)]
 pub enum HoldCommand {
     /// Put a hold on an entity, object or prefix.
+    ///
+    /// Recorded in the audit log (`hold-add`: the target's pseudonym, the
+    /// reason's length, the author). Texts are one line each, without
+    /// control characters: TARGET at most 1024 bytes, --reason at most 2000
+    /// characters, --author at most 200.
     Add {
-        /// lead:4711, object:KEY or prefix:PATH/
+        /// lead:4711, object:KEY or prefix:PATH/ (at most 1024 bytes)
         target: String,
-        /// Why (a case number, not personal data).
+        /// Why: a case number, not personal data (at most 2000 characters).
         #[arg(long)]
         reason: String,
-        /// Who; default $USER.
+        /// Who (at most 200 characters); default $USER, and without either
+        /// the hold is refused.
         #[arg(long)]
         author: Option<String>,
         /// Hold an entity the CRM does not have (yet): without this, a ref
@@ -220,10 +226,14 @@ pub enum HoldCommand {
         #[arg(long)]
         allow_absent: bool,
     },
-    /// Lift a hold.
+    /// Lift a hold; recorded in the audit log (`hold-rm`).
     Rm {
         /// As given to `hold add`.
         target: String,
+        /// Who (at most 200 characters); default $USER, and without either
+        /// the hold stays.
+        #[arg(long)]
+        author: Option<String>,
     },
     /// List the holds.
     List,
@@ -231,8 +241,19 @@ pub enum HoldCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain and compare the journal with the audit log.
-    Verify,
+    /// Recompute the hash chain and compare the journal with the audit log,
+    /// item by item.
+    ///
+    /// Every item the journal says lethe deleted must have exactly one
+    /// delete record with its pseudonym and plan, and every delete record
+    /// such an item; mismatches are named by pseudonym. Exit 1 when anything
+    /// disagrees.
+    Verify {
+        /// The chain's head as kept elsewhere (the `head` this command or
+        /// `lethe report` printed, or SEQ:HASH): the chain must end there.
+        #[arg(long, value_name = "HEAD")]
+        expect_head: Option<String>,
+    },
     /// Every record, one per line (`--format jsonl` or `--format csv`).
     Export,
     /// The records of one entity (`lead:4711`) or object (`object:KEY`).

@@ -16,7 +16,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::evaluate;
 use crate::model::EntityRef;
 use crate::state::{HoldKind, StateStore};
-use crate::{crm, index, plan, store, verify};
+use crate::{crm, holds, index, plan, store, verify};
 use args::{AuditCommand, Cli, Command, Format, HoldCommand};
 
 pub const EXIT_OK: i32 = 0;
@@ -126,15 +126,10 @@ async fn run(cli: Cli) -> Result<i32> {
     if matches!(format, Format::Jsonl | Format::Csv)
         && !matches!(cli.command, Command::Audit(AuditCommand::Export))
     {
-        bail!(ConfigError::Invalid {
-            file: "(command line)".into(),
-            problems: vec![config::Problem {
-                line: 0,
-                column: 0,
-                key: "--format".into(),
-                message: "jsonl and csv are for `audit export`; use text or json".into(),
-            }],
-        });
+        return Err(usage(
+            "--format",
+            "jsonl and csv are for `audit export`; use text or json".into(),
+        ));
     }
     match cli.command {
         Command::Demo(a) => crate::demo::run(&a, format).await,
@@ -543,15 +538,39 @@ pub async fn explain_value(
 }
 
 fn usage(key: &str, message: String) -> anyhow::Error {
-    anyhow::Error::new(ConfigError::Invalid {
-        file: "(command line)".into(),
-        problems: vec![config::Problem {
-            line: 0,
-            column: 0,
-            key: key.into(),
-            message,
-        }],
+    anyhow::Error::new(ConfigError::Usage {
+        key: key.into(),
+        message,
     })
+}
+
+/// The texts of `hold add` / `hold rm` within their bounds and printable
+/// (see `holds`), before anything else reads them.
+fn check_hold_args(target: &str, reason: Option<&str>) -> Result<()> {
+    holds::check_target(target).map_err(|e| usage("TARGET", e.to_string()))?;
+    if let Some(reason) = reason {
+        holds::check_reason(reason).map_err(|e| usage("--reason", e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Who puts or lifts a hold: `--author`, else `$USER`; never a made-up name.
+fn hold_author(given: Option<String>) -> Result<String> {
+    let (author, key) = match given {
+        Some(a) => (a, "--author"),
+        None => match std::env::var("USER") {
+            Ok(u) if !u.trim().is_empty() => (u, "$USER"),
+            _ => {
+                return Err(usage(
+                    "--author",
+                    "no author: $USER is not set; say who puts or lifts the hold with --author NAME"
+                        .into(),
+                ));
+            }
+        },
+    };
+    holds::check_author(&author).map_err(|e| usage(key, e.to_string()))?;
+    Ok(author)
 }
 
 /// A hold's target as the user typed it: `object:KEY`, `prefix:P/` or an
@@ -616,6 +635,8 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
             author,
             allow_absent,
         } => {
+            check_hold_args(&target, Some(&reason))?;
+            let author = hold_author(author)?;
             let crm = crm::connect(&config).await?;
             let kinds = crm::refs::KeyKinds::read(&config, crm.as_ref()).await?;
             let (kind, t, key) = parse_hold_target(&config, &kinds, &target)?;
@@ -636,10 +657,8 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
                     );
                 }
             }
-            let author = author
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "unknown".into());
-            let added = state.add_hold(kind, &t, &reason, &author).await?;
+            let pseudo = Pseudonymizer::new(config.audit_key.clone());
+            let added = holds::add(&state, &pseudo, kind, &t, &reason, &author).await?;
             out(&match format {
                 Format::Text if added => format!("hold added on {}\n", display_target(kind, &t)),
                 Format::Text => format!("{} was already on hold\n", display_target(kind, &t)),
@@ -648,11 +667,14 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
                 }
             });
         }
-        HoldCommand::Rm { target } => {
+        HoldCommand::Rm { target, author } => {
+            check_hold_args(&target, None)?;
+            let author = hold_author(author)?;
             let crm = crm::connect(&config).await?;
             let kinds = crm::refs::KeyKinds::read(&config, crm.as_ref()).await?;
             let (kind, t, _) = parse_hold_target(&config, &kinds, &target)?;
-            let removed = state.remove_hold(kind, &t).await?;
+            let pseudo = Pseudonymizer::new(config.audit_key.clone());
+            let removed = holds::remove(&state, &pseudo, kind, &t, &author).await?;
             if !removed {
                 bail!("{target} is not on hold; `lethe hold list` shows the holds");
             }
@@ -671,7 +693,8 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
                         .map(|h| {
                             serde_json::json!({
                                 "kind": h.kind.as_str(), "target": display_target(h.kind, &h.target),
-                                "reason": h.reason, "author": h.author, "created_at": h.created_at
+                                "reason": h.reason, "author": h.author,
+                                "created_at": holds::show_instant(&h.created_at)
                             })
                         })
                         .collect::<Vec<_>>(),
@@ -683,19 +706,18 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
 }
 
 pub(crate) fn display_target(kind: HoldKind, target: &str) -> String {
-    match kind {
-        HoldKind::Entity => target.to_string(),
-        HoldKind::Object => format!("object:{target}"),
-        HoldKind::Prefix => format!("prefix:{target}"),
-    }
+    holds::canonical(kind, target)
 }
 
 async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32> {
     let config = load_config(path)?;
     let state = StateStore::open(&config).await?;
     match cmd {
-        AuditCommand::Verify => {
-            let v = audit::verify(&state).await?;
+        AuditCommand::Verify { expect_head } => {
+            let pseudo = Pseudonymizer::new(config.audit_key.clone());
+            let v =
+                audit::verify_paged(&state, &pseudo, audit::JOURNAL_PAGE, expect_head.as_deref())
+                    .await?;
             out(&match format {
                 Format::Text => render::audit_verify(&v),
                 _ => json(&v),
@@ -710,7 +732,7 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
             let mut lines = String::new();
             if format == Format::Csv {
                 lines.push_str(
-                    "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash\n",
+                    "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash,author,reason_chars\n",
                 );
             }
             let mut records = Vec::new();
@@ -731,6 +753,8 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
                             r.at.clone(),
                             r.prev.clone(),
                             r.hash.clone(),
+                            r.author.clone().unwrap_or_default(),
+                            r.reason_chars.map(|n| n.to_string()).unwrap_or_default(),
                         ];
                         w.write_record(cells.iter().map(|c| audit::csv_cell(c)))?;
                     }
@@ -765,6 +789,14 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
                 Format::Text => records
                     .iter()
                     .map(|r| {
+                        if let Some(author) = &r.author {
+                            return format!(
+                                "{target}: {} at {} by {}\n",
+                                r.action,
+                                r.at,
+                                holds::escape(author)
+                            );
+                        }
                         format!(
                             "{target}: {} at {} by plan {} under policy {} ({})\n",
                             r.action,

@@ -304,18 +304,20 @@ pub fn explain_json(
 }
 
 pub fn holds(holds: &[Hold]) -> String {
+    use crate::holds::escape;
     if holds.is_empty() {
         return "no holds\n".into();
     }
     holds
         .iter()
         .map(|h| {
+            // Stored holds may predate the checks on what a hold may say.
             format!(
                 "{}  reason: {}  by {} at {}\n",
-                super::display_target(h.kind, &h.target),
-                h.reason,
-                h.author,
-                h.created_at
+                escape(&super::display_target(h.kind, &h.target)),
+                escape(&h.reason),
+                escape(&h.author),
+                crate::holds::show_instant(&h.created_at)
             )
         })
         .collect()
@@ -324,9 +326,10 @@ pub fn holds(holds: &[Hold]) -> String {
 pub fn audit_verify(v: &Verification) -> String {
     if v.problems.is_empty() {
         format!(
-            "audit chain intact: {} records; head {}\n",
+            "audit chain intact: {} records; head {}\n  journal and audit agree: {} deleted items, one record each\n",
             v.records,
-            v.head.as_deref().unwrap_or("(empty)")
+            v.head.as_deref().unwrap_or("(empty)"),
+            v.journal_deleted
         )
     } else {
         let mut out = format!("AUDIT CHAIN BROKEN ({} records):\n", v.records);

@@ -340,6 +340,9 @@ pub enum ConfigError {
         file: PathBuf,
         problems: Vec<Problem>,
     },
+    /// A bad argument (the command line has no file, line or column).
+    #[error("{key}: {message}")]
+    Usage { key: String, message: String },
 }
 
 fn render_problems(file: &Path, problems: &[Problem]) -> String {

@@ -151,7 +151,7 @@ pub async fn build(
         .fetch_one(state.pool())
         .await
         .map_err(q("reading the audit log"))?;
-    let verification = audit::verify(state).await?;
+    let verification = audit::verify(state, &pseudo).await?;
     Ok(Report {
         plan: stored.summary.clone(),
         status: stored.status.clone(),

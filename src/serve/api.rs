@@ -137,12 +137,8 @@ async fn require(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let token = presented.and_then(|t| {
-        let digest: [u8; 32] = Sha256::digest(t.as_bytes()).into();
-        app.tokens.iter().find(|k| k.sha256 == digest)
-    });
+        .and_then(bearer_token);
+    let token = presented.and_then(|t| known_token(&app.tokens, t));
     match token {
         None => {
             let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized").into_response();
@@ -160,6 +156,29 @@ async fn require(
             next.run(req).await
         }
     }
+}
+
+/// The token of an `Authorization` value; the scheme is case-insensitive
+/// (RFC 9110 11.1), so `bearer x` is as good as `Bearer x`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The configured token whose digest is the presented token's. Every
+/// digest is compared, each in constant time, so the answer's timing says
+/// nothing about how much of a digest matched.
+fn known_token<'a>(tokens: &'a [ApiToken], presented: &str) -> Option<&'a ApiToken> {
+    use subtle::ConstantTimeEq;
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let mut found = None;
+    for k in tokens {
+        if bool::from(k.sha256.ct_eq(&digest)) {
+            found = Some(k);
+        }
+    }
+    found
 }
 
 /// The name and scope of the token a request came with.
@@ -637,7 +656,7 @@ async fn holds_list(State(app): State<AppState>) -> ApiResult<Json<Vec<HoldBody>
                 target: crate::cli::display_target(h.kind, &h.target),
                 reason: h.reason,
                 author: h.author,
-                created_at: h.created_at,
+                created_at: crate::holds::show_instant(&h.created_at),
             })
             .collect(),
     ))
@@ -651,7 +670,7 @@ struct NewHold {
     target: String,
     /// Why (a case number, not personal data).
     reason: String,
-    /// Who; defaults to the token's name.
+    /// Who: always the token's configured name; if given, it must be that.
     author: Option<String>,
     /// Hold an entity the CRM does not have (yet); without it such a hold
     /// is refused (422), since it would protect nothing.
@@ -672,8 +691,8 @@ struct HoldChange {
     request_body = NewHold,
     responses(
         (status = 200, description = "On hold (changed = false: it was already)", body = HoldChange),
-        (status = 400, description = "A malformed request", body = ErrorBody),
-        (status = 422, description = "Not a hold target of this config, or (add) an entity the CRM does not have", body = ErrorBody),
+        (status = 400, description = "Not a hold target of this config", body = ErrorBody),
+        (status = 422, description = "A text too long or with control characters, an author that is not the token's name, or (add) an entity the CRM does not have", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Needs the operate scope", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
@@ -685,6 +704,9 @@ async fn holds_add(
     body: Result<Json<NewHold>, JsonRejection>,
 ) -> ApiResult<Json<HoldChange>> {
     let Json(h) = body?;
+    let author = hold_author(caller, h.author.as_deref())?;
+    check_hold_text("target", &h.target, crate::holds::check_target)?;
+    check_hold_text("reason", &h.reason, crate::holds::check_reason)?;
     let (kind, target) = hold_target(&app, &h.target).await?;
     if kind == HoldKind::Entity && !h.allow_absent {
         let loaded = app.runner.world().await?;
@@ -695,20 +717,16 @@ async fn holds_add(
             )));
         }
     }
-    if h.reason.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "reason: empty; say why (a case number, not personal data)",
-        ));
-    }
-    let author = h
-        .author
-        .or_else(|| caller.map(|c| c.0.0.clone()))
-        .unwrap_or_else(|| "api".into());
-    let added = app
-        .runner
-        .state
-        .add_hold(kind, &target, &h.reason, &author)
-        .await?;
+    let pseudo = Pseudonymizer::new(app.runner.config.audit_key.clone());
+    let added = crate::holds::add(
+        &app.runner.state,
+        &pseudo,
+        kind,
+        &target,
+        &h.reason,
+        &author,
+    )
+    .await?;
     app.runner.forget_world().await;
     Ok(Json(HoldChange {
         target: crate::cli::display_target(kind, &target),
@@ -729,19 +747,23 @@ struct TargetQuery {
     params(TargetQuery),
     responses(
         (status = 200, description = "Lifted", body = HoldChange),
-        (status = 400, description = "A malformed request", body = ErrorBody),
-        (status = 422, description = "Not a hold target of this config, or (add) an entity the CRM does not have", body = ErrorBody),
+        (status = 400, description = "Not a hold target of this config", body = ErrorBody),
+        (status = 422, description = "A text too long or with control characters, an author that is not the token's name, or (add) an entity the CRM does not have", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Needs the operate scope", body = ErrorBody),
         (status = 404, description = "Not on hold", body = ErrorBody),
     ))]
 async fn holds_remove(
     State(app): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
     query: Result<Query<TargetQuery>, QueryRejection>,
 ) -> ApiResult<Json<HoldChange>> {
     let Query(q) = query?;
+    let author = hold_author(caller, None)?;
+    check_hold_text("target", &q.target, crate::holds::check_target)?;
     let (kind, target) = hold_target(&app, &q.target).await?;
-    if !app.runner.state.remove_hold(kind, &target).await? {
+    let pseudo = Pseudonymizer::new(app.runner.config.audit_key.clone());
+    if !crate::holds::remove(&app.runner.state, &pseudo, kind, &target, &author).await? {
         return Err(ApiError::not_found(
             "not on hold; GET /v1/holds lists the holds",
         ));
@@ -757,7 +779,43 @@ async fn hold_target(app: &App, text: &str) -> Result<(HoldKind, String), ApiErr
     let kinds = app.runner.key_kinds().await?;
     crate::cli::parse_hold_target(&app.runner.config, &kinds, text)
         .map(|(kind, target, _)| (kind, target))
-        .map_err(|e| ApiError::unprocessable(crate::cli::error_chain(&e)))
+        .map_err(|e| {
+            // The parser speaks the command line's words (`TARGET`); here the
+            // field is the body's or the query's `target`.
+            let message = match e.downcast_ref::<crate::config::ConfigError>() {
+                Some(crate::config::ConfigError::Usage { message, .. }) => message.clone(),
+                _ => crate::cli::error_chain(&e),
+            };
+            ApiError::bad_request(format!("target: {message}"))
+        })
+}
+
+/// A hold's text within its bounds and printable, or 422 naming the field.
+fn check_hold_text(
+    field: &str,
+    text: &str,
+    check: fn(&str) -> Result<(), crate::holds::TextError>,
+) -> Result<(), ApiError> {
+    check(text)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{field}: {e}")))
+}
+
+/// The author of a hold change is the token's configured name; an `author`
+/// in the body may only repeat it.
+fn hold_author(
+    caller: Option<axum::Extension<Caller>>,
+    given: Option<&str>,
+) -> Result<String, ApiError> {
+    let Some(axum::Extension(Caller(name, _))) = caller else {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized"));
+    };
+    if given.is_some_and(|g| g != name) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "author: the author of a hold is the token's configured name; leave author out",
+        ));
+    }
+    Ok(name)
 }
 
 // ---------------------------------------------------------------- plans
@@ -1069,7 +1127,8 @@ async fn schedule_show(State(app): State<AppState>) -> ApiResult<Json<ScheduleVi
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
 async fn audit_verify(State(app): State<AppState>) -> ApiResult<Json<audit::Verification>> {
-    Ok(Json(audit::verify(&app.runner.state).await?))
+    let pseudo = Pseudonymizer::new(app.runner.config.audit_key.clone());
+    Ok(Json(audit::verify(&app.runner.state, &pseudo).await?))
 }
 
 /// The audit records of one entity or object, found by its pseudonym.

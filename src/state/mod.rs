@@ -347,6 +347,24 @@ impl StateStore {
         reason: &str,
         author: &str,
     ) -> Result<bool, StateError> {
+        self.add_hold_audited(kind, target, reason, author, None)
+            .await
+    }
+
+    /// Adds a hold and, when it is new, appends `record` to the audit log in
+    /// the same transaction.
+    pub async fn add_hold_audited(
+        &self,
+        kind: HoldKind,
+        target: &str,
+        reason: &str,
+        author: &str,
+        record: Option<crate::audit::NewRecord>,
+    ) -> Result<bool, StateError> {
+        let mut tx = self.begin_write().await.map_err(q("adding a hold"))?;
+        // To the second: holds are shown and compared by people.
+        let now = jiff::Timestamp::now();
+        let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
         let r = sqlx::query(
             "INSERT INTO holds(kind, target, reason, author, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT(kind, target) DO NOTHING",
         )
@@ -354,21 +372,43 @@ impl StateStore {
         .bind(target)
         .bind(reason)
         .bind(author)
-        .bind(jiff::Timestamp::now().to_string())
-        .execute(&self.pool)
+        .bind(now.to_string())
+        .execute(&mut *tx)
         .await
         .map_err(q("adding a hold"))?;
-        Ok(r.rows_affected() == 1)
+        let added = r.rows_affected() == 1;
+        if added {
+            crate::audit::append(&mut tx, record.into_iter().collect()).await?;
+        }
+        tx.commit().await.map_err(q("adding a hold"))?;
+        Ok(added)
     }
 
     pub async fn remove_hold(&self, kind: HoldKind, target: &str) -> Result<bool, StateError> {
+        self.remove_hold_audited(kind, target, None).await
+    }
+
+    /// Lifts a hold and, when there was one, appends `record` to the audit
+    /// log in the same transaction.
+    pub async fn remove_hold_audited(
+        &self,
+        kind: HoldKind,
+        target: &str,
+        record: Option<crate::audit::NewRecord>,
+    ) -> Result<bool, StateError> {
+        let mut tx = self.begin_write().await.map_err(q("removing a hold"))?;
         let r = sqlx::query("DELETE FROM holds WHERE kind = $1 AND target = $2")
             .bind(kind.as_str())
             .bind(target)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(q("removing a hold"))?;
-        Ok(r.rows_affected() > 0)
+        let removed = r.rows_affected() > 0;
+        if removed {
+            crate::audit::append(&mut tx, record.into_iter().collect()).await?;
+        }
+        tx.commit().await.map_err(q("removing a hold"))?;
+        Ok(removed)
     }
 
     // ---- link index ---------------------------------------------------

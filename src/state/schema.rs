@@ -144,6 +144,11 @@ CREATE TABLE workers (
     heartbeat INTEGER NOT NULL      -- unix milliseconds
 );
 "#,
+    // 4: holds are audited: who, and how long the reason was (never its text)
+    r#"
+ALTER TABLE audit ADD COLUMN author TEXT;
+ALTER TABLE audit ADD COLUMN reason_chars INTEGER;
+"#,
 ];
 
 const SQLITE_TRIGGER: &str = "CREATE TRIGGER objects_gone_registered AFTER DELETE ON objects
