@@ -706,7 +706,8 @@ async fn holds_over_the_api_keep_a_case_and_explain_says_so() {
     assert_eq!(
         f.state_sql("SELECT action, entity_type, author, reason_chars FROM audit ORDER BY seq")
             .trim(),
-        "hold-add|lead|integration|4\nhold-rm|lead|integration|"
+        // lead:5 added, lead:999 (allow_absent) added and lifted, lead:5 lifted.
+        "hold-add|lead|integration|4\nhold-add|lead|integration|4\nhold-rm|lead|integration|\nhold-rm|lead|integration|"
     );
     let v = call(&r, "GET", "/v1/audit/verify", Some(READ), None)
         .await
