@@ -717,7 +717,7 @@ async fn holds_over_the_api_keep_a_case_and_explain_says_so() {
             v["records"].as_u64(),
             v["problems"].as_array().map(Vec::len)
         ),
-        (Some(2), Some(0)),
+        (Some(4), Some(0)),
         "{v}"
     );
     assert_eq!(
