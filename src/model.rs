@@ -97,10 +97,17 @@ pub fn parse_as_of(input: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(ts) = input.parse::<jiff::Timestamp>() {
         return Ok(ts);
     }
-    if let Ok(date) = input.parse::<jiff::civil::Date>()
-        && let Ok(z) = date.to_zoned_datetime(jiff::tz::TimeZone::UTC)
-    {
-        return Ok(z.timestamp());
+    if let Ok(date) = input.parse::<jiff::civil::Date>() {
+        return date
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .map(|z| z.timestamp())
+            .map_err(|_| {
+                format!(
+                    "`{input}` is out of range: an instant must lie between {} and {}",
+                    jiff::Timestamp::MIN.strftime("%Y-%m-%d"),
+                    jiff::Timestamp::MAX.strftime("%Y-%m-%d")
+                )
+            });
     }
     Err(format!(
         "`{input}` is neither an RFC 3339 instant (2026-06-30T00:00:00Z) nor a date (2026-06-30)"
@@ -182,6 +189,9 @@ mod tests {
             "2026-06-30T10:00:00Z"
         );
         assert!(parse_as_of("yesterday").is_err());
+        // Regression: said "neither an RFC 3339 instant nor a date".
+        let e = parse_as_of("9999-12-31").unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
     }
 
     #[test]

@@ -697,6 +697,56 @@ fn hold_refs_are_read_as_the_key_column_stores_them() {
     assert!(f.ids("leads").contains(&5), "the held lead stays");
 }
 
+/// Issue 15: with `--format json` an error was text on stderr and nothing
+/// on stdout; a script now gets one JSON document with the exit code.
+#[test]
+fn json_errors_are_one_document_on_stdout() {
+    let f = Fixture::new();
+    let out = f.lethe(&["plan", "--as-of", AS_OF, "--format", "json"]);
+    out.expect(2);
+    let doc = out.json();
+    assert_eq!(doc["exit"], 2);
+    assert!(
+        doc["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("run `lethe index` first")),
+        "{doc}"
+    );
+}
+
+/// Issue 15: `lethe report` showed the latest plan even when it was a dry
+/// run after the sweep; an apply that skipped every case said nothing of it
+/// and printed "rows deleted with secure_delete=ON".
+#[test]
+fn report_shows_the_applied_plan_and_an_all_skipped_apply_says_so() {
+    let f = Fixture::new();
+    age_files(&f);
+    f.lethe(&["index"]).ok();
+    let planned = f.plan();
+    // Every due lead is touched after the plan: the re-check skips them all.
+    f.sql("UPDATE leads SET modified_at = '2026-06-29T00:00:00Z'");
+    let applied = f.lethe(&["apply"]);
+    applied
+        .ok()
+        .contains("NOTHING DELETED: every case was skipped at the re-check");
+    assert!(
+        !applied.stdout.contains("secure_delete"),
+        "{}",
+        applied.stdout
+    );
+    let sweep = f.lethe(&["sweep", "--format", "json"]).ok().json();
+    let swept = sweep["plan"]["id"].as_str().unwrap().to_string();
+    assert_eq!(sweep["apply"]["all_skipped"], false);
+    let dry = f
+        .lethe(&["plan", "--as-of", AS_OF, "--format", "json"])
+        .ok()
+        .json();
+    assert_ne!(dry["id"], planned["id"]);
+    f.lethe(&["report"])
+        .ok()
+        .contains(&format!("report for plan {swept}, the latest applied plan"));
+}
+
 // 6 ─────────────────────────────────────────────────────────────────────────
 
 /// The 1-based line of the first line of `text` containing `needle`.

@@ -173,6 +173,10 @@ pub struct ApplyReport {
     pub cases_done: u64,
     pub cases_skipped: u64,
     pub cases_failed: u64,
+    /// Every case was skipped at the re-check and nothing was deleted: the
+    /// exit code is 0 (nothing failed), but nothing was done either.
+    #[serde(default)]
+    pub all_skipped: bool,
     pub entities_deleted: HashMap<String, u64>,
     pub entities_already_gone: u64,
     pub objects_deleted: u64,
@@ -462,10 +466,20 @@ async fn work(
     // The CRM's after-apply step (a checkpoint, VACUUM or its report) runs
     // before the plan is marked done, by each worker that gets here: doing
     // it twice is harmless, and a plan marked applied is finished.
-    report.crm_notes = crm
+    let notes = crm
         .after_apply()
         .await
         .unwrap_or_else(|e| vec![format!("after apply: {e}")]);
+    // The step runs whatever this run deleted (a crashed run before it may
+    // have deleted rows); its notes speak of deleted rows, so they are
+    // printed only when there were some.
+    if report.entities_deleted.values().sum::<u64>() > 0 {
+        report.crm_notes = notes;
+    }
+    report.all_skipped = report.cases_done == 0
+        && report.cases_failed == 0
+        && report.cases_skipped > 0
+        && report.objects_deleted == 0;
     // The plan's outcome is its journal's, whichever workers wrote it.
     let failed: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM plan_cases WHERE plan_id = $1 AND status = 'failed')

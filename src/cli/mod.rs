@@ -47,6 +47,7 @@ pub fn main() -> i32 {
             return EXIT_FAILED;
         }
     };
+    let format = cli.format;
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -55,7 +56,15 @@ pub fn main() -> i32 {
             } else {
                 EXIT_FAILED
             };
-            eprintln!("lethe: {}", error_chain(&e));
+            let message = error_chain(&e);
+            eprintln!("lethe: {message}");
+            // A script that asked for JSON gets one JSON document on stdout
+            // even when the command failed.
+            if format == Format::Json {
+                out(&json(
+                    &serde_json::json!({ "error": message, "exit": code }),
+                ));
+            }
             code
         }
     }
@@ -861,11 +870,21 @@ fn init_logging(format: args::LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(log_colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     let _ = match format {
         args::LogFormat::Json => builder.json().try_init(),
         args::LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Colour in log lines only on a terminal, and never when NO_COLOR is set
+/// to anything but the empty string (no-color.org).
+fn log_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Now, to the second: plans and reports show instants without fractions.
@@ -888,4 +907,18 @@ pub(crate) fn error_chain(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::log_colour;
+
+    #[test]
+    fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {
+        // Regression: `lethe serve 2>log` wrote ANSI escapes into the file.
+        assert!(!log_colour(false, None));
+        assert!(log_colour(true, None));
+        assert!(!log_colour(true, Some("1".as_ref())));
+        assert!(log_colour(true, Some("".as_ref())));
+    }
 }

@@ -169,6 +169,11 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
         },
         r.entities_already_gone
     );
+    if r.all_skipped {
+        out.push_str(
+            "  NOTHING DELETED: every case was skipped at the re-check (the reasons follow); the CRM changed since the plan\n",
+        );
+    }
     if let Some(note) = &r.store_note {
         out.push_str(&format!("  NOTE {note}\n"));
     }

@@ -29,9 +29,11 @@ pub struct Retention {
 
 impl Retention {
     pub fn parse(text: &str) -> Result<Retention, String> {
-        let span: jiff::Span = text.trim().parse().map_err(|e| {
+        // jiff's own message quotes its parser's state ("parsed value
+        // 'P24M'"); the user needs the forms that work.
+        let span: jiff::Span = text.trim().parse().map_err(|_| {
             format!(
-                "`{text}` is not a duration ({e}); write e.g. \"24 months\", \"30 days\", \"1 year 6 months\" or \"P2Y\""
+                "`{text}` is not a duration; write e.g. \"24 months\", \"30 days\", \"1 year 6 months\" or \"P2Y\""
             )
         })?;
         if span.is_negative() {

@@ -293,3 +293,98 @@ fn problems_found_after_loading_name_their_line() {
     );
     assert_eq!((p.line, p.key.as_str()), (6, "crm.entities.lead.key"));
 }
+
+#[test]
+fn documented_defaults_are_the_code_defaults() {
+    // Regression: the reference said batch_cases 500 while the code (and
+    // the README) said 1000. Every line of lethe.reference.toml marked as
+    // the default must parse to what a config without the key gets.
+    unsafe { std::env::set_var("LETHE_AUDIT_KEY", "reference-test-key-0123456789") };
+    unsafe {
+        std::env::set_var(
+            "LETHE_INTEGRATION_TOKEN_SHA256",
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+        )
+    };
+    let text = include_str!("../../lethe.reference.toml");
+    let reference = parse_text(text).unwrap_or_else(|e| panic!("{e}"));
+    let minimal = parse_text(MINIMAL).unwrap();
+    type Get = fn(&Config) -> String;
+    let fields: &[(&str, Get)] = &[
+        ("crm.vacuum", |c| c.crm_vacuum.to_string()),
+        ("technical.max_content_bytes", |c| {
+            c.max_content_bytes.to_string()
+        }),
+        ("technical.max_line_bytes", |c| c.max_line_bytes.to_string()),
+        ("technical.batch_deletes", |c| c.batch_deletes.to_string()),
+        ("orphans.retain", |c| c.orphans_retain.text().to_string()),
+        ("safety.max_delete_fraction", |c| {
+            c.max_delete_fraction.to_string()
+        }),
+        ("safety.max_dangling_fraction", |c| {
+            c.safety.max_dangling_fraction.to_string()
+        }),
+        ("safety.max_drop_fraction", |c| {
+            c.safety.max_drop_fraction.to_string()
+        }),
+        ("safety.max_keep_drop_fraction", |c| {
+            c.safety.max_keep_drop_fraction.to_string()
+        }),
+        ("apply.max_attempts", |c| c.apply.max_attempts.to_string()),
+        ("apply.backoff", |c| format!("{:?}", c.apply.backoff)),
+        ("apply.max_backoff", |c| {
+            format!("{:?}", c.apply.max_backoff)
+        }),
+        ("apply.batch_cases", |c| c.apply.batch_cases.to_string()),
+        ("apply.batch_objects", |c| c.apply.batch_objects.to_string()),
+        ("apply.parallel_deletes", |c| {
+            c.apply.parallel_deletes.to_string()
+        }),
+        ("apply.worker_timeout", |c| {
+            format!("{:?}", c.apply.worker_timeout)
+        }),
+        ("serve.listen", |c| c.serve.listen.clone()),
+        ("serve.body_limit", |c| c.serve.body_limit.to_string()),
+        ("serve.request_timeout", |c| {
+            format!("{:?}", c.serve.request_timeout)
+        }),
+        ("state.url", |c| format!("{:?}", c.state)),
+    ];
+    let mut section = String::new();
+    let mut checked = 0;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            section = l.trim_matches(|c| c == '[' || c == ']').to_string();
+            section = section.rsplit('.').next().unwrap_or_default().to_string();
+            continue;
+        }
+        let Some((kv, comment)) = l.split_once('#') else {
+            continue;
+        };
+        let comment = comment.trim();
+        let marked = comment == "default"
+            || comment.starts_with("default;")
+            || comment.starts_with("default ")
+            || comment.ends_with("(default)")
+            || comment.contains("(default ");
+        let Some((key, _)) = kv.split_once('=') else {
+            continue;
+        };
+        let key = format!("{section}.{}", key.trim());
+        if !marked || key == "schedule.mode" {
+            continue;
+        }
+        let (_, get) = fields
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap_or_else(|| panic!("{key} is documented as a default; add it to this test"));
+        assert_eq!(
+            get(&reference),
+            get(&minimal),
+            "{key}: documented default differs from the code's"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 18, "only {checked} defaults checked");
+}

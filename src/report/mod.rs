@@ -17,6 +17,9 @@ use crate::state::{StateError, StateStore, q};
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub plan: PlanSummary,
+    /// How the plan was chosen when none was named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
     pub status: String,
     pub generated_at: String,
     /// Case journal: status → count.
@@ -62,7 +65,24 @@ pub async fn build(
     state: &StateStore,
     plan_id: Option<&str>,
 ) -> Result<Report, StateError> {
-    let stored = plan::load(state, plan_id).await?;
+    // Without an id: the latest plan that was applied (a later dry run is
+    // not what a data protection officer asks a report of), else the latest.
+    let (plan_id, chosen) = match plan_id {
+        Some(id) => (Some(id.to_string()), None),
+        None => {
+            let applied: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM plans WHERE status IN ('applied', 'partial', 'applying') ORDER BY seq DESC LIMIT 1",
+            )
+            .fetch_optional(state.pool())
+            .await
+            .map_err(crate::state::q("choosing the plan to report"))?;
+            match applied {
+                Some(id) => (Some(id), Some("the latest applied plan")),
+                None => (None, Some("the latest plan; none was applied yet")),
+            }
+        }
+    };
+    let stored = plan::load(state, plan_id.as_deref()).await?;
     let id = stored.id.as_str();
     let cases = counts(
         state,
@@ -154,6 +174,7 @@ pub async fn build(
     let verification = audit::verify(state, &pseudo).await?;
     Ok(Report {
         plan: stored.summary.clone(),
+        chosen: chosen.map(str::to_string),
         status: stored.status.clone(),
         generated_at: jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
             .map(|t| t.to_string())
@@ -411,8 +432,12 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
 pub fn text(r: &Report) -> String {
     let deleted: u64 = r.deleted.values().flat_map(|m| m.values()).sum();
     let mut out = format!(
-        "report for plan {} (as of {}, {}): {} cases deleted, {} entities, {} objects ({}), {} skipped, {} failed\n",
+        "report for plan {}{} (as of {}, {}): {} cases deleted, {} entities, {} objects ({}), {} skipped, {} failed\n",
         r.plan.id,
+        r.chosen
+            .as_deref()
+            .map(|c| format!(", {c}"))
+            .unwrap_or_default(),
         r.plan.as_of,
         r.status,
         r.cases.get("done").copied().unwrap_or(0),
