@@ -17,8 +17,15 @@ use util::{AUDIT_KEY, Out, run_in};
 
 /// Four leads: L-1 and L-3 old and alone, L-2 old with an opportunity that
 /// has a sales order (kept), L-4 recent.
-fn crm_sql(prefix: &str) -> Vec<String> {
-    let t = |name: &str| format!("{prefix}{name}");
+fn crm_sql(prefix: &str, mysql: bool) -> Vec<String> {
+    // `lead` is a reserved word on MariaDB (the window function).
+    let t = |name: &str| {
+        if mysql {
+            format!("{prefix}`{name}`")
+        } else {
+            format!("{prefix}\"{name}\"")
+        }
+    };
     vec![
         format!(
             "CREATE TABLE {} (leadid VARCHAR(40) PRIMARY KEY, fullname VARCHAR(80), emailaddress1 VARCHAR(80), modifiedon VARCHAR(40))",
@@ -166,11 +173,19 @@ async fn count(url: &str, table: &str) -> i64 {
 
 /// Runs every typo against one CRM, then the right config.
 async fn typos_refused_on(crm_url: &str, setup_url: &str, prefix: &str, dir: &Path) {
-    exec(setup_url, &crm_sql(prefix)).await;
+    let mysql = setup_url.starts_with("mysql");
+    exec(setup_url, &crm_sql(prefix, mysql)).await;
     std::fs::create_dir_all(dir.join("technical/inbound/L-2")).unwrap();
     std::fs::write(dir.join("technical/inbound/L-2/lead.json"), "{}").unwrap();
     let good = config(crm_url, prefix);
-    let leads = format!("{prefix}lead");
+    let q = |name: &str| {
+        if mysql {
+            format!("{prefix}`{name}`")
+        } else {
+            format!("{prefix}\"{name}\"")
+        }
+    };
+    let leads = q("lead");
     for (from, to, key, names) in TYPOS {
         let (from, to) = (from.replace("{P}", prefix), to.replace("{P}", prefix));
         assert_eq!(good.matches(&from).count(), 1, "{from}");
@@ -206,7 +221,7 @@ async fn typos_refused_on(crm_url: &str, setup_url: &str, prefix: &str, dir: &Pa
         .contains("every configured table and column is in the catalogue");
     lethe(dir, &["sweep", "--as-of", "2026-06-30"]).ok();
     assert_eq!(count(setup_url, &leads).await, 2);
-    assert_eq!(count(setup_url, &format!("{prefix}salesorder")).await, 1);
+    assert_eq!(count(setup_url, &q("salesorder")).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

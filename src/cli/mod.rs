@@ -164,6 +164,10 @@ async fn run(cli: Cli) -> Result<i32> {
                 return Ok(EXIT_OK);
             }
             let crm = crm::connect(&config).await?;
+            // A config that does not fit the CRM is the first thing to say.
+            plan::require_fit(&config, crm.as_ref())
+                .await
+                .context("plan failed; nothing was stored or deleted")?;
             if !a.allow_unindexed {
                 let store = store::open(&config)?;
                 if let Some(why) = plan::stale_index(&state, store.as_ref()).await? {
