@@ -1944,8 +1944,60 @@ fn plan_prune_removes_old_plans_keeps_the_newest_and_the_audit_chain_verifies() 
         "0"
     );
     assert_eq!(f.state_sql("SELECT count(*) FROM plan_objects").trim(), "0");
-    f.lethe(&["audit", "verify"]).ok();
+    f.lethe(&["audit", "verify"])
+        .ok()
+        .contains("audit chain intact")
+        .contains("delete records of pruned plans");
     f.lethe(&["plan", "prune", "--older-than", "soon"])
         .expect(2);
     f.lethe(&["plan", "prune"]).expect(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_show_reads_the_items_in_pages() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    let plan_id = f.plan()["id"].as_str().unwrap().to_string();
+    let config = lethe::config::load(&f.dir().join("lethe.toml")).unwrap();
+    let state = lethe::state::StateStore::open(&config).await.unwrap();
+    let filter = lethe::plan::show::ItemFilter::default();
+    let read = |page: i64| {
+        let (state, filter, plan_id) = (&state, &filter, &plan_id);
+        async move {
+            let mut cases: Vec<(i64, Vec<String>)> = Vec::new();
+            let mut pages = 0;
+            lethe::plan::show::for_each_case(state, plan_id, filter, page, &mut |rows| {
+                pages += 1;
+                for c in rows {
+                    let ents = c
+                        .entities
+                        .iter()
+                        .map(|e| format!("{}:{}", e.entity_type, e.entity_key));
+                    cases.push((c.case_id, ents.collect()));
+                }
+            })
+            .await
+            .unwrap();
+            let mut objects = Vec::new();
+            lethe::plan::show::for_each_object(state, plan_id, filter, page, &mut |rows| {
+                objects.extend(rows.iter().map(|o| o.item));
+            })
+            .await
+            .unwrap();
+            (cases, objects, pages)
+        }
+    };
+    let (whole, whole_objects, one) = read(1_000).await;
+    assert_eq!(one, 1);
+    assert_eq!(whole.len(), 3, "{whole:?}");
+    assert_eq!(
+        whole.iter().map(|c| c.1.len()).sum::<usize>(),
+        5,
+        "{whole:?}"
+    );
+    assert!(!whole_objects.is_empty());
+    let (paged, paged_objects, pages) = read(1).await;
+    assert_eq!(pages, 3);
+    assert_eq!(paged, whole);
+    assert_eq!(paged_objects, whole_objects);
 }

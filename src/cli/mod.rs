@@ -913,11 +913,7 @@ async fn plan_show(
         head["status"] = serde_json::Value::from(stored.status.clone());
         out(&format!("{{\"plan\": {}", serde_json::to_string(&head)?));
     } else {
-        out(&format!(
-            "status: {}\ndigest: {}\n",
-            stored.status, summary.digest
-        ));
-        out(&render::plan(&summary, false));
+        out(&render::plan_header(&summary, &stored.status));
     }
     if !a.items {
         if json_out {
