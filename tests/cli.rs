@@ -1864,3 +1864,190 @@ fn payloads_with_odd_names_go_with_their_lead() {
     assert!(path("3", b"dir\xff").join("x.json").exists());
     assert!(!f.tech().join("inbound/1").exists());
 }
+
+#[test]
+fn plan_show_prints_the_header_and_items_as_pseudonyms_unless_keys() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    let plan = f.plan();
+    let id = plan["id"].as_str().unwrap().to_string();
+    // `plan --as-of` still plans; `plan --list` still lists.
+    f.lethe(&["plan", "--list"]).ok().contains(&id);
+    f.lethe(&["plan", "show"])
+        .ok()
+        .contains(&id)
+        .contains("status: planned")
+        .contains("unconverted-sales");
+    let doc = f
+        .lethe(&["plan", "show", &id, "--items", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(doc["plan"]["id"], id.as_str());
+    assert_eq!(doc["plan"]["status"], "planned");
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 3, "{doc:#}");
+    let objects = doc["objects"].as_array().unwrap();
+    assert_eq!(
+        objects.len() as u64,
+        plan["objects"]["delete"].as_u64().unwrap()
+            + plan["objects"]["orphan_delete"].as_u64().unwrap()
+    );
+    let text = doc.to_string();
+    assert!(text.contains("lead:~"), "{text}");
+    assert!(text.contains("object:~"), "{text}");
+    assert!(!text.contains("lead:1\""), "a key without --keys: {text}");
+    assert!(
+        !text.contains("inbound/"),
+        "an object key without --keys: {text}"
+    );
+    // With --keys, the refs themselves.
+    let keyed = f
+        .lethe(&["plan", "show", "--items", "--keys", "--format", "json"])
+        .ok()
+        .json();
+    let keyed_text = keyed.to_string();
+    assert!(keyed_text.contains("\"lead:1\""), "{keyed_text}");
+    assert!(
+        keyed_text.contains("object:inbound/1/lead.json"),
+        "{keyed_text}"
+    );
+    // Filters: a type lists only those entities and no objects.
+    let quotes = f
+        .lethe(&[
+            "plan", "show", "--items", "--type", "quote", "--format", "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(quotes["cases"].as_array().unwrap().len(), 1, "{quotes:#}");
+    assert_eq!(quotes["cases"][0]["entities"].as_array().unwrap().len(), 1);
+    assert_eq!(quotes["objects"], serde_json::json!([]));
+    let orphans = f
+        .lethe(&[
+            "plan", "show", "--items", "--fate", "orphan", "--format", "json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(orphans["cases"], serde_json::json!([]));
+    let lost = f.lethe(&["plan", "show", "--items", "--policy", "lost-opportunities"]);
+    lost.ok();
+    lost.contains("lost-opportunities");
+    assert!(
+        !lost.stdout.contains("unconverted-sales  "),
+        "{}",
+        lost.stdout
+    );
+    // Text, without personal data.
+    let items = f.lethe(&["plan", "show", "--items"]);
+    items.ok();
+    items
+        .contains("cases:")
+        .contains("objects:")
+        .contains("lead:~");
+    assert!(!items.all().contains(JANE_EMAIL));
+    // An unknown plan points at the list.
+    f.lethe(&["plan", "show", "no-such-plan"])
+        .expect(1)
+        .contains("lethe plan --list");
+}
+
+#[test]
+fn plan_prune_removes_old_plans_keeps_the_newest_and_the_audit_chain_verifies() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    f.lethe(&["sweep", "--as-of", AS_OF]).ok();
+    let second = f.plan()["id"].as_str().unwrap().to_string();
+    let third = f.plan()["id"].as_str().unwrap().to_string();
+    assert_eq!(f.state_sql("SELECT count(*) FROM plans").trim(), "3");
+    let audit_before = f.state_sql("SELECT count(*) FROM audit").trim().to_string();
+    // A plan interrupted mid-apply is kept.
+    f.state_sql(&format!(
+        "UPDATE plans SET status = 'applying' WHERE id = '{second}'"
+    ));
+    f.lethe(&["plan", "prune", "--keep", "1"])
+        .ok()
+        .contains("pruned 1 plan(s)")
+        .contains(&format!("kept {second}"));
+    assert_eq!(f.state_sql("SELECT count(*) FROM plans").trim(), "2");
+    assert_eq!(
+        f.state_sql("SELECT count(*) FROM audit").trim(),
+        audit_before
+    );
+    f.lethe(&["audit", "verify"]).ok();
+    let list = f.lethe(&["plan", "--list"]).ok().stdout.clone();
+    assert!(list.contains(&third) && list.contains(&second), "{list}");
+    // Planned only (never started), old enough: goes.
+    f.state_sql(&format!(
+        "UPDATE plans SET status = 'planned' WHERE id = '{second}'"
+    ));
+    f.lethe(&[
+        "plan",
+        "prune",
+        "--older-than",
+        "0 days",
+        "--format",
+        "json",
+    ])
+    .ok();
+    assert_eq!(f.state_sql("SELECT count(*) FROM plans").trim(), "0");
+    assert_eq!(
+        f.state_sql("SELECT count(*) FROM plan_entities").trim(),
+        "0"
+    );
+    assert_eq!(f.state_sql("SELECT count(*) FROM plan_objects").trim(), "0");
+    f.lethe(&["audit", "verify"])
+        .ok()
+        .contains("audit chain intact")
+        .contains("delete records of pruned plans");
+    f.lethe(&["plan", "prune", "--older-than", "soon"])
+        .expect(2);
+    f.lethe(&["plan", "prune"]).expect(2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_show_reads_the_items_in_pages() {
+    let f = Fixture::new();
+    f.lethe(&["index"]).ok();
+    let plan_id = f.plan()["id"].as_str().unwrap().to_string();
+    let config = lethe::config::load(&f.dir().join("lethe.toml")).unwrap();
+    let state = lethe::state::StateStore::open(&config).await.unwrap();
+    let filter = lethe::plan::show::ItemFilter::default();
+    let read = |page: i64| {
+        let (state, filter, plan_id) = (&state, &filter, &plan_id);
+        async move {
+            let mut cases: Vec<(i64, Vec<String>)> = Vec::new();
+            let mut pages = 0;
+            lethe::plan::show::for_each_case(state, plan_id, filter, page, &mut |rows| {
+                pages += 1;
+                for c in rows {
+                    let ents = c
+                        .entities
+                        .iter()
+                        .map(|e| format!("{}:{}", e.entity_type, e.entity_key));
+                    cases.push((c.case_id, ents.collect()));
+                }
+            })
+            .await
+            .unwrap();
+            let mut objects = Vec::new();
+            lethe::plan::show::for_each_object(state, plan_id, filter, page, &mut |rows| {
+                objects.extend(rows.iter().map(|o| o.item));
+            })
+            .await
+            .unwrap();
+            (cases, objects, pages)
+        }
+    };
+    let (whole, whole_objects, one) = read(1_000).await;
+    assert_eq!(one, 1);
+    assert_eq!(whole.len(), 3, "{whole:?}");
+    assert_eq!(
+        whole.iter().map(|c| c.1.len()).sum::<usize>(),
+        5,
+        "{whole:?}"
+    );
+    assert!(!whole_objects.is_empty());
+    let (paged, paged_objects, pages) = read(1).await;
+    assert_eq!(pages, 3);
+    assert_eq!(paged, whole);
+    assert_eq!(paged_objects, whole_objects);
+}

@@ -187,6 +187,10 @@ pub struct Verification {
     pub unaudited: u64,
     /// `delete-*` records that name no such journal item (or repeat one).
     pub unjournaled: u64,
+    /// `delete-*` records of plans removed by `plan prune`: chained, but
+    /// with no journal left to compare them with.
+    #[serde(default)]
+    pub of_pruned_plans: u64,
     /// Empty when the chain is intact.
     pub problems: Vec<String>,
 }
@@ -334,6 +338,8 @@ pub async fn verify_paged(
     let mut head_seen_at = None;
     let problems = &mut v.problems;
     let mut count = 0u64;
+    let pruned = crate::plan::show::pruned_plans(state).await?;
+    let of_pruned = &mut v.of_pruned_plans;
     let unjournaled = &mut v.unjournaled;
     for_each(state, &mut |r| {
         count += 1;
@@ -356,6 +362,11 @@ pub async fn verify_paged(
             DELETE_OBJECT => Some(true),
             _ => None,
         };
+        let object = object.filter(|_| {
+            let gone = pruned.contains(&r.plan_id);
+            *of_pruned += u64::from(gone);
+            !gone
+        });
         if let Some(object) = object {
             match pseudonym_bytes(&r.pseudonym) {
                 Some(p) => *audited.entry((plans.of(&r.plan_id), object, p)).or_default() += 1,

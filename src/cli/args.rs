@@ -58,6 +58,9 @@ pub enum Command {
     /// Dry run: decide what goes and what stays, and why; store the plan.
     ///
     /// Nothing is deleted. The plan is stored with an id for `lethe apply`.
+    /// `lethe plan show` prints a stored plan for review, `lethe plan
+    /// prune` removes old ones, `lethe plan --list` lists them.
+    #[command(args_conflicts_with_subcommands = true)]
     Plan(PlanArgs),
     /// Execute a stored plan (default: the latest).
     ///
@@ -161,6 +164,62 @@ pub struct PlanArgs {
     /// deleted entity would then stay, unlinked).
     #[arg(long)]
     pub allow_unindexed: bool,
+    #[command(subcommand)]
+    pub action: Option<PlanCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// A stored plan, for review before `lethe apply` (default: the latest).
+    ///
+    /// Without --items: the header (id, as-of, status, digest, brake
+    /// reasons, counts per policy, dangling relations). With --items: every
+    /// case (its root and the entities inside it) and every object the plan
+    /// deletes, with its status. Keys are shown as pseudonyms unless --keys.
+    Show(PlanShowArgs),
+    /// Delete stored plans and their items, except the newest N or those
+    /// younger than a duration.
+    ///
+    /// A plan being applied, or started and not finished (items still
+    /// planned or executing), is kept and named. The audit log is not
+    /// touched: its chain stays whole, and `lethe audit verify` checks the
+    /// records of pruned plans by chain only.
+    Prune(PlanPruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanShowArgs {
+    /// The plan; default: the latest.
+    pub plan_id: Option<String>,
+    /// List the cases and objects, not only the header.
+    #[arg(long)]
+    pub items: bool,
+    /// Print entity refs and object keys as they are (they can be personal
+    /// data); default: their pseudonyms, as in the audit log.
+    #[arg(long)]
+    pub keys: bool,
+    /// Only objects of this fate: delete (of a deleted entity) or orphan
+    /// (linked to none); cases count as delete.
+    #[arg(long, value_parser = ["delete", "orphan"])]
+    pub fate: Option<String>,
+    /// Only items of this policy (`orphans` for orphaned objects).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Only cases holding an entity of this type (and only those entities),
+    /// or `object` for only the objects.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub entity_type: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct PlanPruneArgs {
+    /// Keep the newest N plans (at least 1: `lethe apply` takes the latest).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
+    /// Keep the plans made within this duration ("90 days", "6 months").
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
 }
 
 #[derive(Debug, Args)]

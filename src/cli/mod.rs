@@ -17,7 +17,7 @@ use crate::evaluate;
 use crate::model::EntityRef;
 use crate::state::{HoldKind, StateStore};
 use crate::{crm, holds, index, plan, store, verify};
-use args::{AuditCommand, Cli, Command, Format, HoldCommand};
+use args::{AuditCommand, Cli, Command, Format, HoldCommand, PlanCommand};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -155,6 +155,11 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Plan(a) => {
             let config = load_config(&cli.config)?;
             let state = StateStore::open(&config).await?;
+            match &a.action {
+                Some(PlanCommand::Show(s)) => return plan_show(&config, &state, s, format).await,
+                Some(PlanCommand::Prune(p)) => return plan_prune(&state, p, format).await,
+                None => {}
+            }
             if a.list {
                 let plans = plan::list(&state).await?;
                 out(&match format {
@@ -911,6 +916,212 @@ pub(crate) fn error_chain(e: &anyhow::Error) -> String {
         }
     }
     out
+}
+
+/// `lethe plan show`: the header, then (with --items) the cases and objects
+/// page by page as they are read, in text or as one JSON document.
+async fn plan_show(
+    config: &Config,
+    state: &StateStore,
+    a: &args::PlanShowArgs,
+    format: Format,
+) -> Result<i32> {
+    use plan::show::{self, ItemFilter};
+    let stored = plan::load(state, a.plan_id.as_deref()).await?;
+    let mut summary = stored.summary.clone();
+    summary.brake = stored.brake.clone();
+    let json_out = format != Format::Text;
+    if json_out {
+        let mut head = serde_json::to_value(&summary)?;
+        head["status"] = serde_json::Value::from(stored.status.clone());
+        out(&format!("{{\"plan\": {}", serde_json::to_string(&head)?));
+    } else {
+        out(&render::plan_header(&summary, &stored.status));
+    }
+    if !a.items {
+        if json_out {
+            out(", \"cases\": [], \"objects\": []}\n");
+        }
+        return Ok(EXIT_OK);
+    }
+    let pseudo = Pseudonymizer::new(config.audit_key.clone());
+    let keys = a.keys;
+    let show_entity = |t: &str, k: &str| {
+        if keys {
+            format!("{t}:{k}")
+        } else {
+            pseudo.show_entity(t, k)
+        }
+    };
+    let show_object = |k: &str| {
+        if keys {
+            format!("object:{k}")
+        } else {
+            pseudo.show_object(k)
+        }
+    };
+    let filter = ItemFilter {
+        fate: a.fate.clone(),
+        policy: a.policy.clone(),
+        entity_type: a.entity_type.clone(),
+    };
+    let mut first = true;
+    let mut n = 0u64;
+    out(if json_out {
+        ", \"cases\": ["
+    } else {
+        "cases:\n"
+    });
+    show::for_each_case(state, &stored.id, &filter, show::PAGE, &mut |cases| {
+        let mut text = String::new();
+        for c in cases {
+            n += 1;
+            let root = show_entity(&c.root_type, &c.root_key);
+            if json_out {
+                let entities: Vec<serde_json::Value> = c
+                    .entities
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "type": e.entity_type,
+                            "ref": show_entity(&e.entity_type, &e.entity_key),
+                            "status": e.status,
+                        })
+                    })
+                    .collect();
+                let v = serde_json::json!({
+                    "case": c.case_id, "root": root, "policy": c.policy,
+                    "status": c.status, "reason": c.reason, "entities": entities,
+                });
+                text.push_str(if first { "\n" } else { ",\n" });
+                text.push_str(&v.to_string());
+                first = false;
+            } else {
+                text.push_str(&format!(
+                    "  case {:>8}  {:<9}  {:<24}  {}{}\n",
+                    c.case_id,
+                    c.status,
+                    c.policy,
+                    root,
+                    c.reason
+                        .as_deref()
+                        .map(|r| format!("  ({r})"))
+                        .unwrap_or_default()
+                ));
+                for e in &c.entities {
+                    text.push_str(&format!(
+                        "      {:<9}  {:<14}  {}\n",
+                        e.status,
+                        e.entity_type,
+                        show_entity(&e.entity_type, &e.entity_key)
+                    ));
+                }
+            }
+        }
+        out(&text);
+    })
+    .await?;
+    if !json_out && n == 0 {
+        out("  none\n");
+    }
+    let mut first = true;
+    let mut n = 0u64;
+    out(if json_out {
+        "], \"objects\": ["
+    } else {
+        "objects:\n"
+    });
+    show::for_each_object(state, &stored.id, &filter, show::PAGE, &mut |objects| {
+        let mut text = String::new();
+        for o in objects {
+            n += 1;
+            let key = show_object(&o.key);
+            if json_out {
+                let v = serde_json::json!({
+                    "item": o.item, "object": key, "fate": o.fate, "size": o.size,
+                    "policy": o.policy, "status": o.status, "reason": o.reason,
+                });
+                text.push_str(if first { "\n" } else { ",\n" });
+                text.push_str(&v.to_string());
+                first = false;
+            } else {
+                text.push_str(&format!(
+                    "  {:<6}  {:>12}  {:<9}  {:<24}  {}{}\n",
+                    o.fate,
+                    o.size,
+                    o.status,
+                    o.policy,
+                    key,
+                    o.reason
+                        .as_deref()
+                        .map(|r| format!("  ({r})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        out(&text);
+    })
+    .await?;
+    if json_out {
+        out("]}\n");
+    } else if n == 0 {
+        out("  none\n");
+    }
+    Ok(EXIT_OK)
+}
+
+/// `lethe plan prune`.
+async fn plan_prune(state: &StateStore, a: &args::PlanPruneArgs, format: Format) -> Result<i32> {
+    use plan::show::PruneBy;
+    let by = match (a.keep, &a.older_than) {
+        (Some(n), _) => PruneBy::Keep(n),
+        (None, Some(text)) => {
+            config::Retention::parse(text)
+                .map_err(|e| usage("plan prune", format!("--older-than: {e}")))?;
+            let span: jiff::Span = text
+                .trim()
+                .parse()
+                .map_err(|e| usage("plan prune", format!("--older-than: {e}")))?;
+            let cutoff = jiff::Timestamp::now()
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                .checked_sub(span)
+                .map_err(|e| {
+                    usage(
+                        "plan prune",
+                        format!("--older-than `{text}` reaches too far back: {e}"),
+                    )
+                })?
+                .timestamp();
+            PruneBy::Since(cutoff)
+        }
+        (None, None) => {
+            return Err(usage(
+                "plan prune",
+                "pass --keep N or --older-than DURATION".to_string(),
+            ));
+        }
+    };
+    let report = plan::show::prune(state, by).await?;
+    out(&match format {
+        Format::Text => {
+            let mut t = format!(
+                "pruned {} plan(s), kept {}\n",
+                report.pruned.len(),
+                report.kept + report.in_progress.len() as u64
+            );
+            for id in &report.pruned {
+                t.push_str(&format!("  pruned {id}\n"));
+            }
+            for id in &report.in_progress {
+                t.push_str(&format!(
+                    "  kept {id}: being applied or not finished; apply it to the end first\n"
+                ));
+            }
+            t
+        }
+        _ => json(&report),
+    });
+    Ok(EXIT_OK)
 }
 
 #[cfg(test)]

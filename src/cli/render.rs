@@ -335,7 +335,14 @@ pub fn audit_verify(v: &Verification) -> String {
             v.records,
             v.head.as_deref().unwrap_or("(empty)"),
             v.journal_deleted
-        )
+        ) + &if v.of_pruned_plans > 0 {
+            format!(
+                "  {} delete records of pruned plans: chained, no journal left to compare\n",
+                v.of_pruned_plans
+            )
+        } else {
+            String::new()
+        }
     } else {
         let mut out = format!("AUDIT CHAIN BROKEN ({} records):\n", v.records);
         for p in &v.problems {
@@ -348,4 +355,22 @@ pub fn audit_verify(v: &Verification) -> String {
 /// `1 case`, `2 cases`: a count with its noun in the right number.
 pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `plan show`: the stored summary with its status, digest and the
+/// dangling relations one by one.
+pub fn plan_header(s: &PlanSummary, status: &str) -> String {
+    let body = plan(s, false);
+    let (first, rest) = body.split_once('\n').unwrap_or((body.as_str(), ""));
+    let mut out = format!(
+        "{first}\n  status: {status}\n  digest: {}\n  created: {}\n{rest}",
+        s.digest, s.created_at
+    );
+    for d in &s.dangling {
+        out.push_str(&format!(
+            "  dangling: {} of {} {} name a {} that does not exist ({})\n",
+            d.count, d.of, d.entity, d.parent, d.column
+        ));
+    }
+    out
 }

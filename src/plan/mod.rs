@@ -9,6 +9,7 @@
 //! orphan").
 
 pub mod fate;
+pub mod show;
 
 use std::collections::{BTreeMap, HashMap};
 

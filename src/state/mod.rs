@@ -43,7 +43,7 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("plan {0} not found; `lethe plan` lists what it stores")]
+    #[error("plan {0} not found; `lethe plan --list` lists the stored plans")]
     NoSuchPlan(String),
     #[error("no plan stored yet; run `lethe plan` first")]
     NoPlan,

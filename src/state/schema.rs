@@ -149,6 +149,14 @@ CREATE TABLE workers (
 ALTER TABLE audit ADD COLUMN author TEXT;
 ALTER TABLE audit ADD COLUMN reason_chars INTEGER;
 "#,
+    // 5: plans removed by `plan prune`; their audit records stay, chained,
+    // without a journal to compare them with
+    r#"
+CREATE TABLE pruned_plans (
+    id TEXT PRIMARY KEY,
+    pruned_at TEXT NOT NULL
+);
+"#,
 ];
 
 const SQLITE_TRIGGER: &str = "CREATE TRIGGER objects_gone_registered AFTER DELETE ON objects

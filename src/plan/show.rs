@@ -1,0 +1,341 @@
+//! Reading a stored plan back for review (`lethe plan show`) and pruning
+//! old plans (`lethe plan prune`). The rows are read in pages (keyset, in
+//! primary-key order), so a plan of millions of items is never held whole.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::state::{StateError, StateStore, q};
+
+/// Which items `plan show --items` lists.
+#[derive(Clone, Debug, Default)]
+pub struct ItemFilter {
+    /// `delete` or `orphan`: objects of that fate (cases are deletions, so
+    /// `orphan` lists no case).
+    pub fate: Option<String>,
+    /// The policy (`orphans` for orphaned objects).
+    pub policy: Option<String>,
+    /// An entity type: the cases holding one, and only those entities of
+    /// them; no objects. `object`: only the objects.
+    pub entity_type: Option<String>,
+}
+
+impl ItemFilter {
+    fn cases_wanted(&self) -> bool {
+        self.fate.as_deref().is_none_or(|f| f == "delete")
+            && self.entity_type.as_deref() != Some("object")
+    }
+
+    fn objects_wanted(&self) -> bool {
+        self.entity_type.as_deref().is_none_or(|t| t == "object")
+    }
+}
+
+/// One case of a plan, with the entities inside it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseRow {
+    pub case_id: i64,
+    pub policy: String,
+    pub root_type: String,
+    pub root_key: String,
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub entities: Vec<EntityRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EntityRow {
+    pub entity_type: String,
+    pub entity_key: String,
+    pub status: &'static str,
+}
+
+/// One object of a plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct ObjectRow {
+    pub item: i64,
+    pub key: String,
+    pub size: u64,
+    pub fate: &'static str,
+    pub policy: String,
+    pub status: &'static str,
+    pub reason: Option<String>,
+}
+
+const CASE_STATUSES: &[&str] = &["planned", "executing", "done", "skipped", "failed"];
+const ENTITY_STATUSES: &[&str] = &["planned", "deleted", "gone", "skipped"];
+const OBJECT_STATUSES: &[&str] = &[
+    "planned",
+    "executing",
+    "deleted",
+    "gone",
+    "skipped",
+    "failed",
+];
+const FATES: &[&str] = &["delete", "orphan"];
+
+fn known(set: &[&'static str], s: &str, what: &str) -> Result<&'static str, StateError> {
+    set.iter()
+        .copied()
+        .find(|k| *k == s)
+        .ok_or_else(|| StateError::Corrupt(format!("{what} `{s}` is not one lethe writes")))
+}
+
+/// Rows read per query.
+pub const PAGE: i64 = 2_000;
+
+/// Every case of `plan_id` that `filter` admits, in case order, handed to
+/// `sink` one page at a time.
+pub async fn for_each_case(
+    state: &StateStore,
+    plan_id: &str,
+    filter: &ItemFilter,
+    page: i64,
+    sink: &mut (dyn FnMut(&[CaseRow]) + Send),
+) -> Result<(), StateError> {
+    if !filter.cases_wanted() {
+        return Ok(());
+    }
+    let page = page.max(1);
+    let ty = filter.entity_type.clone();
+    let mut after = i64::MIN;
+    loop {
+        let rows = sqlx::query(
+            "SELECT case_id, policy, root_type, root_key, status, reason FROM plan_cases
+             WHERE plan_id = $1 AND case_id > $2 AND ($3 IS NULL OR policy = $3)
+               AND ($4 IS NULL OR EXISTS (SELECT 1 FROM plan_entities e
+                    WHERE e.plan_id = plan_cases.plan_id AND e.case_id = plan_cases.case_id
+                      AND e.entity_type = $4))
+             ORDER BY case_id LIMIT $5",
+        )
+        .bind(plan_id)
+        .bind(after)
+        .bind(filter.policy.clone())
+        .bind(ty.clone())
+        .bind(page)
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the plan's cases"))?;
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(());
+        };
+        let (lo, hi): (i64, i64) = (first.get(0), last.get(0));
+        let mut cases = Vec::with_capacity(rows.len());
+        for r in &rows {
+            cases.push(CaseRow {
+                case_id: r.get(0),
+                policy: r.get(1),
+                root_type: r.get(2),
+                root_key: r.get(3),
+                status: known(CASE_STATUSES, &r.get::<String, _>(4), "case status")?,
+                reason: r.get(5),
+                entities: Vec::new(),
+            });
+        }
+        let ents = sqlx::query(
+            "SELECT case_id, entity_type, entity_key, status FROM plan_entities
+             WHERE plan_id = $1 AND case_id >= $2 AND case_id <= $3 AND ($4 IS NULL OR entity_type = $4)
+             ORDER BY case_id, entity_type, entity_key",
+        )
+        .bind(plan_id)
+        .bind(lo)
+        .bind(hi)
+        .bind(ty.clone())
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the plan's entities"))?;
+        let mut i = 0;
+        for e in &ents {
+            let case: i64 = e.get(0);
+            while i < cases.len() && cases[i].case_id < case {
+                i += 1;
+            }
+            if let Some(c) = cases.get_mut(i).filter(|c| c.case_id == case) {
+                c.entities.push(EntityRow {
+                    entity_type: e.get(1),
+                    entity_key: e.get(2),
+                    status: known(ENTITY_STATUSES, &e.get::<String, _>(3), "entity status")?,
+                });
+            }
+        }
+        sink(&cases);
+        if (rows.len() as i64) < page {
+            return Ok(());
+        }
+        after = hi;
+    }
+}
+
+/// Every object of `plan_id` that `filter` admits, in item order, handed to
+/// `sink` one page at a time.
+pub async fn for_each_object(
+    state: &StateStore,
+    plan_id: &str,
+    filter: &ItemFilter,
+    page: i64,
+    sink: &mut (dyn FnMut(&[ObjectRow]) + Send),
+) -> Result<(), StateError> {
+    if !filter.objects_wanted() {
+        return Ok(());
+    }
+    let page = page.max(1);
+    let mut after = i64::MIN;
+    loop {
+        let rows = sqlx::query(
+            "SELECT item, key, size, fate, policy, status, reason FROM plan_objects
+             WHERE plan_id = $1 AND item > $2 AND ($3 IS NULL OR policy = $3)
+               AND ($4 IS NULL OR fate = $4)
+             ORDER BY item LIMIT $5",
+        )
+        .bind(plan_id)
+        .bind(after)
+        .bind(filter.policy.clone())
+        .bind(filter.fate.clone())
+        .bind(page)
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the plan's objects"))?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.get(0);
+        let mut objects = Vec::with_capacity(rows.len());
+        for r in &rows {
+            objects.push(ObjectRow {
+                item: r.get(0),
+                key: r.get(1),
+                size: r.get::<i64, _>(2).max(0) as u64,
+                fate: known(FATES, &r.get::<String, _>(3), "object fate")?,
+                policy: r.get(4),
+                status: known(OBJECT_STATUSES, &r.get::<String, _>(5), "object status")?,
+                reason: r.get(6),
+            });
+        }
+        sink(&objects);
+        if (rows.len() as i64) < page {
+            return Ok(());
+        }
+    }
+}
+
+/// What `plan prune` keeps.
+#[derive(Clone, Copy, Debug)]
+pub enum PruneBy {
+    /// The newest N plans.
+    Keep(u64),
+    /// The plans created at or after this instant.
+    Since(jiff::Timestamp),
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    /// The plans deleted, oldest first.
+    pub pruned: Vec<String>,
+    /// Plans old enough to go but kept: being applied, or started and not
+    /// finished.
+    pub in_progress: Vec<String>,
+    /// Plans kept because they are new enough (or among the newest N).
+    pub kept: u64,
+}
+
+/// A plan apply started and has not finished: status `applying`, or items
+/// still planned or executing after the plan left `planned`.
+async fn in_progress(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    status: &str,
+) -> Result<bool, StateError> {
+    if status == "applying" {
+        return Ok(true);
+    }
+    if status == "planned" {
+        return Ok(false);
+    }
+    let open: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM plan_cases WHERE plan_id = $1 AND status IN ('planned', 'executing'))
+              + (SELECT count(*) FROM plan_objects WHERE plan_id = $1 AND status IN ('planned', 'executing'))",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(q("reading the journal"))?;
+    Ok(open > 0)
+}
+
+/// Deletes the plans `by` does not keep, with their cases, entities and
+/// objects; never one in progress, never an audit record. Each pruned plan
+/// is remembered in `pruned_plans`, so that `audit verify` knows its delete
+/// records have no journal any more.
+pub async fn prune(state: &StateStore, by: PruneBy) -> Result<PruneReport, StateError> {
+    let rows = sqlx::query("SELECT id, created_at FROM plans ORDER BY seq DESC")
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("listing plans"))?;
+    let mut report = PruneReport::default();
+    let mut candidates = Vec::new();
+    for (n, r) in rows.iter().enumerate() {
+        let (id, created): (String, String) = (r.get(0), r.get(1));
+        let old = match by {
+            PruneBy::Keep(keep) => n as u64 >= keep,
+            // A creation time that does not parse is kept: better too much.
+            PruneBy::Since(cutoff) => created
+                .parse::<jiff::Timestamp>()
+                .is_ok_and(|at| at < cutoff),
+        };
+        if old {
+            candidates.push(id);
+        } else {
+            report.kept += 1;
+        }
+    }
+    candidates.reverse();
+    let now = jiff::Timestamp::now().to_string();
+    for id in candidates {
+        let mut tx = state.begin_write().await.map_err(q("pruning a plan"))?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM plans WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(q("pruning a plan"))?;
+        let Some(status) = status else {
+            continue; // pruned meanwhile
+        };
+        if in_progress(&mut tx, &id, &status).await? {
+            report.in_progress.push(id);
+            continue;
+        }
+        for sql in [
+            "DELETE FROM plan_entities WHERE plan_id = $1",
+            "DELETE FROM plan_cases WHERE plan_id = $1",
+            "DELETE FROM plan_objects WHERE plan_id = $1",
+            "DELETE FROM workers WHERE plan_id = $1",
+            "DELETE FROM plans WHERE id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("pruning a plan"))?;
+        }
+        sqlx::query("INSERT INTO pruned_plans(id, pruned_at) VALUES ($1, $2)")
+            .bind(&id)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("pruning a plan"))?;
+        tx.commit().await.map_err(q("pruning a plan"))?;
+        report.pruned.push(id);
+    }
+    Ok(report)
+}
+
+/// The ids of the pruned plans.
+pub async fn pruned_plans(
+    state: &StateStore,
+) -> Result<std::collections::HashSet<String>, StateError> {
+    let rows = sqlx::query("SELECT id FROM pruned_plans")
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the pruned plans"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
