@@ -1950,6 +1950,77 @@ fn plan_show_prints_the_header_and_items_as_pseudonyms_unless_keys() {
         .contains("lethe plan --list");
 }
 
+/// Issue 15: a reviewer sees what a plan keeps as well as what it deletes:
+/// each case's clock, each object's linked entities, the objects it does
+/// not delete with their fate (and an unreadable one's reason), the
+/// undatable entities and the dangling parent references.
+#[test]
+fn plan_show_lists_what_the_plan_keeps_and_why() {
+    let f = Fixture::new();
+    f.put("quotes/2020/broken.xml", "<Quotation><ID>9");
+    f.lethe(&["index"]).ok();
+    let show = |args: &[&str]| {
+        let mut all = vec!["plan", "show", "--items", "--keys", "--format", "json"];
+        all.extend_from_slice(args);
+        f.lethe(&all).ok().json()
+    };
+    f.plan();
+    let doc = show(&[]);
+    let case = &doc["cases"][0];
+    assert!(
+        case["case_clock"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("20")),
+        "{case}"
+    );
+    assert!(
+        doc["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["object"] == "object:inbound/1/lead.json"
+                && o["entities"] == serde_json::json!(["lead:1"])),
+        "{doc:#}"
+    );
+    let kept = |fate: &str| -> Vec<serde_json::Value> {
+        show(&["--fate", fate])["kept"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let unlinked = kept("unlinked");
+    assert_eq!(unlinked.len(), 1, "{unlinked:?}");
+    assert_eq!(unlinked[0]["item"], "object:misc/readme.txt");
+    let unreadable = kept("unreadable");
+    assert_eq!(unreadable[0]["item"], "object:quotes/2020/broken.xml");
+    assert!(
+        unreadable[0]["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty())
+    );
+    let undatable = kept("undatable");
+    assert_eq!(undatable.len(), 1);
+    assert_eq!(undatable[0]["item"], "lead:4");
+    // A wrong parent column: every opportunity dangles, each listed.
+    f.edit_config(
+        "parent = { lead = \"lead_id\" }",
+        "parent = { lead = \"amount\" }",
+    );
+    f.plan();
+    let dangling = kept("dangling");
+    assert_eq!(dangling.len(), 2, "{dangling:?}");
+    assert!(
+        dangling
+            .iter()
+            .any(|d| d["item"] == "opportunity:2" && d["names"] == "lead:12000"),
+        "{dangling:?}"
+    );
+    // Without --keys, only pseudonyms.
+    let text = f.lethe(&["plan", "show", "--items", "--fate", "dangling"]);
+    text.ok().contains("dangling").contains("opportunity:~");
+    assert!(!text.stdout.contains("12000"), "{}", text.stdout);
+}
+
 #[test]
 fn plan_prune_removes_old_plans_keeps_the_newest_and_the_audit_chain_verifies() {
     let f = Fixture::new();

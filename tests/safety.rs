@@ -277,6 +277,18 @@ proptest! {
                 }
             }
         }
+        // The per-policy counts add up (issue 15: the demo's did not):
+        // every entity of a policy's root type is due, kept or inside a
+        // case another policy found due first; and every root inside a
+        // due case is deleted.
+        for (pi, p) in policies(&w).iter().enumerate() {
+            let t = &eval.tallies[pi];
+            let root_ty = TYPES.iter().position(|ty| *ty == p.root).unwrap();
+            let roots = w.entities.iter().filter(|e| e.ty == root_ty).count() as u64;
+            prop_assert_eq!(t.roots, roots);
+            prop_assert_eq!(t.due + t.kept.values().sum::<u64>() + t.inside_due_case, roots);
+            prop_assert!(t.due_inside_other <= t.due);
+        }
         // Object fates against the model's definition.
         let retain = Retention::parse("30 days").unwrap();
         for (links, modified, held) in &w.objects {

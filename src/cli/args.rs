@@ -198,9 +198,13 @@ pub struct PlanShowArgs {
     /// data); default: their pseudonyms, as in the audit log.
     #[arg(long)]
     pub keys: bool,
-    /// Only objects of this fate: delete (of a deleted entity) or orphan
-    /// (linked to none); cases count as delete.
-    #[arg(long, value_parser = ["delete", "orphan"])]
+    /// Only items of this fate. Deleted: delete (cases, and the objects of
+    /// deleted entities), orphan (objects linked to no entity the CRM has).
+    /// Kept: shared (also serves a retained entity), orphan-young (within
+    /// technical.orphans.retain), unlinked (no rule matched), unreadable
+    /// (with the reason), held; and the entities the plan could not date
+    /// (undatable) or whose parent column names no entity (dangling).
+    #[arg(long, value_parser = ["delete", "orphan", "shared", "orphan-young", "unlinked", "unreadable", "held", "undatable", "dangling"])]
     pub fate: Option<String>,
     /// Only items of this policy (`orphans` for orphaned objects).
     #[arg(long)]

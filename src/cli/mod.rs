@@ -940,7 +940,7 @@ async fn plan_show(
     }
     if !a.items {
         if json_out {
-            out(", \"cases\": [], \"objects\": []}\n");
+            out(", \"cases\": [], \"objects\": [], \"kept\": []}\n");
         }
         return Ok(EXIT_OK);
     }
@@ -952,6 +952,11 @@ async fn plan_show(
         } else {
             pseudo.show_entity(t, k)
         }
+    };
+    // A ref as stored (`type:key`), shown as the operator asked.
+    let show_ref = |r: &str| match r.split_once(':') {
+        Some((t, k)) => show_entity(t, k),
+        None => pseudo.show_object(r),
     };
     let show_object = |k: &str| {
         if keys {
@@ -991,6 +996,7 @@ async fn plan_show(
                     .collect();
                 let v = serde_json::json!({
                     "case": c.case_id, "root": root, "policy": c.policy,
+                    "case_clock": c.case_clock.map(crate::model::format_instant),
                     "status": c.status, "reason": c.reason, "entities": entities,
                 });
                 text.push_str(if first { "\n" } else { ",\n" });
@@ -998,11 +1004,14 @@ async fn plan_show(
                 first = false;
             } else {
                 text.push_str(&format!(
-                    "  case {:>8}  {:<9}  {:<24}  {}{}\n",
+                    "  case {:>8}  {:<9}  {:<24}  {}  clock {}{}\n",
                     c.case_id,
                     c.status,
                     c.policy,
                     root,
+                    c.case_clock
+                        .map(crate::model::format_instant)
+                        .unwrap_or_else(|| "-".into()),
                     c.reason
                         .as_deref()
                         .map(|r| format!("  ({r})"))
@@ -1037,16 +1046,18 @@ async fn plan_show(
             n += 1;
             let key = show_object(&o.key);
             if json_out {
+                let linked: Vec<String> = o.entities.iter().map(|r| show_ref(r)).collect();
                 let v = serde_json::json!({
                     "item": o.item, "object": key, "fate": o.fate, "size": o.size,
                     "policy": o.policy, "status": o.status, "reason": o.reason,
+                    "entities": linked,
                 });
                 text.push_str(if first { "\n" } else { ",\n" });
                 text.push_str(&v.to_string());
                 first = false;
             } else {
                 text.push_str(&format!(
-                    "  {:<6}  {:>12}  {:<9}  {:<24}  {}{}\n",
+                    "  {:<6}  {:>12}  {:<9}  {:<24}  {}{}{}\n",
                     o.fate,
                     o.size,
                     o.status,
@@ -1055,7 +1066,76 @@ async fn plan_show(
                     o.reason
                         .as_deref()
                         .map(|r| format!("  ({r})"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    linked_text(&o.entities, &show_ref)
+                ));
+            }
+        }
+        out(&text);
+    })
+    .await?;
+    if !json_out && n == 0 {
+        out("  none\n");
+    }
+    // What the plan keeps: objects it does not delete, entities it could
+    // not date, parent references to no entity.
+    let mut first = true;
+    let mut n = 0u64;
+    out(if json_out {
+        "], \"kept\": ["
+    } else {
+        "kept (not deleted by this plan):\n"
+    });
+    show::for_each_review(state, &stored.id, &filter, show::PAGE, &mut |rows| {
+        let mut text = String::new();
+        for r in rows {
+            n += 1;
+            let (what, detail) = match r.kind {
+                "object" => (
+                    show_object(&r.key),
+                    format!(
+                        "{}{}",
+                        r.reason
+                            .as_deref()
+                            .map(|why| format!("  ({why})"))
+                            .unwrap_or_default(),
+                        linked_text(&r.entities, &show_ref)
+                    ),
+                ),
+                "dangling" => {
+                    let ty = r.entity_type.as_deref().unwrap_or("?");
+                    (
+                        show_entity(ty, &r.key),
+                        format!(
+                            "  names {} (no such {})",
+                            show_entity(&r.fate, r.reason.as_deref().unwrap_or("?")),
+                            r.fate
+                        ),
+                    )
+                }
+                _ => (
+                    show_entity(r.entity_type.as_deref().unwrap_or("?"), &r.key),
+                    "  no clock column has a date; its cases are kept".to_string(),
+                ),
+            };
+            let fate = if r.kind == "dangling" { "dangling" } else { r.fate.as_str() };
+            if json_out {
+                let v = serde_json::json!({
+                    "kind": r.kind, "item": what, "fate": fate, "size": r.size,
+                    "reason": if r.kind == "dangling" { None } else { r.reason.clone() },
+                    "names": (r.kind == "dangling").then(|| show_entity(&r.fate, r.reason.as_deref().unwrap_or("?"))),
+                    "entities": r.entities.iter().map(|e| show_ref(e)).collect::<Vec<_>>(),
+                });
+                text.push_str(if first { "\n" } else { ",\n" });
+                text.push_str(&v.to_string());
+                first = false;
+            } else {
+                text.push_str(&format!(
+                    "  {:<12}  {:>12}  {}{}\n",
+                    fate,
+                    r.size.map(|s| s.to_string()).unwrap_or_default(),
+                    what,
+                    detail
                 ));
             }
         }
@@ -1068,6 +1148,28 @@ async fn plan_show(
         out("  none\n");
     }
     Ok(EXIT_OK)
+}
+
+/// `  → lead:~ab…, quote:~cd…` for an object's linked entities.
+fn linked_text(refs: &[String], show: &dyn Fn(&str) -> String) -> String {
+    if refs.is_empty() {
+        String::new()
+    } else {
+        // A shared export links hundreds; text shows the first few (JSON all).
+        const SHOWN: usize = 6;
+        let mut t = format!(
+            "  → {}",
+            refs.iter()
+                .take(SHOWN)
+                .map(|r| show(r))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if refs.len() > SHOWN {
+            t.push_str(&format!(", … ({} in all)", refs.len()));
+        }
+        t
+    }
 }
 
 /// `lethe plan prune`.

@@ -68,9 +68,10 @@ pub fn plan(s: &PlanSummary, standalone: bool) -> String {
     ));
     for p in &s.policies {
         out.push_str(&format!(
-            "  policy {} ({}, retain {}; {})\n    due: {} cases\n",
-            p.name, p.root, p.retain, p.basis, p.due
+            "  policy {} ({}, retain {}; {})\n",
+            p.name, p.root, p.retain, p.basis
         ));
+        out.push_str(&format!("    {}\n", policy_counts(p)));
         if !p.kept.is_empty() {
             let kept: Vec<String> = p.kept.iter().map(|(r, n)| format!("{n} {r}")).collect();
             out.push_str(&format!("    kept: {}\n", kept.join(" · ")));
@@ -82,10 +83,14 @@ pub fn plan(s: &PlanSummary, standalone: bool) -> String {
         .map(|(t, n)| format!("{n} {t}"))
         .collect();
     out.push_str(&format!(
-        "  to delete: {} cases{} → {}\n",
-        s.cases,
+        "  to delete: {}{} → {}\n",
+        count(s.cases, "case", "cases"),
         if s.cases_absorbed > 0 {
-            format!(" ({} due roots inside them)", s.cases_absorbed)
+            format!(
+                " (each a due root with all its descendants; {} more due {} inside them and go with them)",
+                s.cases_absorbed,
+                if s.cases_absorbed == 1 { "root lies" } else { "roots lie" }
+            )
         } else {
             String::new()
         },
@@ -131,6 +136,33 @@ pub fn plan(s: &PlanSummary, standalone: bool) -> String {
         ));
     }
     out
+}
+
+/// One policy's counts that add up: of N read, due (own cases and inside
+/// others), kept, and inside a case another policy found due first.
+pub(crate) fn policy_counts(p: &crate::plan::PolicySummary) -> String {
+    let kept: u64 = p.kept.values().sum();
+    let mut due = format!("{} due", p.due);
+    if p.due_inside_other > 0 {
+        due.push_str(&format!(
+            " ({} as {}, {} inside another due case)",
+            p.due - p.due_inside_other,
+            if p.due - p.due_inside_other == 1 {
+                "a case of its own"
+            } else {
+                "cases of their own"
+            },
+            p.due_inside_other
+        ));
+    }
+    let mut line = format!("of {} {} read: {due}, {kept} kept", p.read, p.root);
+    if p.inside_due_case > 0 {
+        line.push_str(&format!(
+            ", {} inside a case another policy found due first (deleted with it)",
+            p.inside_due_case
+        ));
+    }
+    line
 }
 
 pub fn plan_list(plans: &[(String, String, String, String)]) -> String {

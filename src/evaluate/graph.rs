@@ -33,7 +33,14 @@ pub struct Graph {
     pub dangling_parents: u64,
     /// The same per relation: (child type, parent type) → count.
     pub dangling: std::collections::BTreeMap<(u16, u16), u64>,
+    /// Examples for review, at most [`DANGLING_EXAMPLES`] per relation:
+    /// (child type, child key, parent type, the missing parent key).
+    pub dangling_examples: Vec<(u16, EntityKey, u16, EntityKey)>,
 }
+
+/// How many dangling references per relation a plan lists by key (the
+/// counts are exact; a wrong parent column can make every row dangle).
+pub const DANGLING_EXAMPLES: u64 = 1000;
 
 /// Builds a [`Graph`]; types must be added parents-first.
 #[derive(Debug)]
@@ -72,7 +79,16 @@ impl GraphBuilder {
                     Some(p) => self.edges.push((p, id)),
                     None => {
                         self.graph.dangling_parents += 1;
-                        *self.graph.dangling.entry((ty, *pty)).or_default() += 1;
+                        let n = self.graph.dangling.entry((ty, *pty)).or_default();
+                        *n += 1;
+                        if *n <= DANGLING_EXAMPLES {
+                            self.graph.dangling_examples.push((
+                                ty,
+                                key.clone(),
+                                *pty,
+                                pkey.clone(),
+                            ));
+                        }
                     }
                 }
             }

@@ -184,10 +184,20 @@ pub struct Case {
     pub absorbed: u32,
 }
 
-/// Per policy: how many cases were due and how many kept, by reason.
+/// Per policy: how many cases were due and how many kept, by reason. Every
+/// entity of the root type is counted once: `roots = due + kept +
+/// inside_due_case`.
 #[derive(Clone, Debug, Default)]
 pub struct PolicyTally {
+    /// Entities of the policy's root type.
+    pub roots: u64,
     pub due: u64,
+    /// Of the due roots, those that lie inside another due case (an outer
+    /// root's, of this policy or another) and go with it.
+    pub due_inside_other: u64,
+    /// Roots never judged due themselves: another policy found a case
+    /// around them due first, and they go with it.
+    pub inside_due_case: u64,
     pub kept: std::collections::BTreeMap<String, u64>,
     /// When the cases kept only because their retention still runs become
     /// due: the instants, for the "due per month" outlook.
@@ -220,6 +230,7 @@ pub fn evaluate(graph: &Graph, policies: &[CompiledPolicy], as_of: Instant) -> E
     // Per node: the first policy that found it a due root, in any round.
     let mut due_root: Vec<u32> = vec![u32::MAX; n];
     let mut tallies = vec![PolicyTally::default(); policies.len()];
+    let mut due_under: Vec<Vec<NodeId>> = vec![Vec::new(); policies.len()];
     let mut stack = Vec::new();
     loop {
         let agg = aggregates(graph, &excluded);
@@ -234,6 +245,7 @@ pub fn evaluate(graph: &Graph, policies: &[CompiledPolicy], as_of: Instant) -> E
                 match judge(policy, &agg[id], as_of) {
                     Verdict::Due => {
                         tallies[pi].due += 1;
+                        due_under[pi].push(id as NodeId);
                         if due_root[id] == u32::MAX {
                             due_root[id] = pi as u32;
                             new_roots.push(id);
@@ -294,6 +306,15 @@ pub fn evaluate(graph: &Graph, policies: &[CompiledPolicy], as_of: Instant) -> E
             case_of[x as usize] = case;
             stack.extend_from_slice(graph.children(x));
         }
+    }
+    for (pi, policy) in policies.iter().enumerate() {
+        let t = &mut tallies[pi];
+        t.roots = graph.nodes.iter().filter(|n| n.ty == policy.root).count() as u64;
+        t.due_inside_other = due_under[pi]
+            .iter()
+            .filter(|&&id| cases[case_of[id as usize] as usize].root != id)
+            .count() as u64;
+        t.inside_due_case = t.roots - t.due - t.kept.values().sum::<u64>();
     }
     Evaluation {
         cases,

@@ -791,6 +791,8 @@ pub struct IndexedEntry {
     pub size: u64,
     pub modified: Option<i64>,
     pub status: String,
+    /// Why an unreadable object could not be read (never its content).
+    pub error: Option<String>,
     pub links: Vec<(String, String)>,
 }
 
@@ -801,7 +803,7 @@ pub async fn for_each_entry(
 ) -> Result<u64, StateError> {
     use futures::TryStreamExt;
     let mut rows = sqlx::query(
-        "SELECT o.id, o.key, o.size, o.modified, o.status, l.entity_type, l.entity_key
+        "SELECT o.id, o.key, o.size, o.modified, o.status, l.entity_type, l.entity_key, o.error
          FROM objects o LEFT JOIN links l ON l.object_id = o.id ORDER BY o.id",
     )
     .fetch(state.pool());
@@ -821,6 +823,7 @@ pub async fn for_each_entry(
                     size: r.get::<i64, _>(2) as u64,
                     modified: r.get(3),
                     status: r.get(4),
+                    error: r.get(7),
                     links: Vec::new(),
                 },
             ));

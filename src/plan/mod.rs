@@ -90,8 +90,19 @@ pub struct PolicySummary {
     pub root: String,
     pub retain: String,
     pub basis: String,
+    /// Entities of the root type read: `due + kept + inside_due_case`.
+    #[serde(default)]
+    pub read: u64,
     pub due: u64,
+    /// Of the due, those inside another due case (deleted as part of it,
+    /// so counted under that case's policy in the journal).
+    #[serde(default)]
+    pub due_inside_other: u64,
     pub kept: BTreeMap<String, u64>,
+    /// Never judged due themselves: inside a case another policy found due
+    /// first (deleted with it).
+    #[serde(default)]
+    pub inside_due_case: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -315,7 +326,9 @@ pub async fn make_plan(
     let mut s = PlanSummary {
         id: id.clone(),
         as_of: as_of.to_string(),
-        created_at: now.to_string(),
+        created_at: jiff::Timestamp::from_second(now.as_second())
+            .unwrap_or(now)
+            .to_string(),
         config_hash: config.hash.clone(),
         unreadable_clocks: world.unreadable_clocks,
         dangling_parents: graph.dangling_parents,
@@ -352,8 +365,11 @@ pub async fn make_plan(
             root: graph.types[p.root as usize].clone(),
             retain: p.retain.text().to_string(),
             basis: p.basis.clone(),
+            read: eval.tallies[pi].roots,
             due: eval.tallies[pi].due,
+            due_inside_other: eval.tallies[pi].due_inside_other,
             kept: eval.tallies[pi].kept.clone(),
+            inside_due_case: eval.tallies[pi].inside_due_case,
         });
     }
     s.due_by_month = due_by_month(
@@ -378,7 +394,15 @@ pub async fn make_plan(
     progress("writing plan", 0);
     let mut digest = Sha256::new();
     let mut tx = state.begin_write().await.map_err(q("writing the plan"))?;
-    let mut case_rows: Vec<(u64, &str, String, String, &'static str)> = Vec::new();
+    // Each case's clock: the latest clock of the entities inside it.
+    let mut case_clock: Vec<Option<Instant>> = vec![None; eval.cases.len()];
+    for (n, &c) in eval.case_of.iter().enumerate() {
+        if c != evaluate::NOT_DELETED {
+            let slot = &mut case_clock[c as usize];
+            *slot = (*slot).max(graph.nodes[n].clock);
+        }
+    }
+    let mut case_rows: Vec<(u64, &str, String, String, &'static str, Option<Instant>)> = Vec::new();
     for (ci, c) in eval.cases.iter().enumerate() {
         let node = graph.node(c.root);
         let policy = &world.policies[c.policy];
@@ -388,15 +412,16 @@ pub async fn make_plan(
             graph.types[node.ty as usize].clone(),
             node.key.canonical(),
             node.key.stored_kind(),
+            case_clock[ci],
         ));
     }
-    for chunk in case_rows.chunks(150) {
+    for chunk in case_rows.chunks(140) {
         let sql = format!(
-            "INSERT INTO plan_cases(plan_id, case_id, policy, root_type, root_key, root_kind, status) VALUES {}",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, 'planned')", 1)
+            "INSERT INTO plan_cases(plan_id, case_id, policy, root_type, root_key, root_kind, case_clock, status) VALUES {}",
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
         );
         let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for (ci, policy, ty, key, kind) in chunk {
+        for (ci, policy, ty, key, kind, clock) in chunk {
             digest.update(format!("case\0{ci}\0{policy}\0{ty}\0{key}\n").as_bytes());
             query = query
                 .bind(&id)
@@ -404,7 +429,8 @@ pub async fn make_plan(
                 .bind(*policy)
                 .bind(ty)
                 .bind(key)
-                .bind(*kind);
+                .bind(*kind)
+                .bind(*clock);
         }
         query
             .execute(&mut *tx)
@@ -450,7 +476,10 @@ pub async fn make_plan(
         .enumerate()
         .map(|(i, t)| (t.as_str(), i as u16))
         .collect();
-    let mut to_delete: Vec<(String, u64, &'static str, String, String)> = Vec::new();
+    let mut to_delete: Vec<(String, u64, &'static str, String, String, String)> = Vec::new();
+    // What the plan keeps of the objects, for review (not the retained
+    // ones: they are the bulk, and the index lists them).
+    let mut review: Vec<ReviewRow> = Vec::new();
     let tally = &mut s.objects;
     index::for_each_entry(state, &mut |e| {
         tally.total += 1;
@@ -478,6 +507,18 @@ pub async fn make_plan(
             as_of_s,
             &config.orphans_retain,
         );
+        let entities = || links_json(&e.links);
+        let mut keep = |fate: &'static str, reason: Option<String>| {
+            review.push(ReviewRow {
+                kind: "object",
+                entity_type: None,
+                key: e.key.clone(),
+                size: Some(e.size),
+                fate: fate.to_string(),
+                reason,
+                entities: Some(links_json(&e.links)),
+            })
+        };
         match fate {
             Fate::Delete { policy } => {
                 tally.delete += 1;
@@ -488,6 +529,7 @@ pub async fn make_plan(
                     "delete",
                     world.policies[policy].name.clone(),
                     index::links_digest(&e.links),
+                    entities(),
                 ));
             }
             Fate::OrphanDue => {
@@ -499,33 +541,50 @@ pub async fn make_plan(
                     "orphan",
                     "orphans".into(),
                     index::links_digest(&e.links),
+                    entities(),
                 ));
             }
-            Fate::OrphanYoung => tally.orphan_young += 1,
-            Fate::Shared => tally.shared += 1,
+            Fate::OrphanYoung => {
+                tally.orphan_young += 1;
+                keep("orphan-young", None);
+            }
+            Fate::Shared => {
+                tally.shared += 1;
+                keep("shared", None);
+            }
             Fate::Retained => tally.retained += 1,
-            Fate::Unlinked => tally.unlinked += 1,
-            Fate::Unreadable => tally.unreadable += 1,
-            Fate::Held => tally.held += 1,
+            Fate::Unlinked => {
+                tally.unlinked += 1;
+                keep("unlinked", None);
+            }
+            Fate::Unreadable => {
+                tally.unreadable += 1;
+                keep("unreadable", e.error.clone());
+            }
+            Fate::Held => {
+                tally.held += 1;
+                keep("held", None);
+            }
         }
     })
     .await?;
-    for (i, chunk) in to_delete.chunks(120).enumerate() {
+    for (i, chunk) in to_delete.chunks(110).enumerate() {
         let sql = format!(
-            "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, status) VALUES {}",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
+            "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, entities, status) VALUES {}",
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
         );
         let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for (j, (key, size, fate, policy, links)) in chunk.iter().enumerate() {
+        for (j, (key, size, fate, policy, links, entities)) in chunk.iter().enumerate() {
             digest.update(format!("object\0{key}\0{fate}\0{links}\n").as_bytes());
             query = query
                 .bind(&id)
-                .bind((i * 120 + j) as i64)
+                .bind((i * 110 + j) as i64)
                 .bind(key)
                 .bind(*size as i64)
                 .bind(*fate)
                 .bind(policy)
-                .bind(links);
+                .bind(links)
+                .bind(entities);
         }
         query
             .execute(&mut *tx)
@@ -533,6 +592,30 @@ pub async fn make_plan(
             .map_err(q("writing the plan"))?;
     }
 
+    // The undatable entities and the dangling references, for review.
+    for n in graph.nodes.iter().filter(|n| n.clock.is_none()) {
+        review.push(ReviewRow {
+            kind: "undatable",
+            entity_type: Some(graph.types[n.ty as usize].clone()),
+            key: n.key.canonical(),
+            size: None,
+            fate: "undatable".into(),
+            reason: None,
+            entities: None,
+        });
+    }
+    for (child, key, parent, missing) in &graph.dangling_examples {
+        review.push(ReviewRow {
+            kind: "dangling",
+            entity_type: Some(graph.types[*child as usize].clone()),
+            key: key.canonical(),
+            size: None,
+            fate: graph.types[*parent as usize].clone(),
+            reason: Some(missing.canonical()),
+            entities: None,
+        });
+    }
+    write_review(state, &mut tx, &id, &review).await?;
     s.brake = brake(config, &s, &counts, &graph.types, &mut tx).await?;
     s.digest = hex::encode(digest.finalize());
     s.seconds = started.elapsed().as_secs_f64();
@@ -552,6 +635,60 @@ pub async fn make_plan(
     .map_err(q("writing the plan"))?;
     tx.commit().await.map_err(q("writing the plan"))?;
     Ok(s)
+}
+
+/// One row of `plan_review`: something the plan keeps, named for review.
+struct ReviewRow {
+    kind: &'static str,
+    entity_type: Option<String>,
+    key: String,
+    size: Option<u64>,
+    fate: String,
+    reason: Option<String>,
+    entities: Option<String>,
+}
+
+/// An object's links as a JSON array of refs (`["lead:7"]`), for review.
+fn links_json(links: &[(String, String)]) -> String {
+    serde_json::to_string(
+        &links
+            .iter()
+            .map(|(t, k)| format!("{t}:{k}"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into())
+}
+
+async fn write_review(
+    state: &StateStore,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    plan: &str,
+    rows: &[ReviewRow],
+) -> Result<(), PlanError> {
+    for (i, chunk) in rows.chunks(100).enumerate() {
+        let sql = format!(
+            "INSERT INTO plan_review(plan_id, item, kind, entity_type, key, size, fate, reason, entities) VALUES {}",
+            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?)", 1)
+        );
+        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
+        for (j, r) in chunk.iter().enumerate() {
+            query = query
+                .bind(plan)
+                .bind((i * 100 + j) as i64)
+                .bind(r.kind)
+                .bind(r.entity_type.clone())
+                .bind(r.key.clone())
+                .bind(r.size.map(|n| n as i64))
+                .bind(r.fate.clone())
+                .bind(r.reason.clone())
+                .bind(r.entities.clone());
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(q("writing the plan's review rows"))?;
+    }
+    Ok(())
 }
 
 /// Buckets due instants into the 12 calendar months (UTC) after `as_of`.

@@ -28,6 +28,7 @@ impl ItemFilter {
 
     fn objects_wanted(&self) -> bool {
         self.entity_type.as_deref().is_none_or(|t| t == "object")
+            && self.fate.as_deref().is_none_or(|f| FATES.contains(&f))
     }
 }
 
@@ -38,6 +39,8 @@ pub struct CaseRow {
     pub policy: String,
     pub root_type: String,
     pub root_key: String,
+    /// The latest clock inside the case (plans from before it was kept: none).
+    pub case_clock: Option<i64>,
     pub status: &'static str,
     pub reason: Option<String>,
     pub entities: Vec<EntityRow>,
@@ -60,6 +63,87 @@ pub struct ObjectRow {
     pub policy: String,
     pub status: &'static str,
     pub reason: Option<String>,
+    /// The entities it links, as refs (plans from before they were kept: empty).
+    pub entities: Vec<String>,
+}
+
+/// Something the plan keeps, for review: an object it does not delete, an
+/// undatable entity, or a dangling parent reference.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReviewRow {
+    pub item: i64,
+    /// `object`, `undatable` or `dangling`.
+    pub kind: &'static str,
+    pub entity_type: Option<String>,
+    pub key: String,
+    pub size: Option<u64>,
+    /// Object: `shared`, `orphan-young`, `unlinked`, `unreadable`, `held`.
+    /// Dangling: the parent type named.
+    pub fate: String,
+    /// Unreadable: why. Dangling: the missing parent's key.
+    pub reason: Option<String>,
+    pub entities: Vec<String>,
+}
+
+const REVIEW_KINDS: &[&str] = &["object", "undatable", "dangling"];
+
+fn refs(json: Option<String>) -> Vec<String> {
+    json.and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default()
+}
+
+/// The review rows of `plan_id` that `filter` admits, a page at a time.
+pub async fn for_each_review(
+    state: &StateStore,
+    plan_id: &str,
+    filter: &ItemFilter,
+    page: i64,
+    sink: &mut (dyn FnMut(&[ReviewRow]) + Send),
+) -> Result<(), StateError> {
+    // The review rows have no policy; a policy filter lists none.
+    if filter.policy.is_some() || filter.fate.as_deref().is_some_and(|f| FATES.contains(&f)) {
+        return Ok(());
+    }
+    let page = page.max(1);
+    let mut after = i64::MIN;
+    loop {
+        let rows = sqlx::query(
+            "SELECT item, kind, entity_type, key, size, fate, reason, entities FROM plan_review
+             WHERE plan_id = $1 AND item > $2
+               AND ($3 IS NULL OR fate = $3 OR kind = $3)
+               AND ($4 IS NULL OR entity_type = $4 OR ($4 = 'object' AND kind = 'object'))
+             ORDER BY item LIMIT $5",
+        )
+        .bind(plan_id)
+        .bind(after)
+        .bind(filter.fate.clone())
+        .bind(filter.entity_type.clone())
+        .bind(page)
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the plan's review rows"))?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.get(0);
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(ReviewRow {
+                item: r.get(0),
+                kind: known(REVIEW_KINDS, &r.get::<String, _>(1), "review kind")?,
+                entity_type: r.get(2),
+                key: r.get(3),
+                size: r.get::<Option<i64>, _>(4).map(|n| n.max(0) as u64),
+                fate: r.get(5),
+                reason: r.get(6),
+                entities: refs(r.get(7)),
+            });
+        }
+        sink(&out);
+        if (rows.len() as i64) < page {
+            return Ok(());
+        }
+    }
 }
 
 const CASE_STATUSES: &[&str] = &["planned", "executing", "done", "skipped", "failed"];
@@ -101,7 +185,7 @@ pub async fn for_each_case(
     let mut after = i64::MIN;
     loop {
         let rows = sqlx::query(
-            "SELECT case_id, policy, root_type, root_key, status, reason FROM plan_cases
+            "SELECT case_id, policy, root_type, root_key, status, reason, case_clock FROM plan_cases
              WHERE plan_id = $1 AND case_id > $2 AND ($3 IS NULL OR policy = $3)
                AND ($4 IS NULL OR EXISTS (SELECT 1 FROM plan_entities e
                     WHERE e.plan_id = plan_cases.plan_id AND e.case_id = plan_cases.case_id
@@ -127,6 +211,7 @@ pub async fn for_each_case(
                 policy: r.get(1),
                 root_type: r.get(2),
                 root_key: r.get(3),
+                case_clock: r.get(6),
                 status: known(CASE_STATUSES, &r.get::<String, _>(4), "case status")?,
                 reason: r.get(5),
                 entities: Vec::new(),
@@ -182,7 +267,7 @@ pub async fn for_each_object(
     let mut after = i64::MIN;
     loop {
         let rows = sqlx::query(
-            "SELECT item, key, size, fate, policy, status, reason FROM plan_objects
+            "SELECT item, key, size, fate, policy, status, reason, entities FROM plan_objects
              WHERE plan_id = $1 AND item > $2 AND ($3 IS NULL OR policy = $3)
                AND ($4 IS NULL OR fate = $4)
              ORDER BY item LIMIT $5",
@@ -209,6 +294,7 @@ pub async fn for_each_object(
                 policy: r.get(4),
                 status: known(OBJECT_STATUSES, &r.get::<String, _>(5), "object status")?,
                 reason: r.get(6),
+                entities: refs(r.get(7)),
             });
         }
         sink(&objects);
@@ -308,6 +394,7 @@ pub async fn prune(state: &StateStore, by: PruneBy) -> Result<PruneReport, State
             "DELETE FROM plan_entities WHERE plan_id = $1",
             "DELETE FROM plan_cases WHERE plan_id = $1",
             "DELETE FROM plan_objects WHERE plan_id = $1",
+            "DELETE FROM plan_review WHERE plan_id = $1",
             "DELETE FROM workers WHERE plan_id = $1",
             "DELETE FROM plans WHERE id = $1",
         ] {

@@ -281,7 +281,16 @@ pub fn html(r: &Report) -> String {
             pol.root.clone(),
             pol.retain.clone(),
             pol.basis.clone(),
-            pol.due.to_string(),
+            pol.read.to_string(),
+            if pol.due_inside_other > 0 {
+                format!(
+                    "{} ({} inside another due case, deleted under its policy)",
+                    pol.due, pol.due_inside_other
+                )
+            } else {
+                pol.due.to_string()
+            },
+            pol.inside_due_case.to_string(),
             if kept.is_empty() {
                 "—".into()
             } else {
@@ -410,7 +419,9 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
                 "root",
                 "retain",
                 "legal basis",
+                "read",
                 "due cases",
+                "inside a case due first under another policy",
                 "kept cases, by reason"
             ],
             policies

@@ -157,7 +157,30 @@ CREATE TABLE pruned_plans (
     pruned_at TEXT NOT NULL
 );
 "#,
+    // 6: what a plan keeps, for review (`plan show --items`): each case's
+    // clock, each object's linked entities, and the objects it does not
+    // delete (shared, orphan young, unlinked, unreadable, held), the
+    // undatable entities and the dangling parent references
+    r#"
+ALTER TABLE plan_cases ADD COLUMN case_clock INTEGER;
+ALTER TABLE plan_objects ADD COLUMN entities TEXT;
+CREATE TABLE plan_review (
+    plan_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    kind TEXT NOT NULL,            -- object | undatable | dangling
+    entity_type TEXT,              -- undatable, dangling: the entity's type
+    key TEXT NOT NULL,             -- object key or entity key
+    size INTEGER,
+    fate TEXT NOT NULL,            -- object: its fate; dangling: the parent type
+    reason TEXT,                   -- unreadable: why; dangling: the missing parent key
+    entities TEXT,                 -- object: its links, as a JSON array of refs
+    PRIMARY KEY (plan_id, item)
+);
+"#,
 ];
+
+/// The schema version a store has once migrated.
+pub const VERSION: usize = STEPS.len();
 
 const SQLITE_TRIGGER: &str = "CREATE TRIGGER objects_gone_registered AFTER DELETE ON objects
 BEGIN
