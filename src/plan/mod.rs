@@ -402,7 +402,9 @@ pub async fn make_plan(
             *slot = (*slot).max(graph.nodes[n].clock);
         }
     }
-    let mut case_rows: Vec<(u64, &str, String, String, &'static str, Option<Instant>)> = Vec::new();
+    // (case, policy, root type, root key, key kind, case clock)
+    type CaseRow<'p> = (u64, &'p str, String, String, &'static str, Option<Instant>);
+    let mut case_rows: Vec<CaseRow> = Vec::new();
     for (ci, c) in eval.cases.iter().enumerate() {
         let node = graph.node(c.root);
         let policy = &world.policies[c.policy];
