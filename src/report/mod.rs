@@ -16,6 +16,9 @@ use crate::state::{StateError, StateStore, q};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// What the plan keeps and could not judge, for review: (fate, item by
+    /// pseudonym, size, detail); the first [`REVIEW_SHOWN`].
+    pub kept_items: Vec<Vec<String>>,
     pub plan: PlanSummary,
     /// How the plan was chosen when none was named.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -166,6 +169,55 @@ pub async fn build(
             r.get::<Option<String>, _>(1).unwrap_or_default(),
         ));
     }
+    // The detail a reviewer asks for: what the plan keeps and cannot judge
+    // (the first REVIEW_SHOWN; `lethe plan show --items` lists all).
+    let mut kept_items = Vec::new();
+    crate::plan::show::for_each_review(
+        state,
+        id,
+        &crate::plan::show::ItemFilter::default(),
+        REVIEW_SHOWN as i64,
+        &mut |rows| {
+            for r in rows {
+                if kept_items.len() >= REVIEW_SHOWN {
+                    return;
+                }
+                let ty = r.entity_type.as_deref().unwrap_or("?");
+                let (fate, item, detail) = match r.kind {
+                    "object" => (
+                        r.fate.clone(),
+                        pseudo.show_object(&r.key),
+                        match (&r.reason, r.entities.len()) {
+                            (Some(why), _) => why.clone(),
+                            (None, 0) => String::new(),
+                            (None, n) => format!("links {n} entities"),
+                        },
+                    ),
+                    "dangling" => (
+                        "dangling".into(),
+                        pseudo.show_entity(ty, &r.key),
+                        format!(
+                            "names {} (no such {})",
+                            pseudo.show_entity(&r.fate, r.reason.as_deref().unwrap_or("?")),
+                            r.fate
+                        ),
+                    ),
+                    _ => (
+                        "undatable".into(),
+                        pseudo.show_entity(ty, &r.key),
+                        "no clock column has a date; its cases are kept".into(),
+                    ),
+                };
+                kept_items.push(vec![
+                    fate,
+                    item,
+                    r.size.map(human_bytes).unwrap_or_default(),
+                    detail,
+                ]);
+            }
+        },
+    )
+    .await?;
     let audit_records: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE plan_id = $1")
         .bind(id)
         .fetch_one(state.pool())
@@ -173,6 +225,7 @@ pub async fn build(
         .map_err(q("reading the audit log"))?;
     let verification = audit::verify(state, &pseudo).await?;
     Ok(Report {
+        kept_items,
         plan: stored.summary.clone(),
         chosen: chosen.map(str::to_string),
         status: stored.status.clone(),
@@ -240,6 +293,9 @@ fn chart(months: &BTreeMap<String, u64>) -> String {
         x1 = w - pad,
     )
 }
+
+/// Review rows shown in a report (`plan show --items` lists all).
+pub const REVIEW_SHOWN: usize = 500;
 
 fn table(head: &[&str], rows: Vec<Vec<String>>) -> String {
     if rows.is_empty() {
@@ -388,6 +444,9 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
 <p>{gone} planned entities were already gone from the CRM when applied (reported, not audited as deleted by lethe).</p>
 <h2>Technical objects</h2>
 {fates}
+<h2>Kept by the plan, and what it could not judge</h2>
+<p>Objects not deleted (shared with a retained entity, orphans still within their grace, unlinked, unreadable, held), entities without a date, and parent references to no entity; at most {review_shown} rows here, every one with <code>lethe plan show {id} --items</code>.</p>
+{kept_items}
 <h2>Skipped at apply (changed since the plan)</h2>
 {skipped}
 <h2>Failures</h2>
@@ -430,6 +489,11 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
         gone = r.entities_already_gone,
         fates = table(&["fate", "objects", "bytes"], fates),
         skipped = table(&["reason", "items"], skipped),
+        review_shown = REVIEW_SHOWN,
+        kept_items = table(
+            &["fate", "item (pseudonym)", "size", "detail"],
+            r.kept_items.clone()
+        ),
         failures = table(&["item (pseudonym)", "reason"], failures),
         chart = chart(&p.due_by_month),
         records = r.audit_records,
