@@ -809,3 +809,49 @@ async fn the_scheduler_runs_the_real_pipeline_and_catches_up_once() {
         rows[0].error
     );
 }
+
+/// Issue 15: every plan was kept forever; `[state] plan_retention` makes
+/// the service prune old ones after each run, never the latest one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_prunes_plans_older_than_the_configured_retention() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    f.edit_config(
+        "[state]\nurl = \"sqlite://lethe-state.db\"\n",
+        "[state]\nurl = \"sqlite://lethe-state.db\"\nplan_retention = \"30 days\"\n",
+    );
+    f.lethe(&["index"]).ok();
+    let old = f.plan()["id"].as_str().unwrap().to_string();
+    let recent = f.plan()["id"].as_str().unwrap().to_string();
+    // The first plan is 60 days old, the second a day.
+    let ago = |days: i64| {
+        jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_hours(24 * days))
+            .unwrap()
+            .to_string()
+    };
+    f.state_sql(&format!(
+        "UPDATE plans SET created_at = '{}' WHERE id = '{old}'",
+        ago(60)
+    ));
+    f.state_sql(&format!(
+        "UPDATE plans SET created_at = '{}' WHERE id = '{recent}'",
+        ago(1)
+    ));
+    let runner = runner(&f).await;
+    runner
+        .run_now(
+            lethe::serve::runner::Work::Sweep {
+                mode: schedule::Mode::Plan,
+                as_of: None,
+            },
+            "test",
+            None,
+        )
+        .await
+        .unwrap();
+    let left = f.state_sql("SELECT id FROM plans ORDER BY seq");
+    assert!(!left.contains(&old), "the 60-day-old plan stays: {left}");
+    assert!(left.contains(&recent), "{left}");
+    assert_eq!(left.lines().count(), 2, "{left}");
+}

@@ -796,7 +796,27 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
             let p = if let Some(k) = target.strip_prefix("object:") {
                 pseudo.object(k)
             } else {
-                let r = EntityRef::parse(&target).map_err(|e| usage("TARGET", e.to_string()))?;
+                // The ref as the key column stores it (`lead:018` is
+                // lead 18, as it was audited); an auditor without access to
+                // the CRM gets the ref as typed, and is told so.
+                let kinds = match crm::connect(&config).await {
+                    Ok(c) => crm::refs::KeyKinds::read(&config, c.as_ref()).await.ok(),
+                    Err(_) => None,
+                };
+                let r = match &kinds {
+                    Some(kinds) => {
+                        parse_entity_ref(&config, kinds, &target)
+                            .map_err(|m| usage("TARGET", m))?
+                            .0
+                    }
+                    None => {
+                        eprintln!(
+                            "lethe: warning: the CRM is out of reach, so {} is looked up as typed (lead:018 and lead:18 differ)",
+                            crm::refs::printable(&target)
+                        );
+                        EntityRef::parse(&target).map_err(|e| usage("TARGET", e.to_string()))?
+                    }
+                };
                 pseudo.entity(&r.entity_type, &r.key)
             };
             let records = audit::lookup(&state, &p).await?;

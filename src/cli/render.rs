@@ -27,8 +27,8 @@ pub fn bytes(n: u64) -> String {
 
 pub fn index(s: &IndexSummary) -> String {
     let mut out = format!(
-        "index: {} objects ({}) — {} read ({}, {}/s; {} unreadable), {} unchanged, {} removed, {} skipped entries — {:.1}s\n",
-        s.objects_seen,
+        "index: {} ({}) — {} read ({}, {}/s; {} unreadable), {} unchanged, {} removed, {} skipped entries — {:.1}s\n",
+        count(s.objects_seen, "object", "objects"),
         bytes(s.bytes_listed),
         s.objects_read,
         bytes(s.bytes_read),
@@ -188,12 +188,16 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
         .collect();
     deleted.sort();
     let mut out = format!(
-        "apply {}: {} cases deleted, {} skipped, {} failed — {} entities ({}), {} already gone\n",
+        "apply {}: {} deleted, {} skipped, {} failed — {} ({}), {} already gone\n",
         r.plan_id,
-        r.cases_done,
+        count(r.cases_done, "case", "cases"),
         r.cases_skipped,
         r.cases_failed,
-        r.entities_deleted.values().sum::<u64>(),
+        count(
+            r.entities_deleted.values().sum::<u64>(),
+            "entity",
+            "entities"
+        ),
         if deleted.is_empty() {
             "none".into()
         } else {
@@ -235,12 +239,16 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
     }
     if let Some(v) = v {
         out.push_str(&format!(
-            "  verify: {} entities and {} objects checked, {} entities and {} objects still present{}\n",
-            v.entities_checked,
-            v.objects_checked,
+            "  verify: {} and {} checked, {} entities and {} objects still present{}\n",
+            count(v.entities_checked, "entity", "entities"),
+            count(v.objects_checked, "object", "objects"),
             v.entities_remaining,
             v.objects_remaining,
-            if v.ok() { " — all gone" } else { " — NOT ALL GONE" }
+            if v.ok() {
+                " — all gone"
+            } else {
+                " — NOT ALL GONE"
+            }
         ));
     }
     if let Some(h) = &r.audit_head {

@@ -61,6 +61,20 @@ impl Retention {
         }
     }
 
+    /// `at - self`, in UTC calendar arithmetic; saturates far in the past.
+    pub fn subtract_from(&self, at: crate::model::Instant) -> crate::model::Instant {
+        let Ok(ts) = jiff::Timestamp::from_second(at) else {
+            return i64::MIN;
+        };
+        match ts
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .checked_sub(self.span)
+        {
+            Ok(z) => z.timestamp().as_second(),
+            Err(_) => i64::MIN,
+        }
+    }
+
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -274,6 +288,10 @@ pub struct Config {
     pub safety: SafetySettings,
     pub policies: Vec<Policy>,
     pub state: StateUrl,
+    /// `[state] plan_retention`: `lethe serve` prunes plans older than this
+    /// after each run (never one in progress, the latest, or the brake's
+    /// baseline); none: plans are kept until `lethe plan prune`.
+    pub plan_retention: Option<Retention>,
     pub audit_key: Sensitive<Vec<u8>>,
     pub apply: ApplySettings,
     /// `[schedule]`: what `lethe serve` runs, and when (none: no schedule).
@@ -463,7 +481,7 @@ fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
         ],
         ["policy", "[]"] => &["name", "root", "retain", "keep_if", "basis"],
         ["policy", "[]", "keep_if", "[]"] => &["entity", "where"],
-        ["state"] => &["url"],
+        ["state"] => &["url", "plan_retention"],
         ["audit"] => &["key"],
         ["apply"] => &[
             "max_attempts",
@@ -944,9 +962,14 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
     }
 
     // [state]
-    let state_text = raw
-        .state
-        .and_then(|s| s.url)
+    let raw_state = raw.state.unwrap_or_default();
+    let plan_retention = raw_state.plan_retention.as_deref().and_then(|t| {
+        Retention::parse(t)
+            .map_err(|m| pr.add(p!["state", "plan_retention"], m))
+            .ok()
+    });
+    let state_text = raw_state
+        .url
         .unwrap_or_else(|| "sqlite://lethe-state.db".into());
     let state = match expand_env(&state_text) {
         Ok(u) => parse_state_url(&u, dir)
@@ -1144,6 +1167,7 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         max_delete_fraction,
         policies,
         state: state?,
+        plan_retention,
         audit_key: audit_key?,
         apply,
         schedule,

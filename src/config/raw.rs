@@ -151,6 +151,7 @@ pub enum RawKeep {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawState {
     pub url: Option<String>,
+    pub plan_retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -359,8 +359,22 @@ pub async fn prune(state: &StateStore, by: PruneBy) -> Result<PruneReport, State
         .map_err(q("listing plans"))?;
     let mut report = PruneReport::default();
     let mut candidates = Vec::new();
+    // Never the latest plan (`lethe apply` without an id applies it) nor
+    // the one the mass-delete brake compares the next plan with (the last
+    // clear or applied one): without it, a read that comes back short
+    // would have nothing to be measured against.
+    let baseline: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM plans WHERE brake IS NULL OR status IN ('applied', 'partial') ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(state.pool())
+    .await
+    .map_err(q("listing plans"))?;
     for (n, r) in rows.iter().enumerate() {
         let (id, created): (String, String) = (r.get(0), r.get(1));
+        if n == 0 || baseline.as_deref() == Some(id.as_str()) {
+            report.kept += 1;
+            continue;
+        }
         let old = match by {
             PruneBy::Keep(keep) => n as u64 >= keep,
             // A creation time that does not parse is kept: better too much.

@@ -507,7 +507,7 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
 pub fn text(r: &Report) -> String {
     let deleted: u64 = r.deleted.values().flat_map(|m| m.values()).sum();
     let mut out = format!(
-        "report for plan {}{} (as of {}, {}): {} cases deleted, {} entities, {} objects ({}), {} skipped, {} failed\n",
+        "report for plan {}{} (as of {}, {}): {} deleted, {} entities, {} objects ({}), {} skipped, {} failed\n",
         r.plan.id,
         r.chosen
             .as_deref()
@@ -515,7 +515,7 @@ pub fn text(r: &Report) -> String {
             .unwrap_or_default(),
         r.plan.as_of,
         r.status,
-        r.cases.get("done").copied().unwrap_or(0),
+        crate::cli::render::count(r.cases.get("done").copied().unwrap_or(0), "case", "cases"),
         deleted,
         r.objects.get("deleted").copied().unwrap_or(0),
         human_bytes(r.bytes_freed),

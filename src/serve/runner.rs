@@ -229,6 +229,7 @@ impl Runner {
         if let Err(e) = recorded {
             tracing::error!(run = id, error = %e, "could not record the end of the run");
         }
+        self.prune_plans().await;
         match error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -336,6 +337,26 @@ impl Runner {
         let loaded = Arc::new(loaded);
         *slot = Some((std::time::Instant::now(), loaded.clone()));
         Ok(loaded)
+    }
+
+    /// `[state] plan_retention`: plans older than it go after each run (a
+    /// failure is logged; the run's own outcome stands).
+    pub async fn prune_plans(&self) {
+        let Some(retention) = &self.config.plan_retention else {
+            return;
+        };
+        let cutoff = Timestamp::from_second(retention.subtract_from(Timestamp::now().as_second()))
+            .unwrap_or(Timestamp::MIN);
+        match plan::show::prune(&self.state, plan::show::PruneBy::Since(cutoff)).await {
+            Ok(r) if !r.pruned.is_empty() || !r.in_progress.is_empty() => tracing::info!(
+                pruned = r.pruned.len(),
+                kept_in_progress = r.in_progress.len(),
+                retention = retention.text(),
+                "old plans pruned"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "pruning old plans failed"),
+        }
     }
 
     /// How refs of each type are read (see `crm::refs`).
