@@ -124,6 +124,30 @@ pub fn show_instant(stored: &str) -> String {
 
 /// The canonical text of a stored target: `lead:4711`, `object:KEY`,
 /// `prefix:P`.
+/// A hold's target as typed (`lead:018`, `object:KEY`, `prefix:P/`) read
+/// into its kind, its canonical stored text and (entities) its typed key;
+/// `Err` says why it names nothing.
+pub fn parse_target(
+    config: &crate::config::Config,
+    kinds: &crate::crm::refs::KeyKinds,
+    target: &str,
+) -> Result<(HoldKind, String, Option<crate::model::EntityKey>), String> {
+    if let Some(k) = target.strip_prefix("object:") {
+        crate::store::validate_key(k).map_err(|e| e.to_string())?;
+        return Ok((HoldKind::Object, k.to_string(), None));
+    }
+    if let Some(p) = target.strip_prefix("prefix:") {
+        if p.is_empty() {
+            return Err("an empty prefix would hold every object; name one".into());
+        }
+        return Ok((HoldKind::Prefix, p.to_string(), None));
+    }
+    let (r, key) = kinds
+        .parse(config, target)
+        .map_err(|m| format!("{m} (a hold names an entity ref, object:KEY or prefix:PATH/)"))?;
+    Ok((HoldKind::Entity, r.to_string(), Some(key)))
+}
+
 pub fn canonical(kind: HoldKind, target: &str) -> String {
     match kind {
         HoldKind::Entity => target.to_string(),

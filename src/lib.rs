@@ -3,7 +3,8 @@
 //!
 //! The pipeline, one module per stage: [`index`] → [`evaluate`] → [`plan`] →
 //! [`apply`] → [`verify`] → [`audit`]; the backends behind traits in [`crm`],
-//! [`store`] and [`state`].
+//! [`store`] and [`state`]; [`pipeline`] composes the stages once for the
+//! command line ([`cli`]), the service ([`serve`]) and the demo.
 
 pub mod apply;
 pub mod audit;
@@ -11,10 +12,12 @@ pub mod cli;
 pub mod config;
 pub mod crm;
 pub mod demo;
+pub mod error;
 pub mod evaluate;
 pub mod holds;
 pub mod index;
 pub mod model;
+pub mod pipeline;
 pub mod plan;
 pub mod report;
 pub mod sensitive;

@@ -798,6 +798,11 @@ async fn keys_with_every_character_a_store_allows_round_trip() {
         if matches!(n, "folder" | "memory") {
             chars.extend(['\n', '\t', '\r', '\u{1}', '\u{7f}']);
         }
+        // Azure Blob (and Azurite) store a backslash in a blob name as a
+        // forward slash: `a\b` comes back as `a/b`, so no key holds one.
+        if n.starts_with("azure") {
+            chars.retain(|c| *c != '\\');
+        }
         let mut want: Vec<String> = chars
             .iter()
             .enumerate()

@@ -2,6 +2,7 @@
 //! as text or JSON, and maps the outcome to the documented exit codes.
 
 pub mod args;
+mod demo;
 pub(crate) mod render;
 
 use std::io::{IsTerminal, Write};
@@ -13,10 +14,11 @@ use clap::Parser;
 use crate::apply::{self, ApplyOptions};
 use crate::audit::{self, pseudonym::Pseudonymizer};
 use crate::config::{self, Config, ConfigError};
+use crate::error::error_chain;
 use crate::evaluate;
 use crate::model::EntityRef;
 use crate::state::{HoldKind, StateStore};
-use crate::{crm, holds, index, plan, store, verify};
+use crate::{crm, holds, index, pipeline, plan, store, verify};
 use args::{AuditCommand, Cli, Command, Format, HoldCommand, PlanCommand};
 
 pub const EXIT_OK: i32 = 0;
@@ -141,7 +143,7 @@ async fn run(cli: Cli) -> Result<i32> {
         ));
     }
     match cli.command {
-        Command::Demo(a) => crate::demo::run(&a, format).await,
+        Command::Demo(a) => demo::run(&a, format).await,
         Command::Check(a) => check(&cli.config, a.no_environment, format).await,
         Command::Index => {
             let config = load_config(&cli.config)?;
@@ -221,37 +223,34 @@ async fn run(cli: Cli) -> Result<i32> {
             let state = StateStore::open(&config).await?;
             let crm = crm::connect(&config).await?;
             let store = store::open(&config)?;
-            let indexed =
-                index_with(&config, store.as_ref(), &state, Some(crm.as_ref()), format).await?;
-            let summary = make_plan(&config, crm.as_ref(), &state, a.as_of, format).await?;
             let options = ApplyOptions {
                 allow_mass_delete: a.allow_mass_delete,
                 wait_for_lock: a.wait,
                 batch_cases: a.batch_size.map(|n| n as usize),
                 stop: Some(stop_on_signal()),
             };
-            let (report, verified) = run_apply(
+            let progress = Progress::new(format);
+            let swept = pipeline::sweep(
                 &config,
                 crm.as_ref(),
                 store.as_ref(),
                 &state,
-                Some(&summary.id),
+                a.as_of.unwrap_or_else(pipeline::now_seconds),
                 &options,
-                format,
+                &|p, d, t| progress.set(p, d, t),
             )
             .await?;
+            progress.finish();
             out(&match format {
                 Format::Text => format!(
                     "{}\n{}\n{}",
-                    render::index(&indexed),
-                    render::plan(&summary, false),
-                    render::apply(&report, verified.as_ref())
+                    render::index(&swept.index),
+                    render::plan(&swept.plan, false),
+                    render::apply(&swept.apply, swept.verify.as_ref())
                 ),
-                _ => json(
-                    &serde_json::json!({ "index": indexed, "plan": summary, "apply": report, "verify": verified }),
-                ),
+                _ => json(&swept),
             });
-            Ok(apply_exit(&report, verified.as_ref()))
+            Ok(apply_exit(&swept.apply, swept.verify.as_ref()))
         }
         Command::Explain(a) => explain(&cli.config, &a.entity, a.as_of, format).await,
         Command::Hold(h) => hold(&cli.config, h, format).await,
@@ -295,35 +294,12 @@ fn apply_exit(report: &apply::ApplyReport, verified: Option<&verify::VerifyRepor
     }
 }
 
+/// The stages through the library pipeline, with a progress bar on a
+/// terminal (text mode) and nothing otherwise.
 pub(crate) async fn run_index(config: &Config, format: Format) -> Result<index::IndexSummary> {
     let state = StateStore::open(config).await?;
-    let store = store::open(config)?;
-    // The CRM is reached only when a link rule reads a CRM column.
-    let crm = if config
-        .links
-        .iter()
-        .any(|r| matches!(r, config::LinkRule::CrmColumn { .. }))
-    {
-        Some(crm::connect(config).await?)
-    } else {
-        None
-    };
-    index_with(config, store.as_ref(), &state, crm.as_deref(), format).await
-}
-
-async fn index_with(
-    config: &Config,
-    store: &dyn store::TechnicalStore,
-    state: &StateStore,
-    crm: Option<&dyn crm::Crm>,
-    format: Format,
-) -> Result<index::IndexSummary> {
     let progress = Progress::new(format);
-    let r = index::run(config, store, state, crm, &|d, t| {
-        progress.set("index", d, t)
-    })
-    .await
-    .context("index failed; the link index is unchanged")?;
+    let r = pipeline::index_alone(config, &state, &|p, d, t| progress.set(p, d, t)).await?;
     progress.finish();
     Ok(r)
 }
@@ -336,12 +312,8 @@ pub(crate) async fn make_plan(
     format: Format,
 ) -> Result<plan::PlanSummary> {
     let progress = Progress::new(format);
-    let as_of = as_of.unwrap_or_else(now_seconds);
-    let s = plan::make_plan(config, crm, state, as_of, &|phase, n| {
-        progress.set(phase, n, n)
-    })
-    .await
-    .context("plan failed; nothing was stored or deleted")?;
+    let as_of = as_of.unwrap_or_else(pipeline::now_seconds);
+    let s = pipeline::plan(config, crm, state, as_of, &|p, d, t| progress.set(p, d, t)).await?;
     progress.finish();
     Ok(s)
 }
@@ -356,21 +328,12 @@ pub(crate) async fn run_apply(
     format: Format,
 ) -> Result<(apply::ApplyReport, Option<verify::VerifyReport>)> {
     let progress = Progress::new(format);
-    let report = apply::apply(config, crm, store, state, plan_id, options, &|p, d, t| {
+    let r = pipeline::apply_and_verify(config, crm, store, state, plan_id, options, &|p, d, t| {
         progress.set(p, d, t)
     })
     .await?;
     progress.finish();
-    let verified = if report.already_applied || report.interrupted {
-        None
-    } else {
-        Some(
-            verify::verify(config, crm, store, state, &report.plan_id)
-                .await
-                .context("verify after apply failed")?,
-        )
-    };
-    Ok((report, verified))
+    Ok(r)
 }
 
 async fn check(path: &Path, no_environment: bool, format: Format) -> Result<i32> {
@@ -530,31 +493,6 @@ pub fn parse_entity_ref(
     kinds.parse(config, text)
 }
 
-/// Why an entity is kept or when it becomes due, as JSON (the API's form of
-/// `lethe explain`).
-pub async fn explain_value(
-    config: &Config,
-    crm: &dyn crm::Crm,
-    state: &StateStore,
-    r: &EntityRef,
-    as_of: jiff::Timestamp,
-) -> Result<serde_json::Value> {
-    let world = plan::load_world(config, crm, state, &|_, _| {}).await?;
-    let entity = r.to_string();
-    let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
-        return Ok(serde_json::json!({ "entity": entity, "exists": false }));
-    };
-    let as_of = as_of.as_second();
-    let cases = evaluate::cases_containing(&world.graph, &world.policies, id, as_of);
-    let eval = evaluate::evaluate(&world.graph, &world.policies, as_of);
-    Ok(render::explain_json(
-        &entity,
-        &world,
-        &cases,
-        eval.is_deleted(id),
-    ))
-}
-
 fn usage(key: &str, message: String) -> anyhow::Error {
     anyhow::Error::new(ConfigError::Usage {
         key: key.into(),
@@ -591,33 +529,13 @@ fn hold_author(given: Option<String>) -> Result<String> {
     Ok(author)
 }
 
-/// A hold's target as the user typed it: `object:KEY`, `prefix:P/` or an
-/// entity ref (canonical, with its typed key).
-pub(crate) fn parse_hold_target(
+/// A hold's target as the user typed it (see `holds::parse_target`).
+fn parse_hold_target(
     config: &Config,
     kinds: &crm::refs::KeyKinds,
     target: &str,
 ) -> Result<(HoldKind, String, Option<crate::model::EntityKey>)> {
-    if let Some(k) = target.strip_prefix("object:") {
-        store::validate_key(k).map_err(|e| usage("TARGET", e.to_string()))?;
-        return Ok((HoldKind::Object, k.to_string(), None));
-    }
-    if let Some(p) = target.strip_prefix("prefix:") {
-        if p.is_empty() {
-            return Err(usage(
-                "TARGET",
-                "an empty prefix would hold every object; name one".into(),
-            ));
-        }
-        return Ok((HoldKind::Prefix, p.to_string(), None));
-    }
-    let (r, key) = parse_entity_ref(config, kinds, target).map_err(|m| {
-        usage(
-            "TARGET",
-            format!("{m} (a hold names an entity ref, object:KEY or prefix:PATH/)"),
-        )
-    })?;
-    Ok((HoldKind::Entity, r.to_string(), Some(key)))
+    holds::parse_target(config, kinds, target).map_err(|m| usage("TARGET", m))
 }
 
 /// What the audit says of an entity that is not in the CRM: " (lethe
@@ -678,11 +596,11 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
             let pseudo = Pseudonymizer::new(config.audit_key.clone());
             let added = holds::add(&state, &pseudo, kind, &t, &reason, &author).await?;
             out(&match format {
-                Format::Text if added => format!("hold added on {}\n", display_target(kind, &t)),
-                Format::Text => format!("{} was already on hold\n", display_target(kind, &t)),
-                _ => {
-                    json(&serde_json::json!({ "target": display_target(kind, &t), "added": added }))
-                }
+                Format::Text if added => format!("hold added on {}\n", holds::canonical(kind, &t)),
+                Format::Text => format!("{} was already on hold\n", holds::canonical(kind, &t)),
+                _ => json(
+                    &serde_json::json!({ "target": holds::canonical(kind, &t), "added": added }),
+                ),
             });
         }
         HoldCommand::Rm { target, author } => {
@@ -710,7 +628,7 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
                         .iter()
                         .map(|h| {
                             serde_json::json!({
-                                "kind": h.kind.as_str(), "target": display_target(h.kind, &h.target),
+                                "kind": h.kind.as_str(), "target": holds::canonical(h.kind, &h.target),
                                 "reason": h.reason, "author": h.author,
                                 "created_at": holds::show_instant(&h.created_at)
                             })
@@ -721,10 +639,6 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
         }
     }
     Ok(EXIT_OK)
-}
-
-pub(crate) fn display_target(kind: HoldKind, target: &str) -> String {
-    holds::canonical(kind, target)
 }
 
 async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32> {
@@ -920,22 +834,6 @@ fn log_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
 fn now_seconds() -> jiff::Timestamp {
     jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
         .unwrap_or_else(|_| jiff::Timestamp::now())
-}
-
-/// The error and its causes, once each: a cause already quoted in the
-/// message before it is not repeated.
-pub(crate) fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 /// `lethe plan show`: the header, then (with --items) the cases and objects

@@ -10,20 +10,7 @@ use crate::plan::{PlanSummary, World};
 use crate::state::Hold;
 use crate::verify::VerifyReport;
 
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::report::{bytes, count};
 
 pub fn index(s: &IndexSummary) -> String {
     let mut out = format!(
@@ -315,38 +302,7 @@ pub fn explain(
     out
 }
 
-pub fn explain_json(
-    entity: &str,
-    world: &World,
-    cases: &[(usize, NodeId, Aggregate, Verdict)],
-    deleted: bool,
-) -> serde_json::Value {
-    let cases: Vec<serde_json::Value> = cases
-        .iter()
-        .map(|(pi, _root, agg, verdict)| {
-            let p = &world.policies[*pi];
-            let (due, reason, due_at) = match verdict {
-                Verdict::Due => (true, None, None),
-                Verdict::Kept(Kept::Young { due_at }) => (
-                    false,
-                    Some("retention running".to_string()),
-                    Some(format_instant(*due_at)),
-                ),
-                Verdict::Kept(k) => (false, Some(k.label()), None),
-            };
-            serde_json::json!({
-                "policy": p.name,
-                "case_clock": agg.clock.map(format_instant),
-                "due": due,
-                "kept_because": reason,
-                "due_at": due_at,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "entity": entity, "exists": true, "deleted_by_next_sweep": deleted, "cases": cases
-    })
-}
+pub use crate::plan::explain::explain_json;
 
 pub fn holds(holds: &[Hold]) -> String {
     use crate::holds::escape;
@@ -359,7 +315,7 @@ pub fn holds(holds: &[Hold]) -> String {
             // Stored holds may predate the checks on what a hold may say.
             format!(
                 "{}  reason: {}  by {} at {}\n",
-                escape(&super::display_target(h.kind, &h.target)),
+                escape(&crate::holds::canonical(h.kind, &h.target)),
                 escape(&h.reason),
                 escape(&h.author),
                 crate::holds::show_instant(&h.created_at)
@@ -390,11 +346,6 @@ pub fn audit_verify(v: &Verification) -> String {
         }
         out
     }
-}
-
-/// `1 case`, `2 cases`: a count with its noun in the right number.
-pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `plan show`: the stored summary with its status, digest and the

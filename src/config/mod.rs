@@ -8,6 +8,7 @@
 
 mod raw;
 pub mod rules;
+pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -295,7 +296,7 @@ pub struct Config {
     pub audit_key: Sensitive<Vec<u8>>,
     pub apply: ApplySettings,
     /// `[schedule]`: what `lethe serve` runs, and when (none: no schedule).
-    pub schedule: Option<crate::serve::schedule::Schedule>,
+    pub schedule: Option<schedule::Schedule>,
     pub serve: ServeSettings,
     /// SHA-256 of the file's bytes: plans record which config made them.
     pub hash: String,
@@ -1046,7 +1047,7 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
 
     // [schedule]
     let schedule = raw.schedule.and_then(|s| {
-        use crate::serve::schedule::{Mode, Schedule};
+        use schedule::{Mode, Schedule};
         let mode = match s.mode.as_deref() {
             None | Some("sweep") => Mode::Sweep,
             Some("plan") => Mode::Plan,

@@ -49,7 +49,7 @@ fn reference_parses_as_config() {
         (s.pattern.as_str(), s.timezone.as_str()),
         ("0 3 * * *", "Europe/Berlin")
     );
-    assert_eq!(s.mode, crate::serve::schedule::Mode::Plan);
+    assert_eq!(s.mode, super::schedule::Mode::Plan);
     assert_eq!(c.serve.tokens.len(), 2);
     assert_eq!(c.serve.tokens[0].scope, Scope::Operate);
     assert_eq!(c.serve.tokens[1].scope, Scope::Admin);

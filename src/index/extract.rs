@@ -124,8 +124,9 @@ fn check_room(out: &[Found]) -> Result<(), Unreadable> {
 
 /// Objects up to this size are read into memory and parsed from a slice,
 /// which is several times faster than parsing from a stream; larger ones
-/// stream in bounded memory.
-pub const SLURP_MAX: u64 = 8 << 20;
+/// stream in bounded memory. (The store reads them whole up to the same
+/// size, so the bound lives with the stores.)
+pub use crate::store::SLURP_MAX;
 
 /// Runs one content rule over an object: from memory when it is small, as a
 /// stream when it is not. `size` is the listed size (a hint).

@@ -8,6 +8,7 @@
 //! whole plan (fail closed: an empty read must never become "everything is an
 //! orphan").
 
+pub mod explain;
 pub mod fate;
 pub mod show;
 

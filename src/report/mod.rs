@@ -262,7 +262,28 @@ pub fn escape(s: &str) -> String {
 }
 
 fn human_bytes(n: u64) -> String {
-    crate::cli::render::bytes(n)
+    bytes(n)
+}
+
+/// A byte count for people: `595.5 KB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// `1 case`, `2 cases`: a count with its noun in the right number.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The outlook chart: one bar per month, inline SVG.
@@ -515,7 +536,7 @@ pub fn text(r: &Report) -> String {
             .unwrap_or_default(),
         r.plan.as_of,
         r.status,
-        crate::cli::render::count(r.cases.get("done").copied().unwrap_or(0), "case", "cases"),
+        count(r.cases.get("done").copied().unwrap_or(0), "case", "cases"),
         deleted,
         r.objects.get("deleted").copied().unwrap_or(0),
         human_bytes(r.bytes_freed),

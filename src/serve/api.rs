@@ -487,7 +487,8 @@ fn validate_registration(
     }
     let mut entities = Vec::with_capacity(l.entities.len());
     for (j, e) in l.entities.iter().enumerate() {
-        let (r, _) = crate::cli::parse_entity_ref(&app.runner.config, kinds, e)
+        let (r, _) = kinds
+            .parse(&app.runner.config, e)
             .map_err(|m| ApiError::bad_request(format!("{at}entities[{j}]: {m}")))?;
         entities.push((r.entity_type, r.key));
     }
@@ -582,7 +583,8 @@ async fn explain(
     let Path(entity) = entity?;
     let Query(q) = query?;
     let kinds = app.runner.key_kinds().await?;
-    let (r, _) = crate::cli::parse_entity_ref(&app.runner.config, &kinds, &entity)
+    let (r, _) = kinds
+        .parse(&app.runner.config, &entity)
         .map_err(ApiError::bad_request)?;
     let loaded = app.runner.world().await?;
     let world = &loaded.world;
@@ -606,7 +608,7 @@ async fn explain(
     };
     let eval = fresh.as_ref().unwrap_or(&loaded.eval);
     let cases = crate::evaluate::cases_containing(&world.graph, &world.policies, id, at);
-    Ok(Json(crate::cli::render::explain_json(
+    Ok(Json(crate::plan::explain::explain_json(
         &entity,
         world,
         &cases,
@@ -653,7 +655,7 @@ async fn holds_list(State(app): State<AppState>) -> ApiResult<Json<Vec<HoldBody>
             .into_iter()
             .map(|h| HoldBody {
                 kind: h.kind.as_str().to_string(),
-                target: crate::cli::display_target(h.kind, &h.target),
+                target: crate::holds::canonical(h.kind, &h.target),
                 reason: h.reason,
                 author: h.author,
                 created_at: crate::holds::show_instant(&h.created_at),
@@ -729,7 +731,7 @@ async fn holds_add(
     .await?;
     app.runner.forget_world().await;
     Ok(Json(HoldChange {
-        target: crate::cli::display_target(kind, &target),
+        target: crate::holds::canonical(kind, &target),
         changed: added,
     }))
 }
@@ -777,17 +779,9 @@ async fn holds_remove(
 
 async fn hold_target(app: &App, text: &str) -> Result<(HoldKind, String), ApiError> {
     let kinds = app.runner.key_kinds().await?;
-    crate::cli::parse_hold_target(&app.runner.config, &kinds, text)
+    crate::holds::parse_target(&app.runner.config, &kinds, text)
         .map(|(kind, target, _)| (kind, target))
-        .map_err(|e| {
-            // The parser speaks the command line's words (`TARGET`); here the
-            // field is the body's or the query's `target`.
-            let message = match e.downcast_ref::<crate::config::ConfigError>() {
-                Some(crate::config::ConfigError::Usage { message, .. }) => message.clone(),
-                _ => crate::cli::error_chain(&e),
-            };
-            ApiError::bad_request(format!("target: {message}"))
-        })
+        .map_err(|m| ApiError::bad_request(format!("target: {m}")))
 }
 
 /// A hold's text within its bounds and printable, or 422 naming the field.

@@ -14,11 +14,11 @@ use sqlx::Row;
 
 use super::metrics;
 use super::schedule::{Job, Mode, Trigger};
-use crate::apply::{self, ApplyOptions};
+use crate::apply::ApplyOptions;
 use crate::config::Config;
 use crate::plan::{self, World};
 use crate::state::{StateError, StateStore, q};
-use crate::{crm, index, store, verify};
+use crate::{crm, pipeline, store};
 
 /// What a run does.
 #[derive(Clone, Debug)]
@@ -242,21 +242,20 @@ impl Runner {
         let store = store::open(config)?;
         let (plan_id, allow_mass_delete, mut summary) = match work {
             Work::Sweep { mode, as_of } => {
-                let indexed = index::run(
+                let indexed = pipeline::index(
                     config,
                     store.as_ref(),
                     &self.state,
                     Some(crm.as_ref()),
-                    &|_, _| {},
+                    &pipeline::quiet,
                 )
-                .await
-                .context("index failed; the link index is unchanged")?;
+                .await?;
                 let as_of = as_of.unwrap_or_else(|| {
                     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::now())
                 });
-                let planned = plan::make_plan(config, crm.as_ref(), &self.state, as_of, &|_, _| {})
-                    .await
-                    .context("plan failed; nothing was stored or deleted")?;
+                let planned =
+                    pipeline::plan(config, crm.as_ref(), &self.state, as_of, &pipeline::quiet)
+                        .await?;
                 metrics::plan(&planned);
                 let summary = serde_json::json!({ "index": indexed, "plan": planned });
                 if *mode == Mode::Plan {
@@ -279,26 +278,17 @@ impl Runner {
             batch_cases: None,
             stop: Some(self.stop.clone()),
         };
-        let report = apply::apply(
+        let (report, verified) = pipeline::apply_and_verify(
             config,
             crm.as_ref(),
             store.as_ref(),
             &self.state,
             Some(&plan_id),
             &options,
-            &|_, _, _| {},
+            &pipeline::quiet,
         )
         .await?;
         metrics::apply(&report);
-        let verified = if report.already_applied || report.interrupted {
-            None
-        } else {
-            Some(
-                verify::verify(config, crm.as_ref(), store.as_ref(), &self.state, &plan_id)
-                    .await
-                    .context("verify after apply failed")?,
-            )
-        };
         let status = if report.interrupted {
             "interrupted"
         } else if report.failed() || verified.as_ref().is_some_and(|v| !v.ok()) {

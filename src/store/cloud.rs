@@ -488,7 +488,7 @@ impl TechnicalStore for CloudStore {
             .map_err(|e| io("open", e))?;
         // Small objects in memory; larger ones spill to a temporary file, so
         // that reading costs bounded memory either way.
-        if got.meta.size <= crate::index::extract::SLURP_MAX {
+        if got.meta.size <= super::SLURP_MAX {
             let bytes = got.bytes().await.map_err(|e| io("read", e))?;
             return Ok(Box::new(std::io::Cursor::new(bytes)));
         }

@@ -4,6 +4,11 @@
 //! Backends disagree on deleting a missing object; the trait normalises
 //! that once: `delete` answers `AlreadyGone`, never an error.
 
+/// Objects up to this size are read into memory whole (the index parses
+/// them from a slice, several times faster than from a stream); larger
+/// ones stream or spill to a temporary file, in bounded memory.
+pub const SLURP_MAX: u64 = 8 << 20;
+
 pub mod blob_batch;
 pub mod cloud;
 pub mod faulty;
