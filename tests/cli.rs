@@ -1874,8 +1874,12 @@ fn plan_show_prints_the_header_and_items_as_pseudonyms_unless_keys() {
     f.lethe(&["index"]).ok();
     let plan = f.plan();
     let id = plan["id"].as_str().unwrap().to_string();
-    // `plan --as-of` still plans; `plan --list` still lists.
+    // `plan --as-of` still plans; `plan --list` still lists, and its JSON
+    // stays the array of [id, created_at, as_of, status] scripts read.
     f.lethe(&["plan", "--list"]).ok().contains(&id);
+    let list = f.lethe(&["plan", "--list", "--format", "json"]).ok().json();
+    assert_eq!(list[0][0], id.as_str(), "{list}");
+    assert_eq!(list[0][3], "planned", "{list}");
     f.lethe(&["plan", "show"])
         .ok()
         .contains(&id)

@@ -225,7 +225,7 @@ pub async fn apply(
         plan_id: stored.id.clone(),
         ..Default::default()
     };
-    if stored.status == "applied" {
+    if stored.status == plan::PlanStatus::Applied {
         report.already_applied = true;
         return Ok(report);
     }

@@ -338,7 +338,7 @@ pub async fn verify_paged(
     let mut head_seen_at = None;
     let problems = &mut v.problems;
     let mut count = 0u64;
-    let pruned = crate::plan::show::pruned_plans(state).await?;
+    let pruned = crate::state::plans::pruned_plans(state).await?;
     let of_pruned = &mut v.of_pruned_plans;
     let unjournaled = &mut v.unjournaled;
     for_each(state, &mut |r| {

@@ -851,10 +851,10 @@ async fn plan_show(
     let json_out = format != Format::Text;
     if json_out {
         let mut head = serde_json::to_value(&summary)?;
-        head["status"] = serde_json::Value::from(stored.status.clone());
+        head["status"] = serde_json::Value::from(stored.status.as_str());
         out(&format!("{{\"plan\": {}", serde_json::to_string(&head)?));
     } else {
-        out(&render::plan_header(&summary, &stored.status));
+        out(&render::plan_header(&summary, stored.status.as_str()));
     }
     if !a.items {
         if json_out {

@@ -152,14 +152,17 @@ pub(crate) fn policy_counts(p: &crate::plan::PolicySummary) -> String {
     line
 }
 
-pub fn plan_list(plans: &[(String, String, String, String)]) -> String {
+pub fn plan_list(plans: &[crate::plan::PlanListRow]) -> String {
     if plans.is_empty() {
         return "no plans stored\n".into();
     }
     plans
         .iter()
-        .map(|(id, created, as_of, status)| {
-            format!("{id}  created {created}  as of {as_of}  {status}\n")
+        .map(|p| {
+            format!(
+                "{}  created {}  as of {}  {}\n",
+                p.id, p.created_at, p.as_of, p.status
+            )
         })
         .collect()
 }

@@ -10,19 +10,20 @@
 
 pub mod explain;
 pub mod fate;
-pub mod show;
+/// `plan show` and `plan prune` read and prune the plan tables, which the
+/// state store owns.
+pub use crate::state::plans as show;
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::config::{Config, KeepRule};
 use crate::crm::{Crm, CrmError};
 use crate::evaluate::{self, CompiledPolicy, Graph, GraphBuilder};
 use crate::index;
-use crate::model::{EntityKey, Instant, format_instant};
+use crate::model::{EntityKey, Instant};
 use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, q};
 pub use fate::{Fate, LinkTarget, object_fate};
 
@@ -251,11 +252,7 @@ pub async fn stale_index(
             "the technical store was never indexed: run `lethe index` first (`lethe sweep` indexes by itself)".into(),
         ));
     };
-    let last: Option<String> =
-        sqlx::query_scalar("SELECT summary FROM plans ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(state.pool())
-            .await
-            .map_err(q("reading the last plan"))?;
+    let last = crate::state::plans::latest_summary(state).await?;
     if let Some(last) = last.and_then(|t| serde_json::from_str::<PlanSummary>(&t).ok())
         && let Some(seen) = last.index_run
         && seen > run
@@ -775,16 +772,7 @@ async fn brake(
     }
     // A type (or the store) the previous plan saw, now empty: a read that
     // returned nothing is far likelier than a CRM that emptied itself.
-    let previous: Option<String> =
-        // The last plan that was clear or applied: a braked plan that was never
-        // applied must not become the new normal by planning again.
-        sqlx::query_scalar(
-            "SELECT summary FROM plans WHERE brake IS NULL OR status IN ('applied', 'partial')
-             ORDER BY seq DESC LIMIT 1",
-        )
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(q("reading the previous plan"))?;
+    let previous = crate::state::plans::baseline_summary(tx).await?;
     if let Some(prev) = previous.and_then(|p| serde_json::from_str::<PlanSummary>(&p).ok()) {
         // What lethe itself deleted since (the previous plan's own apply
         // included) is no drop.
@@ -861,50 +849,25 @@ fn percent_of(share: f64) -> String {
 pub struct StoredPlan {
     pub id: String,
     pub as_of: Instant,
-    pub status: String,
+    pub status: PlanStatus,
     pub summary: PlanSummary,
     pub brake: Vec<String>,
 }
 
+/// The plan `id`, or the latest plan.
 pub async fn load(state: &StateStore, id: Option<&str>) -> Result<StoredPlan, StateError> {
-    let row = match id {
-        Some(id) => {
-            sqlx::query("SELECT id, as_of, status, summary, brake FROM plans WHERE id = $1")
-                .bind(id)
-                .fetch_optional(state.pool())
-                .await
-                .map_err(q("reading the plan"))?
-                .ok_or_else(|| StateError::NoSuchPlan(id.to_string()))?
-        }
-        None => sqlx::query(
-            "SELECT id, as_of, status, summary, brake FROM plans ORDER BY seq DESC LIMIT 1",
-        )
-        .fetch_optional(state.pool())
-        .await
-        .map_err(q("reading the plan"))?
-        .ok_or(StateError::NoPlan)?,
-    };
-    let summary: String = row.get(3);
-    let brake: Option<String> = row.get(4);
+    let row = crate::state::plans::plan_row(state, id).await?;
     Ok(StoredPlan {
-        id: row.get(0),
-        as_of: row.get(1),
-        status: row.get(2),
-        summary: serde_json::from_str(&summary)
+        id: row.id,
+        as_of: row.as_of,
+        status: row.status,
+        summary: serde_json::from_str(&row.summary)
             .map_err(|e| StateError::Corrupt(format!("plan summary unreadable: {e}")))?,
-        brake: brake
+        brake: row
+            .brake
             .and_then(|b| serde_json::from_str(&b).ok())
             .unwrap_or_default(),
     })
 }
 
-pub async fn list(state: &StateStore) -> Result<Vec<(String, String, String, String)>, StateError> {
-    let rows = sqlx::query("SELECT id, created_at, as_of, status FROM plans ORDER BY seq")
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("listing plans"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), format_instant(r.get(2)), r.get(3)))
-        .collect())
-}
+pub use crate::state::plans::{PlanListRow, PlanStatus, list};

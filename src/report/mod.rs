@@ -7,12 +7,11 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::audit::{self, pseudonym::Pseudonymizer};
 use crate::config::Config;
 use crate::plan::{self, PlanSummary};
-use crate::state::{StateError, StateStore, q};
+use crate::state::{StateError, StateStore};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -42,27 +41,6 @@ pub struct Report {
     pub audit_intact: bool,
 }
 
-async fn counts(
-    state: &StateStore,
-    sql: &'static str,
-    plan_id: &str,
-) -> Result<BTreeMap<String, u64>, StateError> {
-    let rows = sqlx::query(sql)
-        .bind(plan_id)
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("reading the journal"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            (
-                r.get::<Option<String>, _>(0).unwrap_or_default(),
-                r.get::<i64, _>(1) as u64,
-            )
-        })
-        .collect())
-}
-
 pub async fn build(
     config: &Config,
     state: &StateStore,
@@ -73,12 +51,7 @@ pub async fn build(
     let (plan_id, chosen) = match plan_id {
         Some(id) => (Some(id.to_string()), None),
         None => {
-            let applied: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM plans WHERE status IN ('applied', 'partial', 'applying') ORDER BY seq DESC LIMIT 1",
-            )
-            .fetch_optional(state.pool())
-            .await
-            .map_err(crate::state::q("choosing the plan to report"))?;
+            let applied = crate::state::plans::latest_applied(state).await?;
             match applied {
                 Some(id) => (Some(id), Some("the latest applied plan")),
                 None => (None, Some("the latest plan; none was applied yet")),
@@ -87,88 +60,17 @@ pub async fn build(
     };
     let stored = plan::load(state, plan_id.as_deref()).await?;
     let id = stored.id.as_str();
-    let cases = counts(
-        state,
-        "SELECT status, count(*) FROM plan_cases WHERE plan_id = $1 GROUP BY status",
-        id,
-    )
-    .await?;
-    let objects = counts(
-        state,
-        "SELECT status, count(*) FROM plan_objects WHERE plan_id = $1 GROUP BY status",
-        id,
-    )
-    .await?;
-    let mut skipped = counts(
-        state,
-        "SELECT reason, count(*) FROM plan_cases WHERE plan_id = $1 AND status = 'skipped' GROUP BY reason",
-        id,
-    )
-    .await?;
-    for (reason, n) in counts(
-        state,
-        "SELECT reason, count(*) FROM plan_objects WHERE plan_id = $1 AND status = 'skipped' GROUP BY reason",
-        id,
-    )
-    .await?
-    {
-        *skipped.entry(reason).or_default() += n;
-    }
-    let mut deleted: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    let rows = sqlx::query(
-        "SELECT c.policy, e.entity_type, count(*) FROM plan_entities e
-         JOIN plan_cases c ON c.plan_id = e.plan_id AND c.case_id = e.case_id
-         WHERE e.plan_id = $1 AND e.status = 'deleted' GROUP BY 1, 2",
-    )
-    .bind(id)
-    .fetch_all(state.pool())
-    .await
-    .map_err(q("reading the journal"))?;
-    for r in rows {
-        deleted
-            .entry(r.get(0))
-            .or_default()
-            .insert(r.get(1), r.get::<i64, _>(2) as u64);
-    }
-    let gone: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM plan_entities WHERE plan_id = $1 AND status = 'gone'",
-    )
-    .bind(id)
-    .fetch_one(state.pool())
-    .await
-    .map_err(q("reading the journal"))?;
-    let bytes: Option<i64> = sqlx::query_scalar(
-        "SELECT CAST(sum(size) AS BIGINT) FROM plan_objects WHERE plan_id = $1 AND status = 'deleted'",
-    )
-    .bind(id)
-    .fetch_one(state.pool())
-    .await
-    .map_err(q("reading the journal"))?;
+    let t = crate::state::journal::tally(state, id).await?;
     let pseudo = Pseudonymizer::new(config.audit_key.clone());
     let mut failures = Vec::new();
-    for r in sqlx::query("SELECT root_type, root_key, reason FROM plan_cases WHERE plan_id = $1 AND status = 'failed'")
-        .bind(id)
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("reading the journal"))?
-    {
-        failures.push((
-            pseudo.show_entity(&r.get::<String, _>(0), &r.get::<String, _>(1)),
-            r.get::<Option<String>, _>(2).unwrap_or_default(),
-        ));
+    for (ty, key, reason) in &t.failed_cases {
+        failures.push((pseudo.show_entity(ty, key), reason.clone()));
     }
-    for r in
-        sqlx::query("SELECT key, reason FROM plan_objects WHERE plan_id = $1 AND status = 'failed'")
-            .bind(id)
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("reading the journal"))?
-    {
-        failures.push((
-            pseudo.show_object(&r.get::<String, _>(0)),
-            r.get::<Option<String>, _>(1).unwrap_or_default(),
-        ));
+    for (key, reason) in &t.failed_objects {
+        failures.push((pseudo.show_object(key), reason.clone()));
     }
+    let (cases, objects, skipped, deleted) = (t.cases, t.objects, t.skipped, t.deleted);
+    let (gone, bytes) = (t.entities_gone, t.bytes_deleted);
     // The detail a reviewer asks for: what the plan keeps and cannot judge
     // (the first REVIEW_SHOWN; `lethe plan show --items` lists all).
     let mut kept_items = Vec::new();
@@ -218,28 +120,24 @@ pub async fn build(
         },
     )
     .await?;
-    let audit_records: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE plan_id = $1")
-        .bind(id)
-        .fetch_one(state.pool())
-        .await
-        .map_err(q("reading the audit log"))?;
+    let audit_records = crate::state::journal::audit_records(state, id).await?;
     let verification = audit::verify(state, &pseudo).await?;
     Ok(Report {
         kept_items,
         plan: stored.summary.clone(),
         chosen: chosen.map(str::to_string),
-        status: stored.status.clone(),
+        status: stored.status.to_string(),
         generated_at: jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
             .map(|t| t.to_string())
             .unwrap_or_default(),
         cases,
         deleted,
-        entities_already_gone: gone as u64,
+        entities_already_gone: gone,
         objects,
-        bytes_freed: bytes.unwrap_or(0) as u64,
+        bytes_freed: bytes,
         skipped,
         failures,
-        audit_records: audit_records as u64,
+        audit_records,
         audit_head: verification.head.clone(),
         audit_intact: verification.problems.is_empty(),
     })

@@ -835,11 +835,11 @@ async fn plans_list(State(app): State<AppState>) -> ApiResult<Json<Vec<PlanListI
         plan::list(&app.runner.state)
             .await?
             .into_iter()
-            .map(|(id, created_at, as_of, status)| PlanListItem {
-                id,
-                created_at,
-                as_of,
-                status,
+            .map(|p| PlanListItem {
+                id: p.id,
+                created_at: p.created_at,
+                as_of: p.as_of,
+                status: p.status.to_string(),
             })
             .collect(),
     ))
@@ -886,7 +886,7 @@ async fn plan_show(
     let p = load_plan(&app, &id).await?;
     Ok(Json(PlanView {
         id: p.id,
-        status: p.status,
+        status: p.status.to_string(),
         digest: p.summary.digest.clone(),
         brake: p.brake,
         summary: serde_json::to_value(&p.summary).map_err(anyhow::Error::from)?,
@@ -933,7 +933,7 @@ async fn plan_apply(
     let Path(id) = id?;
     let Json(a) = body?;
     let p = load_plan(&app, &id).await?;
-    if p.status == "applied" {
+    if p.status == plan::PlanStatus::Applied {
         return Err(ApiError::conflict("the plan is applied already"));
     }
     if a.confirm != p.summary.digest {

@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::Row;
 
 use super::metrics;
 use super::schedule::{Job, Mode, Trigger};
 use crate::apply::ApplyOptions;
 use crate::config::Config;
 use crate::plan::{self, World};
-use crate::state::{StateError, StateStore, q};
+pub use crate::state::runs::SweepRow;
+use crate::state::{StateError, StateStore, runs};
 use crate::{crm, pipeline, store};
 
 /// What a run does.
@@ -102,19 +102,8 @@ impl Runner {
     /// At start: runs cut short by a crash are marked interrupted, and a plan
     /// whose apply was stopped is resumed (its journal knows where it was).
     pub async fn recover(self: &Arc<Self>) -> Result<Option<i64>> {
-        sqlx::query(
-            "UPDATE sweeps SET status = 'interrupted', finished_at = $1 WHERE status = 'running'",
-        )
-        .bind(now_text())
-        .execute(self.state.pool())
-        .await
-        .map_err(q("recording runs"))?;
-        let applying: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM plans WHERE status = 'applying' ORDER BY seq DESC LIMIT 1",
-        )
-        .fetch_optional(self.state.pool())
-        .await
-        .map_err(q("reading plans"))?;
+        runs::interrupt_running(&self.state, &now_text()).await?;
+        let applying = crate::state::plans::latest_applying(&self.state).await?;
         match applying {
             Some(plan_id) => {
                 tracing::info!(plan = %plan_id, "resuming a plan whose apply was stopped");
@@ -178,18 +167,15 @@ impl Runner {
             Work::Apply { plan_id, .. } => Some(plan_id.clone()),
             Work::Sweep { .. } => None,
         };
-        sqlx::query_scalar(
-            "INSERT INTO sweeps(trigger, mode, scheduled_for, started_at, status, plan_id)
-             VALUES ($1, $2, $3, $4, 'running', $5) RETURNING id",
+        runs::start(
+            &self.state,
+            trigger,
+            work.mode(),
+            tick.map(|t| t.to_string()),
+            &now_text(),
+            plan_id,
         )
-        .bind(trigger)
-        .bind(work.mode())
-        .bind(tick.map(|t| t.to_string()))
-        .bind(now_text())
-        .bind(plan_id)
-        .fetch_one(self.state.pool())
         .await
-        .map_err(q("recording the run"))
     }
 
     async fn execute(&self, id: i64, work: &Work) -> Result<(), String> {
@@ -214,17 +200,15 @@ impl Runner {
         }
         // A run changes what explain answers.
         *self.world.lock().await = None;
-        let recorded = sqlx::query(
-            "UPDATE sweeps SET status = $1, finished_at = $2, plan_id = coalesce($3, plan_id), error = $4, summary = $5
-             WHERE id = $6",
+        let recorded = runs::finish(
+            &self.state,
+            id,
+            status,
+            &now_text(),
+            plan_id,
+            error.as_deref(),
+            summary,
         )
-        .bind(status)
-        .bind(now_text())
-        .bind(plan_id)
-        .bind(&error)
-        .bind(summary)
-        .bind(id)
-        .execute(self.state.pool())
         .await;
         if let Err(e) = recorded {
             tracing::error!(run = id, error = %e, "could not record the end of the run");
@@ -369,65 +353,11 @@ impl Runner {
 
     /// The runs, newest first.
     pub async fn sweeps(&self, limit: i64) -> Result<Vec<SweepRow>, StateError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SWEEP_SELECT} ORDER BY id DESC LIMIT $1"
-        )))
-        .bind(limit)
-        .fetch_all(self.state.pool())
-        .await
-        .map_err(q("listing runs"))?;
-        Ok(rows.iter().map(SweepRow::from_row).collect())
+        runs::list(&self.state, limit).await
     }
 
     pub async fn sweep(&self, id: i64) -> Result<Option<SweepRow>, StateError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SWEEP_SELECT} WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(self.state.pool())
-            .await
-            .map_err(q("reading a run"))?;
-        Ok(row.as_ref().map(SweepRow::from_row))
-    }
-}
-
-/// The columns `SweepRow::from_row` reads, in its order.
-const SWEEP_SELECT: &str = "SELECT id, trigger, mode, scheduled_for, started_at, finished_at, status, plan_id, error, summary FROM sweeps";
-
-/// One run, as `GET /v1/sweeps` shows it.
-#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct SweepRow {
-    pub id: i64,
-    /// schedule, catch-up, api, approval or resume
-    pub trigger: String,
-    /// sweep, plan or apply
-    pub mode: String,
-    /// The schedule tick this run is for.
-    pub scheduled_for: Option<String>,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    /// running, done, partial, failed, awaiting-approval or interrupted
-    pub status: String,
-    pub plan_id: Option<String>,
-    pub error: Option<String>,
-    /// Counts from index, plan, apply and verify.
-    #[schema(value_type = Option<Object>)]
-    pub summary: Option<serde_json::Value>,
-}
-
-impl SweepRow {
-    fn from_row(r: &sqlx::any::AnyRow) -> SweepRow {
-        let summary: Option<String> = r.get(9);
-        SweepRow {
-            id: r.get(0),
-            trigger: r.get(1),
-            mode: r.get(2),
-            scheduled_for: r.get(3),
-            started_at: r.get(4),
-            finished_at: r.get(5),
-            status: r.get(6),
-            plan_id: r.get(7),
-            error: r.get(8),
-            summary: summary.and_then(|s| serde_json::from_str(&s).ok()),
-        }
+        runs::get(&self.state, id).await
     }
 }
 

@@ -5,6 +5,9 @@
 //! Architecture invariant: a plan's items are written once, before anything
 //! is deleted; afterwards only their journal columns (status, reason) change.
 
+pub mod journal;
+pub mod plans;
+pub mod runs;
 pub mod schema;
 pub mod workers;
 
@@ -758,26 +761,4 @@ where
     Ok(n)
 }
 
-/// Entities lethe deleted, per type, by the plan `since` and every plan
-/// made after it (read inside the planning transaction).
-pub async fn deleted_since(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    since: &str,
-) -> Result<std::collections::BTreeMap<String, u64>, StateError> {
-    let rows = sqlx::query(
-        "SELECT e.entity_type, CAST(count(*) AS BIGINT) FROM plan_entities e JOIN plans p ON p.id = e.plan_id
-         WHERE e.status = 'deleted' AND p.seq >= (SELECT seq FROM plans WHERE id = $1)
-         GROUP BY e.entity_type",
-    )
-    .bind(since)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(q("reading what lethe deleted since the previous plan"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            use sqlx::Row;
-            (r.get::<String, _>(0), r.get::<i64, _>(1).max(0) as u64)
-        })
-        .collect())
-}
+pub use journal::deleted_since;

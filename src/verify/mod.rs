@@ -3,12 +3,11 @@
 
 use futures::StreamExt;
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::config::Config;
 use crate::crm::{Crm, CrmError};
 use crate::model::EntityKey;
-use crate::state::{StateError, StateStore, q};
+use crate::state::{StateError, StateStore};
 use crate::store::{StoreError, TechnicalStore};
 
 /// Journal rows read at a time.
@@ -66,41 +65,19 @@ pub async fn verify_paged(
     for et in &config.entities {
         let mut after: Option<String> = None;
         loop {
-            // Two texts, so that each can walk the primary key.
-            let query = match &after {
-                None => sqlx::query(
-                    "SELECT entity_key, key_kind FROM plan_entities
-                     WHERE plan_id = $1 AND entity_type = $2 AND status = 'deleted'
-                     ORDER BY entity_key LIMIT $3",
-                ),
-                Some(_) => sqlx::query(
-                    "SELECT entity_key, key_kind FROM plan_entities
-                     WHERE plan_id = $1 AND entity_type = $2 AND status = 'deleted'
-                       AND entity_key > $4
-                     ORDER BY entity_key LIMIT $3",
-                ),
-            };
-            let mut query = query.bind(plan_id).bind(&et.name).bind(page);
-            if let Some(a) = &after {
-                query = query.bind(a.clone());
-            }
-            let rows = query
-                .fetch_all(state.pool())
-                .await
-                .map_err(q("reading the journal"))?;
+            let rows = crate::state::journal::deleted_entities(
+                state,
+                plan_id,
+                &et.name,
+                after.as_deref(),
+                page,
+            )
+            .await?;
             let Some(last) = rows.last() else {
                 break;
             };
-            after = Some(last.get::<String, _>(0));
-            let keys: Vec<EntityKey> = rows
-                .iter()
-                .filter_map(|r| {
-                    EntityKey::from_stored(
-                        r.get::<String, _>(1).as_str(),
-                        r.get::<String, _>(0).as_str(),
-                    )
-                })
-                .collect();
+            after = Some(last.0.clone());
+            let keys: Vec<EntityKey> = rows.into_iter().filter_map(|(_, k)| k).collect();
             report.entities_checked += keys.len() as u64;
             report.entities_remaining += crm.existing(et, &keys).await?.len() as u64;
         }
@@ -110,22 +87,12 @@ pub async fn verify_paged(
     // trip per object.
     let mut after = i64::MIN;
     loop {
-        let rows = sqlx::query(
-            "SELECT item, key FROM plan_objects
-             WHERE plan_id = $1 AND status = 'deleted' AND item > $2
-             ORDER BY item LIMIT $3",
-        )
-        .bind(plan_id)
-        .bind(after)
-        .bind(page)
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("reading the journal"))?;
+        let rows = crate::state::journal::deleted_objects(state, plan_id, after, page).await?;
         let Some(last) = rows.last() else {
             break;
         };
-        after = last.get::<i64, _>(0);
-        let keys: Vec<String> = rows.iter().map(|r| r.get::<String, _>(1)).collect();
+        after = last.0;
+        let keys: Vec<String> = rows.into_iter().map(|(_, k)| k).collect();
         let heads: Vec<_> = keys.iter().map(|k| store.head(k)).collect();
         let answers: Vec<Result<Option<crate::store::ObjectMeta>, StoreError>> =
             futures::stream::iter(heads)

@@ -1,11 +1,185 @@
-//! Reading a stored plan back for review (`lethe plan show`) and pruning
-//! old plans (`lethe plan prune`). The rows are read in pages (keyset, in
+//! The plan tables (`plans`, `plan_cases`, `plan_entities`,
+//! `plan_objects`, `plan_review`, `pruned_plans`): reading a stored plan
+//! back (`lethe plan show`, the report), and pruning old plans (`lethe plan
+//! prune`). The rows are read in pages (keyset, in
 //! primary-key order), so a plan of millions of items is never held whole.
 
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::state::{StateError, StateStore, q};
+use super::{StateError, StateStore, q};
+
+/// Where a plan is in its life: stored as these words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanStatus {
+    /// Stored; nothing of it applied yet.
+    Planned,
+    /// An apply started it and has not finished.
+    Applying,
+    /// Applied to the end, every item done or skipped.
+    Applied,
+    /// Applied to the end with some items failed.
+    Partial,
+}
+
+impl PlanStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Planned => "planned",
+            PlanStatus::Applying => "applying",
+            PlanStatus::Applied => "applied",
+            PlanStatus::Partial => "partial",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PlanStatus> {
+        [
+            PlanStatus::Planned,
+            PlanStatus::Applying,
+            PlanStatus::Applied,
+            PlanStatus::Partial,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for PlanStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+fn plan_status(s: &str) -> Result<PlanStatus, StateError> {
+    PlanStatus::parse(s)
+        .ok_or_else(|| StateError::Corrupt(format!("plan status `{s}` is not one lethe writes")))
+}
+
+/// A plan's row as stored: its summary and brake are the plan module's
+/// JSON, read back there.
+#[derive(Clone, Debug)]
+pub struct PlanRow {
+    pub id: String,
+    pub as_of: i64,
+    pub status: PlanStatus,
+    pub summary: String,
+    pub brake: Option<String>,
+}
+
+/// The plan `id`, or the latest plan when `id` is `None`.
+pub async fn plan_row(state: &StateStore, id: Option<&str>) -> Result<PlanRow, StateError> {
+    let row = match id {
+        Some(id) => {
+            sqlx::query("SELECT id, as_of, status, summary, brake FROM plans WHERE id = $1")
+                .bind(id)
+                .fetch_optional(state.pool())
+                .await
+                .map_err(q("reading the plan"))?
+                .ok_or_else(|| StateError::NoSuchPlan(id.to_string()))?
+        }
+        None => sqlx::query(
+            "SELECT id, as_of, status, summary, brake FROM plans ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_optional(state.pool())
+        .await
+        .map_err(q("reading the plan"))?
+        .ok_or(StateError::NoPlan)?,
+    };
+    Ok(PlanRow {
+        id: row.get(0),
+        as_of: row.get(1),
+        status: plan_status(&row.get::<String, _>(2))?,
+        summary: row.get(3),
+        brake: row.get(4),
+    })
+}
+
+/// One line of `lethe plan --list`. Its JSON is the array `[id,
+/// created_at, as_of, status]` that `plan --list --format json` has always
+/// printed (scripts read it so).
+#[derive(Clone, Debug)]
+pub struct PlanListRow {
+    pub id: String,
+    pub created_at: String,
+    /// RFC 3339.
+    pub as_of: String,
+    pub status: PlanStatus,
+}
+
+impl Serialize for PlanListRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (
+            &self.id,
+            &self.created_at,
+            &self.as_of,
+            self.status.as_str(),
+        )
+            .serialize(s)
+    }
+}
+
+/// Every stored plan, oldest first.
+pub async fn list(state: &StateStore) -> Result<Vec<PlanListRow>, StateError> {
+    let rows = sqlx::query("SELECT id, created_at, as_of, status FROM plans ORDER BY seq")
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("listing plans"))?;
+    rows.iter()
+        .map(|r| {
+            Ok(PlanListRow {
+                id: r.get(0),
+                created_at: r.get(1),
+                as_of: crate::model::format_instant(r.get(2)),
+                status: plan_status(&r.get::<String, _>(3))?,
+            })
+        })
+        .collect()
+}
+
+/// The latest plan that an apply started or finished (the report's
+/// default), if any.
+pub async fn latest_applied(state: &StateStore) -> Result<Option<String>, StateError> {
+    sqlx::query_scalar(
+        "SELECT id FROM plans WHERE status IN ('applied', 'partial', 'applying') ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(state.pool())
+    .await
+    .map_err(q("choosing the plan to report"))
+}
+
+/// The latest plan whose apply was started and stopped (the service
+/// resumes it at start), if any.
+pub async fn latest_applying(state: &StateStore) -> Result<Option<String>, StateError> {
+    sqlx::query_scalar("SELECT id FROM plans WHERE status = 'applying' ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(state.pool())
+        .await
+        .map_err(q("reading plans"))
+}
+
+/// The summary (JSON) of the latest plan, if any.
+pub async fn latest_summary(state: &StateStore) -> Result<Option<String>, StateError> {
+    sqlx::query_scalar("SELECT summary FROM plans ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(state.pool())
+        .await
+        .map_err(q("reading the last plan"))
+}
+
+/// The summary (JSON) of the plan the brake compares a new plan with: the
+/// last one that was clear or applied (a braked plan never applied must not
+/// become the new normal by planning again). Read inside the planning
+/// transaction.
+pub async fn baseline_summary(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<Option<String>, StateError> {
+    sqlx::query_scalar(
+        "SELECT summary FROM plans WHERE brake IS NULL OR status IN ('applied', 'partial')
+         ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(q("reading the previous plan"))
+}
 
 /// Which items `plan show --items` lists.
 #[derive(Clone, Debug, Default)]
