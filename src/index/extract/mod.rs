@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Read};
 
 use crate::config::rules::{XmlPath, local_name};
 
+pub mod jsonstream;
+
 /// A key found in a file, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
@@ -161,10 +163,7 @@ pub fn content(
             return match kind {
                 ContentKind::Json {
                     steps: Some(steps), ..
-                } => super::jsonstream::extract_with(
-                    serde_json::Deserializer::from_slice(bytes),
-                    steps,
-                ),
+                } => jsonstream::extract_with(serde_json::Deserializer::from_slice(bytes), steps),
                 ContentKind::Json { path, steps: None } => {
                     if bytes.len() as u64 > max_whole {
                         return Err(Unreadable(format!(
@@ -234,9 +233,7 @@ pub fn json(
     max_line: u64,
 ) -> Result<Vec<Found>, Unreadable> {
     match steps {
-        Some(steps) => {
-            super::jsonstream::extract(LineGuard::new(reader, max_line, b'\n', b','), steps)
-        }
+        Some(steps) => jsonstream::extract(LineGuard::new(reader, max_line, b'\n', b','), steps),
         None => json_whole(reader, path, max_whole),
     }
 }
