@@ -14,7 +14,7 @@ use std::io::Read;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::extract::{Found, Unreadable};
+use super::{Found, Unreadable};
 pub use crate::config::rules::{Step, simple_path};
 
 fn pointer_escape(s: &str) -> String {
@@ -31,8 +31,8 @@ impl Walk<'_> {
     /// A scalar: a link when the path ends here (within the links cap).
     fn leaf<E: serde::de::Error>(self, key: impl FnOnce() -> String) -> Result<(), E> {
         if self.steps.is_empty() {
-            if self.out.borrow().len() >= super::extract::MAX_LINKS {
-                return Err(E::custom(super::extract::TOO_MANY));
+            if self.out.borrow().len() >= super::MAX_LINKS {
+                return Err(E::custom(super::TOO_MANY));
             }
             self.out.borrow_mut().push(Found {
                 key: key(),
@@ -172,16 +172,12 @@ pub fn extract_with<'de, R: serde_json::de::Read<'de>>(
         out: &out,
     }
     .deserialize(&mut de)
-    .map_err(|e| match super::extract::json_error_class(&e) {
-        class if class == super::extract::TOO_MANY => Unreadable(class),
+    .map_err(|e| match super::json_error_class(&e) {
+        class if class == super::TOO_MANY => Unreadable(class),
         class => Unreadable(format!("not valid JSON ({class})")),
     })?;
-    de.end().map_err(|e| {
-        Unreadable(format!(
-            "not valid JSON ({})",
-            super::extract::json_error_class(&e)
-        ))
-    })?;
+    de.end()
+        .map_err(|e| Unreadable(format!("not valid JSON ({})", super::json_error_class(&e))))?;
     Ok(out.into_inner())
 }
 
@@ -242,9 +238,9 @@ mod tests {
 
     #[test]
     fn links_per_object_are_capped() {
-        let doc = format!("[{}0]", "1,".repeat(super::super::extract::MAX_LINKS));
+        let doc = format!("[{}0]", "1,".repeat(super::super::MAX_LINKS));
         let err = extract(doc.as_bytes(), &simple_path("$[*]").unwrap()).unwrap_err();
-        assert_eq!(err.0, super::super::extract::TOO_MANY);
+        assert_eq!(err.0, super::super::TOO_MANY);
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! Content rules: entity keys found inside JSON, XML and CSV payloads. Each
+//! extractor reads from a stream with a byte budget and reports the location
+//! of each value (JSON pointer, element index, CSV row). Errors name what is
+//! wrong with the file, never what is in it.
+//!
+//! This module owns what the formats share: the answer ([`Found`]) and the
+//! refusal ([`Unreadable`]), the links cap ([`MAX_LINKS`]), the line guard,
+//! the JSON error classes (both JSON evaluators use them), and the dispatch
+//! of one content rule over one object ([`content`]: from memory or as a
+//! stream). The formats live below it and import only from here and
+//! downward: `json` (whole-document JSONPath, and the choice of evaluator),
+//! `jsonstream` (the streaming subset), `xml`, `csv`.
+
+use std::io::Read;
+
+mod csv;
+mod json;
+pub mod jsonstream;
+mod xml;
+
+pub use self::csv::csv;
+pub use self::json::{json, json_whole};
+pub use self::xml::xml;
+
+/// A key found in a file, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub key: String,
+    pub location: String,
+}
+
+/// Why a file could not be read by a content rule. The text names the
+/// problem, never the content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
+/// The category and position of a JSON error, without the offending text.
+pub(crate) fn json_error_class(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => {
+            // Our own budget error or an I/O error: neither quotes content.
+            return format!("read failed: {e}");
+        }
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected data",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    if e.to_string().contains(TOO_MANY) {
+        return TOO_MANY.to_string();
+    }
+    if e.to_string().contains("duplicate member name") {
+        return format!("a member name repeats in one object at line {}", e.line());
+    }
+    if e.to_string().contains("recursion limit") {
+        return format!("nested deeper than 128 levels at line {}", e.line());
+    }
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
+/// At most this many links from one object: beyond it the object is
+/// unreadable (a hostile file must not turn into unbounded memory).
+pub const MAX_LINKS: usize = 100_000;
+pub(crate) const TOO_MANY: &str = "more than 100000 links in one object";
+
+fn check_room(out: &[Found]) -> Result<(), Unreadable> {
+    if out.len() >= MAX_LINKS {
+        Err(Unreadable(TOO_MANY.into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Objects up to this size are read into memory and parsed from a slice,
+/// which is several times faster than parsing from a stream; larger ones
+/// stream in bounded memory. (The store reads them whole up to the same
+/// size, so the bound lives with the stores.)
+pub use crate::store::SLURP_MAX;
+
+/// Runs one content rule over an object: from memory when it is small, as a
+/// stream when it is not. `size` is the listed size (a hint).
+pub fn content(
+    kind: &crate::config::ContentKind,
+    mut reader: Box<dyn Read + Send>,
+    size: u64,
+    max_whole: u64,
+    max_line: u64,
+) -> Result<Vec<Found>, Unreadable> {
+    use crate::config::ContentKind;
+    if size <= SLURP_MAX {
+        let mut bytes = Vec::with_capacity(size as usize + 1);
+        (&mut reader)
+            .take(SLURP_MAX + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Unreadable(format!("read failed: {e}")))?;
+        if bytes.len() as u64 <= SLURP_MAX {
+            // A UTF-8 byte order mark (Windows exports) is not content.
+            let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+            let seps: [u8; 2] = match kind {
+                ContentKind::Json { .. } => [b'\n', b','],
+                ContentKind::Xml(_) => [b'>', b'\n'],
+                ContentKind::Csv { .. } => [b'\n', b'\n'],
+            };
+            // (Most files are shorter than a line may be: nothing to scan.)
+            if bytes.len() as u64 > max_line && longest_line(bytes, seps) > max_line {
+                return Err(Unreadable(format!(
+                    "a line or value longer than technical.max_line_bytes ({max_line})"
+                )));
+            }
+            return match kind {
+                ContentKind::Json {
+                    steps: Some(steps), ..
+                } => jsonstream::extract_with(serde_json::Deserializer::from_slice(bytes), steps),
+                ContentKind::Json { path, steps: None } => {
+                    if bytes.len() as u64 > max_whole {
+                        return Err(Unreadable(format!(
+                            "larger than technical.max_content_bytes ({max_whole})"
+                        )));
+                    }
+                    json::json_whole_with(serde_json::Deserializer::from_slice(bytes), path)
+                }
+                ContentKind::Xml(p) => xml::xml_from_slice(bytes, p),
+                ContentKind::Csv { column, delimiter } => {
+                    self::csv::csv_from_slice(bytes, column, *delimiter)
+                }
+            };
+        }
+        // It grew since it was listed: stream what was read and the rest.
+        let rest: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes).chain(reader));
+        return stream(kind, skip_bom(rest)?, max_whole, max_line);
+    }
+    stream(kind, skip_bom(reader)?, max_whole, max_line)
+}
+
+/// Drops a leading UTF-8 byte order mark from a stream.
+fn skip_bom(mut reader: Box<dyn Read + Send>) -> Result<Box<dyn Read + Send>, Unreadable> {
+    let mut head = Vec::with_capacity(3);
+    (&mut reader)
+        .take(3)
+        .read_to_end(&mut head)
+        .map_err(|e| Unreadable(format!("read failed: {e}")))?;
+    if head == b"\xef\xbb\xbf" {
+        Ok(reader)
+    } else {
+        Ok(Box::new(std::io::Cursor::new(head).chain(reader)))
+    }
+}
+
+fn stream(
+    kind: &crate::config::ContentKind,
+    reader: Box<dyn Read + Send>,
+    max_whole: u64,
+    max_line: u64,
+) -> Result<Vec<Found>, Unreadable> {
+    use crate::config::ContentKind;
+    match kind {
+        ContentKind::Json { path, steps } => {
+            json(reader, path, steps.as_deref(), max_whole, max_line)
+        }
+        ContentKind::Xml(p) => xml(reader, p, max_line),
+        ContentKind::Csv { column, delimiter } => csv(reader, column, *delimiter, max_line),
+    }
+}
+
+/// The longest run of bytes without either separator.
+fn longest_line(bytes: &[u8], seps: [u8; 2]) -> u64 {
+    let mut longest = 0;
+    let mut start = 0;
+    for at in memchr::memchr2_iter(seps[0], seps[1], bytes) {
+        longest = longest.max(at - start);
+        start = at + 1;
+    }
+    longest.max(bytes.len() - start) as u64
+}
+
+/// Stops a stream whose "lines" grow past `max` bytes: a gigabyte line (or
+/// a gigabyte text node) must cost bounded memory, not all of it. Any of the
+/// two separator bytes ends a line.
+pub struct LineGuard<R> {
+    inner: R,
+    max: u64,
+    since: u64,
+    seps: [u8; 2],
+}
+
+impl<R> LineGuard<R> {
+    pub fn new(inner: R, max: u64, sep: u8, sep2: u8) -> Self {
+        LineGuard {
+            inner,
+            max,
+            since: 0,
+            seps: [sep, sep2],
+        }
+    }
+}
+
+impl<R: Read> Read for LineGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for b in &buf[..n] {
+            if *b == self.seps[0] || *b == self.seps[1] {
+                self.since = 0;
+            } else {
+                self.since += 1;
+                if self.since > self.max {
+                    return Err(std::io::Error::other(format!(
+                        "a line or value longer than technical.max_line_bytes ({})",
+                        self.max
+                    )));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_line_is_the_longest_run_between_separators() {
+        let naive = |b: &[u8], s: [u8; 2]| {
+            b.split(|c| *c == s[0] || *c == s[1])
+                .map(|l| l.len() as u64)
+                .max()
+                .unwrap_or(0)
+        };
+        for (text, seps) in [
+            (&b""[..], [b'\n', b',']),
+            (b"abc", [b'\n', b',']),
+            (b"a,bc\ndefg,", [b'\n', b',']),
+            (b"<a><bb>cccc</bb>\n", [b'>', b'\n']),
+            (b"\n\n\n", [b'\n', b'\n']),
+            (b"x\nyyyyy", [b'\n', b'\n']),
+        ] {
+            assert_eq!(
+                longest_line(text, seps),
+                naive(text, seps),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+}
