@@ -6,7 +6,13 @@
 //! re-check (a contract signed since the plan, an opportunity reopened
 //! since: a conditional keep rule) and a row already gone.
 //!
-//! Servers come from LETHE_TEST_POSTGRES_URL and LETHE_TEST_MYSQL_URL; under
+//! `crm_test_suite!` generates one module per backend, one test per case
+//! (`sqlite::plans_and_applies_like_sqlite` checks what the fixture is built
+//! for; `postgres::…` and `mysql::…` compare with a fresh SQLite run), so a
+//! failing backend hides none of the others.
+//!
+//! Servers come from LETHE_TEST_POSTGRES_URL and LETHE_TEST_MYSQL_URL; a
+//! backend whose URL is not set skips its tests with a note, but under
 //! CI=true a missing URL or server is a failure.
 
 #[allow(dead_code)] // uses one of the helpers
@@ -276,10 +282,18 @@ async fn exec_all(pool: &sqlx::AnyPool, sql: &[String]) {
 
 /// Runs the suite on the CRM backend `kind`, with lethe's own state in
 /// SQLite, or in PostgreSQL when `state_url` is given.
-async fn run_backend(kind: Kind, admin_url: &str, dir: &Path, state_url: Option<&str>) -> Outcome {
+/// `test` names the test: the database or schema of a server backend is
+/// `lethe_conf_<pid>_<test>`, no other test's.
+async fn run_backend(
+    kind: Kind,
+    admin_url: &str,
+    dir: &Path,
+    state_url: Option<&str>,
+    test: &str,
+) -> Outcome {
     sqlx::any::install_default_drivers();
     std::fs::create_dir_all(dir).unwrap();
-    let tag = format!("lethe_conf_{}_{}", std::process::id(), kind as u8);
+    let tag = format!("lethe_conf_{}_{test}", std::process::id());
     // A fresh database (MariaDB), schema (PostgreSQL) or file (SQLite).
     let (crm_url, prefix, cleanup): (String, String, Option<String>) = match kind {
         Kind::Sqlite => (
@@ -482,68 +496,136 @@ fn server_url(var: &str) -> Option<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_crm_backend_plans_and_applies_identically() {
+/// A CRM backend under test: its kind and (for a server) its admin URL.
+struct Backend {
+    kind: Kind,
+    url: String,
+}
+
+fn sqlite() -> Option<Backend> {
+    Some(Backend {
+        kind: Kind::Sqlite,
+        url: String::new(),
+    })
+}
+
+fn postgres() -> Option<Backend> {
+    server_url("LETHE_TEST_POSTGRES_URL").map(|url| Backend {
+        kind: Kind::Postgres,
+        url,
+    })
+}
+
+fn mysql() -> Option<Backend> {
+    server_url("LETHE_TEST_MYSQL_URL").map(|url| Backend {
+        kind: Kind::Mysql,
+        url,
+    })
+}
+
+/// One module per backend, one test per case listed for it
+/// (`postgres::plans_and_applies_like_sqlite`, ...): a failing backend hides
+/// none of the others. A backend whose URL is not set skips its tests with a
+/// note (a failure under CI=true: `server_url` asserts that). Each case gets
+/// the backend's name for the names of what it creates on the server.
+macro_rules! crm_test_suite {
+    ($($backend:ident [$($case:ident),* $(,)?];)*) => {$(
+        mod $backend {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                match super::$backend() {
+                    Some(backend) => super::$case(backend, stringify!($backend)).await,
+                    None => eprintln!(
+                        "{}::{}: skipped, {} is not configured here",
+                        stringify!($backend),
+                        stringify!($case),
+                        stringify!($backend),
+                    ),
+                }
+            }
+        )*}
+    )*};
+}
+
+crm_test_suite! {
+    sqlite [plans_and_applies_like_sqlite];
+    postgres [
+        plans_and_applies_like_sqlite,
+        plans_and_applies_like_sqlite_with_state_in_postgres,
+        existing_answers_integer_and_text_probes_alike,
+    ];
+    mysql [
+        plans_and_applies_like_sqlite,
+        existing_answers_integer_and_text_probes_alike,
+    ];
+}
+
+/// SQLite's outcome, the reference every other backend is compared with.
+async fn sqlite_outcome(dir: &Path, state_url: Option<&str>, test: &str) -> Outcome {
+    run_backend(Kind::Sqlite, "", dir, state_url, test).await
+}
+
+/// SQLite plans and applies what the fixture is built for; every other
+/// backend plans and applies identically to a fresh SQLite run.
+async fn plans_and_applies_like_sqlite(b: Backend, name: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let sqlite = run_backend(Kind::Sqlite, "", &tmp.path().join("sqlite"), None).await;
-    assert!(
-        sqlite.planned.len() > 50,
-        "the fixture plans too little: {}",
-        sqlite.planned.len()
-    );
-    assert_eq!(
-        sqlite.cases_skipped, 2,
-        "the contract signed since the plan, the opportunity reopened since"
-    );
-    assert_eq!(
-        sqlite.already_gone, 1,
-        "the lead deleted by hand since the plan"
-    );
-    assert!(sqlite.verdicts[0].2.contains_key("hold"));
-    assert!(sqlite.verdicts[0].2.contains_key("undatable"));
-    assert!(
-        sqlite.verdicts[1]
-            .2
-            .keys()
-            .any(|k| k.contains("stage = 'open'"))
-    );
-    let mut tested = vec!["sqlite"];
-    if let Some(url) = server_url("LETHE_TEST_POSTGRES_URL") {
-        let pg = run_backend(Kind::Postgres, &url, &tmp.path().join("pg"), None).await;
-        assert_eq!(pg, sqlite, "PostgreSQL differs from SQLite");
-        tested.push("postgres");
-        // The same again with lethe's own state in PostgreSQL: the state
-        // backend must not change a plan or a result either.
-        let state_url = util::fresh_postgres_db(&url, "lethe_conf_state").await;
-        let state_db = state_url.rsplit('/').next().unwrap_or_default().to_string();
-        let on_pg = run_backend(
-            Kind::Sqlite,
-            "",
-            &tmp.path().join("sqlite-pg-state"),
-            Some(&state_url),
-        )
-        .await;
-        assert_eq!(
-            on_pg, sqlite,
-            "a PostgreSQL state store differs from SQLite's"
-        );
-        let admin = sqlx::AnyPool::connect(&url).await.unwrap();
-        exec_all(
-            &admin,
-            &[format!("DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")],
-        )
-        .await;
-        tested.push("sqlite with PostgreSQL state");
+    let sqlite = sqlite_outcome(&tmp.path().join("sqlite"), None, name).await;
+    match b.kind {
+        Kind::Sqlite => {
+            assert!(
+                sqlite.planned.len() > 50,
+                "the fixture plans too little: {}",
+                sqlite.planned.len()
+            );
+            assert_eq!(
+                sqlite.cases_skipped, 2,
+                "the contract signed since the plan, the opportunity reopened since"
+            );
+            assert_eq!(
+                sqlite.already_gone, 1,
+                "the lead deleted by hand since the plan"
+            );
+            assert!(sqlite.verdicts[0].2.contains_key("hold"));
+            assert!(sqlite.verdicts[0].2.contains_key("undatable"));
+            assert!(
+                sqlite.verdicts[1]
+                    .2
+                    .keys()
+                    .any(|k| k.contains("stage = 'open'"))
+            );
+        }
+        Kind::Postgres => {
+            let pg = run_backend(Kind::Postgres, &b.url, &tmp.path().join("pg"), None, name).await;
+            assert_eq!(pg, sqlite, "PostgreSQL differs from SQLite");
+        }
+        Kind::Mysql => {
+            let my = run_backend(Kind::Mysql, &b.url, &tmp.path().join("mysql"), None, name).await;
+            assert_eq!(my, sqlite, "MariaDB differs from SQLite");
+        }
     }
-    if let Some(url) = server_url("LETHE_TEST_MYSQL_URL") {
-        let my = run_backend(Kind::Mysql, &url, &tmp.path().join("mysql"), None).await;
-        assert_eq!(my, sqlite, "MariaDB differs from SQLite");
-        tested.push("mysql");
+    if b.kind != Kind::Sqlite {
+        eprintln!("conformance: {name} plans and applies as SQLite does");
     }
-    eprintln!(
-        "conformance: identical plans and results on {}",
-        tested.join(", ")
+}
+
+/// The same CRM (SQLite) with lethe's own state in PostgreSQL: the state
+/// backend must not change a plan or a result either.
+async fn plans_and_applies_like_sqlite_with_state_in_postgres(b: Backend, name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let sqlite = sqlite_outcome(&tmp.path().join("sqlite"), None, name).await;
+    let state_url = util::fresh_postgres_db(&b.url, &format!("lethe_conf_state_{name}")).await;
+    let state_db = state_url.rsplit('/').next().unwrap_or_default().to_string();
+    let on_pg = sqlite_outcome(&tmp.path().join("sqlite-pg-state"), Some(&state_url), name).await;
+    assert_eq!(
+        on_pg, sqlite,
+        "a PostgreSQL state store differs from SQLite's"
     );
+    let admin = sqlx::AnyPool::connect(&b.url).await.unwrap();
+    exec_all(
+        &admin,
+        &[format!("DROP DATABASE IF EXISTS {state_db} WITH (FORCE)")],
+    )
+    .await;
 }
 
 /// `existing` (the object phase's re-check) asked in turn about integer and
@@ -551,17 +633,11 @@ async fn every_crm_backend_plans_and_applies_identically() {
 /// right. (PostgreSQL once got an IN list of N texts sent to the prepared
 /// statement of N integers, whose SQL text was the same: "insufficient
 /// data left in message", an object failed now and then.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn existing_answers_integer_and_text_probes_alike() {
+async fn existing_answers_integer_and_text_probes_alike(b: Backend, name: &str) {
     use lethe::model::EntityKey;
     sqlx::any::install_default_drivers();
-    let mut urls = Vec::new();
-    for var in ["LETHE_TEST_POSTGRES_URL", "LETHE_TEST_MYSQL_URL"] {
-        if let Some(url) = server_url(var) {
-            urls.push(url);
-        }
-    }
-    let table = format!("lethe_probe_{}", std::process::id());
+    let url = b.url;
+    let table = format!("lethe_probe_{}_{name}", std::process::id());
     let et = lethe::config::EntityType {
         name: "lead".into(),
         table: table.clone(),
@@ -570,53 +646,51 @@ async fn existing_answers_integer_and_text_probes_alike() {
         parents: Vec::new(),
         subject: Vec::new(),
     };
-    for url in urls {
-        let admin = sqlx::AnyPool::connect(&url).await.unwrap();
-        exec_all(
-            &admin,
-            &[
-                format!("DROP TABLE IF EXISTS {table}"),
-                format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, modified_at TEXT)"),
-                format!("INSERT INTO {table} (id) VALUES (1), (2), (3), (5), (8)"),
-            ],
-        )
-        .await;
-        let crm = lethe::crm::server::ServerCrm::connect(&url, false)
+    let admin = sqlx::AnyPool::connect(&url).await.unwrap();
+    exec_all(
+        &admin,
+        &[
+            format!("DROP TABLE IF EXISTS {table}"),
+            format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, modified_at TEXT)"),
+            format!("INSERT INTO {table} (id) VALUES (1), (2), (3), (5), (8)"),
+        ],
+    )
+    .await;
+    let crm = lethe::crm::server::ServerCrm::connect(&url, false)
+        .await
+        .unwrap();
+    use lethe::crm::Crm;
+    let ints: Vec<EntityKey> = [1, 2, 4].into_iter().map(EntityKey::Int).collect();
+    let texts: Vec<EntityKey> = ["3", "5", "x"]
+        .into_iter()
+        .map(|t| EntityKey::Text(t.into()))
+        .collect();
+    let mysql = url.starts_with("mysql");
+    for round in 0..6 {
+        let mut got = crm
+            .existing(&et, &ints)
             .await
-            .unwrap();
-        use lethe::crm::Crm;
-        let ints: Vec<EntityKey> = [1, 2, 4].into_iter().map(EntityKey::Int).collect();
-        let texts: Vec<EntityKey> = ["3", "5", "x"]
-            .into_iter()
-            .map(|t| EntityKey::Text(t.into()))
-            .collect();
-        let mysql = url.starts_with("mysql");
-        for round in 0..6 {
-            let mut got = crm
-                .existing(&et, &ints)
-                .await
-                .unwrap_or_else(|e| panic!("{url} round {round}: {e}"));
-            got.sort();
-            assert_eq!(
-                got,
-                vec![EntityKey::Int(1), EntityKey::Int(2)],
-                "round {round}"
-            );
-            let got = crm
-                .existing(&et, &texts)
-                .await
-                .unwrap_or_else(|e| panic!("{url} round {round}: {e}"));
-            // PostgreSQL never equates text with an integer column; MySQL
-            // compares them as numbers.
-            let want: Vec<EntityKey> = if mysql {
-                vec![EntityKey::Int(3), EntityKey::Int(5)]
-            } else {
-                Vec::new()
-            };
-            let mut got = got;
-            got.sort();
-            assert_eq!(got, want, "{url} round {round}");
-        }
-        exec_all(&admin, &[format!("DROP TABLE IF EXISTS {table}")]).await;
+            .unwrap_or_else(|e| panic!("{url} round {round}: {e}"));
+        got.sort();
+        assert_eq!(
+            got,
+            vec![EntityKey::Int(1), EntityKey::Int(2)],
+            "round {round}"
+        );
+        let got = crm
+            .existing(&et, &texts)
+            .await
+            .unwrap_or_else(|e| panic!("{url} round {round}: {e}"));
+        // PostgreSQL never equates text with an integer column; MySQL
+        // compares them as numbers.
+        let want: Vec<EntityKey> = if mysql {
+            vec![EntityKey::Int(3), EntityKey::Int(5)]
+        } else {
+            Vec::new()
+        };
+        let mut got = got;
+        got.sort();
+        assert_eq!(got, want, "{url} round {round}");
     }
+    exec_all(&admin, &[format!("DROP TABLE IF EXISTS {table}")]).await;
 }
