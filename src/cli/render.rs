@@ -234,12 +234,26 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
             count(v.objects_checked, "object", "objects"),
             v.entities_remaining,
             v.objects_remaining,
-            if v.ok() {
-                " — all gone"
-            } else {
+            if !v.ok() {
                 " — NOT ALL GONE"
+            } else if v.shared_kept_whole > 0 {
+                " — every deleted item is gone"
+            } else {
+                " — all gone"
             }
         ));
+        if v.shared_kept_whole > 0 || v.not_searched > 0 {
+            out.push_str(&format!(
+                "  NOT PROVEN for the whole store: {} records of deleted entities; {} (unlinked or unreadable) {} not searched\n",
+                count(
+                    v.shared_kept_whole,
+                    "object was kept whole (shared with retained entities) and still holds",
+                    "objects were kept whole (shared with retained entities) and still hold"
+                ),
+                count(v.not_searched, "object", "objects"),
+                if v.not_searched == 1 { "was" } else { "were" },
+            ));
+        }
     }
     if let Some(h) = &r.audit_head {
         out.push_str(&format!("  audit chain head: {h}\n"));
