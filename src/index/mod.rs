@@ -8,7 +8,8 @@
 //! (fail closed: an incomplete listing must never make objects look gone).
 
 pub mod extract;
-pub mod register;
+/// Links registered over the API at ingest time (the state store keeps them).
+pub use crate::state::registered as register;
 
 /// The streaming JSONPath evaluator, at its former path.
 pub use extract::jsonstream;

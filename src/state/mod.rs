@@ -7,6 +7,7 @@
 
 pub mod journal;
 pub mod plans;
+pub mod registered;
 pub mod runs;
 pub mod schema;
 pub mod workers;

@@ -1,4 +1,4 @@
-//! Links registered at ingest time: the integration service that stores a
+//! The `registered_links` table: links registered at ingest time: the integration service that stores a
 //! payload tells lethe which entities it belongs to (the HTTP API's
 //! `POST /v1/links`). They add to what the link rules find, never replace it.
 //!
@@ -12,7 +12,7 @@
 
 use sqlx::{Any, Transaction};
 
-use crate::state::{StateError, StateStore, q};
+use super::{StateError, StateStore, q};
 
 /// The `links.rule` of a registered link (link rules count from 0).
 pub const REGISTERED_RULE: i64 = -1;
@@ -57,9 +57,9 @@ pub async fn register(
         let sql = format!(
             "INSERT INTO registered_links(key, entity_type, entity_key, registered_at) VALUES {}
              ON CONFLICT DO NOTHING",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?)", 1)
+            super::params(chunk.len(), "(?, ?, ?, ?)", 1)
         );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
+        let mut query = sqlx::query(super::sql(state.is_sqlite(), sql));
         for (key, ty, ek) in chunk {
             query = query.bind(*key).bind(*ty).bind(*ek).bind(now);
         }
@@ -100,9 +100,9 @@ where
          WHERE {column} IN ({})
            AND NOT EXISTS (SELECT 1 FROM links l WHERE l.object_id = o.id AND l.rule = {REGISTERED_RULE}
                            AND l.entity_type = r.entity_type AND l.entity_key = r.entity_key)",
-        crate::state::params(values.len(), "?", 1)
+        super::params(values.len(), "?", 1)
     );
-    let mut query = sqlx::query(crate::state::sql(crate::state::is_sqlite(tx), sql));
+    let mut query = sqlx::query(super::sql(super::is_sqlite(tx), sql));
     for v in values {
         query = query.bind(v.clone());
     }
