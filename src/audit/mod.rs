@@ -9,173 +9,12 @@
 
 pub mod pseudonym;
 
-use sha2::{Digest, Sha256};
-use sqlx::{Any, Row, Transaction};
-
-use crate::state::{StateError, StateStore, q};
+pub use crate::state::audit_log::{
+    DELETE_ENTITY, DELETE_OBJECT, GENESIS, HOLD_ADD, HOLD_RM, NewRecord, Record, append, for_each,
+    lookup, record_hash,
+};
+use crate::state::{StateError, StateStore};
 use pseudonym::Pseudonymizer;
-
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// One audit record before it is chained.
-#[derive(Clone, Debug)]
-pub struct NewRecord {
-    pub plan_id: String,
-    pub policy: Option<String>,
-    pub basis: Option<String>,
-    /// `delete-entity`, `delete-object`, …
-    pub action: &'static str,
-    pub entity_type: Option<String>,
-    pub pseudonym: String,
-    pub bytes: Option<i64>,
-    /// Who made the change (holds); None for deletions, which a plan makes.
-    pub author: Option<String>,
-    /// The length of a hold's reason, in characters (never its text).
-    pub reason_chars: Option<i64>,
-}
-
-/// The actions whose records `verify` matches with the journal, one record
-/// per item the journal says lethe deleted.
-pub const DELETE_ENTITY: &str = "delete-entity";
-pub const DELETE_OBJECT: &str = "delete-object";
-/// A legal hold put on (`hold add`) or lifted (`hold rm`).
-pub const HOLD_ADD: &str = "hold-add";
-pub const HOLD_RM: &str = "hold-rm";
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Record {
-    pub seq: i64,
-    pub plan_id: String,
-    pub policy: Option<String>,
-    pub basis: Option<String>,
-    pub action: String,
-    pub entity_type: Option<String>,
-    pub pseudonym: String,
-    pub bytes: Option<i64>,
-    pub at: String,
-    pub prev: String,
-    pub hash: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason_chars: Option<i64>,
-}
-
-fn record_hash(r: &Record) -> String {
-    let mut h = Sha256::new();
-    let mut fields = vec![
-        r.seq.to_string(),
-        r.plan_id.clone(),
-        r.policy.clone().unwrap_or_default(),
-        r.basis.clone().unwrap_or_default(),
-        r.action.clone(),
-        r.entity_type.clone().unwrap_or_default(),
-        r.pseudonym.clone(),
-        r.bytes.map(|b| b.to_string()).unwrap_or_default(),
-        r.at.clone(),
-        r.prev.clone(),
-    ];
-    // Fields added later are hashed only when present, so the records
-    // written before them keep their hashes.
-    if r.author.is_some() || r.reason_chars.is_some() {
-        fields.push(r.author.clone().unwrap_or_default());
-        fields.push(r.reason_chars.map(|n| n.to_string()).unwrap_or_default());
-    }
-    for f in fields {
-        // Length-prefixed so that no two field lists hash alike.
-        h.update((f.len() as u64).to_be_bytes());
-        h.update(f.as_bytes());
-    }
-    hex::encode(h.finalize())
-}
-
-/// Appends records inside the caller's transaction; returns the new head.
-pub async fn append(
-    tx: &mut Transaction<'_, Any>,
-    records: Vec<NewRecord>,
-) -> Result<Option<String>, StateError> {
-    if records.is_empty() {
-        return Ok(None);
-    }
-    // One appender at a time: several workers may share the chain.
-    crate::state::serialize_audit(tx).await?;
-    let head = sqlx::query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await
-        .map_err(q("reading the audit head"))?;
-    let (mut seq, mut prev) = match head {
-        Some(r) => (r.get::<i64, _>(0), r.get::<String, _>(1)),
-        None => (0, GENESIS.to_string()),
-    };
-    let at = jiff::Timestamp::now().to_string();
-    let mut chained = Vec::with_capacity(records.len());
-    for n in records {
-        seq += 1;
-        let mut r = Record {
-            seq,
-            plan_id: n.plan_id,
-            policy: n.policy,
-            basis: n.basis,
-            action: n.action.to_string(),
-            entity_type: n.entity_type,
-            pseudonym: n.pseudonym,
-            bytes: n.bytes,
-            at: at.clone(),
-            prev: prev.clone(),
-            hash: String::new(),
-            author: n.author,
-            reason_chars: n.reason_chars,
-        };
-        r.hash = record_hash(&r);
-        prev = r.hash.clone();
-        chained.push(r);
-    }
-    // Many rows per statement: the audit is written on apply's hot path.
-    // The records move into the statements (no copy of their strings).
-    const ROWS: usize = 200;
-    let statement = crate::state::RowsSql::new(
-        crate::state::is_sqlite(tx),
-        "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash, author, reason_chars) VALUES ",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        1,
-        "",
-        ROWS,
-    );
-    let mut rest = chained.into_iter();
-    loop {
-        let chunk: Vec<Record> = rest.by_ref().take(ROWS).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        let mut query = sqlx::query(statement.rows(chunk.len()));
-        for r in chunk {
-            query = query
-                .bind(r.seq)
-                .bind(r.plan_id)
-                .bind(r.policy)
-                .bind(r.basis)
-                .bind(r.action)
-                .bind(r.entity_type)
-                .bind(r.pseudonym)
-                .bind(r.bytes)
-                .bind(r.at)
-                .bind(r.prev)
-                .bind(r.hash)
-                .bind(r.author)
-                .bind(r.reason_chars);
-        }
-        query
-            .execute(&mut **tx)
-            .await
-            .map_err(q("appending to the audit log"))?;
-    }
-    sqlx::query("INSERT INTO meta(k, v) VALUES ('audit.head', $1) ON CONFLICT(k) DO UPDATE SET v = excluded.v")
-        .bind(format!("{seq}:{prev}"))
-        .execute(&mut **tx)
-        .await
-        .map_err(q("updating the audit head"))?;
-    Ok(Some(prev))
-}
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Verification {
@@ -252,51 +91,6 @@ fn pseudonym_bytes(hex_text: &str) -> Option<[u8; 32]> {
 
 fn short(p: &[u8; 32]) -> String {
     hex::encode(&p[..8])
-}
-
-fn row_record(r: &sqlx::any::AnyRow) -> Record {
-    Record {
-        seq: r.get(0),
-        plan_id: r.get(1),
-        policy: r.get(2),
-        basis: r.get(3),
-        action: r.get(4),
-        entity_type: r.get(5),
-        pseudonym: r.get(6),
-        bytes: r.get(7),
-        at: r.get(8),
-        prev: r.get(9),
-        hash: r.get(10),
-        author: r.get(11),
-        reason_chars: r.get(12),
-    }
-}
-
-const SELECT: &str = "SELECT seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash, author, reason_chars FROM audit";
-
-/// Streams every record in chain order.
-pub async fn for_each(
-    state: &StateStore,
-    sink: &mut (dyn FnMut(Record) + Send),
-) -> Result<(), StateError> {
-    use futures::TryStreamExt;
-    let mut rows =
-        sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY seq"))).fetch(state.pool());
-    while let Some(r) = rows.try_next().await.map_err(q("reading the audit log"))? {
-        sink(row_record(&r));
-    }
-    Ok(())
-}
-
-pub async fn lookup(state: &StateStore, pseudonym: &str) -> Result<Vec<Record>, StateError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{SELECT} WHERE pseudonym = $1 ORDER BY seq"
-    )))
-    .bind(pseudonym)
-    .fetch_all(state.pool())
-    .await
-    .map_err(q("reading the audit log"))?;
-    Ok(rows.iter().map(row_record).collect())
 }
 
 /// Journal rows read per query by `verify`.
@@ -426,74 +220,35 @@ pub async fn verify_paged(
     };
     let mut after: Option<(String, String, String)> = None;
     loop {
-        let query = match &after {
-            None => sqlx::query(
-                "SELECT plan_id, entity_type, entity_key FROM plan_entities WHERE status = 'deleted'
-                 ORDER BY plan_id, entity_type, entity_key LIMIT $1",
-            )
-            .bind(page),
-            Some((p, t, k)) => sqlx::query(
-                "SELECT plan_id, entity_type, entity_key FROM plan_entities WHERE status = 'deleted'
-                   AND (plan_id, entity_type, entity_key) > ($2, $3, $4)
-                 ORDER BY plan_id, entity_type, entity_key LIMIT $1",
-            )
-            .bind(page)
-            .bind(p.clone())
-            .bind(t.clone())
-            .bind(k.clone()),
-        };
-        let rows = query
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("reading the journal"))?;
-        for r in &rows {
-            let (plan, ty, key): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let rows = crate::state::journal::deleted_entity_items(state, after.as_ref(), page).await?;
+        for (plan, ty, key) in &rows {
             take(
                 &mut v,
-                &plan,
+                plan,
                 false,
-                pseudo.entity_bytes(&ty, &key),
-                pseudo.show_entity(&ty, &key),
+                pseudo.entity_bytes(ty, key),
+                pseudo.show_entity(ty, key),
             );
         }
-        match rows.last() {
-            Some(last) => after = Some((last.get(0), last.get(1), last.get(2))),
+        match rows.into_iter().last() {
+            Some(last) => after = Some(last),
             None => break,
         }
     }
     let mut after: Option<(String, i64)> = None;
     loop {
-        let query = match &after {
-            None => sqlx::query(
-                "SELECT plan_id, item, key FROM plan_objects WHERE status = 'deleted'
-                 ORDER BY plan_id, item LIMIT $1",
-            )
-            .bind(page),
-            Some((p, i)) => sqlx::query(
-                "SELECT plan_id, item, key FROM plan_objects WHERE status = 'deleted'
-                   AND (plan_id, item) > ($2, $3)
-                 ORDER BY plan_id, item LIMIT $1",
-            )
-            .bind(page)
-            .bind(p.clone())
-            .bind(*i),
-        };
-        let rows = query
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("reading the journal"))?;
-        for r in &rows {
-            let (plan, key): (String, String) = (r.get(0), r.get(2));
+        let rows = crate::state::journal::deleted_object_items(state, after.as_ref(), page).await?;
+        for (plan, _, key) in &rows {
             take(
                 &mut v,
-                &plan,
+                plan,
                 true,
-                pseudo.object_bytes(&key),
-                pseudo.show_object(&key),
+                pseudo.object_bytes(key),
+                pseudo.show_object(key),
             );
         }
-        match rows.last() {
-            Some(last) => after = Some((last.get(0), last.get(1))),
+        match rows.into_iter().last() {
+            Some((plan, item, _)) => after = Some((plan, item)),
             None => break,
         }
     }

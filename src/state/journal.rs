@@ -235,3 +235,68 @@ pub async fn audit_records(state: &StateStore, id: &str) -> Result<u64, StateErr
         .map_err(q("reading the audit log"))?;
     Ok(n.max(0) as u64)
 }
+
+/// A page of every plan's deleted entities, in (plan, type, key) order
+/// after `after` (audit verify matches them with the audit records).
+pub async fn deleted_entity_items(
+    state: &StateStore,
+    after: Option<&(String, String, String)>,
+    page: i64,
+) -> Result<Vec<(String, String, String)>, StateError> {
+    let query = match after {
+        None => sqlx::query(
+            "SELECT plan_id, entity_type, entity_key FROM plan_entities WHERE status = 'deleted'
+             ORDER BY plan_id, entity_type, entity_key LIMIT $1",
+        )
+        .bind(page),
+        Some((p, t, k)) => sqlx::query(
+            "SELECT plan_id, entity_type, entity_key FROM plan_entities WHERE status = 'deleted'
+               AND (plan_id, entity_type, entity_key) > ($2, $3, $4)
+             ORDER BY plan_id, entity_type, entity_key LIMIT $1",
+        )
+        .bind(page)
+        .bind(p.clone())
+        .bind(t.clone())
+        .bind(k.clone()),
+    };
+    let rows = query
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the journal"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// A page of every plan's deleted objects, in (plan, item) order after
+/// `after`: (plan, item, key).
+pub async fn deleted_object_items(
+    state: &StateStore,
+    after: Option<&(String, i64)>,
+    page: i64,
+) -> Result<Vec<(String, i64, String)>, StateError> {
+    let query = match after {
+        None => sqlx::query(
+            "SELECT plan_id, item, key FROM plan_objects WHERE status = 'deleted'
+             ORDER BY plan_id, item LIMIT $1",
+        )
+        .bind(page),
+        Some((p, i)) => sqlx::query(
+            "SELECT plan_id, item, key FROM plan_objects WHERE status = 'deleted'
+               AND (plan_id, item) > ($2, $3)
+             ORDER BY plan_id, item LIMIT $1",
+        )
+        .bind(page)
+        .bind(p.clone())
+        .bind(*i),
+    };
+    let rows = query
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the journal"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}

@@ -5,6 +5,7 @@
 //! Architecture invariant: a plan's items are written once, before anything
 //! is deleted; afterwards only their journal columns (status, reason) change.
 
+pub mod audit_log;
 pub mod journal;
 pub mod plans;
 pub mod registered;
@@ -363,7 +364,7 @@ impl StateStore {
         target: &str,
         reason: &str,
         author: &str,
-        record: Option<crate::audit::NewRecord>,
+        record: Option<audit_log::NewRecord>,
     ) -> Result<bool, StateError> {
         let mut tx = self.begin_write().await.map_err(q("adding a hold"))?;
         // To the second: holds are shown and compared by people.
@@ -382,7 +383,7 @@ impl StateStore {
         .map_err(q("adding a hold"))?;
         let added = r.rows_affected() == 1;
         if added {
-            crate::audit::append(&mut tx, record.into_iter().collect()).await?;
+            audit_log::append(&mut tx, record.into_iter().collect()).await?;
         }
         tx.commit().await.map_err(q("adding a hold"))?;
         Ok(added)
@@ -398,7 +399,7 @@ impl StateStore {
         &self,
         kind: HoldKind,
         target: &str,
-        record: Option<crate::audit::NewRecord>,
+        record: Option<audit_log::NewRecord>,
     ) -> Result<bool, StateError> {
         let mut tx = self.begin_write().await.map_err(q("removing a hold"))?;
         let r = sqlx::query("DELETE FROM holds WHERE kind = $1 AND target = $2")
@@ -409,7 +410,7 @@ impl StateStore {
             .map_err(q("removing a hold"))?;
         let removed = r.rows_affected() > 0;
         if removed {
-            crate::audit::append(&mut tx, record.into_iter().collect()).await?;
+            audit_log::append(&mut tx, record.into_iter().collect()).await?;
         }
         tx.commit().await.map_err(q("removing a hold"))?;
         Ok(removed)
