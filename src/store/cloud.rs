@@ -9,7 +9,7 @@
 //! key that was there is `Deleted`.
 //!
 //! What a delete leaves behind is the provider's to keep, and lethe removes
-//! it where the API lets it (`versions.rs`): in a versioned S3 bucket every
+//! it where the API lets it (`s3/`, `azure/`): in a versioned S3 bucket every
 //! version and delete marker of a key is deleted; an Azure blob is deleted
 //! with its snapshots. What remains (soft-deleted Azure blobs, Azure blob
 //! versions, versions under an S3 Object Lock) is said by `check` and in
@@ -26,7 +26,8 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::versions::{AzureBlobs, S3Versions, SoftDelete, Versioning};
+use super::azure::{AzureBlobs, SoftDelete};
+use super::s3::{S3Versions, Versioning};
 use super::{
     DeleteOutcome, Expected, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key,
 };
@@ -547,7 +548,7 @@ impl TechnicalStore for CloudStore {
         match self.scheme {
             // DeleteObjects takes up to 1,000 keys, a Blob Batch 256.
             "s3" => 1000,
-            _ => super::blob_batch::MAX_BATCH,
+            _ => super::azure::batch::MAX_BATCH,
         }
     }
 
@@ -600,7 +601,7 @@ impl TechnicalStore for CloudStore {
                 >;
                 let answers: Vec<(usize, Result<DeleteOutcome, StoreError>)> = if self.batch {
                     let mut batches: Vec<Batch<'_>> = Vec::new();
-                    for chunk in items.chunks(super::blob_batch::MAX_BATCH) {
+                    for chunk in items.chunks(super::azure::batch::MAX_BATCH) {
                         batches.push(Box::pin(api.delete_batch(chunk)));
                     }
                     futures::stream::iter(batches)

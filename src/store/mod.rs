@@ -1,6 +1,7 @@
 //! Technical stores behind one trait: a local folder (the embedded default),
 //! S3 and Azure Blob (`cloud`, with the provider calls object_store does not
-//! make in `versions` and `blob_batch`), and an in-memory store for tests.
+//! make in `s3/` and `azure/`, both sending through `http.rs`), and an
+//! in-memory store for tests.
 //! Backends disagree on deleting a missing object; the trait normalises
 //! that once: `delete` answers `AlreadyGone`, never an error.
 
@@ -9,12 +10,16 @@
 /// ones stream or spill to a temporary file, in bounded memory.
 pub const SLURP_MAX: u64 = 8 << 20;
 
-pub mod blob_batch;
+pub mod azure;
 pub mod cloud;
 pub mod faulty;
 pub mod folder;
+mod http;
 pub mod memory;
-pub mod versions;
+pub mod s3;
+
+pub use azure::{AzureBlobs, SoftDelete};
+pub use s3::{S3Versions, Versioning};
 
 use std::io::Read;
 
