@@ -14,7 +14,7 @@ use object_store::client::{
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
-use super::StoreError;
+use super::{StoreError, StoreErrorKind};
 
 /// A response body larger than this is refused (a listing page of 1,000
 /// versions is well under 1 MiB).
@@ -35,11 +35,9 @@ pub(super) const QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
-pub(super) fn err(op: &'static str, kind: std::io::ErrorKind, text: String) -> StoreError {
-    StoreError::Io {
-        op,
-        source: std::io::Error::new(kind, text),
-    }
+/// A failure of one of these requests, of the kind the caller decided.
+pub(super) fn err(op: &'static str, kind: StoreErrorKind, text: String) -> StoreError {
+    StoreError::failed(op, kind, text)
 }
 
 /// An error answer, as `HTTP 403 AccessDenied`: the status and the
@@ -63,11 +61,12 @@ pub(super) fn status_error(op: &'static str, status: u16, code: Option<&str>) ->
         .map(|c| format!(" {}", c.chars().take(60).collect::<String>()))
         .unwrap_or_default();
     let kind = match status {
-        403 | 401 => std::io::ErrorKind::PermissionDenied,
-        404 => std::io::ErrorKind::NotFound,
-        400 | 405 | 409 | 412 | 501 => std::io::ErrorKind::InvalidInput,
+        403 | 401 => StoreErrorKind::Permanent,
+        // As it always was: not a refusal, so retried like a hiccup.
+        404 => StoreErrorKind::Transient,
+        400 | 405 | 409 | 412 | 501 => StoreErrorKind::Permanent,
         // Throttling and server errors: worth a retry.
-        _ => std::io::ErrorKind::TimedOut,
+        _ => StoreErrorKind::Transient,
     };
     err(op, kind, format!("HTTP {status}{code}"))
 }
@@ -175,7 +174,7 @@ pub(super) fn settings(
     if status != 200 {
         return Ok(Vec::new());
     }
-    leaves(body).map_err(|e| err(op, std::io::ErrorKind::InvalidData, e))
+    leaves(body).map_err(|e| err(op, StoreErrorKind::Transient, e))
 }
 
 /// object_store's HTTP client, with plain HTTP allowed where the endpoint
@@ -183,7 +182,7 @@ pub(super) fn settings(
 pub(super) fn http_client(allow_http: bool) -> Result<HttpClient, StoreError> {
     ReqwestConnector::default()
         .connect(&ClientOptions::new().with_allow_http(allow_http))
-        .map_err(|e| err("connect", std::io::ErrorKind::Other, e.to_string()))
+        .map_err(|e| err("connect", StoreErrorKind::Transient, e.to_string()))
 }
 
 /// Sends a signed request; a failure to get an answer is transient and
@@ -197,7 +196,7 @@ pub(super) async fn send(
     http.execute(request).await.map_err(|e| {
         err(
             op,
-            std::io::ErrorKind::TimedOut,
+            StoreErrorKind::Transient,
             format!("request failed ({:?})", e.kind()),
         )
     })
@@ -218,14 +217,14 @@ pub(super) async fn execute(
         let chunk = chunk.map_err(|e| {
             err(
                 op,
-                std::io::ErrorKind::TimedOut,
+                StoreErrorKind::Transient,
                 format!("reading the answer failed ({:?})", e.kind()),
             )
         })?;
         if body.len() + chunk.len() > MAX_BODY {
             return Err(err(
                 op,
-                std::io::ErrorKind::InvalidData,
+                StoreErrorKind::Transient,
                 format!("an answer larger than {MAX_BODY} bytes"),
             ));
         }

@@ -21,7 +21,7 @@ use super::{AzureBlobs, sign};
 use crate::store::http::{
     QUERY, answer_error, err, error_code, execute, request, retrying, status_error, with_headers,
 };
-use crate::store::{DeleteOutcome, StoreError};
+use crate::store::{DeleteOutcome, StoreError, StoreErrorKind};
 
 /// The most sub-requests Azure takes in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -193,7 +193,7 @@ fn batch_answers(
         .map(|(answer, twice)| match answer {
             _ if twice => Err(err(
                 OP,
-                std::io::ErrorKind::InvalidData,
+                StoreErrorKind::Transient,
                 "two answers for one blob".into(),
             )),
             Some(answer) => Ok(answer),
@@ -278,7 +278,7 @@ impl AzureBlobs {
             Err(why) => {
                 out.extend(all_failed(err(
                     OP,
-                    std::io::ErrorKind::InvalidData,
+                    StoreErrorKind::Transient,
                     format!("an answer lethe cannot read ({why})"),
                 )));
                 return out;

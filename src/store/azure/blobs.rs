@@ -11,7 +11,7 @@ use super::{AzureBlobs, sign};
 use crate::store::http::{
     QUERY, answer_error, err, error_code, request, retrying_with, send, status_error, worth_again,
 };
-use crate::store::{DeleteOutcome, StoreError};
+use crate::store::{DeleteOutcome, StoreError, StoreErrorKind};
 
 /// The headers of a Delete Blob: its snapshots go with it; with an etag,
 /// only that blob.
@@ -106,7 +106,7 @@ impl AzureBlobs {
                     (200, Some(now)) if !same(&now) => Ok(DeleteOutcome::Changed),
                     (200, _) => Err(err(
                         "delete",
-                        std::io::ErrorKind::Other,
+                        StoreErrorKind::Transient,
                         "HTTP 412: the condition failed, yet the blob is the one the index read"
                             .into(),
                     )),
@@ -167,7 +167,7 @@ impl AzureBlobs {
         let response = self.http.execute(req).await.map_err(|e| {
             err(
                 "snapshot",
-                std::io::ErrorKind::Other,
+                StoreErrorKind::Transient,
                 format!("{:?}", e.kind()),
             )
         })?;
@@ -181,7 +181,7 @@ impl AzureBlobs {
             (201, Some(s)) => Ok(s),
             _ => Err(err(
                 "snapshot",
-                std::io::ErrorKind::Other,
+                StoreErrorKind::Transient,
                 format!("HTTP {status}"),
             )),
         }

@@ -19,8 +19,8 @@ use object_store::azure::{AzureAuthorizer, MicrosoftAzure};
 use object_store::client::{HttpClient, HttpRequest};
 use percent_encoding::utf8_percent_encode;
 
-use super::StoreError;
 use super::http::{PATH, err, execute, http_client, request, retrying, with_headers};
+use super::{StoreError, StoreErrorKind};
 
 /// Signs an Azure request (Shared Key, bearer token or SAS: whatever the
 /// credential chain gave).
@@ -35,7 +35,7 @@ pub(super) fn sign(
         .map_err(|e| {
             err(
                 op,
-                std::io::ErrorKind::Other,
+                StoreErrorKind::Transient,
                 format!("signing failed ({e})"),
             )
         })
@@ -83,7 +83,7 @@ impl AzureBlobs {
         self.az.credentials().get_credential().await.map_err(|_| {
             err(
                 op,
-                std::io::ErrorKind::PermissionDenied,
+                StoreErrorKind::Permanent,
                 "no Azure credentials (the AZURE_STORAGE_* environment or the credential chain)"
                     .into(),
             )

@@ -15,8 +15,8 @@ use http::{HeaderValue, Method};
 use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::HttpClient;
 
-use super::StoreError;
 use super::http::{err, execute, http_client, request, retrying};
+use super::{StoreError, StoreErrorKind};
 
 /// S3 calls on one bucket.
 pub struct S3Versions {
@@ -84,7 +84,7 @@ impl S3Versions {
         let credential = self.s3.credentials().get_credential().await.map_err(|_| {
             err(
                 op,
-                std::io::ErrorKind::PermissionDenied,
+                StoreErrorKind::Permanent,
                 "no S3 credentials (the AWS_* environment or the credential chain)".into(),
             )
         })?;
@@ -100,7 +100,7 @@ impl S3Versions {
             .map_err(|e| {
                 err(
                     op,
-                    std::io::ErrorKind::Other,
+                    StoreErrorKind::Transient,
                     format!("signing failed ({e})"),
                 )
             })?;

@@ -12,7 +12,7 @@ use percent_encoding::utf8_percent_encode;
 
 use super::S3Versions;
 use crate::store::http::{PATH, QUERY, answer_error, err, leaf, leaves, records};
-use crate::store::{DeleteOutcome, StoreError};
+use crate::store::{DeleteOutcome, StoreError, StoreErrorKind};
 
 /// One entry of a version listing.
 struct ListedVersion {
@@ -62,7 +62,7 @@ impl S3Versions {
         if status != 200 {
             return Err(answer_error("list versions", status, &body));
         }
-        let invalid = |e| err("list versions", std::io::ErrorKind::InvalidData, e);
+        let invalid = |e| err("list versions", StoreErrorKind::Transient, e);
         let top: Vec<_> = leaves(&body)
             .map_err(invalid)?
             .into_iter()
@@ -133,7 +133,7 @@ impl S3Versions {
             if out.len() > 1_000_000 {
                 return Err(err(
                     "list versions",
-                    std::io::ErrorKind::InvalidData,
+                    StoreErrorKind::Transient,
                     "more than a million versions of one key".into(),
                 ));
             }
@@ -247,7 +247,7 @@ impl S3Versions {
             let recs = match records(&body, entry) {
                 Ok(r) => r,
                 Err(e) => {
-                    return whole(&err("delete versions", std::io::ErrorKind::InvalidData, e));
+                    return whole(&err("delete versions", StoreErrorKind::Transient, e));
                 }
             };
             for rec in recs {
@@ -282,7 +282,7 @@ impl S3Versions {
                     *i,
                     Err(err(
                         "delete versions",
-                        std::io::ErrorKind::Other,
+                        StoreErrorKind::Transient,
                         "the store did not answer for a version".into(),
                     )),
                 ));
@@ -403,17 +403,17 @@ fn version_error(code: &str) -> StoreError {
     match code.as_str() {
         "AccessDenied" => err(
             "delete version",
-            std::io::ErrorKind::PermissionDenied,
+            StoreErrorKind::Permanent,
             "blocked: AccessDenied (Object Lock retention or legal hold, MFA delete, or no s3:DeleteObjectVersion permission)".into(),
         ),
         "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" => err(
             "delete version",
-            std::io::ErrorKind::TimedOut,
+            StoreErrorKind::Transient,
             format!("{code} (retried in a later run)"),
         ),
         _ => err(
             "delete version",
-            std::io::ErrorKind::Other,
+            StoreErrorKind::Transient,
             format!("the store refused: {code}"),
         ),
     }
