@@ -151,10 +151,11 @@ async fn delete_batched<'o>(
             out.push((
                 *o,
                 r.unwrap_or_else(|| {
-                    Err(StoreError::Io {
-                        op: "batch delete",
-                        source: std::io::Error::other("no answer for this key"),
-                    })
+                    Err(StoreError::failed(
+                        "batch delete",
+                        StoreErrorKind::Transient,
+                        "no answer for this key",
+                    ))
                 }),
             ));
         }

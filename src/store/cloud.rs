@@ -9,7 +9,7 @@
 //! key that was there is `Deleted`.
 //!
 //! What a delete leaves behind is the provider's to keep, and lethe removes
-//! it where the API lets it (`versions.rs`): in a versioned S3 bucket every
+//! it where the API lets it (`s3/`, `azure/`): in a versioned S3 bucket every
 //! version and delete marker of a key is deleted; an Azure blob is deleted
 //! with its snapshots. What remains (soft-deleted Azure blobs, Azure blob
 //! versions, versions under an S3 Object Lock) is said by `check` and in
@@ -26,9 +26,11 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::versions::{AzureBlobs, S3Versions, SoftDelete, Versioning};
+use super::azure::{AzureBlobs, SoftDelete};
+use super::s3::{S3Versions, Versioning};
 use super::{
-    DeleteOutcome, Expected, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key,
+    DeleteOutcome, Expected, Listed, ObjectMeta, StoreError, StoreErrorKind, TechnicalStore,
+    validate_key,
 };
 
 /// The provider calls object_store does not make (versions, snapshots).
@@ -111,19 +113,18 @@ fn open_error(scheme: &str, bucket: &str, e: object_store::Error) -> StoreError 
 
 fn io(op: &'static str, e: object_store::Error) -> StoreError {
     let kind = match &e {
-        object_store::Error::NotFound { .. } => std::io::ErrorKind::NotFound,
+        // As it always was: a missing object where one was expected (a
+        // read racing a delete) is worth another look.
+        object_store::Error::NotFound { .. } => StoreErrorKind::Transient,
         object_store::Error::PermissionDenied { .. }
-        | object_store::Error::Unauthenticated { .. } => std::io::ErrorKind::PermissionDenied,
+        | object_store::Error::Unauthenticated { .. } => StoreErrorKind::Permanent,
         object_store::Error::Precondition { .. } | object_store::Error::NotSupported { .. } => {
-            std::io::ErrorKind::InvalidInput
+            StoreErrorKind::Permanent
         }
         // Network trouble, throttling, 5xx: worth a retry.
-        _ => std::io::ErrorKind::TimedOut,
+        _ => StoreErrorKind::Transient,
     };
-    StoreError::Io {
-        op,
-        source: std::io::Error::new(kind, redact(&e)),
-    }
+    StoreError::failed(op, kind, redact(&e))
 }
 
 /// object_store's messages quote the request URL, which holds the object
@@ -185,10 +186,11 @@ async fn delete_chunk(
     // (a transient one is retried).
     let whole = match results.into_iter().find_map(|r| r.err()) {
         Some(e) => io("batch delete", e),
-        None => StoreError::Io {
-            op: "batch delete",
-            source: std::io::Error::other("the store answered for fewer keys than it was sent"),
-        },
+        None => StoreError::failed(
+            "batch delete",
+            StoreErrorKind::Transient,
+            "the store answered for fewer keys than it was sent",
+        ),
     };
     chunk
         .iter()
@@ -472,6 +474,7 @@ impl TechnicalStore for CloudStore {
         while let Some(m) = stream.try_next().await.map_err(|e| StoreError::List {
             store: self.describe(),
             at: format!("after {n} objects"),
+            kind: StoreErrorKind::Transient,
             source: std::io::Error::other(redact(&e)),
         })? {
             sink(Listed::Object(self.meta(&m)));
@@ -492,21 +495,13 @@ impl TechnicalStore for CloudStore {
             let bytes = got.bytes().await.map_err(|e| io("read", e))?;
             return Ok(Box::new(std::io::Cursor::new(bytes)));
         }
-        let mut file = tempfile::tempfile().map_err(|source| StoreError::Io {
-            op: "spill",
-            source,
-        })?;
+        let mut file = tempfile::tempfile().map_err(|source| StoreError::io("spill", source))?;
         let mut stream = got.into_stream();
         while let Some(chunk) = stream.try_next().await.map_err(|e| io("read", e))? {
-            std::io::Write::write_all(&mut file, &chunk).map_err(|source| StoreError::Io {
-                op: "spill",
-                source,
-            })?;
+            std::io::Write::write_all(&mut file, &chunk)
+                .map_err(|source| StoreError::io("spill", source))?;
         }
-        std::io::Seek::rewind(&mut file).map_err(|source| StoreError::Io {
-            op: "spill",
-            source,
-        })?;
+        std::io::Seek::rewind(&mut file).map_err(|source| StoreError::io("spill", source))?;
         Ok(Box::new(file))
     }
 
@@ -547,7 +542,7 @@ impl TechnicalStore for CloudStore {
         match self.scheme {
             // DeleteObjects takes up to 1,000 keys, a Blob Batch 256.
             "s3" => 1000,
-            _ => super::blob_batch::MAX_BATCH,
+            _ => super::azure::batch::MAX_BATCH,
         }
     }
 
@@ -600,7 +595,7 @@ impl TechnicalStore for CloudStore {
                 >;
                 let answers: Vec<(usize, Result<DeleteOutcome, StoreError>)> = if self.batch {
                     let mut batches: Vec<Batch<'_>> = Vec::new();
-                    for chunk in items.chunks(super::blob_batch::MAX_BATCH) {
+                    for chunk in items.chunks(super::azure::batch::MAX_BATCH) {
                         batches.push(Box::pin(api.delete_batch(chunk)));
                     }
                     futures::stream::iter(batches)

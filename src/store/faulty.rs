@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore};
+use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, StoreErrorKind, TechnicalStore};
 use crate::config::EntityType;
 use crate::crm::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput};
 use crate::model::EntityKey;
@@ -53,11 +53,8 @@ impl FaultyStore {
     }
 }
 
-fn injected(kind: std::io::ErrorKind, what: &str) -> StoreError {
-    StoreError::Io {
-        op: "delete",
-        source: std::io::Error::new(kind, what.to_string()),
-    }
+fn injected(kind: StoreErrorKind, what: &str) -> StoreError {
+    StoreError::failed("delete", kind, what.to_string())
 }
 
 #[async_trait]
@@ -95,6 +92,7 @@ impl TechnicalStore for FaultyStore {
             return Err(StoreError::List {
                 store: self.describe(),
                 at: format!("entry {n}"),
+                kind: StoreErrorKind::Transient,
                 source: std::io::Error::new(
                     std::io::ErrorKind::ConnectionReset,
                     "injected: listing broke",
@@ -117,22 +115,19 @@ impl TechnicalStore for FaultyStore {
             let mut f = self.faults();
             *f.delete_calls.entry(key.to_string()).or_default() += 1;
             if let Some(reason) = f.refuse.get(key) {
-                return Err(injected(std::io::ErrorKind::PermissionDenied, reason));
+                return Err(injected(StoreErrorKind::Permanent, reason));
             }
             if let Some(n) = f.transient.get_mut(key)
                 && *n > 0
             {
                 *n -= 1;
-                return Err(injected(
-                    std::io::ErrorKind::TimedOut,
-                    "injected: transient",
-                ));
+                return Err(injected(StoreErrorKind::Transient, "injected: transient"));
             }
         }
         let outcome = self.inner.delete(key).await?;
         if self.faults().lost_answer.remove(key) {
             return Err(injected(
-                std::io::ErrorKind::TimedOut,
+                StoreErrorKind::Transient,
                 "injected: answer lost after the delete",
             ));
         }
@@ -160,13 +155,13 @@ impl TechnicalStore for FaultyStore {
             for (i, key) in keys.iter().enumerate() {
                 *f.delete_calls.entry(key.clone()).or_default() += 1;
                 if let Some(reason) = f.refuse.get(key) {
-                    out[i] = Some(Err(injected(std::io::ErrorKind::PermissionDenied, reason)));
+                    out[i] = Some(Err(injected(StoreErrorKind::Permanent, reason)));
                 } else if let Some(n) = f.transient.get_mut(key)
                     && *n > 0
                 {
                     *n -= 1;
                     out[i] = Some(Err(injected(
-                        std::io::ErrorKind::TimedOut,
+                        StoreErrorKind::Transient,
                         "injected: transient",
                     )));
                 } else {
@@ -180,14 +175,14 @@ impl TechnicalStore for FaultyStore {
         for (&i, r) in through.iter().zip(results) {
             out[i] = Some(match r {
                 Ok(_) if f.lost_answer.remove(&keys[i]) => Err(injected(
-                    std::io::ErrorKind::TimedOut,
+                    StoreErrorKind::Transient,
                     "injected: answer lost after the delete",
                 )),
                 other => other,
             });
         }
         out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(injected(std::io::ErrorKind::Other, "no answer"))))
+            .map(|r| r.unwrap_or_else(|| Err(injected(StoreErrorKind::Transient, "no answer"))))
             .collect()
     }
 }

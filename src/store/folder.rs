@@ -20,7 +20,9 @@ use async_trait::async_trait;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
-use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
+use super::{
+    DeleteOutcome, Listed, ObjectMeta, StoreError, StoreErrorKind, TechnicalStore, validate_key,
+};
 
 /// Where the characters that stand for bytes that are not UTF-8 begin.
 const BYTE_CHARS: u32 = 0x10FF00;
@@ -203,7 +205,7 @@ impl FolderStore {
     fn list_dir(&self, prefix: &str) -> Result<(Vec<Listed>, Vec<String>), StoreError> {
         // Object keys can carry personal data: an error names the depth of
         // the entry that failed, never its name.
-        let list_err = |at: &str, source| StoreError::List {
+        let list_err = |at: &str, source: std::io::Error| StoreError::List {
             store: self.root.display().to_string(),
             at: if at.is_empty() {
                 "the root".into()
@@ -213,6 +215,7 @@ impl FolderStore {
                     at.trim_end_matches('/').matches('/').count()
                 )
             },
+            kind: StoreErrorKind::of_io(&source),
             source,
         };
         let dir = if prefix.is_empty() {
@@ -274,7 +277,7 @@ impl FolderStore {
             Ok(m) if m.is_file() => Ok(Some(object_meta(key.to_string(), &m))),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io { op: "stat", source }),
+            Err(source) => Err(StoreError::io("stat", source)),
         }
     }
 }
@@ -292,7 +295,7 @@ fn remove(dir: &Dir, key: &str) -> Result<DeleteOutcome, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(DeleteOutcome::AlreadyGone);
         }
-        Err(source) => return Err(StoreError::Io { op: "stat", source }),
+        Err(source) => return Err(StoreError::io("stat", source)),
     }
     match dir.remove_file(&path) {
         Ok(()) => {}
@@ -300,10 +303,7 @@ fn remove(dir: &Dir, key: &str) -> Result<DeleteOutcome, StoreError> {
             return Ok(DeleteOutcome::AlreadyGone);
         }
         Err(source) => {
-            return Err(StoreError::Io {
-                op: "delete",
-                source,
-            });
+            return Err(StoreError::io("delete", source));
         }
     }
     // Remove the folders this delete emptied, deepest first; stop at the
@@ -357,7 +357,7 @@ impl TechnicalStore for FolderStore {
         let f = self
             .dir
             .open(path_of_key(key)?)
-            .map_err(|source| StoreError::Io { op: "open", source })?;
+            .map_err(|source| StoreError::io("open", source))?;
         Ok(Box::new(f.into_std()))
     }
 
@@ -370,10 +370,7 @@ impl TechnicalStore for FolderStore {
         let root = self.root.clone();
         let outcome = tokio::task::spawn_blocking(move || remove(&dir, &key))
             .await
-            .map_err(|e| StoreError::Io {
-                op: "delete",
-                source: std::io::Error::other(e.to_string()),
-            })??;
+            .map_err(|e| StoreError::io("delete", std::io::Error::other(e.to_string())))??;
         // "Not found" counts as gone only when the store itself answers: a
         // root that vanished (an unmounted share) is an error, not success.
         if outcome == DeleteOutcome::AlreadyGone

@@ -65,10 +65,7 @@ impl TechnicalStore for MemoryStore {
         validate_key(key)?;
         match self.lock().get(key) {
             Some((c, _)) => Ok(Box::new(std::io::Cursor::new(c.clone()))),
-            None => Err(StoreError::Io {
-                op: "open",
-                source: std::io::ErrorKind::NotFound.into(),
-            }),
+            None => Err(StoreError::io("open", std::io::ErrorKind::NotFound.into())),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Technical stores behind one trait: a local folder (the embedded default),
 //! S3 and Azure Blob (`cloud`, with the provider calls object_store does not
-//! make in `versions` and `blob_batch`), and an in-memory store for tests.
+//! make in `s3/` and `azure/`, both sending through `http.rs`), and an
+//! in-memory store for tests.
 //! Backends disagree on deleting a missing object; the trait normalises
 //! that once: `delete` answers `AlreadyGone`, never an error.
 
@@ -9,12 +10,16 @@
 /// ones stream or spill to a temporary file, in bounded memory.
 pub const SLURP_MAX: u64 = 8 << 20;
 
-pub mod blob_batch;
+pub mod azure;
 pub mod cloud;
 pub mod faulty;
 pub mod folder;
+mod http;
 pub mod memory;
-pub mod versions;
+pub mod s3;
+
+pub use azure::{AzureBlobs, SoftDelete};
+pub use s3::{S3Versions, Versioning};
 
 use std::io::Read;
 
@@ -79,12 +84,29 @@ impl Expected {
     }
 }
 
+/// Whether a store error is worth another try, decided where the error is
+/// made (from the HTTP status, the provider's code, the operating system's
+/// answer) and carried by the error itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreErrorKind {
     /// Worth retrying (I/O hiccup, throttling).
     Transient,
     /// Will not succeed by retrying (permission, lock, bad key).
     Permanent,
+}
+
+impl StoreErrorKind {
+    /// An operating system's error (a local file, a temporary file): a
+    /// refusal, an invalid argument or a folder where a file was expected
+    /// is permanent; anything else may pass.
+    pub(crate) fn of_io(e: &std::io::Error) -> StoreErrorKind {
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied
+            | std::io::ErrorKind::InvalidInput
+            | std::io::ErrorKind::IsADirectory => StoreErrorKind::Permanent,
+            _ => StoreErrorKind::Transient,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +122,7 @@ pub enum StoreError {
     List {
         store: String,
         at: String,
+        kind: StoreErrorKind,
         #[source]
         source: std::io::Error,
     },
@@ -108,44 +131,53 @@ pub enum StoreError {
     #[error("{op} failed: {source}")]
     Io {
         op: &'static str,
+        kind: StoreErrorKind,
         #[source]
         source: std::io::Error,
     },
-    #[error("the {0} technical store is not available in this build yet; use a folder for now")]
-    Unsupported(&'static str),
 }
 
 impl StoreError {
-    /// The same error again, under `op`: for each key of a request that
-    /// failed as a whole (its kind, and so whether it is retried, kept).
-    pub(crate) fn again(&self, op: &'static str) -> StoreError {
-        let (kind, text) = match self {
-            StoreError::Io { source, .. } => (source.kind(), source.to_string()),
-            other => (
-                match other.kind() {
-                    StoreErrorKind::Permanent => std::io::ErrorKind::InvalidInput,
-                    StoreErrorKind::Transient => std::io::ErrorKind::Other,
-                },
-                other.to_string(),
-            ),
-        };
+    /// An operating system's error under `op`, classified by what the
+    /// system answered (`StoreErrorKind::of_io`).
+    pub(crate) fn io(op: &'static str, source: std::io::Error) -> StoreError {
         StoreError::Io {
             op,
-            source: std::io::Error::new(kind, text),
+            kind: StoreErrorKind::of_io(&source),
+            source,
         }
     }
 
+    /// A failure lethe words itself (an HTTP answer, a provider's code, an
+    /// injected fault), of the kind given.
+    pub(crate) fn failed(
+        op: &'static str,
+        kind: StoreErrorKind,
+        text: impl Into<String>,
+    ) -> StoreError {
+        StoreError::Io {
+            op,
+            kind,
+            source: std::io::Error::other(text.into()),
+        }
+    }
+
+    /// The same error again, under `op`: for each key of a request that
+    /// failed as a whole (its kind, and so whether it is retried, kept).
+    pub(crate) fn again(&self, op: &'static str) -> StoreError {
+        let text = match self {
+            StoreError::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        };
+        StoreError::failed(op, self.kind(), text)
+    }
+
+    /// Whether retrying may help: the kind the error was made with; an
+    /// unopenable store and a bad key are permanent.
     pub fn kind(&self) -> StoreErrorKind {
         match self {
-            StoreError::Io { source, .. } | StoreError::List { source, .. } => {
-                match source.kind() {
-                    std::io::ErrorKind::PermissionDenied
-                    | std::io::ErrorKind::InvalidInput
-                    | std::io::ErrorKind::IsADirectory => StoreErrorKind::Permanent,
-                    _ => StoreErrorKind::Transient,
-                }
-            }
-            _ => StoreErrorKind::Permanent,
+            StoreError::Io { kind, .. } | StoreError::List { kind, .. } => *kind,
+            StoreError::Open { .. } | StoreError::InvalidKey { .. } => StoreErrorKind::Permanent,
         }
     }
 }
@@ -286,10 +318,11 @@ pub(crate) fn answered(
 pub(crate) const ASKS_IN_FLIGHT: usize = 64;
 
 pub(crate) fn unanswered() -> StoreError {
-    StoreError::Io {
-        op: "delete",
-        source: std::io::Error::other("no answer for this key"),
-    }
+    StoreError::failed(
+        "delete",
+        StoreErrorKind::Transient,
+        "no answer for this key",
+    )
 }
 
 /// Rejects keys that are not plain relative paths (no `..`, no absolute
@@ -345,6 +378,28 @@ mod expected_tests {
         assert!(!e(9, Some(100), Some("abd")).matches(&now));
         assert!(!e(10, Some(100), Some("abc")).matches(&now));
         assert!(!e(9, Some(101), Some("abc")).matches(&now));
+    }
+
+    /// The kind is the one the error was made with, and `again` keeps it
+    /// (and the text) for every key of a request that failed as a whole.
+    #[test]
+    fn errors_carry_their_kind_through_again() {
+        for kind in [StoreErrorKind::Transient, StoreErrorKind::Permanent] {
+            let e = StoreError::failed("delete", kind, "HTTP 503 ServerBusy");
+            assert_eq!(e.kind(), kind);
+            let again = e.again("batch delete");
+            assert_eq!(again.kind(), kind);
+            assert_eq!(
+                again.to_string(),
+                "batch delete failed: HTTP 503 ServerBusy"
+            );
+        }
+        let key = StoreError::InvalidKey { reason: "empty" };
+        assert_eq!(key.again("delete").kind(), StoreErrorKind::Permanent);
+        let denied = StoreError::io("stat", std::io::ErrorKind::PermissionDenied.into());
+        assert_eq!(denied.kind(), StoreErrorKind::Permanent);
+        let reset = StoreError::io("open", std::io::ErrorKind::ConnectionReset.into());
+        assert_eq!(reset.kind(), StoreErrorKind::Transient);
     }
 
     /// Regression: `inbound/18/a\\b.json` was indexed and planned, then

@@ -5,12 +5,23 @@
 //! object_store has a Blob Batch of its own, but its sub-requests carry
 //! neither `x-ms-delete-snapshots` (Azure refuses to delete a blob that has
 //! snapshots without it) nor `If-Match` (lethe deletes only the blob the
-//! index read). This module writes the body from signed `http` requests and
-//! reads the per-blob answers back; `versions::AzureBlobs::delete_batch`
-//! sends it. Nothing here logs or returns a key: the answers are matched to
-//! the request by their `Content-ID`, the part's position in the request.
+//! index read). This module writes the body from signed `http` requests,
+//! sends it (`AzureBlobs::delete_batch`, falling back to one request per
+//! blob where the account refuses batches) and reads the per-blob answers
+//! back. Nothing here logs or returns a key: the answers are matched to the
+//! request by their `Content-ID`, the part's position in the request.
 
+use futures::StreamExt;
+use http::Method;
 use object_store::client::HttpRequest;
+use percent_encoding::utf8_percent_encode;
+
+use super::blobs::{Answering, DeleteAnswer, delete_answer, delete_headers};
+use super::{AzureBlobs, sign};
+use crate::store::http::{
+    QUERY, answer_error, err, error_code, execute, request, retrying, status_error, with_headers,
+};
+use crate::store::{DeleteOutcome, StoreError, StoreErrorKind};
 
 /// The most sub-requests Azure takes in one batch.
 pub const MAX_BATCH: usize = 256;
@@ -141,8 +152,204 @@ fn read_part(part: &[u8]) -> Result<PartAnswer, String> {
         .find(|h| h.name.eq_ignore_ascii_case("x-ms-error-code"))
         .and_then(|h| std::str::from_utf8(h.value).ok())
         .map(|c| c.trim().to_string())
-        .or_else(|| super::versions::error_code(&http[used..]));
+        .or_else(|| crate::store::http::error_code(&http[used..]));
     Ok(PartAnswer { id, status, code })
+}
+
+/// Each sub-request's answer in a batch answer, by `Content-ID` (the
+/// sub-request's position): a part answering no sub-request of ours is
+/// ignored, a blob answered twice or not at all fails (nothing is assumed
+/// of it), and a batch-wide error part fails every blob it left unanswered.
+fn batch_answers(
+    parts: &[PartAnswer],
+    conditional: &[bool],
+    retried: bool,
+) -> Vec<Result<DeleteAnswer, StoreError>> {
+    const OP: &str = "batch delete";
+    let n = conditional.len();
+    let mut answers: Vec<Option<DeleteAnswer>> = (0..n).map(|_| None).collect();
+    let mut twice = vec![false; n];
+    let mut whole: Option<StoreError> = None;
+    for part in parts {
+        match part.id {
+            Some(id) if id < n => {
+                if answers[id].is_some() {
+                    twice[id] = true;
+                }
+                answers[id] = Some(delete_answer(
+                    part.status,
+                    part.code.as_deref(),
+                    retried,
+                    conditional[id],
+                ));
+            }
+            Some(_) => {}
+            None => whole = Some(status_error(OP, part.status, part.code.as_deref())),
+        }
+    }
+    answers
+        .into_iter()
+        .zip(twice)
+        .map(|(answer, twice)| match answer {
+            _ if twice => Err(err(
+                OP,
+                StoreErrorKind::Transient,
+                "two answers for one blob".into(),
+            )),
+            Some(answer) => Ok(answer),
+            None => Err(whole
+                .as_ref()
+                .map(|e| e.again(OP))
+                .unwrap_or_else(crate::store::unanswered)),
+        })
+        .collect()
+}
+
+impl AzureBlobs {
+    /// Deletes up to 256 blobs, each with its snapshots and with `If-Match`
+    /// where an etag is given, in one Blob Batch request, and answers each
+    /// blob on its own (by the items' first field): a batch that partly
+    /// fails fails exactly the blobs Azure refused. A batch refused as a
+    /// whole (HTTP 4xx: an emulator or an account without Blob Batch) is
+    /// sent again one request per blob, and so is every later delete of
+    /// this store.
+    pub async fn delete_batch(
+        &self,
+        items: &[(usize, String, Option<String>)],
+    ) -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
+        use std::sync::atomic::Ordering;
+        const OP: &str = "batch delete";
+        if items.is_empty() {
+            return Vec::new();
+        }
+        if items.len() > MAX_BATCH || self.batch_refused.load(Ordering::Relaxed) {
+            return self.delete_each(items).await;
+        }
+        // A blob whose sub-request cannot even be written fails alone.
+        let mut out: Vec<(usize, Result<DeleteOutcome, StoreError>)> = Vec::new();
+        let mut sendable: Vec<(usize, String, Option<String>)> = Vec::with_capacity(items.len());
+        for (i, key, etag) in items {
+            let checked = request(Method::DELETE, &self.blob_url(key), vec![])
+                .and_then(|mut r| with_headers(&mut r, &delete_headers(etag.as_deref())));
+            match checked {
+                Ok(()) => sendable.push((*i, key.clone(), etag.clone())),
+                Err(e) => out.push((*i, Err(e))),
+            }
+        }
+        if sendable.is_empty() {
+            return out;
+        }
+        let items = &sendable[..];
+        let all_failed = |e: StoreError| -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
+            items.iter().map(|(i, ..)| (*i, Err(e.again(OP)))).collect()
+        };
+        let url = format!(
+            "{}/{}?restype=container&comp=batch",
+            self.account_url,
+            utf8_percent_encode(&self.container, QUERY)
+        );
+        let ((status, body), retried) = match retrying(OP, || self.batch_once(&url, items)).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                out.extend(all_failed(e));
+                return out;
+            }
+        };
+        if status != 202 {
+            // Refused before any blob was touched, in a way that says the
+            // account or emulator does not take batches (not a permission,
+            // a throttle, or a timeout after which some may be gone).
+            if matches!(status, 400 | 404 | 405 | 501) && !retried {
+                let code = error_code(&body);
+                tracing::warn!(
+                    status,
+                    code = code.as_deref().unwrap_or(""),
+                    "the Azure account refused a Blob Batch request; deleting one blob per request"
+                );
+                self.batch_refused.store(true, Ordering::Relaxed);
+                out.extend(self.delete_each(items).await);
+                return out;
+            }
+            out.extend(all_failed(answer_error(OP, status, &body)));
+            return out;
+        }
+        let parts = match read_answer(&body) {
+            Ok(parts) => parts,
+            Err(why) => {
+                out.extend(all_failed(err(
+                    OP,
+                    StoreErrorKind::Transient,
+                    format!("an answer lethe cannot read ({why})"),
+                )));
+                return out;
+            }
+        };
+        let conditional: Vec<bool> = items.iter().map(|(_, _, e)| e.is_some()).collect();
+        let answers = batch_answers(&parts, &conditional, retried);
+        let mut settling: Vec<Answering<'_>> = Vec::with_capacity(items.len());
+        for ((i, key, etag), answer) in items.iter().zip(answers) {
+            settling.push(Box::pin(async move {
+                let outcome = match answer {
+                    Ok(answer) => {
+                        self.settle(&self.blob_url(key), answer, retried, etag.as_deref())
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                (*i, outcome)
+            }));
+        }
+        out.extend(
+            futures::stream::iter(settling)
+                .buffered(crate::store::ASKS_IN_FLIGHT)
+                .collect::<Vec<_>>()
+                .await,
+        );
+        out
+    }
+
+    /// One try of a Blob Batch: every sub-request signed on its own, the
+    /// whole signed again.
+    async fn batch_once(
+        &self,
+        url: &str,
+        items: &[(usize, String, Option<String>)],
+    ) -> Result<(u16, Vec<u8>), StoreError> {
+        const OP: &str = "batch delete";
+        let credential = self.credential(OP).await?;
+        let boundary = boundary();
+        let mut body = Vec::with_capacity(items.len() * 640);
+        for (id, (_, key, etag)) in items.iter().enumerate() {
+            let mut sub = request(Method::DELETE, &self.blob_url(key), vec![])?;
+            let mut headers = delete_headers(etag.as_deref());
+            headers.push(("content-length", "0".into()));
+            with_headers(&mut sub, &headers)?;
+            sign(&credential, &self.account, OP, &mut sub)?;
+            write_part(&mut body, &boundary, id, &sub);
+        }
+        finish(&mut body, &boundary);
+        let length = body.len().to_string();
+        let mut req = request(Method::POST, url, body)?;
+        with_headers(
+            &mut req,
+            &[
+                (
+                    "content-type",
+                    format!("multipart/mixed; boundary={boundary}"),
+                ),
+                ("content-length", length),
+            ],
+        )?;
+        sign(&credential, &self.account, OP, &mut req)?;
+        execute(&self.http, OP, req).await
+    }
+
+    /// Whether the account refused a Blob Batch, so that deletes now go one
+    /// request per blob (reports and tests).
+    pub fn batch_refused(&self) -> bool {
+        self.batch_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -298,5 +505,56 @@ Content-Type: application/xml\r\n\
         };
         assert_eq!(answer(MAX_BATCH).unwrap().len(), MAX_BATCH);
         assert!(answer(MAX_BATCH + 1).is_err());
+    }
+
+    /// Parts are matched by Content-ID, not by position; duplicates, gaps,
+    /// foreign ids and batch-wide errors never become a deletion.
+    #[test]
+    fn batch_answers_go_to_the_blob_they_name() {
+        use super::PartAnswer;
+        let part = |id: Option<usize>, status: u16, code: Option<&str>| PartAnswer {
+            id,
+            status,
+            code: code.map(str::to_string),
+        };
+        let outcome = |a: &Result<DeleteAnswer, StoreError>| match a {
+            Ok(DeleteAnswer::Done(o)) => format!("{o:?}"),
+            Ok(DeleteAnswer::Ask) => "ask".into(),
+            Ok(DeleteAnswer::Failed(e)) | Err(e) => format!("error: {e}"),
+        };
+        // Out of order, one answered twice, one not at all, a foreign id.
+        let parts = [
+            part(Some(3), 202, None),
+            part(Some(0), 404, Some("BlobNotFound")),
+            part(Some(2), 412, Some("LeaseIdMissing")),
+            part(Some(4), 412, Some("ConditionNotMet")),
+            part(Some(5), 202, None),
+            part(Some(5), 412, Some("LeaseIdMissing")),
+            part(Some(99), 202, None),
+        ];
+        let got: Vec<String> = batch_answers(&parts, &[true; 6], false)
+            .iter()
+            .map(outcome)
+            .collect();
+        assert_eq!(got[0], "AlreadyGone");
+        assert!(got[1].contains("no answer"), "{}", got[1]);
+        assert!(got[2].contains("LeaseIdMissing"), "{}", got[2]);
+        assert_eq!(got[3], "Deleted");
+        assert_eq!(got[4], "ask");
+        assert!(got[5].contains("two answers"), "{}", got[5]);
+        // After a retry, a missing blob is counted as ours.
+        let again = batch_answers(&parts[1..2], &[true], true);
+        assert_eq!(outcome(&again[0]), "Deleted");
+        // A batch-wide error fails every blob it left unanswered.
+        let whole = batch_answers(
+            &[
+                part(None, 400, Some("InvalidInput")),
+                part(Some(1), 202, None),
+            ],
+            &[true, true],
+            false,
+        );
+        assert!(outcome(&whole[0]).contains("InvalidInput"));
+        assert_eq!(outcome(&whole[1]), "Deleted");
     }
 }
