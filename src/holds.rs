@@ -122,8 +122,6 @@ pub fn show_instant(stored: &str) -> String {
     }
 }
 
-/// The canonical text of a stored target: `lead:4711`, `object:KEY`,
-/// `prefix:P`.
 /// A hold's target as typed (`lead:018`, `object:KEY`, `prefix:P/`) read
 /// into its kind, its canonical stored text and (entities) its typed key;
 /// `Err` says why it names nothing.
@@ -148,6 +146,8 @@ pub fn parse_target(
     Ok((HoldKind::Entity, r.to_string(), Some(key)))
 }
 
+/// The canonical text of a stored target: `lead:4711`, `object:KEY`,
+/// `prefix:P`.
 pub fn canonical(kind: HoldKind, target: &str) -> String {
     match kind {
         HoldKind::Entity => target.to_string(),

@@ -756,6 +756,32 @@ fn report_shows_the_applied_plan_and_an_all_skipped_apply_says_so() {
         .contains(&format!("report for plan {swept}, the latest applied plan"));
 }
 
+/// A legal hold on a file must be possible while the CRM is down (only an
+/// entity ref needs its key columns), and a hold stored as typed before
+/// refs were read canonically (`lead:05`) is still lifted by that text.
+#[test]
+fn object_holds_need_no_crm_and_old_typed_holds_can_be_lifted() {
+    let f = Fixture::new();
+    f.state_sql("SELECT 1"); // the state store exists
+    f.lethe(&["index"]).ok();
+    std::fs::rename(f.crm(), f.dir().join("crm.db.away")).unwrap();
+    f.lethe(&["hold", "add", "object:misc/readme.txt", "--reason", "LH-9"])
+        .ok()
+        .contains("hold added on object:misc/readme.txt");
+    f.lethe(&["hold", "add", "lead:1", "--reason", "LH-9"])
+        .expect(1);
+    std::fs::rename(f.dir().join("crm.db.away"), f.crm()).unwrap();
+    f.state_sql(
+        "INSERT INTO holds(kind, target, reason, author, created_at) VALUES ('entity', 'lead:05', 'old', 'dpo', '2026-01-01T00:00:00Z')",
+    );
+    f.lethe(&["hold", "rm", "lead:05"]).ok().contains("lifted");
+    assert_eq!(
+        f.state_sql("SELECT count(*) FROM holds WHERE kind = 'entity'")
+            .trim(),
+        "0"
+    );
+}
+
 // 6 ─────────────────────────────────────────────────────────────────────────
 
 /// The 1-based line of the first line of `text` containing `needle`.

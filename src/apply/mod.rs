@@ -299,6 +299,16 @@ async fn work(
         .execute(state.pool())
         .await
         .map_err(q("marking the plan"))?;
+    // A `plan prune` that won the race removed the plan before it was
+    // marked: nothing of it may be applied without its journal.
+    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM plans WHERE id = $1")
+        .bind(&stored.id)
+        .fetch_one(state.pool())
+        .await
+        .map_err(q("marking the plan"))?;
+    if still == 0 {
+        return Err(StateError::NoSuchPlan(stored.id.clone()).into());
+    }
 
     let pseudo = Pseudonymizer::new(config.audit_key.clone());
     let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();

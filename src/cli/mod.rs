@@ -62,7 +62,7 @@ pub fn main() -> i32 {
             eprintln!("lethe: {message}");
             // A script that asked for JSON gets one JSON document on stdout
             // even when the command failed.
-            if format == Format::Json {
+            if format == Format::Json && !WROTE.load(std::sync::atomic::Ordering::Relaxed) {
                 out(&json(
                     &serde_json::json!({ "error": message, "exit": code }),
                 ));
@@ -72,8 +72,13 @@ pub fn main() -> i32 {
     }
 }
 
+/// Set once anything was written to stdout (a JSON error document then
+/// would break the document already begun).
+static WROTE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes to stdout; a closed pipe (`lethe … | head`) is not an error.
 pub(crate) fn out(text: &str) {
+    WROTE.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout
         .write_all(text.as_bytes())
@@ -445,7 +450,7 @@ async fn explain(
     let (r, _) = parse_entity_ref(&config, &kinds, entity).map_err(|m| usage("ENTITY", m))?;
     let entity = &r.to_string();
     let world = plan::load_world(&config, crm.as_ref(), &state, &|_, _| {}).await?;
-    let as_of = as_of.unwrap_or_else(now_seconds).as_second();
+    let as_of = as_of.unwrap_or_else(pipeline::now_seconds).as_second();
     let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
         out(&match format {
             Format::Text => format!(
@@ -529,6 +534,20 @@ fn hold_author(given: Option<String>) -> Result<String> {
     Ok(author)
 }
 
+/// The CRM and the key kinds a hold target needs: none for `object:` and
+/// `prefix:` targets, so that a file can be held while the CRM is down.
+async fn hold_crm(
+    config: &Config,
+    target: &str,
+) -> Result<(Option<Box<dyn crm::Crm>>, crm::refs::KeyKinds)> {
+    if target.starts_with("object:") || target.starts_with("prefix:") {
+        return Ok((None, crm::refs::KeyKinds::default()));
+    }
+    let crm = crm::connect(config).await?;
+    let kinds = crm::refs::KeyKinds::read(config, crm.as_ref()).await?;
+    Ok((Some(crm), kinds))
+}
+
 /// A hold's target as the user typed it (see `holds::parse_target`).
 fn parse_hold_target(
     config: &Config,
@@ -573,10 +592,9 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
         } => {
             check_hold_args(&target, Some(&reason))?;
             let author = hold_author(author)?;
-            let crm = crm::connect(&config).await?;
-            let kinds = crm::refs::KeyKinds::read(&config, crm.as_ref()).await?;
+            let (crm, kinds) = hold_crm(&config, &target).await?;
             let (kind, t, key) = parse_hold_target(&config, &kinds, &target)?;
-            if let (HoldKind::Entity, Some(key)) = (kind, &key) {
+            if let (HoldKind::Entity, Some(key), Some(crm)) = (kind, &key, &crm) {
                 let ty = t.split_once(':').map(|(ty, _)| ty).unwrap_or_default();
                 if !crm::refs::exists(&config, crm.as_ref(), ty, key).await? {
                     let note = erased_note(&config, &state, &t).await?;
@@ -606,11 +624,15 @@ async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Result<i32> {
         HoldCommand::Rm { target, author } => {
             check_hold_args(&target, None)?;
             let author = hold_author(author)?;
-            let crm = crm::connect(&config).await?;
-            let kinds = crm::refs::KeyKinds::read(&config, crm.as_ref()).await?;
+            let (_crm, kinds) = hold_crm(&config, &target).await?;
             let (kind, t, _) = parse_hold_target(&config, &kinds, &target)?;
             let pseudo = Pseudonymizer::new(config.audit_key.clone());
-            let removed = holds::remove(&state, &pseudo, kind, &t, &author).await?;
+            let mut removed = holds::remove(&state, &pseudo, kind, &t, &author).await?;
+            // A hold stored as typed before refs were read canonically
+            // (`lead:018`) is lifted by the same text.
+            if !removed && kind == HoldKind::Entity && t != target {
+                removed = holds::remove(&state, &pseudo, kind, &target, &author).await?;
+            }
             if !removed {
                 bail!("{target} is not on hold; `lethe hold list` shows the holds");
             }
@@ -828,12 +850,6 @@ fn init_logging(format: args::LogFormat) {
 /// to anything but the empty string (no-color.org).
 fn log_colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
-}
-
-/// Now, to the second: plans and reports show instants without fractions.
-fn now_seconds() -> jiff::Timestamp {
-    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-        .unwrap_or_else(|_| jiff::Timestamp::now())
 }
 
 /// `lethe plan show`: the header, then (with --items) the cases and objects

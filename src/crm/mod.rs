@@ -224,7 +224,15 @@ pub fn quote_ident(name: &str) -> String {
 /// syntax) rather than about reaching the database.
 pub(crate) fn statement_error(e: &sqlx::Error) -> Option<String> {
     match e {
-        sqlx::Error::Database(db) => Some(db.message().to_string()),
+        // PostgreSQL and MySQL: SQLSTATE class 42 (syntax error or access
+        // rule: unknown column, table, function); SQLite: its generic
+        // SQLITE_ERROR (1), which is what a bad name or syntax gives. A busy
+        // database, a timeout or a lost connection is no config problem.
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let statement = code.starts_with("42") || code == "1";
+            statement.then(|| db.message().to_string())
+        }
         sqlx::Error::ColumnNotFound(c) => Some(format!("no column {c}")),
         _ => None,
     }

@@ -312,9 +312,12 @@ pub fn evaluate(graph: &Graph, policies: &[CompiledPolicy], as_of: Instant) -> E
         t.roots = graph.nodes.iter().filter(|n| n.ty == policy.root).count() as u64;
         t.due_inside_other = due_under[pi]
             .iter()
-            .filter(|&&id| cases[case_of[id as usize] as usize].root != id)
+            .filter(|&&id| {
+                let c = &cases[case_of[id as usize] as usize];
+                c.root != id || c.policy != pi
+            })
             .count() as u64;
-        t.inside_due_case = t.roots - t.due - t.kept.values().sum::<u64>();
+        t.inside_due_case = t.roots.saturating_sub(t.due + t.kept.values().sum::<u64>());
     }
     Evaluation {
         cases,

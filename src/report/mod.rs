@@ -74,11 +74,12 @@ pub async fn build(
     // The detail a reviewer asks for: what the plan keeps and cannot judge
     // (the first REVIEW_SHOWN; `lethe plan show --items` lists all).
     let mut kept_items = Vec::new();
-    crate::plan::show::for_each_review(
+    crate::plan::show::for_each_review_up_to(
         state,
         id,
         &crate::plan::show::ItemFilter::default(),
         REVIEW_SHOWN as i64,
+        REVIEW_SHOWN as u64,
         &mut |rows| {
             for r in rows {
                 if kept_items.len() >= REVIEW_SHOWN {
@@ -113,7 +114,7 @@ pub async fn build(
                 kept_items.push(vec![
                     fate,
                     item,
-                    r.size.map(human_bytes).unwrap_or_default(),
+                    r.size.map(self::bytes).unwrap_or_default(),
                     detail,
                 ]);
             }
@@ -157,10 +158,6 @@ pub fn escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn human_bytes(n: u64) -> String {
-    bytes(n)
 }
 
 /// A byte count for people: `595.5 KB`.
@@ -284,12 +281,12 @@ pub fn html(r: &Report) -> String {
         vec![
             "deleted (linked only to deleted entities)".into(),
             o.delete.to_string(),
-            human_bytes(o.delete_bytes),
+            bytes(o.delete_bytes),
         ],
         vec![
             "deleted as orphans (linked only to absent entities)".into(),
             o.orphan_delete.to_string(),
-            human_bytes(o.orphan_delete_bytes),
+            bytes(o.orphan_delete_bytes),
         ],
         vec![
             "orphans still within technical.orphans.retain".into(),
@@ -389,7 +386,7 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
         ),
         c2 = card("entities deleted", deleted_entities.to_string()),
         c3 = card("objects deleted", objects_deleted.to_string()),
-        c4 = card("bytes freed", human_bytes(r.bytes_freed)),
+        c4 = card("bytes freed", bytes(r.bytes_freed)),
         c5 = card("failures", failed.to_string()),
         policies = table(
             &[
@@ -437,7 +434,7 @@ pub fn text(r: &Report) -> String {
         count(r.cases.get("done").copied().unwrap_or(0), "case", "cases"),
         deleted,
         r.objects.get("deleted").copied().unwrap_or(0),
-        human_bytes(r.bytes_freed),
+        bytes(r.bytes_freed),
         r.skipped.values().sum::<u64>(),
         r.failures.len()
     );

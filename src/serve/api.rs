@@ -778,7 +778,13 @@ async fn holds_remove(
 }
 
 async fn hold_target(app: &App, text: &str) -> Result<(HoldKind, String), ApiError> {
-    let kinds = app.runner.key_kinds().await?;
+    // Only an entity ref needs the CRM's key columns (a file can be held
+    // while the CRM is down).
+    let kinds = if text.starts_with("object:") || text.starts_with("prefix:") {
+        crate::crm::refs::KeyKinds::default()
+    } else {
+        app.runner.key_kinds().await?
+    };
     crate::holds::parse_target(&app.runner.config, &kinds, text)
         .map(|(kind, target, _)| (kind, target))
         .map_err(|m| ApiError::bad_request(format!("target: {m}")))

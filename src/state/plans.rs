@@ -274,6 +274,20 @@ pub async fn for_each_review(
     page: i64,
     sink: &mut (dyn FnMut(&[ReviewRow]) + Send),
 ) -> Result<(), StateError> {
+    for_each_review_up_to(state, plan_id, filter, page, u64::MAX, sink).await
+}
+
+/// As [`for_each_review`], stopping after `limit` rows (the report shows
+/// the first few; it must not read a million to show them).
+pub async fn for_each_review_up_to(
+    state: &StateStore,
+    plan_id: &str,
+    filter: &ItemFilter,
+    page: i64,
+    limit: u64,
+    sink: &mut (dyn FnMut(&[ReviewRow]) + Send),
+) -> Result<(), StateError> {
+    let mut read = 0u64;
     // The review rows have no policy; a policy filter lists none.
     if filter.policy.is_some() || filter.fate.as_deref().is_some_and(|f| FATES.contains(&f)) {
         return Ok(());
@@ -313,8 +327,9 @@ pub async fn for_each_review(
                 entities: refs(r.get(7)),
             });
         }
+        read += out.len() as u64;
         sink(&out);
-        if (rows.len() as i64) < page {
+        if (rows.len() as i64) < page || read >= limit {
             return Ok(());
         }
     }
@@ -566,7 +581,15 @@ pub async fn prune(state: &StateStore, by: PruneBy) -> Result<PruneReport, State
     let now = jiff::Timestamp::now().to_string();
     for id in candidates {
         let mut tx = state.begin_write().await.map_err(q("pruning a plan"))?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM plans WHERE id = $1")
+        // Locked on PostgreSQL until the prune commits: an apply starting
+        // now waits, then finds the plan gone and stops (SQLite writers
+        // queue for one connection anyway).
+        let sql = if state.dialect() == super::Dialect::Postgres {
+            "SELECT status FROM plans WHERE id = $1 FOR UPDATE"
+        } else {
+            "SELECT status FROM plans WHERE id = $1"
+        };
+        let status: Option<String> = sqlx::query_scalar(sql)
             .bind(&id)
             .fetch_optional(&mut *tx)
             .await

@@ -70,11 +70,10 @@ pub async fn verify_paged(
     let mut report = VerifyReport::default();
     // What the plan kept that may still name its deleted entities: said
     // beside the result, so that "gone" claims no more than was checked.
-    if let Ok(stored) = crate::plan::load(state, Some(plan_id)).await {
-        let o = &stored.summary.objects;
-        report.shared_kept_whole = o.shared;
-        report.not_searched = o.unlinked + o.unreadable;
-    }
+    let stored = crate::plan::load(state, Some(plan_id)).await?;
+    let o = &stored.summary.objects;
+    report.shared_kept_whole = o.shared;
+    report.not_searched = o.unlinked + o.unreadable;
     // The journal is read in pages (keyset, in key order), so memory stays
     // bounded whatever the plan's size.
     for et in &config.entities {
