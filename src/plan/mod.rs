@@ -262,8 +262,7 @@ pub async fn stale_index(
             last.id
         )));
     }
-    let indexed = state.indexed_objects().await?.len();
-    if indexed == 0 {
+    if state.indexed_count().await? == 0 {
         let mut listed = 0u64;
         store
             .list(&mut |_| listed += 1)

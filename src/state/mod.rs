@@ -418,6 +418,15 @@ impl StateStore {
 
     // ---- link index ---------------------------------------------------
 
+    /// How many objects the index holds.
+    pub async fn indexed_count(&self) -> Result<u64, StateError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM objects")
+            .fetch_one(self.pool())
+            .await
+            .map_err(q("counting the index"))?;
+        Ok(n.max(0) as u64)
+    }
+
     /// Every indexed object: key → (id, size, modified, etag).
     pub async fn indexed_objects(
         &self,
