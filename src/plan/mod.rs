@@ -24,6 +24,7 @@ use crate::crm::{Crm, CrmError};
 use crate::evaluate::{self, CompiledPolicy, Graph, GraphBuilder};
 use crate::index;
 use crate::model::{EntityKey, Instant};
+use crate::state::plans::{self, NewCase, NewEntity, NewObject, NewPlan, NewReview};
 use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, q};
 pub use fate::{Fate, LinkTarget, object_fate};
 
@@ -399,73 +400,48 @@ pub async fn make_plan(
             *slot = (*slot).max(graph.nodes[n].clock);
         }
     }
-    // (case, policy, root type, root key, key kind, case clock)
-    type CaseRow<'p> = (u64, &'p str, String, String, &'static str, Option<Instant>);
-    let mut case_rows: Vec<CaseRow> = Vec::new();
+    let mut cases = Vec::with_capacity(eval.cases.len());
     for (ci, c) in eval.cases.iter().enumerate() {
         let node = graph.node(c.root);
-        let policy = &world.policies[c.policy];
-        case_rows.push((
-            ci as u64,
-            policy.name.as_str(),
-            graph.types[node.ty as usize].clone(),
-            node.key.canonical(),
-            node.key.stored_kind(),
-            case_clock[ci],
-        ));
-    }
-    for chunk in case_rows.chunks(140) {
-        let sql = format!(
-            "INSERT INTO plan_cases(plan_id, case_id, policy, root_type, root_key, root_kind, case_clock, status) VALUES {}",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
+        let case = NewCase {
+            case_id: ci as u64,
+            policy: world.policies[c.policy].name.as_str(),
+            root_type: graph.types[node.ty as usize].as_str(),
+            root_key: node.key.canonical(),
+            root_kind: node.key.stored_kind(),
+            case_clock: case_clock[ci],
+        };
+        digest.update(
+            format!(
+                "case\0{ci}\0{}\0{}\0{}\n",
+                case.policy, case.root_type, case.root_key
+            )
+            .as_bytes(),
         );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for (ci, policy, ty, key, kind, clock) in chunk {
-            digest.update(format!("case\0{ci}\0{policy}\0{ty}\0{key}\n").as_bytes());
-            query = query
-                .bind(&id)
-                .bind(*ci as i64)
-                .bind(*policy)
-                .bind(ty)
-                .bind(key)
-                .bind(*kind)
-                .bind(*clock);
-        }
-        query
-            .execute(&mut *tx)
-            .await
-            .map_err(q("writing the plan"))?;
+        cases.push(case);
     }
+    plans::write_cases(&mut tx, &id, &cases).await?;
     let deleted_nodes: Vec<usize> = (0..graph.len())
         .filter(|i| eval.case_of[*i] != evaluate::NOT_DELETED)
         .collect();
     for chunk in deleted_nodes.chunks(150) {
-        let sql = format!(
-            "INSERT INTO plan_entities(plan_id, case_id, entity_type, entity_key, key_kind, status) VALUES {}",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, 'planned')", 1)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for &n in chunk {
-            let node = &graph.nodes[n];
-            let key = node.key.canonical();
-            digest.update(
-                format!(
-                    "entity\0{}\0{}\0{key}\n",
-                    eval.case_of[n], graph.types[node.ty as usize]
-                )
-                .as_bytes(),
-            );
-            query = query
-                .bind(&id)
-                .bind(eval.case_of[n] as i64)
-                .bind(&graph.types[node.ty as usize])
-                .bind(key)
-                .bind(node.key.stored_kind());
-        }
-        query
-            .execute(&mut *tx)
-            .await
-            .map_err(q("writing the plan"))?;
+        let rows: Vec<NewEntity> = chunk
+            .iter()
+            .map(|&n| {
+                let node = &graph.nodes[n];
+                let e = NewEntity {
+                    case_id: eval.case_of[n] as u64,
+                    entity_type: graph.types[node.ty as usize].as_str(),
+                    key: node.key.canonical(),
+                    key_kind: node.key.stored_kind(),
+                };
+                digest.update(
+                    format!("entity\0{}\0{}\0{}\n", e.case_id, e.entity_type, e.key).as_bytes(),
+                );
+                e
+            })
+            .collect();
+        plans::write_entities(&mut tx, &id, &rows).await?;
     }
 
     // Objects: stream the index, give each its fate.
@@ -475,10 +451,10 @@ pub async fn make_plan(
         .enumerate()
         .map(|(i, t)| (t.as_str(), i as u16))
         .collect();
-    let mut to_delete: Vec<(String, u64, &'static str, String, String, String)> = Vec::new();
+    let mut to_delete: Vec<NewObject> = Vec::new();
     // What the plan keeps of the objects, for review (not the retained
     // ones: they are the bulk, and the index lists them).
-    let mut review: Vec<ReviewRow> = Vec::new();
+    let mut review: Vec<NewReview> = Vec::new();
     let tally = &mut s.objects;
     index::for_each_entry(state, &mut |e| {
         tally.total += 1;
@@ -508,7 +484,7 @@ pub async fn make_plan(
         );
         let entities = || links_json(&e.links);
         let mut keep = |fate: &'static str, reason: Option<String>| {
-            review.push(ReviewRow {
+            review.push(NewReview {
                 kind: "object",
                 entity_type: None,
                 key: e.key.clone(),
@@ -522,26 +498,26 @@ pub async fn make_plan(
             Fate::Delete { policy } => {
                 tally.delete += 1;
                 tally.delete_bytes += e.size;
-                to_delete.push((
-                    e.key.clone(),
-                    e.size,
-                    "delete",
-                    world.policies[policy].name.clone(),
-                    index::links_digest(&e.links),
-                    entities(),
-                ));
+                to_delete.push(NewObject {
+                    key: e.key.clone(),
+                    size: e.size,
+                    fate: "delete",
+                    policy: world.policies[policy].name.clone(),
+                    links: index::links_digest(&e.links),
+                    entities: entities(),
+                });
             }
             Fate::OrphanDue => {
                 tally.orphan_delete += 1;
                 tally.orphan_delete_bytes += e.size;
-                to_delete.push((
-                    e.key.clone(),
-                    e.size,
-                    "orphan",
-                    "orphans".into(),
-                    index::links_digest(&e.links),
-                    entities(),
-                ));
+                to_delete.push(NewObject {
+                    key: e.key.clone(),
+                    size: e.size,
+                    fate: "orphan",
+                    policy: "orphans".into(),
+                    links: index::links_digest(&e.links),
+                    entities: entities(),
+                });
             }
             Fate::OrphanYoung => {
                 tally.orphan_young += 1;
@@ -567,33 +543,14 @@ pub async fn make_plan(
         }
     })
     .await?;
-    for (i, chunk) in to_delete.chunks(110).enumerate() {
-        let sql = format!(
-            "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, entities, status) VALUES {}",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for (j, (key, size, fate, policy, links, entities)) in chunk.iter().enumerate() {
-            digest.update(format!("object\0{key}\0{fate}\0{links}\n").as_bytes());
-            query = query
-                .bind(&id)
-                .bind((i * 110 + j) as i64)
-                .bind(key)
-                .bind(*size as i64)
-                .bind(*fate)
-                .bind(policy)
-                .bind(links)
-                .bind(entities);
-        }
-        query
-            .execute(&mut *tx)
-            .await
-            .map_err(q("writing the plan"))?;
+    for o in &to_delete {
+        digest.update(format!("object\0{}\0{}\0{}\n", o.key, o.fate, o.links).as_bytes());
     }
+    plans::write_objects(&mut tx, &id, &to_delete).await?;
 
     // The undatable entities and the dangling references, for review.
     for n in graph.nodes.iter().filter(|n| n.clock.is_none()) {
-        review.push(ReviewRow {
+        review.push(NewReview {
             kind: "undatable",
             entity_type: Some(graph.types[n.ty as usize].clone()),
             key: n.key.canonical(),
@@ -604,7 +561,7 @@ pub async fn make_plan(
         });
     }
     for (child, key, parent, missing) in &graph.dangling_examples {
-        review.push(ReviewRow {
+        review.push(NewReview {
             kind: "dangling",
             entity_type: Some(graph.types[*child as usize].clone()),
             key: key.canonical(),
@@ -614,37 +571,26 @@ pub async fn make_plan(
             entities: None,
         });
     }
-    write_review(state, &mut tx, &id, &review).await?;
+    plans::write_review(&mut tx, &id, &review).await?;
     s.brake = brake(config, &s, &counts, &graph.types, &mut tx).await?;
     s.digest = hex::encode(digest.finalize());
     s.seconds = started.elapsed().as_secs_f64();
-    let summary_json = serde_json::to_string(&s).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO plans(id, created_at, as_of, config_hash, digest, summary, brake, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'planned')",
+    plans::write_plan(
+        &mut tx,
+        NewPlan {
+            id: &id,
+            created_at: &s.created_at,
+            as_of: as_of_s,
+            config_hash: &s.config_hash,
+            digest: &s.digest,
+            summary: serde_json::to_string(&s).unwrap_or_default(),
+            brake: (!s.brake.is_empty())
+                .then(|| serde_json::to_string(&s.brake).unwrap_or_default()),
+        },
     )
-    .bind(&id)
-    .bind(&s.created_at)
-    .bind(as_of_s)
-    .bind(&s.config_hash)
-    .bind(&s.digest)
-    .bind(&summary_json)
-    .bind(if s.brake.is_empty() { None } else { Some(serde_json::to_string(&s.brake).unwrap_or_default()) })
-    .execute(&mut *tx)
-    .await
-    .map_err(q("writing the plan"))?;
+    .await?;
     tx.commit().await.map_err(q("writing the plan"))?;
     Ok(s)
-}
-
-/// One row of `plan_review`: something the plan keeps, named for review.
-struct ReviewRow {
-    kind: &'static str,
-    entity_type: Option<String>,
-    key: String,
-    size: Option<u64>,
-    fate: String,
-    reason: Option<String>,
-    entities: Option<String>,
 }
 
 /// An object's links as a JSON array of refs (`["lead:7"]`), for review.
@@ -656,38 +602,6 @@ fn links_json(links: &[(String, String)]) -> String {
             .collect::<Vec<_>>(),
     )
     .unwrap_or_else(|_| "[]".into())
-}
-
-async fn write_review(
-    state: &StateStore,
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    plan: &str,
-    rows: &[ReviewRow],
-) -> Result<(), PlanError> {
-    for (i, chunk) in rows.chunks(100).enumerate() {
-        let sql = format!(
-            "INSERT INTO plan_review(plan_id, item, kind, entity_type, key, size, fate, reason, entities) VALUES {}",
-            crate::state::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?)", 1)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for (j, r) in chunk.iter().enumerate() {
-            query = query
-                .bind(plan)
-                .bind((i * 100 + j) as i64)
-                .bind(r.kind)
-                .bind(r.entity_type.clone())
-                .bind(r.key.clone())
-                .bind(r.size.map(|n| n as i64))
-                .bind(r.fate.clone())
-                .bind(r.reason.clone())
-                .bind(r.entities.clone());
-        }
-        query
-            .execute(&mut **tx)
-            .await
-            .map_err(q("writing the plan's review rows"))?;
-    }
-    Ok(())
 }
 
 /// Buckets due instants into the 12 calendar months (UTC) after `as_of`.

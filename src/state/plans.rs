@@ -181,6 +181,206 @@ pub async fn baseline_summary(
     .map_err(q("reading the previous plan"))
 }
 
+// ---- writing a plan (one transaction, `plan::make_plan`) -------------
+
+type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
+
+/// A case of a new plan.
+pub struct NewCase<'a> {
+    pub case_id: u64,
+    pub policy: &'a str,
+    pub root_type: &'a str,
+    pub root_key: String,
+    /// `i` or `t` (`EntityKey::stored_kind`).
+    pub root_kind: &'static str,
+    pub case_clock: Option<i64>,
+}
+
+pub async fn write_cases(
+    tx: &mut Tx<'_>,
+    plan_id: &str,
+    rows: &[NewCase<'_>],
+) -> Result<(), StateError> {
+    let sqlite = super::is_sqlite(tx);
+    for chunk in rows.chunks(140) {
+        let sql = format!(
+            "INSERT INTO plan_cases(plan_id, case_id, policy, root_type, root_key, root_kind, case_clock, status) VALUES {}",
+            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
+        );
+        let mut query = sqlx::query(super::sql(sqlite, sql));
+        for c in chunk {
+            query = query
+                .bind(plan_id)
+                .bind(c.case_id as i64)
+                .bind(c.policy)
+                .bind(c.root_type)
+                .bind(c.root_key.clone())
+                .bind(c.root_kind)
+                .bind(c.case_clock);
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(q("writing the plan"))?;
+    }
+    Ok(())
+}
+
+/// An entity a new plan deletes.
+pub struct NewEntity<'a> {
+    pub case_id: u64,
+    pub entity_type: &'a str,
+    pub key: String,
+    pub key_kind: &'static str,
+}
+
+/// Writes entities; at most 150 a call keeps one statement per call.
+pub async fn write_entities(
+    tx: &mut Tx<'_>,
+    plan_id: &str,
+    rows: &[NewEntity<'_>],
+) -> Result<(), StateError> {
+    let sqlite = super::is_sqlite(tx);
+    for chunk in rows.chunks(150) {
+        let sql = format!(
+            "INSERT INTO plan_entities(plan_id, case_id, entity_type, entity_key, key_kind, status) VALUES {}",
+            super::params(chunk.len(), "(?, ?, ?, ?, ?, 'planned')", 1)
+        );
+        let mut query = sqlx::query(super::sql(sqlite, sql));
+        for e in chunk {
+            query = query
+                .bind(plan_id)
+                .bind(e.case_id as i64)
+                .bind(e.entity_type)
+                .bind(e.key.clone())
+                .bind(e.key_kind);
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(q("writing the plan"))?;
+    }
+    Ok(())
+}
+
+/// An object a new plan deletes.
+pub struct NewObject {
+    pub key: String,
+    pub size: u64,
+    /// `delete` or `orphan`.
+    pub fate: &'static str,
+    pub policy: String,
+    /// The digest of its links (the apply re-check compares it).
+    pub links: String,
+    /// Its links as a JSON array of refs, for review.
+    pub entities: String,
+}
+
+/// Writes objects, numbered in order from 0.
+pub async fn write_objects(
+    tx: &mut Tx<'_>,
+    plan_id: &str,
+    rows: &[NewObject],
+) -> Result<(), StateError> {
+    let sqlite = super::is_sqlite(tx);
+    for (i, chunk) in rows.chunks(110).enumerate() {
+        let sql = format!(
+            "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, entities, status) VALUES {}",
+            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
+        );
+        let mut query = sqlx::query(super::sql(sqlite, sql));
+        for (j, o) in chunk.iter().enumerate() {
+            query = query
+                .bind(plan_id)
+                .bind((i * 110 + j) as i64)
+                .bind(o.key.clone())
+                .bind(o.size as i64)
+                .bind(o.fate)
+                .bind(o.policy.clone())
+                .bind(o.links.clone())
+                .bind(o.entities.clone());
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(q("writing the plan"))?;
+    }
+    Ok(())
+}
+
+/// Something a new plan keeps, for review.
+pub struct NewReview {
+    pub kind: &'static str,
+    pub entity_type: Option<String>,
+    pub key: String,
+    pub size: Option<u64>,
+    pub fate: String,
+    pub reason: Option<String>,
+    pub entities: Option<String>,
+}
+
+pub async fn write_review(
+    tx: &mut Tx<'_>,
+    plan_id: &str,
+    rows: &[NewReview],
+) -> Result<(), StateError> {
+    let sqlite = super::is_sqlite(tx);
+    for (i, chunk) in rows.chunks(100).enumerate() {
+        let sql = format!(
+            "INSERT INTO plan_review(plan_id, item, kind, entity_type, key, size, fate, reason, entities) VALUES {}",
+            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?)", 1)
+        );
+        let mut query = sqlx::query(super::sql(sqlite, sql));
+        for (j, r) in chunk.iter().enumerate() {
+            query = query
+                .bind(plan_id)
+                .bind((i * 100 + j) as i64)
+                .bind(r.kind)
+                .bind(r.entity_type.clone())
+                .bind(r.key.clone())
+                .bind(r.size.map(|n| n as i64))
+                .bind(r.fate.clone())
+                .bind(r.reason.clone())
+                .bind(r.entities.clone());
+        }
+        query
+            .execute(&mut **tx)
+            .await
+            .map_err(q("writing the plan's review rows"))?;
+    }
+    Ok(())
+}
+
+/// The plan's own row, written last in its transaction.
+pub struct NewPlan<'a> {
+    pub id: &'a str,
+    pub created_at: &'a str,
+    pub as_of: i64,
+    pub config_hash: &'a str,
+    pub digest: &'a str,
+    /// The plan module's summary, as JSON.
+    pub summary: String,
+    /// The brake's reasons, as JSON; none when clear.
+    pub brake: Option<String>,
+}
+
+pub async fn write_plan(tx: &mut Tx<'_>, p: NewPlan<'_>) -> Result<(), StateError> {
+    sqlx::query(
+        "INSERT INTO plans(id, created_at, as_of, config_hash, digest, summary, brake, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'planned')",
+    )
+    .bind(p.id)
+    .bind(p.created_at)
+    .bind(p.as_of)
+    .bind(p.config_hash)
+    .bind(p.digest)
+    .bind(p.summary)
+    .bind(p.brake)
+    .execute(&mut **tx)
+    .await
+    .map_err(q("writing the plan"))?;
+    Ok(())
+}
+
 /// Which items `plan show --items` lists.
 #[derive(Clone, Debug, Default)]
 pub struct ItemFilter {
