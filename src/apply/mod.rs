@@ -21,6 +21,7 @@ use crate::crm::{CaseNow, CaseRequest, Crm, CrmError, Decision, RecheckInput};
 use crate::evaluate::{self, CompiledPolicy, GraphBuilder, Kept, Verdict};
 use crate::index;
 use crate::model::{EntityKey, EntityRef};
+use crate::plan::fate::{LinkedNow, Recheck};
 use crate::plan::{self, PlanError};
 use crate::state::workers::{Items, Worker};
 use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, exec_in, q};
@@ -313,14 +314,9 @@ async fn work(
     let pseudo = Pseudonymizer::new(config.audit_key.clone());
     let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
     let conditions = plan::conditions(config);
-    let policies: Vec<CompiledPolicy> = config
-        .policies
-        .iter()
-        .map(|p| {
-            CompiledPolicy::compile(p, &types, &conditions)
-                .ok_or_else(|| PlanError::Policy(p.name.clone()))
-        })
-        .collect::<Result<_, _>>()?;
+    let policies: Vec<CompiledPolicy> =
+        evaluate::compile_policies(config, &conditions).map_err(PlanError::Policy)?;
+    let parents_of = evaluate::graph::parent_types(config);
     let ctx = Ctx {
         config,
         state,
@@ -328,6 +324,7 @@ async fn work(
         pseudo: &pseudo,
         types: &types,
         policies: &policies,
+        parents_of: &parents_of,
         conditions: &conditions,
         plan_id: &stored.id,
         as_of: stored.as_of,
@@ -571,6 +568,8 @@ struct Ctx<'a> {
     pseudo: &'a Pseudonymizer,
     types: &'a [String],
     policies: &'a [CompiledPolicy],
+    /// Per type, the graph type of each parent relation (`evaluate::graph`).
+    parents_of: &'a [Vec<u16>],
     conditions: &'a [crate::config::KeepRule],
     plan_id: &'a str,
     as_of: i64,
@@ -864,12 +863,11 @@ impl Ctx<'_> {
         entities.sort_by_key(|e| e.ty);
         let mut builder = GraphBuilder::new(self.types.to_vec());
         for e in &entities {
-            let parent_types = self.config.entities[e.ty as usize]
-                .parents
+            let parents: Vec<(u16, Option<EntityKey>)> = self.parents_of[e.ty as usize]
                 .iter()
-                .map(|(p, _)| self.types.iter().position(|t| t == p).unwrap_or(0) as u16);
-            let parents: Vec<(u16, Option<EntityKey>)> =
-                parent_types.zip(e.parents.iter().cloned()).collect();
+                .copied()
+                .zip(e.parents.iter().cloned())
+                .collect();
             if let Some(id) = builder.add(e.ty, e.key.clone(), e.clock, &parents) {
                 let node = builder.node_mut(id);
                 node.keep_bits = e.keep_bits;
@@ -973,43 +971,25 @@ impl Ctx<'_> {
         let mut skips: HashMap<String, Vec<i64>> = HashMap::new();
         let mut retries: Vec<(&PlannedObject, String)> = Vec::new();
         for o in objects {
-            // Skip: the world changed, the object stays. Retry: it cannot be
-            // judged now (a linked case failed, the CRM did not answer); it is
-            // marked failed, and the next apply tries it again.
-            enum Wait {
-                Skip(String),
-                Retry(String),
-            }
-            let reason = if holds.holds(&o.key) {
-                Some(Wait::Skip("changed since plan: on hold".to_string()))
-            } else if let Some(now) = links.get(&o.key) {
-                if index::links_digest(now) != o.links {
-                    Some(Wait::Skip(
-                        "changed since plan: its links changed".to_string(),
-                    ))
-                } else if let Some(e) = &recheck_error {
-                    Some(Wait::Retry(format!("could not re-check its links: {e}")))
-                } else {
-                    now.iter().find_map(|t| match statuses.get(t).map(String::as_str) {
-                        Some("deleted") | Some("gone") => None,
-                        Some("skipped") => Some(Wait::Skip("changed since plan: a linked case was kept".to_string())),
-                        Some(_) => Some(Wait::Retry(
-                            "a linked case was not deleted in this run (it failed); retried by the next apply".to_string(),
-                        )),
-                        None if present.contains(t) => Some(Wait::Skip(
-                            "changed since plan: a linked entity exists in the CRM".to_string(),
-                        )),
-                        None => None,
-                    })
-                }
-            } else {
-                // Left the index: gone from the store at the last index run.
-                None
-            };
-            match reason {
-                Some(Wait::Skip(r)) => skips.entry(r).or_default().push(o.item),
-                Some(Wait::Retry(r)) => retries.push((o, r)),
-                None => go.push(o),
+            // The facts, gathered above; the judgement is plan::fate's.
+            let now = links.get(&o.key).map(Vec::as_slice);
+            let verdict = crate::plan::fate::recheck_object(
+                holds.holds(&o.key),
+                now,
+                now.is_some_and(|l| index::links_digest(l) == o.links),
+                recheck_error.as_deref(),
+                |t| match statuses.get(t).map(String::as_str) {
+                    Some("deleted") | Some("gone") => LinkedNow::Gone,
+                    Some("skipped") => LinkedNow::Kept,
+                    Some(_) => LinkedNow::Pending,
+                    None if present.contains(t) => LinkedNow::Present,
+                    None => LinkedNow::Absent,
+                },
+            );
+            match verdict {
+                Recheck::Skip(r) => skips.entry(r.to_string()).or_default().push(o.item),
+                Recheck::Retry(r) => retries.push((o, r)),
+                Recheck::Go => go.push(o),
             }
         }
         let plan = [self.plan_id];

@@ -42,6 +42,23 @@ pub struct Graph {
 /// counts are exact; a wrong parent column can make every row dangle).
 pub const DANGLING_EXAMPLES: u64 = 1000;
 
+/// For each configured entity type (config order, which is the graph's),
+/// the type index of each of its parent relations, in relation order: how
+/// a row's parent columns map onto graph edges, for the plan's read of the
+/// CRM and apply's re-check alike.
+pub fn parent_types(config: &crate::config::Config) -> Vec<Vec<u16>> {
+    config
+        .entities
+        .iter()
+        .map(|et| {
+            et.parents
+                .iter()
+                .map(|(p, _)| config.entity_index(p).unwrap_or(0) as u16)
+                .collect()
+        })
+        .collect()
+}
+
 /// Builds a [`Graph`]; types must be added parents-first.
 #[derive(Debug)]
 pub struct GraphBuilder {

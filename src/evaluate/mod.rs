@@ -64,6 +64,23 @@ impl CompiledPolicy {
     }
 }
 
+/// Every policy of the config compiled against the config's entity types
+/// (the graph's type order is the config's), with `conditions` the
+/// distinct conditional keep rules in bit order. One function for the plan
+/// and apply's re-check alike. `Err` names a policy whose root or keep type
+/// is not declared (config validation rules that out).
+pub fn compile_policies(
+    config: &crate::config::Config,
+    conditions: &[crate::config::KeepRule],
+) -> Result<Vec<CompiledPolicy>, String> {
+    let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
+    config
+        .policies
+        .iter()
+        .map(|p| CompiledPolicy::compile(p, &types, conditions).ok_or_else(|| p.name.clone()))
+        .collect()
+}
+
 /// What a subtree contains, folded bottom-up. Max and OR are idempotent, so an
 /// entity reached twice (two parents) is harmless.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -114,3 +114,126 @@ mod tests {
         );
     }
 }
+
+/// What apply's journal says of one entity an object links to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkedNow {
+    /// Deleted by this plan, or found already gone.
+    Gone,
+    /// Its case was skipped at the re-check (kept).
+    Kept,
+    /// In the plan but not (yet) deleted: its case failed or did not run.
+    Pending,
+    /// Outside the plan, and the CRM has it now.
+    Present,
+    /// Outside the plan, and the CRM does not have it (still absent).
+    Absent,
+}
+
+/// Apply's judgement of one planned object just before it is deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recheck {
+    /// Delete it.
+    Go,
+    /// The world changed: the object stays (reported as skipped).
+    Skip(&'static str),
+    /// It cannot be judged now: marked failed, the next apply tries again.
+    Retry(String),
+}
+
+/// The re-check of a planned object: `held` now; `links_now` its links in
+/// the index now (`None`: it left the index, gone from the store at the last
+/// run); whether they are the planned ones; a CRM error while asking about
+/// linked entities outside the plan; and what each link points at now.
+/// Pure: apply gathers the facts, this decides.
+pub fn recheck_object(
+    held: bool,
+    links_now: Option<&[(String, String)]>,
+    links_unchanged: bool,
+    crm_error: Option<&str>,
+    linked: impl Fn(&(String, String)) -> LinkedNow,
+) -> Recheck {
+    if held {
+        return Recheck::Skip("changed since plan: on hold");
+    }
+    let Some(now) = links_now else {
+        return Recheck::Go;
+    };
+    if !links_unchanged {
+        return Recheck::Skip("changed since plan: its links changed");
+    }
+    if let Some(e) = crm_error {
+        return Recheck::Retry(format!("could not re-check its links: {e}"));
+    }
+    for t in now {
+        match linked(t) {
+            LinkedNow::Gone | LinkedNow::Absent => {}
+            LinkedNow::Kept => return Recheck::Skip("changed since plan: a linked case was kept"),
+            LinkedNow::Pending => {
+                return Recheck::Retry(
+                    "a linked case was not deleted in this run (it failed); retried by the next apply"
+                        .into(),
+                );
+            }
+            LinkedNow::Present => {
+                return Recheck::Skip("changed since plan: a linked entity exists in the CRM");
+            }
+        }
+    }
+    Recheck::Go
+}
+
+#[cfg(test)]
+mod recheck_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn linked_state() -> impl Strategy<Value = LinkedNow> {
+        prop_oneof![
+            Just(LinkedNow::Gone),
+            Just(LinkedNow::Kept),
+            Just(LinkedNow::Pending),
+            Just(LinkedNow::Present),
+            Just(LinkedNow::Absent),
+        ]
+    }
+
+    proptest! {
+        /// Safety of the object phase: an object goes only when it is not
+        /// held, its links are the planned ones and were re-checked, and
+        /// every entity it links to is gone or still absent. Whatever else
+        /// holds, it stays (skipped) or waits (retried).
+        #[test]
+        fn an_object_goes_only_when_nothing_it_serves_remains(
+            held in any::<bool>(),
+            indexed in any::<bool>(),
+            unchanged in any::<bool>(),
+            crm_error in any::<bool>(),
+            states in proptest::collection::vec(linked_state(), 0..5),
+        ) {
+            let links: Vec<(String, String)> =
+                (0..states.len()).map(|i| ("lead".to_string(), i.to_string())).collect();
+            let verdict = recheck_object(
+                held,
+                indexed.then_some(links.as_slice()),
+                unchanged,
+                crm_error.then_some("timeout"),
+                |t| states[t.1.parse::<usize>().unwrap()],
+            );
+            let all_gone = states.iter().all(|s| matches!(s, LinkedNow::Gone | LinkedNow::Absent));
+            let may_go = !held && (!indexed || (unchanged && !crm_error && all_gone));
+            prop_assert_eq!(verdict == Recheck::Go, may_go, "{:?}", verdict);
+            if held {
+                prop_assert!(matches!(verdict, Recheck::Skip(_)));
+            }
+            // A linked entity that exists now, or a kept case, never makes
+            // the object wait for a retry that would then delete it.
+            if indexed && unchanged && !crm_error && !held
+                && states.iter().any(|s| matches!(s, LinkedNow::Kept | LinkedNow::Present))
+                && !states.iter().take_while(|s| !matches!(s, LinkedNow::Kept | LinkedNow::Present)).any(|s| *s == LinkedNow::Pending)
+            {
+                prop_assert!(matches!(verdict, Recheck::Skip(_)), "{:?}", verdict);
+            }
+        }
+    }
+}

@@ -164,12 +164,9 @@ pub async fn load_world(
     let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
     let mut builder = GraphBuilder::new(types.clone());
     let mut unreadable_clocks = 0u64;
+    let parents_of = evaluate::graph::parent_types(config);
     for (ti, et) in config.entities.iter().enumerate() {
-        let parent_types: Vec<u16> = et
-            .parents
-            .iter()
-            .map(|(p, _)| types.iter().position(|t| t == p).unwrap_or(0) as u16)
-            .collect();
+        let parent_types = &parents_of[ti];
         let mut n = 0u64;
         crm.scan(et, &mut |row| {
             if row.clock_unreadable {
@@ -215,13 +212,7 @@ pub async fn load_world(
             _ => tally.object_holds += 1,
         }
     }
-    let mut policies = Vec::new();
-    for p in &config.policies {
-        policies.push(
-            CompiledPolicy::compile(p, &graph.types, &conditions)
-                .ok_or_else(|| PlanError::Policy(p.name.clone()))?,
-        );
-    }
+    let policies = evaluate::compile_policies(config, &conditions).map_err(PlanError::Policy)?;
     Ok(World {
         graph,
         policies,
