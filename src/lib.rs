@@ -24,4 +24,6 @@ pub mod sensitive;
 pub mod serve;
 pub mod state;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod verify;

@@ -9,8 +9,8 @@ use lethe::crm::sqlite::SqliteCrm;
 use lethe::index;
 use lethe::plan;
 use lethe::state::{StateError, StateStore};
-use lethe::store::faulty::{FaultyCrm, FaultyStore};
 use lethe::store::folder::FolderStore;
+use lethe::testing::{FaultyCrm, FaultyStore};
 
 struct World {
     _tmp: tempfile::TempDir,

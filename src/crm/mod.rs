@@ -56,8 +56,6 @@ pub enum CrmError {
     },
     #[error("CRM transaction failed: {0}")]
     Transaction(#[source] sqlx::Error),
-    #[error("the {0} CRM backend is not available in this build yet; use sqlite:// for now")]
-    Unsupported(&'static str),
 }
 
 impl CrmError {
@@ -69,7 +67,6 @@ impl CrmError {
             | CrmError::Catalogue { source, .. }
             | CrmError::Transaction(source)
             | CrmError::Connect { source, .. } => source,
-            _ => return false,
         };
         match source {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,

@@ -12,7 +12,6 @@ pub const SLURP_MAX: u64 = 8 << 20;
 
 pub mod azure;
 pub mod cloud;
-pub mod faulty;
 pub mod folder;
 mod http;
 pub mod memory;

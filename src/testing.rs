@@ -1,4 +1,6 @@
-//! Fault injection, for tests: wrappers around a technical store and a CRM
+//! Fault injection, for tests (cargo feature `test-util`; `cargo test
+//! --all-features` has it). Above the backends it wraps, so no backend
+//! depends on another: wrappers around a technical store and a CRM
 //! that fail the way real backends do — transient errors, an answer lost
 //! after the delete happened, permanent refusals, listings that break
 //! midway or come back empty.
@@ -9,10 +11,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, StoreErrorKind, TechnicalStore};
 use crate::config::EntityType;
 use crate::crm::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput};
 use crate::model::EntityKey;
+use crate::store::{DeleteOutcome, Listed, ObjectMeta, StoreError, StoreErrorKind, TechnicalStore};
 
 /// What goes wrong, by object key.
 #[derive(Debug, Default)]
