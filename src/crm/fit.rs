@@ -32,7 +32,7 @@ pub struct Fit {
 
 /// How the backend compares names: SQLite and MySQL match column names
 /// without regard to case; PostgreSQL (lethe quotes every name) exactly.
-fn same(kind: &str, a: &str, b: &str) -> bool {
+pub(crate) fn same(kind: &str, a: &str, b: &str) -> bool {
     if kind == "postgres" {
         a == b
     } else {

@@ -27,7 +27,7 @@ impl KeyKinds {
                 .await?
                 .and_then(|cols| {
                     cols.into_iter()
-                        .find(|c| c.name.eq_ignore_ascii_case(&et.key))
+                        .find(|c| super::fit::same(crm.kind(), &c.name, &et.key))
                 })
                 .is_some_and(|c| c.integer);
             kinds.insert(et.name.clone(), integer);
