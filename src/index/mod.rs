@@ -49,6 +49,9 @@ pub struct Link {
     pub entity_key: String,
     pub rule: usize,
     pub location: Option<String>,
+    /// The record of a record link (see [`extract::Found::record`]);
+    /// `None` for a whole-file link.
+    pub record: Option<String>,
 }
 
 /// What one run did (`objects_read`, `run_*`), and what the index holds
@@ -129,6 +132,7 @@ async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) 
                         entity_key: key,
                         rule: *index,
                         location: None,
+                        record: None,
                     });
                 }
             }
@@ -193,6 +197,7 @@ async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) 
                             entity_key: v.trim().to_string(),
                             rule: *index,
                             location: Some(format!("metadata {name}")),
+                            record: None,
                         });
                     }
                 }
@@ -251,6 +256,7 @@ fn finish(mut p: Prepared, kinds: &Kinds, max_whole: u64, max_line: u64) -> (Obj
                 entity_key: f.key,
                 rule: *rule,
                 location: Some(f.location),
+                record: f.record,
             })),
             Err(e) => p.unreadable = Some(format!("rule {rule}: {e}")),
         }
@@ -707,21 +713,21 @@ async fn write_batch(
     const LINKS: usize = 400;
     let links_sql = crate::state::RowsSql::new(
         sqlite,
-        "INSERT INTO links(object_id, entity_type, entity_key, rule, location) VALUES ",
-        "(?, ?, ?, ?, ?)",
+        "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record) VALUES ",
+        "(?, ?, ?, ?, ?, ?)",
         1,
         "",
         LINKS,
     );
     // The links move into the statements (no copy of their strings). A
     // long run of one object's links of one rule (a CSV export: a link per
-    // row) binds only key and location per link; the rest bind all five.
+    // row) binds only key, location and record per link; the rest bind all six.
     const RUN: usize = 1000;
     let run_sql = crate::state::RowsSql::new(
         sqlite,
-        "INSERT INTO links(object_id, entity_type, entity_key, rule, location)
-         SELECT $1, $2, v.column1, $3, v.column2 FROM (VALUES ",
-        "(?, ?)",
+        "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record)
+         SELECT $1, $2, v.column1, $3, v.column2, v.column3 FROM (VALUES ",
+        "(?, ?, ?)",
         4,
         ") AS v",
         RUN,
@@ -750,7 +756,7 @@ async fn write_batch(
                 .bind(same[0].entity_type.clone())
                 .bind(same[0].rule as i64);
             for l in same {
-                query = query.bind(l.entity_key).bind(l.location);
+                query = query.bind(l.entity_key).bind(l.location).bind(l.record);
             }
             query
                 .execute(&mut *tx)
@@ -771,7 +777,8 @@ async fn write_batch(
                 .bind(l.entity_type)
                 .bind(l.entity_key)
                 .bind(l.rule as i64)
-                .bind(l.location);
+                .bind(l.location)
+                .bind(l.record);
         }
         query
             .execute(&mut *tx)

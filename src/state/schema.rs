@@ -177,6 +177,24 @@ CREATE TABLE plan_review (
     PRIMARY KEY (plan_id, item)
 );
 "#,
+    // 7: redaction and residual verification. A link's record (a CSV row,
+    // a JSON or XML rule's record element; NULL: the whole file); what a
+    // planned redaction removes and what it wrote; the keyed hashes of the
+    // identifiers of erased entities (never the values)
+    r#"
+ALTER TABLE links ADD COLUMN record TEXT;
+ALTER TABLE plan_objects ADD COLUMN records TEXT;
+ALTER TABLE plan_objects ADD COLUMN new_digest TEXT;
+CREATE TABLE erased_identifiers (
+    hash TEXT NOT NULL,            -- hex HMAC-SHA256(audit key, kind || 0 || normalised value)
+    kind TEXT NOT NULL,            -- email | phone
+    entity TEXT NOT NULL,          -- the entity's pseudonym
+    plan_id TEXT NOT NULL,
+    erased_at TEXT NOT NULL,
+    PRIMARY KEY (hash, entity)
+);
+CREATE INDEX erased_identifiers_plan ON erased_identifiers(plan_id);
+"#,
 ];
 
 /// The schema version a store has once migrated.

@@ -59,6 +59,17 @@ pub enum DeleteOutcome {
     Changed,
 }
 
+/// What a conditional rewrite (a redaction) found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RewriteOutcome {
+    /// The new content is in place; what the store shows of it now.
+    Rewritten(ObjectMeta),
+    /// Not rewritten: the object is no longer the one the index read.
+    Changed,
+    /// Not rewritten: the object is not there.
+    AlreadyGone,
+}
+
 /// What the index recorded of an object, for a delete that must find the
 /// same object (`delete_expecting`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,6 +269,24 @@ pub trait TechnicalStore: Send + Sync {
             out[i] = Some(r);
         }
         answered(out)
+    }
+
+    /// Replaces an object's content with the local file `content` (a spool
+    /// lethe wrote), only if the object is still the one `expected`
+    /// describes. Atomic: a reader sees the old content or the new, never a
+    /// mix; older versions or snapshots that hold the old content are
+    /// removed as a delete would remove them.
+    async fn rewrite(
+        &self,
+        _key: &str,
+        _expected: &Expected,
+        _content: &std::path::Path,
+    ) -> Result<RewriteOutcome, StoreError> {
+        Err(StoreError::failed(
+            "rewriting an object",
+            StoreErrorKind::Permanent,
+            format!("{} cannot rewrite objects", self.describe()),
+        ))
     }
 
     /// What a delete here leaves behind (old versions, snapshots,

@@ -82,9 +82,11 @@ fn push_row_key(out: &mut Vec<Found>, row: u64, value: &[u8]) -> Result<(), Unre
         .trim();
     if !v.is_empty() {
         check_room(out)?;
+        let location = format!("row {row}");
         out.push(Found {
             key: v.to_string(),
-            location: format!("row {row}"),
+            record: Some(location.clone()),
+            location,
         });
     }
     Ok(())
@@ -173,11 +175,13 @@ mod tests {
             vec![
                 Found {
                     key: "17".into(),
-                    location: "row 2".into()
+                    location: "row 2".into(),
+                    record: Some("row 2".into())
                 },
                 Found {
                     key: "18".into(),
-                    location: "row 3".into()
+                    location: "row 3".into(),
+                    record: Some("row 3".into())
                 },
             ]
         );

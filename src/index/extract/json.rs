@@ -68,6 +68,7 @@ pub(super) fn json_whole_with<'de, R: serde_json::de::Read<'de>>(
         out.push(Found {
             key,
             location: node.location().to_json_pointer(),
+            record: None,
         });
     }
     Ok(out)
@@ -165,11 +166,13 @@ mod tests {
             vec![
                 Found {
                     key: "9007199254740993".into(),
-                    location: "/leads/0/id".into()
+                    location: "/leads/0/id".into(),
+                    record: None
                 },
                 Found {
                     key: "A-7".into(),
-                    location: "/leads/1/id".into()
+                    location: "/leads/1/id".into(),
+                    record: None
                 },
             ]
         );

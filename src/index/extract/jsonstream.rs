@@ -37,6 +37,7 @@ impl Walk<'_> {
             self.out.borrow_mut().push(Found {
                 key: key(),
                 location: self.pointer,
+                record: None,
             });
         }
         Ok(())

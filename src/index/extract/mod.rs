@@ -27,6 +27,10 @@ pub use self::xml::xml;
 pub struct Found {
     pub key: String,
     pub location: String,
+    /// The record the key sits in, when the rule names one (a CSV row; the
+    /// element of a JSON or XML rule's `record`): what a redaction removes.
+    /// `None`: the key links the whole file.
+    pub record: Option<String>,
 }
 
 /// Why a file could not be read by a content rule. The text names the

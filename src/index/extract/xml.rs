@@ -115,6 +115,7 @@ impl<'p> XmlScan<'p> {
                                     self.out.push(Found {
                                         key: v.trim().to_string(),
                                         location: format!("element {}", self.element_index),
+                                        record: None,
                                     });
                                 }
                             }
@@ -151,6 +152,7 @@ impl<'p> XmlScan<'p> {
                         self.out.push(Found {
                             key,
                             location: format!("element {}", self.element_index),
+                            record: None,
                         });
                     }
                     self.capture = None;
