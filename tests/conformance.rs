@@ -645,6 +645,7 @@ async fn existing_answers_integer_and_text_probes_alike(b: Backend, name: &str) 
         clock: vec!["modified_at".into()],
         parents: Vec::new(),
         subject: Vec::new(),
+        identifiers: Vec::new(),
     };
     let admin = sqlx::AnyPool::connect(&url).await.unwrap();
     exec_all(

@@ -199,12 +199,14 @@ pub struct PlanShowArgs {
     #[arg(long)]
     pub keys: bool,
     /// Only items of this fate. Deleted: delete (cases, and the objects of
-    /// deleted entities), orphan (objects linked to no entity the CRM has).
-    /// Kept: shared (also serves a retained entity), orphan-young (within
+    /// deleted entities), orphan (objects linked to no entity the CRM has),
+    /// redact (shared objects rewritten without the deleted entities'
+    /// records). Kept: shared (also serves a retained entity, and cannot be
+    /// redacted: the reason says why), orphan-young (within
     /// technical.orphans.retain), unlinked (no rule matched), unreadable
     /// (with the reason), held; and the entities the plan could not date
     /// (undatable) or whose parent column names no entity (dangling).
-    #[arg(long, value_parser = ["delete", "orphan", "shared", "orphan-young", "unlinked", "unreadable", "held", "undatable", "dangling"])]
+    #[arg(long, value_parser = ["delete", "orphan", "redact", "shared", "orphan-young", "unlinked", "unreadable", "held", "undatable", "dangling"])]
     pub fate: Option<String>,
     /// Only items of this policy (`orphans` for orphaned objects).
     #[arg(long)]

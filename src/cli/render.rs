@@ -89,13 +89,16 @@ pub fn plan(s: &PlanSummary, standalone: bool) -> String {
     ));
     let o = &s.objects;
     out.push_str(&format!(
-        "  objects: {} indexed — delete {} ({}) · orphan delete {} ({}) · orphan young {} · shared {} · retained {} · unlinked {} · unreadable {} · held {}\n",
+        "  objects: {} indexed — delete {} ({}) · orphan delete {} ({}) · orphan young {} · redact {} ({} records of {}) · shared {} · retained {} · unlinked {} · unreadable {} · held {}\n",
         o.total,
         o.delete,
         bytes(o.delete_bytes),
         o.orphan_delete,
         bytes(o.orphan_delete_bytes),
         o.orphan_young,
+        o.redact,
+        o.redact_records,
+        bytes(o.redact_bytes),
         o.shared,
         o.retained,
         o.unlinked,

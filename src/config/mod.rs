@@ -92,6 +92,10 @@ pub struct EntityType {
     pub parents: Vec<(String, String)>,
     /// Columns that identify the person; never read, never printed.
     pub subject: Vec<String>,
+    /// The subject columns whose values identify a person (e-mail, phone):
+    /// read once, at erasure, into keyed hashes for the residual scan and
+    /// the suppression list; a subset of `subject`.
+    pub identifiers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -284,6 +288,9 @@ pub struct Config {
     /// `apply.parallel_deletes` at a time (for gateways without
     /// DeleteObjects).
     pub batch_deletes: bool,
+    /// Redact shared objects whose deleted entities are all linked by
+    /// records (default); `false` keeps them whole (they count as residual).
+    pub redact: bool,
     pub max_delete_fraction: f64,
     /// The rest of `[safety]`: the dangling-parent and count-drop brakes.
     pub safety: SafetySettings,
@@ -453,7 +460,7 @@ fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
             "serve",
         ],
         ["crm"] => &["url", "vacuum", "entities"],
-        ["crm", "entities", _] => &["table", "key", "clock", "parent", "subject"],
+        ["crm", "entities", _] => &["table", "key", "clock", "parent", "subject", "identifiers"],
         ["technical"] => &[
             "url",
             "link",
@@ -461,6 +468,7 @@ fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
             "max_content_bytes",
             "max_line_bytes",
             "batch_deletes",
+            "redact",
         ],
         ["technical", "link", "[]"] => &[
             "path",
@@ -788,13 +796,40 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
             }
             parents.push((parent.clone(), column.clone()));
         }
+        let subject = e.subject.clone().map(|s| s.into_vec()).unwrap_or_default();
+        let identifiers = e
+            .identifiers
+            .clone()
+            .map(|s| s.into_vec())
+            .unwrap_or_default();
+        for column in &identifiers {
+            if !subject.contains(column) {
+                pr.add(
+                    p!["crm", "entities", name, "identifiers"],
+                    format!(
+                        "`{column}` is not one of this type's subject columns ({}); identifiers are the subject columns that identify a person, so add it to `subject` too",
+                        if subject.is_empty() {
+                            "none declared".to_string()
+                        } else {
+                            subject.join(", ")
+                        }
+                    ),
+                );
+            } else if !is_sql_name(column) {
+                pr.add(
+                    p!["crm", "entities", name, "identifiers"],
+                    format!("`{column}` is not a plain SQL identifier"),
+                );
+            }
+        }
         entities.push(EntityType {
             name: name.clone(),
             table,
             key,
             clock,
             parents,
-            subject: e.subject.clone().map(|s| s.into_vec()).unwrap_or_default(),
+            subject,
+            identifiers,
         });
     }
     let entities = match topo_order(&entities) {
@@ -1165,6 +1200,7 @@ fn validate(raw: RawConfig, text: &str, dir: &Path, pr: &mut Problems) -> Option
         max_content_bytes: raw_tech.max_content_bytes.unwrap_or(64 << 20),
         max_line_bytes: raw_tech.max_line_bytes.unwrap_or(16 << 20),
         batch_deletes: raw_tech.batch_deletes.unwrap_or(true),
+        redact: raw_tech.redact.unwrap_or(true),
         max_delete_fraction,
         policies,
         state: state?,

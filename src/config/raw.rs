@@ -69,6 +69,7 @@ pub struct RawEntity {
     #[serde(default)]
     pub parent: IndexMap<String, String>,
     pub subject: Option<OneOrMany>,
+    pub identifiers: Option<OneOrMany>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +100,8 @@ pub struct RawTechnical {
     pub max_line_bytes: Option<u64>,
     /// Batched deletes (default), or single deletes.
     pub batch_deletes: Option<bool>,
+    /// Redact shared objects (default), or keep them whole.
+    pub redact: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

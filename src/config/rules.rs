@@ -279,7 +279,29 @@ pub enum LinkRule {
     },
 }
 
+impl ContentKind {
+    /// Equal for two rules exactly when their records are the same pieces
+    /// of a file; `None` when the rule links whole files.
+    pub fn record_signature(&self) -> Option<String> {
+        match self {
+            ContentKind::Csv { delimiter, .. } => Some(match delimiter {
+                Some(d) => format!("csv {}", *d as char),
+                None => "csv".to_string(),
+            }),
+            ContentKind::Json { .. } | ContentKind::Xml(_) => None,
+        }
+    }
+}
+
 impl LinkRule {
+    /// The record signature of a content rule (`None` for the others).
+    pub fn record_signature(&self) -> Option<String> {
+        match self {
+            LinkRule::Content { kind, .. } => kind.record_signature(),
+            _ => None,
+        }
+    }
+
     pub fn index(&self) -> usize {
         match self {
             LinkRule::Path { index, .. }

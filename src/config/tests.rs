@@ -317,6 +317,7 @@ fn documented_defaults_are_the_code_defaults() {
         }),
         ("technical.max_line_bytes", |c| c.max_line_bytes.to_string()),
         ("technical.batch_deletes", |c| c.batch_deletes.to_string()),
+        ("technical.redact", |c| c.redact.to_string()),
         ("orphans.retain", |c| c.orphans_retain.text().to_string()),
         ("safety.max_delete_fraction", |c| {
             c.max_delete_fraction.to_string()
@@ -387,4 +388,29 @@ fn documented_defaults_are_the_code_defaults() {
         checked += 1;
     }
     assert!(checked >= 18, "only {checked} defaults checked");
+}
+
+#[test]
+fn identifiers_must_be_subject_columns() {
+    let ok = MINIMAL.replace(
+        "clock = \"modified_at\"",
+        "clock = \"modified_at\"\nsubject = [\"email\", \"phone\"]\nidentifiers = [\"email\"]",
+    );
+    let c = parse_text(&ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.entities[0].identifiers, vec!["email".to_string()]);
+    assert!(c.redact, "redaction is on by default");
+    // A typo, or a column not declared as subject data, is refused at its line.
+    let typo = MINIMAL.replace(
+        "clock = \"modified_at\"",
+        "clock = \"modified_at\"\nsubject = [\"email\"]\nidentifiers = [\"emial\"]",
+    );
+    let p = problems(&typo);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].message
+            .contains("`emial` is not one of this type's subject columns (email)")
+    );
+    assert_eq!(p[0].line, 9, "{p:?}");
+    let off = MINIMAL.replace("url = \"technical\"", "url = \"technical\"\nredact = false");
+    assert!(!parse_text(&off).unwrap().redact);
 }

@@ -98,6 +98,8 @@ pub struct BatchOutcome {
     pub cases: Vec<(u64, Decision)>,
     /// Rows actually deleted, per case id: (type index, key).
     pub deleted: Vec<(u64, Vec<(u16, EntityKey)>)>,
+    /// The identifier values of the deleted rows (types with `identifiers`).
+    pub identifiers: Vec<recheck::ErasedValue>,
 }
 
 #[async_trait]

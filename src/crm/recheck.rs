@@ -46,6 +46,17 @@ pub struct CaseNow {
     pub entities: Vec<EntityNow>,
 }
 
+/// An identifier of a deleted row, read inside the deleting transaction:
+/// the caller turns it into a keyed hash at once and keeps nothing else.
+#[derive(Clone, Debug)]
+pub struct ErasedValue {
+    pub ty: u16,
+    pub key: EntityKey,
+    /// The `identifiers` column it came from.
+    pub column: String,
+    pub value: crate::sensitive::Sensitive<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Delete exactly these rows.
@@ -67,6 +78,15 @@ pub(super) trait TxnOps: Send {
         values: &[EntityKey],
         conditions: &[&str],
     ) -> Result<Vec<(EntityRow, Option<EntityKey>, u32)>, CrmError>;
+
+    /// The `identifiers` columns of the rows with these keys, as text
+    /// (`None` for NULL), in `et.identifiers` order: read just before the
+    /// rows are deleted, in the same transaction.
+    async fn identifier_values(
+        &mut self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError>;
 
     /// Deletes rows by key; returns the keys that were present.
     async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError>;
@@ -201,8 +221,23 @@ pub(super) async fn run<T: TxnOps>(
         if to_delete[ti].is_empty() {
             continue;
         }
+        let et = &input.entities[ti];
         let keys: Vec<EntityKey> = to_delete[ti].iter().cloned().collect();
-        txn.delete_keys(&input.entities[ti], &keys).await?;
+        if !et.identifiers.is_empty() {
+            for (key, values) in txn.identifier_values(et, &keys).await? {
+                for (column, value) in et.identifiers.iter().zip(values) {
+                    if let Some(v) = value {
+                        outcome.identifiers.push(ErasedValue {
+                            ty: ti as u16,
+                            key: key.clone(),
+                            column: column.clone(),
+                            value: crate::sensitive::Sensitive::new(v),
+                        });
+                    }
+                }
+            }
+        }
+        txn.delete_keys(et, &keys).await?;
     }
     Ok(outcome)
 }

@@ -559,6 +559,38 @@ impl TxnOps for Txn<'_> {
         Ok(out)
     }
 
+    async fn identifier_values(
+        &mut self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError> {
+        let d = self.dialect;
+        let mut cols = vec![d.quote(&et.key)];
+        cols.extend(et.identifiers.iter().map(|c| d.text(&d.quote(c))));
+        let mut out = Vec::new();
+        for chunk in key_chunks(d, keys) {
+            let (cond, list) = key_condition(d, &et.key, &chunk);
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {cond}",
+                cols.join(", "),
+                d.quote(&et.table)
+            );
+            let rows = bind_list(sqlx::query(AssertSqlSafe(sql)), list)
+                .fetch_all(&mut **self.conn)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+            for row in &rows {
+                if let Some(k) = key_at(row, 0) {
+                    let values = (0..et.identifiers.len())
+                        .map(|i| row.try_get::<Option<String>, _>(1 + i).ok().flatten())
+                        .collect();
+                    out.push((k, values));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError> {
         let d = self.dialect;
         let mut n = 0;

@@ -385,6 +385,42 @@ impl TxnOps for Txn<'_> {
         Ok(out)
     }
 
+    async fn identifier_values(
+        &mut self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError> {
+        let mut cols = vec![quote_ident(&et.key)];
+        cols.extend(
+            et.identifiers
+                .iter()
+                .map(|c| format!("CAST({} AS TEXT)", quote_ident(c))),
+        );
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} IN ({})",
+                cols.join(", "),
+                quote_ident(&et.table),
+                quote_ident(&et.key),
+                placeholders(chunk.len())
+            );
+            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .fetch_all(&mut *self.conn)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+            for row in &rows {
+                if let Some(k) = key_at(row, 0) {
+                    let values = (0..et.identifiers.len())
+                        .map(|i| row.try_get::<Option<String>, _>(1 + i).ok().flatten())
+                        .collect();
+                    out.push((k, values));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError> {
         let mut n = 0;
         for chunk in keys.chunks(CHUNK) {

@@ -804,6 +804,8 @@ pub struct IndexedEntry {
     /// Why an unreadable object could not be read (never its content).
     pub error: Option<String>,
     pub links: Vec<(String, String)>,
+    /// Beside each link: its rule and its record (`None`: the whole file).
+    pub records: Vec<(usize, Option<String>)>,
 }
 
 /// Streams the index, object by object, in key order.
@@ -813,7 +815,8 @@ pub async fn for_each_entry(
 ) -> Result<u64, StateError> {
     use futures::TryStreamExt;
     let mut rows = sqlx::query(
-        "SELECT o.id, o.key, o.size, o.modified, o.status, l.entity_type, l.entity_key, o.error
+        "SELECT o.id, o.key, o.size, o.modified, o.status, l.entity_type, l.entity_key, o.error,
+                l.rule, l.record
          FROM objects o LEFT JOIN links l ON l.object_id = o.id ORDER BY o.id",
     )
     .fetch(state.pool());
@@ -835,6 +838,7 @@ pub async fn for_each_entry(
                     status: r.get(4),
                     error: r.get(7),
                     links: Vec::new(),
+                    records: Vec::new(),
                 },
             ));
         }
@@ -842,6 +846,13 @@ pub async fn for_each_entry(
         let key: Option<String> = r.get(6);
         if let (Some(ty), Some(key), Some((_, e))) = (ty, key, current.as_mut()) {
             e.links.push((ty, key));
+            let rule: Option<i64> = r.get(8);
+            // (Registered links have no rule of the config: a rule number
+            // none has.)
+            let rule = rule
+                .and_then(|r| usize::try_from(r).ok())
+                .unwrap_or(usize::MAX);
+            e.records.push((rule, r.get::<Option<String>, _>(9)));
         }
     }
     if let Some((_, e)) = current.take() {

@@ -72,10 +72,139 @@ pub fn object_fate(
     }
 }
 
+/// One link of a shared object, as the redaction decision sees it: what it
+/// points at, the record it sits in (`None`: the whole file) and its rule's
+/// record signature (`config::ContentKind::record_signature`) and index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLink<'a> {
+    pub target: LinkTarget,
+    pub record: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub rule: usize,
+}
+
+/// What a redaction of a shared object removes: the records (by the ids
+/// the extractor gave them), read with `rule`'s kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redaction {
+    pub policy: usize,
+    pub rule: usize,
+    pub records: Vec<String>,
+}
+
+/// Whether a shared object can be redacted, and what goes: every link to a
+/// deleted entity (and, once the object is older than `orphans.retain`, to
+/// an absent one) must sit in a record of one record shape, and no record
+/// that goes may link an entity that stays. `Err` says why it is kept whole.
+pub fn redaction(
+    links: &[RecordLink<'_>],
+    modified: Option<Instant>,
+    as_of: Instant,
+    orphans_retain: &Retention,
+) -> Result<Redaction, &'static str> {
+    let absent_goes = matches!(modified, Some(m) if as_of >= orphans_retain.add_to(m));
+    let goes = |t: LinkTarget| match t {
+        LinkTarget::Deleted(_) => true,
+        LinkTarget::Absent => absent_goes,
+        LinkTarget::Retained => false,
+    };
+    let mut policy = None;
+    let mut shape: Option<(&str, usize)> = None;
+    let mut records = std::collections::BTreeSet::new();
+    for l in links.iter().filter(|l| goes(l.target)) {
+        if let LinkTarget::Deleted(p) = l.target {
+            policy.get_or_insert(p);
+        }
+        let (Some(record), Some(signature)) = (l.record, l.signature) else {
+            return Err("a deleted entity is linked by the whole file");
+        };
+        match shape {
+            None => shape = Some((signature, l.rule)),
+            Some((s, _)) if s != signature => {
+                return Err("deleted entities are linked by records of two different shapes");
+            }
+            Some(_) => {}
+        }
+        records.insert(record);
+    }
+    let (Some(policy), Some((signature, rule))) = (policy, shape) else {
+        return Err("no deleted entity is linked");
+    };
+    // A record that goes must not hold a kept entity too.
+    let mixed = links.iter().any(|l| {
+        !goes(l.target)
+            && l.signature == Some(signature)
+            && l.record.is_some_and(|r| records.contains(r))
+    });
+    if mixed {
+        return Err("a record of a deleted entity also links a kept one");
+    }
+    Ok(Redaction {
+        policy,
+        rule,
+        records: records.into_iter().map(str::to_string).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use LinkTarget::*;
+
+    fn rl(target: LinkTarget, record: Option<&'static str>) -> RecordLink<'static> {
+        RecordLink {
+            target,
+            record,
+            signature: record.map(|_| "csv"),
+            rule: 0,
+        }
+    }
+
+    #[test]
+    fn redaction_takes_exactly_the_records_of_what_goes() {
+        let r = Retention::parse("30 days").unwrap();
+        let day = 86_400;
+        let links = [
+            rl(Deleted(2), Some("row 2")),
+            rl(Retained, Some("row 3")),
+            rl(Deleted(2), Some("row 4")),
+            rl(Absent, Some("row 5")),
+        ];
+        // Young: the absent entity's record stays.
+        assert_eq!(
+            redaction(&links, Some(0), 10 * day, &r).unwrap().records,
+            vec!["row 2", "row 4"]
+        );
+        // Old: it goes along.
+        let old = redaction(&links, Some(0), 40 * day, &r).unwrap();
+        assert_eq!(old.records, vec!["row 2", "row 4", "row 5"]);
+        assert_eq!(old.policy, 2);
+        // A whole-file link to a deleted entity: unredactable.
+        let whole = [
+            rl(Deleted(0), Some("row 2")),
+            rl(Deleted(0), None),
+            rl(Retained, Some("row 3")),
+        ];
+        assert!(redaction(&whole, Some(0), day, &r).is_err());
+        // A record holding a deleted and a kept entity: unredactable.
+        let mixed = [rl(Deleted(0), Some("row 2")), rl(Retained, Some("row 2"))];
+        assert!(redaction(&mixed, Some(0), day, &r).is_err());
+        // Two record shapes: unredactable.
+        let mut other = rl(Deleted(0), Some("/records/0"));
+        other.signature = Some("json $.records[*]");
+        let shapes = [
+            rl(Deleted(0), Some("row 2")),
+            other,
+            rl(Retained, Some("row 3")),
+        ];
+        assert!(redaction(&shapes, Some(0), day, &r).is_err());
+        // A kept entity linked by the whole file does not stop it.
+        let kept_whole = [rl(Deleted(0), Some("row 2")), rl(Retained, None)];
+        assert_eq!(
+            redaction(&kept_whole, Some(0), day, &r).unwrap().records,
+            vec!["row 2"]
+        );
+    }
 
     fn fate(links: &[LinkTarget]) -> Fate {
         let r = Retention::parse("30 days").unwrap();

@@ -117,6 +117,13 @@ pub struct ObjectTally {
     pub orphan_delete_bytes: u64,
     pub orphan_young: u64,
     pub shared: u64,
+    /// Shared objects rewritten without the deleted entities' records.
+    #[serde(default)]
+    pub redact: u64,
+    #[serde(default)]
+    pub redact_records: u64,
+    #[serde(default)]
+    pub redact_bytes: u64,
     pub retained: u64,
     pub unlinked: u64,
     pub unreadable: u64,
@@ -446,6 +453,11 @@ pub async fn make_plan(
     // What the plan keeps of the objects, for review (not the retained
     // ones: they are the bulk, and the index lists them).
     let mut review: Vec<NewReview> = Vec::new();
+    let signatures: HashMap<usize, Option<String>> = config
+        .links
+        .iter()
+        .map(|r| (r.index(), r.record_signature()))
+        .collect();
     let tally = &mut s.objects;
     index::for_each_entry(state, &mut |e| {
         tally.total += 1;
@@ -496,6 +508,7 @@ pub async fn make_plan(
                     policy: world.policies[policy].name.clone(),
                     links: index::links_digest(&e.links),
                     entities: entities(),
+                    records: None,
                 });
             }
             Fate::OrphanDue => {
@@ -508,6 +521,7 @@ pub async fn make_plan(
                     policy: "orphans".into(),
                     links: index::links_digest(&e.links),
                     entities: entities(),
+                    records: None,
                 });
             }
             Fate::OrphanYoung => {
@@ -515,8 +529,44 @@ pub async fn make_plan(
                 keep("orphan-young", None);
             }
             Fate::Shared => {
-                tally.shared += 1;
-                keep("shared", None);
+                let links: Vec<fate::RecordLink<'_>> = targets
+                    .iter()
+                    .zip(&e.records)
+                    .map(|(t, (rule, record))| fate::RecordLink {
+                        target: *t,
+                        record: record.as_deref(),
+                        signature: signatures.get(rule).and_then(|s| s.as_deref()),
+                        rule: *rule,
+                    })
+                    .collect();
+                let redaction = if config.redact {
+                    fate::redaction(&links, e.modified, as_of_s, &config.orphans_retain)
+                } else {
+                    Err("technical.redact is off")
+                };
+                match redaction {
+                    Ok(r) => {
+                        tally.redact += 1;
+                        tally.redact_records += r.records.len() as u64;
+                        tally.redact_bytes += e.size;
+                        to_delete.push(NewObject {
+                            key: e.key.clone(),
+                            size: e.size,
+                            fate: "redact",
+                            policy: world.policies[r.policy].name.clone(),
+                            links: index::links_digest(&e.links),
+                            entities: entities(),
+                            records: Some(
+                                serde_json::json!({"rule": r.rule, "records": r.records})
+                                    .to_string(),
+                            ),
+                        });
+                    }
+                    Err(why) => {
+                        tally.shared += 1;
+                        keep("shared", Some(why.to_string()));
+                    }
+                }
             }
             Fate::Retained => tally.retained += 1,
             Fate::Unlinked => {
@@ -536,6 +586,9 @@ pub async fn make_plan(
     .await?;
     for o in &to_delete {
         digest.update(format!("object\0{}\0{}\0{}\n", o.key, o.fate, o.links).as_bytes());
+        if let Some(r) = &o.records {
+            digest.update(format!("records\0{r}\n").as_bytes());
+        }
     }
     plans::write_objects(&mut tx, &id, &to_delete).await?;
 

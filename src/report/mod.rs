@@ -294,7 +294,15 @@ pub fn html(r: &Report) -> String {
             String::new(),
         ],
         vec![
-            "shared with a kept entity (kept; to be redacted)".into(),
+            format!(
+                "redacted: shared with a kept entity, the deleted entities' {} records removed",
+                o.redact_records
+            ),
+            o.redact.to_string(),
+            bytes(o.redact_bytes),
+        ],
+        vec![
+            "shared with a kept entity and not redactable (kept whole; residual)".into(),
             o.shared.to_string(),
             String::new(),
         ],

@@ -6,6 +6,7 @@
 //! is deleted; afterwards only their journal columns (status, reason) change.
 
 pub mod audit_log;
+pub mod erased;
 pub mod journal;
 pub mod plans;
 pub mod registered;

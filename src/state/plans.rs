@@ -267,13 +267,15 @@ pub async fn write_entities(
 pub struct NewObject {
     pub key: String,
     pub size: u64,
-    /// `delete` or `orphan`.
+    /// `delete`, `orphan` or `redact`.
     pub fate: &'static str,
     pub policy: String,
     /// The digest of its links (the apply re-check compares it).
     pub links: String,
     /// Its links as a JSON array of refs, for review.
     pub entities: String,
+    /// `redact`: what goes, `{"rule": N, "records": [...]}`.
+    pub records: Option<String>,
 }
 
 /// Writes objects, numbered in order from 0.
@@ -285,8 +287,8 @@ pub async fn write_objects(
     let sqlite = super::is_sqlite(tx);
     for (i, chunk) in rows.chunks(110).enumerate() {
         let sql = format!(
-            "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, entities, status) VALUES {}",
-            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
+            "INSERT INTO plan_objects(plan_id, item, key, size, fate, policy, links, entities, records, status) VALUES {}",
+            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?, ?, 'planned')", 1)
         );
         let mut query = sqlx::query(super::sql(sqlite, sql));
         for (j, o) in chunk.iter().enumerate() {
@@ -298,7 +300,8 @@ pub async fn write_objects(
                 .bind(o.fate)
                 .bind(o.policy.clone())
                 .bind(o.links.clone())
-                .bind(o.entities.clone());
+                .bind(o.entities.clone())
+                .bind(o.records.clone());
         }
         query
             .execute(&mut **tx)
