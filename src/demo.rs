@@ -171,7 +171,10 @@ pub async fn generate(
             COMPANY[rng.random_range(0..COMPANY.len())],
         );
         let email = format!("{}.{}{}@example.com", first.to_lowercase(), id, last.len());
-        let phone = format!("+49 30 {:07}", rng.random_range(0..10_000_000));
+        // Unique per lead (7919 is prime to 10^7), so that one lead's
+        // erasure never finds another's number; the draw keeps the sequence.
+        let _ = rng.random_range(0..10_000_000);
+        let phone = format!("+49 30 {:07}", (id * 7919).rem_euclid(10_000_000));
         sqlx::query("INSERT INTO leads VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
             .bind(id)
             .bind(first)
@@ -340,6 +343,7 @@ table = "leads"
 key = "id"
 clock = ["modified_at", "created_at"]   # first non-null wins; none → undatable, kept
 subject = ["email", "phone", "first_name", "last_name"]
+identifiers = ["email", "phone"]        # kept as keyed hashes at erasure; verify searches the store for them
 
 [crm.entities.opportunity]
 table = "opportunities"

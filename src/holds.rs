@@ -178,6 +178,7 @@ fn record(
         bytes: None,
         author: Some(author.to_string()),
         reason_chars: reason.map(|r| r.chars().count() as i64),
+        detail: None,
     }
 }
 

@@ -97,6 +97,22 @@ pub async fn apply_and_verify(
     Ok((report, verified))
 }
 
+/// Stage 5 on its own (`lethe verify`): proves an applied plan again.
+pub async fn verify(
+    config: &Config,
+    crm: &dyn Crm,
+    store: &dyn TechnicalStore,
+    state: &StateStore,
+    plan_id: &str,
+    progress: Progress<'_>,
+) -> Result<VerifyReport> {
+    verify::verify_with(config, crm, store, state, plan_id, &|d, t| {
+        progress("verify", d, t)
+    })
+    .await
+    .context("verify failed; nothing was changed")
+}
+
 /// What a sweep did, stage by stage.
 #[derive(Debug, serde::Serialize)]
 pub struct Swept {

@@ -1019,7 +1019,7 @@ fn audit_export_and_lookup() {
     let lines: Vec<&str> = csv.stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash,author,reason_chars"
+        "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash,author,reason_chars,detail"
     );
     assert_eq!(lines.len(), 1 + records, "{}", csv.stdout);
     assert_eq!(

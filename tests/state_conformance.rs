@@ -65,6 +65,7 @@ fn record(plan: &str, n: usize) -> NewRecord {
         bytes: None,
         author: Some(format!("appender {plan}")),
         reason_chars: Some(n as i64),
+        detail: None,
     }
 }
 

@@ -771,6 +771,7 @@ impl Ctx<'_> {
                                 bytes: None,
                                 author: None,
                                 reason_chars: None,
+                                detail: None,
                             });
                         } else {
                             report.entities_already_gone += 1;
@@ -1129,6 +1130,7 @@ impl Ctx<'_> {
                         bytes: Some(o.size),
                         author: None,
                         reason_chars: None,
+                                detail: None,
                     });
                 }
                 Ok(false) => {

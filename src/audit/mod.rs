@@ -314,6 +314,7 @@ mod tests {
             hash: String::new(),
             author: None,
             reason_chars: None,
+            detail: None,
         }
     }
 
@@ -328,6 +329,9 @@ mod tests {
         let mut held = deletion();
         held.reason_chars = Some(0);
         assert_ne!(record_hash(&held), PINNED);
+        let mut redacted = deletion();
+        redacted.detail = Some("{}".into());
+        assert_ne!(record_hash(&redacted), PINNED, "the detail is hashed when present");
     }
 
     #[test]

@@ -86,6 +86,18 @@ pub enum Command {
     /// The report for the data protection officer: deleted, kept and why,
     /// bytes freed, failures, the audit chain head, the 12-month outlook.
     Report(ReportArgs),
+    /// Prove an applied plan: every item it deleted is gone, and no
+    /// identifier of a deleted entity is left anywhere in the store.
+    ///
+    /// Asks the CRM and the store for each deleted item again, then reads
+    /// every object of the store (any format, any fate, streamed) and looks
+    /// for the e-mail addresses and phone numbers of the deleted entities
+    /// (`identifiers`), which lethe holds only as keyed hashes. Each object
+    /// that still names one is listed by pseudonym with why it was left
+    /// (held, shared, unlinked, unreadable, changed). Exit 3 when an item
+    /// remains or an object that is not held still names a deleted entity.
+    /// `apply` and `sweep` run this after every apply.
+    Verify(VerifyArgs),
     /// The service: the schedule, the HTTP API and the metrics.
     ///
     /// Runs `[schedule]` (cron, timezone, mode = sweep | plan) and serves the
@@ -114,6 +126,12 @@ pub struct ServeArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The plan; default: the latest.
+    pub plan_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -266,6 +266,32 @@ async fn run(cli: Cli) -> Result<i32> {
             crate::serve::run(config, a.listen, shutdown_signal()).await?;
             Ok(EXIT_OK)
         }
+        Command::Verify(a) => {
+            let config = load_config(&cli.config)?;
+            let state = StateStore::open(&config).await?;
+            let crm = crm::connect(&config).await?;
+            let store = store::open(&config)?;
+            let id = match a.plan_id {
+                Some(id) => id,
+                None => plan::load(&state, None).await?.id,
+            };
+            let progress = Progress::new(format);
+            let v = pipeline::verify(
+                &config,
+                crm.as_ref(),
+                store.as_ref(),
+                &state,
+                &id,
+                &|p, d, t| progress.set(p, d, t),
+            )
+            .await?;
+            progress.finish();
+            out(&match format {
+                Format::Text => render::verify(&id, &v),
+                _ => json(&serde_json::json!({ "plan": id, "verify": v })),
+            });
+            Ok(if v.ok() { EXIT_OK } else { EXIT_PARTIAL })
+        }
         Command::Report(a) => {
             let config = load_config(&cli.config)?;
             let state = StateStore::open(&config).await?;
@@ -686,7 +712,7 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
             let mut lines = String::new();
             if format == Format::Csv {
                 lines.push_str(
-                    "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash,author,reason_chars\n",
+                    "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash,author,reason_chars,detail\n",
                 );
             }
             let mut records = Vec::new();
@@ -709,6 +735,7 @@ async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) -> Result<i32
                             r.hash.clone(),
                             r.author.clone().unwrap_or_default(),
                             r.reason_chars.map(|n| n.to_string()).unwrap_or_default(),
+                            r.detail.clone().unwrap_or_default(),
                         ];
                         w.write_record(cells.iter().map(|c| audit::csv_cell(c)))?;
                     }

@@ -231,32 +231,7 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
         out.push_str(&format!("  {note}\n"));
     }
     if let Some(v) = v {
-        out.push_str(&format!(
-            "  verify: {} and {} checked, {} entities and {} objects still present{}\n",
-            count(v.entities_checked, "entity", "entities"),
-            count(v.objects_checked, "object", "objects"),
-            v.entities_remaining,
-            v.objects_remaining,
-            if !v.ok() {
-                " — NOT ALL GONE"
-            } else if v.shared_kept_whole > 0 {
-                " — every deleted item is gone"
-            } else {
-                " — all gone"
-            }
-        ));
-        if v.shared_kept_whole > 0 || v.not_searched > 0 {
-            out.push_str(&format!(
-                "  NOT PROVEN for the whole store: {} records of deleted entities; {} (unlinked or unreadable) {} not searched\n",
-                count(
-                    v.shared_kept_whole,
-                    "object was kept whole (shared with retained entities) and still holds",
-                    "objects were kept whole (shared with retained entities) and still hold"
-                ),
-                count(v.not_searched, "object", "objects"),
-                if v.not_searched == 1 { "was" } else { "were" },
-            ));
-        }
+        out.push_str(&verify_lines(v));
     }
     if let Some(h) = &r.audit_head {
         out.push_str(&format!("  audit chain head: {h}\n"));
@@ -265,6 +240,106 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
         "  took {:.1}s ({:.1}s CRM, {:.1}s objects)\n",
         r.seconds, r.seconds_cases, r.seconds_objects
     ));
+    out
+}
+
+/// `lethe verify`: the verdict on one plan.
+pub fn verify(plan_id: &str, v: &VerifyReport) -> String {
+    format!("verify {plan_id}\n{}", verify_lines(v))
+}
+
+/// What verify proved, and what it did not: the lines apply, sweep and
+/// `lethe verify` print.
+fn verify_lines(v: &VerifyReport) -> String {
+    let mut out = String::new();
+    let failing = v.residual_failing();
+    out.push_str(&format!(
+        "  verify: {} and {} checked, {} entities and {} objects still present{}\n",
+        count(v.entities_checked, "entity", "entities"),
+        count(v.objects_checked, "object", "objects"),
+        v.entities_remaining,
+        v.objects_remaining,
+        if v.entities_remaining + v.objects_remaining > 0 {
+            " — NOT ALL GONE"
+        } else if v.identifiers == 0 || failing > 0 || v.scan_failed > 0 {
+            " — every deleted item is gone"
+        } else {
+            " — all gone"
+        }
+    ));
+    if v.identifiers == 0 {
+        out.push_str(
+            "  NOT PROVEN for the whole store: no identifiers of the deleted entities to search for (declare `identifiers` on the entity types)",
+        );
+        if v.shared_kept_whole > 0 {
+            out.push_str(&format!(
+                "; {} kept whole although {} deleted entities",
+                count(v.shared_kept_whole, "shared object was", "shared objects were"),
+                if v.shared_kept_whole == 1 { "it links" } else { "they link" }
+            ));
+        }
+        out.push('\n');
+        return out;
+    }
+    out.push_str(&format!(
+        "  residual: {} of {} ({}) searched for {}: {}\n",
+        count(v.objects_scanned, "object", "objects"),
+        "the store",
+        bytes(v.bytes_scanned),
+        count(v.identifiers, "identifier", "identifiers"),
+        if v.residual.is_empty() && v.scan_failed == 0 {
+            "none left — no identifier of a deleted entity is in the store".to_string()
+        } else {
+            format!(
+                "{} still {} a deleted entity{}",
+                count(v.residual.len() as u64, "object", "objects"),
+                if v.residual.len() == 1 { "names" } else { "name" },
+                if failing < v.residual.len() as u64 {
+                    format!(" ({} held)", v.residual.len() as u64 - failing)
+                } else {
+                    String::new()
+                }
+            )
+        }
+    ));
+    if v.scan_failed > 0 {
+        out.push_str(&format!(
+            "  NOT PROVEN: {} could not be read for the scan\n",
+            count(v.scan_failed, "object", "objects")
+        ));
+    }
+    let mut why: std::collections::BTreeMap<&str, u64> = Default::default();
+    for r in &v.residual {
+        *why.entry(r.why).or_default() += 1;
+    }
+    for (w, n) in why {
+        out.push_str(&format!(
+            "  RESIDUAL {}: {w} ({})\n",
+            count(n, "object", "objects"),
+            match w {
+                "held" => "on hold: reported, not failed",
+                "shared" => "shared and not redactable, or the value sits outside the records that went",
+                "unlinked" => "names a deleted entity without a link to it",
+                "unreadable" => "no rule could read it",
+                "changed" => "changed since indexed: skipped; re-plan",
+                _ => "its delete or redaction failed; apply again",
+            }
+        ));
+    }
+    for r in v.residual.iter().take(20) {
+        out.push_str(&format!(
+            "    {} names {} ({})\n",
+            r.object,
+            count(r.entities, "deleted entity", "deleted entities"),
+            r.why
+        ));
+    }
+    if v.residual.len() > 20 {
+        out.push_str(&format!(
+            "    … and {} more (--format json lists every one)\n",
+            v.residual.len() - 20
+        ));
+    }
     out
 }
 

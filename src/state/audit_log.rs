@@ -24,6 +24,9 @@ pub struct NewRecord {
     pub author: Option<String>,
     /// The length of a hold's reason, in characters (never its text).
     pub reason_chars: Option<i64>,
+    /// `redact-object`: what went, as JSON (records removed, bytes before
+    /// and after, the pseudonyms of the entities whose records went).
+    pub detail: Option<String>,
 }
 
 /// The actions whose records `verify` matches with the journal, one record
@@ -33,6 +36,8 @@ pub const DELETE_OBJECT: &str = "delete-object";
 /// A legal hold put on (`hold add`) or lifted (`hold rm`).
 pub const HOLD_ADD: &str = "hold-add";
 pub const HOLD_RM: &str = "hold-rm";
+/// A shared object rewritten without the records of deleted entities.
+pub const REDACT_OBJECT: &str = "redact-object";
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Record {
@@ -51,6 +56,8 @@ pub struct Record {
     pub author: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason_chars: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 pub fn record_hash(r: &Record) -> String {
@@ -72,6 +79,9 @@ pub fn record_hash(r: &Record) -> String {
     if r.author.is_some() || r.reason_chars.is_some() {
         fields.push(r.author.clone().unwrap_or_default());
         fields.push(r.reason_chars.map(|n| n.to_string()).unwrap_or_default());
+    }
+    if let Some(d) = &r.detail {
+        fields.push(d.clone());
     }
     for f in fields {
         // Length-prefixed so that no two field lists hash alike.
@@ -117,6 +127,7 @@ pub async fn append(
             hash: String::new(),
             author: n.author,
             reason_chars: n.reason_chars,
+            detail: n.detail,
         };
         r.hash = record_hash(&r);
         prev = r.hash.clone();
@@ -127,8 +138,8 @@ pub async fn append(
     const ROWS: usize = 200;
     let statement = super::RowsSql::new(
         super::is_sqlite(tx),
-        "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash, author, reason_chars) VALUES ",
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit(seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash, author, reason_chars, detail) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         1,
         "",
         ROWS,
@@ -154,7 +165,8 @@ pub async fn append(
                 .bind(r.prev)
                 .bind(r.hash)
                 .bind(r.author)
-                .bind(r.reason_chars);
+                .bind(r.reason_chars)
+                .bind(r.detail);
         }
         query
             .execute(&mut **tx)
@@ -184,10 +196,11 @@ fn row_record(r: &sqlx::any::AnyRow) -> Record {
         hash: r.get(10),
         author: r.get(11),
         reason_chars: r.get(12),
+        detail: r.get(13),
     }
 }
 
-const SELECT: &str = "SELECT seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash, author, reason_chars FROM audit";
+const SELECT: &str = "SELECT seq, plan_id, policy, basis, action, entity_type, pseudonym, bytes, at, prev, hash, author, reason_chars, detail FROM audit";
 
 /// Streams every record in chain order.
 pub async fn for_each(

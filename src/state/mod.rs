@@ -9,6 +9,7 @@ pub mod audit_log;
 pub mod erased;
 pub mod journal;
 pub mod plans;
+pub mod redacted;
 pub mod registered;
 pub mod runs;
 pub mod schema;

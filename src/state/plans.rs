@@ -840,3 +840,43 @@ pub async fn pruned_plans(
         .map_err(q("reading the pruned plans"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
+
+/// What plan `plan_id` decided for each of `keys` that it names: the fate
+/// (`delete`, `orphan`, `redact` with the journal status; or a kept fate
+/// from the review rows: `shared`, `orphan-young`, `unlinked`,
+/// `unreadable`, `held`). Keys the plan does not name were retained (or
+/// are newer than its index).
+pub async fn object_fates(
+    state: &StateStore,
+    plan_id: &str,
+    keys: &[String],
+) -> Result<std::collections::HashMap<String, (String, Option<String>)>, StateError> {
+    let sqlite = state.is_sqlite();
+    let mut out = std::collections::HashMap::new();
+    for chunk in keys.chunks(400) {
+        let list = super::params(chunk.len(), "?", 2);
+        for sql in [
+            format!(
+                "SELECT key, fate, status FROM plan_objects WHERE plan_id = $1 AND key IN ({list})"
+            ),
+            format!(
+                "SELECT key, fate, NULL FROM plan_review WHERE plan_id = $1 AND kind = 'object' AND key IN ({list})"
+            ),
+        ] {
+            let mut query =
+                sqlx::query_as::<_, (String, String, Option<String>)>(super::sql(sqlite, sql))
+                    .bind(plan_id);
+            for k in chunk {
+                query = query.bind(k.clone());
+            }
+            for (key, fate, status) in query
+                .fetch_all(state.pool())
+                .await
+                .map_err(q("reading the plan"))?
+            {
+                out.insert(key, (fate, status));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -194,6 +194,7 @@ CREATE TABLE erased_identifiers (
     PRIMARY KEY (hash, entity)
 );
 CREATE INDEX erased_identifiers_plan ON erased_identifiers(plan_id);
+ALTER TABLE audit ADD COLUMN detail TEXT;
 "#,
 ];
 

@@ -1,5 +1,8 @@
 //! Stage 5, verify: after apply, asks the CRM and the store again whether
-//! every item the journal calls deleted is really gone.
+//! every item the journal calls deleted is really gone, then searches every
+//! object of the store for the identifiers of the deleted entities
+//! (`residual`: from their keyed hashes only). It owns the verdict apply,
+//! sweep and `lethe verify` print and exit by.
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -34,17 +37,53 @@ pub struct VerifyReport {
     /// (they also serve a retained one): they still hold its records, so
     /// "gone" is not proven for the store as a whole.
     pub shared_kept_whole: u64,
-    /// Objects no rule linked or could read: not searched for data of the
-    /// deleted entities.
+    /// Objects no rule linked or could read (the plan could not judge
+    /// them by their links; the residual scan searches them all the same).
     pub not_searched: u64,
+    /// Distinct identifiers of the deleted entities searched for (keyed
+    /// hashes); 0 when no type declares `identifiers`.
+    pub identifiers: u64,
+    /// Objects of the store read by the residual scan, and their bytes.
+    pub objects_scanned: u64,
+    pub bytes_scanned: u64,
+    /// Objects the scan could not read: not proven clean.
+    pub scan_failed: u64,
+    /// Each object that still names a deleted entity.
+    pub residual: Vec<Residual>,
+}
+
+/// An object that still holds an identifier of a deleted entity.
+#[derive(Clone, Debug, Serialize)]
+pub struct Residual {
+    /// The object's pseudonym (`object:~…`; the key with `--keys`).
+    pub object: String,
+    /// How many deleted entities it still names.
+    pub entities: u64,
+    /// Why it was left: `held`, `shared` (unredactable, redaction off, or
+    /// the value sits outside the removed records), `unlinked` (no link to
+    /// the entity it names), `unreadable`, `changed` (changed since the
+    /// index read it: skipped), `failed` (its delete or redaction failed).
+    pub why: &'static str,
 }
 
 impl VerifyReport {
-    /// Every item the journal calls deleted is gone.
+    /// Every item the journal calls deleted is gone, and no object that is
+    /// not held names a deleted entity (as far as the scan could read).
     pub fn ok(&self) -> bool {
-        self.entities_remaining == 0 && self.objects_remaining == 0
+        self.entities_remaining == 0
+            && self.objects_remaining == 0
+            && self.scan_failed == 0
+            && self.residual_failing() == 0
+    }
+
+    /// Residual objects that are not held: what makes the verdict fail.
+    pub fn residual_failing(&self) -> u64 {
+        self.residual.iter().filter(|r| r.why != "held").count() as u64
     }
 }
+
+pub mod residual;
+mod scan;
 
 pub async fn verify(
     config: &Config,
@@ -53,7 +92,21 @@ pub async fn verify(
     state: &StateStore,
     plan_id: &str,
 ) -> Result<VerifyReport, VerifyError> {
-    verify_paged(config, crm, store, state, plan_id, PAGE).await
+    verify_with(config, crm, store, state, plan_id, &|_, _| {}).await
+}
+
+/// As `verify`, telling `progress(done, total)` as the scan reads objects.
+pub async fn verify_with(
+    config: &Config,
+    crm: &dyn Crm,
+    store: &dyn TechnicalStore,
+    state: &StateStore,
+    plan_id: &str,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<VerifyReport, VerifyError> {
+    let mut report = verify_paged(config, crm, store, state, plan_id, PAGE).await?;
+    scan::residual(config, store, state, plan_id, &mut report, progress).await?;
+    Ok(report)
 }
 
 /// As `verify`, reading `page` journal rows at a time (tests use small

@@ -1,0 +1,183 @@
+//! Redaction of shared payloads and the residual scan, through the real
+//! binary on the standard fixture (leads 1, 5 and 6 are due at AS_OF; 2, 3
+//! and 4 stay): a CSV export, a JSON batch and an XML batch that hold rows
+//! of due and kept leads are rewritten without the due leads' records,
+//! every other byte kept; verify then reads the whole store for the due
+//! leads' e-mail addresses and phone numbers.
+
+mod util;
+
+use serde_json::Value;
+use util::{AS_OF, Fixture};
+
+/// A Windows export: BOM, `;`, CRLF and LF mixed, a quoted field with the
+/// delimiter and a line break in it, no final newline.
+const CSV: &str = "\u{feff}LeadId;Name;Email;Phone\r\n\
+1;Jane;jane.doe@example.com;+49 30 5550101\r\n\
+2;\"Max; the \"\"boss\"\"\nsecond line\";max.muster@example.com;\r\n\
+5;Olga;OLGA.OLD@example.com;030-555-0105\n\
+3;Erika;erika.young@example.com;\r\n\
+6;Paul;paul.lost@example.com;+49 (30) 5550106";
+
+const CSV_AFTER: &str = "\u{feff}LeadId;Name;Email;Phone\r\n\
+2;\"Max; the \"\"boss\"\"\nsecond line\";max.muster@example.com;\r\n\
+3;Erika;erika.young@example.com;\r\n";
+
+const JSON: &str = r#"{
+  "batch": "2020-01",
+  "records": [
+    { "lead": { "id": 1 }, "email": "jane.doe\u0040example.com", "note": "say \"hi\"" },
+    {"lead":{"id":2},"email":"max.muster@example.com"},
+    { "lead": { "id": 6 }, "nested": [[{"deep": ["paul.lost@example.com"]}]] },
+    { "lead": { "id": 3 }, "email": "erika.young@example.com" }
+  ]
+}
+"#;
+
+const JSON_AFTER: &str = r#"{
+  "batch": "2020-01",
+  "records": [
+    {"lead":{"id":2},"email":"max.muster@example.com"},
+    { "lead": { "id": 3 }, "email": "erika.young@example.com" }
+  ]
+}
+"#;
+
+const XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- nightly batch -->
+<b:Batch xmlns:b="urn:example:batch">
+  <b:Lead><b:Id>2</b:Id><b:Mail>max.muster@example.com</b:Mail></b:Lead>
+  <b:Lead>
+    <b:Id>5</b:Id>
+    <b:Mail>olga.old&#64;example.com</b:Mail>
+    <b:Note><![CDATA[<not a tag> & olga]]></b:Note>
+  </b:Lead>
+  <b:Lead><b:Id>4</b:Id><b:Mail>nils.nodate@example.com</b:Mail><b:Co>A &amp; B</b:Co></b:Lead>
+</b:Batch>
+"#;
+
+const XML_AFTER: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!-- nightly batch -->
+<b:Batch xmlns:b="urn:example:batch">
+  <b:Lead><b:Id>2</b:Id><b:Mail>max.muster@example.com</b:Mail></b:Lead>
+  <b:Lead><b:Id>4</b:Id><b:Mail>nils.nodate@example.com</b:Mail><b:Co>A &amp; B</b:Co></b:Lead>
+</b:Batch>
+"#;
+
+const RULES: &str = r#"
+[[technical.link]]
+glob = "batches/*.json"
+json = "$.records[*].lead.id"
+record = "$.records[*]"
+entity = "lead"
+
+[[technical.link]]
+glob = "batches/*.xml"
+xml = "/Batch/Lead/Id"
+record = "/Batch/Lead"
+entity = "lead"
+"#;
+
+fn shared_fixture() -> Fixture {
+    let f = Fixture::new();
+    f.put("exports/leads-2020.csv", CSV);
+    f.put("batches/b.json", JSON);
+    f.put("batches/b.xml", XML);
+    f.edit_config(
+        "subject = [\"email\", \"phone\", \"first_name\", \"last_name\"]",
+        "subject = [\"email\", \"phone\", \"first_name\", \"last_name\"]\nidentifiers = [\"email\", \"phone\"]",
+    );
+    f.edit_config("[technical.orphans]", &format!("{RULES}\n[technical.orphans]"));
+    f
+}
+
+fn read(f: &Fixture, key: &str) -> String {
+    String::from_utf8(std::fs::read(f.tech().join(key)).expect("read")).expect("UTF-8")
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v:#}"))
+}
+
+#[test]
+fn shared_files_lose_exactly_the_due_records_and_verify_finds_nothing_left() {
+    let f = shared_fixture();
+    let plan = f.plan();
+    let o = &plan["objects"];
+    assert_eq!(n(o, "redact"), 3, "{o:#}");
+    assert_eq!(n(o, "redact_records"), 3 + 2 + 1, "{o:#}");
+    assert_eq!(n(o, "shared"), 0, "{o:#}");
+
+    let sweep = f.lethe(&["sweep", "--as-of", AS_OF, "--format", "json"]);
+    let json = sweep.ok().json();
+    assert_eq!(read(&f, "exports/leads-2020.csv"), CSV_AFTER);
+    assert_eq!(read(&f, "batches/b.json"), JSON_AFTER);
+    assert_eq!(read(&f, "batches/b.xml"), XML_AFTER);
+    let v = &json["verify"];
+    assert!(n(v, "identifiers") >= 6, "three due leads, e-mail and phone: {v:#}");
+    assert_eq!(v["residual"].as_array().map(Vec::len), Some(0), "{v:#}");
+    assert!(n(v, "objects_scanned") >= 6, "{v:#}");
+
+    // Measured, not assumed: no due lead's address is anywhere in the store.
+    for (_, bytes) in f.file_contents() {
+        let text = String::from_utf8_lossy(&bytes).to_lowercase();
+        for gone in ["jane.doe", "olga.old", "paul.lost", "5550101", "5550106"] {
+            assert!(!text.contains(gone), "{gone} is still in the store");
+        }
+    }
+    // One redact-object record per object, with counts and pseudonyms only.
+    let audit = f.state_sql(
+        "SELECT detail FROM audit WHERE action = 'redact-object' ORDER BY seq",
+    );
+    assert_eq!(audit.lines().count(), 3, "{audit}");
+    for line in audit.lines() {
+        let d: Value = serde_json::from_str(line).expect("detail is JSON");
+        assert!(n(&d, "records_removed") >= 1, "{d:#}");
+        assert!(n(&d, "bytes_after") < n(&d, "bytes_before"), "{d:#}");
+        assert!(!line.contains("example.com") && !line.contains("lead:"), "{line}");
+    }
+
+    // `lethe verify` on its own says the same, and a second sweep has
+    // nothing to redact: the index holds the new files' links.
+    f.lethe(&["verify"]).ok().contains("none left");
+    let again = f.lethe(&["sweep", "--as-of", AS_OF, "--format", "json"]).ok().json();
+    assert_eq!(n(&again["plan"]["objects"], "redact"), 0, "{again:#}");
+    assert_eq!(read(&f, "exports/leads-2020.csv"), CSV_AFTER);
+    f.lethe(&["audit", "verify"]).ok();
+}
+
+#[test]
+fn what_cannot_be_redacted_is_residual_and_fails_the_run_unless_held() {
+    let f = shared_fixture();
+    f.edit_config("url = \"technical\"", "url = \"technical\"\nredact = false");
+    // A note that names a due lead without any rule linking it.
+    f.put("misc/notes.txt", "call Jane back: JANE.DOE@EXAMPLE.COM\n");
+    let out = f.lethe(&["sweep", "--as-of", AS_OF, "--format", "json"]);
+    let json = out.expect(3).json();
+    assert_eq!(read(&f, "exports/leads-2020.csv"), CSV, "redact = false keeps it whole");
+    let residual = json["verify"]["residual"].as_array().expect("residual list").clone();
+    let mut why: Vec<&str> = residual.iter().filter_map(|r| r["why"].as_str()).collect();
+    why.sort();
+    assert_eq!(why, ["shared", "shared", "shared", "unlinked"], "{residual:#?}");
+    for r in &residual {
+        let object = r["object"].as_str().unwrap_or_default();
+        assert!(object.starts_with("object:~"), "pseudonyms only: {object}");
+        assert!(n(r, "entities") >= 1);
+    }
+    // The text says so, and `lethe verify` exits 3 as the sweep did.
+    f.lethe(&["verify"])
+        .expect(3)
+        .contains("RESIDUAL 3 objects: shared")
+        .contains("RESIDUAL 1 object: unlinked");
+
+    // Held objects are reported, not failed.
+    for key in ["exports/leads-2020.csv", "batches/b.json", "batches/b.xml", "misc/notes.txt"] {
+        f.lethe(&["hold", "add", &format!("object:{key}"), "--reason", "litigation"])
+            .ok();
+    }
+    let held = f.lethe(&["verify", "--format", "json"]);
+    let held = held.ok().json();
+    let residual = held["verify"]["residual"].as_array().expect("list").clone();
+    assert_eq!(residual.len(), 4, "{held:#}");
+    assert!(residual.iter().all(|r| r["why"] == "held"), "{held:#}");
+}
