@@ -16,9 +16,10 @@ use std::io::Read;
 mod csv;
 mod json;
 pub mod jsonstream;
-mod xml;
+pub(crate) mod xml;
 
 pub use self::csv::csv;
+pub(crate) use self::csv::{first_line as csv_first_line, sniff_delimiter};
 pub use self::json::{json, json_whole};
 pub use self::xml::xml;
 
@@ -45,7 +46,7 @@ pub struct Found {
 pub struct Unreadable(pub String);
 
 /// The category and position of a JSON error, without the offending text.
-pub(crate) fn json_error_class(e: &serde_json::Error) -> String {
+pub fn json_error_class(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Io => {
             // Our own budget error or an I/O error: neither quotes content.
