@@ -478,7 +478,19 @@ impl LinkRule {
                 ContentKind::Xml(p, Some(r)) => {
                     format!("{glob_text} xml {} record {} → {entity}", p.text, r.text)
                 }
-                ContentKind::Csv { column, .. } => format!("{glob_text} csv {column} → {entity}"),
+                ContentKind::Csv {
+                    column,
+                    delimiter: None,
+                } => format!("{glob_text} csv {column} → {entity}"),
+                // The delimiter changes the rows, and the index's rule hash
+                // is made of these descriptions.
+                ContentKind::Csv {
+                    column,
+                    delimiter: Some(d),
+                } => format!(
+                    "{glob_text} csv {column} delimiter {:?} → {entity}",
+                    *d as char
+                ),
             },
         }
     }
@@ -789,6 +801,25 @@ mod tests {
                 .contains("captures no entity")
         );
         assert!(PathPattern::compile("in**/{lead}", &types()).is_err());
+    }
+
+    /// Regression: a CSV rule's description (of which the index's rule hash
+    /// is made) left out its delimiter, so changing it re-indexed nothing.
+    #[test]
+    fn a_csv_rules_description_names_its_delimiter() {
+        let rule = |delimiter: Option<&str>| {
+            let raw = RawLink {
+                glob: Some("**/*.csv".into()),
+                csv: Some("LeadId".into()),
+                delimiter: delimiter.map(str::to_string),
+                entity: Some("lead".into()),
+                ..RawLink::default()
+            };
+            compile(0, &raw, &types()).unwrap().describe()
+        };
+        assert_eq!(rule(None), "**/*.csv csv LeadId → lead");
+        assert_eq!(rule(Some(";")), "**/*.csv csv LeadId delimiter ';' → lead");
+        assert_ne!(rule(Some("tab")), rule(Some("|")));
     }
 
     #[test]
