@@ -2170,3 +2170,32 @@ async fn plan_show_reads_the_items_in_pages() {
     assert_eq!(paged, whole);
     assert_eq!(paged_objects, whole_objects);
 }
+
+/// `check` names each JSON or XML rule without `record`: its links are
+/// whole-file links, so a file it shares between a deleted and a kept
+/// entity is kept whole. A rule with a record, and a CSV rule, get no note.
+#[test]
+fn check_says_which_rules_link_whole_files() {
+    let f = Fixture::new();
+    let note = "technical.link[1] (quotes/**/*.xml xml /Quotation/ID → quote): no `record`, so its links are whole-file links";
+    let out = f.lethe(&["check", "--no-environment"]);
+    out.ok().contains(note);
+    assert!(!out.all().contains("technical.link[2]"), "{}", out.all());
+    let json = f
+        .lethe(&["check", "--no-environment", "--format", "json"])
+        .json();
+    assert!(
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with(note)),
+        "{json}"
+    );
+    f.edit_config(
+        "xml = \"/Quotation/ID\"",
+        "xml = \"/Quotation/ID\"\nrecord = \"/Quotation\"",
+    );
+    let out = f.lethe(&["check", "--no-environment"]);
+    assert!(!out.ok().all().contains("whole-file"), "{}", out.all());
+}

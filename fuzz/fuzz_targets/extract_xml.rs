@@ -7,6 +7,6 @@ use lethe::index::extract;
 fuzz_target!(|data: &[u8]| {
     for p in ["/Quotation/ID", "//ID", "/a/@id"] {
         let path = XmlPath::parse(p).unwrap();
-        let _ = extract::xml(data, &path, 1 << 16);
+        let _ = extract::xml(data, &path, None, 1 << 16);
     }
 });

@@ -8,6 +8,8 @@
 //! persisted plan. A crash anywhere is resumed from the journal: an item
 //! journaled `executing` and found gone was deleted by us and is audited.
 
+pub mod redact;
+
 use std::collections::{HashMap, HashSet};
 
 use backon::{ExponentialBuilder, Retryable};

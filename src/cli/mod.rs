@@ -376,6 +376,8 @@ async fn check(path: &Path, no_environment: bool, format: Format) -> Result<i32>
         render::count(config.links.len() as u64, "link rule", "link rules"),
         render::count(config.policies.len() as u64, "policy", "policies"),
     )];
+    // A JSON or XML rule without `record` cannot redact a shared file.
+    lines.extend(config.links.iter().filter_map(|l| l.whole_file_note()));
     let mut ok = true;
     let mut unfit = None;
     if !no_environment {

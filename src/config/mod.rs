@@ -477,6 +477,7 @@ fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
             "xml",
             "csv",
             "delimiter",
+            "record",
             "metadata",
             "crm",
             "entity",

@@ -112,6 +112,9 @@ pub struct RawLink {
     pub xml: Option<String>,
     pub csv: Option<String>,
     pub delimiter: Option<String>,
+    /// JSON and XML rules: the prefix of the path that ends at the repeated
+    /// element a redaction removes.
+    pub record: Option<String>,
     pub metadata: Option<String>,
     pub crm: Option<String>,
     pub entity: Option<String>,

@@ -147,6 +147,22 @@ impl XmlPath {
         })
     }
 
+    /// The path written one way: local names, `//` for any depth.
+    pub fn canonical(&self) -> String {
+        let mut s = String::new();
+        for step in &self.steps {
+            s.push('/');
+            if let Some(name) = step {
+                s.push_str(name);
+            }
+        }
+        if let Some(a) = &self.attribute {
+            s.push_str("/@");
+            s.push_str(a);
+        }
+        s
+    }
+
     /// Does the element stack (local names, outermost first) match?
     pub fn matches(&self, stack: &[String]) -> bool {
         fn go(steps: &[Option<String>], stack: &[String]) -> bool {
@@ -233,19 +249,164 @@ pub fn simple_path(path: &str) -> Option<Vec<Step>> {
     Some(steps)
 }
 
+/// The record of a JSON rule (`record = "$.records[*]"`): a prefix of the
+/// rule's path in the streamable subset, ending in a wildcard. Each node it
+/// selects (an array element; a member, when the wildcard meets an object)
+/// is one record, named by its JSON pointer (`/records/3`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonRecord {
+    pub text: String,
+    pub steps: Vec<Step>,
+}
+
+impl JsonRecord {
+    /// The steps written one way (`$['records'][*]`), whatever the spelling.
+    pub fn canonical(&self) -> String {
+        let mut s = String::from("$");
+        for step in &self.steps {
+            match step {
+                // `simple_path` admits no quote or backslash in a name.
+                Step::Member(m) => s.push_str(&format!("['{m}']")),
+                Step::Index(i) => s.push_str(&format!("[{i}]")),
+                Step::Any => s.push_str("[*]"),
+            }
+        }
+        s
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum ContentKind {
     Json {
         path: serde_json_path::JsonPath,
         /// `Some` when the path can be evaluated while streaming.
         steps: Option<Vec<Step>>,
+        /// `None`: the rule's links are whole-file links.
+        record: Option<JsonRecord>,
     },
-    Xml(XmlPath),
+    /// The value's path, and the record's (`None`: whole-file links). A
+    /// record is named by its ordinal among the elements matching the
+    /// record path, in document order (`record 0`).
+    Xml(XmlPath, Option<XmlPath>),
+    /// Every row is a record (`row N`, the header being row 1).
     Csv {
         column: String,
         /// `None`: detected among `,` `;` tab `|`.
         delimiter: Option<u8>,
     },
+}
+
+/// How a record path relates to the value path, in the words of an error.
+const RECORD_EXAMPLE: &str = "e.g. json = \"$.records[*].lead.id\" with record = \"$.records[*]\", xml = \"/Batch/Lead/Id\" with record = \"/Batch/Lead\"";
+
+impl ContentKind {
+    /// A JSON rule: `path` (RFC 9535) and its optional `record`. Errors are
+    /// (key, message), as [`compile`] reports them.
+    pub fn json(
+        path: &str,
+        record: Option<&str>,
+    ) -> Result<ContentKind, Vec<(&'static str, String)>> {
+        let parsed = serde_json_path::JsonPath::parse(path)
+            .map_err(|e| vec![("json", format!("`{path}` is not an RFC 9535 JSONPath: {e}"))])?;
+        let steps = simple_path(path);
+        let record = match record {
+            None => None,
+            Some(r) => {
+                Some(json_record(path, steps.as_deref(), r).map_err(|m| vec![("record", m)])?)
+            }
+        };
+        Ok(ContentKind::Json {
+            path: parsed,
+            steps,
+            record,
+        })
+    }
+
+    /// An XML rule: the element path and its optional `record`.
+    pub fn xml(
+        path: &str,
+        record: Option<&str>,
+    ) -> Result<ContentKind, Vec<(&'static str, String)>> {
+        let parsed = XmlPath::parse(path).map_err(|m| vec![("xml", m)])?;
+        let record = match record {
+            None => None,
+            Some(r) => Some(xml_record(&parsed, r).map_err(|m| vec![("record", m)])?),
+        };
+        Ok(ContentKind::Xml(parsed, record))
+    }
+
+    /// Names the pieces of a file this rule's records are: equal for two
+    /// rules exactly when their records are the same pieces, so that a
+    /// record id from one names the same bytes under the other. `None`: the
+    /// rule has no records (its links are whole-file links).
+    pub fn record_signature(&self) -> Option<String> {
+        match self {
+            ContentKind::Csv { delimiter, .. } => Some(match delimiter {
+                None => "csv".to_string(),
+                Some(d) => format!("csv {}", *d as char),
+            }),
+            ContentKind::Json { record, .. } => {
+                record.as_ref().map(|r| format!("json {}", r.canonical()))
+            }
+            ContentKind::Xml(_, record) => {
+                record.as_ref().map(|r| format!("xml {}", r.canonical()))
+            }
+        }
+    }
+}
+
+fn json_record(
+    path: &str,
+    path_steps: Option<&[Step]>,
+    record: &str,
+) -> Result<JsonRecord, String> {
+    let Some(steps) = simple_path(record) else {
+        return Err(format!(
+            "`{record}`: a record path is $ followed by member names, indices and wildcards (no filters, slices or ..), ending in [*]; {RECORD_EXAMPLE}"
+        ));
+    };
+    if steps.last() != Some(&Step::Any) {
+        return Err(format!(
+            "`{record}` does not end in [*]: a record is each element of a repeated array; {RECORD_EXAMPLE}"
+        ));
+    }
+    let prefix = match path_steps {
+        Some(p) => p.len() > steps.len() && p.starts_with(&steps),
+        // A path beyond the streamable subset: the record must be its
+        // text's beginning, up to a segment boundary (segments are
+        // lexically delimited, so that is a prefix of its segments).
+        None => path.trim().strip_prefix(record.trim()).is_some_and(|rest| {
+            let rest = rest.trim_start();
+            rest.starts_with('.') || rest.starts_with('[')
+        }),
+    };
+    if !prefix {
+        return Err(format!(
+            "`{record}` is not a proper prefix of the rule's path `{path}`: the record is the repeated element the path's values sit in; {RECORD_EXAMPLE}"
+        ));
+    }
+    Ok(JsonRecord {
+        text: record.to_string(),
+        steps,
+    })
+}
+
+fn xml_record(path: &XmlPath, record: &str) -> Result<XmlPath, String> {
+    let r = XmlPath::parse(record)?;
+    if r.attribute.is_some() {
+        return Err(format!(
+            "`{record}`: a record is an element, not an attribute; {RECORD_EXAMPLE}"
+        ));
+    }
+    let deeper = path.steps.len() > r.steps.len()
+        || (path.steps.len() == r.steps.len() && path.attribute.is_some());
+    if !deeper || !path.steps.starts_with(&r.steps) {
+        return Err(format!(
+            "`{record}` is not a proper prefix of the rule's path `{}`: the record is the repeated element the path's values sit in; {RECORD_EXAMPLE}",
+            path.text
+        ));
+    }
+    Ok(r)
 }
 
 #[derive(Clone, Debug)]
@@ -277,20 +438,6 @@ pub enum LinkRule {
         kind: ContentKind,
         entity: String,
     },
-}
-
-impl ContentKind {
-    /// Equal for two rules exactly when their records are the same pieces
-    /// of a file; `None` when the rule links whole files.
-    pub fn record_signature(&self) -> Option<String> {
-        match self {
-            ContentKind::Csv { delimiter, .. } => Some(match delimiter {
-                Some(d) => format!("csv {}", *d as char),
-                None => "csv".to_string(),
-            }),
-            ContentKind::Json { .. } | ContentKind::Xml(_) => None,
-        }
-    }
 }
 
 impl LinkRule {
@@ -327,10 +474,49 @@ impl LinkRule {
                 entity,
                 ..
             } => match kind {
-                ContentKind::Json { path, .. } => format!("{glob_text} json {path} → {entity}"),
-                ContentKind::Xml(p) => format!("{glob_text} xml {} → {entity}", p.text),
-                ContentKind::Csv { column, .. } => format!("{glob_text} csv {column} → {entity}"),
+                ContentKind::Json {
+                    path, record: None, ..
+                } => format!("{glob_text} json {path} → {entity}"),
+                ContentKind::Json {
+                    path,
+                    record: Some(r),
+                    ..
+                } => format!("{glob_text} json {path} record {} → {entity}", r.text),
+                ContentKind::Xml(p, None) => format!("{glob_text} xml {} → {entity}", p.text),
+                ContentKind::Xml(p, Some(r)) => {
+                    format!("{glob_text} xml {} record {} → {entity}", p.text, r.text)
+                }
+                ContentKind::Csv {
+                    column,
+                    delimiter: None,
+                } => format!("{glob_text} csv {column} → {entity}"),
+                // The delimiter changes the rows, and the index's rule hash
+                // is made of these descriptions.
+                ContentKind::Csv {
+                    column,
+                    delimiter: Some(d),
+                } => format!(
+                    "{glob_text} csv {column} delimiter {:?} → {entity}",
+                    *d as char
+                ),
             },
+        }
+    }
+
+    /// What `lethe check` says of a JSON or XML rule without `record`: its
+    /// links are whole-file links, so a file it shares between a deleted
+    /// and a kept entity cannot be redacted.
+    pub fn whole_file_note(&self) -> Option<String> {
+        match self {
+            LinkRule::Content {
+                index,
+                kind: ContentKind::Json { record: None, .. } | ContentKind::Xml(_, None),
+                ..
+            } => Some(format!(
+                "technical.link[{index}] ({}): no `record`, so its links are whole-file links; a file it links to deleted and kept entities is kept whole, not redacted",
+                self.describe()
+            )),
+            _ => None,
         }
     }
 }
@@ -342,6 +528,17 @@ pub fn compile(
     types: &BTreeSet<String>,
 ) -> Result<LinkRule, Vec<(&'static str, String)>> {
     let mut errs = Vec::new();
+    if raw.record.is_some() && raw.json.is_none() && raw.xml.is_none() {
+        errs.push((
+            "record",
+            if raw.csv.is_some() {
+                "a CSV rule's records are its rows, always; remove `record`"
+            } else {
+                "only JSON and XML rules take a record; path, metadata and crm rules link whole objects"
+            }
+            .to_string(),
+        ));
+    }
     if let Some(crm) = &raw.crm {
         let others = raw.path.is_some()
             || raw.glob.is_some()
@@ -468,17 +665,12 @@ pub fn compile(
         Some(e) => Some(e.clone()),
     };
     let kind = if let Some(json) = &raw.json {
-        serde_json_path::JsonPath::parse(json)
-            .map(|path| ContentKind::Json {
-                path,
-                steps: simple_path(json),
-            })
-            .map_err(|e| errs.push(("json", format!("`{json}` is not an RFC 9535 JSONPath: {e}"))))
+        ContentKind::json(json, raw.record.as_deref())
+            .map_err(|e| errs.extend(e))
             .ok()
     } else if let Some(xml) = &raw.xml {
-        XmlPath::parse(xml)
-            .map(ContentKind::Xml)
-            .map_err(|m| errs.push(("xml", m)))
+        ContentKind::xml(xml, raw.record.as_deref())
+            .map_err(|e| errs.extend(e))
             .ok()
     } else {
         let column = raw.csv.clone().unwrap_or_default();
@@ -617,6 +809,25 @@ mod tests {
                 .contains("captures no entity")
         );
         assert!(PathPattern::compile("in**/{lead}", &types()).is_err());
+    }
+
+    /// Regression: a CSV rule's description (of which the index's rule hash
+    /// is made) left out its delimiter, so changing it re-indexed nothing.
+    #[test]
+    fn a_csv_rules_description_names_its_delimiter() {
+        let rule = |delimiter: Option<&str>| {
+            let raw = RawLink {
+                glob: Some("**/*.csv".into()),
+                csv: Some("LeadId".into()),
+                delimiter: delimiter.map(str::to_string),
+                entity: Some("lead".into()),
+                ..RawLink::default()
+            };
+            compile(0, &raw, &types()).unwrap().describe()
+        };
+        assert_eq!(rule(None), "**/*.csv csv LeadId → lead");
+        assert_eq!(rule(Some(";")), "**/*.csv csv LeadId delimiter ';' → lead");
+        assert_ne!(rule(Some("tab")), rule(Some("|")));
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn reference_parses_as_config() {
     assert_eq!(c.serve.tokens[1].scope, Scope::Admin);
     assert_eq!(c.serve.request_timeout, std::time::Duration::from_secs(30));
     assert_eq!(c.entities.len(), 4);
-    assert_eq!(c.links.len(), 6);
+    assert_eq!(c.links.len(), 8);
     assert_eq!(c.policies[0].keep_if.len(), 2);
     assert_eq!(c.max_delete_fraction, 0.5);
     assert!(c.batch_deletes);
@@ -413,4 +413,186 @@ fn identifiers_must_be_subject_columns() {
     assert_eq!(p[0].line, 9, "{p:?}");
     let off = MINIMAL.replace("url = \"technical\"", "url = \"technical\"\nredact = false");
     assert!(!parse_text(&off).unwrap().redact);
+}
+
+#[test]
+fn records_are_prefixes_of_their_rules_path_and_errors_name_the_line() {
+    let rules = r#"
+[[technical.link]]
+glob = "**/*.json"
+json = "$.records[*].lead.id"
+record = "$.records[*]"
+entity = "lead"
+
+[[technical.link]]
+glob = "**/*.xml"
+xml = "/b:Batch/Lead/Id"
+record = "/Batch/x:Lead"
+entity = "lead"
+
+[[technical.link]]
+glob = "**/*.json"
+json = "$.lead.id"
+entity = "lead"
+"#;
+    let c = parse_text(&MINIMAL.replace("[[policy]]", &format!("{rules}\n[[policy]]"))).unwrap();
+    let signatures: Vec<Option<String>> = c
+        .links
+        .iter()
+        .map(|l| match l {
+            LinkRule::Content { kind, .. } => kind.record_signature(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        signatures,
+        vec![
+            Some("json $['records'][*]".to_string()),
+            Some("xml /Batch/Lead".to_string()),
+            None
+        ]
+    );
+    let notes: Vec<String> = c.links.iter().filter_map(|l| l.whole_file_note()).collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("technical.link[2] (**/*.json json $.lead.id"),
+        "{notes:?}"
+    );
+    assert!(notes[0].contains("whole-file links"), "{notes:?}");
+
+    // Each refusal at the line of its `record` key.
+    let bad = |rule: &str| -> Vec<Problem> {
+        let text = MINIMAL.replace(
+            "[[policy]]",
+            &format!("[[technical.link]]\n{rule}\n[[policy]]"),
+        );
+        problems(&text)
+    };
+    let line_of_record = |rule: &str| {
+        MINIMAL[..MINIMAL.find("[[policy]]").unwrap()]
+            .lines()
+            .count()
+            + 2
+            + rule.lines().position(|l| l.starts_with("record")).unwrap()
+    };
+    for (rule, says) in [
+        (
+            "glob = \"**\"\njson = \"$.records[*].id\"\nrecord = \"$.records\"\nentity = \"lead\"",
+            "does not end in [*]",
+        ),
+        (
+            "glob = \"**\"\njson = \"$.records[*].id\"\nrecord = \"$.records[0]\"\nentity = \"lead\"",
+            "does not end in [*]",
+        ),
+        (
+            "glob = \"**\"\njson = \"$.records[*].id\"\nrecord = \"$.records[*].id\"\nentity = \"lead\"",
+            "does not end in [*]",
+        ),
+        (
+            "glob = \"**\"\njson = \"$.records[*]\"\nrecord = \"$.records[*]\"\nentity = \"lead\"",
+            "not a proper prefix",
+        ),
+        (
+            "glob = \"**\"\njson = \"$.records[*].id\"\nrecord = \"$.other[*]\"\nentity = \"lead\"",
+            "not a proper prefix",
+        ),
+        (
+            "glob = \"**\"\njson = \"$.records[*].items[?@.x].id\"\nrecord = \"$.rec[*]\"\nentity = \"lead\"",
+            "not a proper prefix",
+        ),
+        (
+            "glob = \"**\"\njson = \"$..id\"\nrecord = \"$..records[*]\"\nentity = \"lead\"",
+            "a record path is $ followed by",
+        ),
+        (
+            "glob = \"**\"\nxml = \"/Batch/Lead/Id\"\nrecord = \"/Batch/Other\"\nentity = \"lead\"",
+            "not a proper prefix",
+        ),
+        (
+            "glob = \"**\"\nxml = \"/Batch/Lead\"\nrecord = \"/Batch/Lead\"\nentity = \"lead\"",
+            "not a proper prefix",
+        ),
+        (
+            "glob = \"**\"\nxml = \"/Batch/Lead/@id\"\nrecord = \"/Batch/Lead/@id\"\nentity = \"lead\"",
+            "not an attribute",
+        ),
+        (
+            "glob = \"**\"\ncsv = \"LeadId\"\nrecord = \"row\"\nentity = \"lead\"",
+            "records are its rows",
+        ),
+        (
+            "path = \"inbound/{lead}/**\"\nrecord = \"$.records[*]\"",
+            "only JSON and XML rules take a record",
+        ),
+        (
+            "glob = \"**\"\nmetadata = \"lead-id\"\nrecord = \"$.records[*]\"\nentity = \"lead\"",
+            "only JSON and XML rules take a record",
+        ),
+        (
+            "crm = \"lead.source_file\"\nrecord = \"$.records[*]\"",
+            "only JSON and XML rules take a record",
+        ),
+    ] {
+        let p = bad(rule);
+        let r = p
+            .iter()
+            .find(|p| p.key == "technical.link[0].record")
+            .unwrap_or_else(|| panic!("{rule}: {p:?}"));
+        assert!(r.message.contains(says), "{rule}: {}", r.message);
+        assert_eq!(r.line, line_of_record(rule), "{rule}");
+    }
+    // Rules that stay valid: a path beyond the streamable subset whose
+    // record is its beginning, and an attribute in the record element.
+    for rule in [
+        "glob = \"**\"\njson = \"$.records[*].items[?@.x].id\"\nrecord = \"$.records[*]\"\nentity = \"lead\"",
+        "glob = \"**\"\nxml = \"/Batch/Lead/@id\"\nrecord = \"/Batch/Lead\"\nentity = \"lead\"",
+        "glob = \"**\"\nxml = \"//Lead//Id\"\nrecord = \"//Lead\"\nentity = \"lead\"",
+    ] {
+        let text = MINIMAL.replace(
+            "[[policy]]",
+            &format!("[[technical.link]]\n{rule}\n[[policy]]"),
+        );
+        parse_text(&text).unwrap_or_else(|e| panic!("{rule}: {e}"));
+    }
+}
+
+#[test]
+fn record_signatures_are_equal_exactly_for_the_same_pieces() {
+    let json = |p: &str, r: Option<&str>| ContentKind::json(p, r).unwrap().record_signature();
+    let xml = |p: &str, r: Option<&str>| ContentKind::xml(p, r).unwrap().record_signature();
+    // The same records, spelt two ways, under two value paths.
+    assert_eq!(
+        json("$.records[*].lead.id", Some("$.records[*]")),
+        json("$['records'][*].owner.id", Some("$['records'].*"))
+    );
+    assert_ne!(
+        json("$.records[*].lead.id", Some("$.records[*]")),
+        json("$.records[*].lead[*].id", Some("$.records[*].lead[*]"))
+    );
+    assert_eq!(
+        xml("/Batch/Lead/Id", Some("/Batch/Lead")),
+        xml("/b:Batch/Lead/@ref", Some("/b:Batch/b:Lead"))
+    );
+    assert_ne!(
+        xml("/Batch/Lead/Id", Some("/Batch/Lead")),
+        xml("//Lead/Id", Some("//Lead"))
+    );
+    // JSON and XML records are never the same pieces; rules without
+    // records have none.
+    assert_ne!(
+        json("$.Batch.Lead[*].Id", Some("$.Batch.Lead[*]")),
+        xml("/Batch/Lead/Id", Some("/Batch/Lead"))
+    );
+    assert_eq!(json("$.records[*].id", None), None);
+    assert_eq!(xml("/Batch/Lead/Id", None), None);
+    let csv = |d: Option<u8>| {
+        ContentKind::Csv {
+            column: "LeadId".into(),
+            delimiter: d,
+        }
+        .record_signature()
+    };
+    assert_eq!(csv(None), Some("csv".into()));
+    assert_eq!(csv(Some(b';')), Some("csv ;".into()));
+    assert_ne!(csv(None), csv(Some(b',')));
 }

@@ -12,11 +12,41 @@ pub fn csv(
     delimiter: Option<u8>,
     max_line: u64,
 ) -> Result<Vec<Found>, Unreadable> {
+    let mut reader = LineGuard::new(reader, max_line, b'\n', b'\n');
+    let (delimiter, head) = match delimiter {
+        Some(d) => (d, Vec::new()),
+        None => {
+            let head =
+                first_line(&mut reader).map_err(|e| Unreadable(format!("read failed: {e}")))?;
+            (sniff_delimiter(&head), head)
+        }
+    };
     csv_from(
-        BufReader::with_capacity(64 * 1024, LineGuard::new(reader, max_line, b'\n', b'\n')),
+        BufReader::with_capacity(64 * 1024, std::io::Cursor::new(head).chain(reader)),
         column,
-        delimiter,
+        Some(delimiter),
     )
+}
+
+/// The delimiter is sniffed on at most this much of the first line.
+const SNIFF_BYTES: usize = 64 * 1024;
+
+/// Reads up to the end of the first line, or [`SNIFF_BYTES`], whichever
+/// comes first (the bytes read, to be read again). A single read may
+/// return a few bytes only: the line is read for sure.
+pub(crate) fn first_line(reader: &mut impl Read) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while head.len() < SNIFF_BYTES && memchr::memchr(b'\n', &head).is_none() {
+        let want = chunk.len().min(SNIFF_BYTES - head.len());
+        match reader.read(&mut chunk[..want]) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(head)
 }
 
 /// CSV in memory. Without a quote character anywhere, and with `\r` only
@@ -99,6 +129,7 @@ fn csv_from(
 ) -> Result<Vec<Found>, Unreadable> {
     let delimiter = match delimiter {
         Some(d) => d,
+        // In memory: the whole first line is at hand.
         None => {
             let head = buffered
                 .fill_buf()
@@ -149,8 +180,10 @@ fn csv_error_class(e: &csv::Error) -> String {
     }
 }
 
-/// The most frequent of `,` `;` tab `|` in the first line.
-fn sniff_delimiter(head: &[u8]) -> u8 {
+/// The most frequent of `,` `;` tab `|` in the first line (its first
+/// [`SNIFF_BYTES`], however it is read).
+pub(crate) fn sniff_delimiter(head: &[u8]) -> u8 {
+    let head = &head[..head.len().min(SNIFF_BYTES)];
     let line = head.split(|b| *b == b'\n').next().unwrap_or(head);
     let mut best = (0usize, b',');
     for d in [b',', b';', b'\t', b'|'] {
@@ -185,6 +218,41 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// Regression: a streamed CSV (larger than the in-memory bound) had its
+    /// delimiter sniffed on the first read only, which after the byte order
+    /// mark check is three bytes: every `;`, tab or `|` export over 8 MiB
+    /// was read with `,` and yielded no link at all.
+    #[test]
+    fn a_streamed_csv_sniffs_its_whole_first_line() {
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(3);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let doc = b"Note;LeadId\r\nx;17\r\n;18";
+        let slice = csv_from_slice(doc, "LeadId", None).unwrap();
+        assert_eq!(slice.len(), 2);
+        assert_eq!(csv(Trickle(doc), "LeadId", None, 1 << 20).unwrap(), slice);
+        let size = u64::MAX; // past the in-memory bound: streamed
+        let kind = crate::config::ContentKind::Csv {
+            column: "LeadId".into(),
+            delimiter: None,
+        };
+        let streamed = super::super::content(
+            &kind,
+            Box::new(std::io::Cursor::new(doc.to_vec())),
+            size,
+            1 << 20,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(streamed, slice);
     }
 
     proptest::proptest! {

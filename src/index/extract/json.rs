@@ -36,21 +36,43 @@ fn budget<R: Read>(r: R, max: u64) -> Budget<R> {
 
 /// Whole-document evaluation, for paths that cannot stream: the document is
 /// parsed into memory (at most `max` bytes), and rejected when a member name
-/// repeats (which of the values would the path mean?).
+/// repeats (which of the values would the path mean?). `record`: how many
+/// of the path's steps lead to the record (see [`Found::record`]).
 pub fn json_whole(
     reader: impl Read,
     path: &serde_json_path::JsonPath,
+    record: Option<usize>,
     max: u64,
 ) -> Result<Vec<Found>, Unreadable> {
     json_whole_with(
         serde_json::Deserializer::from_reader(BufReader::new(budget(reader, max))),
         path,
+        record,
     )
+}
+
+/// The pointer of the node `depth` steps down `pointer` (its first `depth`
+/// reference tokens; a token holds no `/`, which escapes as `~1`).
+pub(super) fn pointer_prefix(pointer: &str, depth: usize) -> Option<&str> {
+    if depth == 0 {
+        return Some("");
+    }
+    let mut slashes = pointer.match_indices('/').map(|(at, _)| at);
+    if slashes.next() != Some(0) {
+        return None;
+    }
+    match slashes.nth(depth - 1) {
+        Some(at) => Some(&pointer[..at]),
+        // Exactly `depth` tokens: the pointer is the node's own.
+        None if pointer.split('/').count() == depth + 1 => Some(pointer),
+        None => None,
+    }
 }
 
 pub(super) fn json_whole_with<'de, R: serde_json::de::Read<'de>>(
     mut de: serde_json::Deserializer<R>,
     path: &serde_json_path::JsonPath,
+    record: Option<usize>,
 ) -> Result<Vec<Found>, Unreadable> {
     let value: serde_json::Value = <Strict as serde::Deserialize>::deserialize(&mut de)
         .map(|s| s.0)
@@ -65,10 +87,21 @@ pub(super) fn json_whole_with<'de, R: serde_json::de::Read<'de>>(
             _ => continue,
         };
         check_room(&out)?;
+        let location = node.location().to_json_pointer();
+        let record = match record {
+            None => None,
+            // The record is a proper prefix of the path: every value the
+            // path selects lies below one.
+            Some(depth) => Some(
+                pointer_prefix(&location, depth)
+                    .ok_or_else(|| Unreadable("a value outside any record".into()))?
+                    .to_string(),
+            ),
+        };
         out.push(Found {
             key,
-            location: node.location().to_json_pointer(),
-            record: None,
+            location,
+            record,
         });
     }
     Ok(out)
@@ -79,14 +112,15 @@ pub fn json(
     reader: impl Read,
     path: &serde_json_path::JsonPath,
     steps: Option<&[crate::config::rules::Step]>,
+    record: Option<usize>,
     max_whole: u64,
     max_line: u64,
 ) -> Result<Vec<Found>, Unreadable> {
     match steps {
         Some(steps) => {
-            super::jsonstream::extract(LineGuard::new(reader, max_line, b'\n', b','), steps)
+            super::jsonstream::extract(LineGuard::new(reader, max_line, b'\n', b','), steps, record)
         }
-        None => json_whole(reader, path, max_whole),
+        None => json_whole(reader, path, record, max_whole),
     }
 }
 
@@ -160,7 +194,7 @@ mod tests {
     fn json_values_with_pointers_and_big_ids() {
         let p = serde_json_path::JsonPath::parse("$.leads[*].id").unwrap();
         let doc = br#"{"leads":[{"id":9007199254740993},{"id":"A-7"},{"id":1.5}]}"#;
-        let found = json_whole(&doc[..], &p, 1 << 20).unwrap();
+        let found = json_whole(&doc[..], &p, None, 1 << 20).unwrap();
         assert_eq!(
             found,
             vec![
@@ -179,13 +213,47 @@ mod tests {
     }
 
     #[test]
+    fn records_of_a_path_beyond_the_streamable_subset() {
+        // A filter below the record: the whole-document evaluator names the
+        // record by the first steps of each value's location.
+        let kind = crate::config::ContentKind::json(
+            "$.records[*].leads[?@.active].id",
+            Some("$.records[*]"),
+        )
+        .unwrap();
+        let crate::config::ContentKind::Json {
+            path,
+            steps: None,
+            record: Some(record),
+        } = &kind
+        else {
+            panic!("a whole-document rule with a record");
+        };
+        let doc = br#"{"records": [{"leads": [{"id": 1, "active": true}, {"id": 2}]}, {"leads": []}, {"leads": [{"id": 3, "active": 1}]}]}"#;
+        let found = json_whole(&doc[..], path, Some(record.steps.len()), 1 << 20).unwrap();
+        let got: Vec<(&str, &str)> = found
+            .iter()
+            .map(|f| (f.key.as_str(), f.record.as_deref().unwrap()))
+            .collect();
+        assert_eq!(got, [("1", "/records/0"), ("3", "/records/2")]);
+        assert_eq!(
+            pointer_prefix("/records/0/leads/1/id", 2),
+            Some("/records/0")
+        );
+        assert_eq!(pointer_prefix("/records/0", 2), Some("/records/0"));
+        assert_eq!(pointer_prefix("/records", 2), None);
+        assert_eq!(pointer_prefix("/a~1b/0/c", 1), Some("/a~1b"));
+    }
+
+    #[test]
     fn json_errors_do_not_quote_content() {
         let p = serde_json_path::JsonPath::parse("$.id").unwrap();
-        let err = json_whole(&b"{\"email\": \"jane@example.com\""[..], &p, 1 << 20).unwrap_err();
+        let err =
+            json_whole(&b"{\"email\": \"jane@example.com\""[..], &p, None, 1 << 20).unwrap_err();
         assert!(!err.0.contains("jane"), "{err}");
-        let err = json_whole(&b"{\"id\": 1} trailing"[..], &p, 1 << 20).unwrap_err();
+        let err = json_whole(&b"{\"id\": 1} trailing"[..], &p, None, 1 << 20).unwrap_err();
         assert!(err.0.contains("not valid JSON"));
-        let err = json_whole(&br#"{"id": "0123456789"}"#[..], &p, 8).unwrap_err();
+        let err = json_whole(&br#"{"id": "0123456789"}"#[..], &p, None, 8).unwrap_err();
         assert!(err.0.contains("max_content_bytes"), "{err}");
     }
 }

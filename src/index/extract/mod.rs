@@ -16,13 +16,19 @@ use std::io::Read;
 mod csv;
 mod json;
 pub mod jsonstream;
-mod xml;
+pub(crate) mod xml;
 
 pub use self::csv::csv;
+pub(crate) use self::csv::{first_line as csv_first_line, sniff_delimiter};
 pub use self::json::{json, json_whole};
 pub use self::xml::xml;
 
-/// A key found in a file, and where.
+/// A key found in a file, and where. Under a rule with records, `record` is
+/// `Some` for every value (the record is a proper prefix of the path, so
+/// every value sits in one): a CSV row (`row N`, as its location), a JSON
+/// record's pointer (`/records/3`, the same from both JSON evaluators), an
+/// XML record's ordinal among the elements matching the record path
+/// (`record 0`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
     pub key: String,
@@ -40,7 +46,7 @@ pub struct Found {
 pub struct Unreadable(pub String);
 
 /// The category and position of a JSON error, without the offending text.
-pub(crate) fn json_error_class(e: &serde_json::Error) -> String {
+pub fn json_error_class(e: &serde_json::Error) -> String {
     let what = match e.classify() {
         serde_json::error::Category::Io => {
             // Our own budget error or an I/O error: neither quotes content.
@@ -102,7 +108,7 @@ pub fn content(
             let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
             let seps: [u8; 2] = match kind {
                 ContentKind::Json { .. } => [b'\n', b','],
-                ContentKind::Xml(_) => [b'>', b'\n'],
+                ContentKind::Xml(..) => [b'>', b'\n'],
                 ContentKind::Csv { .. } => [b'\n', b'\n'],
             };
             // (Most files are shorter than a line may be: nothing to scan.)
@@ -113,17 +119,31 @@ pub fn content(
             }
             return match kind {
                 ContentKind::Json {
-                    steps: Some(steps), ..
-                } => jsonstream::extract_with(serde_json::Deserializer::from_slice(bytes), steps),
-                ContentKind::Json { path, steps: None } => {
+                    steps: Some(steps),
+                    record,
+                    ..
+                } => jsonstream::extract_with(
+                    serde_json::Deserializer::from_slice(bytes),
+                    steps,
+                    record_depth(record),
+                ),
+                ContentKind::Json {
+                    path,
+                    steps: None,
+                    record,
+                } => {
                     if bytes.len() as u64 > max_whole {
                         return Err(Unreadable(format!(
                             "larger than technical.max_content_bytes ({max_whole})"
                         )));
                     }
-                    json::json_whole_with(serde_json::Deserializer::from_slice(bytes), path)
+                    json::json_whole_with(
+                        serde_json::Deserializer::from_slice(bytes),
+                        path,
+                        record_depth(record),
+                    )
                 }
-                ContentKind::Xml(p) => xml::xml_from_slice(bytes, p),
+                ContentKind::Xml(p, record) => xml::xml_from_slice(bytes, p, record.as_ref()),
                 ContentKind::Csv { column, delimiter } => {
                     self::csv::csv_from_slice(bytes, column, *delimiter)
                 }
@@ -158,12 +178,26 @@ fn stream(
 ) -> Result<Vec<Found>, Unreadable> {
     use crate::config::ContentKind;
     match kind {
-        ContentKind::Json { path, steps } => {
-            json(reader, path, steps.as_deref(), max_whole, max_line)
-        }
-        ContentKind::Xml(p) => xml(reader, p, max_line),
+        ContentKind::Json {
+            path,
+            steps,
+            record,
+        } => json(
+            reader,
+            path,
+            steps.as_deref(),
+            record_depth(record),
+            max_whole,
+            max_line,
+        ),
+        ContentKind::Xml(p, record) => xml(reader, p, record.as_ref(), max_line),
         ContentKind::Csv { column, delimiter } => csv(reader, column, *delimiter, max_line),
     }
+}
+
+/// How many steps of a JSON rule's path lead to its record.
+fn record_depth(record: &Option<crate::config::rules::JsonRecord>) -> Option<usize> {
+    record.as_ref().map(|r| r.steps.len())
 }
 
 /// The longest run of bytes without either separator.
