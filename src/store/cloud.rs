@@ -14,6 +14,21 @@
 //! with its snapshots. What remains (soft-deleted Azure blobs, Azure blob
 //! versions, versions under an S3 Object Lock) is said by `check` and in
 //! every apply report that deleted objects.
+//!
+//! A rewrite (a redaction) asks first (a HEAD: gone is `AlreadyGone`, another
+//! object than the index read is `Changed`), then PUTs the new content
+//! conditional on the etag that HEAD answered (`If-Match`, object_store's
+//! `PutMode::Update`), keeping the object's content type and user metadata:
+//! a write by someone else in between fails the PUT (412) and the object is
+//! `Changed`, untouched. AWS S3, s3s-fs, moto and Azure (Azurite too) honour
+//! `If-Match` on a PUT; an S3-compatible server that ignored it would leave
+//! the moment between the HEAD and the PUT unguarded (`check` says so). The
+//! PUT is one request, its body read from the spool into memory, up to
+//! [`WHOLE_PUT_MAX`]; larger objects are refused (object_store's multipart
+//! uploads take no condition). After the PUT, the old content goes where the
+//! provider keeps it: in a versioned S3 bucket every older version and
+//! delete marker of the key (never the new version, nor whatever is latest),
+//! in Azure the blob's snapshots (never the blob).
 
 use std::io::Read;
 
@@ -29,9 +44,12 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::azure::{AzureBlobs, SoftDelete};
 use super::s3::{S3Versions, Versioning};
 use super::{
-    DeleteOutcome, Expected, Listed, ObjectMeta, StoreError, StoreErrorKind, TechnicalStore,
-    validate_key,
+    DeleteOutcome, Expected, Listed, ObjectMeta, RewriteOutcome, StoreError, StoreErrorKind,
+    TechnicalStore, validate_key,
 };
+
+/// The largest object a rewrite PUTs (from memory, in one request).
+pub const WHOLE_PUT_MAX: u64 = 256 << 20;
 
 /// The provider calls object_store does not make (versions, snapshots).
 #[derive(Clone)]
@@ -434,6 +452,11 @@ impl TechnicalStore for CloudStore {
                 api.soft_delete().await?;
             }
         }
+        notes.push(format!(
+            "{}: rewrites (redactions) are PUTs conditional on the etag a HEAD just answered (If-Match); a server that ignores If-Match leaves the moment between that HEAD and the PUT unguarded; objects over {} MiB are not rewritten",
+            self.scheme,
+            WHOLE_PUT_MAX >> 20
+        ));
         notes.extend(self.erasure_note());
         Ok(notes)
     }
@@ -456,13 +479,13 @@ impl TechnicalStore for CloudStore {
                             .checked_add(jiff::SignedDuration::from_hours(24 * i64::from(*d)))
                             .map(|t| t.strftime("%Y-%m-%dT%H:%MZ").to_string())
                             .unwrap_or_default();
-                        format!("soft delete is on for {d} days: deleted blobs are recoverable until {until}")
+                        format!("soft delete is on for {d} days: deleted blobs, and the old content of rewritten ones, are recoverable until {until}")
                     }
                     Some(SoftDelete::Unknown(why)) => format!("soft delete unknown ({why})"),
                     None => "soft delete could not be read".to_string(),
                 };
                 Some(format!(
-                    "azure: lethe deletes each blob with its snapshots; {soft}; if blob versioning is on for the account, previous versions remain until its lifecycle policy deletes them"
+                    "azure: lethe deletes each blob with its snapshots (and a rewritten blob's snapshots); {soft}; if blob versioning is on for the account, previous versions remain until its lifecycle policy deletes them"
                 ))
             }
         }
@@ -641,6 +664,88 @@ impl TechnicalStore for CloudStore {
         self.delete_expecting(key, None).await
     }
 
+    async fn rewrite(
+        &self,
+        key: &str,
+        expected: &Expected,
+        content: &std::path::Path,
+    ) -> Result<RewriteOutcome, StoreError> {
+        let path = self.path(key)?;
+        let size = tokio::fs::metadata(content)
+            .await
+            .map_err(|source| StoreError::io("stat spool", source))?
+            .len();
+        let Some(head) = self.head_with_attributes(&path).await? else {
+            return Ok(RewriteOutcome::AlreadyGone);
+        };
+        let now = self.meta(&head.meta);
+        if !expected.matches(&now) {
+            return self
+                .rewritten_before(&path, key, &head.meta, size, content)
+                .await;
+        }
+        let Some(etag) = head.meta.e_tag.clone() else {
+            return Err(StoreError::failed(
+                "rewrite",
+                StoreErrorKind::Permanent,
+                "the store answered no etag, so the rewrite cannot be made conditional",
+            ));
+        };
+        if size > WHOLE_PUT_MAX {
+            return Err(StoreError::failed(
+                "rewrite",
+                StoreErrorKind::Permanent,
+                format!(
+                    "an object of {size} bytes: rewrites are single conditional PUTs of at most {} MiB",
+                    WHOLE_PUT_MAX >> 20
+                ),
+            ));
+        }
+        let body = tokio::fs::read(content)
+            .await
+            .map_err(|source| StoreError::io("read spool", source))?;
+        let options = object_store::PutOptions {
+            mode: object_store::PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(etag.clone()),
+                version: head.meta.version.clone(),
+            }),
+            attributes: head.attributes.clone(),
+            ..Default::default()
+        };
+        match self.inner.put_opts(&path, body.into(), options).await {
+            Ok(put) => {
+                self.drop_old_content(&path, put.version.as_deref()).await?;
+                Ok(RewriteOutcome::Rewritten(
+                    self.meta_after_put(&path, key, size, &put).await?,
+                ))
+            }
+            // The condition failed (object_store reports S3's 404 for
+            // `If-Match` on a missing key as a failed condition too).
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => {
+                let Some(again) = self.head_with_attributes(&path).await? else {
+                    return Ok(RewriteOutcome::AlreadyGone);
+                };
+                let same = |e: &Option<String>| {
+                    e.as_deref().map(|e| e.trim_matches('"')) == Some(etag.trim_matches('"'))
+                };
+                if same(&again.meta.e_tag) {
+                    // The object is the one the PUT was conditional on, yet
+                    // the condition failed: a lease or a policy refused it.
+                    return Err(StoreError::failed(
+                        "rewrite",
+                        StoreErrorKind::Permanent,
+                        "the store refused the conditional PUT though the object is the one the index read (a lease or a policy?)",
+                    ));
+                }
+                self.rewritten_before(&path, key, &again.meta, size, content)
+                    .await
+            }
+            Err(e) => Err(io("rewrite", e)),
+        }
+    }
+
     async fn delete_expecting(
         &self,
         key: &str,
@@ -740,6 +845,118 @@ impl CloudStore {
             .await;
         out.extend(answers.into_iter().flatten());
         out
+    }
+
+    /// A HEAD with the object's attributes (content type, user metadata);
+    /// `None` when it is not there.
+    async fn head_with_attributes(
+        &self,
+        path: &Path,
+    ) -> Result<Option<object_store::GetResult>, StoreError> {
+        let options = object_store::GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match self.inner.get_opts(path, options).await {
+            Ok(got) => Ok(Some(got)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(io("head", e)),
+        }
+    }
+
+    /// A rewrite found another object than the index read (`now`): if it
+    /// already holds exactly the new content (an earlier rewrite whose
+    /// answer was lost, a resumed apply), that rewrite is done once the old
+    /// content is gone from versions and snapshots; otherwise `Changed`.
+    async fn rewritten_before(
+        &self,
+        path: &Path,
+        key: &str,
+        now: &object_store::ObjectMeta,
+        size: u64,
+        content: &std::path::Path,
+    ) -> Result<RewriteOutcome, StoreError> {
+        if now.size != size {
+            return Ok(RewriteOutcome::Changed);
+        }
+        let reader = self.read(key).await?;
+        let content = content.to_path_buf();
+        let same = tokio::task::spawn_blocking(move || {
+            let spool = std::fs::File::open(content)?;
+            super::same_content(reader, spool)
+        })
+        .await
+        .map_err(|e| StoreError::io("compare", std::io::Error::other(e.to_string())))?
+        .map_err(|source| StoreError::io("compare", source))?;
+        if !same {
+            return Ok(RewriteOutcome::Changed);
+        }
+        self.drop_old_content(path, now.version.as_deref()).await?;
+        Ok(RewriteOutcome::Rewritten(self.meta(now)))
+    }
+
+    /// What a rewrite leaves of the old content, removed: older versions in
+    /// a versioned S3 bucket (never `keep`, the rewrite's own, nor the
+    /// latest), the snapshots of an Azure blob. An error here comes after
+    /// the new content is in place, and says so.
+    async fn drop_old_content(&self, path: &Path, keep: Option<&str>) -> Result<(), StoreError> {
+        let after = |e: StoreError| {
+            StoreError::failed(
+                "rewrite",
+                e.kind(),
+                format!("the new content is in place, but the old content may remain: {e}"),
+            )
+        };
+        match &self.api {
+            Api::S3(api) => match api.versioning().await.map_err(after)? {
+                Versioning::On { .. } => api
+                    .delete_versions_except(path.as_ref(), keep, self.batch)
+                    .await
+                    .map(|_| ())
+                    .map_err(after),
+                // Unknown: `erasure_note` says what may remain.
+                _ => Ok(()),
+            },
+            Api::Azure(api) => {
+                let _ = api.soft_delete().await;
+                api.delete_snapshots(path.as_ref()).await.map_err(after)
+            }
+        }
+    }
+
+    /// What the index will see of the object a rewrite just put: a HEAD (of
+    /// that very version where the store names one), when it shows the
+    /// PUT's etag; otherwise (written again since) its size and etag with
+    /// no date, so that the next apply finds it changed.
+    async fn meta_after_put(
+        &self,
+        path: &Path,
+        key: &str,
+        size: u64,
+        put: &object_store::PutResult,
+    ) -> Result<ObjectMeta, StoreError> {
+        let options = object_store::GetOptions {
+            head: true,
+            version: match self.api {
+                Api::S3(_) => put.version.clone(),
+                Api::Azure(_) => None,
+            },
+            ..Default::default()
+        };
+        let bare = |e: &Option<String>| e.as_deref().map(|e| e.trim_matches('"').to_string());
+        match self.inner.get_opts(path, options).await {
+            Ok(got) if put.e_tag.is_none() || bare(&got.meta.e_tag) == bare(&put.e_tag) => {
+                Ok(self.meta(&got.meta))
+            }
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(ObjectMeta {
+                key: key.to_string(),
+                size,
+                modified: None,
+                etag: bare(&put.e_tag),
+                metadata: Vec::new(),
+            }),
+            Err(e) => Err(io("head", e)),
+        }
     }
 
     /// The Azure API (tests and tooling: snapshots).
