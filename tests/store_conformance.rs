@@ -94,6 +94,7 @@ store_test_suite! {
         answers_user_metadata,
         rewrites_keep_user_metadata,
         the_server_refuses_a_put_whose_if_match_fails,
+        large_rewrites_go_in_parts_conditionally,
     ];
     s3_versioned [
         every_version_of_a_deleted_key_goes_in_batches,
@@ -103,6 +104,7 @@ store_test_suite! {
         rewrites_leave_no_older_version_one_by_one,
         rewrites_keep_user_metadata,
         the_server_refuses_a_put_whose_if_match_fails,
+        large_rewrites_go_in_parts_conditionally,
     ];
     azure [
         answers_user_metadata,
@@ -112,6 +114,7 @@ store_test_suite! {
         rewrites_keep_user_metadata,
         rewrites_of_a_leased_blob_fail_not_changed,
         the_server_refuses_a_put_whose_if_match_fails,
+        large_rewrites_go_in_parts_conditionally,
     ];
     azure_one_by_one [
         blobs_go_with_their_snapshots,
@@ -1395,4 +1398,87 @@ async fn the_server_refuses_a_put_whose_if_match_fails(s: Subject) {
         .await;
     assert!(right.is_ok(), "{name}: {right:?}");
     assert_eq!(read_all(&store, "c/a.csv").await, REDACTED, "{name}");
+}
+
+/// A rewrite larger than one PUT goes in parts (here above 6 MiB, in parts
+/// of 5 MiB: three of them), and only if the object is still the one the
+/// index read: the new bytes read back exactly, with the object's user
+/// metadata; an object written since is `Changed` and keeps its bytes; in a
+/// versioned bucket one version is left, in Azure no snapshot.
+async fn large_rewrites_go_in_parts_conditionally(s: Subject) {
+    use lethe::store::RewriteOutcome;
+    let name = s.name;
+    let moto = s.moto;
+    let store = s
+        .cloud
+        .expect("a cloud subject")
+        .rewriting_in_parts_above(6 << 20, 5 << 20);
+    let field = if name.starts_with("azure") {
+        "lead_id"
+    } else {
+        "lead-id"
+    };
+    let bytes = |seed: usize, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|i| b'a' + ((i / 7 + seed) % 26) as u8)
+            .collect()
+    };
+    let (old, new) = (bytes(0, 13 << 20), bytes(1, (11 << 20) + 17));
+    store
+        .put_with_metadata("p/big.csv", old.clone(), &[(field, "4711")])
+        .await
+        .unwrap();
+    store.put("p/theirs.csv", old.clone()).await.unwrap();
+    let snapshot = match store.azure_blobs() {
+        Some(api) => {
+            let full = store.full_key("p/big.csv").unwrap();
+            Some((api.snapshot(&full).await.unwrap(), full, api))
+        }
+        None => None,
+    };
+    let listed = expectations(&store, "p/").await;
+    store.put("p/theirs.csv", b"theirs".to_vec()).await.unwrap();
+    let spooled = spool(&new);
+    match store
+        .rewrite("p/big.csv", &listed["p/big.csv"], spooled.path())
+        .await
+    {
+        Ok(RewriteOutcome::Rewritten(meta)) => assert_eq!(meta.size, new.len() as u64, "{name}"),
+        other => panic!("{name}: {other:?}"),
+    }
+    assert!(
+        read_all(&store, "p/big.csv").await == new,
+        "{name}: other bytes"
+    );
+    let meta = store.metadata("p/big.csv").await.unwrap();
+    assert!(
+        meta.contains(&(field.to_string(), "4711".to_string())),
+        "{name}: {meta:?}"
+    );
+    assert_eq!(
+        store
+            .rewrite("p/theirs.csv", &listed["p/theirs.csv"], spooled.path())
+            .await
+            .unwrap(),
+        RewriteOutcome::Changed,
+        "{name}"
+    );
+    assert_eq!(read_all(&store, "p/theirs.csv").await, b"theirs", "{name}");
+    if let Some(Moto {
+        endpoint,
+        bucket,
+        prefix,
+    }) = &moto
+    {
+        let left = versions(endpoint, bucket, &format!("{prefix}/p/big.csv"));
+        assert_eq!(left.len(), 1, "{name}: {left:?}");
+    }
+    if let Some((stamp, full, api)) = snapshot {
+        assert!(!api.snapshot_exists(&full, &stamp).await.unwrap(), "{name}");
+    }
+    assert_eq!(
+        every_entry(&store, "").await,
+        vec!["p/big.csv", "p/theirs.csv"],
+        "{name}"
+    );
 }

@@ -358,6 +358,35 @@ pub(crate) fn same_content(a: impl Read, b: impl Read) -> std::io::Result<bool> 
     }
 }
 
+/// What a conditional write of a rewrite came to (a cloud store's PUT, or
+/// its upload in parts).
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// The new object, by etag and version where the store names them.
+    Put {
+        e_tag: Option<String>,
+        version: Option<String>,
+    },
+    /// The condition failed: another object is there, or none.
+    ConditionFailed,
+}
+
+/// The next part of a spool (up to `size` bytes; empty at its end), read
+/// off the async threads; the file comes back for the part after it.
+pub(crate) async fn next_part(
+    file: std::fs::File,
+    size: u64,
+) -> Result<(std::fs::File, Vec<u8>), StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let mut part = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(64 << 20));
+        (&file).take(size).read_to_end(&mut part)?;
+        Ok((file, part))
+    })
+    .await
+    .map_err(|e| StoreError::io("read spool", std::io::Error::other(e.to_string())))?
+    .map_err(|source| StoreError::io("read spool", source))
+}
+
 /// One result per key, in order: a key the store gave no answer for failed.
 pub(crate) fn answered(
     out: Vec<Option<Result<DeleteOutcome, StoreError>>>,
