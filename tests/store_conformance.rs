@@ -102,6 +102,7 @@ store_test_suite! {
         locked_versions_are_blocked_not_claimed,
         rewrites_leave_no_older_version_in_batches,
         rewrites_leave_no_older_version_one_by_one,
+        rewrites_say_when_locked_versions_keep_the_old_content,
         rewrites_keep_user_metadata,
         the_server_refuses_a_put_whose_if_match_fails,
         large_rewrites_go_in_parts_conditionally,
@@ -1481,4 +1482,41 @@ async fn large_rewrites_go_in_parts_conditionally(s: Subject) {
         vec!["p/big.csv", "p/theirs.csv"],
         "{name}"
     );
+}
+
+/// Object Lock: a rewrite of a key whose older version is under retention
+/// puts the new content, cannot delete the locked version, and fails saying
+/// both (asked again, the same); it never claims the old content gone.
+async fn rewrites_say_when_locked_versions_keep_the_old_content(s: Subject) {
+    let endpoint = &s.moto.expect("a versioned S3 subject").endpoint;
+    let bucket = "lethe-locked";
+    s3admin(endpoint, &["locked", bucket]);
+    let prefix = unique("locked-rw");
+    let store = CloudStore::s3_at(
+        &format!("{bucket}/{prefix}"),
+        endpoint,
+        "lethe-test-key",
+        "lethe-test-secret",
+    )
+    .unwrap();
+    s3admin(
+        endpoint,
+        &["put-locked", bucket, &format!("{prefix}/held.csv")],
+    );
+    let listed = expectations(&store, "").await;
+    let new = spool(REDACTED);
+    for attempt in 0..2 {
+        let e = store
+            .rewrite("held.csv", &listed["held.csv"], new.path())
+            .await
+            .expect_err("a locked version cannot be deleted");
+        let text = e.to_string();
+        assert!(
+            text.contains("new content is in place") && text.contains("blocked"),
+            "attempt {attempt}: {text}"
+        );
+        assert!(!text.contains("held.csv"), "no key in errors: {text}");
+        assert_eq!(read_all(&store, "held.csv").await, REDACTED);
+        assert_eq!(versions(endpoint, bucket, &prefix).len(), 2);
+    }
 }

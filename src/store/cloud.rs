@@ -31,10 +31,13 @@
 //! List carries `If-Match`; S3's CompleteMultipartUpload carries it too (AWS
 //! and s3s-fs honour it, moto ignores it), after one more HEAD right before
 //! it, so that a server ignoring the condition leaves only the moment
-//! between that HEAD and the completion. After the PUT, the old content goes where the
-//! provider keeps it: in a versioned S3 bucket every older version and
-//! delete marker of the key (never the new version, nor whatever is latest),
-//! in Azure the blob's snapshots (never the blob).
+//! between that HEAD and the completion. After the PUT, the old content goes
+//! where the provider keeps it: in a versioned S3 bucket every older version
+//! and delete marker of the key (never the new version, nor whatever is
+//! latest), in Azure the blob's snapshots (never the blob). Not carried over
+//! to the new content: object tags, ACLs, the storage class or access tier,
+//! and per-object encryption settings (the bucket's or account's defaults
+//! apply).
 
 use std::io::Read;
 
