@@ -3,7 +3,8 @@
 //! depends on another: wrappers around a technical store and a CRM
 //! that fail the way real backends do — transient errors, an answer lost
 //! after the delete happened, permanent refusals, listings that break
-//! midway or come back empty.
+//! midway or come back empty. A rewrite (a redaction) meets the same faults
+//! by key as a delete.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -14,14 +15,19 @@ use async_trait::async_trait;
 use crate::config::EntityType;
 use crate::crm::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput};
 use crate::model::EntityKey;
-use crate::store::{DeleteOutcome, Listed, ObjectMeta, StoreError, StoreErrorKind, TechnicalStore};
+use crate::store::{
+    DeleteOutcome, Expected, Listed, ObjectMeta, RewriteOutcome, StoreError, StoreErrorKind,
+    TechnicalStore,
+};
 
-/// What goes wrong, by object key.
+/// What goes wrong, by object key. `transient`, `lost_answer` and `refuse`
+/// hold for a delete and a rewrite of the key alike.
 #[derive(Debug, Default)]
 pub struct StoreFaults {
-    /// Transient failures before a delete succeeds.
+    /// Transient failures before a delete (or rewrite) succeeds.
     pub transient: HashMap<String, u32>,
-    /// The delete happens, then the answer is lost (a timeout), once.
+    /// The delete (or rewrite) happens, then the answer is lost (a
+    /// timeout), once.
     pub lost_answer: HashSet<String>,
     /// Permanent refusals (a 403, a lock, a hold in the store), with reason.
     pub refuse: HashMap<String, String>,
@@ -35,6 +41,8 @@ pub struct StoreFaults {
     pub batch_size: Option<usize>,
     /// `delete_many` calls seen.
     pub delete_many_calls: u32,
+    /// Rewrite calls seen, per key.
+    pub rewrite_calls: HashMap<String, u32>,
 }
 
 pub struct FaultyStore {
@@ -56,7 +64,11 @@ impl FaultyStore {
 }
 
 fn injected(kind: StoreErrorKind, what: &str) -> StoreError {
-    StoreError::failed("delete", kind, what.to_string())
+    injected_in("delete", kind, what)
+}
+
+fn injected_in(op: &'static str, kind: StoreErrorKind, what: &str) -> StoreError {
+    StoreError::failed(op, kind, what.to_string())
 }
 
 #[async_trait]
@@ -131,6 +143,40 @@ impl TechnicalStore for FaultyStore {
             return Err(injected(
                 StoreErrorKind::Transient,
                 "injected: answer lost after the delete",
+            ));
+        }
+        Ok(outcome)
+    }
+
+    async fn rewrite(
+        &self,
+        key: &str,
+        expected: &Expected,
+        content: &std::path::Path,
+    ) -> Result<RewriteOutcome, StoreError> {
+        {
+            let mut f = self.faults();
+            *f.rewrite_calls.entry(key.to_string()).or_default() += 1;
+            if let Some(reason) = f.refuse.get(key) {
+                return Err(injected_in("rewrite", StoreErrorKind::Permanent, reason));
+            }
+            if let Some(n) = f.transient.get_mut(key)
+                && *n > 0
+            {
+                *n -= 1;
+                return Err(injected_in(
+                    "rewrite",
+                    StoreErrorKind::Transient,
+                    "injected: transient",
+                ));
+            }
+        }
+        let outcome = self.inner.rewrite(key, expected, content).await?;
+        if self.faults().lost_answer.remove(key) {
+            return Err(injected_in(
+                "rewrite",
+                StoreErrorKind::Transient,
+                "injected: answer lost after the rewrite",
             ));
         }
         Ok(outcome)
@@ -296,5 +342,65 @@ impl Crm for FaultyCrm {
 
     async fn after_apply(&self) -> Result<Vec<String>, CrmError> {
         self.inner.after_apply().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    /// A rewrite meets the faults of its key: a refusal, a transient error
+    /// before it goes through, an answer lost after the new content is in
+    /// place (asked again, it is done); every call is counted.
+    #[tokio::test]
+    async fn rewrites_meet_the_faults_of_their_key() {
+        let inner = MemoryStore::default();
+        for k in ["a.csv", "b.csv", "c.csv"] {
+            inner.put(k, b"id\n1\n2\n".to_vec(), 1_700_000_000);
+        }
+        let store = FaultyStore::new(Box::new(inner));
+        let expected = Expected {
+            size: 7,
+            modified: Some(1_700_000_000),
+            etag: None,
+        };
+        let spool = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(spool.path(), b"id\n2\n").unwrap();
+        {
+            let mut f = store.faults();
+            f.refuse.insert("a.csv".into(), "injected: refused".into());
+            f.transient.insert("b.csv".into(), 1);
+            f.lost_answer.insert("c.csv".into());
+        }
+        let refused = store.rewrite("a.csv", &expected, spool.path()).await;
+        assert_eq!(
+            refused.map_err(|e| e.kind()).err(),
+            Some(StoreErrorKind::Permanent)
+        );
+        let flaky = store.rewrite("b.csv", &expected, spool.path()).await;
+        assert_eq!(
+            flaky.map_err(|e| e.kind()).err(),
+            Some(StoreErrorKind::Transient)
+        );
+        assert!(matches!(
+            store.rewrite("b.csv", &expected, spool.path()).await,
+            Ok(RewriteOutcome::Rewritten(_))
+        ));
+        assert!(
+            store
+                .rewrite("c.csv", &expected, spool.path())
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            store.rewrite("c.csv", &expected, spool.path()).await,
+            Ok(RewriteOutcome::Rewritten(m)) if m.size == 5
+        ));
+        let f = store.faults();
+        assert_eq!(f.rewrite_calls["a.csv"], 1);
+        assert_eq!(f.rewrite_calls["b.csv"], 2);
+        assert_eq!(f.rewrite_calls["c.csv"], 2);
+        assert!(f.delete_calls.is_empty());
     }
 }

@@ -9,6 +9,20 @@
 //! (the end of a private use plane), so every name has a key that leads
 //! back to exactly that name. A name that itself holds such a character is
 //! skipped with that reason (its key would be ambiguous).
+//!
+//! A rewrite (a redaction) writes the new content to a temporary file beside
+//! the original, named after it (`.<name>.lethe-rewrite`, or a hash of the
+//! name where that would be too long), so a retried or resumed rewrite
+//! reuses that one file and never leaves several; it is fsynced, the
+//! original is checked once more against what the index read, renamed over
+//! and the folder fsynced. A reader sees the old content or the new, never a
+//! mix. The new file keeps the original's permission bits (and its owner and
+//! group where lethe may set them: as root, or as the owner); its
+//! modification time is the time of the rewrite, so the index sees a new
+//! object. A local filesystem has no compare-and-swap: a writer that changes
+//! the original between that last check and the rename loses its write (a
+//! window of one `stat`). Listings skip these temporary files (an
+//! interrupted rewrite's is removed by the next rewrite of that object).
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -21,7 +35,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 
 use super::{
-    DeleteOutcome, Listed, ObjectMeta, StoreError, StoreErrorKind, TechnicalStore, validate_key,
+    DeleteOutcome, Expected, Listed, ObjectMeta, RewriteOutcome, StoreError, StoreErrorKind,
+    TechnicalStore, validate_key,
 };
 
 /// Where the characters that stand for bytes that are not UTF-8 begin.
@@ -252,7 +267,12 @@ impl FolderStore {
             };
             let key = format!("{prefix}{name}");
             let ft = entry.file_type().map_err(|e| list_err(&key, e))?;
-            if ft.is_symlink() {
+            if is_rewrite_temp(&name) {
+                out.push(Listed::Skipped {
+                    key,
+                    reason: "an interrupted rewrite's temporary file (the next rewrite of its object removes it)".into(),
+                });
+            } else if ft.is_symlink() {
                 out.push(Listed::Skipped {
                     key,
                     reason: "symbolic link (never followed)".into(),
@@ -282,6 +302,187 @@ impl FolderStore {
     }
 }
 
+/// How a rewrite's temporary file ends.
+const TEMP_SUFFIX: &str = ".lethe-rewrite";
+
+/// Whether a file name is one of [`temp_name`]'s.
+fn is_rewrite_temp(name: &str) -> bool {
+    name.len() > TEMP_SUFFIX.len() + 1 && name.starts_with('.') && name.ends_with(TEMP_SUFFIX)
+}
+
+/// The temporary file a rewrite of `name` writes, in the same folder:
+/// `.<name>.lethe-rewrite`, or, where that would pass the 255 bytes a file
+/// name may have, a hash of the name in its place. Always the same for the
+/// same name, so a retried rewrite reuses it.
+fn temp_name(name: &OsStr) -> OsString {
+    let mut t = OsString::from(".");
+    if name.len() + 1 + TEMP_SUFFIX.len() <= 255 {
+        t.push(name);
+    } else {
+        use sha2::Digest;
+        t.push(hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16]));
+    }
+    t.push(TEMP_SUFFIX);
+    t
+}
+
+/// What the original of a rewrite is now.
+enum Original {
+    Gone,
+    /// Its listing entry, and the permission bits, owner and group the new
+    /// file takes over.
+    Here(ObjectMeta, Owner),
+}
+
+#[derive(Clone, Copy)]
+struct Owner {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// The original of a rewrite: gone, or a regular file with its listing
+/// entry; a symlink or anything but a file is refused, as a delete refuses
+/// it.
+fn original(dir: &Dir, path: &Path, key: &str) -> Result<Original, StoreError> {
+    match dir.symlink_metadata(path) {
+        Ok(m) if m.is_symlink() => Err(StoreError::InvalidKey {
+            reason: "a symbolic link; lethe never rewrites through links",
+        }),
+        Ok(m) if !m.is_file() => Err(StoreError::InvalidKey {
+            reason: "not a regular file",
+        }),
+        Ok(m) => {
+            use cap_std::fs::MetadataExt;
+            let owner = Owner {
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+            };
+            Ok(Original::Here(object_meta(key.to_string(), &m), owner))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Original::Gone),
+        Err(source) => Err(StoreError::io("stat", source)),
+    }
+}
+
+/// Whether the file at `path` in `dir` holds exactly the bytes of `content`.
+fn same_bytes(dir: &Dir, path: &Path, content: &Path) -> Result<bool, StoreError> {
+    let a = dir
+        .open(path)
+        .map_err(|source| StoreError::io("open", source))?;
+    let b = std::fs::File::open(content).map_err(|source| StoreError::io("open spool", source))?;
+    super::same_content(a.into_std(), b).map_err(|source| StoreError::io("compare", source))
+}
+
+/// Rewrites `key` inside `dir` with `content` (see the module doc): only the
+/// object `expected` describes; gone is `AlreadyGone`, another one
+/// `Changed` (untouched), one that already holds exactly `content` (a
+/// retried or resumed rewrite) `Rewritten` as it is.
+fn rewrite_file(
+    dir: &Dir,
+    key: &str,
+    expected: &Expected,
+    content: &Path,
+) -> Result<RewriteOutcome, StoreError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = path_of_key(key)?;
+    let (folder, name) = match (path.parent(), path.file_name()) {
+        (Some(f), Some(n)) => (f.to_path_buf(), n.to_os_string()),
+        _ => {
+            return Err(StoreError::InvalidKey {
+                reason: "no file name",
+            });
+        }
+    };
+    let temp = folder.join(temp_name(&name));
+    let drop_temp = || match dir.remove_file(&temp) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::io("remove temporary file", source)),
+    };
+    let spool_len = std::fs::metadata(content)
+        .map_err(|source| StoreError::io("stat spool", source))?
+        .len();
+    // Asked before the copy, so that a changed object costs no copy.
+    let (now, owner) = match original(dir, &path, key)? {
+        Original::Gone => {
+            drop_temp()?;
+            return Ok(RewriteOutcome::AlreadyGone);
+        }
+        Original::Here(now, owner) => (now, owner),
+    };
+    if !expected.matches(&now) {
+        drop_temp()?;
+        if now.size == spool_len && same_bytes(dir, &path, content)? {
+            return Ok(RewriteOutcome::Rewritten(now));
+        }
+        return Ok(RewriteOutcome::Changed);
+    }
+    let written = (|| -> std::io::Result<()> {
+        // A file (or a link someone planted) under the temporary name goes
+        // first; the new one is created afresh, never opened through a link.
+        match dir.remove_file(&temp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut options = cap_std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        // Nobody else may read the new content before it has the
+        // original's bits.
+        cap_std::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let out = dir.open_with(&temp, &options)?.into_std();
+        // Keeping the owner needs the right to give a file away; without
+        // it the file is lethe's user's, as any file it writes.
+        let _ = std::os::unix::fs::fchown(&out, Some(owner.uid), Some(owner.gid));
+        out.set_permissions(std::fs::Permissions::from_mode(owner.mode))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+        let mut from = std::fs::File::open(content)?;
+        std::io::copy(&mut from, &mut out)?;
+        let out = out.into_inner().map_err(|e| e.into_error())?;
+        out.sync_all()
+    })();
+    if let Err(source) = written {
+        let _ = drop_temp();
+        return Err(StoreError::io("write temporary file", source));
+    }
+    // The last look before the rename: the copy may have taken a while.
+    match original(dir, &path, key) {
+        Ok(Original::Here(again, _)) if expected.matches(&again) => {}
+        Ok(Original::Here(_, _)) => {
+            drop_temp()?;
+            return Ok(RewriteOutcome::Changed);
+        }
+        Ok(Original::Gone) => {
+            drop_temp()?;
+            return Ok(RewriteOutcome::AlreadyGone);
+        }
+        Err(e) => {
+            let _ = drop_temp();
+            return Err(e);
+        }
+    }
+    if let Err(source) = dir.rename(&temp, dir, &path) {
+        let _ = drop_temp();
+        return Err(StoreError::io("rename over the original", source));
+    }
+    // The rename is durable once the folder is (opened for reading: the
+    // `Dir` handles are not readable descriptors).
+    let parent = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder.as_path()
+    };
+    dir.open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StoreError::io("fsync the folder", source))?;
+    match original(dir, &path, key)? {
+        Original::Here(new, _) => Ok(RewriteOutcome::Rewritten(new)),
+        // Deleted right after the rename: the new content was in place.
+        Original::Gone => Ok(RewriteOutcome::AlreadyGone),
+    }
+}
+
 /// Deletes one file inside `dir`, then the folders the delete emptied.
 fn remove(dir: &Dir, key: &str) -> Result<DeleteOutcome, StoreError> {
     let path = path_of_key(key)?;
@@ -305,6 +506,10 @@ fn remove(dir: &Dir, key: &str) -> Result<DeleteOutcome, StoreError> {
         Err(source) => {
             return Err(StoreError::io("delete", source));
         }
+    }
+    // An interrupted rewrite's temporary file goes with its object.
+    if let (Some(folder), Some(name)) = (path.parent(), path.file_name()) {
+        let _ = dir.remove_file(folder.join(temp_name(name)));
     }
     // Remove the folders this delete emptied, deepest first; stop at the
     // first one that still holds something. The root is never a candidate.
@@ -378,6 +583,34 @@ impl TechnicalStore for FolderStore {
         {
             return Err(StoreError::Open {
                 store: root.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the store's root folder is gone",
+                ),
+            });
+        }
+        Ok(outcome)
+    }
+
+    async fn rewrite(
+        &self,
+        key: &str,
+        expected: &Expected,
+        content: &Path,
+    ) -> Result<RewriteOutcome, StoreError> {
+        let (dir, key, expected) = (self.dir.clone(), key.to_string(), expected.clone());
+        let content = content.to_path_buf();
+        let outcome =
+            tokio::task::spawn_blocking(move || rewrite_file(&dir, &key, &expected, &content))
+                .await
+                .map_err(|e| StoreError::io("rewrite", std::io::Error::other(e.to_string())))??;
+        // As for a delete: "not found" is an answer only from a root that
+        // is still there.
+        if outcome == RewriteOutcome::AlreadyGone
+            && !std::fs::metadata(&self.root).is_ok_and(|m| m.is_dir())
+        {
+            return Err(StoreError::Open {
+                store: self.root.display().to_string(),
                 source: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "the store's root folder is gone",
@@ -533,5 +766,161 @@ mod tests {
         );
         assert!(tmp.path().exists(), "the root stays");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    fn expected_of(store: &FolderStore, key: &str) -> Expected {
+        let m = store.meta_of(key).unwrap().unwrap();
+        Expected {
+            size: m.size,
+            modified: m.modified,
+            etag: m.etag,
+        }
+    }
+
+    fn spool(content: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, content).unwrap();
+        f
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A file at the root: the new content under the old name, with the
+    /// original's permission bits, a fresh date, and no temporary file left.
+    #[test]
+    fn rewrites_keep_the_mode_and_leave_no_temporary_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("a.csv");
+        std::fs::write(&file, "id\n1\n2\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let store = FolderStore::open(tmp.path()).unwrap();
+        let expected = expected_of(&store, "a.csv");
+        let new = spool(b"id\n2\n");
+        let meta = match rewrite_file(&store.dir, "a.csv", &expected, new.path()).unwrap() {
+            RewriteOutcome::Rewritten(meta) => meta,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(std::fs::read(&file).unwrap(), b"id\n2\n");
+        assert_eq!(meta.size, 5);
+        assert!(
+            meta.modified > expected.modified,
+            "the date is the rewrite's"
+        );
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        assert_eq!(names(tmp.path()), vec!["a.csv"]);
+    }
+
+    /// A symlinked original is refused as a delete refuses it, and what it
+    /// points to is untouched; a link planted under the temporary name is
+    /// removed, never written through.
+    #[test]
+    fn rewrites_never_write_through_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim.csv"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("victim.csv"), tmp.path().join("l.csv"))
+            .unwrap();
+        std::fs::write(tmp.path().join("inside.csv"), "keep me").unwrap();
+        std::fs::write(tmp.path().join("b.csv"), "id\n1\n").unwrap();
+        std::os::unix::fs::symlink("inside.csv", tmp.path().join(".b.csv.lethe-rewrite")).unwrap();
+        let store = FolderStore::open(tmp.path()).unwrap();
+        let any = expected_of(&store, "b.csv");
+        let new = spool(b"id\n");
+        assert!(rewrite_file(&store.dir, "l.csv", &any, new.path()).is_err());
+        assert_eq!(
+            std::fs::read(outside.path().join("victim.csv")).unwrap(),
+            b"x"
+        );
+        assert!(matches!(
+            rewrite_file(&store.dir, "b.csv", &any, new.path()).unwrap(),
+            RewriteOutcome::Rewritten(_)
+        ));
+        assert_eq!(
+            std::fs::read(tmp.path().join("inside.csv")).unwrap(),
+            b"keep me"
+        );
+        assert_eq!(std::fs::read(tmp.path().join("b.csv")).unwrap(), b"id\n");
+        assert_eq!(names(tmp.path()), vec!["b.csv", "inside.csv", "l.csv"]);
+    }
+
+    /// What an interrupted rewrite leaves (its temporary file) is listed as
+    /// skipped, never as an object; the next rewrite of the object, or its
+    /// delete, removes it.
+    #[test]
+    fn an_interrupted_rewrites_temporary_file_is_skipped_then_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("x/y")).unwrap();
+        for n in ["x/c.csv", "x/y/d.csv"] {
+            std::fs::write(tmp.path().join(n), "id\n1\n").unwrap();
+        }
+        std::fs::write(tmp.path().join("x/.c.csv.lethe-rewrite"), "id\n").unwrap();
+        std::fs::write(tmp.path().join("x/y/.d.csv.lethe-rewrite"), "id").unwrap();
+        let store = FolderStore::open(tmp.path()).unwrap();
+        let listed = collect(&store);
+        let objects: Vec<&str> = listed
+            .iter()
+            .filter_map(|l| match l {
+                Listed::Object(m) => Some(m.key.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(objects.len(), 2, "{listed:?}");
+        assert!(listed.iter().any(|l| matches!(l,
+            Listed::Skipped { key, reason } if key == "x/.c.csv.lethe-rewrite" && reason.contains("interrupted rewrite"))));
+        let expected = expected_of(&store, "x/c.csv");
+        let new = spool(b"id\n");
+        assert!(matches!(
+            rewrite_file(&store.dir, "x/c.csv", &expected, new.path()).unwrap(),
+            RewriteOutcome::Rewritten(_)
+        ));
+        assert_eq!(
+            remove(&store.dir, "x/y/d.csv").unwrap(),
+            DeleteOutcome::Deleted
+        );
+        assert!(
+            !tmp.path().join("x/y").exists(),
+            "its emptied folder goes too"
+        );
+        assert_eq!(names(&tmp.path().join("x")), vec!["c.csv"]);
+    }
+
+    /// A name too long for the suffix gets a temporary file named by its
+    /// hash, the same on every try.
+    #[test]
+    fn long_names_are_rewritten_through_a_hashed_temporary_name() {
+        let long = format!("{}.csv", "n".repeat(246));
+        let t = temp_name(OsStr::new(&long));
+        assert!(t.len() <= 255 && is_rewrite_temp(&t.to_string_lossy()));
+        assert_eq!(t, temp_name(OsStr::new(&long)));
+        assert_eq!(
+            temp_name(OsStr::new("a.csv")),
+            OsString::from(".a.csv.lethe-rewrite")
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(&long), "id\n1\n").unwrap();
+        let store = FolderStore::open(tmp.path()).unwrap();
+        let expected = expected_of(&store, &long);
+        let new = spool(b"id\n");
+        assert!(matches!(
+            rewrite_file(&store.dir, &long, &expected, new.path()).unwrap(),
+            RewriteOutcome::Rewritten(_)
+        ));
+        assert_eq!(names(tmp.path()), vec![long]);
     }
 }

@@ -209,8 +209,20 @@ pub(super) async fn execute(
     op: &'static str,
     request: HttpRequest,
 ) -> Result<(u16, Vec<u8>), StoreError> {
+    execute_full(http, op, request)
+        .await
+        .map(|(status, body, _)| (status, body))
+}
+
+/// As `execute`, with the answer's headers (an uploaded part's etag).
+pub(super) async fn execute_full(
+    http: &HttpClient,
+    op: &'static str,
+    request: HttpRequest,
+) -> Result<(u16, Vec<u8>, http::HeaderMap), StoreError> {
     let response = send(http, op, request).await?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let mut stream = response.into_body().bytes_stream();
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -230,7 +242,33 @@ pub(super) async fn execute(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((status, body))
+    Ok((status, body, headers))
+}
+
+/// Headers whose names are not fixed (user metadata), for a request.
+pub(super) fn with_named_headers(
+    req: &mut HttpRequest,
+    headers: &[(String, String)],
+) -> Result<(), StoreError> {
+    for (name, value) in headers {
+        let name =
+            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| StoreError::InvalidKey {
+                reason: "a metadata name that cannot be sent",
+            })?;
+        let value = HeaderValue::from_str(value).map_err(|_| StoreError::InvalidKey {
+            reason: "a header value that cannot be sent",
+        })?;
+        req.headers_mut().insert(name, value);
+    }
+    Ok(())
+}
+
+/// A header's value as text.
+pub(super) fn header(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// Sends a request again on network faults, throttling and server errors

@@ -1,5 +1,7 @@
 //! An in-memory technical store (`memory://`): for tests and the property
-//! test; it lives as long as the process.
+//! test; it lives as long as the process. A rewrite replaces an object's
+//! bytes under the lock, so it is as atomic and conditional as the other
+//! stores'; its date becomes the time of the rewrite.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -7,7 +9,10 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{DeleteOutcome, Listed, ObjectMeta, StoreError, TechnicalStore, validate_key};
+use super::{
+    DeleteOutcome, Expected, Listed, ObjectMeta, RewriteOutcome, StoreError, TechnicalStore,
+    validate_key,
+};
 use crate::model::Instant;
 
 #[derive(Default)]
@@ -80,5 +85,33 @@ impl TechnicalStore for MemoryStore {
             Some(_) => DeleteOutcome::Deleted,
             None => DeleteOutcome::AlreadyGone,
         })
+    }
+
+    async fn rewrite(
+        &self,
+        key: &str,
+        expected: &Expected,
+        content: &std::path::Path,
+    ) -> Result<RewriteOutcome, StoreError> {
+        validate_key(key)?;
+        let new = std::fs::read(content).map_err(|source| StoreError::io("read spool", source))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let mut objects = self.lock();
+        let Some(old) = objects.get_mut(key) else {
+            return Ok(RewriteOutcome::AlreadyGone);
+        };
+        if !expected.matches(&Self::meta(key, old)) {
+            // Already the new content: an earlier rewrite whose answer was lost.
+            return Ok(if old.0 == new {
+                RewriteOutcome::Rewritten(Self::meta(key, old))
+            } else {
+                RewriteOutcome::Changed
+            });
+        }
+        *old = (new, now);
+        Ok(RewriteOutcome::Rewritten(Self::meta(key, old)))
     }
 }

@@ -276,6 +276,14 @@ pub trait TechnicalStore: Send + Sync {
     /// describes. Atomic: a reader sees the old content or the new, never a
     /// mix; older versions or snapshots that hold the old content are
     /// removed as a delete would remove them.
+    ///
+    /// `Changed` leaves the object untouched; `AlreadyGone` when there is
+    /// none. An object that no longer matches `expected` but already holds
+    /// exactly `content` (the answer to an earlier rewrite was lost, or a
+    /// resumed apply) is `Rewritten` as it is: a rewrite may be retried.
+    /// `Rewritten` carries what a listing or a HEAD shows of the new object
+    /// (size, date, etag), for the index. An error after the new content
+    /// is in place (older versions that could not be deleted) says so.
     async fn rewrite(
         &self,
         _key: &str,
@@ -328,6 +336,55 @@ pub fn open(config: &Config) -> Result<Box<dyn TechnicalStore>, StoreError> {
         StoreUrl::S3(location) => Ok(Box::new(batches(cloud::CloudStore::s3(location)?))),
         StoreUrl::Azure(location) => Ok(Box::new(batches(cloud::CloudStore::azure(location)?))),
     }
+}
+
+/// Whether two readers yield the same bytes (an object and a rewrite's
+/// spool), read in bounded memory.
+pub(crate) fn same_content(a: impl Read, b: impl Read) -> std::io::Result<bool> {
+    use std::io::BufRead;
+    let mut a = std::io::BufReader::with_capacity(1 << 16, a);
+    let mut b = std::io::BufReader::with_capacity(1 << 16, b);
+    loop {
+        let (x, y) = (a.fill_buf()?, b.fill_buf()?);
+        if x.is_empty() || y.is_empty() {
+            return Ok(x.is_empty() && y.is_empty());
+        }
+        let n = x.len().min(y.len());
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        a.consume(n);
+        b.consume(n);
+    }
+}
+
+/// What a conditional write of a rewrite came to (a cloud store's PUT, or
+/// its upload in parts).
+#[derive(Debug)]
+pub(crate) enum Written {
+    /// The new object, by etag and version where the store names them.
+    Put {
+        e_tag: Option<String>,
+        version: Option<String>,
+    },
+    /// The condition failed: another object is there, or none.
+    ConditionFailed,
+}
+
+/// The next part of a spool (up to `size` bytes; empty at its end), read
+/// off the async threads; the file comes back for the part after it.
+pub(crate) async fn next_part(
+    file: std::fs::File,
+    size: u64,
+) -> Result<(std::fs::File, Vec<u8>), StoreError> {
+    tokio::task::spawn_blocking(move || {
+        let mut part = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(64 << 20));
+        (&file).take(size).read_to_end(&mut part)?;
+        Ok((file, part))
+    })
+    .await
+    .map_err(|e| StoreError::io("read spool", std::io::Error::other(e.to_string())))?
+    .map_err(|source| StoreError::io("read spool", source))
 }
 
 /// One result per key, in order: a key the store gave no answer for failed.
@@ -386,6 +443,29 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
 #[cfg(test)]
 mod expected_tests {
     use super::*;
+
+    /// Readers that hand out their bytes in different pieces compare by
+    /// content alone.
+    #[test]
+    fn contents_compare_byte_for_byte_whatever_the_reads() {
+        struct Dribble<'a>(&'a [u8], usize);
+        impl Read for Dribble<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.1.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let long: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        assert!(same_content(Dribble(&long, 7), &long[..]).unwrap());
+        assert!(same_content(&b""[..], &b""[..]).unwrap());
+        assert!(!same_content(&long[..long.len() - 1], &long[..]).unwrap());
+        assert!(!same_content(&long[..], Dribble(&long[..long.len() - 1], 3)).unwrap());
+        let mut other = long.clone();
+        other[150_000] ^= 1;
+        assert!(!same_content(Dribble(&other, 4096), &long[..]).unwrap());
+    }
 
     #[test]
     fn expectations_compare_size_date_and_etag_quoted_or_not() {

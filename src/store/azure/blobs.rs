@@ -1,7 +1,8 @@
 //! Deleting an Azure blob with its snapshots (`x-ms-delete-snapshots:
 //! include`), only the blob the index read (`If-Match`, a HEAD settling a
 //! failed condition), one request per blob; what each Delete Blob answer
-//! means; and snapshots and leases for tests and tooling.
+//! means; deleting only the snapshots of a blob (the old content a rewrite
+//! leaves in them); and snapshots and leases for tests and tooling.
 
 use futures::StreamExt;
 use http::Method;
@@ -155,6 +156,21 @@ impl AzureBlobs {
             .buffer_unordered(32)
             .collect()
             .await
+    }
+
+    /// Deletes every snapshot of a blob and keeps the blob itself
+    /// (`x-ms-delete-snapshots: only`): after a rewrite, the snapshots hold
+    /// the old content. A blob that is gone has none left.
+    pub async fn delete_snapshots(&self, full_key: &str) -> Result<(), StoreError> {
+        let url = self.blob_url(full_key);
+        let headers = [("x-ms-delete-snapshots", "only".to_string())];
+        let (status, body) = self
+            .send("delete snapshots", Method::DELETE, &url, &headers)
+            .await?;
+        match status {
+            200 | 202 | 404 => Ok(()),
+            _ => Err(answer_error("delete snapshots", status, &body)),
+        }
     }
 
     /// Takes a snapshot of a blob (tests and tooling; lethe itself never

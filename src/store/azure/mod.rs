@@ -4,10 +4,12 @@
 //! `blobs.rs` deletes a blob with its snapshots and `If-Match`, and takes
 //! snapshots and leases (tests and tooling); `batch.rs` deletes 256 at a
 //! time in a Blob Batch of our own; `settings.rs` reads the account's soft
-//! delete.
+//! delete; `blocks.rs` writes a large rewrite as blocks and commits them
+//! conditional on an etag.
 
 pub mod batch;
 mod blobs;
+mod blocks;
 mod settings;
 
 pub use settings::SoftDelete;
@@ -19,7 +21,10 @@ use object_store::azure::{AzureAuthorizer, MicrosoftAzure};
 use object_store::client::{HttpClient, HttpRequest};
 use percent_encoding::utf8_percent_encode;
 
-use super::http::{PATH, err, execute, http_client, request, retrying, with_headers};
+use super::http::{
+    PATH, answer_error, err, execute, execute_full, http_client, request, retrying, retrying_with,
+    with_headers, with_named_headers, worth_again,
+};
 use super::{StoreError, StoreErrorKind};
 
 /// Signs an Azure request (Shared Key, bearer token or SAS: whatever the
@@ -125,6 +130,31 @@ impl AzureBlobs {
         with_headers(&mut req, headers)?;
         sign(&credential, &self.account, op, &mut req)?;
         execute(&self.http, op, req).await
+    }
+
+    /// As `send`, with a body, headers of any name, and the answer's
+    /// headers.
+    async fn send_full(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>, http::HeaderMap), StoreError> {
+        retrying_with(|| async {
+            let credential = self.credential(op).await?;
+            let mut req = request(method.clone(), url, body.clone())?;
+            with_named_headers(&mut req, headers)?;
+            sign(&credential, &self.account, op, &mut req)?;
+            let (status, answer, h) = execute_full(&self.http, op, req).await?;
+            if worth_again(status) {
+                return Err(answer_error(op, status, &answer));
+            }
+            Ok((status, answer, h))
+        })
+        .await
+        .map(|(answer, _)| answer)
     }
 
     fn blob_url(&self, full_key: &str) -> String {

@@ -4,18 +4,23 @@
 //! delete marker of a key (ListObjectVersions, DeleteObjects with version
 //! ids, or `DELETE ?versionId=` one by one where `technical.batch_deletes =
 //! false`); `settings.rs` reads what the bucket keeps after a delete
-//! (versioning, MFA delete, Object Lock).
+//! (versioning, MFA delete, Object Lock); `parts.rs` uploads a large
+//! rewrite in parts and completes it conditional on an etag.
 
+mod parts;
 mod settings;
 mod versions;
 
 pub use settings::Versioning;
 
-use http::{HeaderValue, Method};
+use http::Method;
 use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::HttpClient;
 
-use super::http::{err, execute, http_client, request, retrying};
+use super::http::{
+    answer_error, err, execute_full, http_client, request, retrying_with, with_named_headers,
+    worth_again,
+};
 use super::{StoreError, StoreErrorKind};
 
 /// S3 calls on one bucket.
@@ -66,8 +71,32 @@ impl S3Versions {
         headers: &[(&'static str, String)],
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), StoreError> {
-        retrying(op, || {
-            self.send_once(op, method.clone(), url, headers, body.clone())
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect();
+        self.send_full(op, method, url, &headers, body)
+            .await
+            .map(|(status, body, _)| (status, body))
+    }
+
+    /// As `send`, with headers of any name and the answer's headers.
+    async fn send_full(
+        &self,
+        op: &'static str,
+        method: Method,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> Result<(u16, Vec<u8>, http::HeaderMap), StoreError> {
+        retrying_with(|| async {
+            let (status, answer, h) = self
+                .send_once(op, method.clone(), url, headers, body.clone())
+                .await?;
+            if worth_again(status) {
+                return Err(answer_error(op, status, &answer));
+            }
+            Ok((status, answer, h))
         })
         .await
         .map(|(answer, _)| answer)
@@ -78,9 +107,9 @@ impl S3Versions {
         op: &'static str,
         method: Method,
         url: &str,
-        headers: &[(&'static str, String)],
+        headers: &[(String, String)],
         body: Vec<u8>,
-    ) -> Result<(u16, Vec<u8>), StoreError> {
+    ) -> Result<(u16, Vec<u8>, http::HeaderMap), StoreError> {
         let credential = self.s3.credentials().get_credential().await.map_err(|_| {
             err(
                 op,
@@ -89,12 +118,7 @@ impl S3Versions {
             )
         })?;
         let mut req = request(method, url, body)?;
-        for (name, value) in headers {
-            let value = HeaderValue::from_str(value).map_err(|_| StoreError::InvalidKey {
-                reason: "a header value that cannot be sent",
-            })?;
-            req.headers_mut().insert(*name, value);
-        }
+        with_named_headers(&mut req, headers)?;
         AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut req, None)
             .map_err(|e| {
@@ -104,6 +128,6 @@ impl S3Versions {
                     format!("signing failed ({e})"),
                 )
             })?;
-        execute(&self.http, op, req).await
+        execute_full(&self.http, op, req).await
     }
 }

@@ -2,7 +2,7 @@
 //! ListObjectVersions (exactly the key, not the others it prefixes; keys
 //! whose latest entry is a delete marker), and deleting them with
 //! DeleteObjects by version id, 1,000 at a time, or `DELETE ?versionId=` one
-//! by one.
+//! by one: all of them for a delete, all but the new one after a rewrite.
 
 use std::sync::Arc;
 
@@ -118,18 +118,26 @@ impl S3Versions {
         &self,
         full_key: &str,
     ) -> Result<(Vec<String>, Option<crate::store::ObjectMeta>), StoreError> {
-        let (mut out, mut latest) = (Vec::new(), None);
+        let mut latest = None;
+        let mut out = Vec::new();
+        for e in self.entries_of(full_key).await? {
+            if e.latest && !e.marker {
+                latest = e.meta;
+            }
+            out.push(e.version);
+        }
+        Ok((out, latest))
+    }
+
+    /// Every version and delete marker of `full_key`, exactly that key.
+    async fn entries_of(&self, full_key: &str) -> Result<Vec<ListedVersion>, StoreError> {
+        let mut out = Vec::new();
         let mut after = None;
         loop {
             let (entries, next) = self.versions_page(full_key, after.as_ref()).await?;
             // Keys come in order: once past the key, the rest are others.
             let past = entries.iter().any(|e| e.key.as_str() > full_key);
-            for e in entries.into_iter().filter(|e| e.key == full_key) {
-                if e.latest && !e.marker {
-                    latest = e.meta;
-                }
-                out.push(e.version);
-            }
+            out.extend(entries.into_iter().filter(|e| e.key == full_key));
             if out.len() > 1_000_000 {
                 return Err(err(
                     "list versions",
@@ -139,8 +147,62 @@ impl S3Versions {
             }
             match next {
                 Some(n) if !past => after = Some(n),
-                _ => return Ok((out, latest)),
+                _ => return Ok(out),
             }
+        }
+    }
+
+    /// After a rewrite of `full_key`: deletes every version and delete
+    /// marker of it but `keep` (the version the rewrite wrote) and the
+    /// latest one (the rewrite's, or a write after it: never the object
+    /// the store now shows). Answers how many went; a version that could
+    /// not be deleted (Object Lock, MFA delete) fails the whole call, and
+    /// the next rewrite or delete of the key lists again.
+    pub async fn delete_versions_except(
+        self: &Arc<Self>,
+        full_key: &str,
+        keep: Option<&str>,
+        batch: bool,
+    ) -> Result<usize, StoreError> {
+        let items: Vec<VersionItem> = self
+            .entries_of(full_key)
+            .await?
+            .into_iter()
+            .filter(|e| !e.latest && Some(e.version.as_str()) != keep)
+            .map(|e| (0, e.key, e.version))
+            .collect();
+        let n = items.len();
+        for (_, r) in self.delete_items(items, batch).await {
+            r?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes the versions given, in DeleteObjects of 1,000 (four in
+    /// flight) or one request each (16 in flight): an answer per item.
+    async fn delete_items(
+        self: &Arc<Self>,
+        items: Vec<VersionItem>,
+        batch: bool,
+    ) -> Vec<(usize, Result<(), StoreError>)> {
+        if batch {
+            let chunks: Vec<Vec<VersionItem>> = items.chunks(1000).map(|c| c.to_vec()).collect();
+            futures::stream::iter(chunks.into_iter().map(|chunk| {
+                let this = self.clone();
+                async move { this.delete_batch(&chunk).await }
+            }))
+            .buffer_unordered(4)
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await
+        } else {
+            futures::stream::iter(items.into_iter().map(|(i, k, v)| {
+                let this = self.clone();
+                async move { (i, this.delete_one(&k, &v).await) }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await
         }
     }
 
@@ -361,25 +423,7 @@ impl S3Versions {
                 }
             }
         }
-        let answers: Vec<(usize, Result<(), StoreError>)> = if batch {
-            let chunks: Vec<Vec<VersionItem>> = items.chunks(1000).map(|c| c.to_vec()).collect();
-            futures::stream::iter(chunks.into_iter().map(|chunk| {
-                let this = self.clone();
-                async move { this.delete_batch(&chunk).await }
-            }))
-            .buffer_unordered(4)
-            .flat_map(futures::stream::iter)
-            .collect()
-            .await
-        } else {
-            futures::stream::iter(items.into_iter().map(|(i, k, v)| {
-                let this = self.clone();
-                async move { (i, this.delete_one(&k, &v).await) }
-            }))
-            .buffer_unordered(16)
-            .collect()
-            .await
-        };
+        let answers = self.delete_items(items, batch).await;
         let mut failed: std::collections::HashMap<usize, StoreError> =
             std::collections::HashMap::new();
         for (i, r) in answers {
