@@ -13,7 +13,6 @@ use std::collections::{HashMap, HashSet};
 use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use serde::Serialize;
-use sqlx::Row;
 
 use crate::audit::{self, NewRecord, pseudonym::Pseudonymizer};
 use crate::config::Config;
@@ -23,8 +22,10 @@ use crate::index;
 use crate::model::{EntityKey, EntityRef};
 use crate::plan::fate::{LinkedNow, Recheck};
 use crate::plan::{self, PlanError};
-use crate::state::workers::{Items, Worker};
-use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, exec_in, q};
+use crate::state::journal::{self, EntityStatus, ObjectFate, ObjectStatus, PlannedObject};
+use crate::state::plans::{self, PlanStatus};
+use crate::state::workers::{ClaimedCase, Items, Worker};
+use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, q};
 use crate::store::{DeleteOutcome, StoreError, StoreErrorKind, TechnicalStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -285,29 +286,11 @@ async fn work(
     // Items that failed in an earlier run are tried again, once per run:
     // by the first worker of the run, not by each one that joins.
     if worker.live_workers().await? <= 1 {
-        for table in ["plan_cases", "plan_objects"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {table} SET status = 'planned', claimed_by = NULL WHERE plan_id = $1 AND status = 'failed'"
-            )))
-            .bind(&stored.id)
-            .execute(state.pool())
-            .await
-            .map_err(q("journaling"))?;
-        }
+        journal::reopen_failed(state, &stored.id).await?;
     }
-    sqlx::query("UPDATE plans SET status = 'applying' WHERE id = $1 AND status <> 'applying'")
-        .bind(&stored.id)
-        .execute(state.pool())
-        .await
-        .map_err(q("marking the plan"))?;
     // A `plan prune` that won the race removed the plan before it was
     // marked: nothing of it may be applied without its journal.
-    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM plans WHERE id = $1")
-        .bind(&stored.id)
-        .fetch_one(state.pool())
-        .await
-        .map_err(q("marking the plan"))?;
-    if still == 0 {
+    if !plans::mark_applying(state, &stored.id).await? {
         return Err(StateError::NoSuchPlan(stored.id.clone()).into());
     }
 
@@ -330,11 +313,7 @@ async fn work(
         as_of: stored.as_of,
     };
 
-    let total_cases: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_cases WHERE plan_id = $1")
-        .bind(&stored.id)
-        .fetch_one(state.pool())
-        .await
-        .map_err(q("reading the plan"))?;
+    let total_cases = journal::case_count(state, &stored.id).await?;
     let mut done_cases = 0u64;
     let batch_cases = options.batch_cases.unwrap_or(config.apply.batch_cases);
     // Three batches in flight: while the CRM deletes one, the state store
@@ -362,7 +341,7 @@ async fn work(
             if let Some(p) = pending.take() {
                 done_cases += p.cases.len() as u64;
                 ctx.case_journal(p, &mut report).await?;
-                progress("cases", done_cases, total_cases as u64);
+                progress("cases", done_cases, total_cases);
             }
             // Nothing to claim now. Cases other workers hold must finish
             // (or be taken over) before any object is judged by them.
@@ -402,16 +381,11 @@ async fn work(
         done_cases += journaled?;
         pending = Some(deleted?);
         ahead = next;
-        progress("cases", done_cases, total_cases as u64);
+        progress("cases", done_cases, total_cases);
     }
 
     report.seconds_cases = started.elapsed().as_secs_f64();
-    let total_objects: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE plan_id = $1")
-            .bind(&stored.id)
-            .fetch_one(state.pool())
-            .await
-            .map_err(q("reading the plan"))?;
+    let total_objects = journal::object_count(state, &stored.id).await?;
     let mut done_objects = 0u64;
     while !report.interrupted {
         if options.stopping() {
@@ -428,34 +402,10 @@ async fn work(
             }
             break;
         }
-        let sql = format!(
-            "SELECT item, key, size, fate, policy, links, status FROM plan_objects
-             WHERE plan_id = $1 AND item IN ({}) ORDER BY item",
-            crate::state::params(ids.len(), "?", 2)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql)).bind(&stored.id);
-        for i in &ids {
-            query = query.bind(*i);
-        }
-        let batch = query
-            .fetch_all(state.pool())
-            .await
-            .map_err(q("reading the plan"))?;
-        let objects: Vec<PlannedObject> = batch
-            .iter()
-            .map(|r| PlannedObject {
-                item: r.get(0),
-                key: r.get(1),
-                size: r.get(2),
-                fate: r.get(3),
-                policy: r.get(4),
-                links: r.get(5),
-                resumed: r.get::<String, _>(6) == "executing",
-            })
-            .collect();
+        let objects = journal::planned_objects(state, &stored.id, &ids).await?;
         ctx.object_batch(crm, store, &objects, &mut report).await?;
         done_objects += objects.len() as u64;
-        progress("objects", done_objects, total_objects as u64);
+        progress("objects", done_objects, total_objects);
     }
 
     report.seconds_objects = started.elapsed().as_secs_f64() - report.seconds_cases;
@@ -489,26 +439,13 @@ async fn work(
         && report.cases_skipped > 0
         && report.objects_deleted == 0;
     // The plan's outcome is its journal's, whichever workers wrote it.
-    let failed: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM plan_cases WHERE plan_id = $1 AND status = 'failed')
-              + (SELECT count(*) FROM plan_objects WHERE plan_id = $1 AND status = 'failed')",
-    )
-    .bind(&stored.id)
-    .fetch_one(state.pool())
-    .await
-    .map_err(q("reading the journal"))?;
+    let failed = journal::failed_count(state, &stored.id).await?;
     let status = if failed > 0 || report.failed() {
-        "partial"
+        PlanStatus::Partial
     } else {
-        "applied"
+        PlanStatus::Applied
     };
-    sqlx::query("UPDATE plans SET status = $1, audit_head = $2 WHERE id = $3")
-        .bind(status)
-        .bind(&report.audit_head)
-        .bind(&stored.id)
-        .execute(state.pool())
-        .await
-        .map_err(q("marking the plan"))?;
+    plans::mark_applied(state, &stored.id, status, report.audit_head.as_deref()).await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
@@ -517,13 +454,7 @@ async fn work(
 /// workers hold the rest.
 const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
-struct PlannedCase {
-    case_id: u64,
-    policy: String,
-    root_type: String,
-    root_key: EntityKey,
-    resumed: bool,
-}
+type PlannedCase = ClaimedCase;
 
 /// A batch claimed (with intent) and read, not yet sent to the CRM.
 struct ClaimedCases {
@@ -551,16 +482,6 @@ struct CaseBatch {
     outcome: Result<crate::crm::BatchOutcome, CrmError>,
 }
 
-struct PlannedObject {
-    item: i64,
-    key: String,
-    size: i64,
-    fate: String,
-    policy: String,
-    links: String,
-    resumed: bool,
-}
-
 struct Ctx<'a> {
     config: &'a Config,
     state: &'a StateStore,
@@ -583,49 +504,13 @@ impl Ctx<'_> {
     /// Claims the next batch of cases (the claim journals the intent) and
     /// reads their planned entities. `None` when nothing is open to claim.
     async fn claim_cases(&self, limit: usize) -> Result<Option<ClaimedCases>, ApplyError> {
-        let rows = self
-            .worker
-            .claim_rows::<(i64, String, String, String, String, String)>(
-                Items::Cases,
-                limit,
-                "policy, root_type, root_key, root_kind, status",
-                true,
-            )
-            .await?;
-        if rows.is_empty() {
+        let cases = self.worker.claim_cases(limit).await?;
+        if cases.is_empty() {
             return Ok(None);
         }
-        let cases: Vec<PlannedCase> = rows
-            .into_iter()
-            .map(
-                |(case_id, policy, root_type, root_key, root_kind, status)| PlannedCase {
-                    case_id: case_id as u64,
-                    policy,
-                    root_type,
-                    root_key: EntityKey::from_stored(root_kind.as_str(), root_key.as_str())
-                        .unwrap_or(EntityKey::Text(root_key)),
-                    resumed: status == "executing",
-                },
-            )
-            .collect();
-        let id_list = cases
-            .iter()
-            .map(|c| c.case_id.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
         // The planned entities of these cases.
-        let read = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT {} FROM plan_entities WHERE plan_id = $1 AND case_id IN ({id_list})",
-            self.state.json_rows("case_id, entity_type, entity_key")
-        )))
-        .bind(self.plan_id)
-        .fetch_one(self.state.pool())
-        .await
-        .map_err(q("reading the plan"))
-        .and_then(|rows: String| {
-            crate::state::parse_json_rows::<(i64, String, String)>(&rows, "reading the plan")
-        });
-        let rows = match read {
+        let ids: Vec<u64> = cases.iter().map(|c| c.case_id).collect();
+        let rows = match journal::case_entities(self.state, self.plan_id, &ids).await {
             Ok(rows) => rows,
             Err(e) => {
                 // Not started: the claim goes back before the error does.
@@ -639,7 +524,7 @@ impl Ctx<'_> {
         };
         let mut planned: HashMap<u64, HashSet<(String, String)>> = HashMap::new();
         for (case, ty, key) in rows {
-            planned.entry(case as u64).or_default().insert((ty, key));
+            planned.entry(case).or_default().insert((ty, key));
         }
         Ok(Some(ClaimedCases { cases, planned }))
     }
@@ -776,16 +661,13 @@ impl Ctx<'_> {
                             report.entities_already_gone += 1;
                         }
                         if !every_one {
-                            sqlx::query(
-                                "UPDATE plan_entities SET status = $1 WHERE plan_id = $2 AND entity_type = $3 AND entity_key = $4",
-                            )
-                            .bind(if by_us(ty, key) { "deleted" } else { "gone" })
-                            .bind(self.plan_id)
-                            .bind(ty)
-                            .bind(key)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(q("journaling"))?;
+                            let status = if by_us(ty, key) {
+                                EntityStatus::Deleted
+                            } else {
+                                EntityStatus::Gone
+                            };
+                            journal::set_entity_status(&mut tx, self.plan_id, ty, key, status)
+                                .await?;
                         }
                     }
                     if every_one {
@@ -804,36 +686,10 @@ impl Ctx<'_> {
                 }
             }
         }
-        let plan = [self.plan_id];
-        exec_in(
-            &mut tx,
-            "UPDATE plan_entities SET status = 'deleted' WHERE plan_id = $1 AND case_id IN ({in})",
-            &plan,
-            &all_deleted,
-        )
-        .await?;
-        exec_in(
-            &mut tx,
-            "UPDATE plan_cases SET status = 'done', reason = NULL WHERE plan_id = $1 AND case_id IN ({in})",
-            &plan,
-            &done,
-        )
-        .await?;
+        journal::case_entities_deleted(&mut tx, self.plan_id, &all_deleted).await?;
+        journal::cases_done(&mut tx, self.plan_id, &done).await?;
         for (reason, ids) in &skipped {
-            exec_in(
-                &mut tx,
-                "UPDATE plan_cases SET status = 'skipped', reason = $1 WHERE plan_id = $2 AND case_id IN ({in})",
-                &[reason, self.plan_id],
-                ids,
-            )
-            .await?;
-            exec_in(
-                &mut tx,
-                "UPDATE plan_entities SET status = 'skipped' WHERE plan_id = $1 AND case_id IN ({in})",
-                &plan,
-                ids,
-            )
-            .await?;
+            journal::cases_skipped(&mut tx, self.plan_id, reason, ids).await?;
         }
         audit::append(&mut tx, records).await?;
         tx.commit().await.map_err(q("journaling"))?;
@@ -908,13 +764,7 @@ impl Ctx<'_> {
     ) -> Result<(), ApplyError> {
         let reason = e.to_string();
         for c in cases {
-            sqlx::query("UPDATE plan_cases SET status = 'failed', reason = $1 WHERE plan_id = $2 AND case_id = $3")
-                .bind(&reason)
-                .bind(self.plan_id)
-                .bind(c.case_id as i64)
-                .execute(self.state.pool())
-                .await
-                .map_err(q("journaling"))?;
+            journal::case_failed(self.state, self.plan_id, c.case_id, &reason).await?;
             report.cases_failed += 1;
             report.failures.push((
                 self.pseudo
@@ -942,7 +792,7 @@ impl Ctx<'_> {
         let mut targets: Vec<(String, String)> = links.values().flatten().cloned().collect();
         targets.sort();
         targets.dedup();
-        let statuses = self.entity_statuses(&targets).await?;
+        let statuses = journal::entity_statuses(self.state, self.plan_id, &targets).await?;
         // Linked entities outside the plan were absent at plan time: still?
         let mut outside: HashMap<String, Vec<EntityKey>> = HashMap::new();
         for (ty, key) in targets.iter().filter(|t| !statuses.contains_key(*t)) {
@@ -978,10 +828,10 @@ impl Ctx<'_> {
                 now,
                 now.is_some_and(|l| index::links_digest(l) == o.links),
                 recheck_error.as_deref(),
-                |t| match statuses.get(t).map(String::as_str) {
-                    Some("deleted") | Some("gone") => LinkedNow::Gone,
-                    Some("skipped") => LinkedNow::Kept,
-                    Some(_) => LinkedNow::Pending,
+                |t| match statuses.get(t) {
+                    Some(EntityStatus::Deleted | EntityStatus::Gone) => LinkedNow::Gone,
+                    Some(EntityStatus::Skipped) => LinkedNow::Kept,
+                    Some(EntityStatus::Planned) => LinkedNow::Pending,
                     None if present.contains(t) => LinkedNow::Present,
                     None => LinkedNow::Absent,
                 },
@@ -992,7 +842,6 @@ impl Ctx<'_> {
                 Recheck::Go => go.push(o),
             }
         }
-        let plan = [self.plan_id];
         let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
         // Only what this worker still holds: a batch taken over meanwhile
         // is its new holder's to judge and delete.
@@ -1007,37 +856,19 @@ impl Ctx<'_> {
         retries.retain(|(o, _)| mine.contains(&o.item));
         go.retain(|o| mine.contains(&o.item));
         for (reason, items) in &skips {
-            exec_in(
-                &mut tx,
-                "UPDATE plan_objects SET status = 'skipped', reason = $1 WHERE plan_id = $2 AND item IN ({in})",
-                &[reason, self.plan_id],
-                items,
-            )
-            .await?;
+            journal::objects_skipped(&mut tx, self.plan_id, reason, items).await?;
             report.objects_skipped += items.len() as u64;
             *report.skipped_reasons.entry(reason.clone()).or_default() += items.len() as u64;
         }
         for (o, reason) in &retries {
-            sqlx::query("UPDATE plan_objects SET status = 'failed', reason = $1 WHERE plan_id = $2 AND item = $3")
-                .bind(reason)
-                .bind(self.plan_id)
-                .bind(o.item)
-                .execute(&mut *tx)
-                .await
-                .map_err(q("journaling"))?;
+            journal::object_failed(&mut tx, self.plan_id, o.item, reason).await?;
             report.objects_failed += 1;
             report
                 .failures
                 .push((self.pseudo.show_object(&o.key), reason.clone()));
         }
         let going: Vec<i64> = go.iter().map(|o| o.item).collect();
-        exec_in(
-            &mut tx,
-            "UPDATE plan_objects SET status = 'executing', attempts = attempts + 1 WHERE plan_id = $1 AND item IN ({in})",
-            &plan,
-            &going,
-        )
-        .await?;
+        journal::objects_executing(&mut tx, self.plan_id, &going).await?;
         tx.commit().await.map_err(q("journaling"))?;
 
         // The deletes themselves, several at a time; each only if the object
@@ -1107,7 +938,7 @@ impl Ctx<'_> {
                     off_index.push(o.key.clone());
                     report.objects_deleted += 1;
                     report.bytes_freed += o.size as u64;
-                    let basis = if o.fate == "orphan" {
+                    let basis = if o.fate == ObjectFate::Orphan {
                         format!(
                             "technical.orphans.retain = {}",
                             self.config.orphans_retain.text()
@@ -1137,13 +968,7 @@ impl Ctx<'_> {
                     report.objects_already_gone += 1;
                 }
                 Err(reason) => {
-                    sqlx::query("UPDATE plan_objects SET status = 'failed', reason = $1 WHERE plan_id = $2 AND item = $3")
-                        .bind(&reason)
-                        .bind(self.plan_id)
-                        .bind(o.item)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(q("journaling"))?;
+                    journal::object_failed(&mut tx, self.plan_id, o.item, &reason).await?;
                     report.objects_failed += 1;
                     report
                         .failures
@@ -1153,66 +978,23 @@ impl Ctx<'_> {
         }
         if !rewritten.is_empty() {
             let reason = "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)";
-            exec_in(
-                &mut tx,
-                "UPDATE plan_objects SET status = 'skipped', reason = $1 WHERE plan_id = $2 AND item IN ({in})",
-                &[reason, self.plan_id],
-                &rewritten,
-            )
-            .await?;
+            journal::objects_skipped(&mut tx, self.plan_id, reason, &rewritten).await?;
             report.objects_skipped += rewritten.len() as u64;
             *report
                 .skipped_reasons
                 .entry(reason.to_string())
                 .or_default() += rewritten.len() as u64;
         }
-        for (status, items) in [("deleted", &deleted), ("gone", &gone)] {
-            exec_in(
-                &mut tx,
-                "UPDATE plan_objects SET status = $1, reason = NULL WHERE plan_id = $2 AND item IN ({in})",
-                &[status, self.plan_id],
-                items,
-            )
-            .await?;
+        for (status, items) in [
+            (ObjectStatus::Deleted, &deleted),
+            (ObjectStatus::Gone, &gone),
+        ] {
+            journal::objects_settled(&mut tx, self.plan_id, status, items).await?;
         }
         // Gone from the store, so gone from the index.
-        exec_in(
-            &mut tx,
-            "DELETE FROM objects WHERE key IN ({in})",
-            &[],
-            &off_index,
-        )
-        .await?;
+        journal::unindex_objects(&mut tx, &off_index).await?;
         audit::append(&mut tx, records).await?;
         tx.commit().await.map_err(q("journaling"))?;
         Ok(())
-    }
-
-    /// The journal status in this plan of each of `targets` that the plan has.
-    async fn entity_statuses(
-        &self,
-        targets: &[(String, String)],
-    ) -> Result<HashMap<(String, String), String>, ApplyError> {
-        let mut out = HashMap::new();
-        for chunk in targets.chunks(400) {
-            let sql = format!(
-                "SELECT entity_type, entity_key, status FROM plan_entities
-                 WHERE plan_id = $1 AND (entity_type, entity_key) IN (VALUES {})",
-                crate::state::params(chunk.len(), "(?, ?)", 2)
-            );
-            let mut query = sqlx::query(crate::state::sql(self.state.is_sqlite(), sql))
-                .bind(self.plan_id.to_string());
-            for (t, k) in chunk {
-                query = query.bind(t.clone()).bind(k.clone());
-            }
-            for r in query
-                .fetch_all(self.state.pool())
-                .await
-                .map_err(q("reading the journal"))?
-            {
-                out.insert((r.get(0), r.get(1)), r.get(2));
-            }
-        }
-        Ok(out)
     }
 }
