@@ -12,6 +12,7 @@ pub mod plans;
 pub mod registered;
 pub mod runs;
 pub mod schema;
+pub mod status;
 pub mod workers;
 
 use std::path::{Path, PathBuf};

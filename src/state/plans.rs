@@ -7,7 +7,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use super::journal::{CaseStatus, EntityStatus, ObjectFate, ObjectStatus};
+use super::status::{CaseStatus, EntityStatus, ObjectFate, ObjectStatus};
 use super::{StateError, StateStore, q};
 
 /// Where a plan is in its life: stored as these words.

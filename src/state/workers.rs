@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use super::journal::CaseStatus;
+use super::status::CaseStatus;
 use super::{Dialect, StateError, StateStore, q};
 use crate::model::EntityKey;
 
