@@ -83,12 +83,15 @@ stored_words! {
 }
 
 stored_words! {
-    /// Why a plan deletes an object (`plan_objects.fate`).
+    /// What a plan does with an object (`plan_objects.fate`).
     ObjectFate {
         /// Every entity it links to is deleted by the plan or absent.
         Delete = "delete",
         /// It links to nothing, and is older than `technical.orphans.retain`.
         Orphan = "orphan",
+        /// Shared with kept entities: the records of its deleted entities
+        /// go (`plan_objects.records` says which), the rest stays.
+        Redact = "redact",
     }
 }
 
@@ -135,14 +138,13 @@ mod tests {
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
             ),
-            "delete | orphan"
+            "delete | orphan | redact"
         );
         let schema = super::super::schema::STEPS.concat();
         for line in [
             "-- planned | executing | done | skipped | failed",
             "-- planned | deleted | gone | skipped",
             "-- planned | executing | deleted | gone | skipped | failed",
-            "-- delete | orphan",
         ] {
             assert!(schema.contains(line), "schema lacks `{line}`");
         }
