@@ -4,7 +4,7 @@
 
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::config::EntityType;
-use crate::crm::recheck::ErasedValue;
+use crate::crm::ErasedValue;
 use crate::state::erased::ErasedIdentifier;
 use crate::verify::residual::{Fingerprint, IdentifierKind, normalise};
 

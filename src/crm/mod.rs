@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use crate::config::{Config, CrmUrl, EntityType};
 use crate::model::{EntityKey, Instant};
-pub use recheck::{CaseNow, CaseRequest, Decision, EntityNow, RecheckInput};
+pub use recheck::{CaseNow, CaseRequest, Decision, EntityNow, ErasedValue, RecheckInput};
 
 /// One row of an entity table as the engine needs it: no subject data.
 #[derive(Clone, Debug)]

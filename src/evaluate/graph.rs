@@ -121,6 +121,22 @@ impl GraphBuilder {
         Some(id)
     }
 
+    /// Adds an entity as a row of its table gives it: `parent_keys` are its
+    /// foreign-key values, one per parent relation, and `parent_types` the
+    /// graph type of each relation (its type's entry of [`parent_types`]).
+    pub fn add_row(
+        &mut self,
+        ty: u16,
+        key: EntityKey,
+        clock: Option<Instant>,
+        parent_types: &[u16],
+        parent_keys: impl IntoIterator<Item = Option<EntityKey>>,
+    ) -> Option<NodeId> {
+        let parents: Vec<(u16, Option<EntityKey>)> =
+            parent_types.iter().copied().zip(parent_keys).collect();
+        self.add(ty, key, clock, &parents)
+    }
+
     pub fn graph(&self) -> &Graph {
         &self.graph
     }

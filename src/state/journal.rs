@@ -1,13 +1,23 @@
-//! The journal: what `apply` did to each planned item (`plan_entities`,
-//! `plan_objects` statuses). Read here by verify and the brake; written by
-//! apply's batch transactions.
+//! The journal: what `apply` did to each planned item (the statuses and
+//! reasons of `plan_cases`, `plan_entities` and `plan_objects`, and its
+//! attempts). Written here by apply's steps, each inside the transaction
+//! apply hands in, so that a step and its audit records commit together;
+//! read here by verify, audit verify, the brake and the report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::Row;
 
-use super::{StateError, StateStore, q};
+pub use super::status::{CaseStatus, EntityStatus, ObjectFate, ObjectStatus};
+use super::{StateError, StateStore, exec_in, q};
 use crate::model::EntityKey;
+
+/// A connection inside a transaction apply holds open (`&mut tx`).
+type Conn = sqlx::AnyConnection;
+
+fn stored<T>(parsed: Option<T>, what: &str, s: &str) -> Result<T, StateError> {
+    parsed.ok_or_else(|| StateError::Corrupt(format!("{what} `{s}` is not one lethe writes")))
+}
 
 /// A page of the entities of type `entity_type` that plan `plan_id`
 /// deleted, in key order after `after`: (stored key, typed key).
@@ -299,4 +309,337 @@ pub async fn deleted_object_items(
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
+}
+
+// The steps apply journals. Statements that belong to one step take the
+// caller's transaction (`&mut tx`): apply decides what commits together
+// (a step with its audit records), and in which order.
+
+/// At the start of a run: the items that failed in an earlier run are open
+/// again (`planned`, unclaimed), cases first, then objects.
+pub async fn reopen_failed(state: &StateStore, plan_id: &str) -> Result<(), StateError> {
+    for table in ["plan_cases", "plan_objects"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = 'planned', claimed_by = NULL WHERE plan_id = $1 AND status = 'failed'"
+        )))
+        .bind(plan_id)
+        .execute(state.pool())
+        .await
+        .map_err(q("journaling"))?;
+    }
+    Ok(())
+}
+
+/// How many cases the plan has.
+pub async fn case_count(state: &StateStore, plan_id: &str) -> Result<u64, StateError> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_cases WHERE plan_id = $1")
+        .bind(plan_id)
+        .fetch_one(state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+    Ok(n.max(0) as u64)
+}
+
+/// How many objects the plan has.
+pub async fn object_count(state: &StateStore, plan_id: &str) -> Result<u64, StateError> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE plan_id = $1")
+        .bind(plan_id)
+        .fetch_one(state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+    Ok(n.max(0) as u64)
+}
+
+/// Cases and objects of the plan journaled `failed`, whichever worker
+/// wrote them.
+pub async fn failed_count(state: &StateStore, plan_id: &str) -> Result<u64, StateError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM plan_cases WHERE plan_id = $1 AND status = 'failed')
+              + (SELECT count(*) FROM plan_objects WHERE plan_id = $1 AND status = 'failed')",
+    )
+    .bind(plan_id)
+    .fetch_one(state.pool())
+    .await
+    .map_err(q("reading the journal"))?;
+    Ok(n.max(0) as u64)
+}
+
+/// The planned entities of `case_ids`: (case id, entity type, stored key).
+pub async fn case_entities(
+    state: &StateStore,
+    plan_id: &str,
+    case_ids: &[u64],
+) -> Result<Vec<(u64, String, String)>, StateError> {
+    let id_list = case_ids
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let rows: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT {} FROM plan_entities WHERE plan_id = $1 AND case_id IN ({id_list})",
+        state.json_rows("case_id, entity_type, entity_key")
+    )))
+    .bind(plan_id)
+    .fetch_one(state.pool())
+    .await
+    .map_err(q("reading the plan"))?;
+    Ok(
+        super::parse_json_rows::<(i64, String, String)>(&rows, "reading the plan")?
+            .into_iter()
+            .map(|(c, t, k)| (c as u64, t, k))
+            .collect(),
+    )
+}
+
+/// One entity's status, where its case's entities do not all share one.
+pub async fn set_entity_status(
+    tx: &mut Conn,
+    plan_id: &str,
+    entity_type: &str,
+    key: &str,
+    status: EntityStatus,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE plan_entities SET status = $1 WHERE plan_id = $2 AND entity_type = $3 AND entity_key = $4",
+    )
+    .bind(status.as_str())
+    .bind(plan_id)
+    .bind(entity_type)
+    .bind(key)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("journaling"))?;
+    Ok(())
+}
+
+/// Every entity of `case_ids` deleted by this plan.
+pub async fn case_entities_deleted(
+    tx: &mut Conn,
+    plan_id: &str,
+    case_ids: &[i64],
+) -> Result<(), StateError> {
+    exec_in(
+        tx,
+        "UPDATE plan_entities SET status = 'deleted' WHERE plan_id = $1 AND case_id IN ({in})",
+        &[plan_id],
+        case_ids,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Cases re-checked and deleted.
+pub async fn cases_done(tx: &mut Conn, plan_id: &str, case_ids: &[i64]) -> Result<(), StateError> {
+    exec_in(
+        tx,
+        "UPDATE plan_cases SET status = 'done', reason = NULL WHERE plan_id = $1 AND case_id IN ({in})",
+        &[plan_id],
+        case_ids,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Cases kept at the re-check for `reason`, and their entities with them.
+pub async fn cases_skipped(
+    tx: &mut Conn,
+    plan_id: &str,
+    reason: &str,
+    case_ids: &[i64],
+) -> Result<(), StateError> {
+    exec_in(
+        tx,
+        "UPDATE plan_cases SET status = 'skipped', reason = $1 WHERE plan_id = $2 AND case_id IN ({in})",
+        &[reason, plan_id],
+        case_ids,
+    )
+    .await?;
+    exec_in(
+        tx,
+        "UPDATE plan_entities SET status = 'skipped' WHERE plan_id = $1 AND case_id IN ({in})",
+        &[plan_id],
+        case_ids,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A case the CRM failed on, with the error's text (no keys).
+pub async fn case_failed(
+    state: &StateStore,
+    plan_id: &str,
+    case_id: u64,
+    reason: &str,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE plan_cases SET status = 'failed', reason = $1 WHERE plan_id = $2 AND case_id = $3",
+    )
+    .bind(reason)
+    .bind(plan_id)
+    .bind(case_id as i64)
+    .execute(state.pool())
+    .await
+    .map_err(q("journaling"))?;
+    Ok(())
+}
+
+/// A planned object as apply reads it back for its batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedObject {
+    pub item: i64,
+    pub key: String,
+    pub size: i64,
+    pub fate: ObjectFate,
+    pub policy: String,
+    /// The digest of the links the plan judged.
+    pub links: String,
+    /// Journaled `executing` by an earlier run: the store may have deleted
+    /// it already.
+    pub resumed: bool,
+}
+
+/// The planned objects `items` (claimed by the caller), in item order.
+pub async fn planned_objects(
+    state: &StateStore,
+    plan_id: &str,
+    items: &[i64],
+) -> Result<Vec<PlannedObject>, StateError> {
+    let sql = format!(
+        "SELECT item, key, size, fate, policy, links, status FROM plan_objects
+         WHERE plan_id = $1 AND item IN ({}) ORDER BY item",
+        super::params(items.len(), "?", 2)
+    );
+    let mut query = sqlx::query(super::sql(state.is_sqlite(), sql)).bind(plan_id);
+    for i in items {
+        query = query.bind(*i);
+    }
+    let rows = query
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+    rows.iter()
+        .map(|r| {
+            let fate: String = r.get(3);
+            let status: String = r.get(6);
+            Ok(PlannedObject {
+                item: r.get(0),
+                key: r.get(1),
+                size: r.get(2),
+                fate: stored(ObjectFate::parse(&fate), "object fate", &fate)?,
+                policy: r.get(4),
+                links: r.get(5),
+                resumed: stored(ObjectStatus::parse(&status), "object status", &status)?
+                    == ObjectStatus::Executing,
+            })
+        })
+        .collect()
+}
+
+/// The journal status in this plan of each of `targets` (entity type,
+/// stored key) that the plan has.
+pub async fn entity_statuses(
+    state: &StateStore,
+    plan_id: &str,
+    targets: &[(String, String)],
+) -> Result<HashMap<(String, String), EntityStatus>, StateError> {
+    let mut out = HashMap::new();
+    for chunk in targets.chunks(400) {
+        let sql = format!(
+            "SELECT entity_type, entity_key, status FROM plan_entities
+             WHERE plan_id = $1 AND (entity_type, entity_key) IN (VALUES {})",
+            super::params(chunk.len(), "(?, ?)", 2)
+        );
+        let mut query = sqlx::query(super::sql(state.is_sqlite(), sql)).bind(plan_id.to_string());
+        for (t, k) in chunk {
+            query = query.bind(t.clone()).bind(k.clone());
+        }
+        for r in query
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the journal"))?
+        {
+            let status: String = r.get(2);
+            out.insert(
+                (r.get(0), r.get(1)),
+                stored(EntityStatus::parse(&status), "entity status", &status)?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Objects kept for `reason` (at the re-check, or found rewritten).
+pub async fn objects_skipped(
+    tx: &mut Conn,
+    plan_id: &str,
+    reason: &str,
+    items: &[i64],
+) -> Result<(), StateError> {
+    exec_in(
+        tx,
+        "UPDATE plan_objects SET status = 'skipped', reason = $1 WHERE plan_id = $2 AND item IN ({in})",
+        &[reason, plan_id],
+        items,
+    )
+    .await?;
+    Ok(())
+}
+
+/// An object that could not be judged or deleted, with why (no keys).
+pub async fn object_failed(
+    tx: &mut Conn,
+    plan_id: &str,
+    item: i64,
+    reason: &str,
+) -> Result<(), StateError> {
+    sqlx::query(
+        "UPDATE plan_objects SET status = 'failed', reason = $1 WHERE plan_id = $2 AND item = $3",
+    )
+    .bind(reason)
+    .bind(plan_id)
+    .bind(item)
+    .execute(&mut *tx)
+    .await
+    .map_err(q("journaling"))?;
+    Ok(())
+}
+
+/// The intent: these objects are about to be deleted (one more attempt).
+pub async fn objects_executing(
+    tx: &mut Conn,
+    plan_id: &str,
+    items: &[i64],
+) -> Result<(), StateError> {
+    exec_in(
+        tx,
+        "UPDATE plan_objects SET status = 'executing', attempts = attempts + 1 WHERE plan_id = $1 AND item IN ({in})",
+        &[plan_id],
+        items,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Objects settled as `status` (deleted or gone), their reason cleared.
+pub async fn objects_settled(
+    tx: &mut Conn,
+    plan_id: &str,
+    status: ObjectStatus,
+    items: &[i64],
+) -> Result<(), StateError> {
+    exec_in(
+        tx,
+        "UPDATE plan_objects SET status = $1, reason = NULL WHERE plan_id = $2 AND item IN ({in})",
+        &[status.as_str(), plan_id],
+        items,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Objects gone from the store leave the index (their links with them),
+/// in the journal step that records them gone.
+pub async fn unindex_objects(tx: &mut Conn, keys: &[String]) -> Result<(), StateError> {
+    exec_in(tx, "DELETE FROM objects WHERE key IN ({in})", &[], keys).await?;
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod redacted;
 pub mod registered;
 pub mod runs;
 pub mod schema;
+pub mod status;
 pub mod workers;
 
 use std::path::{Path, PathBuf};

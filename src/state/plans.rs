@@ -7,6 +7,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::status::{CaseStatus, EntityStatus, ObjectFate, ObjectStatus};
 use super::{StateError, StateStore, q};
 
 /// Where a plan is in its life: stored as these words.
@@ -54,6 +55,41 @@ impl std::fmt::Display for PlanStatus {
 fn plan_status(s: &str) -> Result<PlanStatus, StateError> {
     PlanStatus::parse(s)
         .ok_or_else(|| StateError::Corrupt(format!("plan status `{s}` is not one lethe writes")))
+}
+
+/// Marks the plan `applying` (an apply started or resumed it). `false`
+/// when the plan is no longer there: a `plan prune` that won the race
+/// removed it before it was marked, and nothing of it may be applied
+/// without its journal.
+pub async fn mark_applying(state: &StateStore, id: &str) -> Result<bool, StateError> {
+    sqlx::query("UPDATE plans SET status = 'applying' WHERE id = $1 AND status <> 'applying'")
+        .bind(id)
+        .execute(state.pool())
+        .await
+        .map_err(q("marking the plan"))?;
+    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM plans WHERE id = $1")
+        .bind(id)
+        .fetch_one(state.pool())
+        .await
+        .map_err(q("marking the plan"))?;
+    Ok(still > 0)
+}
+
+/// Marks an applied plan with its outcome and the audit head after it.
+pub async fn mark_applied(
+    state: &StateStore,
+    id: &str,
+    status: PlanStatus,
+    audit_head: Option<&str>,
+) -> Result<(), StateError> {
+    sqlx::query("UPDATE plans SET status = $1, audit_head = $2 WHERE id = $3")
+        .bind(status.as_str())
+        .bind(audit_head)
+        .bind(id)
+        .execute(state.pool())
+        .await
+        .map_err(q("marking the plan"))?;
+    Ok(())
 }
 
 /// A plan's row as stored: its summary and brake are the plan module's
@@ -405,7 +441,7 @@ impl ItemFilter {
 
     fn objects_wanted(&self) -> bool {
         self.entity_type.as_deref().is_none_or(|t| t == "object")
-            && self.fate.as_deref().is_none_or(|f| FATES.contains(&f))
+            && self.fate.as_deref().is_none_or(is_fate)
     }
 }
 
@@ -492,7 +528,7 @@ pub async fn for_each_review_up_to(
 ) -> Result<(), StateError> {
     let mut read = 0u64;
     // The review rows have no policy; a policy filter lists none.
-    if filter.policy.is_some() || filter.fate.as_deref().is_some_and(|f| FATES.contains(&f)) {
+    if filter.policy.is_some() || filter.fate.as_deref().is_some_and(is_fate) {
         return Ok(());
     }
     let page = page.max(1);
@@ -538,17 +574,22 @@ pub async fn for_each_review_up_to(
     }
 }
 
-const CASE_STATUSES: &[&str] = &["planned", "executing", "done", "skipped", "failed"];
-const ENTITY_STATUSES: &[&str] = &["planned", "deleted", "gone", "skipped"];
-const OBJECT_STATUSES: &[&str] = &[
-    "planned",
-    "executing",
-    "deleted",
-    "gone",
-    "skipped",
-    "failed",
-];
-const FATES: &[&str] = &["delete", "orphan"];
+fn is_fate(s: &str) -> bool {
+    ObjectFate::parse(s).is_some()
+}
+
+/// The stored word of `s` as one of `T`'s (the journal's enums), or what
+/// lethe never writes.
+fn word<T: Copy>(
+    parse: fn(&str) -> Option<T>,
+    as_str: fn(T) -> &'static str,
+    s: &str,
+    what: &str,
+) -> Result<&'static str, StateError> {
+    parse(s)
+        .map(as_str)
+        .ok_or_else(|| StateError::Corrupt(format!("{what} `{s}` is not one lethe writes")))
+}
 
 fn known(set: &[&'static str], s: &str, what: &str) -> Result<&'static str, StateError> {
     set.iter()
@@ -604,7 +645,12 @@ pub async fn for_each_case(
                 root_type: r.get(2),
                 root_key: r.get(3),
                 case_clock: r.get(6),
-                status: known(CASE_STATUSES, &r.get::<String, _>(4), "case status")?,
+                status: word(
+                    CaseStatus::parse,
+                    CaseStatus::as_str,
+                    &r.get::<String, _>(4),
+                    "case status",
+                )?,
                 reason: r.get(5),
                 entities: Vec::new(),
             });
@@ -631,7 +677,12 @@ pub async fn for_each_case(
                 c.entities.push(EntityRow {
                     entity_type: e.get(1),
                     entity_key: e.get(2),
-                    status: known(ENTITY_STATUSES, &e.get::<String, _>(3), "entity status")?,
+                    status: word(
+                        EntityStatus::parse,
+                        EntityStatus::as_str,
+                        &e.get::<String, _>(3),
+                        "entity status",
+                    )?,
                 });
             }
         }
@@ -682,9 +733,19 @@ pub async fn for_each_object(
                 item: r.get(0),
                 key: r.get(1),
                 size: r.get::<i64, _>(2).max(0) as u64,
-                fate: known(FATES, &r.get::<String, _>(3), "object fate")?,
+                fate: word(
+                    ObjectFate::parse,
+                    ObjectFate::as_str,
+                    &r.get::<String, _>(3),
+                    "object fate",
+                )?,
                 policy: r.get(4),
-                status: known(OBJECT_STATUSES, &r.get::<String, _>(5), "object status")?,
+                status: word(
+                    ObjectStatus::parse,
+                    ObjectStatus::as_str,
+                    &r.get::<String, _>(5),
+                    "object status",
+                )?,
                 reason: r.get(6),
                 entities: refs(r.get(7)),
             });

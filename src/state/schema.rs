@@ -5,7 +5,7 @@
 
 use super::{Dialect, LOCK_MIGRATE, StateError, StateStore, q};
 
-const STEPS: &[&str] = &[
+pub(super) const STEPS: &[&str] = &[
     // 1: the first schema
     r#"
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);

@@ -11,7 +11,21 @@
 
 use std::time::Duration;
 
+use super::status::CaseStatus;
 use super::{Dialect, StateError, StateStore, q};
+use crate::model::EntityKey;
+
+/// A case claimed for apply, as the plan stored it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedCase {
+    pub case_id: u64,
+    pub policy: String,
+    pub root_type: String,
+    pub root_key: EntityKey,
+    /// Journaled `executing` by an earlier run (whose worker died): the
+    /// CRM may have deleted its rows already.
+    pub resumed: bool,
+}
 
 /// Which plan table a claim is on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +249,38 @@ impl Worker {
         .await?;
         tx.commit().await.map_err(q("claiming work"))?;
         Ok(rows)
+    }
+
+    /// Claims the next `limit` open cases with intent (they go `executing`,
+    /// see `claim_rows`), lowest first.
+    pub async fn claim_cases(&self, limit: usize) -> Result<Vec<ClaimedCase>, StateError> {
+        let rows = self
+            .claim_rows::<(i64, String, String, String, String, String)>(
+                Items::Cases,
+                limit,
+                "policy, root_type, root_key, root_kind, status",
+                true,
+            )
+            .await?;
+        rows.into_iter()
+            .map(
+                |(case_id, policy, root_type, root_key, root_kind, status)| {
+                    let status = CaseStatus::parse(&status).ok_or_else(|| {
+                        StateError::Corrupt(format!(
+                            "case status `{status}` is not one lethe writes"
+                        ))
+                    })?;
+                    Ok(ClaimedCase {
+                        case_id: case_id as u64,
+                        policy,
+                        root_type,
+                        root_key: EntityKey::from_stored(root_kind.as_str(), root_key.as_str())
+                            .unwrap_or(EntityKey::Text(root_key)),
+                        resumed: status == CaseStatus::Executing,
+                    })
+                },
+            )
+            .collect()
     }
 
     /// Of `ids`, the ones this worker still holds; inside `tx` they stay

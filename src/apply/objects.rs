@@ -1,0 +1,299 @@
+//! The object phase of apply, after every case: per claimed batch, each
+//! object is re-checked against the holds and its current links
+//! (`plan::fate::recheck_object`), the ones going ahead are journaled
+//! `executing` (the intent), deleted each only if it is still what the
+//! index read, and journaled with their audit records in one state
+//! transaction, which also drops them from the index.
+
+use std::collections::{HashMap, HashSet};
+
+use super::delete::delete_objects;
+use super::judge::{Settled, linked_now, settle};
+use super::{ApplyError, ApplyOptions, ApplyReport, Ctx, POLL, Progress};
+use crate::audit::{self, NewRecord};
+use crate::crm::Crm;
+use crate::index;
+use crate::model::EntityKey;
+use crate::plan::fate::Recheck;
+use crate::state::journal::{self, PlannedObject};
+use crate::state::status::{ObjectFate, ObjectStatus};
+use crate::state::workers::Items;
+use crate::state::{ObjectHolds, q};
+use crate::store::{DeleteOutcome, Expected, StoreError, TechnicalStore};
+
+/// A batch judged by the re-check, before anything is journaled.
+struct Judged<'o> {
+    go: Vec<&'o PlannedObject>,
+    /// reason → items
+    skips: HashMap<String, Vec<i64>>,
+    retries: Vec<(&'o PlannedObject, String)>,
+    /// What the index read of each object (the deletes' expectation).
+    indexed: HashMap<String, Expected>,
+}
+
+impl Ctx<'_> {
+    /// The object phase: batches claimed and done until none is open (or a
+    /// stop is asked for).
+    pub(super) async fn run_objects(
+        &self,
+        crm: &dyn Crm,
+        store: &dyn TechnicalStore,
+        options: &ApplyOptions,
+        progress: Progress<'_>,
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let total_objects = journal::object_count(self.state, self.plan_id).await?;
+        let mut done_objects = 0u64;
+        while !report.interrupted {
+            if options.stopping() {
+                report.interrupted = true;
+                break;
+            }
+            let ids = self
+                .worker
+                .claim(Items::Objects, self.config.apply.batch_objects)
+                .await?;
+            if ids.is_empty() {
+                if self.worker.open_elsewhere(Items::Objects).await? > 0 {
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+                break;
+            }
+            let objects = journal::planned_objects(self.state, self.plan_id, &ids).await?;
+            self.object_batch(crm, store, &objects, report).await?;
+            done_objects += objects.len() as u64;
+            progress("objects", done_objects, total_objects);
+        }
+        Ok(())
+    }
+
+    async fn object_batch(
+        &self,
+        crm: &dyn Crm,
+        store: &dyn TechnicalStore,
+        objects: &[PlannedObject],
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let mut judged = self.recheck_objects(crm, objects).await?;
+        let indexed = std::mem::take(&mut judged.indexed);
+        let go = self.journal_intent(objects, judged, report).await?;
+
+        // The deletes themselves, several at a time; each only if the object
+        // is still the one the index read (objects that left the index
+        // carry no expectation: the delete finds them gone).
+        let expected: HashMap<String, Expected> = go
+            .iter()
+            .filter_map(|o| indexed.get(&o.key).map(|e| (o.key.clone(), e.clone())))
+            .collect();
+        fail::fail_point!("apply::object-intent", |_| { std::process::abort() });
+        let results = delete_objects(store, &go, &expected, &self.config.apply).await;
+        fail::fail_point!("apply::object-deleted", |_| { std::process::abort() });
+        let going: Vec<i64> = go.iter().map(|o| o.item).collect();
+        self.journal_deletes(results, &going, report).await
+    }
+
+    /// Gathers what each object's re-check needs (holds, its links in the
+    /// index now, the journal of the entities they point at, and whether
+    /// the CRM has those outside the plan) and judges each.
+    async fn recheck_objects<'o>(
+        &self,
+        crm: &dyn Crm,
+        objects: &'o [PlannedObject],
+    ) -> Result<Judged<'o>, ApplyError> {
+        let holds = ObjectHolds::from_holds(&self.state.holds().await?);
+        let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+        // The links are the index's: an object rewritten since the index
+        // read it may link to something else now. Each delete carries what
+        // the index saw, and the store deletes only that object.
+        let (links, indexed) = index::links_and_metas_of_keys(self.state, &keys).await?;
+        // Every entity these objects link to: its journal status in this plan.
+        let mut targets: Vec<(String, String)> = links.values().flatten().cloned().collect();
+        targets.sort();
+        targets.dedup();
+        let statuses = journal::entity_statuses(self.state, self.plan_id, &targets).await?;
+        // Linked entities outside the plan were absent at plan time: still?
+        let mut outside: HashMap<String, Vec<EntityKey>> = HashMap::new();
+        for (ty, key) in targets.iter().filter(|t| !statuses.contains_key(*t)) {
+            let entry = outside.entry(ty.clone()).or_default();
+            entry.push(EntityKey::Text(key.clone()));
+            if let Ok(i) = key.parse::<i64>()
+                && i.to_string() == *key
+            {
+                entry.push(EntityKey::Int(i));
+            }
+        }
+        let mut present: HashSet<(String, String)> = HashSet::new();
+        let mut recheck_error = None;
+        for (ty, ks) in &outside {
+            let Some(et) = self.config.entity(ty) else {
+                continue;
+            };
+            match crm.existing(et, ks).await {
+                Ok(found) => present.extend(found.into_iter().map(|k| (ty.clone(), k.canonical()))),
+                Err(e) => recheck_error = Some(e.to_string()),
+            }
+        }
+
+        let mut judged = Judged {
+            go: Vec::new(),
+            skips: HashMap::new(),
+            retries: Vec::new(),
+            indexed,
+        };
+        for o in objects {
+            // The facts, gathered above; the judgement is plan::fate's.
+            let now = links.get(&o.key).map(Vec::as_slice);
+            let verdict = crate::plan::fate::recheck_object(
+                holds.holds(&o.key),
+                now,
+                now.is_some_and(|l| index::links_digest(l) == o.links),
+                recheck_error.as_deref(),
+                |t| linked_now(statuses.get(t).copied(), present.contains(t)),
+            );
+            match verdict {
+                Recheck::Skip(r) => judged.skips.entry(r.to_string()).or_default().push(o.item),
+                Recheck::Retry(r) => judged.retries.push((o, r)),
+                Recheck::Go => judged.go.push(o),
+            }
+        }
+        Ok(judged)
+    }
+
+    /// Journals the re-check in one state transaction: skips and retries
+    /// with their reasons, and the intent (`executing`) of the objects
+    /// going ahead, which it returns. Only what this worker still holds: a
+    /// batch taken over meanwhile is its new holder's to judge and delete.
+    async fn journal_intent<'o>(
+        &self,
+        objects: &[PlannedObject],
+        judged: Judged<'o>,
+        report: &mut ApplyReport,
+    ) -> Result<Vec<&'o PlannedObject>, ApplyError> {
+        let Judged {
+            mut go,
+            mut skips,
+            mut retries,
+            ..
+        } = judged;
+        let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
+        let all: Vec<i64> = objects.iter().map(|o| o.item).collect();
+        let mine = self
+            .worker
+            .still_mine(&mut tx, Items::Objects, &all)
+            .await?;
+        for items in skips.values_mut() {
+            items.retain(|i| mine.contains(i));
+        }
+        retries.retain(|(o, _)| mine.contains(&o.item));
+        go.retain(|o| mine.contains(&o.item));
+        for (reason, items) in &skips {
+            journal::objects_skipped(&mut tx, self.plan_id, reason, items).await?;
+            report.objects_skipped += items.len() as u64;
+            *report.skipped_reasons.entry(reason.clone()).or_default() += items.len() as u64;
+        }
+        for (o, reason) in &retries {
+            journal::object_failed(&mut tx, self.plan_id, o.item, reason).await?;
+            report.objects_failed += 1;
+            report
+                .failures
+                .push((self.pseudo.show_object(&o.key), reason.clone()));
+        }
+        let going: Vec<i64> = go.iter().map(|o| o.item).collect();
+        journal::objects_executing(&mut tx, self.plan_id, &going).await?;
+        tx.commit().await.map_err(q("journaling"))?;
+        Ok(go)
+    }
+
+    /// Journals the deletes' answers and audits what went, in one state
+    /// transaction; what left the store leaves the index in it too. Only
+    /// what is still ours: an object taken over while its delete was in
+    /// flight is journaled (and audited) by its new holder.
+    async fn journal_deletes(
+        &self,
+        results: Vec<(&PlannedObject, Result<DeleteOutcome, StoreError>)>,
+        going: &[i64],
+        report: &mut ApplyReport,
+    ) -> Result<(), ApplyError> {
+        let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
+        let mine = self
+            .worker
+            .still_mine(&mut tx, Items::Objects, going)
+            .await?;
+        let mut records = Vec::new();
+        let (mut deleted, mut gone, mut off_index) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rewritten = Vec::new();
+        for (o, result) in results.into_iter().filter(|(o, _)| mine.contains(&o.item)) {
+            match settle(result, o.resumed) {
+                Settled::Deleted => {
+                    deleted.push(o.item);
+                    off_index.push(o.key.clone());
+                    report.objects_deleted += 1;
+                    report.bytes_freed += o.size as u64;
+                    records.push(self.object_record(o));
+                }
+                Settled::Gone => {
+                    gone.push(o.item);
+                    off_index.push(o.key.clone());
+                    report.objects_already_gone += 1;
+                }
+                Settled::Rewritten => rewritten.push(o.item),
+                Settled::Failed(reason) => {
+                    journal::object_failed(&mut tx, self.plan_id, o.item, &reason).await?;
+                    report.objects_failed += 1;
+                    report
+                        .failures
+                        .push((self.pseudo.show_object(&o.key), reason));
+                }
+            }
+        }
+        if !rewritten.is_empty() {
+            let reason = "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)";
+            journal::objects_skipped(&mut tx, self.plan_id, reason, &rewritten).await?;
+            report.objects_skipped += rewritten.len() as u64;
+            *report
+                .skipped_reasons
+                .entry(reason.to_string())
+                .or_default() += rewritten.len() as u64;
+        }
+        for (status, items) in [
+            (ObjectStatus::Deleted, &deleted),
+            (ObjectStatus::Gone, &gone),
+        ] {
+            journal::objects_settled(&mut tx, self.plan_id, status, items).await?;
+        }
+        // Gone from the store, so gone from the index.
+        journal::unindex_objects(&mut tx, &off_index).await?;
+        audit::append(&mut tx, records).await?;
+        tx.commit().await.map_err(q("journaling"))?;
+        Ok(())
+    }
+
+    /// The audit record of an object this plan deleted.
+    fn object_record(&self, o: &PlannedObject) -> NewRecord {
+        let basis = if o.fate == ObjectFate::Orphan {
+            format!(
+                "technical.orphans.retain = {}",
+                self.config.orphans_retain.text()
+            )
+        } else {
+            self.policies
+                .iter()
+                .find(|p| p.name == o.policy)
+                .map(|p| p.basis.clone())
+                .unwrap_or_default()
+        };
+        NewRecord {
+            plan_id: self.plan_id.to_string(),
+            policy: Some(o.policy.clone()),
+            basis: Some(basis),
+            action: "delete-object",
+            entity_type: None,
+            pseudonym: self.pseudo.object(&o.key),
+            bytes: Some(o.size),
+            author: None,
+            reason_chars: None,
+            detail: None,
+        }
+    }
+}
