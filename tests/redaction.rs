@@ -84,10 +84,9 @@ fn shared_fixture() -> Fixture {
     f.put("batches/b.json", JSON);
     f.put("batches/b.xml", XML);
     f.edit_config(
-        "subject = [\"email\", \"phone\", \"first_name\", \"last_name\"]",
-        "subject = [\"email\", \"phone\", \"first_name\", \"last_name\"]\nidentifiers = [\"email\", \"phone\"]",
+        "[technical.orphans]",
+        &format!("{RULES}\n[technical.orphans]"),
     );
-    f.edit_config("[technical.orphans]", &format!("{RULES}\n[technical.orphans]"));
     f
 }
 
@@ -102,6 +101,7 @@ fn n(v: &Value, key: &str) -> u64 {
 #[test]
 fn shared_files_lose_exactly_the_due_records_and_verify_finds_nothing_left() {
     let f = shared_fixture();
+    f.lethe(&["index"]).ok();
     let plan = f.plan();
     let o = &plan["objects"];
     assert_eq!(n(o, "redact"), 3, "{o:#}");
@@ -114,7 +114,10 @@ fn shared_files_lose_exactly_the_due_records_and_verify_finds_nothing_left() {
     assert_eq!(read(&f, "batches/b.json"), JSON_AFTER);
     assert_eq!(read(&f, "batches/b.xml"), XML_AFTER);
     let v = &json["verify"];
-    assert!(n(v, "identifiers") >= 6, "three due leads, e-mail and phone: {v:#}");
+    assert!(
+        n(v, "identifiers") >= 6,
+        "three due leads, e-mail and phone: {v:#}"
+    );
     assert_eq!(v["residual"].as_array().map(Vec::len), Some(0), "{v:#}");
     assert!(n(v, "objects_scanned") >= 6, "{v:#}");
 
@@ -126,21 +129,25 @@ fn shared_files_lose_exactly_the_due_records_and_verify_finds_nothing_left() {
         }
     }
     // One redact-object record per object, with counts and pseudonyms only.
-    let audit = f.state_sql(
-        "SELECT detail FROM audit WHERE action = 'redact-object' ORDER BY seq",
-    );
+    let audit = f.state_sql("SELECT detail FROM audit WHERE action = 'redact-object' ORDER BY seq");
     assert_eq!(audit.lines().count(), 3, "{audit}");
     for line in audit.lines() {
         let d: Value = serde_json::from_str(line).expect("detail is JSON");
         assert!(n(&d, "records_removed") >= 1, "{d:#}");
         assert!(n(&d, "bytes_after") < n(&d, "bytes_before"), "{d:#}");
-        assert!(!line.contains("example.com") && !line.contains("lead:"), "{line}");
+        assert!(
+            !line.contains("example.com") && !line.contains("lead:"),
+            "{line}"
+        );
     }
 
     // `lethe verify` on its own says the same, and a second sweep has
     // nothing to redact: the index holds the new files' links.
     f.lethe(&["verify"]).ok().contains("none left");
-    let again = f.lethe(&["sweep", "--as-of", AS_OF, "--format", "json"]).ok().json();
+    let again = f
+        .lethe(&["sweep", "--as-of", AS_OF, "--format", "json"])
+        .ok()
+        .json();
     assert_eq!(n(&again["plan"]["objects"], "redact"), 0, "{again:#}");
     assert_eq!(read(&f, "exports/leads-2020.csv"), CSV_AFTER);
     f.lethe(&["audit", "verify"]).ok();
@@ -154,11 +161,22 @@ fn what_cannot_be_redacted_is_residual_and_fails_the_run_unless_held() {
     f.put("misc/notes.txt", "call Jane back: JANE.DOE@EXAMPLE.COM\n");
     let out = f.lethe(&["sweep", "--as-of", AS_OF, "--format", "json"]);
     let json = out.expect(3).json();
-    assert_eq!(read(&f, "exports/leads-2020.csv"), CSV, "redact = false keeps it whole");
-    let residual = json["verify"]["residual"].as_array().expect("residual list").clone();
+    assert_eq!(
+        read(&f, "exports/leads-2020.csv"),
+        CSV,
+        "redact = false keeps it whole"
+    );
+    let residual = json["verify"]["residual"]
+        .as_array()
+        .expect("residual list")
+        .clone();
     let mut why: Vec<&str> = residual.iter().filter_map(|r| r["why"].as_str()).collect();
     why.sort();
-    assert_eq!(why, ["shared", "shared", "shared", "unlinked"], "{residual:#?}");
+    assert_eq!(
+        why,
+        ["shared", "shared", "shared", "unlinked"],
+        "{residual:#?}"
+    );
     for r in &residual {
         let object = r["object"].as_str().unwrap_or_default();
         assert!(object.starts_with("object:~"), "pseudonyms only: {object}");
@@ -171,9 +189,20 @@ fn what_cannot_be_redacted_is_residual_and_fails_the_run_unless_held() {
         .contains("RESIDUAL 1 object: unlinked");
 
     // Held objects are reported, not failed.
-    for key in ["exports/leads-2020.csv", "batches/b.json", "batches/b.xml", "misc/notes.txt"] {
-        f.lethe(&["hold", "add", &format!("object:{key}"), "--reason", "litigation"])
-            .ok();
+    for key in [
+        "exports/leads-2020.csv",
+        "batches/b.json",
+        "batches/b.xml",
+        "misc/notes.txt",
+    ] {
+        f.lethe(&[
+            "hold",
+            "add",
+            &format!("object:{key}"),
+            "--reason",
+            "litigation",
+        ])
+        .ok();
     }
     let held = f.lethe(&["verify", "--format", "json"]);
     let held = held.ok().json();

@@ -316,6 +316,37 @@ impl Ctx<'_> {
                 }
             }
         }
+        // The identifiers of the rows this batch deleted, as keyed hashes,
+        // in the transaction that journals their deletion.
+        let ours: HashSet<(u16, &EntityKey)> = outcome
+            .deleted
+            .iter()
+            .filter(|(c, _)| mine.contains(&(*c as i64)))
+            .flat_map(|(_, rows)| rows.iter().map(|(t, k)| (*t, k)))
+            .collect();
+        let values: Vec<_> = outcome
+            .identifiers
+            .iter()
+            .filter(|v| ours.contains(&(v.ty, &v.key)))
+            .cloned()
+            .collect();
+        if !values.is_empty() {
+            let (rows, unsearchable) = super::erasure::fingerprints(
+                &self.config.entities,
+                self.pseudo,
+                &self.fingerprint,
+                &values,
+            );
+            report.identifiers_recorded += rows.len() as u64;
+            report.identifiers_unsearchable += unsearchable;
+            crate::state::erased::record(
+                &mut tx,
+                self.plan_id,
+                &jiff::Timestamp::now().to_string(),
+                &rows,
+            )
+            .await?;
+        }
         journal::case_entities_deleted(&mut tx, self.plan_id, &all_deleted).await?;
         journal::cases_done(&mut tx, self.plan_id, &done).await?;
         for (reason, ids) in &skipped {

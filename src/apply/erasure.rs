@@ -82,7 +82,10 @@ mod tests {
         );
         assert_eq!(unsearchable, 1);
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].hash, fp.hex(IdentifierKind::Email, "jane.doe@example.com"));
+        assert_eq!(
+            rows[0].hash,
+            fp.hex(IdentifierKind::Email, "jane.doe@example.com")
+        );
         assert_eq!(rows[1].hash, fp.hex(IdentifierKind::Phone, "49301234567"));
         assert_eq!(rows[0].entity, pseudo.entity("lead", "7"));
         for r in &rows {

@@ -101,6 +101,21 @@ pub struct ApplyReport {
     pub objects_skipped: u64,
     pub objects_failed: u64,
     pub bytes_freed: u64,
+    /// Shared objects rewritten without the deleted entities' records,
+    /// the records removed, and the bytes that went with them.
+    #[serde(default)]
+    pub objects_redacted: u64,
+    #[serde(default)]
+    pub records_removed: u64,
+    #[serde(default)]
+    pub bytes_redacted: u64,
+    /// Identifiers of deleted rows kept as keyed hashes for verify, and
+    /// values of `identifiers` columns that were neither an e-mail address
+    /// nor a phone number (not searchable).
+    #[serde(default)]
+    pub identifiers_recorded: u64,
+    #[serde(default)]
+    pub identifiers_unsearchable: u64,
     /// reason → count
     pub skipped_reasons: HashMap<String, u64>,
     /// (pseudonymous item, reason)
@@ -225,6 +240,7 @@ async fn work(
         conditions: &conditions,
         plan_id: &stored.id,
         as_of: stored.as_of,
+        fingerprint: crate::verify::residual::Fingerprint::new(&config.audit_key),
     };
 
     ctx.run_cases(crm, options, progress, &mut report).await?;
@@ -310,6 +326,8 @@ struct Ctx<'a> {
     conditions: &'a [crate::config::KeepRule],
     plan_id: &'a str,
     as_of: i64,
+    /// Keyed hashes of the identifiers of deleted rows.
+    fingerprint: crate::verify::residual::Fingerprint,
 }
 
 impl Ctx<'_> {

@@ -78,6 +78,15 @@ impl Ctx<'_> {
         let mut judged = self.recheck_objects(crm, objects).await?;
         let indexed = std::mem::take(&mut judged.indexed);
         let go = self.journal_intent(objects, judged, report).await?;
+        let (redactions, go): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
+            go.into_iter().partition(|o| o.fate == ObjectFate::Redact);
+        if !redactions.is_empty() {
+            self.redact_objects(store, &redactions, &indexed, report)
+                .await?;
+        }
+        if go.is_empty() {
+            return Ok(());
+        }
 
         // The deletes themselves, several at a time; each only if the object
         // is still the one the index read (objects that left the index
@@ -141,13 +150,31 @@ impl Ctx<'_> {
             retries: Vec::new(),
             indexed,
         };
+        // A redaction is judged by the entities of the records that go (the
+        // others are kept entities, and stay).
+        let going = self.redaction_links(objects).await?;
         for o in objects {
             // The facts, gathered above; the judgement is plan::fate's.
-            let now = links.get(&o.key).map(Vec::as_slice);
+            let full = links.get(&o.key).map(Vec::as_slice);
+            let now = if o.fate == ObjectFate::Redact {
+                match going.get(&o.key) {
+                    Some(l) if !l.is_empty() => Some(l.as_slice()),
+                    _ => {
+                        judged
+                            .skips
+                            .entry("changed since plan: its records are no longer in the index (run `lethe index`, then plan again)".to_string())
+                            .or_default()
+                            .push(o.item);
+                        continue;
+                    }
+                }
+            } else {
+                full
+            };
             let verdict = crate::plan::fate::recheck_object(
                 holds.holds(&o.key),
                 now,
-                now.is_some_and(|l| index::links_digest(l) == o.links),
+                full.is_some_and(|l| index::links_digest(l) == o.links),
                 recheck_error.as_deref(),
                 |t| linked_now(statuses.get(t).copied(), present.contains(t)),
             );

@@ -108,7 +108,10 @@ fn links_of_file(
     let mut out = Vec::new();
     for rule in rules {
         let LinkRule::Content {
-            index, kind, entity, ..
+            index,
+            kind,
+            entity,
+            ..
         } = rule
         else {
             continue;
@@ -190,7 +193,8 @@ pub async fn redact_one(
 ) -> Result<Redacted, RedactionError> {
     let rules = content_rules(config, &planned.key);
     let rule_ids: Vec<usize> = rules.iter().map(|r| r.index()).collect();
-    let Some(LinkRule::Content { kind, .. }) = config.links.iter().find(|r| r.index() == planned.rule)
+    let Some(LinkRule::Content { kind, .. }) =
+        config.links.iter().find(|r| r.index() == planned.rule)
     else {
         return Ok(Redacted::Refused(format!(
             "link rule {} is no longer a content rule; re-plan",
@@ -199,7 +203,9 @@ pub async fn redact_one(
     };
     let signature = kind.record_signature();
     let goes = |l: &Link| {
-        l.record.as_ref().is_some_and(|r| planned.records.contains(r))
+        l.record
+            .as_ref()
+            .is_some_and(|r| planned.records.contains(r))
             && config
                 .links
                 .iter()
@@ -222,8 +228,7 @@ pub async fn redact_one(
     if !expected.matches(&now) {
         // Ours, from a run that stopped after the rewrite and before its
         // journal step? The intent holds the digest of what it wrote.
-        let Some(intended) =
-            crate::state::redacted::intended(state, plan_id, planned.item).await?
+        let Some(intended) = crate::state::redacted::intended(state, plan_id, planned.item).await?
         else {
             return Ok(Redacted::Changed);
         };
@@ -304,4 +309,184 @@ pub async fn redact_one(
         RewriteOutcome::Changed => Redacted::Changed,
         RewriteOutcome::AlreadyGone => Redacted::Gone,
     })
+}
+
+impl super::Ctx<'_> {
+    /// For each planned redaction among `objects`: the entities of the
+    /// records that go, as the index holds them now (the re-check judges
+    /// the redaction by them).
+    pub(super) async fn redaction_links(
+        &self,
+        objects: &[crate::state::journal::PlannedObject],
+    ) -> Result<std::collections::HashMap<String, Vec<(String, String)>>, super::ApplyError> {
+        let mut out = std::collections::HashMap::new();
+        for o in objects
+            .iter()
+            .filter(|o| o.fate == crate::state::status::ObjectFate::Redact)
+        {
+            let Some(planned) = o
+                .records
+                .as_deref()
+                .and_then(|r| PlannedRedaction::parse(o.item as u64, o.key.clone(), r))
+            else {
+                continue;
+            };
+            let links = crate::state::redacted::links_of(self.state, &o.key).await?;
+            out.insert(
+                o.key.clone(),
+                links
+                    .into_iter()
+                    .filter(|l| {
+                        l.record
+                            .as_ref()
+                            .is_some_and(|r| planned.records.contains(r))
+                    })
+                    .map(|l| (l.entity_type, l.entity_key))
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Redacts the objects the re-check let through (journaled `executing`),
+    /// one at a time, each journaled with its audit record and its new index
+    /// entry in one state transaction.
+    pub(super) async fn redact_objects(
+        &self,
+        store: &dyn TechnicalStore,
+        objects: &[&crate::state::journal::PlannedObject],
+        indexed: &std::collections::HashMap<String, Expected>,
+        report: &mut super::ApplyReport,
+    ) -> Result<(), super::ApplyError> {
+        use crate::state::journal;
+        use crate::state::status::ObjectStatus;
+        use crate::state::workers::Items;
+        for o in objects {
+            let planned = o
+                .records
+                .as_deref()
+                .and_then(|r| PlannedRedaction::parse(o.item as u64, o.key.clone(), r));
+            let expected = indexed.get(&o.key);
+            let result = match (planned, expected) {
+                (Some(planned), Some(expected)) => {
+                    let links = crate::state::redacted::links_of(self.state, &o.key).await?;
+                    redact_one(
+                        self.config,
+                        store,
+                        self.state,
+                        self.plan_id,
+                        &planned,
+                        &links,
+                        expected,
+                    )
+                    .await
+                }
+                (None, _) => Ok(Redacted::Refused(
+                    "the plan does not say which records go".into(),
+                )),
+                (_, None) => Ok(Redacted::Gone),
+            };
+            let mut tx = self
+                .state
+                .begin_write()
+                .await
+                .map_err(crate::state::q("journaling"))?;
+            if self
+                .worker
+                .still_mine(&mut tx, Items::Objects, &[o.item])
+                .await?
+                .is_empty()
+            {
+                // Taken over while it ran: its new holder journals it.
+                continue;
+            }
+            let mut records = Vec::new();
+            match result {
+                Ok(Redacted::Done {
+                    meta,
+                    links,
+                    content_rules,
+                    records_removed,
+                    bytes_before,
+                    bytes_after,
+                    entities,
+                }) => {
+                    journal::objects_settled(
+                        &mut tx,
+                        self.plan_id,
+                        ObjectStatus::Redacted,
+                        &[o.item],
+                    )
+                    .await?;
+                    crate::state::redacted::replace_entry(&mut tx, &meta, &content_rules, &links)
+                        .await?;
+                    let pseudonyms: Vec<String> = entities
+                        .iter()
+                        .map(|(t, k)| self.pseudo.entity(t, k))
+                        .collect();
+                    records.push(crate::audit::NewRecord {
+                        plan_id: self.plan_id.to_string(),
+                        policy: Some(o.policy.clone()),
+                        basis: self
+                            .policies
+                            .iter()
+                            .find(|p| p.name == o.policy)
+                            .map(|p| p.basis.clone()),
+                        action: crate::state::audit_log::REDACT_OBJECT,
+                        entity_type: None,
+                        pseudonym: self.pseudo.object(&o.key),
+                        bytes: Some(bytes_before.saturating_sub(bytes_after) as i64),
+                        author: None,
+                        reason_chars: None,
+                        detail: Some(
+                            serde_json::json!({
+                                "records_removed": records_removed,
+                                "bytes_before": bytes_before,
+                                "bytes_after": bytes_after,
+                                "entities": pseudonyms,
+                            })
+                            .to_string(),
+                        ),
+                    });
+                    report.objects_redacted += 1;
+                    report.records_removed += records_removed;
+                    report.bytes_redacted += bytes_before.saturating_sub(bytes_after);
+                }
+                Ok(Redacted::Changed) => {
+                    let reason = "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)";
+                    journal::objects_skipped(&mut tx, self.plan_id, reason, &[o.item]).await?;
+                    report.objects_skipped += 1;
+                    *report
+                        .skipped_reasons
+                        .entry(reason.to_string())
+                        .or_default() += 1;
+                }
+                Ok(Redacted::Gone) => {
+                    journal::objects_settled(&mut tx, self.plan_id, ObjectStatus::Gone, &[o.item])
+                        .await?;
+                    journal::unindex_objects(&mut tx, std::slice::from_ref(&o.key)).await?;
+                    report.objects_already_gone += 1;
+                }
+                Ok(Redacted::Refused(why)) => {
+                    let reason = format!("not redacted: {why}");
+                    journal::object_failed(&mut tx, self.plan_id, o.item, &reason).await?;
+                    report.objects_failed += 1;
+                    report
+                        .failures
+                        .push((self.pseudo.show_object(&o.key), reason));
+                }
+                Err(e) => {
+                    let reason = format!("redaction failed: {e}");
+                    journal::object_failed(&mut tx, self.plan_id, o.item, &reason).await?;
+                    report.objects_failed += 1;
+                    report
+                        .failures
+                        .push((self.pseudo.show_object(&o.key), reason));
+                }
+            }
+            crate::audit::append(&mut tx, records).await?;
+            tx.commit().await.map_err(crate::state::q("journaling"))?;
+        }
+        Ok(())
+    }
 }

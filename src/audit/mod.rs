@@ -331,7 +331,11 @@ mod tests {
         assert_ne!(record_hash(&held), PINNED);
         let mut redacted = deletion();
         redacted.detail = Some("{}".into());
-        assert_ne!(record_hash(&redacted), PINNED, "the detail is hashed when present");
+        assert_ne!(
+            record_hash(&redacted),
+            PINNED,
+            "the detail is hashed when present"
+        );
     }
 
     #[test]

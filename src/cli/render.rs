@@ -212,13 +212,22 @@ pub fn apply(r: &ApplyReport, v: Option<&VerifyReport>) -> String {
         );
     }
     out.push_str(&format!(
-        "  objects: {} deleted ({} freed), {} already gone, {} skipped, {} failed\n",
+        "  objects: {} deleted ({} freed), {} redacted ({} records of deleted entities removed, {}), {} already gone, {} skipped, {} failed\n",
         r.objects_deleted,
         bytes(r.bytes_freed),
+        r.objects_redacted,
+        r.records_removed,
+        bytes(r.bytes_redacted),
         r.objects_already_gone,
         r.objects_skipped,
         r.objects_failed
     ));
+    if r.identifiers_unsearchable > 0 {
+        out.push_str(&format!(
+            "  NOTE {} identifier values of deleted rows were neither an e-mail address nor a phone number of 7+ digits: not searched for\n",
+            r.identifiers_unsearchable
+        ));
+    }
     let mut reasons: Vec<_> = r.skipped_reasons.iter().collect();
     reasons.sort();
     for (reason, n) in reasons {
@@ -274,8 +283,16 @@ fn verify_lines(v: &VerifyReport) -> String {
         if v.shared_kept_whole > 0 {
             out.push_str(&format!(
                 "; {} kept whole although {} deleted entities",
-                count(v.shared_kept_whole, "shared object was", "shared objects were"),
-                if v.shared_kept_whole == 1 { "it links" } else { "they link" }
+                count(
+                    v.shared_kept_whole,
+                    "shared object was",
+                    "shared objects were"
+                ),
+                if v.shared_kept_whole == 1 {
+                    "it links"
+                } else {
+                    "they link"
+                }
             ));
         }
         out.push('\n');
@@ -293,7 +310,11 @@ fn verify_lines(v: &VerifyReport) -> String {
             format!(
                 "{} still {} a deleted entity{}",
                 count(v.residual.len() as u64, "object", "objects"),
-                if v.residual.len() == 1 { "names" } else { "name" },
+                if v.residual.len() == 1 {
+                    "names"
+                } else {
+                    "name"
+                },
                 if failing < v.residual.len() as u64 {
                     format!(" ({} held)", v.residual.len() as u64 - failing)
                 } else {
@@ -318,7 +339,8 @@ fn verify_lines(v: &VerifyReport) -> String {
             count(n, "object", "objects"),
             match w {
                 "held" => "on hold: reported, not failed",
-                "shared" => "shared and not redactable, or the value sits outside the records that went",
+                "shared" =>
+                    "shared and not redactable, or the value sits outside the records that went",
                 "unlinked" => "names a deleted entity without a link to it",
                 "unreadable" => "no rule could read it",
                 "changed" => "changed since indexed: skipped; re-plan",

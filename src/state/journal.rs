@@ -496,6 +496,8 @@ pub struct PlannedObject {
     /// Journaled `executing` by an earlier run: the store may have deleted
     /// it already.
     pub resumed: bool,
+    /// `redact`: what goes (`{"rule": N, "records": [...]}`).
+    pub records: Option<String>,
 }
 
 /// The planned objects `items` (claimed by the caller), in item order.
@@ -505,7 +507,7 @@ pub async fn planned_objects(
     items: &[i64],
 ) -> Result<Vec<PlannedObject>, StateError> {
     let sql = format!(
-        "SELECT item, key, size, fate, policy, links, status FROM plan_objects
+        "SELECT item, key, size, fate, policy, links, status, records FROM plan_objects
          WHERE plan_id = $1 AND item IN ({}) ORDER BY item",
         super::params(items.len(), "?", 2)
     );
@@ -530,6 +532,7 @@ pub async fn planned_objects(
                 links: r.get(5),
                 resumed: stored(ObjectStatus::parse(&status), "object status", &status)?
                     == ObjectStatus::Executing,
+                records: r.get(7),
             })
         })
         .collect()

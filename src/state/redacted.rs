@@ -35,14 +35,13 @@ pub async fn intended(
     plan_id: &str,
     item: u64,
 ) -> Result<Option<String>, StateError> {
-    let d: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT new_digest FROM plan_objects WHERE plan_id = $1 AND item = $2",
-    )
-    .bind(plan_id)
-    .bind(item as i64)
-    .fetch_optional(state.pool())
-    .await
-    .map_err(q("reading the journal"))?;
+    let d: Option<Option<String>> =
+        sqlx::query_scalar("SELECT new_digest FROM plan_objects WHERE plan_id = $1 AND item = $2")
+            .bind(plan_id)
+            .bind(item as i64)
+            .fetch_optional(state.pool())
+            .await
+            .map_err(q("reading the journal"))?;
     Ok(d.flatten())
 }
 

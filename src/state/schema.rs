@@ -182,6 +182,7 @@ CREATE TABLE plan_review (
     // planned redaction removes and what it wrote; the keyed hashes of the
     // identifiers of erased entities (never the values)
     r#"
+-- and redacted (a plan_objects.status since this step)
 ALTER TABLE links ADD COLUMN record TEXT;
 ALTER TABLE plan_objects ADD COLUMN records TEXT;
 ALTER TABLE plan_objects ADD COLUMN new_digest TEXT;

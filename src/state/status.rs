@@ -73,6 +73,8 @@ stored_words! {
         Executing = "executing",
         /// Deleted by this plan.
         Deleted = "deleted",
+        /// Rewritten by this plan without the deleted entities' records.
+        Redacted = "redacted",
         /// Found gone, deleted by someone else.
         Gone = "gone",
         /// Kept at the re-check; the reason says why.
@@ -129,7 +131,7 @@ mod tests {
                     .map(|s| s.as_str())
                     .collect::<Vec<_>>()
             ),
-            "planned | executing | deleted | gone | skipped | failed"
+            "planned | executing | deleted | redacted | gone | skipped | failed"
         );
         assert_eq!(
             words(
@@ -145,6 +147,7 @@ mod tests {
             "-- planned | executing | done | skipped | failed",
             "-- planned | deleted | gone | skipped",
             "-- planned | executing | deleted | gone | skipped | failed",
+            "-- and redacted",
         ] {
             assert!(schema.contains(line), "schema lacks `{line}`");
         }

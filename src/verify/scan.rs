@@ -192,9 +192,18 @@ mod tests {
         assert_eq!(why_left(false, Some(&f("held", None))), "held");
         assert_eq!(why_left(false, Some(&f("shared", None))), "shared");
         assert_eq!(why_left(false, Some(&f("unreadable", None))), "unreadable");
-        assert_eq!(why_left(false, Some(&f("redact", Some("skipped")))), "changed");
-        assert_eq!(why_left(false, Some(&f("delete", Some("failed")))), "failed");
-        assert_eq!(why_left(false, Some(&f("redact", Some("redacted")))), "shared");
+        assert_eq!(
+            why_left(false, Some(&f("redact", Some("skipped")))),
+            "changed"
+        );
+        assert_eq!(
+            why_left(false, Some(&f("delete", Some("failed")))),
+            "failed"
+        );
+        assert_eq!(
+            why_left(false, Some(&f("redact", Some("redacted")))),
+            "shared"
+        );
         assert_eq!(why_left(false, Some(&f("orphan-young", None))), "unlinked");
         assert_eq!(why_left(false, None), "unlinked");
     }
