@@ -104,6 +104,8 @@ fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
         "apply::case-deleted",
         "apply::object-intent",
         "apply::object-deleted",
+        "apply::redact-before-rewrite",
+        "apply::redact-rewritten",
     ] {
         let status = lethe(&crashed)
             .args(["apply", &plan_id])
@@ -164,6 +166,25 @@ fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
         list_files(&reference.join("technical")),
         "store differs from the uninterrupted apply"
     );
+    // Byte for byte: a redaction resumed after a kill is neither lost nor
+    // done twice.
+    for key in list_files(&reference.join("technical")) {
+        assert!(
+            std::fs::read(crashed.join("technical").join(&key)).ok()
+                == std::fs::read(reference.join("technical").join(&key)).ok(),
+            "{key} differs from the uninterrupted apply"
+        );
+    }
+    let redacted = sqlite(
+        &base.join("lethe-state.db"),
+        &format!(
+            "SELECT count(*) FROM plan_objects WHERE plan_id = '{plan_id}' AND fate = 'redact'"
+        ),
+    );
+    assert!(
+        redacted.trim().parse::<u64>().unwrap_or(0) > 10,
+        "the plan redacts the shared exports: {redacted}"
+    );
     assert!(
         run(&crashed, &["audit", "verify"]).success(),
         "audit chain or journal/audit agreement broken"
@@ -177,10 +198,27 @@ fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
         &cstate,
         &format!(
             "SELECT (SELECT count(*) FROM plan_entities WHERE plan_id = '{plan_id}' AND status = 'deleted')
-                  + (SELECT count(*) FROM plan_objects WHERE plan_id = '{plan_id}' AND status = 'deleted')"
+                  + (SELECT count(*) FROM plan_objects WHERE plan_id = '{plan_id}' AND status IN ('deleted', 'redacted'))"
         ),
     );
-    assert_eq!(audited, deleted, "one audit record per deleted item");
+    assert_eq!(
+        audited, deleted,
+        "one audit record per deleted or redacted item"
+    );
+    assert_eq!(
+        sqlite(
+            &cstate,
+            &format!(
+                "SELECT count(*) FROM audit WHERE plan_id = '{plan_id}' AND action = 'redact-object'"
+            ),
+        ),
+        redacted,
+        "one redact-object record per redacted object"
+    );
+    assert!(
+        run(&crashed, &["verify", &plan_id]).success(),
+        "verify after the crashed apply: something of a deleted lead is left"
+    );
     assert_eq!(
         sqlite(
             &cstate,

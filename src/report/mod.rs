@@ -39,6 +39,9 @@ pub struct Report {
     pub audit_records: u64,
     pub audit_head: Option<String>,
     pub audit_intact: bool,
+    /// The plan's last verify (`None`: never verified), with the objects
+    /// that still name a deleted entity.
+    pub verify: Option<crate::verify::VerifyReport>,
 }
 
 pub async fn build(
@@ -141,7 +144,36 @@ pub async fn build(
         audit_records,
         audit_head: verification.head.clone(),
         audit_intact: verification.problems.is_empty(),
+        verify: crate::state::plans::verified(state, id)
+            .await?
+            .and_then(|j| serde_json::from_str(&j).ok()),
     })
+}
+
+/// The residual verification, for the HTML report.
+fn residual_html(v: Option<&crate::verify::VerifyReport>) -> String {
+    let Some(v) = v else {
+        return "<p class=\"warn\">Not verified yet: run <code>lethe verify</code>.</p>".into();
+    };
+    let mut out = format!("<pre>{}</pre>", escape(&verify_text(v)));
+    if !v.residual.is_empty() {
+        out.push_str("<table><tr><th>object (pseudonym)</th><th>deleted entities it names</th><th>why it was left</th></tr>");
+        for r in &v.residual {
+            out.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td{}>{}</td></tr>",
+                escape(&r.object),
+                r.entities,
+                if r.why == "held" {
+                    ""
+                } else {
+                    " class=\"warn\""
+                },
+                escape(&r.why)
+            ));
+        }
+        out.push_str("</table>");
+    }
+    out
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -156,6 +188,114 @@ pub fn escape(s: &str) -> String {
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
         }
+    }
+    out
+}
+
+/// What verify proved, and what it did not: the lines apply, sweep,
+/// `lethe verify` and `lethe report` print.
+pub fn verify_text(v: &crate::verify::VerifyReport) -> String {
+    let mut out = String::new();
+    let failing = v.residual_failing();
+    out.push_str(&format!(
+        "  verify: {} and {} checked, {} entities and {} objects still present{}\n",
+        count(v.entities_checked, "entity", "entities"),
+        count(v.objects_checked, "object", "objects"),
+        v.entities_remaining,
+        v.objects_remaining,
+        if v.entities_remaining + v.objects_remaining > 0 {
+            " — NOT ALL GONE"
+        } else if v.identifiers == 0 || failing > 0 || v.scan_failed > 0 {
+            " — every deleted item is gone"
+        } else {
+            " — all gone"
+        }
+    ));
+    if v.identifiers == 0 {
+        out.push_str(
+            "  NOT PROVEN for the whole store: no identifiers of the deleted entities to search for (declare `identifiers` on the entity types)",
+        );
+        if v.shared_kept_whole > 0 {
+            out.push_str(&format!(
+                "; {} kept whole although {} deleted entities",
+                count(
+                    v.shared_kept_whole,
+                    "shared object was",
+                    "shared objects were"
+                ),
+                if v.shared_kept_whole == 1 {
+                    "it links"
+                } else {
+                    "they link"
+                }
+            ));
+        }
+        out.push('\n');
+        return out;
+    }
+    out.push_str(&format!(
+        "  residual: {} of {} ({}) searched for {}: {}\n",
+        count(v.objects_scanned, "object", "objects"),
+        "the store",
+        bytes(v.bytes_scanned),
+        count(v.identifiers, "identifier", "identifiers"),
+        if v.residual.is_empty() && v.scan_failed == 0 {
+            "none left — no identifier of a deleted entity is in the store".to_string()
+        } else {
+            format!(
+                "{} still {} a deleted entity{}",
+                count(v.residual.len() as u64, "object", "objects"),
+                if v.residual.len() == 1 {
+                    "names"
+                } else {
+                    "name"
+                },
+                if failing < v.residual.len() as u64 {
+                    format!(" ({} held)", v.residual.len() as u64 - failing)
+                } else {
+                    String::new()
+                }
+            )
+        }
+    ));
+    if v.scan_failed > 0 {
+        out.push_str(&format!(
+            "  NOT PROVEN: {} could not be read for the scan\n",
+            count(v.scan_failed, "object", "objects")
+        ));
+    }
+    let mut why: std::collections::BTreeMap<&str, u64> = Default::default();
+    for r in &v.residual {
+        *why.entry(r.why.as_str()).or_default() += 1;
+    }
+    for (w, n) in why {
+        out.push_str(&format!(
+            "  RESIDUAL {}: {w} ({})\n",
+            count(n, "object", "objects"),
+            match w {
+                "held" => "on hold: reported, not failed",
+                "shared" =>
+                    "shared and not redactable, or the value sits outside the records that went",
+                "unlinked" => "names a deleted entity without a link to it",
+                "unreadable" => "no rule could read it",
+                "changed" => "changed since indexed: skipped; re-plan",
+                _ => "its delete or redaction failed; apply again",
+            }
+        ));
+    }
+    for r in v.residual.iter().take(20) {
+        out.push_str(&format!(
+            "    {} names {} ({})\n",
+            r.object,
+            count(r.entities, "deleted entity", "deleted entities"),
+            r.why
+        ));
+    }
+    if v.residual.len() > 20 {
+        out.push_str(&format!(
+            "    … and {} more (--format json lists every one)\n",
+            v.residual.len() - 20
+        ));
     }
     out
 }
@@ -378,11 +518,13 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
 <h2>Cases becoming due in the next 12 months</h2>
 {chart}
 <h2>Proof</h2>
+{residual}
 <p>{records} audit records for this plan; the audit chain is <b>{intact}</b>. Chain head: <code>{head}</code></p>
 <p>Entities and objects are named in this report only by pseudonym (HMAC-SHA256 with the audit key): <code>lethe audit lookup lead:4711</code> answers for one entity.</p>
 {brake}
 </body></html>
 "##,
+        residual = residual_html(r.verify.as_ref()),
         id = escape(&p.id),
         as_of = escape(&p.as_of),
         status = escape(&r.status),
@@ -446,6 +588,10 @@ pub fn text(r: &Report) -> String {
         r.skipped.values().sum::<u64>(),
         r.failures.len()
     );
+    match &r.verify {
+        Some(v) => out.push_str(&verify_text(v)),
+        None => out.push_str("  verify: not run for this plan yet (`lethe verify`)\n"),
+    }
     out.push_str(&format!(
         "  audit: {} records for this plan, chain {}, head {}\n",
         r.audit_records,

@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::apply::ApplyReport;
 use crate::plan::PlanSummary;
+use crate::verify::VerifyReport;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -47,6 +48,18 @@ fn describe() {
         "CRM entities deleted, per type"
     );
     describe_counter!("lethe_objects_deleted_total", "Technical objects deleted");
+    describe_counter!(
+        "lethe_objects_redacted_total",
+        "Shared technical objects rewritten without the records of deleted entities"
+    );
+    describe_counter!(
+        "lethe_records_redacted_total",
+        "Records of deleted entities removed from shared objects"
+    );
+    describe_gauge!(
+        "lethe_residual_objects",
+        "Objects of the store that the last verify found still naming a deleted entity"
+    );
     describe_counter!(
         "lethe_bytes_freed_total",
         "Bytes of technical objects deleted"
@@ -100,6 +113,17 @@ pub fn apply(r: &ApplyReport) {
     counter!("lethe_bytes_freed_total").increment(r.bytes_freed);
     counter!("lethe_failures_total", "kind" => "case").increment(r.cases_failed);
     counter!("lethe_failures_total", "kind" => "object").increment(r.objects_failed);
+    counter!("lethe_objects_redacted_total").increment(r.objects_redacted);
+    counter!("lethe_records_redacted_total").increment(r.records_removed);
+}
+
+/// After a verify: the objects of the store that still name a deleted
+/// entity (not held), and the held ones.
+pub fn verify(v: &VerifyReport) {
+    let failing = v.residual_failing();
+    gauge!("lethe_residual_objects", "held" => "false").set(failing as f64);
+    gauge!("lethe_residual_objects", "held" => "true")
+        .set((v.residual.len() as u64 - failing) as f64);
 }
 
 /// After any run.

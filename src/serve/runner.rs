@@ -273,6 +273,9 @@ impl Runner {
         )
         .await?;
         metrics::apply(&report);
+        if let Some(v) = &verified {
+            metrics::verify(v);
+        }
         let status = if report.interrupted {
             "interrupted"
         } else if report.failed() || verified.as_ref().is_some_and(|v| !v.ok()) {

@@ -941,3 +941,29 @@ pub async fn object_fates(
     }
     Ok(out)
 }
+
+/// Keeps the last verify of a plan (its JSON: counts and pseudonyms only),
+/// for the report.
+pub async fn record_verified(
+    state: &StateStore,
+    plan_id: &str,
+    verified: &str,
+) -> Result<(), StateError> {
+    sqlx::query("UPDATE plans SET verified = $1 WHERE id = $2")
+        .bind(verified)
+        .bind(plan_id)
+        .execute(state.pool())
+        .await
+        .map_err(q("recording the verify"))?;
+    Ok(())
+}
+
+/// The last verify of a plan, as recorded.
+pub async fn verified(state: &StateStore, plan_id: &str) -> Result<Option<String>, StateError> {
+    let v: Option<Option<String>> = sqlx::query_scalar("SELECT verified FROM plans WHERE id = $1")
+        .bind(plan_id)
+        .fetch_optional(state.pool())
+        .await
+        .map_err(q("reading the plan"))?;
+    Ok(v.flatten())
+}

@@ -196,6 +196,7 @@ CREATE TABLE erased_identifiers (
 );
 CREATE INDEX erased_identifiers_plan ON erased_identifiers(plan_id);
 ALTER TABLE audit ADD COLUMN detail TEXT;
+ALTER TABLE plans ADD COLUMN verified TEXT;   -- the last verify of the plan, as JSON (pseudonyms and counts)
 "#,
 ];
 

@@ -27,7 +27,7 @@ pub enum VerifyError {
     Store(#[from] StoreError),
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct VerifyReport {
     pub entities_checked: u64,
     pub entities_remaining: u64,
@@ -53,7 +53,7 @@ pub struct VerifyReport {
 }
 
 /// An object that still holds an identifier of a deleted entity.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Residual {
     /// The object's pseudonym (`object:~…`; the key with `--keys`).
     pub object: String,
@@ -63,7 +63,7 @@ pub struct Residual {
     /// the value sits outside the removed records), `unlinked` (no link to
     /// the entity it names), `unreadable`, `changed` (changed since the
     /// index read it: skipped), `failed` (its delete or redaction failed).
-    pub why: &'static str,
+    pub why: String,
 }
 
 impl VerifyReport {
@@ -106,6 +106,9 @@ pub async fn verify_with(
 ) -> Result<VerifyReport, VerifyError> {
     let mut report = verify_paged(config, crm, store, state, plan_id, PAGE).await?;
     scan::residual(config, store, state, plan_id, &mut report, progress).await?;
+    if let Ok(json) = serde_json::to_string(&report) {
+        crate::state::plans::record_verified(state, plan_id, &json).await?;
+    }
     Ok(report)
 }
 

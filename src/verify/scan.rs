@@ -92,7 +92,7 @@ pub(super) async fn residual(
         report.residual.push(Residual {
             object: pseudo.show_object(&key),
             entities: named,
-            why,
+            why: why.to_string(),
         });
     }
     Ok(())
