@@ -4,6 +4,11 @@
 //! written independently here. What lethe deletes must equal what the model
 //! deletes: nothing that should stay (safety), nothing due left (liveness).
 //!
+//! A third property gives shared multi-record files (CSV, JSON, XML) to the
+//! plan's redaction decision and the redaction engine: exactly the records
+//! of deleted entities go, the kept ones stay byte for byte, held and
+//! whole-file-linked files are not touched.
+//!
 //! Cases: 1,000 by default; set LETHE_PROPTEST_CASES for more.
 //! A second property drives the real pipeline (SQLite CRM, index, plan,
 //! apply) on smaller graphs and checks the CRM afterwards.
@@ -360,4 +365,170 @@ fn config_reference_model_agrees_on_a_known_case() {
     assert!(reference(&w).is_empty());
     assert!(engine(&w).0.is_empty());
     let _ = config::Retention::parse("1 day").unwrap();
+}
+
+/// A multi-record file: its format (0 CSV, 1 JSON, 2 XML), its records
+/// (each links one lead key: an existing lead's, or above 10_000 an absent
+/// one), whether a whole-file link also names the first record's lead, its
+/// age in days, whether it is held.
+type SharedFile = (u8, Vec<(prop::sample::Index, bool)>, bool, i64, bool);
+
+fn shared_files() -> impl Strategy<Value = Vec<SharedFile>> {
+    prop::collection::vec(
+        (
+            0u8..3,
+            prop::collection::vec(
+                (any::<prop::sample::Index>(), prop::bool::weighted(0.1)),
+                1..10,
+            ),
+            prop::bool::weighted(0.15),
+            0i64..90,
+            prop::bool::weighted(0.1),
+        ),
+        1..6,
+    )
+}
+
+/// The file's bytes, each record carrying a marker `R<n>` and, in CSV, a
+/// quoted field with the delimiter and a line break; and the kind its rule
+/// reads it with.
+fn shared_file(format: u8, keys: &[i64]) -> (String, Vec<String>, config::ContentKind) {
+    let mut records = Vec::new();
+    match format {
+        0 => {
+            for (n, k) in keys.iter().enumerate() {
+                records.push(if n % 3 == 1 {
+                    format!("{k};\"R{n}; two\nlines\"\r\n")
+                } else if n % 3 == 2 {
+                    format!("{k};R{n}\n")
+                } else {
+                    format!("{k};R{n}\r\n")
+                });
+            }
+            let text = format!("\u{feff}LeadId;Note\r\n{}", records.concat());
+            let kind = config::ContentKind::Csv {
+                column: "LeadId".into(),
+                delimiter: Some(b';'),
+            };
+            (text, records, kind)
+        }
+        1 => {
+            for (n, k) in keys.iter().enumerate() {
+                records.push(format!(
+                    "{{\"lead\": {{\"id\": {k}}}, \"m\": \"R{n} \\\"q\\\"\"}}"
+                ));
+            }
+            let text = format!(
+                "{{\"batch\": 1, \"records\": [\n  {}\n]}}\n",
+                records.join(",\n  ")
+            );
+            let kind = config::ContentKind::json("$.records[*].lead.id", Some("$.records[*]"))
+                .expect("a JSON rule");
+            (text, records, kind)
+        }
+        _ => {
+            for (n, k) in keys.iter().enumerate() {
+                records.push(format!(
+                    "<x:Lead><x:Id>{k}</x:Id><x:M><![CDATA[R{n} <&>]]></x:M></x:Lead>"
+                ));
+            }
+            let text = format!(
+                "<?xml version=\"1.0\"?>\n<!-- c -->\n<x:Batch xmlns:x=\"urn:b\">\n  {}\n</x:Batch>\n",
+                records.join("\n  ")
+            );
+            let kind = config::ContentKind::xml("/Batch/Lead/Id", Some("/Batch/Lead"))
+                .expect("an XML rule");
+            (text, records, kind)
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases() / 4))]
+
+    /// Safety rule 1 for shared files: a redaction removes exactly the
+    /// records of deleted entities (and of absent ones once the file is
+    /// older than the orphan grace); every record of a kept entity stays
+    /// byte for byte; a held file, or one whose deleted entity is linked by
+    /// the whole file, is not touched.
+    #[test]
+    fn redaction_removes_exactly_the_records_of_deleted_entities(w in world(), files in shared_files()) {
+        use lethe::plan::fate::{RecordLink, redaction};
+        let expected = reference(&w);
+        let leads: Vec<(usize, &Entity)> = w.entities.iter().enumerate().filter(|(_, e)| e.ty == 0).collect();
+        let retain = Retention::parse("30 days").unwrap();
+        for (format, picks, whole, age, held) in files {
+            let keys: Vec<i64> = picks.iter().map(|(p, absent)| {
+                if *absent || leads.is_empty() { 10_001 + p.index(50) as i64 } else { leads[p.index(leads.len())].1.key }
+            }).collect();
+            let modified = AS_OF - age * DAY;
+            let old = AS_OF >= retain.add_to(modified);
+            // The model: what each key is.
+            let state = |k: i64| match leads.iter().find(|(_, e)| e.key == k) {
+                None => LinkTarget::Absent,
+                Some((i, _)) if expected.contains(i) => LinkTarget::Deleted(0),
+                Some(_) => LinkTarget::Retained,
+            };
+            let goes = |k: i64| match state(k) {
+                LinkTarget::Deleted(_) => true,
+                LinkTarget::Absent => old,
+                LinkTarget::Retained => false,
+            };
+            let (text, records, kind) = shared_file(format, &keys);
+            let tmp = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(tmp.path(), &text).unwrap();
+            let found = lethe::index::extract::content(&kind, Box::new(std::fs::File::open(tmp.path()).unwrap()), text.len() as u64, 1 << 30, 1 << 20)
+                .map_err(|e| TestCaseError::fail(format!("extract: {e}")))?;
+            prop_assert_eq!(found.len(), keys.len());
+            let signature = kind.record_signature();
+            let mut links: Vec<RecordLink> = found.iter().map(|f| RecordLink {
+                target: state(f.key.parse().unwrap()),
+                record: f.record.as_deref(),
+                signature: signature.as_deref(),
+                rule: 0,
+            }).collect();
+            if whole {
+                links.push(RecordLink { target: state(keys[0]), record: None, signature: None, rule: 1 });
+            }
+            let targets: Vec<LinkTarget> = links.iter().map(|l| l.target).collect();
+            let fate = object_fate("ok", &targets, held, Some(modified), AS_OF, &retain);
+            let any_deleted = keys.iter().any(|k| matches!(state(*k), LinkTarget::Deleted(_)));
+            let any_kept = keys.iter().any(|k| state(*k) == LinkTarget::Retained);
+            if held {
+                prop_assert_eq!(fate, Fate::Held);
+                continue;
+            }
+            if fate != Fate::Shared {
+                prop_assert!(!(any_deleted && any_kept), "a file of deleted and kept leads is {:?}", fate);
+                continue;
+            }
+            let decided = redaction(&links, Some(modified), AS_OF, &retain);
+            let whole_goes = whole && goes(keys[0]);
+            if whole_goes {
+                prop_assert!(decided.is_err(), "a whole-file link to a deleted lead must keep it whole");
+                continue;
+            }
+            let r = decided.map_err(|e| TestCaseError::fail(format!("not redacted: {e}")))?;
+            let remove: std::collections::HashSet<String> = r.records.iter().cloned().collect();
+            let mut out = Vec::new();
+            lethe::apply::redact::redact(&kind, tmp.path(), &mut out, &remove)
+                .map_err(|e| TestCaseError::fail(format!("redact: {e}")))?;
+            let out = String::from_utf8(out).unwrap();
+            for (n, k) in keys.iter().enumerate() {
+                let marker = format!("R{n}");
+                let present = out.contains(&records[n]);
+                if goes(*k) {
+                    prop_assert!(!present && !out.contains(&format!("{marker};")) && !out.contains(&format!("{marker} ")) , "record {} of a deleted lead is left", n);
+                } else {
+                    prop_assert!(present, "record {} of a kept lead changed or went", n);
+                }
+            }
+            // The rest parses with the same rule into exactly the kept keys.
+            std::fs::write(tmp.path(), &out).unwrap();
+            let again = lethe::index::extract::content(&kind, Box::new(std::fs::File::open(tmp.path()).unwrap()), out.len() as u64, 1 << 30, 1 << 20)
+                .map_err(|e| TestCaseError::fail(format!("the redacted file: {e}")))?;
+            let kept: Vec<String> = keys.iter().filter(|k| !goes(**k)).map(|k| k.to_string()).collect();
+            prop_assert_eq!(again.into_iter().map(|f| f.key).collect::<Vec<_>>(), kept);
+        }
+    }
 }

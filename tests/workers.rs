@@ -174,7 +174,8 @@ async fn three_workers_one_killed_execute_every_item_exactly_once() {
         .await
         .unwrap();
     assert_eq!(status, "applied");
-    // Exactly once: one audit record per deleted item, none twice.
+    // Exactly once: one audit record per deleted or redacted item, none
+    // twice.
     let (records, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT pseudonym) FROM audit")
             .fetch_one(&state)
@@ -182,7 +183,7 @@ async fn three_workers_one_killed_execute_every_item_exactly_once() {
             .unwrap();
     let deleted: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM plan_entities WHERE status = 'deleted')
-              + (SELECT count(*) FROM plan_objects WHERE status = 'deleted')",
+              + (SELECT count(*) FROM plan_objects WHERE status IN ('deleted', 'redacted'))",
     )
     .fetch_one(&state)
     .await
