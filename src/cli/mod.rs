@@ -1010,11 +1010,14 @@ async fn plan_show(
             let key = show_object(&o.key);
             if json_out {
                 let linked: Vec<String> = o.entities.iter().map(|r| show_ref(r)).collect();
-                let v = serde_json::json!({
+                let mut v = serde_json::json!({
                     "item": o.item, "object": key, "fate": o.fate, "size": o.size,
                     "policy": o.policy, "status": o.status, "reason": o.reason,
                     "entities": linked,
                 });
+                if let Some(n) = o.records_to_remove {
+                    v["records_to_remove"] = n.into();
+                }
                 text.push_str(if first { "\n" } else { ",\n" });
                 text.push_str(&v.to_string());
                 first = false;
@@ -1026,10 +1029,11 @@ async fn plan_show(
                     o.status,
                     o.policy,
                     key,
-                    o.reason
-                        .as_deref()
-                        .map(|r| format!("  ({r})"))
-                        .unwrap_or_default(),
+                    match (o.records_to_remove, o.reason.as_deref()) {
+                        (Some(n), _) => format!("  ({n} records go)"),
+                        (None, Some(r)) => format!("  ({r})"),
+                        (None, None) => String::new(),
+                    },
                     linked_text(&o.entities, &show_ref)
                 ));
             }

@@ -478,6 +478,9 @@ pub struct ObjectRow {
     pub reason: Option<String>,
     /// The entities it links, as refs (plans from before they were kept: empty).
     pub entities: Vec<String>,
+    /// `redact`: how many of its records go.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records_to_remove: Option<u64>,
 }
 
 /// Something the plan keeps, for review: an object it does not delete, an
@@ -710,7 +713,7 @@ pub async fn for_each_object(
     let mut after = i64::MIN;
     loop {
         let rows = sqlx::query(
-            "SELECT item, key, size, fate, policy, status, reason, entities FROM plan_objects
+            "SELECT item, key, size, fate, policy, status, reason, entities, records FROM plan_objects
              WHERE plan_id = $1 AND item > $2 AND ($3 IS NULL OR policy = $3)
                AND ($4 IS NULL OR fate = $4)
              ORDER BY item LIMIT $5",
@@ -748,6 +751,10 @@ pub async fn for_each_object(
                 )?,
                 reason: r.get(6),
                 entities: refs(r.get(7)),
+                records_to_remove: r
+                    .get::<Option<String>, _>(8)
+                    .and_then(|j| serde_json::from_str::<serde_json::Value>(&j).ok())
+                    .and_then(|v| v["records"].as_array().map(|a| a.len() as u64)),
             });
         }
         sink(&objects);
