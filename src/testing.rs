@@ -319,6 +319,14 @@ impl Crm for FaultyCrm {
         self.inner.existing(et, keys).await
     }
 
+    async fn identifier_values(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError> {
+        self.inner.identifier_values(et, keys).await
+    }
+
     async fn delete_cases(
         &self,
         input: &RecheckInput,

@@ -211,3 +211,42 @@ fn what_cannot_be_redacted_is_residual_and_fails_the_run_unless_held() {
     assert_eq!(residual.len(), 4, "{held:#}");
     assert!(residual.iter().all(|r| r["why"] == "held"), "{held:#}");
 }
+
+/// A kill after the CRM committed a batch's deletes and before the journal
+/// recorded them: the identifiers were kept (pending) before the delete, so
+/// the resumed apply still knows them and verify still finds what is left.
+#[cfg(feature = "failpoints")]
+#[test]
+fn identifiers_survive_a_crash_between_the_crm_commit_and_the_journal() {
+    let f = shared_fixture();
+    f.put(
+        "misc/notes.txt",
+        "Jane: jane.doe@example.com, +49 30 555-0101\n",
+    );
+    f.lethe(&["index"]).ok();
+    f.plan();
+    let crashed = util::lethe_command(f.dir())
+        .args(["-c", &f.config().to_string_lossy(), "apply"])
+        .env("FAILPOINTS", "apply::case-deleted=return")
+        .status()
+        .expect("run lethe");
+    assert!(!crashed.success(), "the failpoint was not reached");
+    assert_eq!(
+        f.sql("SELECT count(*) FROM leads WHERE id IN (1, 5, 6)")
+            .trim(),
+        "0",
+        "the CRM committed before the crash"
+    );
+    let out = f.lethe(&["apply", "--format", "json"]);
+    let json = out.expect(3).json();
+    let v = &json["verify"];
+    assert!(n(v, "identifiers") >= 6, "{v:#}");
+    let residual = v["residual"].as_array().expect("list");
+    assert_eq!(residual.len(), 1, "the note names Jane: {v:#}");
+    assert_eq!(residual[0]["why"], "unlinked");
+    assert_eq!(
+        f.state_sql("SELECT count(*) FROM erased_identifiers WHERE pending = 1")
+            .trim(),
+        "0"
+    );
+}

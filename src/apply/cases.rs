@@ -166,6 +166,16 @@ impl Ctx<'_> {
         claimed: ClaimedCases,
     ) -> Result<CaseBatch, ApplyError> {
         let ClaimedCases { cases, planned } = claimed;
+        // The planned rows' identifiers, kept (pending) before the CRM
+        // deletes them: a crash after its commit loses none. A CRM that
+        // cannot answer fails the batch as its delete would.
+        if let Err(e) = self.record_pending_identifiers(crm, &cases).await? {
+            return Ok(CaseBatch {
+                cases,
+                planned,
+                outcome: Err(e),
+            });
+        }
         let holds = self.state.holds().await?;
         let held: HashSet<(String, String)> = holds
             .iter()
@@ -347,14 +357,93 @@ impl Ctx<'_> {
             )
             .await?;
         }
+        crate::state::erased::confirm(&mut tx, self.plan_id, &done).await?;
         journal::case_entities_deleted(&mut tx, self.plan_id, &all_deleted).await?;
         journal::cases_done(&mut tx, self.plan_id, &done).await?;
         for (reason, ids) in &skipped {
+            crate::state::erased::drop_pending(&mut tx, self.plan_id, ids).await?;
             journal::cases_skipped(&mut tx, self.plan_id, reason, ids).await?;
         }
         audit::append(&mut tx, records).await?;
         tx.commit().await.map_err(q("journaling"))?;
         Ok(())
+    }
+
+    /// Reads the `identifiers` of the claimed cases' planned rows and
+    /// records their keyed hashes as pending (`state::erased`).
+    async fn record_pending_identifiers(
+        &self,
+        crm: &dyn Crm,
+        cases: &[ClaimedCase],
+    ) -> Result<Result<(), CrmError>, ApplyError> {
+        let types: Vec<&str> = self
+            .config
+            .entities
+            .iter()
+            .filter(|e| !e.identifiers.is_empty())
+            .map(|e| e.name.as_str())
+            .collect();
+        let ids: Vec<u64> = cases.iter().map(|c| c.case_id).collect();
+        let keys =
+            crate::state::erased::planned_keys(self.state, self.plan_id, &ids, &types).await?;
+        let mut rows = Vec::new();
+        for (ti, et) in self.config.entities.iter().enumerate() {
+            let mine: Vec<&(u64, String, EntityKey)> =
+                keys.iter().filter(|(_, t, _)| *t == et.name).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let case_of: HashMap<String, u64> =
+                mine.iter().map(|(c, _, k)| (k.canonical(), *c)).collect();
+            let wanted: Vec<EntityKey> = mine.iter().map(|(_, _, k)| k.clone()).collect();
+            let found = match (|| crm.identifier_values(et, &wanted))
+                .retry(backoff(&self.config.apply))
+                .when(|e: &CrmError| e.is_transient())
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut values = Vec::new();
+            for (key, vals) in found {
+                let Some(case) = case_of.get(&key.canonical()) else {
+                    continue;
+                };
+                for (column, value) in et.identifiers.iter().zip(vals) {
+                    if let Some(v) = value {
+                        values.push((
+                            *case,
+                            crate::crm::ErasedValue {
+                                ty: ti as u16,
+                                key: key.clone(),
+                                column: column.clone(),
+                                value: crate::sensitive::Sensitive::new(v),
+                            },
+                        ));
+                    }
+                }
+            }
+            for (case, v) in &values {
+                if let Some(h) = super::erasure::fingerprint_one(
+                    &self.config.entities,
+                    self.pseudo,
+                    &self.fingerprint,
+                    v,
+                ) {
+                    rows.push((*case, h));
+                }
+            }
+        }
+        if !rows.is_empty() {
+            crate::state::erased::record_pending(
+                self.state,
+                self.plan_id,
+                &jiff::Timestamp::now().to_string(),
+                &rows,
+            )
+            .await?;
+        }
+        Ok(Ok(()))
     }
 
     async fn fail_cases(
@@ -364,6 +453,10 @@ impl Ctx<'_> {
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
         let reason = e.to_string();
+        let ids: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
+        let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
+        crate::state::erased::drop_pending(&mut tx, self.plan_id, &ids).await?;
+        tx.commit().await.map_err(q("journaling"))?;
         for c in cases {
             journal::case_failed(self.state, self.plan_id, c.case_id, &reason).await?;
             report.cases_failed += 1;

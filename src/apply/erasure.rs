@@ -20,28 +20,35 @@ pub fn fingerprints(
     let mut out = Vec::with_capacity(values.len());
     let mut unsearchable = 0;
     for v in values {
-        let Some(et) = entities.get(v.ty as usize) else {
-            continue;
-        };
-        let raw = v.value.expose();
-        let kind = if raw.contains('@') {
-            IdentifierKind::Email
-        } else {
-            IdentifierKind::Phone
-        };
-        let Some(n) = normalise(kind, raw) else {
-            if !raw.trim().is_empty() {
-                unsearchable += 1;
-            }
-            continue;
-        };
-        out.push(ErasedIdentifier {
-            hash: fingerprint.hex(kind, &n),
-            kind: kind.as_str().to_string(),
-            entity: pseudo.entity(&et.name, &v.key.canonical()),
-        });
+        match fingerprint_one(entities, pseudo, fingerprint, v) {
+            Some(r) => out.push(r),
+            None if !v.value.expose().trim().is_empty() => unsearchable += 1,
+            None => {}
+        }
     }
     (out, unsearchable)
+}
+
+/// One value's stored form; `None` when it is not a searchable identifier.
+pub fn fingerprint_one(
+    entities: &[EntityType],
+    pseudo: &Pseudonymizer,
+    fingerprint: &Fingerprint,
+    v: &ErasedValue,
+) -> Option<ErasedIdentifier> {
+    let et = entities.get(v.ty as usize)?;
+    let raw = v.value.expose();
+    let kind = if raw.contains('@') {
+        IdentifierKind::Email
+    } else {
+        IdentifierKind::Phone
+    };
+    let n = normalise(kind, raw)?;
+    Some(ErasedIdentifier {
+        hash: fingerprint.hex(kind, &n),
+        kind: kind.as_str().to_string(),
+        entity: pseudo.entity(&et.name, &v.key.canonical()),
+    })
 }
 
 #[cfg(test)]

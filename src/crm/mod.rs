@@ -155,6 +155,15 @@ pub trait Crm: Send + Sync {
         keys: &[EntityKey],
     ) -> Result<Vec<EntityKey>, CrmError>;
 
+    /// The `identifiers` columns of the rows with these keys, as text, in
+    /// `et.identifiers` order (read before a batch is deleted, so that its
+    /// keyed hashes are in the state store whatever happens to the apply).
+    async fn identifier_values(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError>;
+
     /// The deleting transaction: reads the current subtree of every case in
     /// `input`, lets `decide` judge each case on it, deletes the approved rows
     /// children-first and commits. Nothing is deleted if anything fails.

@@ -378,6 +378,27 @@ impl Crm for ServerCrm {
         Ok(out)
     }
 
+    async fn identifier_values(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| CrmError::query(et, e))?;
+        let out = Txn {
+            conn: &mut tx,
+            dialect: self.dialect,
+        }
+        .identifier_values(et, keys)
+        .await;
+        // Read only: nothing to keep.
+        let _ = tx.rollback().await;
+        out
+    }
+
     async fn delete_cases(
         &self,
         input: &RecheckInput,

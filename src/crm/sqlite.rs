@@ -293,6 +293,19 @@ impl Crm for SqliteCrm {
         Ok(out)
     }
 
+    async fn identifier_values(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| CrmError::query(et, e))?;
+        Txn { conn: &mut conn }.identifier_values(et, keys).await
+    }
+
     async fn delete_cases(
         &self,
         input: &RecheckInput,

@@ -20,20 +20,56 @@ pub struct ErasedIdentifier {
     pub entity: String,
 }
 
-/// Records identifiers erased by `plan_id`, in the caller's transaction;
-/// one already recorded (a resumed batch, the same value twice) is kept once.
+/// Records identifiers erased by `plan_id`, in the caller's transaction
+/// (the journal step of their case); one already recorded (a resumed batch,
+/// the same value twice, a pending row) is kept once.
 pub async fn record(
     tx: &mut Tx<'_>,
     plan_id: &str,
     at: &str,
     rows: &[ErasedIdentifier],
 ) -> Result<(), StateError> {
-    let sqlite = super::is_sqlite(tx);
-    for chunk in rows.chunks(150) {
+    insert(&mut **tx, plan_id, at, rows, None).await
+}
+
+/// Records the identifiers of case `case_id`'s planned rows, read before
+/// the CRM deletes them, as pending: the case's journal step confirms them
+/// (`confirm`) or, when the case was not deleted, drops them (`drop_pending`).
+/// A crash between the CRM's commit and the journal's loses none: the
+/// resumed batch confirms what it finds deleted.
+pub async fn record_pending(
+    state: &StateStore,
+    plan_id: &str,
+    at: &str,
+    rows: &[(u64, ErasedIdentifier)],
+) -> Result<(), StateError> {
+    let mut tx = state
+        .begin_write()
+        .await
+        .map_err(q("recording erased identifiers"))?;
+    let mut by_case: std::collections::BTreeMap<u64, Vec<ErasedIdentifier>> = Default::default();
+    for (c, r) in rows {
+        by_case.entry(*c).or_default().push(r.clone());
+    }
+    for (case, rows) in by_case {
+        insert(&mut *tx, plan_id, at, &rows, Some(case)).await?;
+    }
+    tx.commit().await.map_err(q("recording erased identifiers"))
+}
+
+async fn insert(
+    conn: &mut sqlx::AnyConnection,
+    plan_id: &str,
+    at: &str,
+    rows: &[ErasedIdentifier],
+    pending_case: Option<u64>,
+) -> Result<(), StateError> {
+    let sqlite = super::is_sqlite(conn);
+    for chunk in rows.chunks(100) {
         let sql = format!(
-            "INSERT INTO erased_identifiers(hash, kind, entity, plan_id, erased_at) VALUES {}
+            "INSERT INTO erased_identifiers(hash, kind, entity, plan_id, erased_at, case_id, pending) VALUES {}
              ON CONFLICT DO NOTHING",
-            super::params(chunk.len(), "(?, ?, ?, ?, ?)", 1)
+            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?)", 1)
         );
         let mut query = sqlx::query(super::sql(sqlite, sql));
         for r in chunk {
@@ -42,10 +78,56 @@ pub async fn record(
                 .bind(r.kind.clone())
                 .bind(r.entity.clone())
                 .bind(plan_id)
-                .bind(at);
+                .bind(at)
+                .bind(pending_case.map(|c| c as i64))
+                .bind(i64::from(pending_case.is_some()));
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(q("recording erased identifiers"))?;
+    }
+    Ok(())
+}
+
+/// The journal step of cases that were deleted: their pending identifiers
+/// are erased ones now.
+pub async fn confirm(tx: &mut Tx<'_>, plan_id: &str, cases: &[i64]) -> Result<(), StateError> {
+    for chunk in cases.chunks(400) {
+        let sql = format!(
+            "UPDATE erased_identifiers SET pending = 0 WHERE plan_id = $1 AND case_id IN ({})",
+            super::params(chunk.len(), "?", 2)
+        );
+        let mut query = sqlx::query(super::sql(super::is_sqlite(tx), sql)).bind(plan_id);
+        for c in chunk {
+            query = query.bind(*c);
         }
         query
             .execute(&mut **tx)
+            .await
+            .map_err(q("recording erased identifiers"))?;
+    }
+    Ok(())
+}
+
+/// Cases that were not deleted (skipped, failed): their pending identifiers
+/// go (the person was not erased).
+pub async fn drop_pending(
+    conn: &mut sqlx::AnyConnection,
+    plan_id: &str,
+    cases: &[i64],
+) -> Result<(), StateError> {
+    for chunk in cases.chunks(400) {
+        let sql = format!(
+            "DELETE FROM erased_identifiers WHERE pending = 1 AND plan_id = $1 AND case_id IN ({})",
+            super::params(chunk.len(), "?", 2)
+        );
+        let mut query = sqlx::query(super::sql(super::is_sqlite(conn), sql)).bind(plan_id);
+        for c in chunk {
+            query = query.bind(*c);
+        }
+        query
+            .execute(&mut *conn)
             .await
             .map_err(q("recording erased identifiers"))?;
     }
@@ -63,7 +145,7 @@ pub async fn of_plan(
     let (h, e) = after.unwrap_or(("", ""));
     let rows: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT hash, kind, entity FROM erased_identifiers
-         WHERE plan_id = $1 AND (hash > $2 OR (hash = $2 AND entity > $3))
+         WHERE plan_id = $1 AND pending = 0 AND (hash > $2 OR (hash = $2 AND entity > $3))
          ORDER BY hash, entity LIMIT $4",
     )
     .bind(plan_id)
@@ -77,4 +159,45 @@ pub async fn of_plan(
         .into_iter()
         .map(|(hash, kind, entity)| ErasedIdentifier { hash, kind, entity })
         .collect())
+}
+
+/// The planned entities of `cases` of the types in `types`, with their keys
+/// typed as the plan stored them: whose identifiers to read before the CRM
+/// deletes them.
+pub async fn planned_keys(
+    state: &StateStore,
+    plan_id: &str,
+    cases: &[u64],
+    types: &[&str],
+) -> Result<Vec<(u64, String, crate::model::EntityKey)>, StateError> {
+    let mut out = Vec::new();
+    if types.is_empty() {
+        return Ok(out);
+    }
+    for chunk in cases.chunks(400) {
+        let sql = format!(
+            "SELECT case_id, entity_type, entity_key, key_kind FROM plan_entities
+             WHERE plan_id = $1 AND case_id IN ({})",
+            super::params(chunk.len(), "?", 2)
+        );
+        let mut query =
+            sqlx::query_as::<_, (i64, String, String, String)>(super::sql(state.is_sqlite(), sql))
+                .bind(plan_id);
+        for c in chunk {
+            query = query.bind(*c as i64);
+        }
+        for (case, ty, key, kind) in query
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the plan"))?
+        {
+            if !types.contains(&ty.as_str()) {
+                continue;
+            }
+            if let Some(k) = crate::model::EntityKey::from_stored(&kind, &key) {
+                out.push((case as u64, ty, k));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -192,6 +192,8 @@ CREATE TABLE erased_identifiers (
     entity TEXT NOT NULL,          -- the entity's pseudonym
     plan_id TEXT NOT NULL,
     erased_at TEXT NOT NULL,
+    case_id INTEGER,               -- the plan's case it was read for
+    pending INTEGER NOT NULL DEFAULT 0,  -- 1: read before its case's delete, not yet journaled
     PRIMARY KEY (hash, entity)
 );
 CREATE INDEX erased_identifiers_plan ON erased_identifiers(plan_id);
