@@ -183,13 +183,22 @@ async fn three_workers_one_killed_execute_every_item_exactly_once() {
             .unwrap();
     let deleted: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM plan_entities WHERE status = 'deleted')
-              + (SELECT count(*) FROM plan_objects WHERE status IN ('deleted', 'redacted'))",
+              + (SELECT count(*) FROM plan_objects WHERE status = 'deleted')",
     )
     .fetch_one(&state)
     .await
     .unwrap();
+    let redacted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM plan_objects WHERE status = 'redacted'")
+            .fetch_one(&state)
+            .await
+            .unwrap();
     assert_eq!(records, distinct, "an item was audited twice");
-    assert_eq!(records, deleted, "the audit and the journal disagree");
+    assert_eq!(
+        records,
+        deleted + redacted,
+        "the audit and the journal disagree"
+    );
     run_in(&shared, &["audit", "verify"]).ok();
     // Verify on the PostgreSQL state, in pages of 7 (keyset pages on
     // PostgreSQL's collation): it asks for exactly what was deleted.
