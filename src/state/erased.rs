@@ -29,7 +29,7 @@ pub async fn record(
     at: &str,
     rows: &[ErasedIdentifier],
 ) -> Result<(), StateError> {
-    insert(&mut **tx, plan_id, at, rows, None).await
+    insert(tx, plan_id, at, rows, None).await
 }
 
 /// Records the identifiers of case `case_id`'s planned rows, read before
@@ -52,7 +52,7 @@ pub async fn record_pending(
         by_case.entry(*c).or_default().push(r.clone());
     }
     for (case, rows) in by_case {
-        insert(&mut *tx, plan_id, at, &rows, Some(case)).await?;
+        insert(&mut tx, plan_id, at, &rows, Some(case)).await?;
     }
     tx.commit().await.map_err(q("recording erased identifiers"))
 }

@@ -111,9 +111,12 @@ pub async fn replace_entry(
     Ok(())
 }
 
+/// A link row: type, key, rule, location, record.
+type LinkRow = (String, String, i64, Option<String>, Option<String>);
+
 /// The links the index holds for `key`, with their rules and records.
 pub async fn links_of(state: &StateStore, key: &str) -> Result<Vec<Link>, StateError> {
-    let rows: Vec<(String, String, i64, Option<String>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<LinkRow> = sqlx::query_as(
         "SELECT l.entity_type, l.entity_key, l.rule, l.location, l.record
          FROM objects o JOIN links l ON l.object_id = o.id WHERE o.key = $1",
     )
