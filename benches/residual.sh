@@ -13,15 +13,22 @@
 # when they differ). Each figure is the best of REPEAT runs (default 3) of
 # the whole process (start, reading the identifiers, listing, scanning);
 # with all cores (THREADS, default nproc) and with one.
-# Env: SIZES="1000 10000 100000", REPEAT, THREADS, BENCH_DIR (kept corpus).
+# Then files dense in candidates, where the scan's cost shows (DENSE=0 skips
+# them): 100 MB each of a text table of numbers, a list of e-mail addresses
+# and a log, at 10k identifiers, with and without telling the scanner the
+# identifiers' lengths (--lengths, Scanner::only_lengths).
+# Env: SIZES="1000 10000 100000", REPEAT, THREADS, DENSE, BENCH_DIR (kept
+# corpus), RG (the ripgrep binary).
 # Needs: cargo, python3, ripgrep (installed when missing), GNU time.
 set -euo pipefail
 MB="${1:-1000}"
 SIZES="${SIZES:-1000 10000 100000}"
 REPEAT="${REPEAT:-3}"
 THREADS="${THREADS:-$(nproc)}"
+DENSE="${DENSE:-1}"
+RG="${RG:-rg}"
 cd "$(dirname "$0")/.."
-command -v rg >/dev/null || { apt-get update -qq && apt-get install -y -qq ripgrep >/dev/null; }
+command -v "$RG" >/dev/null || { apt-get update -qq && apt-get install -y -qq ripgrep >/dev/null; }
 LETHE=${LETHE:-$(cargo bench -q --bench residual --no-run --message-format=json \
   | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -36,7 +43,7 @@ FILES=$(find "$DIR/technical" -type f | wc -l)
 
 # The identifiers: N.tsv (kind<TAB>value, for lethe), N.txt (values, for rg),
 # N.present (the values in the corpus, sorted).
-python3 - "$DIR" $SIZES <<'PY'
+python3 - "$DIR" $(echo $SIZES 10000 | tr ' ' '\n' | sort -un) <<'PY'
 import os, random, re, sys
 d, sizes = sys.argv[1], [int(s) for s in sys.argv[2:]]
 tech = os.path.join(d, "technical")
@@ -87,21 +94,22 @@ find "$DIR/technical" -type f -print0 | xargs -0 cat > /dev/null   # warm the ca
 best() {
   local w=999999 c=0 i r
   for ((i = 0; i < REPEAT; i++)); do
-    /usr/bin/time -f "%e %U %S" -o "$DIR/time" "$@" > "$DIR/out"
-    read -r r u s < "$DIR/time"
+    # rg exits 1 when it finds nothing; time then adds a line before its own.
+    /usr/bin/time -f "%e %U %S" -o "$DIR/time" "$@" > "$DIR/out" || true
+    read -r r u s < <(tail -1 "$DIR/time")
     if (( $(echo "$r < $w" | bc) )); then w=$r; c=$(echo "$u + $s" | bc); fi
   done
   echo "$w $c"
 }
-gbs() { echo "scale=2; $BYTES / $1 / 1000000000" | bc; }
+gbs() { if (( $(echo "$1 > 0" | bc) )); then echo "scale=2; $BYTES / $1 / 1000000000" | bc; else echo -; fi; }
 status=0
 echo "corpus: $((BYTES / 1000000)) MB, $FILES files ($DIR/technical)"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(rg --version | head -1); $(date -u +%Y-%m-%d)"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $("$RG" --version 2>/dev/null | head -1); $(date -u +%Y-%m-%d)"
 printf '%-7s %-22s %8s %8s %7s %10s %6s\n' ids tool wall_s cpu_s GB/s GB/s/core found
 for n in $SIZES; do
   declare -A wall=()
   for threads in "$THREADS" 1; do
-    read -r w c < <(best rg -F -o --no-filename --no-line-number -j "$threads" -f "$DIR/$n.txt" "$DIR/technical")
+    read -r w c < <(best "$RG" -F -o --no-filename --no-line-number -j "$threads" -f "$DIR/$n.txt" "$DIR/technical")
     sort -u "$DIR/out" > "$DIR/$n.rg"
     printf '%-7s %-22s %8s %8s %7s %10s %6s\n' "$n" "rg -F -f -j$threads" "$w" "$c" "$(gbs "$w")" "$(gbs "$c")" "$(wc -l < "$DIR/$n.rg")"
     wall[rg$threads]=$w
@@ -118,5 +126,39 @@ for n in $SIZES; do
     fi
   done
 done
+if [ "$DENSE" = 1 ]; then
+  python3 - "$DIR/dense" <<'PY'
+import os, random, sys
+d = sys.argv[1]
+rng = random.Random(5)
+def write(name, line):
+    os.makedirs(os.path.join(d, name), exist_ok=True)
+    with open(os.path.join(d, name, name + ".txt"), "w") as fh:
+        n = 0
+        while n < 100_000_000:
+            s = line(n)
+            fh.write(s)
+            n += len(s)
+write("numbers", lambda n: " ".join("%d" % rng.randint(0, 99999) for _ in range(12)) + "\n")
+write("emails", lambda n: '%d;"%s.%s%d@%s";"%s"\n' % (n, rng.choice(["anna", "ben", "clara"]),
+      rng.choice(["weber", "koch"]), n, rng.choice(["mail.de", "gmx.net"]), "x" * rng.randint(5, 40)))
+write("log", lambda n: "2024-03-%02d %02d:%02d:%02d.%03d INFO [worker-%d] request id=%d took %d ms status=200 bytes=%d\n" % (
+      rng.randint(1, 28), rng.randint(0, 23), rng.randint(0, 59), rng.randint(0, 59), rng.randint(0, 999),
+      rng.randint(1, 16), rng.randint(1, 10**9), rng.randint(1, 5000), rng.randint(100, 100000)))
+PY
+  echo "dense files, 100 MB each, 10000 identifiers, one thread:"
+  printf '%-8s %-22s %8s %8s %10s %s\n' file tool wall_s cpu_s GB/s/core "candidates hashed"
+  for f in numbers emails log; do
+    BYTES=$(du -sb "$DIR/dense/$f" | cut -f1)
+    cat "$DIR/dense/$f"/* > /dev/null
+    read -r w c < <(best "$RG" -F -c -j 1 -f "$DIR/10000.txt" "$DIR/dense/$f")
+    printf '%-8s %-22s %8s %8s %10s\n' "$f" "rg -F -f -j1" "$w" "$c" "$(gbs "$c")"
+    for opt in "" --lengths; do
+      read -r w c < <(best "$LETHE" "$DIR/10000.tsv" "$DIR/dense/$f" $opt)
+      printf '%-8s %-22s %8s %8s %10s %s\n' "$f" "lethe $opt" "$w" "$c" "$(gbs "$c")" \
+        "$(tr ' ' '\n' < "$DIR/out" | grep -E '^(candidates|hashed)=' | tr '\n' ' ')"
+    done
+  done
+fi
 echo "remove $DIR when finished"
 exit $status
