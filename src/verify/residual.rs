@@ -427,6 +427,12 @@ pub struct Scanner {
     fingerprint: Fingerprint,
     /// Hash → index into `entities`.
     table: HashMap<[u8; 32], u32, BuildHasherDefault<DigestHasher>>,
+    /// Bit `i` is set when a hash in `table` begins with the bits of `i`:
+    /// a filter small enough to stay in cache (at most 1/16 full), so that
+    /// most candidates' hashes, which are not in the set, cost no look-up
+    /// in a table of 100k entries that does not.
+    prefix_bits: Box<[u64]>,
+    prefix_shift: u32,
     entities: Vec<Box<[u32]>>,
     emails: bool,
     phones: bool,
@@ -469,13 +475,22 @@ impl Scanner {
         pairs.dedup();
         let mut table = HashMap::with_capacity_and_hasher(pairs.len(), Default::default());
         let mut entities: Vec<Box<[u32]>> = Vec::new();
+        let bits = (pairs.len() * 16)
+            .next_power_of_two()
+            .clamp(1 << 12, 1 << 24);
+        let prefix_shift = 64 - bits.trailing_zeros();
+        let mut prefix_bits = vec![0u64; bits / 64].into_boxed_slice();
         for same in pairs.chunk_by(|a, b| a.0 == b.0) {
+            let i = prefix(&same[0].0, prefix_shift);
+            prefix_bits[i / 64] |= 1 << (i % 64);
             table.insert(same[0].0, entities.len() as u32);
             entities.push(same.iter().map(|p| p.1).collect());
         }
         Scanner {
             fingerprint,
             table,
+            prefix_bits,
+            prefix_shift,
             entities,
             emails,
             phones,
@@ -632,8 +647,19 @@ impl Scanner {
 
     fn lookup(&self, kind: IdentifierKind, normalised: &[u8]) -> u32 {
         let hash = self.fingerprint.hash_bytes(kind, normalised);
+        let i = prefix(&hash, self.prefix_shift);
+        if self.prefix_bits[i / 64] & (1 << (i % 64)) == 0 {
+            return MISS;
+        }
         self.table.get(&hash).copied().unwrap_or(MISS)
     }
+}
+
+/// The first bits of a hash, as an index into `Scanner::prefix_bits`.
+fn prefix(hash: &[u8; 32], shift: u32) -> usize {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    (u64::from_be_bytes(first) >> shift) as usize
 }
 
 /// A set of lengths up to that of the longest address.
