@@ -48,6 +48,7 @@ pub fn fingerprint_one(
         hash: fingerprint.hex(kind, &n),
         kind: kind.as_str().to_string(),
         entity: pseudo.entity(&et.name, &v.key.canonical()),
+        len: Some(n.len() as u64),
     })
 }
 

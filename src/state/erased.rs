@@ -18,6 +18,8 @@ pub struct ErasedIdentifier {
     pub kind: String,
     /// The entity's pseudonym (as in the audit log).
     pub entity: String,
+    /// The normalised value's length in bytes (for a phone: its digits).
+    pub len: Option<u64>,
 }
 
 /// Records identifiers erased by `plan_id`, in the caller's transaction
@@ -67,9 +69,9 @@ async fn insert(
     let sqlite = super::is_sqlite(conn);
     for chunk in rows.chunks(100) {
         let sql = format!(
-            "INSERT INTO erased_identifiers(hash, kind, entity, plan_id, erased_at, case_id, pending) VALUES {}
+            "INSERT INTO erased_identifiers(hash, kind, entity, plan_id, erased_at, case_id, pending, len) VALUES {}
              ON CONFLICT DO NOTHING",
-            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?)", 1)
+            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?)", 1)
         );
         let mut query = sqlx::query(super::sql(sqlite, sql));
         for r in chunk {
@@ -80,7 +82,8 @@ async fn insert(
                 .bind(plan_id)
                 .bind(at)
                 .bind(pending_case.map(|c| c as i64))
-                .bind(i64::from(pending_case.is_some()));
+                .bind(i64::from(pending_case.is_some()))
+                .bind(r.len.map(|n| n as i64));
         }
         query
             .execute(&mut *conn)
@@ -143,8 +146,8 @@ pub async fn of_plan(
     page: i64,
 ) -> Result<Vec<ErasedIdentifier>, StateError> {
     let (h, e) = after.unwrap_or(("", ""));
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT hash, kind, entity FROM erased_identifiers
+    let rows: Vec<(String, String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT hash, kind, entity, len FROM erased_identifiers
          WHERE plan_id = $1 AND pending = 0 AND (hash > $2 OR (hash = $2 AND entity > $3))
          ORDER BY hash, entity LIMIT $4",
     )
@@ -157,7 +160,12 @@ pub async fn of_plan(
     .map_err(q("reading erased identifiers"))?;
     Ok(rows
         .into_iter()
-        .map(|(hash, kind, entity)| ErasedIdentifier { hash, kind, entity })
+        .map(|(hash, kind, entity, len)| ErasedIdentifier {
+            hash,
+            kind,
+            entity,
+            len: len.and_then(|n| u64::try_from(n).ok()),
+        })
         .collect())
 }
 

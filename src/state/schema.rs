@@ -194,6 +194,7 @@ CREATE TABLE erased_identifiers (
     erased_at TEXT NOT NULL,
     case_id INTEGER,               -- the plan's case it was read for
     pending INTEGER NOT NULL DEFAULT 0,  -- 1: read before its case's delete, not yet journaled
+    len INTEGER,                   -- the normalised value's length (the scan hashes only candidates of the lengths it holds)
     PRIMARY KEY (hash, entity)
 );
 CREATE INDEX erased_identifiers_plan ON erased_identifiers(plan_id);

@@ -107,6 +107,8 @@ async fn load_scanner(
 ) -> Result<Option<Scanner>, VerifyError> {
     let mut entities: HashMap<String, u32> = HashMap::new();
     let mut erased = Vec::new();
+    // The lengths of the values of each kind; `None` once one is unknown.
+    let mut lengths: HashMap<IdentifierKind, Option<BTreeSet<usize>>> = HashMap::new();
     let mut after: Option<(String, String)> = None;
     loop {
         let rows = crate::state::erased::of_plan(
@@ -126,15 +128,27 @@ async fn load_scanner(
             let next = entities.len() as u32;
             let id = *entities.entry(r.entity).or_insert(next);
             erased.push((kind, hash, id));
+            let known = lengths.entry(kind).or_insert_with(|| Some(BTreeSet::new()));
+            match (known.as_mut(), r.len) {
+                (Some(set), Some(n)) => {
+                    set.insert(n as usize);
+                }
+                _ => *known = None,
+            }
         }
     }
     if erased.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Scanner::new(
-        Fingerprint::new(&config.audit_key),
-        erased,
-    )))
+    let mut scanner = Scanner::new(Fingerprint::new(&config.audit_key), erased);
+    // Only candidates of the erased values' lengths are hashed (numbers of
+    // other lengths — dates, ids, amounts — cost no HMAC).
+    for (kind, set) in lengths {
+        if let Some(set) = set {
+            scanner = scanner.only_lengths(kind, set);
+        }
+    }
+    Ok(Some(scanner))
 }
 
 /// Reads one object through the scanner: its size and how many distinct
