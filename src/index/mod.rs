@@ -4,6 +4,12 @@
 //! and etag are unchanged since the last run (under the same rules) is not
 //! read again; objects gone from the store leave the index.
 //!
+//! This module lists, extracts (`extract/`) and keeps the pipeline busy:
+//! objects read and parsed a few groups at a time while a writer task
+//! stores what the previous groups yielded. The index itself — its tables,
+//! its statements, its rows ([`Link`], [`IndexedEntry`]) and the plan's and
+//! apply's reads — is the state store's (`state::index`).
+//!
 //! Architecture invariant: a listing that fails changes nothing in the index
 //! (fail closed: an incomplete listing must never make objects look gone).
 
@@ -14,15 +20,21 @@ pub use crate::state::registered as register;
 /// The streaming JSONPath evaluator, at its former path.
 pub use extract::jsonstream;
 
+/// What the index stores, and the plan's and apply's reads of it (the
+/// state store keeps the index; these are its types and reads, at their
+/// former paths).
+pub use crate::state::index::{IndexedEntry, Link, for_each_entry, links_and_metas_of_keys};
+
 use std::time::Instant as Clock;
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
 use crate::config::{Config, ContentKind, LinkRule};
 use crate::crm::{Crm, CrmError};
-use crate::state::{StateError, StateStore, q};
+use crate::state::index::{self as db, ObjectRow, RunMarks};
+use crate::state::status::IndexStatus;
+use crate::state::{StateError, StateStore};
 use crate::store::{Listed, ObjectMeta, StoreError, TechnicalStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +52,6 @@ pub enum IndexError {
     Store(#[from] StoreError),
     #[error(transparent)]
     State(#[from] StateError),
-}
-
-/// One link found in one object.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Link {
-    pub entity_type: String,
-    pub entity_key: String,
-    pub rule: usize,
-    pub location: Option<String>,
-    /// The record of a record link (see [`extract::Found::record`]);
-    /// `None` for a whole-file link.
-    pub record: Option<String>,
 }
 
 /// What one run did (`objects_read`, `run_*`), and what the index holds
@@ -391,7 +391,64 @@ pub async fn run(
         + 1;
 
     let total = listed.len() as u64;
-    let mut pending: Vec<Pending> = Vec::new();
+    let (skipped, to_read) = sort_listing(listed, &mut known, same_rules, &mut summary);
+    let done = total - to_read.len() as u64;
+    progress(done, total);
+    read_and_write(
+        config,
+        store,
+        state,
+        run,
+        (skipped, to_read),
+        &mut summary,
+        (done, total, progress),
+    )
+    .await?;
+    progress(total, total);
+
+    // Unchanged objects cost nothing here; objects gone from the store
+    // leave the index (their links go with them: ON DELETE CASCADE).
+    let gone: Vec<i64> = known.values().map(|k| k.id).collect();
+    summary.objects_removed = db::remove_objects(state, &gone).await?;
+    crm_column_links(config, store, state, crm, &mut summary).await?;
+    // The totals describe the index as the plan will read it: an apply
+    // since the last run removed objects and their links without a run.
+    for (rule, n) in db::links_per_rule(state).await? {
+        if let Some(c) = usize::try_from(rule)
+            .ok()
+            .and_then(|rule| summary.links_per_rule.get_mut(rule))
+        {
+            *c = n;
+        }
+    }
+    summary.objects_unreadable = db::unreadable_count(state).await?;
+    // One transaction for the run's bookkeeping.
+    let completed = jiff::Timestamp::now().to_string();
+    db::record_run(
+        state,
+        RunMarks {
+            run,
+            rules: &rules,
+            store: &store_id,
+            completed_at: &completed,
+        },
+    )
+    .await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.bytes_per_second = summary.bytes_read as f64 / summary.seconds.max(1e-9);
+    Ok(summary)
+}
+
+/// Sorts the listing into the skipped entries (to be written as such) and
+/// the objects to read (new or changed); what is left in `known` has left
+/// the store.
+fn sort_listing(
+    listed: Vec<Listed>,
+    known: &mut std::collections::HashMap<String, crate::state::IndexedObject>,
+    same_rules: bool,
+    summary: &mut IndexSummary,
+) -> (Vec<ObjectRow>, Vec<ObjectMeta>) {
+    let mut skipped: Vec<ObjectRow> = Vec::new();
     let mut to_read: Vec<ObjectMeta> = Vec::new();
     for entry in listed {
         match entry {
@@ -405,7 +462,12 @@ pub async fn run(
                     etag: None,
                     metadata: Vec::new(),
                 };
-                pending.push((meta, "skipped", Some(reason), Vec::new()));
+                skipped.push(ObjectRow {
+                    meta,
+                    status: IndexStatus::Skipped,
+                    error: Some(reason),
+                    links: Vec::new(),
+                });
             }
             Listed::Object(meta) => {
                 summary.objects_seen += 1;
@@ -423,46 +485,34 @@ pub async fn run(
             }
         }
     }
-    let mut done = total - to_read.len() as u64;
-    progress(done, total);
+    (skipped, to_read)
+}
 
-    // Objects to read, in groups of small ones (one blocking hand-over per
-    // group), READ_AHEAD groups parsed at once; what they yield is written
-    // to the state store while the next groups are parsed.
+/// A parsed group on its way to the writer, with its share of the link
+/// budget (none for the skipped entries).
+type ToWrite = (Vec<ObjectRow>, Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// Writes the skipped entries, then reads the objects to read, in groups
+/// of small ones (one blocking hand-over per group), READ_AHEAD groups
+/// parsed at once; what they yield is written to the state store while the
+/// next groups are parsed. `progress` is `(done, total, tell)`.
+async fn read_and_write(
+    config: &Config,
+    store: &dyn TechnicalStore,
+    state: &StateStore,
+    run: i64,
+    (skipped, to_read): (Vec<ObjectRow>, Vec<ObjectMeta>),
+    summary: &mut IndexSummary,
+    (mut done, total, progress): (u64, u64, &(dyn Fn(u64, u64) + Sync)),
+) -> Result<(), IndexError> {
     let kinds = content_kinds(config);
     let groups = groups_of(to_read);
     // Parsed groups wait for the writer within a budget of links (memory),
     // so that the parsers go on while the writer stores a large object's.
     let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(LINK_BUDGET));
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(
-        Vec<Pending>,
-        Option<tokio::sync::OwnedSemaphorePermit>,
-    )>(256);
-    // The writer runs as a task of its own (another thread than the one
-    // that opens objects and counts what they yield).
-    let writer = tokio::spawn({
-        let state = state.clone();
-        async move {
-            let mut pending: Vec<Pending> = Vec::new();
-            let mut pending_links = 0usize;
-            // Released once their links are written.
-            let mut permits = Vec::new();
-            while let Some((group, permit)) = rx.recv().await {
-                pending_links += group.iter().map(|p| p.3.len()).sum::<usize>();
-                pending.extend(group);
-                permits.extend(permit);
-                if pending.len() >= 2000 || pending_links >= 50_000 {
-                    write_batch(&state, run, &mut pending).await?;
-                    pending_links = 0;
-                    permits.clear();
-                }
-            }
-            write_batch(&state, run, &mut pending).await?;
-            Ok::<_, StateError>(())
-        }
-    });
+    let (tx, writer) = spawn_writer(state, run);
     // The skipped entries first.
-    if !pending.is_empty() && tx.send((std::mem::take(&mut pending), None)).await.is_err() {
+    if !skipped.is_empty() && tx.send((skipped, None)).await.is_err() {
         return Err(writer_error(writer).await);
     }
     let kinds = &kinds;
@@ -478,7 +528,7 @@ pub async fn run(
     .buffer_unordered(READ_AHEAD);
     while let Some(group) = parsed.next().await {
         let group = group.map_err(|why| StateError::Corrupt(format!("indexing stopped: {why}")))?;
-        let mut out: Vec<Pending> = Vec::with_capacity(group.len());
+        let mut out: Vec<ObjectRow> = Vec::with_capacity(group.len());
         for (meta, (links, unreadable)) in group {
             done += 1;
             summary.objects_read += 1;
@@ -490,13 +540,18 @@ pub async fn run(
             }
             let status = if unreadable.is_some() {
                 summary.run_objects_unreadable += 1;
-                "unreadable"
+                IndexStatus::Unreadable
             } else {
-                "ok"
+                IndexStatus::Ok
             };
-            out.push((meta, status, unreadable, links));
+            out.push(ObjectRow {
+                meta,
+                status,
+                error: unreadable,
+                links,
+            });
         }
-        let links: usize = out.iter().map(|p| p.3.len()).sum();
+        let links: usize = out.iter().map(|o| o.links.len()).sum();
         let permit = budget
             .clone()
             .acquire_many_owned(links.clamp(1, LINK_BUDGET) as u32)
@@ -512,68 +567,42 @@ pub async fn run(
     writer
         .await
         .map_err(|e| StateError::Corrupt(format!("writing the index stopped: {e}")))??;
-    progress(total, total);
+    Ok(())
+}
 
-    // Unchanged objects cost nothing here; objects gone from the store
-    // leave the index (their links go with them: ON DELETE CASCADE).
-    let gone: Vec<i64> = known.values().map(|k| k.id).collect();
-    let mut tx = state
-        .begin_write()
-        .await
-        .map_err(q("removing objects gone from the store"))?;
-    summary.objects_removed = crate::state::exec_in(
-        &mut tx,
-        "DELETE FROM objects WHERE id IN ({in})",
-        &[],
-        &gone,
-    )
-    .await?;
-    tx.commit()
-        .await
-        .map_err(q("removing objects gone from the store"))?;
-    crm_column_links(config, store, state, crm, &mut summary).await?;
-    // The totals describe the index as the plan will read it: an apply
-    // since the last run removed objects and their links without a run.
-    let rows = sqlx::query("SELECT rule, count(*) FROM links GROUP BY rule")
-        .fetch_all(state.pool())
-        .await
-        .map_err(q("counting links"))?;
-    for r in rows {
-        let rule: i64 = r.get(0);
-        if let Some(c) = usize::try_from(rule)
-            .ok()
-            .and_then(|rule| summary.links_per_rule.get_mut(rule))
-        {
-            *c = r.get::<i64, _>(1) as u64;
+/// The index writer, a task of its own (another thread than the one that
+/// opens objects and counts what they yield): it writes what it is sent in
+/// batches of about 2,000 objects or 50,000 links, one transaction each.
+fn spawn_writer(
+    state: &StateStore,
+    run: i64,
+) -> (
+    tokio::sync::mpsc::Sender<ToWrite>,
+    tokio::task::JoinHandle<Result<(), StateError>>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ToWrite>(256);
+    let writer = tokio::spawn({
+        let state = state.clone();
+        async move {
+            let mut pending: Vec<ObjectRow> = Vec::new();
+            let mut pending_links = 0usize;
+            // Released once their links are written.
+            let mut permits = Vec::new();
+            while let Some((group, permit)) = rx.recv().await {
+                pending_links += group.iter().map(|o| o.links.len()).sum::<usize>();
+                pending.extend(group);
+                permits.extend(permit);
+                if pending.len() >= 2000 || pending_links >= 50_000 {
+                    db::write_objects(&state, run, std::mem::take(&mut pending)).await?;
+                    pending_links = 0;
+                    permits.clear();
+                }
+            }
+            db::write_objects(&state, run, std::mem::take(&mut pending)).await?;
+            Ok::<_, StateError>(())
         }
-    }
-    summary.objects_unreadable =
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM objects WHERE status = 'unreadable'")
-            .fetch_one(state.pool())
-            .await
-            .map_err(q("counting unreadable objects"))? as u64;
-    // One transaction for the run's bookkeeping.
-    let completed = jiff::Timestamp::now().to_string();
-    let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
-    for (k, v) in [
-        ("index.run", run.to_string().as_str()),
-        ("index.rules", rules.as_str()),
-        ("index.store", store_id.as_str()),
-        ("index.completed_at", completed.as_str()),
-    ] {
-        sqlx::query(
-            "INSERT INTO meta(k, v) VALUES ($1, $2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
-        )
-        .bind(k)
-        .bind(v)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("writing the index"))?;
-    }
-    tx.commit().await.map_err(q("writing the index"))?;
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary.bytes_per_second = summary.bytes_read as f64 / summary.seconds.max(1e-9);
-    Ok(summary)
+    });
+    (tx, writer)
 }
 
 /// CRM column rules: the column's values name objects. Re-read on every
@@ -610,42 +639,14 @@ async fn crm_column_links(
             rule: *index,
             source,
         })?;
-        let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
-        sqlx::query("DELETE FROM links WHERE rule = $1")
-            .bind(*index as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("writing the index"))?;
         let location = format!("crm column {entity}.{column}");
-        let mut linked = 0;
-        for chunk in pairs.chunks(300) {
-            let sql = format!(
-                "INSERT INTO links(object_id, entity_type, entity_key, rule, location)
-                 SELECT o.id, $1, v.column2, $2, $3 FROM (VALUES {}) AS v JOIN objects o ON o.key = v.column1",
-                crate::state::params(chunk.len(), "(?, ?)", 4)
-            );
-            let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql))
-                .bind(entity.clone())
-                .bind(*index as i64)
-                .bind(location.clone());
-            for (object, key) in chunk {
-                query = query.bind(object.clone()).bind(key.clone());
-            }
-            linked += query
-                .execute(&mut *tx)
-                .await
-                .map_err(q("writing the index"))?
-                .rows_affected();
-        }
-        tx.commit().await.map_err(q("writing the index"))?;
+        let linked = db::replace_rule_links(state, *index, entity, &location, &pairs).await?;
         if let Some(c) = summary.run_links_per_rule.get_mut(*index) {
             *c = linked;
         }
     }
     Ok(())
 }
-
-type Pending = (ObjectMeta, &'static str, Option<String>, Vec<Link>);
 
 /// Why the index writer stopped (it stops only on an error).
 async fn writer_error(writer: tokio::task::JoinHandle<Result<(), StateError>>) -> IndexError {
@@ -654,268 +655,6 @@ async fn writer_error(writer: tokio::task::JoinHandle<Result<(), StateError>>) -
         Ok(Ok(())) => StateError::Corrupt("the index writer stopped early".into()).into(),
         Err(e) => StateError::Corrupt(format!("writing the index stopped: {e}")).into(),
     }
-}
-
-async fn write_batch(
-    state: &StateStore,
-    run: i64,
-    pending: &mut Vec<Pending>,
-) -> Result<(), StateError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let sqlite = state.is_sqlite();
-    let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
-    let batch: Vec<Pending> = std::mem::take(pending);
-    // Objects, many rows per statement; each statement answers with the
-    // ids of its rows (inserted or updated).
-    const OBJECTS: usize = 100;
-    let objects_sql = crate::state::RowsSql::new(
-        sqlite,
-        "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES ",
-        "(?, ?, ?, ?, ?, ?, ?)",
-        1,
-        " ON CONFLICT(key) DO UPDATE SET size = excluded.size, modified = excluded.modified, etag = excluded.etag,
-           status = excluded.status, error = excluded.error, seen_run = excluded.seen_run
-         RETURNING id, key",
-        OBJECTS,
-    );
-    let mut ids = std::collections::HashMap::with_capacity(batch.len());
-    for chunk in batch.chunks(OBJECTS) {
-        let mut query = sqlx::query(objects_sql.rows(chunk.len()));
-        for (meta, status, error, _) in chunk {
-            query = query
-                .bind(meta.key.clone())
-                .bind(meta.size as i64)
-                .bind(meta.modified)
-                .bind(meta.etag.clone())
-                .bind(*status)
-                .bind(error.clone())
-                .bind(run);
-        }
-        for r in query
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(q("writing the index"))?
-        {
-            ids.insert(r.get::<String, _>(1), r.get::<i64, _>(0));
-        }
-    }
-    // Their links replaced.
-    let id_list: Vec<i64> = ids.values().copied().collect();
-    crate::state::exec_in(
-        &mut tx,
-        "DELETE FROM links WHERE object_id IN ({in})",
-        &[],
-        &id_list,
-    )
-    .await?;
-    const LINKS: usize = 400;
-    let links_sql = crate::state::RowsSql::new(
-        sqlite,
-        "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record) VALUES ",
-        "(?, ?, ?, ?, ?, ?)",
-        1,
-        "",
-        LINKS,
-    );
-    // The links move into the statements (no copy of their strings). A
-    // long run of one object's links of one rule (a CSV export: a link per
-    // row) binds only key, location and record per link; the rest bind all six.
-    const RUN: usize = 1000;
-    let run_sql = crate::state::RowsSql::new(
-        sqlite,
-        "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record)
-         SELECT $1, $2, v.column1, $3, v.column2, v.column3 FROM (VALUES ",
-        "(?, ?, ?)",
-        4,
-        ") AS v",
-        RUN,
-    );
-    let mut scattered: Vec<(i64, Link)> = Vec::new();
-    for (meta, _, _, found) in batch {
-        let Some(&id) = ids.get(&meta.key) else {
-            continue;
-        };
-        let mut found = found.into_iter().peekable();
-        while let Some(first) = found.next() {
-            let mut same: Vec<Link> = vec![first];
-            while same.len() < RUN
-                && found
-                    .peek()
-                    .is_some_and(|l| l.rule == same[0].rule && l.entity_type == same[0].entity_type)
-            {
-                same.extend(found.next());
-            }
-            if same.len() < 64 {
-                scattered.extend(same.into_iter().map(|l| (id, l)));
-                continue;
-            }
-            let mut query = sqlx::query(run_sql.rows(same.len()))
-                .bind(id)
-                .bind(same[0].entity_type.clone())
-                .bind(same[0].rule as i64);
-            for l in same {
-                query = query.bind(l.entity_key).bind(l.location).bind(l.record);
-            }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(q("writing the index"))?;
-        }
-    }
-    let mut rest = scattered.into_iter();
-    loop {
-        let chunk: Vec<(i64, Link)> = rest.by_ref().take(LINKS).collect();
-        if chunk.is_empty() {
-            break;
-        }
-        let mut query = sqlx::query(links_sql.rows(chunk.len()));
-        for (id, l) in chunk {
-            query = query
-                .bind(id)
-                .bind(l.entity_type)
-                .bind(l.entity_key)
-                .bind(l.rule as i64)
-                .bind(l.location)
-                .bind(l.record);
-        }
-        query
-            .execute(&mut *tx)
-            .await
-            .map_err(q("writing the index"))?;
-    }
-    // Links registered through the API for these objects (before the index
-    // first saw them, or kept across a change of content).
-    for chunk in id_list.chunks(400) {
-        register::materialize(&mut tx, "o.id", chunk).await?;
-    }
-    tx.commit().await.map_err(q("writing the index"))?;
-    Ok(())
-}
-
-/// The index as the plan reads it: one entry per object, with its links.
-#[derive(Clone, Debug)]
-pub struct IndexedEntry {
-    pub key: String,
-    pub size: u64,
-    pub modified: Option<i64>,
-    pub status: String,
-    /// Why an unreadable object could not be read (never its content).
-    pub error: Option<String>,
-    pub links: Vec<(String, String)>,
-    /// Beside each link: its rule and its record (`None`: the whole file).
-    pub records: Vec<(usize, Option<String>)>,
-}
-
-/// Streams the index, object by object, in key order.
-pub async fn for_each_entry(
-    state: &StateStore,
-    sink: &mut (dyn FnMut(IndexedEntry) + Send),
-) -> Result<u64, StateError> {
-    use futures::TryStreamExt;
-    let mut rows = sqlx::query(
-        "SELECT o.id, o.key, o.size, o.modified, o.status, l.entity_type, l.entity_key, o.error,
-                l.rule, l.record
-         FROM objects o LEFT JOIN links l ON l.object_id = o.id ORDER BY o.id",
-    )
-    .fetch(state.pool());
-    let mut current: Option<(i64, IndexedEntry)> = None;
-    let mut n = 0;
-    while let Some(r) = rows.try_next().await.map_err(q("reading the index"))? {
-        let id: i64 = r.get(0);
-        if current.as_ref().map(|c| c.0) != Some(id) {
-            if let Some((_, e)) = current.take() {
-                sink(e);
-                n += 1;
-            }
-            current = Some((
-                id,
-                IndexedEntry {
-                    key: r.get(1),
-                    size: r.get::<i64, _>(2) as u64,
-                    modified: r.get(3),
-                    status: r.get(4),
-                    error: r.get(7),
-                    links: Vec::new(),
-                    records: Vec::new(),
-                },
-            ));
-        }
-        let ty: Option<String> = r.get(5);
-        let key: Option<String> = r.get(6);
-        if let (Some(ty), Some(key), Some((_, e))) = (ty, key, current.as_mut()) {
-            e.links.push((ty, key));
-            let rule: Option<i64> = r.get(8);
-            // (Registered links have no rule of the config: a rule number
-            // none has.)
-            let rule = rule
-                .and_then(|r| usize::try_from(r).ok())
-                .unwrap_or(usize::MAX);
-            e.records.push((rule, r.get::<Option<String>, _>(9)));
-        }
-    }
-    if let Some((_, e)) = current.take() {
-        sink(e);
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// What the index holds for each of `keys` that it knows (an object missing
-/// from the maps has left the index): its current links, for the apply
-/// re-check, and what the last index run saw of it (size, last-modified,
-/// etag), which apply's deletes expect the store still to show.
-#[allow(clippy::type_complexity)]
-pub async fn links_and_metas_of_keys(
-    state: &StateStore,
-    keys: &[String],
-) -> Result<
-    (
-        std::collections::HashMap<String, Vec<(String, String)>>,
-        std::collections::HashMap<String, crate::store::Expected>,
-    ),
-    StateError,
-> {
-    let mut links: std::collections::HashMap<String, Vec<(String, String)>> = Default::default();
-    let mut metas = std::collections::HashMap::new();
-    let mut rows = Vec::new();
-    for chunk in keys.chunks(400) {
-        let sql = format!(
-            "SELECT o.key, l.entity_type, l.entity_key, o.size, o.modified, o.etag
-             FROM objects o LEFT JOIN links l ON l.object_id = o.id WHERE o.key IN ({})",
-            crate::state::params(chunk.len(), "?", 1)
-        );
-        let mut query = sqlx::query(crate::state::sql(state.is_sqlite(), sql));
-        for k in chunk {
-            query = query.bind(k.clone());
-        }
-        rows.extend(
-            query
-                .fetch_all(state.pool())
-                .await
-                .map_err(q("reading the index"))?,
-        );
-    }
-    for r in rows {
-        let key: String = r.get(0);
-        let (ty, entity): (Option<String>, Option<String>) = (r.get(1), r.get(2));
-        if !metas.contains_key(&key) {
-            metas.insert(
-                key.clone(),
-                crate::store::Expected {
-                    size: r.get::<i64, _>(3) as u64,
-                    modified: r.get(4),
-                    etag: r.get(5),
-                },
-            );
-        }
-        let entry = links.entry(key).or_default();
-        if let (Some(ty), Some(entity)) = (ty, entity) {
-            entry.push((ty, entity));
-        }
-    }
-    Ok((links, metas))
 }
 
 /// A digest of a link set, order-independent.

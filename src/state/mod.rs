@@ -1,12 +1,17 @@
 //! lethe's own state: the link index, plans and their journal, legal holds
-//! and the audit log, in one SQLite database (PostgreSQL later, behind the
-//! same functions). Entity and object keys live here and nowhere else.
+//! and the audit log, in one SQLite or PostgreSQL database, behind the same
+//! functions. Each concern has its module and its statements (`index`: the
+//! link index; `plans`, `journal`, `audit_log`, `registered`, `runs`,
+//! `workers`, `erased`, `redacted`); this file opens the store, holds the
+//! locks, the `meta` and `holds` tables, and the statement builders they
+//! share. Entity and object keys live here and nowhere else.
 //!
 //! Architecture invariant: a plan's items are written once, before anything
 //! is deleted; afterwards only their journal columns (status, reason) change.
 
 pub mod audit_log;
 pub mod erased;
+pub mod index;
 pub mod journal;
 pub mod plans;
 pub mod redacted;
@@ -418,76 +423,6 @@ impl StateStore {
         tx.commit().await.map_err(q("removing a hold"))?;
         Ok(removed)
     }
-
-    // ---- link index ---------------------------------------------------
-
-    /// How many objects the index holds.
-    pub async fn indexed_count(&self) -> Result<u64, StateError> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM objects")
-            .fetch_one(self.pool())
-            .await
-            .map_err(q("counting the index"))?;
-        Ok(n.max(0) as u64)
-    }
-
-    /// Every indexed object: key → (id, size, modified, etag).
-    pub async fn indexed_objects(
-        &self,
-    ) -> Result<std::collections::HashMap<String, IndexedObject>, StateError> {
-        self.indexed_objects_paged(20_000).await
-    }
-
-    /// [`StateStore::indexed_objects`], `page` objects per query (tests use
-    /// small pages).
-    pub async fn indexed_objects_paged(
-        &self,
-        page: i64,
-    ) -> Result<std::collections::HashMap<String, IndexedObject>, StateError> {
-        // Pages of objects as one JSON text each: a row at a time, the hand-
-        // over between the database driver's thread and this task cost more
-        // than the rest of an unchanged re-index.
-        let sql = format!(
-            "SELECT {}, max(id), count(*)
-             FROM (SELECT id, key, size, modified, etag FROM objects WHERE id > $1 ORDER BY id LIMIT $2) AS page",
-            self.json_rows("id, key, size, modified, etag")
-        );
-        type Entry = (i64, String, i64, Option<i64>, Option<String>);
-        let mut out = std::collections::HashMap::new();
-        let mut after = i64::MIN;
-        loop {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(after)
-                .bind(page)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(q("reading the index"))?;
-            let (text, last, n): (String, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
-            let entries: Vec<Entry> = parse_json_rows(&text, "reading the index")?;
-            for (id, key, size, modified, etag) in entries {
-                out.insert(
-                    key,
-                    IndexedObject {
-                        id,
-                        size: size as u64,
-                        modified,
-                        etag,
-                    },
-                );
-            }
-            match last {
-                Some(last) if n == page => after = last,
-                _ => return Ok(out),
-            }
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct IndexedObject {
-    pub id: i64,
-    pub size: u64,
-    pub modified: Option<i64>,
-    pub etag: Option<String>,
 }
 
 #[cfg(test)]
@@ -775,4 +710,5 @@ where
     Ok(n)
 }
 
+pub use index::IndexedObject;
 pub use journal::deleted_since;

@@ -5,8 +5,8 @@
 //! that stayed (CSV row numbers shift), replacing those of its content
 //! rules.
 
+use super::index::Link;
 use super::{StateError, StateStore, q};
-use crate::index::Link;
 use crate::store::ObjectMeta;
 
 type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;

@@ -1,7 +1,8 @@
 //! The words the plan tables store for where each planned item is in
 //! apply (`plan_cases`, `plan_entities`, `plan_objects` status) and why an
-//! object is planned (`plan_objects.fate`), as enums: what `schema.rs`
-//! documents per column, and nothing else, is written or read back.
+//! object is planned (`plan_objects.fate`), and what the index knows of an
+//! object (`objects.status`), as enums: what `schema.rs` documents per
+//! column, and nothing else, is written or read back.
 
 macro_rules! stored_words {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $word:literal,)* }) => {
@@ -97,6 +98,19 @@ stored_words! {
     }
 }
 
+stored_words! {
+    /// What the index could make of an object (`objects.status`).
+    IndexStatus {
+        /// Its rules read it.
+        Ok = "ok",
+        /// A content rule could not read it (`objects.error` says why); only
+        /// its path links are kept.
+        Unreadable = "unreadable",
+        /// The listing skipped it (a symlink, say); never read.
+        Skipped = "skipped",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +155,15 @@ mod tests {
                     .collect::<Vec<_>>()
             ),
             "delete | orphan | redact"
+        );
+        assert_eq!(
+            words(
+                &IndexStatus::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+            ),
+            "ok | unreadable | skipped"
         );
         let schema = super::super::schema::STEPS.concat();
         for line in [

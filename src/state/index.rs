@@ -1,0 +1,492 @@
+//! The link index: `objects` (one row per object the store listed: size,
+//! date, etag, status, why it was unreadable, the run that last saw it) and
+//! `links` (each object's links, with rule, location and record), and the
+//! marks of the last index run in `meta` (`index.run`, `index.rules`,
+//! `index.store`, `index.completed_at`). The index stage lists the store
+//! and extracts; it writes and reads the index only through this module:
+//! the writer of a run ([`write_objects`], [`remove_objects`],
+//! [`replace_rule_links`], [`record_run`]), the totals a run reports
+//! ([`links_per_rule`], [`unreadable_count`]), the plan's read
+//! ([`for_each_entry`]) and the apply re-check's ([`links_and_metas_of_keys`]).
+//!
+//! The writer's statements are shaped for speed: many rows per statement,
+//! the text built once per batch size ([`super::RowsSql`]), and a long run
+//! of one object's links of one rule (a CSV export: a link per row) bound
+//! as key, location and record only.
+
+use std::collections::HashMap;
+
+use sqlx::Row;
+
+use super::status::IndexStatus;
+use super::{StateError, StateStore, parse_json_rows, q, registered};
+use crate::store::{Expected, ObjectMeta};
+
+/// One link found in one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub entity_type: String,
+    pub entity_key: String,
+    pub rule: usize,
+    pub location: Option<String>,
+    /// The record of a record link (a CSV row; the element a JSON or XML
+    /// rule names with `record`): what a redaction removes. `None` for a
+    /// whole-file link.
+    pub record: Option<String>,
+}
+
+/// One object as an index run writes it: what the listing said of it, its
+/// status, why it was unreadable (if it was), and the links its rules found.
+#[derive(Clone, Debug)]
+pub struct ObjectRow {
+    pub meta: ObjectMeta,
+    pub status: IndexStatus,
+    pub error: Option<String>,
+    pub links: Vec<Link>,
+}
+
+/// What the index holds of an object, for the next run's "unchanged?".
+#[derive(Clone, Debug)]
+pub struct IndexedObject {
+    pub id: i64,
+    pub size: u64,
+    pub modified: Option<i64>,
+    pub etag: Option<String>,
+}
+
+/// The index as the plan reads it: one entry per object, with its links.
+#[derive(Clone, Debug)]
+pub struct IndexedEntry {
+    pub key: String,
+    pub size: u64,
+    pub modified: Option<i64>,
+    pub status: String,
+    /// Why an unreadable object could not be read (never its content).
+    pub error: Option<String>,
+    pub links: Vec<(String, String)>,
+    /// Beside each link: its rule and its record (`None`: the whole file).
+    pub records: Vec<(usize, Option<String>)>,
+}
+
+/// The marks an index run leaves, read by the next run (same rules and
+/// store: unchanged objects are not read again) and by the plan (the run it
+/// read).
+#[derive(Clone, Copy, Debug)]
+pub struct RunMarks<'a> {
+    pub run: i64,
+    /// The digest of the rules that read objects.
+    pub rules: &'a str,
+    /// The store, as it describes itself.
+    pub store: &'a str,
+    pub completed_at: &'a str,
+}
+
+impl StateStore {
+    /// How many objects the index holds.
+    pub async fn indexed_count(&self) -> Result<u64, StateError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM objects")
+            .fetch_one(self.pool())
+            .await
+            .map_err(q("counting the index"))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Every indexed object: key → (id, size, modified, etag).
+    pub async fn indexed_objects(&self) -> Result<HashMap<String, IndexedObject>, StateError> {
+        self.indexed_objects_paged(20_000).await
+    }
+
+    /// [`StateStore::indexed_objects`], `page` objects per query (tests use
+    /// small pages).
+    pub async fn indexed_objects_paged(
+        &self,
+        page: i64,
+    ) -> Result<HashMap<String, IndexedObject>, StateError> {
+        // Pages of objects as one JSON text each: a row at a time, the hand-
+        // over between the database driver's thread and this task cost more
+        // than the rest of an unchanged re-index.
+        let sql = format!(
+            "SELECT {}, max(id), count(*)
+             FROM (SELECT id, key, size, modified, etag FROM objects WHERE id > $1 ORDER BY id LIMIT $2) AS page",
+            self.json_rows("id, key, size, modified, etag")
+        );
+        type Entry = (i64, String, i64, Option<i64>, Option<String>);
+        let mut out = HashMap::new();
+        let mut after = i64::MIN;
+        loop {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(after)
+                .bind(page)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("reading the index"))?;
+            let (text, last, n): (String, Option<i64>, i64) = (row.get(0), row.get(1), row.get(2));
+            let entries: Vec<Entry> = parse_json_rows(&text, "reading the index")?;
+            for (id, key, size, modified, etag) in entries {
+                out.insert(
+                    key,
+                    IndexedObject {
+                        id,
+                        size: size as u64,
+                        modified,
+                        etag,
+                    },
+                );
+            }
+            match last {
+                Some(last) if n == page => after = last,
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Writes a batch of objects of run `run`, in one transaction: each object
+/// upserted with its status, its links replaced, and the links registered
+/// for it copied in.
+pub async fn write_objects(
+    state: &StateStore,
+    run: i64,
+    batch: Vec<ObjectRow>,
+) -> Result<(), StateError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let sqlite = state.is_sqlite();
+    let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
+    // Objects, many rows per statement; each statement answers with the
+    // ids of its rows (inserted or updated).
+    const OBJECTS: usize = 100;
+    let objects_sql = super::RowsSql::new(
+        sqlite,
+        "INSERT INTO objects(key, size, modified, etag, status, error, seen_run) VALUES ",
+        "(?, ?, ?, ?, ?, ?, ?)",
+        1,
+        " ON CONFLICT(key) DO UPDATE SET size = excluded.size, modified = excluded.modified, etag = excluded.etag,
+           status = excluded.status, error = excluded.error, seen_run = excluded.seen_run
+         RETURNING id, key",
+        OBJECTS,
+    );
+    let mut ids = HashMap::with_capacity(batch.len());
+    for chunk in batch.chunks(OBJECTS) {
+        let mut query = sqlx::query(objects_sql.rows(chunk.len()));
+        for o in chunk {
+            query = query
+                .bind(o.meta.key.clone())
+                .bind(o.meta.size as i64)
+                .bind(o.meta.modified)
+                .bind(o.meta.etag.clone())
+                .bind(o.status.as_str())
+                .bind(o.error.clone())
+                .bind(run);
+        }
+        for r in query
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(q("writing the index"))?
+        {
+            ids.insert(r.get::<String, _>(1), r.get::<i64, _>(0));
+        }
+    }
+    // Their links replaced.
+    let id_list: Vec<i64> = ids.values().copied().collect();
+    super::exec_in(
+        &mut tx,
+        "DELETE FROM links WHERE object_id IN ({in})",
+        &[],
+        &id_list,
+    )
+    .await?;
+    const LINKS: usize = 400;
+    let links_sql = super::RowsSql::new(
+        sqlite,
+        "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record) VALUES ",
+        "(?, ?, ?, ?, ?, ?)",
+        1,
+        "",
+        LINKS,
+    );
+    // The links move into the statements (no copy of their strings). A
+    // long run of one object's links of one rule (a CSV export: a link per
+    // row) binds only key, location and record per link; the rest bind all six.
+    const RUN: usize = 1000;
+    let run_sql = super::RowsSql::new(
+        sqlite,
+        "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record)
+         SELECT $1, $2, v.column1, $3, v.column2, v.column3 FROM (VALUES ",
+        "(?, ?, ?)",
+        4,
+        ") AS v",
+        RUN,
+    );
+    let mut scattered: Vec<(i64, Link)> = Vec::new();
+    for o in batch {
+        let Some(&id) = ids.get(&o.meta.key) else {
+            continue;
+        };
+        let mut found = o.links.into_iter().peekable();
+        while let Some(first) = found.next() {
+            let mut same: Vec<Link> = vec![first];
+            while same.len() < RUN
+                && found
+                    .peek()
+                    .is_some_and(|l| l.rule == same[0].rule && l.entity_type == same[0].entity_type)
+            {
+                same.extend(found.next());
+            }
+            if same.len() < 64 {
+                scattered.extend(same.into_iter().map(|l| (id, l)));
+                continue;
+            }
+            let mut query = sqlx::query(run_sql.rows(same.len()))
+                .bind(id)
+                .bind(same[0].entity_type.clone())
+                .bind(same[0].rule as i64);
+            for l in same {
+                query = query.bind(l.entity_key).bind(l.location).bind(l.record);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(q("writing the index"))?;
+        }
+    }
+    let mut rest = scattered.into_iter();
+    loop {
+        let chunk: Vec<(i64, Link)> = rest.by_ref().take(LINKS).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        let mut query = sqlx::query(links_sql.rows(chunk.len()));
+        for (id, l) in chunk {
+            query = query
+                .bind(id)
+                .bind(l.entity_type)
+                .bind(l.entity_key)
+                .bind(l.rule as i64)
+                .bind(l.location)
+                .bind(l.record);
+        }
+        query
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the index"))?;
+    }
+    // Links registered through the API for these objects (before the index
+    // first saw them, or kept across a change of content).
+    for chunk in id_list.chunks(400) {
+        registered::materialize(&mut tx, "o.id", chunk).await?;
+    }
+    tx.commit().await.map_err(q("writing the index"))?;
+    Ok(())
+}
+
+/// Removes the objects of these ids from the index, in one transaction
+/// (their links go with them: ON DELETE CASCADE). Returns how many went.
+pub async fn remove_objects(state: &StateStore, ids: &[i64]) -> Result<u64, StateError> {
+    let mut tx = state
+        .begin_write()
+        .await
+        .map_err(q("removing objects gone from the store"))?;
+    let removed =
+        super::exec_in(&mut tx, "DELETE FROM objects WHERE id IN ({in})", &[], ids).await?;
+    tx.commit()
+        .await
+        .map_err(q("removing objects gone from the store"))?;
+    Ok(removed)
+}
+
+/// Replaces every link of rule `rule` with links of `entity_type` from the
+/// objects named in `pairs` (object key, entity key) that the index holds,
+/// in one transaction, so the index never lacks them. Returns the links
+/// written.
+pub async fn replace_rule_links(
+    state: &StateStore,
+    rule: usize,
+    entity_type: &str,
+    location: &str,
+    pairs: &[(String, String)],
+) -> Result<u64, StateError> {
+    let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
+    sqlx::query("DELETE FROM links WHERE rule = $1")
+        .bind(rule as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("writing the index"))?;
+    let mut linked = 0;
+    for chunk in pairs.chunks(300) {
+        let sql = format!(
+            "INSERT INTO links(object_id, entity_type, entity_key, rule, location)
+             SELECT o.id, $1, v.column2, $2, $3 FROM (VALUES {}) AS v JOIN objects o ON o.key = v.column1",
+            super::params(chunk.len(), "(?, ?)", 4)
+        );
+        let mut query = sqlx::query(super::sql(state.is_sqlite(), sql))
+            .bind(entity_type.to_string())
+            .bind(rule as i64)
+            .bind(location.to_string());
+        for (object, key) in chunk {
+            query = query.bind(object.clone()).bind(key.clone());
+        }
+        linked += query
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the index"))?
+            .rows_affected();
+    }
+    tx.commit().await.map_err(q("writing the index"))?;
+    Ok(linked)
+}
+
+/// How many links the index holds per rule: (rule, count), registered
+/// links under [`registered::REGISTERED_RULE`].
+pub async fn links_per_rule(state: &StateStore) -> Result<Vec<(i64, u64)>, StateError> {
+    let rows = sqlx::query("SELECT rule, count(*) FROM links GROUP BY rule")
+        .fetch_all(state.pool())
+        .await
+        .map_err(q("counting links"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1) as u64))
+        .collect())
+}
+
+/// How many objects of the index a content rule could not read.
+pub async fn unreadable_count(state: &StateStore) -> Result<u64, StateError> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM objects WHERE status = 'unreadable'")
+            .fetch_one(state.pool())
+            .await
+            .map_err(q("counting unreadable objects"))? as u64,
+    )
+}
+
+/// Records a completed run's marks, in one transaction.
+pub async fn record_run(state: &StateStore, marks: RunMarks<'_>) -> Result<(), StateError> {
+    let run = marks.run.to_string();
+    let mut tx = state.begin_write().await.map_err(q("writing the index"))?;
+    for (k, v) in [
+        ("index.run", run.as_str()),
+        ("index.rules", marks.rules),
+        ("index.store", marks.store),
+        ("index.completed_at", marks.completed_at),
+    ] {
+        sqlx::query(
+            "INSERT INTO meta(k, v) VALUES ($1, $2) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+        )
+        .bind(k)
+        .bind(v)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("writing the index"))?;
+    }
+    tx.commit().await.map_err(q("writing the index"))?;
+    Ok(())
+}
+
+/// Streams the index, object by object, in key order.
+pub async fn for_each_entry(
+    state: &StateStore,
+    sink: &mut (dyn FnMut(IndexedEntry) + Send),
+) -> Result<u64, StateError> {
+    use futures::TryStreamExt;
+    let mut rows = sqlx::query(
+        "SELECT o.id, o.key, o.size, o.modified, o.status, l.entity_type, l.entity_key, o.error,
+                l.rule, l.record
+         FROM objects o LEFT JOIN links l ON l.object_id = o.id ORDER BY o.id",
+    )
+    .fetch(state.pool());
+    let mut current: Option<(i64, IndexedEntry)> = None;
+    let mut n = 0;
+    while let Some(r) = rows.try_next().await.map_err(q("reading the index"))? {
+        let id: i64 = r.get(0);
+        if current.as_ref().map(|c| c.0) != Some(id) {
+            if let Some((_, e)) = current.take() {
+                sink(e);
+                n += 1;
+            }
+            current = Some((
+                id,
+                IndexedEntry {
+                    key: r.get(1),
+                    size: r.get::<i64, _>(2) as u64,
+                    modified: r.get(3),
+                    status: r.get(4),
+                    error: r.get(7),
+                    links: Vec::new(),
+                    records: Vec::new(),
+                },
+            ));
+        }
+        let ty: Option<String> = r.get(5);
+        let key: Option<String> = r.get(6);
+        if let (Some(ty), Some(key), Some((_, e))) = (ty, key, current.as_mut()) {
+            e.links.push((ty, key));
+            let rule: Option<i64> = r.get(8);
+            // (Registered links have no rule of the config: a rule number
+            // none has.)
+            let rule = rule
+                .and_then(|r| usize::try_from(r).ok())
+                .unwrap_or(usize::MAX);
+            e.records.push((rule, r.get::<Option<String>, _>(9)));
+        }
+    }
+    if let Some((_, e)) = current.take() {
+        sink(e);
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Per object key: its current links.
+pub type LinksOfKeys = HashMap<String, Vec<(String, String)>>;
+/// Per object key: what the last index run saw of it.
+pub type MetasOfKeys = HashMap<String, Expected>;
+
+/// What the index holds for each of `keys` that it knows (an object missing
+/// from the maps has left the index): its current links, for the apply
+/// re-check, and what the last index run saw of it (size, last-modified,
+/// etag), which apply's deletes expect the store still to show.
+pub async fn links_and_metas_of_keys(
+    state: &StateStore,
+    keys: &[String],
+) -> Result<(LinksOfKeys, MetasOfKeys), StateError> {
+    let mut links: LinksOfKeys = Default::default();
+    let mut metas = HashMap::new();
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(400) {
+        let sql = format!(
+            "SELECT o.key, l.entity_type, l.entity_key, o.size, o.modified, o.etag
+             FROM objects o LEFT JOIN links l ON l.object_id = o.id WHERE o.key IN ({})",
+            super::params(chunk.len(), "?", 1)
+        );
+        let mut query = sqlx::query(super::sql(state.is_sqlite(), sql));
+        for k in chunk {
+            query = query.bind(k.clone());
+        }
+        rows.extend(
+            query
+                .fetch_all(state.pool())
+                .await
+                .map_err(q("reading the index"))?,
+        );
+    }
+    for r in rows {
+        let key: String = r.get(0);
+        let (ty, entity): (Option<String>, Option<String>) = (r.get(1), r.get(2));
+        if !metas.contains_key(&key) {
+            metas.insert(
+                key.clone(),
+                Expected {
+                    size: r.get::<i64, _>(3) as u64,
+                    modified: r.get(4),
+                    etag: r.get(5),
+                },
+            );
+        }
+        let entry = links.entry(key).or_default();
+        if let (Some(ty), Some(entity)) = (ty, entity) {
+            entry.push((ty, entity));
+        }
+    }
+    Ok((links, metas))
+}
