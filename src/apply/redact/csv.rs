@@ -123,7 +123,6 @@ mod tests {
 
     use crate::apply::redact::{RedactError, redact};
     use crate::config::ContentKind;
-    use crate::index::extract::{Found, content};
 
     fn kind() -> ContentKind {
         ContentKind::Csv {
@@ -132,16 +131,7 @@ mod tests {
         }
     }
 
-    fn links(kind: &ContentKind, bytes: &[u8]) -> Vec<Found> {
-        content(
-            kind,
-            Box::new(std::io::Cursor::new(bytes.to_vec())),
-            bytes.len() as u64,
-            1 << 30,
-            1 << 30,
-        )
-        .unwrap()
-    }
+    use crate::apply::redact::test_support::links;
 
     /// Redacts `text`, removing the rows holding `keys`; checks the result
     /// against the extractor and returns it.

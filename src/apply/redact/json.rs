@@ -397,35 +397,15 @@ impl Scanner {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
 
-    use crate::apply::redact::{RedactError, redact};
+    use crate::apply::redact::RedactError;
     use crate::config::ContentKind;
-    use crate::index::extract::{Found, content};
 
-    fn links(kind: &ContentKind, bytes: &[u8]) -> Vec<Found> {
-        content(
-            kind,
-            Box::new(std::io::Cursor::new(bytes.to_vec())),
-            bytes.len() as u64,
-            1 << 30,
-            1 << 30,
-        )
-        .unwrap()
-    }
+    use crate::apply::redact::test_support::links;
 
+    /// The shared redaction, and the result must still be JSON.
     fn redacted(kind: &ContentKind, text: &[u8], ids: &[&str]) -> Result<Vec<u8>, RedactError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.json");
-        std::fs::write(&path, text).unwrap();
-        let remove: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
-        let mut out = Vec::new();
-        let r = redact(kind, &path, &mut out, &remove)?;
-        assert_eq!(r.records_removed, ids.len() as u64);
-        assert_eq!(
-            (r.bytes_in, r.bytes_out),
-            (text.len() as u64, out.len() as u64)
-        );
+        let out = crate::apply::redact::test_support::redacted(kind, text, ids)?;
         serde_json::from_slice::<serde::de::IgnoredAny>(
             out.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&out),
         )

@@ -292,6 +292,46 @@ impl Cutter {
     }
 }
 
+/// What the format engines' tests share: redact bytes through a spool, and
+/// read links back with the extractors.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::HashSet;
+
+    use super::{RedactError, redact};
+    use crate::config::ContentKind;
+    use crate::index::extract::{Found, content};
+
+    /// The links the extractor finds in `bytes`.
+    pub fn links(kind: &ContentKind, bytes: &[u8]) -> Vec<Found> {
+        content(
+            kind,
+            Box::new(std::io::Cursor::new(bytes.to_vec())),
+            bytes.len() as u64,
+            1 << 30,
+            1 << 30,
+        )
+        .unwrap()
+    }
+
+    /// `text` without the records `ids`, checking the counts the engine
+    /// reports.
+    pub fn redacted(kind: &ContentKind, text: &[u8], ids: &[&str]) -> Result<Vec<u8>, RedactError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, text).unwrap();
+        let remove: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
+        let mut out = Vec::new();
+        let r = redact(kind, &path, &mut out, &remove)?;
+        assert_eq!(r.records_removed, ids.len() as u64);
+        assert_eq!(
+            (r.bytes_in, r.bytes_out),
+            (text.len() as u64, out.len() as u64)
+        );
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,9 +143,8 @@ fn ordinals(remove: &HashSet<String>) -> HashSet<u64> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
 
-    use crate::apply::redact::{RedactError, redact};
+    use crate::apply::redact::RedactError;
     use crate::config::ContentKind;
     use crate::index::extract::content;
 
@@ -163,20 +162,7 @@ mod tests {
         .collect()
     }
 
-    fn redacted(kind: &ContentKind, text: &[u8], ids: &[&str]) -> Result<Vec<u8>, RedactError> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("in.xml");
-        std::fs::write(&path, text).unwrap();
-        let remove: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
-        let mut out = Vec::new();
-        let r = redact(kind, &path, &mut out, &remove)?;
-        assert_eq!(r.records_removed, ids.len() as u64);
-        assert_eq!(
-            (r.bytes_in, r.bytes_out),
-            (text.len() as u64, out.len() as u64)
-        );
-        Ok(out)
-    }
+    use crate::apply::redact::test_support::redacted;
 
     const BATCH: &str = concat!(
         "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n",
