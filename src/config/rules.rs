@@ -540,100 +540,17 @@ pub fn compile(
         ));
     }
     if let Some(crm) = &raw.crm {
-        let others = raw.path.is_some()
-            || raw.glob.is_some()
-            || raw.json.is_some()
-            || raw.xml.is_some()
-            || raw.csv.is_some()
-            || raw.metadata.is_some()
-            || raw.entity.is_some();
-        if others {
-            errs.push(("crm", "a crm rule stands alone: crm = \"type.column\" names the entity type and its column".to_string()));
-        }
-        match crm.split_once('.') {
-            Some((ty, column)) if types.contains(ty) && !column.is_empty() && errs.is_empty() => {
-                if !column
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                {
-                    errs.push(("crm", format!("`{column}` is not a plain SQL column name")));
-                    return Err(errs);
-                }
-                return Ok(LinkRule::CrmColumn {
-                    index: i,
-                    entity: ty.to_string(),
-                    column: column.to_string(),
-                });
-            }
-            Some((ty, _)) if !types.contains(ty) => {
-                errs.push(("crm", format!("unknown entity type `{ty}`")))
-            }
-            _ if errs.is_empty() => errs.push((
-                "crm",
-                format!("`{crm}`: write type.column, e.g. lead.source_file"),
-            )),
-            _ => {}
-        }
-        return Err(errs);
+        return crm_rule(i, raw, crm, types, errs);
     }
     if let Some(name) = &raw.metadata {
-        let glob_text = raw.glob.clone().unwrap_or_else(|| "**".to_string());
-        let glob = globset::GlobBuilder::new(&glob_text)
-            .literal_separator(true)
-            .build()
-            .map(|g| g.compile_matcher())
-            .map_err(|e| errs.push(("glob", format!("`{glob_text}`: {e}"))))
-            .ok();
-        if raw.path.is_some() || raw.json.is_some() || raw.xml.is_some() || raw.csv.is_some() {
-            errs.push((
-                "metadata",
-                "a metadata rule takes glob, metadata and entity only".to_string(),
-            ));
-        }
-        let entity = match &raw.entity {
-            Some(e) if types.contains(e) => Some(e.clone()),
-            Some(e) => {
-                errs.push(("entity", format!("unknown entity type `{e}`")));
-                None
-            }
-            None => {
-                errs.push((
-                    "entity",
-                    "missing; name the entity type this metadata field holds keys of".to_string(),
-                ));
-                None
-            }
-        };
-        return match (glob, entity) {
-            (Some(glob), Some(entity)) if errs.is_empty() => Ok(LinkRule::Metadata {
-                index: i,
-                glob,
-                glob_text,
-                name: name.to_ascii_lowercase(),
-                entity,
-            }),
-            _ => Err(errs),
-        };
+        return metadata_rule(i, raw, name, types, errs);
     }
     let content = [raw.json.is_some(), raw.xml.is_some(), raw.csv.is_some()]
         .iter()
         .filter(|b| **b)
         .count();
     if let Some(path) = &raw.path {
-        if content > 0 || raw.glob.is_some() || raw.entity.is_some() {
-            errs.push((
-                "path",
-                "a path rule stands alone: the entity types are the {captures}; put content rules in their own [[technical.link]]".to_string(),
-            ));
-        }
-        return match PathPattern::compile(path, types) {
-            Ok(pattern) if errs.is_empty() => Ok(LinkRule::Path { index: i, pattern }),
-            Ok(_) => Err(errs),
-            Err(m) => {
-                errs.push(("path", m));
-                Err(errs)
-            }
-        };
+        return path_rule(i, raw, path, content, types, errs);
     }
     if content != 1 {
         errs.push((
@@ -643,6 +560,14 @@ pub fn compile(
         ));
         return Err(errs);
     }
+    content_rule(i, raw, types, errs)
+}
+
+/// The rule's `glob` (default `**`) as written and compiled.
+fn glob(
+    raw: &RawLink,
+    errs: &mut Vec<(&'static str, String)>,
+) -> (String, Option<globset::GlobMatcher>) {
     let glob_text = raw.glob.clone().unwrap_or_else(|| "**".to_string());
     let glob = globset::GlobBuilder::new(&glob_text)
         .literal_separator(true)
@@ -650,6 +575,132 @@ pub fn compile(
         .map(|g| g.compile_matcher())
         .map_err(|e| errs.push(("glob", format!("`{glob_text}`: {e}"))))
         .ok();
+    (glob_text, glob)
+}
+
+/// A `crm = "type.column"` rule: objects named by a CRM column.
+fn crm_rule(
+    i: usize,
+    raw: &RawLink,
+    crm: &str,
+    types: &BTreeSet<String>,
+    mut errs: Vec<(&'static str, String)>,
+) -> Result<LinkRule, Vec<(&'static str, String)>> {
+    let others = raw.path.is_some()
+        || raw.glob.is_some()
+        || raw.json.is_some()
+        || raw.xml.is_some()
+        || raw.csv.is_some()
+        || raw.metadata.is_some()
+        || raw.entity.is_some();
+    if others {
+        errs.push((
+            "crm",
+            "a crm rule stands alone: crm = \"type.column\" names the entity type and its column"
+                .to_string(),
+        ));
+    }
+    match crm.split_once('.') {
+        Some((ty, column)) if types.contains(ty) && !column.is_empty() && errs.is_empty() => {
+            if !column
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                errs.push(("crm", format!("`{column}` is not a plain SQL column name")));
+                return Err(errs);
+            }
+            return Ok(LinkRule::CrmColumn {
+                index: i,
+                entity: ty.to_string(),
+                column: column.to_string(),
+            });
+        }
+        Some((ty, _)) if !types.contains(ty) => {
+            errs.push(("crm", format!("unknown entity type `{ty}`")))
+        }
+        _ if errs.is_empty() => errs.push((
+            "crm",
+            format!("`{crm}`: write type.column, e.g. lead.source_file"),
+        )),
+        _ => {}
+    }
+    Err(errs)
+}
+
+/// A metadata rule: objects whose metadata field holds an entity key.
+fn metadata_rule(
+    i: usize,
+    raw: &RawLink,
+    name: &str,
+    types: &BTreeSet<String>,
+    mut errs: Vec<(&'static str, String)>,
+) -> Result<LinkRule, Vec<(&'static str, String)>> {
+    let (glob_text, glob) = glob(raw, &mut errs);
+    if raw.path.is_some() || raw.json.is_some() || raw.xml.is_some() || raw.csv.is_some() {
+        errs.push((
+            "metadata",
+            "a metadata rule takes glob, metadata and entity only".to_string(),
+        ));
+    }
+    let entity = match &raw.entity {
+        Some(e) if types.contains(e) => Some(e.clone()),
+        Some(e) => {
+            errs.push(("entity", format!("unknown entity type `{e}`")));
+            None
+        }
+        None => {
+            errs.push((
+                "entity",
+                "missing; name the entity type this metadata field holds keys of".to_string(),
+            ));
+            None
+        }
+    };
+    match (glob, entity) {
+        (Some(glob), Some(entity)) if errs.is_empty() => Ok(LinkRule::Metadata {
+            index: i,
+            glob,
+            glob_text,
+            name: name.to_ascii_lowercase(),
+            entity,
+        }),
+        _ => Err(errs),
+    }
+}
+
+/// A path rule: the entity types are the pattern's captures.
+fn path_rule(
+    i: usize,
+    raw: &RawLink,
+    path: &str,
+    content: usize,
+    types: &BTreeSet<String>,
+    mut errs: Vec<(&'static str, String)>,
+) -> Result<LinkRule, Vec<(&'static str, String)>> {
+    if content > 0 || raw.glob.is_some() || raw.entity.is_some() {
+        errs.push((
+            "path",
+            "a path rule stands alone: the entity types are the {captures}; put content rules in their own [[technical.link]]".to_string(),
+        ));
+    }
+    match PathPattern::compile(path, types) {
+        Ok(pattern) if errs.is_empty() => Ok(LinkRule::Path { index: i, pattern }),
+        Ok(_) => Err(errs),
+        Err(m) => {
+            errs.push(("path", m));
+            Err(errs)
+        }
+    }
+}
+
+/// A content rule: a glob with exactly one of `json`, `xml`, `csv`.
+fn content_rule(
+    i: usize,
+    raw: &RawLink,
+    types: &BTreeSet<String>,
+    mut errs: Vec<(&'static str, String)>,
+) -> Result<LinkRule, Vec<(&'static str, String)>> {
+    let (glob_text, glob) = glob(raw, &mut errs);
     let entity = match &raw.entity {
         None => {
             errs.push((
@@ -701,145 +752,4 @@ pub fn compile(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn types() -> BTreeSet<String> {
-        ["lead", "quote"].iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn path_captures_one_segment() {
-        let p = PathPattern::compile("inbound/{lead}/**", &types()).unwrap();
-        assert_eq!(
-            p.matches("inbound/4711/a/b.json"),
-            vec![("lead".into(), "4711".into())]
-        );
-        assert_eq!(
-            p.matches("inbound/4711/x.xml"),
-            vec![("lead".into(), "4711".into())]
-        );
-        assert!(p.matches("outbound/4711/x.xml").is_empty());
-        assert!(
-            p.matches("inbound/4711").is_empty(),
-            "** after / needs the slash"
-        );
-    }
-
-    #[test]
-    fn double_star_slash_matches_zero_folders() {
-        let p = PathPattern::compile("**/lead-{lead}.json", &types()).unwrap();
-        assert_eq!(p.matches("lead-7.json"), vec![("lead".into(), "7".into())]);
-        assert_eq!(
-            p.matches("a/b/lead-7.json"),
-            vec![("lead".into(), "7".into())]
-        );
-        assert!(p.matches("a/lead-7.json.bak").is_empty());
-    }
-
-    #[test]
-    fn star_stays_in_its_segment() {
-        let p = PathPattern::compile("q/*/{quote}.xml", &types()).unwrap();
-        assert_eq!(
-            p.matches("q/2024/9.xml"),
-            vec![("quote".into(), "9".into())]
-        );
-        assert!(p.matches("q/2024/01/9.xml").is_empty());
-    }
-
-    /// Regression: `inbound/18/new<LF>line.json` got no link (the pattern's
-    /// `.` did not match a newline) and was never deleted with its lead.
-    const ODD: &[&str] = &[
-        "new\nline.json",
-        "tab\there.json",
-        "back\\slash.json",
-        "50% off.json",
-        "sp ace.json",
-        "\u{e4}\u{f6}\u{fc}\u{1f600}.json",
-        "\r\n.json",
-        "byte\u{10ffff}.json",
-    ];
-
-    #[test]
-    fn patterns_and_globs_match_any_character_a_key_may_hold() {
-        let p = PathPattern::compile("inbound/{lead}/**", &types()).unwrap();
-        let flat = PathPattern::compile("in/{lead}.json", &types()).unwrap();
-        let glob = |g: &str| {
-            globset::GlobBuilder::new(g)
-                .literal_separator(true)
-                .build()
-                .unwrap()
-                .compile_matcher()
-        };
-        let (star, deep) = (glob("inbound/*/*.json"), glob("**/*.json"));
-        for name in ODD {
-            let key = format!("inbound/18/{name}");
-            assert_eq!(
-                p.matches(&key),
-                vec![("lead".into(), "18".into())],
-                "{key:?}"
-            );
-            assert!(star.is_match(&key), "{key:?}");
-            assert!(deep.is_match(&key), "{key:?}");
-            let stem = name.trim_end_matches(".json");
-            assert_eq!(
-                flat.matches(&format!("in/{stem}.json")),
-                vec![("lead".into(), stem.to_string())],
-                "{name:?}"
-            );
-            let deeper = format!("inbound/{name}/x.json");
-            assert_eq!(p.matches(&deeper), vec![("lead".into(), name.to_string())]);
-        }
-        assert!(
-            !star.is_match("inbound/a/b/c.json"),
-            "`*` stays in its segment"
-        );
-    }
-
-    #[test]
-    fn pattern_errors_name_the_problem() {
-        assert!(
-            PathPattern::compile("inbound/{account}/**", &types())
-                .unwrap_err()
-                .contains("names no entity type")
-        );
-        assert!(
-            PathPattern::compile("inbound/**", &types())
-                .unwrap_err()
-                .contains("captures no entity")
-        );
-        assert!(PathPattern::compile("in**/{lead}", &types()).is_err());
-    }
-
-    /// Regression: a CSV rule's description (of which the index's rule hash
-    /// is made) left out its delimiter, so changing it re-indexed nothing.
-    #[test]
-    fn a_csv_rules_description_names_its_delimiter() {
-        let rule = |delimiter: Option<&str>| {
-            let raw = RawLink {
-                glob: Some("**/*.csv".into()),
-                csv: Some("LeadId".into()),
-                delimiter: delimiter.map(str::to_string),
-                entity: Some("lead".into()),
-                ..RawLink::default()
-            };
-            compile(0, &raw, &types()).unwrap().describe()
-        };
-        assert_eq!(rule(None), "**/*.csv csv LeadId → lead");
-        assert_eq!(rule(Some(";")), "**/*.csv csv LeadId delimiter ';' → lead");
-        assert_ne!(rule(Some("tab")), rule(Some("|")));
-    }
-
-    #[test]
-    fn xml_paths_by_local_name() {
-        let p = XmlPath::parse("/cac:Quotation/cbc:ID").unwrap();
-        assert!(p.matches(&["Quotation".into(), "ID".into()]));
-        assert!(!p.matches(&["Quotation".into(), "X".into(), "ID".into()]));
-        let any = XmlPath::parse("//ID").unwrap();
-        assert!(any.matches(&["Quotation".into(), "X".into(), "ID".into()]));
-        assert!(any.matches(&["ID".into()]));
-        let attr = XmlPath::parse("/Lead/@id").unwrap();
-        assert_eq!(attr.attribute.as_deref(), Some("id"));
-        assert!(XmlPath::parse("Quotation/ID").is_err());
-    }
-}
+mod tests;

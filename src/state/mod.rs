@@ -13,6 +13,8 @@ pub mod audit_log;
 pub mod erased;
 pub mod index;
 pub mod journal;
+mod plan_prune;
+mod plan_show;
 pub mod plans;
 pub mod redacted;
 pub mod registered;

@@ -1,0 +1,82 @@
+//! `GET /v1/entities/{entity}/explain`: why an entity is kept, or when it
+//! becomes due.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{ApiError, ApiResult, AppState, ErrorBody};
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AsOfQuery {
+    /// Judge as of this instant (RFC 3339 or a date) instead of now.
+    as_of: Option<String>,
+}
+
+/// Why an entity is kept, or when it becomes due.
+///
+/// Answers from the CRM graph as loaded at most a minute ago (sooner after
+/// a run or a change of holds).
+#[utoipa::path(get, path = "/v1/entities/{entity}/explain", tag = "entities",
+    security(("bearer" = [])),
+    params(("entity" = String, Path, description = "An entity ref, type:key", example = "lead:4711"), AsOfQuery),
+    responses(
+        (status = 200, description = "The entity's cases and their verdicts", body = Object),
+        (status = 400, description = "Not an entity ref of this config, or a bad as_of", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+pub(super) async fn explain(
+    State(app): State<AppState>,
+    entity: Result<Path<String>, PathRejection>,
+    query: Result<Query<AsOfQuery>, QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Path(entity) = entity?;
+    let Query(q) = query?;
+    let kinds = app.runner.key_kinds().await?;
+    let (r, _) = kinds
+        .parse(&app.runner.config, &entity)
+        .map_err(ApiError::bad_request)?;
+    let loaded = app.runner.world().await?;
+    let world = &loaded.world;
+    let entity = r.to_string();
+    let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
+        return Ok(Json(
+            serde_json::json!({ "entity": entity, "exists": false }),
+        ));
+    };
+    // Now: the evaluation made when the graph was loaded. Another instant:
+    // evaluated for this request (the whole graph: slower).
+    let (at, fresh) = match q.as_of.as_deref() {
+        None => (loaded.as_of, None),
+        Some(t) => {
+            let at = parse_as_of(Some(t))?.as_second();
+            (
+                at,
+                Some(crate::evaluate::evaluate(&world.graph, &world.policies, at)),
+            )
+        }
+    };
+    let eval = fresh.as_ref().unwrap_or(&loaded.eval);
+    let cases = crate::evaluate::cases_containing(&world.graph, &world.policies, id, at);
+    Ok(Json(crate::plan::explain::explain_json(
+        &entity,
+        world,
+        &cases,
+        eval.is_deleted(id),
+    )))
+}
+
+pub(super) fn parse_as_of(text: Option<&str>) -> Result<jiff::Timestamp, ApiError> {
+    match text {
+        None => Ok(
+            jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+                .unwrap_or_else(|_| jiff::Timestamp::now()),
+        ),
+        Some(t) => {
+            crate::model::parse_as_of(t).map_err(|e| ApiError::bad_request(format!("as_of: {e}")))
+        }
+    }
+}
