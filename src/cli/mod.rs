@@ -220,18 +220,23 @@ async fn plan_cmd(path: &Path, a: args::PlanArgs, format: Format) -> Result<i32>
     Ok(EXIT_OK)
 }
 
+/// What `apply` and `sweep` take from their flags; both stop on a signal.
+fn apply_options(allow_mass_delete: bool, wait: bool, batch_size: Option<u64>) -> ApplyOptions {
+    ApplyOptions {
+        allow_mass_delete,
+        wait_for_lock: wait,
+        batch_cases: batch_size.map(|n| n as usize),
+        stop: Some(stop_on_signal()),
+    }
+}
+
 /// `lethe apply`: the plan, then verify.
 async fn apply_cmd(path: &Path, a: args::ApplyArgs, format: Format) -> Result<i32> {
     let config = load_config(path)?;
     let state = StateStore::open(&config).await?;
     let crm = crm::connect(&config).await?;
     let store = store::open(&config)?;
-    let options = ApplyOptions {
-        allow_mass_delete: a.allow_mass_delete,
-        wait_for_lock: a.wait,
-        batch_cases: a.batch_size.map(|n| n as usize),
-        stop: Some(stop_on_signal()),
-    };
+    let options = apply_options(a.allow_mass_delete, a.wait, a.batch_size);
     let (report, verified) = run_apply(
         &config,
         crm.as_ref(),
@@ -255,12 +260,7 @@ async fn sweep_cmd(path: &Path, a: args::SweepArgs, format: Format) -> Result<i3
     let state = StateStore::open(&config).await?;
     let crm = crm::connect(&config).await?;
     let store = store::open(&config)?;
-    let options = ApplyOptions {
-        allow_mass_delete: a.allow_mass_delete,
-        wait_for_lock: a.wait,
-        batch_cases: a.batch_size.map(|n| n as usize),
-        stop: Some(stop_on_signal()),
-    };
+    let options = apply_options(a.allow_mass_delete, a.wait, a.batch_size);
     let progress = Progress::new(format);
     let swept = pipeline::sweep(
         &config,
