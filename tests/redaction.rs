@@ -250,3 +250,32 @@ fn identifiers_survive_a_crash_between_the_crm_commit_and_the_journal() {
         "0"
     );
 }
+
+/// An odd byte in a file name does not hide it from the scan; a symlink
+/// (never followed) is not searched, and verify says so instead of "all gone".
+#[test]
+fn odd_names_are_searched_and_symlinks_are_named_as_not_searched() {
+    use std::os::unix::ffi::OsStrExt;
+    let f = shared_fixture();
+    let odd = std::ffi::OsStr::from_bytes(b"notes-\xff.txt");
+    std::fs::create_dir_all(f.tech().join("misc")).unwrap();
+    std::fs::write(f.tech().join("misc").join(odd), "jane.doe@example.com\n").unwrap();
+    let out = f.lethe(&["sweep", "--as-of", AS_OF, "--format", "json"]);
+    let json = out.expect(3).json();
+    let residual = json["verify"]["residual"].as_array().expect("list").clone();
+    assert_eq!(residual.len(), 1, "the oddly named note is found: {json:#}");
+    std::fs::remove_file(f.tech().join("misc").join(odd)).unwrap();
+
+    let outside = f.dir().join("outside.txt");
+    std::fs::write(&outside, "jane.doe@example.com\n").unwrap();
+    std::os::unix::fs::symlink(&outside, f.tech().join("misc/link.txt")).unwrap();
+    let text = f.lethe(&["verify"]).ok().stdout.clone();
+    assert!(!text.contains("all gone"), "{text}");
+    assert!(!text.contains("none left"), "{text}");
+    assert!(
+        text.contains("NOT PROVEN: 1 entry of the listing"),
+        "{text}"
+    );
+    let json = f.lethe(&["verify", "--format", "json"]).ok().json();
+    assert_eq!(n(&json["verify"], "scan_skipped"), 1, "{json:#}");
+}

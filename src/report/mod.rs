@@ -205,7 +205,7 @@ pub fn verify_text(v: &crate::verify::VerifyReport) -> String {
         v.objects_remaining,
         if v.entities_remaining + v.objects_remaining > 0 {
             " — NOT ALL GONE"
-        } else if v.identifiers == 0 || failing > 0 || v.scan_failed > 0 {
+        } else if v.identifiers == 0 || failing > 0 || v.scan_failed > 0 || v.scan_skipped > 0 {
             " — every deleted item is gone"
         } else {
             " — all gone"
@@ -239,8 +239,10 @@ pub fn verify_text(v: &crate::verify::VerifyReport) -> String {
         "the store",
         bytes(v.bytes_scanned),
         count(v.identifiers, "identifier", "identifiers"),
-        if v.residual.is_empty() && v.scan_failed == 0 {
+        if v.residual.is_empty() && v.scan_failed == 0 && v.scan_skipped == 0 {
             "none left — no identifier of a deleted entity is in the store".to_string()
+        } else if v.residual.is_empty() {
+            "none found in the objects it could read".to_string()
         } else {
             format!(
                 "{} still {} a deleted entity{}",
@@ -258,6 +260,12 @@ pub fn verify_text(v: &crate::verify::VerifyReport) -> String {
             )
         }
     ));
+    if v.scan_skipped > 0 {
+        out.push_str(&format!(
+            "  NOT PROVEN: {} of the listing (symlinks, names that are not UTF-8, a rewrite's leftover temporary file) could not be read and were not searched\n",
+            count(v.scan_skipped, "entry", "entries")
+        ));
+    }
     if v.scan_failed > 0 {
         out.push_str(&format!(
             "  NOT PROVEN: {} could not be read for the scan\n",

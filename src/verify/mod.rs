@@ -48,6 +48,11 @@ pub struct VerifyReport {
     pub bytes_scanned: u64,
     /// Objects the scan could not read: not proven clean.
     pub scan_failed: u64,
+    /// Entries the listing skipped (symlinks, names that are not UTF-8, a
+    /// rewrite's leftover temporary file): lethe cannot read them, so they
+    /// were not searched, and "all gone" is not claimed.
+    #[serde(default)]
+    pub scan_skipped: u64,
     /// Each object that still names a deleted entity.
     pub residual: Vec<Residual>,
 }

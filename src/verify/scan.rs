@@ -37,10 +37,9 @@ pub(super) async fn residual(
     let scanner = Arc::new(scanner);
     let mut keys = Vec::new();
     store
-        .list(&mut |l| {
-            if let Listed::Object(m) = l {
-                keys.push(m.key);
-            }
+        .list(&mut |l| match l {
+            Listed::Object(m) => keys.push(m.key),
+            Listed::Skipped { .. } => report.scan_skipped += 1,
         })
         .await?;
     let total = keys.len() as u64;
