@@ -9,6 +9,7 @@
 pub mod fit;
 mod recheck;
 pub mod refs;
+pub mod sample;
 pub mod server;
 pub mod sqlite;
 
@@ -56,6 +57,13 @@ pub enum CrmError {
     },
     #[error("CRM transaction failed: {0}")]
     Transaction(#[source] sqlx::Error),
+    /// Writing or reading the demo's sample CRM (`sample`).
+    #[error("{what}: {source}")]
+    Sample {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
 impl CrmError {
@@ -66,7 +74,8 @@ impl CrmError {
             CrmError::Query { source, .. }
             | CrmError::Catalogue { source, .. }
             | CrmError::Transaction(source)
-            | CrmError::Connect { source, .. } => source,
+            | CrmError::Connect { source, .. }
+            | CrmError::Sample { source, .. } => source,
         };
         match source {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
