@@ -201,6 +201,14 @@ impl StateStore {
         &self.pool
     }
 
+    /// Whether the database answers (`/readyz`): one `SELECT 1`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
