@@ -2,7 +2,8 @@
 //! Each record carries HMAC-SHA256(audit key, ref) instead of the ref, and
 //! the hash of the record before it; `verify` recomputes the chain and
 //! compares its end with the head stored beside it, so an edited, removed or
-//! reordered record is found.
+//! reordered record is found. Then it matches the journal with the chain
+//! item by item (`Walk` along the chain, then `Matching`).
 //!
 //! Architecture invariant: records are appended in the same state-store
 //! transaction as the journal step they describe.

@@ -1,7 +1,8 @@
 //! The CRM backends behind one trait. A backend knows SQL and its driver;
 //! it knows nothing of policies. It streams entities for the graph, answers
 //! `keep_if` conditions, and runs the deleting transaction, inside which the
-//! engine's pure re-check decides what may still go.
+//! engine's pure re-check decides what may still go. `sample` writes the
+//! demo's sample CRM: every statement lethe sends a CRM is in this module.
 //!
 //! Architecture invariant: only `delete_cases` deletes, and only the rows the
 //! caller's re-check approved, children-first, in one transaction per batch.

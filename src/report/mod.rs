@@ -2,7 +2,7 @@
 //! and why, per policy and reason, bytes freed, failures (by pseudonym), the
 //! audit chain head, and an outlook of cases becoming due per month. Built
 //! from the plan and its journal; rendered as JSON, text, or one
-//! self-contained HTML page (inline CSS and SVG, nothing fetched).
+//! self-contained HTML page (inline CSS and SVG, nothing fetched; `page.rs`).
 
 use std::collections::BTreeMap;
 

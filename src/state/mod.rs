@@ -3,8 +3,9 @@
 //! functions. Each concern has its module and its statements (`index`: the
 //! link index; `plans`, `journal`, `audit_log`, `registered`, `runs`,
 //! `workers`, `erased`, `redacted`); this file opens the store, holds the
-//! locks, the `meta` and `holds` tables, and the statement builders they
-//! share. Entity and object keys live here and nowhere else.
+//! locks, the `meta` and `holds` tables, the readiness ping, and the
+//! statement builders they share. Entity and object keys live here and
+//! nowhere else; no SQL is written outside this module and `crm`.
 //!
 //! Architecture invariant: a plan's items are written once, before anything
 //! is deleted; afterwards only their journal columns (status, reason) change.

@@ -1,7 +1,8 @@
 //! Helpers for the command-line integration tests: a temp folder holding a
 //! small hand-made CRM (SQLite, built with the `sqlite3` CLI from
-//! `lethe::crm::sample::SCHEMA`), a technical folder of payloads and a `lethe.toml`
-//! from `lethe::demo::config_text`, plus a runner for the real binary.
+//! `lethe::crm::sample::SCHEMA`), a technical folder of payloads and a
+//! `lethe.toml` from `lethe::demo::config_text`, plus a runner for the real
+//! binary.
 //!
 //! The standard fixture, judged at `AS_OF` (2026-06-30) by the demo config
 //! (policy unconverted-sales: lead, 24 months, keep_if contract; policy
