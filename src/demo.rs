@@ -1,8 +1,10 @@
-//! `lethe demo`: builds a realistic sample — a SQLite CRM with leads over
-//! four years, opportunities, quotes and contracts; a technical folder of
-//! JSON, UBL XML and CSV payloads shaped like real integration traffic; a
-//! commented config — then runs index, plan, apply and verify on it.
-//! Also the data generator behind the benchmarks (`generate`).
+//! The sample behind `lethe demo` and the benchmarks (`generate`): a SQLite
+//! CRM with leads over four years, opportunities, quotes and contracts (the
+//! values drawn here, the rows written by `crm::sample`, which owns their
+//! statements and `SCHEMA`); a technical folder of JSON, UBL XML and CSV
+//! payloads shaped like real integration traffic; a commented config
+//! (`config_text`). The command itself, which runs the pipeline on it, is
+//! `cli/demo.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
@@ -10,6 +12,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+
+use crate::crm::sample::{Contract, Lead, Opportunity, Quote, SampleWriter};
 
 pub const DAY: i64 = 86_400;
 /// The file that marks a folder as made by `lethe demo` (safe to rebuild).
@@ -39,37 +43,6 @@ const COMPANY: &[&str] = &[
     "Pyramid Construction",
     "Grand Hotels",
 ];
-
-pub const SCHEMA: &str = r#"
-CREATE TABLE leads (
-    id INTEGER PRIMARY KEY,
-    first_name TEXT, last_name TEXT, email TEXT, phone TEXT, company TEXT,
-    status TEXT NOT NULL,
-    created_at TEXT,
-    modified_at TEXT
-);
-CREATE TABLE opportunities (
-    id INTEGER PRIMARY KEY,
-    lead_id INTEGER NOT NULL REFERENCES leads(id),
-    name TEXT, stage TEXT NOT NULL, amount REAL,
-    modified_at TEXT
-);
-CREATE INDEX opportunities_lead ON opportunities(lead_id);
-CREATE TABLE quotes (
-    id INTEGER PRIMARY KEY,
-    opportunity_id INTEGER NOT NULL REFERENCES opportunities(id),
-    total REAL,
-    modified_at TEXT
-);
-CREATE INDEX quotes_opportunity ON quotes(opportunity_id);
-CREATE TABLE contracts (
-    id INTEGER PRIMARY KEY,
-    quote_id INTEGER NOT NULL REFERENCES quotes(id),
-    signed_at TEXT,
-    modified_at TEXT
-);
-CREATE INDEX contracts_quote ON contracts(quote_id);
-"#;
 
 /// What the generator made, for the demo's summary and the benchmarks.
 #[derive(Debug, Default, serde::Serialize)]
@@ -143,12 +116,7 @@ pub async fn generate(
     payloads: bool,
 ) -> Result<Generated> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let crm = crate::crm::sqlite::SqliteCrm::open(crm_path, true).await?;
-    let pool = crm.pool();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(SCHEMA))
-        .execute(pool)
-        .await
-        .context("creating the demo CRM schema")?;
+    let mut crm = SampleWriter::create(crm_path).await?;
     std::fs::create_dir_all(technical)?;
     let mut w = Writer {
         root: technical.to_path_buf(),
@@ -158,7 +126,6 @@ pub async fn generate(
     };
     let mut g = Generated::default();
     let span = 4 * 365 * DAY;
-    let mut tx = pool.begin().await?;
     let mut monthly: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let (mut opp_id, mut quote_id, mut contract_id) = (0i64, 0i64, 0i64);
     for id in 1..=leads as i64 {
@@ -175,18 +142,18 @@ pub async fn generate(
         // erasure never finds another's number; the draw keeps the sequence.
         let _ = rng.random_range(0..10_000_000);
         let phone = format!("+49 30 {:07}", (id * 7919).rem_euclid(10_000_000));
-        sqlx::query("INSERT INTO leads VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
-            .bind(id)
-            .bind(first)
-            .bind(last)
-            .bind(&email)
-            .bind(&phone)
-            .bind(company)
-            .bind(if undatable { "imported" } else { "open" })
-            .bind(if undatable { None } else { Some(iso(created)) })
-            .bind(if undatable { None } else { Some(iso(modified)) })
-            .execute(&mut *tx)
-            .await?;
+        crm.lead(&Lead {
+            id,
+            first_name: first,
+            last_name: last,
+            email: &email,
+            phone: &phone,
+            company,
+            status: if undatable { "imported" } else { "open" },
+            created_at: (!undatable).then(|| iso(created)),
+            modified_at: (!undatable).then(|| iso(modified)),
+        })
+        .await?;
         g.leads += 1;
         if w.payloads {
             let json = format!(
@@ -212,15 +179,15 @@ pub async fn generate(
                 4..=5 => "open",
                 _ => "won",
             };
-            sqlx::query("INSERT INTO opportunities VALUES ($1, $2, $3, $4, $5, $6)")
-                .bind(opp_id)
-                .bind(id)
-                .bind(format!("{company} deal"))
-                .bind(stage)
-                .bind(rng.random_range(1_000.0..90_000.0f64).round())
-                .bind(iso(om))
-                .execute(&mut *tx)
-                .await?;
+            crm.opportunity(&Opportunity {
+                id: opp_id,
+                lead_id: id,
+                name: &format!("{company} deal"),
+                stage,
+                amount: rng.random_range(1_000.0..90_000.0f64).round(),
+                modified_at: iso(om),
+            })
+            .await?;
             g.opportunities += 1;
             let n_quotes = if stage == "won" {
                 1
@@ -231,13 +198,13 @@ pub async fn generate(
                 quote_id += 1;
                 let qm = (om + rng.random_range(0..30 * DAY)).min(now);
                 let total = rng.random_range(1_000.0..90_000.0f64).round();
-                sqlx::query("INSERT INTO quotes VALUES ($1, $2, $3, $4)")
-                    .bind(quote_id)
-                    .bind(opp_id)
-                    .bind(total)
-                    .bind(iso(qm))
-                    .execute(&mut *tx)
-                    .await?;
+                crm.quote(&Quote {
+                    id: quote_id,
+                    opportunity_id: opp_id,
+                    total,
+                    modified_at: iso(qm),
+                })
+                .await?;
                 g.quotes += 1;
                 if w.payloads {
                     let year = &iso(qm)[..4];
@@ -264,23 +231,22 @@ pub async fn generate(
                 }
                 if stage == "won" {
                     contract_id += 1;
-                    sqlx::query("INSERT INTO contracts VALUES ($1, $2, $3, $4)")
-                        .bind(contract_id)
-                        .bind(quote_id)
-                        .bind(iso(qm))
-                        .bind(iso(qm))
-                        .execute(&mut *tx)
-                        .await?;
+                    crm.contract(&Contract {
+                        id: contract_id,
+                        quote_id,
+                        signed_at: iso(qm),
+                        modified_at: iso(qm),
+                    })
+                    .await?;
                     g.contracts += 1;
                 }
             }
         }
         if id % 10_000 == 0 {
-            tx.commit().await?;
-            tx = pool.begin().await?;
+            crm = crm.checkpoint().await?;
         }
     }
-    tx.commit().await?;
+    crm.finish().await?;
     if w.payloads {
         // Monthly exports, `;`-separated as German CRMs write them: one file
         // links many leads, so some are shared between deleted and kept ones.

@@ -1,3 +1,5 @@
+//! Over 800 lines on purpose: each tests/ file is a binary; these share one fixture and build.
+//!
 //! Integration tests of the `lethe` binary: each test builds a small CRM,
 //! technical folder and config in a temp folder (see `util`), runs the real
 //! binary and checks exit codes, output, the CRM and the folder afterwards.

@@ -1,3 +1,5 @@
+//! Over 800 lines on purpose: the router and scheduler tests share one in-process fixture.
+//!
 //! Service mode, in process: the router driven with `oneshot` against the
 //! standard fixture (real SQLite CRM, folder store, state store), and the
 //! scheduler driven by a jumping clock with the real runner as its job.

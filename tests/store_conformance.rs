@@ -1,3 +1,5 @@
+//! Over 800 lines on purpose: `store_test_suite!` makes every store's tests from these cases.
+//!
 //! One conformance suite for every technical store: the same cases, run
 //! against each backend (folder, memory, S3 in s3s-fs, versioned S3 in moto,
 //! Azure Blob in Azurite with Blob Batch and with one request per blob).

@@ -2,7 +2,8 @@
 //! Each record carries HMAC-SHA256(audit key, ref) instead of the ref, and
 //! the hash of the record before it; `verify` recomputes the chain and
 //! compares its end with the head stored beside it, so an edited, removed or
-//! reordered record is found.
+//! reordered record is found. Then it matches the journal with the chain
+//! item by item (`Walk` along the chain, then `Matching`).
 //!
 //! Architecture invariant: records are appended in the same state-store
 //! transaction as the journal step they describe.
@@ -117,39 +118,86 @@ pub async fn verify_paged(
 ) -> Result<Verification, StateError> {
     let page = page.max(1);
     let mut v = Verification::default();
-    let mut prev = GENESIS.to_string();
-    let mut expect_seq = 1i64;
-    let mut plans = Plans::default();
-    let mut audited: std::collections::HashMap<ItemKey, u32> = Default::default();
-    let mut bad_pseudonyms: Vec<String> = Vec::new();
-    let want_head = expect_head.map(|h| {
-        h.rsplit(':')
-            .next()
-            .unwrap_or(h)
-            .trim()
-            .to_ascii_lowercase()
-    });
-    let mut head_seen_at = None;
-    let problems = &mut v.problems;
-    let mut count = 0u64;
-    let pruned = crate::state::plans::pruned_plans(state).await?;
-    let of_pruned = &mut v.of_pruned_plans;
-    let unjournaled = &mut v.unjournaled;
-    for_each(state, &mut |r| {
-        count += 1;
+    let mut walk = Walk::new(expect_head, crate::state::plans::pruned_plans(state).await?);
+    for_each(state, &mut |r| walk.record(r, &mut v)).await?;
+    v.problems.append(&mut walk.bad_pseudonyms);
+    v.records = walk.count;
+    walk.check_stored_head(state, &mut v).await?;
+    v.head = if walk.count > 0 {
+        Some(walk.prev.clone())
+    } else {
+        None
+    };
+    let mut matching = Matching {
+        plans: walk.plans,
+        audited: walk.audited,
+        unaudited: Vec::new(),
+    };
+    matching.journal(state, pseudo, page, &mut v).await?;
+    matching.finish(&mut v);
+    if let Some(expected) = expect_head {
+        v.expect_head(expected, walk.head_seen_at);
+    }
+    Ok(v)
+}
+
+/// The walk along the chain, record by record: its sequence, links and
+/// hashes checked, its `delete-*` records counted by item.
+struct Walk {
+    prev: String,
+    expect_seq: i64,
+    count: u64,
+    /// `--expect-head`, the hash alone, lower case; and where it was seen.
+    want_head: Option<String>,
+    head_seen_at: Option<i64>,
+    /// Plans removed by `plan prune`: their records have no journal left.
+    pruned: std::collections::HashSet<String>,
+    plans: Plans,
+    audited: std::collections::HashMap<ItemKey, u32>,
+    bad_pseudonyms: Vec<String>,
+}
+
+impl Walk {
+    fn new(expect_head: Option<&str>, pruned: std::collections::HashSet<String>) -> Walk {
+        Walk {
+            prev: GENESIS.to_string(),
+            expect_seq: 1,
+            count: 0,
+            want_head: expect_head.map(|h| {
+                h.rsplit(':')
+                    .next()
+                    .unwrap_or(h)
+                    .trim()
+                    .to_ascii_lowercase()
+            }),
+            head_seen_at: None,
+            pruned,
+            plans: Plans::default(),
+            audited: Default::default(),
+            bad_pseudonyms: Vec::new(),
+        }
+    }
+
+    fn record(&mut self, r: Record, v: &mut Verification) {
+        self.count += 1;
+        let expect_seq = self.expect_seq;
+        let problems = &mut v.problems;
         if problems.len() < NAMED {
             if r.seq != expect_seq {
                 problems.push(format!("record {}: expected sequence number {expect_seq} (a record was removed or reordered)", r.seq));
             }
-            if r.prev != prev {
+            if r.prev != self.prev {
                 problems.push(format!("record {}: does not follow the record before it (removed, inserted or reordered)", r.seq));
             }
             if record_hash(&r) != r.hash {
-                problems.push(format!("record {}: content does not match its hash (edited)", r.seq));
+                problems.push(format!(
+                    "record {}: content does not match its hash (edited)",
+                    r.seq
+                ));
             }
         }
-        if want_head.as_deref() == Some(r.hash.as_str()) {
-            head_seen_at = Some(r.seq);
+        if self.want_head.as_deref() == Some(r.hash.as_str()) {
+            self.head_seen_at = Some(r.seq);
         }
         let object = match r.action.as_str() {
             DELETE_ENTITY => Some(false),
@@ -157,17 +205,22 @@ pub async fn verify_paged(
             _ => None,
         };
         let object = object.filter(|_| {
-            let gone = pruned.contains(&r.plan_id);
-            *of_pruned += u64::from(gone);
+            let gone = self.pruned.contains(&r.plan_id);
+            v.of_pruned_plans += u64::from(gone);
             !gone
         });
         if let Some(object) = object {
             match pseudonym_bytes(&r.pseudonym) {
-                Some(p) => *audited.entry((plans.of(&r.plan_id), object, p)).or_default() += 1,
+                Some(p) => {
+                    *self
+                        .audited
+                        .entry((self.plans.of(&r.plan_id), object, p))
+                        .or_default() += 1
+                }
                 None => {
-                    *unjournaled += 1;
-                    if bad_pseudonyms.len() < NAMED {
-                        bad_pseudonyms.push(format!(
+                    v.unjournaled += 1;
+                    if self.bad_pseudonyms.len() < NAMED {
+                        self.bad_pseudonyms.push(format!(
                             "record {}: {} names no pseudonym (not 64 hex digits), so no journal item",
                             r.seq, r.action
                         ));
@@ -175,112 +228,131 @@ pub async fn verify_paged(
                 }
             }
         }
-        expect_seq = r.seq + 1;
-        prev = r.hash;
-    })
-    .await?;
-    v.problems.extend(bad_pseudonyms);
-    v.records = count;
-    let head = state.meta_get("audit.head").await?;
-    match (&head, count) {
-        (None, 0) => {}
-        (None, _) => v.problems.push("the stored chain head is missing".into()),
-        (Some(h), _) => {
-            if h != &format!("{}:{prev}", expect_seq - 1) {
-                v.problems.push(format!(
-                    "the chain ends at record {} but the stored head is {}: records were removed from the end or the head was altered",
-                    expect_seq - 1,
-                    h.split(':').next().unwrap_or("?")
-                ));
+        self.expect_seq = r.seq + 1;
+        self.prev = r.hash;
+    }
+
+    /// The chain's end against the head stored beside it.
+    async fn check_stored_head(
+        &self,
+        state: &StateStore,
+        v: &mut Verification,
+    ) -> Result<(), StateError> {
+        let head = state.meta_get("audit.head").await?;
+        match (&head, self.count) {
+            (None, 0) => {}
+            (None, _) => v.problems.push("the stored chain head is missing".into()),
+            (Some(h), _) => {
+                if h != &format!("{}:{}", self.expect_seq - 1, self.prev) {
+                    v.problems.push(format!(
+                        "the chain ends at record {} but the stored head is {}: records were removed from the end or the head was altered",
+                        self.expect_seq - 1,
+                        h.split(':').next().unwrap_or("?")
+                    ));
+                }
             }
         }
+        Ok(())
     }
-    v.head = if count > 0 { Some(prev) } else { None };
+}
 
-    // The journal, item by item, in pages: each deleted item takes its record.
-    let mut unaudited: Vec<String> = Vec::new();
-    let mut take = |v: &mut Verification, plan: &str, object: bool, p: [u8; 32], shown: String| {
+/// The journal matched with the chain's `delete-*` records, item by item.
+struct Matching {
+    plans: Plans,
+    /// Records not yet matched, by item, with how many name it.
+    audited: std::collections::HashMap<ItemKey, u32>,
+    /// Named problems of the match (at most `2 * NAMED`).
+    unaudited: Vec<String>,
+}
+
+impl Matching {
+    /// The journal, item by item, in pages: each deleted item takes its
+    /// record.
+    async fn journal(
+        &mut self,
+        state: &StateStore,
+        pseudo: &Pseudonymizer,
+        page: i64,
+        v: &mut Verification,
+    ) -> Result<(), StateError> {
+        let mut after: Option<(String, String, String)> = None;
+        loop {
+            let rows =
+                crate::state::journal::deleted_entity_items(state, after.as_ref(), page).await?;
+            for (plan, ty, key) in &rows {
+                let (p, shown) = (pseudo.entity_bytes(ty, key), pseudo.show_entity(ty, key));
+                self.take(v, plan, false, p, shown);
+            }
+            match rows.into_iter().last() {
+                Some(last) => after = Some(last),
+                None => break,
+            }
+        }
+        let mut after: Option<(String, i64)> = None;
+        loop {
+            let rows =
+                crate::state::journal::deleted_object_items(state, after.as_ref(), page).await?;
+            for (plan, _, key) in &rows {
+                let (p, shown) = (pseudo.object_bytes(key), pseudo.show_object(key));
+                self.take(v, plan, true, p, shown);
+            }
+            match rows.into_iter().last() {
+                Some((plan, item, _)) => after = Some((plan, item)),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// A journal item that says deleted takes one record of its plan and
+    /// pseudonym.
+    fn take(&mut self, v: &mut Verification, plan: &str, object: bool, p: [u8; 32], shown: String) {
         v.journal_deleted += 1;
-        let key = (plans.of(plan), object, p);
-        match audited.get_mut(&key) {
+        let key = (self.plans.of(plan), object, p);
+        match self.audited.get_mut(&key) {
             Some(n) if *n > 1 => *n -= 1,
             Some(_) => {
-                audited.remove(&key);
+                self.audited.remove(&key);
             }
             None => {
                 v.unaudited += 1;
-                if unaudited.len() < NAMED {
-                    unaudited.push(format!(
+                if self.unaudited.len() < NAMED {
+                    self.unaudited.push(format!(
                         "plan {plan}: the journal says {shown} was deleted, but no {} record names it",
                         if object { DELETE_OBJECT } else { DELETE_ENTITY }
                     ));
                 }
             }
         }
-    };
-    let mut after: Option<(String, String, String)> = None;
-    loop {
-        let rows = crate::state::journal::deleted_entity_items(state, after.as_ref(), page).await?;
-        for (plan, ty, key) in &rows {
-            take(
-                &mut v,
-                plan,
-                false,
-                pseudo.entity_bytes(ty, key),
-                pseudo.show_entity(ty, key),
-            );
-        }
-        match rows.into_iter().last() {
-            Some(last) => after = Some(last),
-            None => break,
-        }
     }
-    let mut after: Option<(String, i64)> = None;
-    loop {
-        let rows = crate::state::journal::deleted_object_items(state, after.as_ref(), page).await?;
-        for (plan, _, key) in &rows {
-            take(
-                &mut v,
-                plan,
-                true,
-                pseudo.object_bytes(key),
-                pseudo.show_object(key),
-            );
+
+    /// What is left names no journal item (or names one twice).
+    fn finish(mut self, v: &mut Verification) {
+        let mut left: Vec<(&ItemKey, &u32)> = self.audited.iter().collect();
+        left.sort();
+        for ((plan, object, p), n) in left {
+            v.unjournaled += u64::from(*n);
+            if self.unaudited.len() < 2 * NAMED {
+                let plan = &self.plans.ids[*plan as usize];
+                let (action, kind) = if *object {
+                    (DELETE_OBJECT, "object")
+                } else {
+                    (DELETE_ENTITY, "entity")
+                };
+                self.unaudited.push(format!(
+                    "plan {plan}: {n} {action} record(s) for {kind} ~{} but the journal says no such item of the plan was deleted",
+                    short(p)
+                ));
+            }
         }
-        match rows.into_iter().last() {
-            Some((plan, item, _)) => after = Some((plan, item)),
-            None => break,
-        }
-    }
-    // What is left names no journal item (or names one twice).
-    let mut left: Vec<(&ItemKey, &u32)> = audited.iter().collect();
-    left.sort();
-    for ((plan, object, p), n) in left {
-        v.unjournaled += u64::from(*n);
-        if unaudited.len() < 2 * NAMED {
-            let plan = &plans.ids[*plan as usize];
-            let (action, kind) = if *object {
-                (DELETE_OBJECT, "object")
-            } else {
-                (DELETE_ENTITY, "entity")
-            };
-            unaudited.push(format!(
-                "plan {plan}: {n} {action} record(s) for {kind} ~{} but the journal says no such item of the plan was deleted",
-                short(p)
+        if v.unaudited > 0 || v.unjournaled > 0 {
+            v.problems.push(format!(
+                "the journal and the audit log disagree: {} of {} items the journal says deleted have no record, {} delete records name no such item",
+                v.unaudited, v.journal_deleted, v.unjournaled
             ));
         }
+        v.problems.append(&mut self.unaudited);
     }
-    if v.unaudited > 0 || v.unjournaled > 0 {
-        v.problems.push(format!(
-            "the journal and the audit log disagree: {} of {} items the journal says deleted have no record, {} delete records name no such item",
-            v.unaudited, v.journal_deleted, v.unjournaled
-        ));
-    }
-    v.problems.extend(unaudited);
-    if let Some(expected) = expect_head {
-        v.expect_head(expected, head_seen_at);
-    }
-    Ok(v)
 }
 
 /// Neutralises a CSV cell against formula injection.

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use super::args::{DemoArgs, Format};
 use super::{EXIT_OK, EXIT_PARTIAL, out, render};
+use crate::crm::sample::first_lead_modified_before;
 use crate::demo::{DAY, MARKER, config_text, generate, iso};
 use crate::state::{HoldKind, StateStore};
 
@@ -67,13 +68,7 @@ pub async fn run(args: &DemoArgs, format: Format) -> Result<i32> {
 
     // A litigation hold on an old lead, to show that holds win.
     let state = StateStore::open(&config).await?;
-    let old: Option<i64> = {
-        let crm = crate::crm::sqlite::SqliteCrm::open(&dir.join("crm.db"), false).await?;
-        sqlx::query_scalar("SELECT id FROM leads WHERE modified_at < $1 ORDER BY id LIMIT 1")
-            .bind(iso(now - 3 * 365 * DAY))
-            .fetch_optional(crm.pool())
-            .await?
-    };
+    let old = first_lead_modified_before(&dir.join("crm.db"), &iso(now - 3 * 365 * DAY)).await?;
     if let Some(id) = old {
         state
             .add_hold(

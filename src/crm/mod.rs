@@ -1,7 +1,8 @@
 //! The CRM backends behind one trait. A backend knows SQL and its driver;
 //! it knows nothing of policies. It streams entities for the graph, answers
 //! `keep_if` conditions, and runs the deleting transaction, inside which the
-//! engine's pure re-check decides what may still go.
+//! engine's pure re-check decides what may still go. `sample` writes the
+//! demo's sample CRM: every statement lethe sends a CRM is in this module.
 //!
 //! Architecture invariant: only `delete_cases` deletes, and only the rows the
 //! caller's re-check approved, children-first, in one transaction per batch.
@@ -9,6 +10,7 @@
 pub mod fit;
 mod recheck;
 pub mod refs;
+pub mod sample;
 pub mod server;
 pub mod sqlite;
 
@@ -56,6 +58,13 @@ pub enum CrmError {
     },
     #[error("CRM transaction failed: {0}")]
     Transaction(#[source] sqlx::Error),
+    /// Writing or reading the demo's sample CRM (`sample`).
+    #[error("{what}: {source}")]
+    Sample {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
 impl CrmError {
@@ -66,7 +75,8 @@ impl CrmError {
             CrmError::Query { source, .. }
             | CrmError::Catalogue { source, .. }
             | CrmError::Transaction(source)
-            | CrmError::Connect { source, .. } => source,
+            | CrmError::Connect { source, .. }
+            | CrmError::Sample { source, .. } => source,
         };
         match source {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,

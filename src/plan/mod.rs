@@ -3,30 +3,45 @@
 //! brake, and persists the result as an immutable plan before anything is
 //! deleted. `plan` changes nothing outside the state store.
 //!
+//! `make_plan` (here) runs the steps: `world.rs` reads the CRM and the
+//! holds into the graph, `evaluate` judges it, `summary.rs` counts what was
+//! read and judged, `write.rs` writes the cases and entities, `objects.rs`
+//! gives each indexed object its fate (`fate.rs`, pure) as the index
+//! streams, `brake.rs` finds the reasons to stop, and `write.rs` writes the
+//! rest and the plan's row, all in one transaction. `explain.rs`: the
+//! explain document.
+//!
 //! Architecture invariant: `evaluate` and `plan` read the CRM, the index and
 //! the holds, and write only the plan; every error while reading fails the
 //! whole plan (fail closed: an empty read must never become "everything is an
 //! orphan").
 
+mod brake;
 pub mod explain;
 pub mod fate;
+mod objects;
+mod summary;
+mod world;
+mod write;
 /// `plan show` and `plan prune` read and prune the plan tables, which the
 /// state store owns.
 pub use crate::state::plans as show;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, KeepRule};
+use crate::config::Config;
 use crate::crm::{Crm, CrmError};
-use crate::evaluate::{self, CompiledPolicy, Graph, GraphBuilder};
+use crate::evaluate;
 use crate::index;
-use crate::model::{EntityKey, Instant};
-use crate::state::plans::{self, NewCase, NewEntity, NewObject, NewPlan, NewReview};
-use crate::state::{HoldKind, ObjectHolds, StateError, StateStore, q};
+use crate::model::Instant;
+use crate::state::{StateError, StateStore, q};
 pub use fate::{Fate, LinkTarget, object_fate};
+use objects::ObjectPlan;
+pub use summary::due_by_month;
+pub use world::{World, conditions, load_world};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -137,99 +152,6 @@ pub struct HoldTally {
     pub object_holds: u64,
 }
 
-/// The conditional keep rules of all policies, in bit order.
-pub fn conditions(config: &Config) -> Vec<KeepRule> {
-    let mut out: Vec<KeepRule> = Vec::new();
-    for p in &config.policies {
-        for k in &p.keep_if {
-            if k.condition.is_some() && !out.contains(k) {
-                out.push(k.clone());
-            }
-        }
-    }
-    out
-}
-
-/// Everything the evaluation needs, read from the CRM and the holds.
-pub struct World {
-    pub graph: Graph,
-    pub policies: Vec<CompiledPolicy>,
-    pub conditions: Vec<KeepRule>,
-    pub unreadable_clocks: u64,
-    pub holds: HoldTally,
-    pub object_holds: ObjectHolds,
-}
-
-/// Reads the CRM into the graph and marks holds and keep conditions.
-pub async fn load_world(
-    config: &Config,
-    crm: &dyn Crm,
-    state: &StateStore,
-    progress: &(dyn Fn(&str, u64) + Sync),
-) -> Result<World, PlanError> {
-    let holds = state.holds().await?;
-    let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
-    let mut builder = GraphBuilder::new(types.clone());
-    let mut unreadable_clocks = 0u64;
-    let parents_of = evaluate::graph::parent_types(config);
-    for (ti, et) in config.entities.iter().enumerate() {
-        let parent_types = &parents_of[ti];
-        let mut n = 0u64;
-        crm.scan(et, &mut |row| {
-            if row.clock_unreadable {
-                unreadable_clocks += 1;
-            }
-            let parents: Vec<(u16, Option<EntityKey>)> =
-                parent_types.iter().copied().zip(row.parents).collect();
-            builder.add(ti as u16, row.key, row.clock, &parents);
-            n += 1;
-            if n.is_multiple_of(100_000) {
-                progress(&et.name, n);
-            }
-        })
-        .await?;
-        progress(&et.name, n);
-    }
-    let conditions = conditions(config);
-    let mut graph = builder.finish();
-    for (bit, rule) in conditions.iter().enumerate() {
-        let (Some(et), Some(cond)) = (config.entity(&rule.entity), &rule.condition) else {
-            continue;
-        };
-        let ty = graph.type_index(&et.name).unwrap_or(0);
-        let mut hits = Vec::new();
-        crm.matching(et, cond, &mut |k| hits.push(k)).await?;
-        for k in hits {
-            if let Some(id) = graph.resolve_key(ty, &k) {
-                graph.node_mut(id).keep_bits |= 1 << bit;
-            }
-        }
-    }
-    let mut tally = HoldTally::default();
-    for h in &holds {
-        match h.kind {
-            HoldKind::Entity => {
-                tally.entity_holds += 1;
-                let r = crate::model::EntityRef::parse(&h.target).ok();
-                match r.and_then(|r| graph.resolve_named(&r.entity_type, &r.key)) {
-                    Some(id) => graph.node_mut(id).held = true,
-                    None => tally.entity_holds_on_absent += 1,
-                }
-            }
-            _ => tally.object_holds += 1,
-        }
-    }
-    let policies = evaluate::compile_policies(config, &conditions).map_err(PlanError::Policy)?;
-    Ok(World {
-        graph,
-        policies,
-        conditions,
-        unreadable_clocks,
-        holds: tally,
-        object_holds: ObjectHolds::from_holds(&holds),
-    })
-}
-
 async fn index_run(state: &StateStore) -> Result<Option<i64>, StateError> {
     Ok(state
         .meta_get("index.run")
@@ -299,7 +221,10 @@ fn new_plan_id(now: jiff::Timestamp) -> String {
     )
 }
 
-/// Builds, brakes and persists a plan. Returns its summary.
+/// Builds, brakes and persists a plan: reads the world, evaluates it,
+/// summarises, then writes cases, entities, objects (each given its fate
+/// as the index streams), the review, the brake and the plan's row in one
+/// transaction. Returns its summary.
 pub async fn make_plan(
     config: &Config,
     crm: &dyn Crm,
@@ -312,493 +237,42 @@ pub async fn make_plan(
     let _planner = state.lock_plan(false).await?;
     require_fit(config, crm).await?;
     let world = load_world(config, crm, state, progress).await?;
-    let graph = &world.graph;
     let as_of_s = as_of.as_second();
     progress("evaluating", 0);
-    let eval = evaluate::evaluate(graph, &world.policies, as_of_s);
+    let eval = evaluate::evaluate(&world.graph, &world.policies, as_of_s);
 
     let now = jiff::Timestamp::now();
-    let id = new_plan_id(now);
+    let counts = world.graph.counts();
     let mut s = PlanSummary {
-        id: id.clone(),
+        id: new_plan_id(now),
         as_of: as_of.to_string(),
         created_at: jiff::Timestamp::from_second(now.as_second())
             .unwrap_or(now)
             .to_string(),
         config_hash: config.hash.clone(),
-        unreadable_clocks: world.unreadable_clocks,
-        dangling_parents: graph.dangling_parents,
         index_run: index_run(state).await?,
-        holds: world.holds.clone(),
-        cases: eval.cases.len() as u64,
-        cases_absorbed: eval.cases.iter().map(|c| c.absorbed as u64).sum(),
-        ..Default::default()
+        ..summary::of_evaluation(config, &world, &eval, &counts, as_of)
     };
-    let counts = graph.counts();
-    for (i, t) in graph.types.iter().enumerate() {
-        s.entities_read.insert(t.clone(), counts[i]);
-    }
-    for (&(child, parent), &count) in &graph.dangling {
-        let (child_name, parent_name) =
-            (&graph.types[child as usize], &graph.types[parent as usize]);
-        let column = config
-            .entity(child_name)
-            .and_then(|e| e.parents.iter().find(|(p, _)| p == parent_name))
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default();
-        s.dangling.push(DanglingRelation {
-            entity: child_name.clone(),
-            parent: parent_name.clone(),
-            column,
-            count,
-            of: counts[child as usize],
-        });
-    }
-    s.undatable_entities = graph.nodes.iter().filter(|n| n.clock.is_none()).count() as u64;
-    for (pi, p) in world.policies.iter().enumerate() {
-        s.policies.push(PolicySummary {
-            name: p.name.clone(),
-            root: graph.types[p.root as usize].clone(),
-            retain: p.retain.text().to_string(),
-            basis: p.basis.clone(),
-            read: eval.tallies[pi].roots,
-            due: eval.tallies[pi].due,
-            due_inside_other: eval.tallies[pi].due_inside_other,
-            kept: eval.tallies[pi].kept.clone(),
-            inside_due_case: eval.tallies[pi].inside_due_case,
-        });
-    }
-    s.due_by_month = due_by_month(
-        as_of,
-        eval.tallies
-            .iter()
-            .flat_map(|t| t.due_later.iter().copied()),
-    );
-    let mut deleting = vec![0u64; graph.types.len()];
-    for (id, c) in eval.case_of.iter().enumerate() {
-        if *c != evaluate::NOT_DELETED {
-            deleting[graph.nodes[id].ty as usize] += 1;
-        }
-    }
-    for (i, t) in graph.types.iter().enumerate() {
-        if deleting[i] > 0 {
-            s.entities_to_delete.insert(t.clone(), deleting[i]);
-        }
-    }
 
     // Persist: plan row, cases, entities, then objects, in one transaction.
     progress("writing plan", 0);
     let mut digest = Sha256::new();
     let mut tx = state.begin_write().await.map_err(q("writing the plan"))?;
-    // Each case's clock: the latest clock of the entities inside it.
-    let mut case_clock: Vec<Option<Instant>> = vec![None; eval.cases.len()];
-    for (n, &c) in eval.case_of.iter().enumerate() {
-        if c != evaluate::NOT_DELETED {
-            let slot = &mut case_clock[c as usize];
-            *slot = (*slot).max(graph.nodes[n].clock);
-        }
-    }
-    let mut cases = Vec::with_capacity(eval.cases.len());
-    for (ci, c) in eval.cases.iter().enumerate() {
-        let node = graph.node(c.root);
-        let case = NewCase {
-            case_id: ci as u64,
-            policy: world.policies[c.policy].name.as_str(),
-            root_type: graph.types[node.ty as usize].as_str(),
-            root_key: node.key.canonical(),
-            root_kind: node.key.stored_kind(),
-            case_clock: case_clock[ci],
-        };
-        digest.update(
-            format!(
-                "case\0{ci}\0{}\0{}\0{}\n",
-                case.policy, case.root_type, case.root_key
-            )
-            .as_bytes(),
-        );
-        cases.push(case);
-    }
-    plans::write_cases(&mut tx, &id, &cases).await?;
-    let deleted_nodes: Vec<usize> = (0..graph.len())
-        .filter(|i| eval.case_of[*i] != evaluate::NOT_DELETED)
-        .collect();
-    for chunk in deleted_nodes.chunks(150) {
-        let rows: Vec<NewEntity> = chunk
-            .iter()
-            .map(|&n| {
-                let node = &graph.nodes[n];
-                let e = NewEntity {
-                    case_id: eval.case_of[n] as u64,
-                    entity_type: graph.types[node.ty as usize].as_str(),
-                    key: node.key.canonical(),
-                    key_kind: node.key.stored_kind(),
-                };
-                digest.update(
-                    format!("entity\0{}\0{}\0{}\n", e.case_id, e.entity_type, e.key).as_bytes(),
-                );
-                e
-            })
-            .collect();
-        plans::write_entities(&mut tx, &id, &rows).await?;
-    }
-
+    write::cases(&mut tx, &s.id, &world, &eval, &mut digest).await?;
     // Objects: stream the index, give each its fate.
-    let type_of: HashMap<&str, u16> = graph
-        .types
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), i as u16))
-        .collect();
-    let mut to_delete: Vec<NewObject> = Vec::new();
-    // What the plan keeps of the objects, for review (not the retained
-    // ones: they are the bulk, and the index lists them).
-    let mut review: Vec<NewReview> = Vec::new();
-    let signatures: HashMap<usize, Option<String>> = config
-        .links
-        .iter()
-        .map(|r| (r.index(), r.record_signature()))
-        .collect();
-    let tally = &mut s.objects;
-    index::for_each_entry(state, &mut |e| {
-        tally.total += 1;
-        let targets: Vec<LinkTarget> = e
-            .links
-            .iter()
-            .map(|(ty, key)| {
-                match type_of
-                    .get(ty.as_str())
-                    .and_then(|t| graph.resolve(*t, key))
-                {
-                    None => LinkTarget::Absent,
-                    Some(n) if eval.is_deleted(n) => {
-                        LinkTarget::Deleted(eval.cases[eval.case_of[n as usize] as usize].policy)
-                    }
-                    Some(_) => LinkTarget::Retained,
-                }
-            })
-            .collect();
-        let fate = object_fate(
-            &e.status,
-            &targets,
-            world.object_holds.holds(&e.key),
-            e.modified,
-            as_of_s,
-            &config.orphans_retain,
-        );
-        let entities = || links_json(&e.links);
-        let mut keep = |fate: &'static str, reason: Option<String>| {
-            review.push(NewReview {
-                kind: "object",
-                entity_type: None,
-                key: e.key.clone(),
-                size: Some(e.size),
-                fate: fate.to_string(),
-                reason,
-                entities: Some(links_json(&e.links)),
-            })
-        };
-        match fate {
-            Fate::Delete { policy } => {
-                tally.delete += 1;
-                tally.delete_bytes += e.size;
-                to_delete.push(NewObject {
-                    key: e.key.clone(),
-                    size: e.size,
-                    fate: "delete",
-                    policy: world.policies[policy].name.clone(),
-                    links: index::links_digest(&e.links),
-                    entities: entities(),
-                    records: None,
-                });
-            }
-            Fate::OrphanDue => {
-                tally.orphan_delete += 1;
-                tally.orphan_delete_bytes += e.size;
-                to_delete.push(NewObject {
-                    key: e.key.clone(),
-                    size: e.size,
-                    fate: "orphan",
-                    policy: "orphans".into(),
-                    links: index::links_digest(&e.links),
-                    entities: entities(),
-                    records: None,
-                });
-            }
-            Fate::OrphanYoung => {
-                tally.orphan_young += 1;
-                keep("orphan-young", None);
-            }
-            Fate::Shared => {
-                let links: Vec<fate::RecordLink<'_>> = targets
-                    .iter()
-                    .zip(&e.records)
-                    .map(|(t, (rule, record))| fate::RecordLink {
-                        target: *t,
-                        record: record.as_deref(),
-                        signature: signatures.get(rule).and_then(|s| s.as_deref()),
-                        rule: *rule,
-                    })
-                    .collect();
-                let redaction = if config.redact {
-                    fate::redaction(&links, e.modified, as_of_s, &config.orphans_retain)
-                } else {
-                    Err("technical.redact is off")
-                };
-                match redaction {
-                    Ok(r) => {
-                        tally.redact += 1;
-                        tally.redact_records += r.records.len() as u64;
-                        tally.redact_bytes += e.size;
-                        to_delete.push(NewObject {
-                            key: e.key.clone(),
-                            size: e.size,
-                            fate: "redact",
-                            policy: world.policies[r.policy].name.clone(),
-                            links: index::links_digest(&e.links),
-                            entities: entities(),
-                            records: Some(
-                                serde_json::json!({"rule": r.rule, "records": r.records})
-                                    .to_string(),
-                            ),
-                        });
-                    }
-                    Err(why) => {
-                        tally.shared += 1;
-                        keep("shared", Some(why.to_string()));
-                    }
-                }
-            }
-            Fate::Retained => tally.retained += 1,
-            Fate::Unlinked => {
-                tally.unlinked += 1;
-                keep("unlinked", None);
-            }
-            Fate::Unreadable => {
-                tally.unreadable += 1;
-                keep("unreadable", e.error.clone());
-            }
-            Fate::Held => {
-                tally.held += 1;
-                keep("held", None);
-            }
-        }
-    })
-    .await?;
-    for o in &to_delete {
-        digest.update(format!("object\0{}\0{}\0{}\n", o.key, o.fate, o.links).as_bytes());
-        if let Some(r) = &o.records {
-            digest.update(format!("records\0{r}\n").as_bytes());
-        }
-    }
-    plans::write_objects(&mut tx, &id, &to_delete).await?;
-
-    // The undatable entities and the dangling references, for review.
-    for n in graph.nodes.iter().filter(|n| n.clock.is_none()) {
-        review.push(NewReview {
-            kind: "undatable",
-            entity_type: Some(graph.types[n.ty as usize].clone()),
-            key: n.key.canonical(),
-            size: None,
-            fate: "undatable".into(),
-            reason: None,
-            entities: None,
-        });
-    }
-    for (child, key, parent, missing) in &graph.dangling_examples {
-        review.push(NewReview {
-            kind: "dangling",
-            entity_type: Some(graph.types[*child as usize].clone()),
-            key: key.canonical(),
-            size: None,
-            fate: graph.types[*parent as usize].clone(),
-            reason: Some(missing.canonical()),
-            entities: None,
-        });
-    }
-    plans::write_review(&mut tx, &id, &review).await?;
-    s.brake = brake(config, &s, &counts, &graph.types, &mut tx).await?;
+    let mut objects = ObjectPlan::new(config, &world, &eval, as_of_s);
+    index::for_each_entry(state, &mut |e| objects.add(e)).await?;
+    let (tally, to_delete, mut review) = objects.finish();
+    s.objects = tally;
+    write::objects(&mut tx, &s.id, &to_delete, &mut digest).await?;
+    review.extend(write::entity_review(&world.graph));
+    crate::state::plans::write_review(&mut tx, &s.id, &review).await?;
+    s.brake = brake::brake(config, &s, &counts, &world.graph.types, &mut tx).await?;
     s.digest = hex::encode(digest.finalize());
     s.seconds = started.elapsed().as_secs_f64();
-    plans::write_plan(
-        &mut tx,
-        NewPlan {
-            id: &id,
-            created_at: &s.created_at,
-            as_of: as_of_s,
-            config_hash: &s.config_hash,
-            digest: &s.digest,
-            summary: serde_json::to_string(&s).unwrap_or_default(),
-            brake: (!s.brake.is_empty())
-                .then(|| serde_json::to_string(&s.brake).unwrap_or_default()),
-        },
-    )
-    .await?;
+    write::plan(&mut tx, as_of_s, &s).await?;
     tx.commit().await.map_err(q("writing the plan"))?;
     Ok(s)
-}
-
-/// An object's links as a JSON array of refs (`["lead:7"]`), for review.
-fn links_json(links: &[(String, String)]) -> String {
-    serde_json::to_string(
-        &links
-            .iter()
-            .map(|(t, k)| format!("{t}:{k}"))
-            .collect::<Vec<_>>(),
-    )
-    .unwrap_or_else(|_| "[]".into())
-}
-
-/// Buckets due instants into the 12 calendar months (UTC) after `as_of`.
-pub fn due_by_month(
-    as_of: jiff::Timestamp,
-    due: impl Iterator<Item = Instant>,
-) -> BTreeMap<String, u64> {
-    let start = as_of
-        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-        .date()
-        .first_of_month();
-    let mut months = BTreeMap::new();
-    for i in 0..12 {
-        if let Ok(m) = start.checked_add(jiff::Span::new().months(i)) {
-            months.insert(m.strftime("%Y-%m").to_string(), 0u64);
-        }
-    }
-    for at in due {
-        if let Ok(ts) = jiff::Timestamp::from_second(at) {
-            let key = ts
-                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-                .strftime("%Y-%m")
-                .to_string();
-            if let Some(n) = months.get_mut(&key) {
-                *n += 1;
-            }
-        }
-    }
-    months
-}
-
-/// The mass-delete brake: reasons this plan must not be applied without
-/// `--allow-mass-delete`.
-async fn brake(
-    config: &Config,
-    s: &PlanSummary,
-    counts: &[u64],
-    types: &[String],
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-) -> Result<Vec<String>, StateError> {
-    let mut reasons = Vec::new();
-    for d in &s.dangling {
-        if d.count > 0 && d.count as f64 > config.safety.max_dangling_fraction * d.of as f64 {
-            reasons.push(format!(
-                "{} of {} {} entities name a {} that does not exist (column `{}`; {}), more than safety.max_dangling_fraction ({}): check `parent = {{ {} = \"{}\" }}` in [crm.entities.{}] — a wrong parent column makes every {} look childless",
-                d.count,
-                d.of,
-                d.entity,
-                d.parent,
-                d.column,
-                percent(d.count, d.of),
-                percent_of(config.safety.max_dangling_fraction),
-                d.parent,
-                d.column,
-                d.entity,
-                d.parent
-            ));
-        }
-    }
-    for (i, t) in types.iter().enumerate() {
-        let deleting = s.entities_to_delete.get(t).copied().unwrap_or(0);
-        if counts[i] > 0 && deleting as f64 > config.max_delete_fraction * counts[i] as f64 {
-            reasons.push(format!(
-                "deletes {deleting} of {} {t} entities ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
-                counts[i],
-                100.0 * deleting as f64 / counts[i] as f64,
-                100.0 * config.max_delete_fraction
-            ));
-        }
-    }
-    let objects_deleting = s.objects.delete + s.objects.orphan_delete;
-    if s.objects.total > 0
-        && objects_deleting as f64 > config.max_delete_fraction * s.objects.total as f64
-    {
-        reasons.push(format!(
-            "deletes {objects_deleting} of {} technical objects ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
-            s.objects.total,
-            100.0 * objects_deleting as f64 / s.objects.total as f64,
-            100.0 * config.max_delete_fraction
-        ));
-    }
-    // A type (or the store) the previous plan saw, now empty: a read that
-    // returned nothing is far likelier than a CRM that emptied itself.
-    let previous = crate::state::plans::baseline_summary(tx).await?;
-    if let Some(prev) = previous.and_then(|p| serde_json::from_str::<PlanSummary>(&p).ok()) {
-        // What lethe itself deleted since (the previous plan's own apply
-        // included) is no drop.
-        let deleted_since = crate::state::deleted_since(tx, &prev.id).await?;
-        let kept_types: std::collections::BTreeSet<&str> = config
-            .policies
-            .iter()
-            .flat_map(|p| p.keep_if.iter().map(|k| k.entity.as_str()))
-            .collect();
-        for (t, n) in &prev.entities_read {
-            let now = s.entities_read.get(t).copied().unwrap_or(0);
-            if *n > 0 && now == 0 {
-                reasons.push(format!(
-                    "sees no {t} entities, but the previous plan {} saw {n}: check the CRM connection and table before allowing this",
-                    prev.id
-                ));
-                continue;
-            }
-            let expected = n.saturating_sub(deleted_since.get(t).copied().unwrap_or(0));
-            let (bound, key) = if kept_types.contains(t.as_str()) {
-                (
-                    config.safety.max_keep_drop_fraction,
-                    "max_keep_drop_fraction",
-                )
-            } else {
-                (config.safety.max_drop_fraction, "max_drop_fraction")
-            };
-            if expected > 0 && now < expected && (expected - now) as f64 > bound * expected as f64 {
-                reasons.push(format!(
-                    "reads {now} {t} entities where {expected} were expected (the previous plan {} saw {n}, lethe deleted {} since): a fall of {}, more than safety.{key} ({}){}; check the CRM connection and table before allowing this",
-                    prev.id,
-                    n - expected,
-                    percent(expected - now, expected),
-                    percent_of(bound),
-                    if key == "max_keep_drop_fraction" {
-                        format!(" — {t} keeps cases (keep_if), so a short read of it makes kept cases due")
-                    } else {
-                        String::new()
-                    }
-                ));
-            }
-        }
-        if prev.objects.total > 0 && s.objects.total == 0 {
-            reasons.push(format!(
-                "sees no technical objects, but the previous plan {} saw {}: check the store and run `lethe index`",
-                prev.id, prev.objects.total
-            ));
-        }
-    }
-    Ok(reasons)
-}
-
-/// `12.5%` of a count.
-fn percent(part: u64, whole: u64) -> String {
-    percent_of(if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    })
-}
-
-/// A share as a percentage, to one decimal where it matters (`0.5%`, `10%`).
-fn percent_of(share: f64) -> String {
-    let p = 100.0 * share;
-    if (p - p.round()).abs() < 0.05 {
-        format!("{:.0}%", p)
-    } else {
-        format!("{:.1}%", p)
-    }
 }
 
 /// A stored plan's header.

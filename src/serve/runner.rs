@@ -124,7 +124,7 @@ impl Runner {
         let me = self.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let _ = me.execute(id, &work).await;
+            let _ = me.run_recorded(id, &work).await;
         });
         Ok(id)
     }
@@ -141,7 +141,7 @@ impl Runner {
             .record_start(&work, trigger, tick)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        self.execute(id, &work).await
+        self.run_recorded(id, &work).await
     }
 
     /// Waits until no run is in progress (for shutdown).
@@ -178,7 +178,8 @@ impl Runner {
         .await
     }
 
-    async fn execute(&self, id: i64, work: &Work) -> Result<(), String> {
+    /// Runs `work` as run `id` and records how it ended.
+    async fn run_recorded(&self, id: i64, work: &Work) -> Result<(), String> {
         let started = std::time::Instant::now();
         let mode = work.mode();
         tracing::info!(run = id, mode, "run started");

@@ -3,8 +3,9 @@
 //! functions. Each concern has its module and its statements (`index`: the
 //! link index; `plans`, `journal`, `audit_log`, `registered`, `runs`,
 //! `workers`, `erased`, `redacted`); this file opens the store, holds the
-//! locks, the `meta` and `holds` tables, and the statement builders they
-//! share. Entity and object keys live here and nowhere else.
+//! locks, the `meta` and `holds` tables, the readiness ping, and the
+//! statement builders they share. Entity and object keys live here and
+//! nowhere else; no SQL is written outside this module and `crm`.
 //!
 //! Architecture invariant: a plan's items are written once, before anything
 //! is deleted; afterwards only their journal columns (status, reason) change.
@@ -199,6 +200,14 @@ impl StateStore {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Whether the database answers (`/readyz`): one `SELECT 1`.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     pub fn dialect(&self) -> Dialect {

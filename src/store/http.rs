@@ -204,18 +204,18 @@ pub(super) async fn send(
 
 /// Sends a signed request; answers the status and a body of at most
 /// `MAX_BODY` bytes.
-pub(super) async fn execute(
+pub(super) async fn exchange(
     http: &HttpClient,
     op: &'static str,
     request: HttpRequest,
 ) -> Result<(u16, Vec<u8>), StoreError> {
-    execute_full(http, op, request)
+    exchange_with_headers(http, op, request)
         .await
         .map(|(status, body, _)| (status, body))
 }
 
-/// As `execute`, with the answer's headers (an uploaded part's etag).
-pub(super) async fn execute_full(
+/// As `exchange`, with the answer's headers (an uploaded part's etag).
+pub(super) async fn exchange_with_headers(
     http: &HttpClient,
     op: &'static str,
     request: HttpRequest,

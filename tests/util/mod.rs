@@ -1,7 +1,8 @@
 //! Helpers for the command-line integration tests: a temp folder holding a
 //! small hand-made CRM (SQLite, built with the `sqlite3` CLI from
-//! `lethe::demo::SCHEMA`), a technical folder of payloads and a `lethe.toml`
-//! from `lethe::demo::config_text`, plus a runner for the real binary.
+//! `lethe::crm::sample::SCHEMA`), a technical folder of payloads and a
+//! `lethe.toml` from `lethe::demo::config_text`, plus a runner for the real
+//! binary.
 //!
 //! The standard fixture, judged at `AS_OF` (2026-06-30) by the demo config
 //! (policy unconverted-sales: lead, 24 months, keep_if contract; policy
@@ -257,7 +258,10 @@ impl Fixture {
     /// The standard fixture (see the module doc).
     pub fn new() -> Fixture {
         let f = Fixture::empty();
-        sqlite(&f.crm(), &format!("{}\n{FIXTURE_SQL}", lethe::demo::SCHEMA));
+        sqlite(
+            &f.crm(),
+            &format!("{}\n{FIXTURE_SQL}", lethe::crm::sample::SCHEMA),
+        );
         for (id, first, email) in LEADS {
             f.put(
                 &format!("inbound/{id}/lead.json"),

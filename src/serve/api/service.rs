@@ -57,12 +57,7 @@ pub(super) async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Rea
         Ok(Err(e)) => format!("unreachable: {e}"),
         Err(_) => "timed out".into(),
     };
-    let state = match tokio::time::timeout(
-        limit,
-        sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(app.runner.state.pool()),
-    )
-    .await
-    {
+    let state = match tokio::time::timeout(limit, app.runner.state.ping()).await {
         Ok(Ok(_)) => "ok".to_string(),
         Ok(Err(e)) => format!("unreachable: {e}"),
         Err(_) => "timed out".into(),

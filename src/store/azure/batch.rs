@@ -19,7 +19,7 @@ use percent_encoding::utf8_percent_encode;
 use super::blobs::{Answering, DeleteAnswer, delete_answer, delete_headers};
 use super::{AzureBlobs, sign};
 use crate::store::http::{
-    QUERY, answer_error, err, error_code, execute, request, retrying, status_error, with_headers,
+    QUERY, answer_error, err, error_code, exchange, request, retrying, status_error, with_headers,
 };
 use crate::store::{DeleteOutcome, StoreError, StoreErrorKind};
 
@@ -341,7 +341,7 @@ impl AzureBlobs {
             ],
         )?;
         sign(&credential, &self.account, OP, &mut req)?;
-        execute(&self.http, OP, req).await
+        exchange(&self.http, OP, req).await
     }
 
     /// Whether the account refused a Blob Batch, so that deletes now go one

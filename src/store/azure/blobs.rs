@@ -180,13 +180,7 @@ impl AzureBlobs {
         let url = format!("{}?comp=snapshot", self.blob_url(full_key));
         let mut req = request(Method::PUT, &url, vec![])?;
         sign(&credential, &self.account, "snapshot", &mut req)?;
-        let response = self.http.execute(req).await.map_err(|e| {
-            err(
-                "snapshot",
-                StoreErrorKind::Transient,
-                format!("{:?}", e.kind()),
-            )
-        })?;
+        let response = send(&self.http, "snapshot", req).await?;
         let status = response.status().as_u16();
         let stamp = response
             .headers()

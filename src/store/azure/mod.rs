@@ -22,8 +22,8 @@ use object_store::client::{HttpClient, HttpRequest};
 use percent_encoding::utf8_percent_encode;
 
 use super::http::{
-    PATH, answer_error, err, execute, execute_full, http_client, request, retrying, retrying_with,
-    with_headers, with_named_headers, worth_again,
+    PATH, answer_error, err, exchange, exchange_with_headers, http_client, request, retrying,
+    retrying_with, with_headers, with_named_headers, worth_again,
 };
 use super::{StoreError, StoreErrorKind};
 
@@ -129,7 +129,7 @@ impl AzureBlobs {
         let mut req = request(method, url, vec![])?;
         with_headers(&mut req, headers)?;
         sign(&credential, &self.account, op, &mut req)?;
-        execute(&self.http, op, req).await
+        exchange(&self.http, op, req).await
     }
 
     /// As `send`, with a body, headers of any name, and the answer's
@@ -147,7 +147,7 @@ impl AzureBlobs {
             let mut req = request(method.clone(), url, body.clone())?;
             with_named_headers(&mut req, headers)?;
             sign(&credential, &self.account, op, &mut req)?;
-            let (status, answer, h) = execute_full(&self.http, op, req).await?;
+            let (status, answer, h) = exchange_with_headers(&self.http, op, req).await?;
             if worth_again(status) {
                 return Err(answer_error(op, status, &answer));
             }

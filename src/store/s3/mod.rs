@@ -18,8 +18,8 @@ use object_store::aws::{AmazonS3, AwsAuthorizer};
 use object_store::client::HttpClient;
 
 use super::http::{
-    answer_error, err, execute_full, http_client, request, retrying_with, with_named_headers,
-    worth_again,
+    answer_error, err, exchange_with_headers, http_client, request, retrying_with,
+    with_named_headers, worth_again,
 };
 use super::{StoreError, StoreErrorKind};
 
@@ -128,6 +128,6 @@ impl S3Versions {
                     format!("signing failed ({e})"),
                 )
             })?;
-        execute_full(&self.http, op, req).await
+        exchange_with_headers(&self.http, op, req).await
     }
 }

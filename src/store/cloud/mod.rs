@@ -15,29 +15,10 @@
 //! versions, versions under an S3 Object Lock) is said by `check` and in
 //! every apply report that deleted objects.
 //!
-//! A rewrite (a redaction) asks first (a HEAD: gone is `AlreadyGone`, another
-//! object than the index read is `Changed`), then PUTs the new content
-//! conditional on the etag that HEAD answered (`If-Match`, object_store's
-//! `PutMode::Update`), keeping the object's content type and user metadata:
-//! a write by someone else in between fails the PUT (412) and the object is
-//! `Changed`, untouched. AWS S3, s3s-fs, moto and Azure (Azurite too) honour
-//! `If-Match` on a PUT; an S3-compatible server that ignored it would leave
-//! the moment between the HEAD and the PUT unguarded (`check` says so). The
-//! PUT is one request, its body read from the spool into memory, up to
-//! [`WHOLE_PUT_MAX`]. Larger objects go in parts of [`PART_SIZE`], one in
-//! memory at a time, and only their completion changes the object
-//! (object_store's own multipart uploads take no condition, so these are
-//! lethe's requests, `s3/parts.rs` and `azure/blocks.rs`): Azure's Put Block
-//! List carries `If-Match`; S3's CompleteMultipartUpload carries it too (AWS
-//! and s3s-fs honour it, moto ignores it), after one more HEAD right before
-//! it, so that a server ignoring the condition leaves only the moment
-//! between that HEAD and the completion. After the PUT, the old content goes
-//! where the provider keeps it: in a versioned S3 bucket every older version
-//! and delete marker of the key (never the new version, nor whatever is
-//! latest), in Azure the blob's snapshots (never the blob). Not carried over
-//! to the new content: object tags, ACLs, the storage class or access tier,
-//! and per-object encryption settings (the bucket's or account's defaults
-//! apply).
+//! This file opens the stores, lists, reads and checks them; the deletes
+//! are `delete.rs`'s, a rewrite (a redaction) is `rewrite.rs`'s: a HEAD,
+//! then a PUT conditional on the etag it answered, whole or in parts, then
+//! the old content dropped from versions and snapshots.
 
 use std::io::Read;
 
@@ -54,14 +35,13 @@ use super::azure::{AzureBlobs, SoftDelete};
 use super::s3::{S3Versions, Versioning};
 use super::{
     DeleteOutcome, Expected, Listed, ObjectMeta, RewriteOutcome, StoreError, StoreErrorKind,
-    TechnicalStore, Written, validate_key,
+    TechnicalStore, validate_key,
 };
 
-/// The largest object a rewrite PUTs in one request (its body in memory).
-pub const WHOLE_PUT_MAX: u64 = 64 << 20;
-/// The parts larger rewrites are uploaded in (more where 10,000 parts would
-/// not hold the object).
-pub const PART_SIZE: u64 = 16 << 20;
+mod delete;
+mod rewrite;
+
+pub use rewrite::{PART_SIZE, WHOLE_PUT_MAX};
 
 /// The provider calls object_store does not make (versions, snapshots).
 #[derive(Clone)]
@@ -187,85 +167,6 @@ fn redact(e: &object_store::Error) -> String {
         status.unwrap_or_default(),
         code.unwrap_or_default()
     )
-}
-
-/// What a HEAD answered of an object: its meta and attributes.
-struct Head {
-    meta: object_store::ObjectMeta,
-    attributes: object_store::Attributes,
-}
-
-/// The request headers that give a new object the attributes of the old
-/// one (content type and the like, user metadata), as S3 (`s3`) or Azure
-/// (`az`) names them, for the writes object_store does not make.
-fn attribute_headers(attributes: &object_store::Attributes, scheme: &str) -> Vec<(String, String)> {
-    use object_store::Attribute;
-    let azure = scheme == "az";
-    attributes
-        .iter()
-        .filter_map(|(k, v)| {
-            let name = match k {
-                Attribute::Metadata(m) if azure => format!("x-ms-meta-{m}"),
-                Attribute::Metadata(m) => format!("x-amz-meta-{m}"),
-                Attribute::ContentType => "content-type".into(),
-                Attribute::ContentEncoding => "content-encoding".into(),
-                Attribute::ContentLanguage => "content-language".into(),
-                Attribute::ContentDisposition => "content-disposition".into(),
-                Attribute::CacheControl => "cache-control".into(),
-                _ => return None,
-            };
-            // Azure's Put Block List sets the blob's properties by their
-            // x-ms-blob- names (its own content-type is the list's).
-            let name = if azure && !name.starts_with("x-ms-") {
-                format!("x-ms-blob-{name}")
-            } else {
-                name
-            };
-            Some((name, v.as_ref().to_string()))
-        })
-        .collect()
-}
-
-/// One DeleteObjects request (unversioned S3) for `chunk`; an answer
-/// per key, by the key's index in the caller's list.
-async fn delete_chunk(
-    inner: &dyn ObjectStore,
-    chunk: &[(usize, Path)],
-) -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
-    use futures::StreamExt;
-    let locations =
-        futures::stream::iter(chunk.iter().map(|(_, p)| Ok(p.clone())).collect::<Vec<_>>()).boxed();
-    let results: Vec<Result<Path, object_store::Error>> =
-        inner.delete_stream(locations).collect().await;
-    if results.len() == chunk.len() {
-        // One result per key, in order (object_store keeps the order).
-        return chunk
-            .iter()
-            .zip(results)
-            .map(|((i, _), r)| {
-                let r = match r {
-                    Ok(_) => Ok(DeleteOutcome::Deleted),
-                    Err(object_store::Error::NotFound { .. }) => Ok(DeleteOutcome::AlreadyGone),
-                    Err(e) => Err(io("delete", e)),
-                };
-                (*i, r)
-            })
-            .collect();
-    }
-    // The request as a whole failed: every key of it failed with that error
-    // (a transient one is retried).
-    let whole = match results.into_iter().find_map(|r| r.err()) {
-        Some(e) => io("batch delete", e),
-        None => StoreError::failed(
-            "batch delete",
-            StoreErrorKind::Transient,
-            "the store answered for fewer keys than it was sent",
-        ),
-    };
-    chunk
-        .iter()
-        .map(|(i, _)| (*i, Err(whole.again("batch delete"))))
-        .collect()
 }
 
 impl CloudStore {
@@ -653,74 +554,7 @@ impl TechnicalStore for CloudStore {
         keys: &[String],
         expected: &[Option<Expected>],
     ) -> Vec<Result<DeleteOutcome, StoreError>> {
-        use futures::StreamExt;
-        let mut out: Vec<Option<Result<DeleteOutcome, StoreError>>> =
-            (0..keys.len()).map(|_| None).collect();
-        let mut paths: Vec<(usize, Path, Option<Expected>)> = Vec::with_capacity(keys.len());
-        for (i, k) in keys.iter().enumerate() {
-            match self.path(k) {
-                Ok(p) => paths.push((i, p, expected.get(i).cloned().flatten())),
-                Err(e) => out[i] = Some(Err(e)),
-            }
-        }
-        match &self.api {
-            Api::Azure(api) => {
-                // For the report's note; a failure to read it is said there.
-                let _ = api.soft_delete().await;
-                let items: Vec<(usize, String, Option<String>)> = paths
-                    .drain(..)
-                    .map(|(i, p, e)| (i, p.as_ref().to_string(), e.and_then(|e| e.etag)))
-                    .collect();
-                type Batch<'a> = std::pin::Pin<
-                    Box<
-                        dyn std::future::Future<
-                                Output = Vec<(usize, Result<DeleteOutcome, StoreError>)>,
-                            > + Send
-                            + 'a,
-                    >,
-                >;
-                let answers: Vec<(usize, Result<DeleteOutcome, StoreError>)> = if self.batch {
-                    let mut batches: Vec<Batch<'_>> = Vec::new();
-                    for chunk in items.chunks(super::azure::batch::MAX_BATCH) {
-                        batches.push(Box::pin(api.delete_batch(chunk)));
-                    }
-                    futures::stream::iter(batches)
-                        .buffer_unordered(4)
-                        .collect::<Vec<_>>()
-                        .await
-                        .into_iter()
-                        .flatten()
-                        .collect()
-                } else {
-                    api.delete_each(&items).await
-                };
-                for (i, r) in answers {
-                    out[i] = Some(r);
-                }
-            }
-            Api::S3(api) => match api.versioning().await {
-                Err(e) => {
-                    for (i, _, _) in paths.drain(..) {
-                        out[i] = Some(Err(e.again("delete")));
-                    }
-                }
-                Ok(Versioning::On { .. }) => {
-                    let full: Vec<(usize, String, Option<Expected>)> = paths
-                        .drain(..)
-                        .map(|(i, p, e)| (i, p.as_ref().to_string(), e))
-                        .collect();
-                    for (i, r) in api.delete_all_versions(&full, self.batch).await {
-                        out[i] = Some(r);
-                    }
-                }
-                Ok(_) => {
-                    for (i, r) in self.delete_current(paths).await {
-                        out[i] = Some(r);
-                    }
-                }
-            },
-        }
-        super::answered(out)
+        self.delete_objects(keys, expected).await
     }
 
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
@@ -733,61 +567,7 @@ impl TechnicalStore for CloudStore {
         expected: &Expected,
         content: &std::path::Path,
     ) -> Result<RewriteOutcome, StoreError> {
-        let path = self.path(key)?;
-        let size = tokio::fs::metadata(content)
-            .await
-            .map_err(|source| StoreError::io("stat spool", source))?
-            .len();
-        let Some(head) = self.head_with_attributes(&path).await? else {
-            return Ok(RewriteOutcome::AlreadyGone);
-        };
-        let now = self.meta(&head.meta);
-        if !expected.matches(&now) {
-            return self
-                .rewritten_before(&path, key, &head.meta, size, content)
-                .await;
-        }
-        let Some(etag) = head.meta.e_tag.clone() else {
-            return Err(StoreError::failed(
-                "rewrite",
-                StoreErrorKind::Permanent,
-                "the store answered no etag, so the rewrite cannot be made conditional",
-            ));
-        };
-        let written = if size <= self.whole_put_max {
-            self.put_whole(&path, &head, &etag, content).await?
-        } else {
-            self.put_in_parts(&path, &head, &etag, content, size)
-                .await?
-        };
-        match written {
-            Written::Put { e_tag, version } => {
-                self.drop_old_content(&path, version.as_deref()).await?;
-                Ok(RewriteOutcome::Rewritten(
-                    self.meta_after_put(&path, key, size, e_tag, version)
-                        .await?,
-                ))
-            }
-            Written::ConditionFailed => {
-                let Some(again) = self.head_with_attributes(&path).await? else {
-                    return Ok(RewriteOutcome::AlreadyGone);
-                };
-                let same = |e: &Option<String>| {
-                    e.as_deref().map(|e| e.trim_matches('"')) == Some(etag.trim_matches('"'))
-                };
-                if same(&again.meta.e_tag) {
-                    // The object is the one the PUT was conditional on, yet
-                    // the condition failed: a lease or a policy refused it.
-                    return Err(StoreError::failed(
-                        "rewrite",
-                        StoreErrorKind::Permanent,
-                        "the store refused the conditional PUT though the object is the one the index read (a lease or a policy?)",
-                    ));
-                }
-                self.rewritten_before(&path, key, &again.meta, size, content)
-                    .await
-            }
-        }
+        self.rewrite_object(key, expected, content).await
     }
 
     async fn delete_expecting(
@@ -795,288 +575,11 @@ impl TechnicalStore for CloudStore {
         key: &str,
         expected: Option<&Expected>,
     ) -> Result<DeleteOutcome, StoreError> {
-        let path = self.path(key)?;
-        match &self.api {
-            Api::Azure(api) => {
-                let _ = api.soft_delete().await;
-                let etag = expected.and_then(|e| e.etag.as_deref());
-                api.delete_with_snapshots(path.as_ref(), etag).await
-            }
-            Api::S3(api) => match api.versioning().await? {
-                Versioning::On { .. } => {
-                    let full = [(0, path.as_ref().to_string(), expected.cloned())];
-                    let mut r = api.delete_all_versions(&full, self.batch).await;
-                    r.pop()
-                        .map(|(_, r)| r)
-                        .unwrap_or_else(|| Err(super::unanswered()))
-                }
-                _ => {
-                    match self.inner.head(&path).await {
-                        Err(object_store::Error::NotFound { .. }) => {
-                            return Ok(DeleteOutcome::AlreadyGone);
-                        }
-                        Err(e) => return Err(io("head", e)),
-                        Ok(now) => {
-                            if expected.is_some_and(|e| !e.matches(&self.meta(&now))) {
-                                return Ok(DeleteOutcome::Changed);
-                            }
-                        }
-                    }
-                    self.inner
-                        .delete(&path)
-                        .await
-                        .map_err(|e| io("delete", e))?;
-                    Ok(DeleteOutcome::Deleted)
-                }
-            },
-        }
+        self.delete_object(key, expected).await
     }
 }
 
 impl CloudStore {
-    /// The current version of each S3 key (unversioned buckets): HEAD each,
-    /// 64 at a time, then DeleteObjects for the ones present, four
-    /// requests in flight.
-    async fn delete_current(
-        &self,
-        with_expected: Vec<(usize, Path, Option<Expected>)>,
-    ) -> Vec<(usize, Result<DeleteOutcome, StoreError>)> {
-        use futures::StreamExt;
-        let mut out = Vec::with_capacity(with_expected.len());
-        let mut paths: Vec<(usize, Path)> = Vec::with_capacity(with_expected.len());
-        let inner = self.inner.clone();
-        let heads: Vec<(
-            usize,
-            Path,
-            Option<Expected>,
-            Result<_, object_store::Error>,
-        )> = futures::stream::iter(with_expected.into_iter().map(|(i, p, e)| {
-            let inner = inner.clone();
-            async move {
-                let r = inner.head(&p).await;
-                (i, p, e, r)
-            }
-        }))
-        .buffered(super::ASKS_IN_FLIGHT)
-        .collect()
-        .await;
-        for (i, p, e, r) in heads {
-            match r {
-                Ok(now) if e.is_some_and(|e| !e.matches(&self.meta(&now))) => {
-                    out.push((i, Ok(DeleteOutcome::Changed)))
-                }
-                Ok(_) => paths.push((i, p)),
-                Err(object_store::Error::NotFound { .. }) => {
-                    out.push((i, Ok(DeleteOutcome::AlreadyGone)))
-                }
-                Err(e) => out.push((i, Err(io("head", e)))),
-            }
-        }
-        type Answers = Vec<(usize, Result<DeleteOutcome, StoreError>)>;
-        let batches: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Answers> + Send>>> =
-            paths
-                .chunks(self.delete_batch_size())
-                .map(|chunk| {
-                    let inner = inner.clone();
-                    let chunk = chunk.to_vec();
-                    Box::pin(async move { delete_chunk(inner.as_ref(), &chunk).await })
-                        as std::pin::Pin<Box<dyn std::future::Future<Output = Answers> + Send>>
-                })
-                .collect();
-        let answers: Vec<Answers> = futures::stream::iter(batches)
-            .buffer_unordered(4)
-            .collect()
-            .await;
-        out.extend(answers.into_iter().flatten());
-        out
-    }
-
-    /// A HEAD with the object's attributes (content type, user metadata);
-    /// `None` when it is not there.
-    async fn head_with_attributes(&self, path: &Path) -> Result<Option<Head>, StoreError> {
-        let options = object_store::GetOptions {
-            head: true,
-            ..Default::default()
-        };
-        match self.inner.get_opts(path, options).await {
-            Ok(got) => Ok(Some(Head {
-                meta: got.meta,
-                attributes: got.attributes,
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(io("head", e)),
-        }
-    }
-
-    /// A rewrite found another object than the index read (`now`): if it
-    /// already holds exactly the new content (an earlier rewrite whose
-    /// answer was lost, a resumed apply), that rewrite is done once the old
-    /// content is gone from versions and snapshots; otherwise `Changed`.
-    async fn rewritten_before(
-        &self,
-        path: &Path,
-        key: &str,
-        now: &object_store::ObjectMeta,
-        size: u64,
-        content: &std::path::Path,
-    ) -> Result<RewriteOutcome, StoreError> {
-        if now.size != size {
-            return Ok(RewriteOutcome::Changed);
-        }
-        let reader = self.read(key).await?;
-        let content = content.to_path_buf();
-        let same = tokio::task::spawn_blocking(move || {
-            let spool = std::fs::File::open(content)?;
-            super::same_content(reader, spool)
-        })
-        .await
-        .map_err(|e| StoreError::io("compare", std::io::Error::other(e.to_string())))?
-        .map_err(|source| StoreError::io("compare", source))?;
-        if !same {
-            return Ok(RewriteOutcome::Changed);
-        }
-        self.drop_old_content(path, now.version.as_deref()).await?;
-        Ok(RewriteOutcome::Rewritten(self.meta(now)))
-    }
-
-    /// What a rewrite leaves of the old content, removed: older versions in
-    /// a versioned S3 bucket (never `keep`, the rewrite's own, nor the
-    /// latest), the snapshots of an Azure blob. An error here comes after
-    /// the new content is in place, and says so.
-    async fn drop_old_content(&self, path: &Path, keep: Option<&str>) -> Result<(), StoreError> {
-        let after = |e: StoreError| {
-            StoreError::failed(
-                "rewrite",
-                e.kind(),
-                format!("the new content is in place, but the old content may remain: {e}"),
-            )
-        };
-        match &self.api {
-            Api::S3(api) => match api.versioning().await.map_err(after)? {
-                Versioning::On { .. } => api
-                    .delete_versions_except(path.as_ref(), keep, self.batch)
-                    .await
-                    .map(|_| ())
-                    .map_err(after),
-                // Unknown: `erasure_note` says what may remain.
-                _ => Ok(()),
-            },
-            Api::Azure(api) => {
-                let _ = api.soft_delete().await;
-                api.delete_snapshots(path.as_ref()).await.map_err(after)
-            }
-        }
-    }
-
-    /// One conditional PUT of the whole spool (object_store's
-    /// `PutMode::Update`), keeping the object's attributes.
-    async fn put_whole(
-        &self,
-        path: &Path,
-        head: &Head,
-        etag: &str,
-        content: &std::path::Path,
-    ) -> Result<Written, StoreError> {
-        let body = tokio::fs::read(content)
-            .await
-            .map_err(|source| StoreError::io("read spool", source))?;
-        let options = object_store::PutOptions {
-            mode: object_store::PutMode::Update(object_store::UpdateVersion {
-                e_tag: Some(etag.to_string()),
-                version: head.meta.version.clone(),
-            }),
-            attributes: head.attributes.clone(),
-            ..Default::default()
-        };
-        match self.inner.put_opts(path, body.into(), options).await {
-            Ok(put) => Ok(Written::Put {
-                e_tag: put.e_tag,
-                version: put.version,
-            }),
-            // object_store reports S3's 404 for `If-Match` on a missing
-            // key as a failed condition too.
-            Err(
-                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
-            ) => Ok(Written::ConditionFailed),
-            Err(e) => Err(io("rewrite", e)),
-        }
-    }
-
-    /// The spool in parts, committed conditional on `etag` (see the module
-    /// doc): S3 multipart with one more HEAD right before the completion,
-    /// Azure blocks and a conditional block list.
-    async fn put_in_parts(
-        &self,
-        path: &Path,
-        head: &Head,
-        etag: &str,
-        content: &std::path::Path,
-        size: u64,
-    ) -> Result<Written, StoreError> {
-        let part = self.part_size.max(size.div_ceil(10_000));
-        let headers = attribute_headers(&head.attributes, self.scheme);
-        match &self.api {
-            Api::S3(api) => {
-                let upload = api
-                    .upload_parts(path.as_ref(), content, part, &headers)
-                    .await?;
-                let bare = |e: &str| e.trim_matches('"').to_string();
-                match self.head_with_attributes(path).await {
-                    Ok(Some(now)) if now.meta.e_tag.as_deref().map(bare) == Some(bare(etag)) => {}
-                    Ok(_) => {
-                        api.abort_upload(&upload).await;
-                        return Ok(Written::ConditionFailed);
-                    }
-                    Err(e) => {
-                        api.abort_upload(&upload).await;
-                        return Err(e);
-                    }
-                }
-                api.complete_upload(&upload, etag).await
-            }
-            Api::Azure(api) => {
-                let ids = api.put_blocks(path.as_ref(), content, part).await?;
-                api.commit_blocks(path.as_ref(), &ids, etag, &headers).await
-            }
-        }
-    }
-
-    /// What the index will see of the object a rewrite just put: a HEAD (of
-    /// that very version where the store names one), when it shows the
-    /// PUT's etag; otherwise (written again since) its size and etag with
-    /// no date, so that the next apply finds it changed.
-    async fn meta_after_put(
-        &self,
-        path: &Path,
-        key: &str,
-        size: u64,
-        e_tag: Option<String>,
-        version: Option<String>,
-    ) -> Result<ObjectMeta, StoreError> {
-        let options = object_store::GetOptions {
-            head: true,
-            version: match self.api {
-                Api::S3(_) => version,
-                Api::Azure(_) => None,
-            },
-            ..Default::default()
-        };
-        let bare = |e: &Option<String>| e.as_deref().map(|e| e.trim_matches('"').to_string());
-        match self.inner.get_opts(path, options).await {
-            Ok(got) if e_tag.is_none() || bare(&got.meta.e_tag) == bare(&e_tag) => {
-                Ok(self.meta(&got.meta))
-            }
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(ObjectMeta {
-                key: key.to_string(),
-                size,
-                modified: None,
-                etag: bare(&e_tag),
-                metadata: Vec::new(),
-            }),
-            Err(e) => Err(io("head", e)),
-        }
-    }
-
     /// The S3 API (the crate's tests).
     #[cfg(test)]
     pub(crate) fn s3_versions(&self) -> Option<Arc<S3Versions>> {

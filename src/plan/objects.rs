@@ -1,0 +1,216 @@
+//! The plan's part on the indexed objects, one at a time as the index
+//! streams them: each object's fate (`fate.rs` decides it), made into the
+//! rows the plan deletes or redacts and the rows it keeps for review, with
+//! the tally of every fate.
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+use crate::evaluate::Evaluation;
+use crate::index::{self, IndexedEntry};
+use crate::model::Instant;
+use crate::state::plans::{NewObject, NewReview};
+
+use super::fate::{self, Fate, LinkTarget, object_fate};
+use super::{ObjectTally, World};
+
+/// What the plan makes of the indexed objects.
+pub(super) struct ObjectPlan<'a> {
+    config: &'a Config,
+    world: &'a World,
+    eval: &'a Evaluation,
+    as_of: Instant,
+    /// Entity type name → the graph's type index.
+    type_of: HashMap<&'a str, u16>,
+    /// Link rule → the shape of its records (`None`: no records).
+    signatures: HashMap<usize, Option<String>>,
+    tally: ObjectTally,
+    /// Deleted or redacted.
+    to_delete: Vec<NewObject>,
+    /// What the plan keeps of the objects, for review (not the retained
+    /// ones: they are the bulk, and the index lists them).
+    review: Vec<NewReview>,
+}
+
+impl<'a> ObjectPlan<'a> {
+    pub(super) fn new(
+        config: &'a Config,
+        world: &'a World,
+        eval: &'a Evaluation,
+        as_of: Instant,
+    ) -> Self {
+        let type_of = world
+            .graph
+            .types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i as u16))
+            .collect();
+        let signatures = config
+            .links
+            .iter()
+            .map(|r| (r.index(), r.record_signature()))
+            .collect();
+        ObjectPlan {
+            config,
+            world,
+            eval,
+            as_of,
+            type_of,
+            signatures,
+            tally: ObjectTally::default(),
+            to_delete: Vec::new(),
+            review: Vec::new(),
+        }
+    }
+
+    /// The tally, the objects to delete or redact, and those kept for review.
+    pub(super) fn finish(self) -> (ObjectTally, Vec<NewObject>, Vec<NewReview>) {
+        (self.tally, self.to_delete, self.review)
+    }
+
+    /// Gives one indexed object its fate.
+    pub(super) fn add(&mut self, e: IndexedEntry) {
+        self.tally.total += 1;
+        let targets = self.targets(&e);
+        let fate = object_fate(
+            &e.status,
+            &targets,
+            self.world.object_holds.holds(&e.key),
+            e.modified,
+            self.as_of,
+            &self.config.orphans_retain,
+        );
+        match fate {
+            Fate::Delete { policy } => {
+                self.tally.delete += 1;
+                self.tally.delete_bytes += e.size;
+                let policy = self.world.policies[policy].name.clone();
+                self.to_delete.push(object(&e, "delete", policy, None));
+            }
+            Fate::OrphanDue => {
+                self.tally.orphan_delete += 1;
+                self.tally.orphan_delete_bytes += e.size;
+                self.to_delete
+                    .push(object(&e, "orphan", "orphans".into(), None));
+            }
+            Fate::OrphanYoung => {
+                self.tally.orphan_young += 1;
+                self.keep(&e, "orphan-young", None);
+            }
+            Fate::Shared => self.shared(&e, &targets),
+            Fate::Retained => self.tally.retained += 1,
+            Fate::Unlinked => {
+                self.tally.unlinked += 1;
+                self.keep(&e, "unlinked", None);
+            }
+            Fate::Unreadable => {
+                self.tally.unreadable += 1;
+                self.keep(&e, "unreadable", e.error.clone());
+            }
+            Fate::Held => {
+                self.tally.held += 1;
+                self.keep(&e, "held", None);
+            }
+        }
+    }
+
+    /// What each link of the object names: an entity this plan deletes
+    /// (with the policy of its case), one it keeps, or none in the CRM.
+    fn targets(&self, e: &IndexedEntry) -> Vec<LinkTarget> {
+        let (graph, eval) = (&self.world.graph, self.eval);
+        e.links
+            .iter()
+            .map(|(ty, key)| {
+                match self
+                    .type_of
+                    .get(ty.as_str())
+                    .and_then(|t| graph.resolve(*t, key))
+                {
+                    None => LinkTarget::Absent,
+                    Some(n) if eval.is_deleted(n) => {
+                        LinkTarget::Deleted(eval.cases[eval.case_of[n as usize] as usize].policy)
+                    }
+                    Some(_) => LinkTarget::Retained,
+                }
+            })
+            .collect()
+    }
+
+    /// A shared object: redacted (its deleted entities' records removed)
+    /// where `fate::redaction` allows it, else kept whole, for review.
+    fn shared(&mut self, e: &IndexedEntry, targets: &[LinkTarget]) {
+        let links: Vec<fate::RecordLink<'_>> = targets
+            .iter()
+            .zip(&e.records)
+            .map(|(t, (rule, record))| fate::RecordLink {
+                target: *t,
+                record: record.as_deref(),
+                signature: self.signatures.get(rule).and_then(|s| s.as_deref()),
+                rule: *rule,
+            })
+            .collect();
+        let redaction = if self.config.redact {
+            fate::redaction(&links, e.modified, self.as_of, &self.config.orphans_retain)
+        } else {
+            Err("technical.redact is off")
+        };
+        match redaction {
+            Ok(r) => {
+                self.tally.redact += 1;
+                self.tally.redact_records += r.records.len() as u64;
+                self.tally.redact_bytes += e.size;
+                let records = serde_json::json!({"rule": r.rule, "records": r.records}).to_string();
+                let policy = self.world.policies[r.policy].name.clone();
+                self.to_delete
+                    .push(object(e, "redact", policy, Some(records)));
+            }
+            Err(why) => {
+                self.tally.shared += 1;
+                self.keep(e, "shared", Some(why.to_string()));
+            }
+        }
+    }
+
+    /// An object the plan keeps, for review.
+    fn keep(&mut self, e: &IndexedEntry, fate: &'static str, reason: Option<String>) {
+        self.review.push(NewReview {
+            kind: "object",
+            entity_type: None,
+            key: e.key.clone(),
+            size: Some(e.size),
+            fate: fate.to_string(),
+            reason,
+            entities: Some(links_json(&e.links)),
+        })
+    }
+}
+
+/// An object the plan deletes or redacts.
+fn object(
+    e: &IndexedEntry,
+    fate: &'static str,
+    policy: String,
+    records: Option<String>,
+) -> NewObject {
+    NewObject {
+        key: e.key.clone(),
+        size: e.size,
+        fate,
+        policy,
+        links: index::links_digest(&e.links),
+        entities: links_json(&e.links),
+        records,
+    }
+}
+
+/// An object's links as a JSON array of refs (`["lead:7"]`), for review.
+fn links_json(links: &[(String, String)]) -> String {
+    serde_json::to_string(
+        &links
+            .iter()
+            .map(|(t, k)| format!("{t}:{k}"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into())
+}

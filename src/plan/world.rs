@@ -1,0 +1,105 @@
+//! The plan's reading of the world: the CRM's entities into the graph
+//! (parents-first, as `evaluate::graph` wants them), the keep conditions'
+//! matches as bits on the nodes, the legal holds, and the policies compiled
+//! against the graph's types.
+
+use crate::config::{Config, KeepRule};
+use crate::crm::Crm;
+use crate::evaluate::{self, CompiledPolicy, Graph, GraphBuilder};
+use crate::model::EntityKey;
+use crate::state::{HoldKind, ObjectHolds, StateStore};
+
+use super::{HoldTally, PlanError};
+
+/// The conditional keep rules of all policies, in bit order.
+pub fn conditions(config: &Config) -> Vec<KeepRule> {
+    let mut out: Vec<KeepRule> = Vec::new();
+    for p in &config.policies {
+        for k in &p.keep_if {
+            if k.condition.is_some() && !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Everything the evaluation needs, read from the CRM and the holds.
+pub struct World {
+    pub graph: Graph,
+    pub policies: Vec<CompiledPolicy>,
+    pub conditions: Vec<KeepRule>,
+    pub unreadable_clocks: u64,
+    pub holds: HoldTally,
+    pub object_holds: ObjectHolds,
+}
+
+/// Reads the CRM into the graph and marks holds and keep conditions.
+pub async fn load_world(
+    config: &Config,
+    crm: &dyn Crm,
+    state: &StateStore,
+    progress: &(dyn Fn(&str, u64) + Sync),
+) -> Result<World, PlanError> {
+    let holds = state.holds().await?;
+    let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
+    let mut builder = GraphBuilder::new(types.clone());
+    let mut unreadable_clocks = 0u64;
+    let parents_of = evaluate::graph::parent_types(config);
+    for (ti, et) in config.entities.iter().enumerate() {
+        let parent_types = &parents_of[ti];
+        let mut n = 0u64;
+        crm.scan(et, &mut |row| {
+            if row.clock_unreadable {
+                unreadable_clocks += 1;
+            }
+            let parents: Vec<(u16, Option<EntityKey>)> =
+                parent_types.iter().copied().zip(row.parents).collect();
+            builder.add(ti as u16, row.key, row.clock, &parents);
+            n += 1;
+            if n.is_multiple_of(100_000) {
+                progress(&et.name, n);
+            }
+        })
+        .await?;
+        progress(&et.name, n);
+    }
+    let conditions = conditions(config);
+    let mut graph = builder.finish();
+    for (bit, rule) in conditions.iter().enumerate() {
+        let (Some(et), Some(cond)) = (config.entity(&rule.entity), &rule.condition) else {
+            continue;
+        };
+        let ty = graph.type_index(&et.name).unwrap_or(0);
+        let mut hits = Vec::new();
+        crm.matching(et, cond, &mut |k| hits.push(k)).await?;
+        for k in hits {
+            if let Some(id) = graph.resolve_key(ty, &k) {
+                graph.node_mut(id).keep_bits |= 1 << bit;
+            }
+        }
+    }
+    let mut tally = HoldTally::default();
+    for h in &holds {
+        match h.kind {
+            HoldKind::Entity => {
+                tally.entity_holds += 1;
+                let r = crate::model::EntityRef::parse(&h.target).ok();
+                match r.and_then(|r| graph.resolve_named(&r.entity_type, &r.key)) {
+                    Some(id) => graph.node_mut(id).held = true,
+                    None => tally.entity_holds_on_absent += 1,
+                }
+            }
+            _ => tally.object_holds += 1,
+        }
+    }
+    let policies = evaluate::compile_policies(config, &conditions).map_err(PlanError::Policy)?;
+    Ok(World {
+        graph,
+        policies,
+        conditions,
+        unreadable_clocks,
+        holds: tally,
+        object_holds: ObjectHolds::from_holds(&holds),
+    })
+}
