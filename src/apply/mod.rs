@@ -226,8 +226,7 @@ async fn work(
     let pseudo = Pseudonymizer::new(config.audit_key.clone());
     let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
     let conditions = plan::conditions(config);
-    let policies: Vec<CompiledPolicy> =
-        evaluate::compile_policies(config, &conditions).map_err(PlanError::Policy)?;
+    let policies: &[CompiledPolicy] = &config.compiled_policies;
     let parents_of = evaluate::graph::parent_types(config);
     let ctx = Ctx {
         config,
@@ -235,7 +234,7 @@ async fn work(
         worker,
         pseudo: &pseudo,
         types: &types,
-        policies: &policies,
+        policies,
         parents_of: &parents_of,
         conditions: &conditions,
         plan_id: &stored.id,

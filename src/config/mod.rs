@@ -6,6 +6,7 @@
 //! Architecture invariant: durations, globs and path patterns are parsed once,
 //! here; the rest of the engine never sees their strings again.
 
+pub mod policy;
 mod raw;
 pub mod rules;
 pub mod schedule;
@@ -13,6 +14,7 @@ pub mod schedule;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use policy::{CompiledPolicy, KeepMatch};
 pub use rules::{ContentKind, LinkRule, PathPattern};
 
 use crate::sensitive::Sensitive;
@@ -292,6 +294,11 @@ pub struct Config {
     /// The rest of `[safety]`: the dangling-parent and count-drop brakes.
     pub safety: SafetySettings,
     pub policies: Vec<Policy>,
+    /// The policies compiled against the entity types (their order), once.
+    pub compiled_policies: Vec<CompiledPolicy>,
+    /// The conditional keep rules of all policies, distinct, in the bit
+    /// order of `evaluate::Node::keep_bits`.
+    pub keep_conditions: Vec<KeepRule>,
     pub state: StateUrl,
     /// `[state] plan_retention`: `lethe serve` prunes plans older than this
     /// after each run (never one in progress, the latest, or the brake's

@@ -45,6 +45,22 @@ pub(super) fn validate(
     let schedule = raw.schedule.and_then(|s| schedule(s, pr));
     let serve = serve(raw.serve, pr);
 
+    let keep_conditions = super::policy::keep_conditions(&policies);
+    let compiled_policies = match super::policy::compile_all(&policies, &entities, &keep_conditions)
+    {
+        Ok(c) => c,
+        Err(name) => {
+            // Only when a type it names did not validate: said above.
+            if pr.found.is_empty() {
+                pr.add(
+                    p!["policy"],
+                    format!("policy `{name}` names an entity type that is not usable"),
+                );
+            }
+            Vec::new()
+        }
+    };
+
     let hash = hex::encode(Sha256::digest(text.as_bytes()));
     Some(Config {
         file: PathBuf::new(),
@@ -60,6 +76,8 @@ pub(super) fn validate(
         redact: raw_tech.redact.unwrap_or(true),
         max_delete_fraction,
         policies,
+        compiled_policies,
+        keep_conditions,
         state: state?,
         plan_retention,
         audit_key: audit_key?,

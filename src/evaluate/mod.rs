@@ -14,72 +14,9 @@
 
 pub mod graph;
 
-use crate::config::{Policy, Retention};
+pub use crate::config::{CompiledPolicy, KeepMatch};
 use crate::model::Instant;
 pub use graph::{Graph, GraphBuilder, Node, NodeId};
-
-/// A policy resolved against the graph's type indices.
-#[derive(Clone, Debug)]
-pub struct CompiledPolicy {
-    pub name: String,
-    pub root: u16,
-    pub retain: Retention,
-    /// (label, what matches)
-    pub keep: Vec<(String, KeepMatch)>,
-    pub basis: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeepMatch {
-    /// Any entity of this type in the case.
-    Type(u16),
-    /// Any entity whose conditional keep bit is set.
-    Condition(u8),
-}
-
-impl CompiledPolicy {
-    /// `conditions` lists the distinct conditional keep rules; bit `i` of
-    /// [`Node::keep_bits`] means rule `i` matches.
-    pub fn compile(
-        policy: &Policy,
-        graph_types: &[String],
-        conditions: &[crate::config::KeepRule],
-    ) -> Option<CompiledPolicy> {
-        let ty = |name: &str| graph_types.iter().position(|t| t == name).map(|i| i as u16);
-        let mut keep = Vec::new();
-        for rule in &policy.keep_if {
-            let m = match &rule.condition {
-                None => KeepMatch::Type(ty(&rule.entity)?),
-                Some(_) => KeepMatch::Condition(conditions.iter().position(|c| c == rule)? as u8),
-            };
-            keep.push((rule.to_string(), m));
-        }
-        Some(CompiledPolicy {
-            name: policy.name.clone(),
-            root: ty(&policy.root)?,
-            retain: policy.retain.clone(),
-            keep,
-            basis: policy.basis.clone(),
-        })
-    }
-}
-
-/// Every policy of the config compiled against the config's entity types
-/// (the graph's type order is the config's), with `conditions` the
-/// distinct conditional keep rules in bit order. One function for the plan
-/// and apply's re-check alike. `Err` names a policy whose root or keep type
-/// is not declared (config validation rules that out).
-pub fn compile_policies(
-    config: &crate::config::Config,
-    conditions: &[crate::config::KeepRule],
-) -> Result<Vec<CompiledPolicy>, String> {
-    let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
-    config
-        .policies
-        .iter()
-        .map(|p| CompiledPolicy::compile(p, &types, conditions).ok_or_else(|| p.name.clone()))
-        .collect()
-}
 
 /// What a subtree contains, folded bottom-up. Max and OR are idempotent, so an
 /// entity reached twice (two parents) is harmless.

@@ -50,8 +50,6 @@ pub enum PlanError {
     Crm(#[from] CrmError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("policy `{0}` names an entity type the CRM graph does not have")]
-    Policy(String),
     #[error("listing the technical store failed: {0}")]
     Store(String),
     /// A configured table, column or keep condition is not in the CRM.

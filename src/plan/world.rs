@@ -11,17 +11,10 @@ use crate::state::{HoldKind, ObjectHolds, StateStore};
 
 use super::{HoldTally, PlanError};
 
-/// The conditional keep rules of all policies, in bit order.
+/// The conditional keep rules of all policies, in bit order (compiled at
+/// config load).
 pub fn conditions(config: &Config) -> Vec<KeepRule> {
-    let mut out: Vec<KeepRule> = Vec::new();
-    for p in &config.policies {
-        for k in &p.keep_if {
-            if k.condition.is_some() && !out.contains(k) {
-                out.push(k.clone());
-            }
-        }
-    }
-    out
+    config.keep_conditions.clone()
 }
 
 /// Everything the evaluation needs, read from the CRM and the holds.
@@ -93,7 +86,7 @@ pub async fn load_world(
             _ => tally.object_holds += 1,
         }
     }
-    let policies = evaluate::compile_policies(config, &conditions).map_err(PlanError::Policy)?;
+    let policies = config.compiled_policies.clone();
     Ok(World {
         graph,
         policies,
