@@ -75,15 +75,19 @@ impl Ctx<'_> {
         objects: &[PlannedObject],
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        let mut judged = self.recheck_objects(crm, objects).await?;
-        let indexed = std::mem::take(&mut judged.indexed);
-        let go = self.journal_intent(objects, judged, report).await?;
-        let (redactions, go): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
-            go.into_iter().partition(|o| o.fate == ObjectFate::Redact);
+        // Redactions go one object at a time, each re-checked on its own
+        // index entry (`redaction.rs`); the deletes as a batch.
+        let (redactions, deletes): (Vec<&PlannedObject>, Vec<&PlannedObject>) =
+            objects.iter().partition(|o| o.fate == ObjectFate::Redact);
         if !redactions.is_empty() {
-            self.redact_objects(store, &redactions, &indexed, report)
-                .await?;
+            self.redact_objects(crm, store, &redactions, report).await?;
         }
+        if deletes.is_empty() {
+            return Ok(());
+        }
+        let mut judged = self.recheck_objects(crm, &deletes).await?;
+        let indexed = std::mem::take(&mut judged.indexed);
+        let go = self.journal_intent(&deletes, judged, report).await?;
         if go.is_empty() {
             return Ok(());
         }
@@ -108,7 +112,7 @@ impl Ctx<'_> {
     async fn recheck_objects<'o>(
         &self,
         crm: &dyn Crm,
-        objects: &'o [PlannedObject],
+        objects: &[&'o PlannedObject],
     ) -> Result<Judged<'o>, ApplyError> {
         let holds = ObjectHolds::from_holds(&self.state.holds().await?);
         let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
@@ -121,28 +125,7 @@ impl Ctx<'_> {
         targets.sort();
         targets.dedup();
         let statuses = journal::entity_statuses(self.state, self.plan_id, &targets).await?;
-        // Linked entities outside the plan were absent at plan time: still?
-        let mut outside: HashMap<String, Vec<EntityKey>> = HashMap::new();
-        for (ty, key) in targets.iter().filter(|t| !statuses.contains_key(*t)) {
-            let entry = outside.entry(ty.clone()).or_default();
-            entry.push(EntityKey::Text(key.clone()));
-            if let Ok(i) = key.parse::<i64>()
-                && i.to_string() == *key
-            {
-                entry.push(EntityKey::Int(i));
-            }
-        }
-        let mut present: HashSet<(String, String)> = HashSet::new();
-        let mut recheck_error = None;
-        for (ty, ks) in &outside {
-            let Some(et) = self.config.entity(ty) else {
-                continue;
-            };
-            match crm.existing(et, ks).await {
-                Ok(found) => present.extend(found.into_iter().map(|k| (ty.clone(), k.canonical()))),
-                Err(e) => recheck_error = Some(e.to_string()),
-            }
-        }
+        let (present, recheck_error) = self.present_outside(crm, &targets, &statuses).await;
 
         let mut judged = Judged {
             go: Vec::new(),
@@ -150,31 +133,13 @@ impl Ctx<'_> {
             retries: Vec::new(),
             indexed,
         };
-        // A redaction is judged by the entities of the records that go (the
-        // others are kept entities, and stay).
-        let going = self.redaction_links(objects).await?;
-        for o in objects {
+        for &o in objects {
             // The facts, gathered above; the judgement is plan::fate's.
-            let full = links.get(&o.key).map(Vec::as_slice);
-            let now = if o.fate == ObjectFate::Redact {
-                match going.get(&o.key) {
-                    Some(l) if !l.is_empty() => Some(l.as_slice()),
-                    _ => {
-                        judged
-                            .skips
-                            .entry("changed since plan: its records are no longer in the index (run `lethe index`, then plan again)".to_string())
-                            .or_default()
-                            .push(o.item);
-                        continue;
-                    }
-                }
-            } else {
-                full
-            };
+            let now = links.get(&o.key).map(Vec::as_slice);
             let verdict = crate::plan::fate::recheck_object(
                 holds.holds(&o.key),
                 now,
-                full.is_some_and(|l| index::links_digest(l) == o.links),
+                now.is_some_and(|l| index::links_digest(l) == o.links),
                 recheck_error.as_deref(),
                 |t| linked_now(statuses.get(t).copied(), present.contains(t)),
             );
@@ -193,7 +158,7 @@ impl Ctx<'_> {
     /// batch taken over meanwhile is its new holder's to judge and delete.
     async fn journal_intent<'o>(
         &self,
-        objects: &[PlannedObject],
+        objects: &[&'o PlannedObject],
         judged: Judged<'o>,
         report: &mut ApplyReport,
     ) -> Result<Vec<&'o PlannedObject>, ApplyError> {
@@ -294,6 +259,39 @@ impl Ctx<'_> {
         audit::append(&mut tx, records).await?;
         tx.commit().await.map_err(q("journaling"))?;
         Ok(())
+    }
+
+    /// Of the linked entities `targets`, those outside the plan (no journal
+    /// status) were absent from the CRM at plan time: the ones the CRM has
+    /// now, and a CRM error if it could not be asked.
+    pub(super) async fn present_outside(
+        &self,
+        crm: &dyn Crm,
+        targets: &[(String, String)],
+        statuses: &HashMap<(String, String), crate::state::status::EntityStatus>,
+    ) -> (HashSet<(String, String)>, Option<String>) {
+        let mut outside: HashMap<String, Vec<EntityKey>> = HashMap::new();
+        for (ty, key) in targets.iter().filter(|t| !statuses.contains_key(*t)) {
+            let entry = outside.entry(ty.clone()).or_default();
+            entry.push(EntityKey::Text(key.clone()));
+            if let Ok(i) = key.parse::<i64>()
+                && i.to_string() == *key
+            {
+                entry.push(EntityKey::Int(i));
+            }
+        }
+        let mut present: HashSet<(String, String)> = HashSet::new();
+        let mut error = None;
+        for (ty, ks) in &outside {
+            let Some(et) = self.config.entity(ty) else {
+                continue;
+            };
+            match crm.existing(et, ks).await {
+                Ok(found) => present.extend(found.into_iter().map(|k| (ty.clone(), k.canonical()))),
+                Err(e) => error = Some(e.to_string()),
+            }
+        }
+        (present, error)
     }
 
     /// The audit record of an object this plan deleted.

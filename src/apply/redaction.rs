@@ -12,8 +12,13 @@ use std::io::{Read, Seek, Write};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, LinkRule};
+use crate::crm::Crm;
 use crate::index::{Link, extract};
-use crate::state::StateStore;
+use crate::plan::fate::Recheck;
+use crate::state::journal::{self, PlannedObject};
+use crate::state::status::ObjectStatus;
+use crate::state::workers::Items;
+use crate::state::{ObjectHolds, StateStore};
 use crate::store::{Expected, ObjectMeta, RewriteOutcome, StoreError, TechnicalStore};
 
 /// A planned redaction, as the plan stored it.
@@ -56,15 +61,22 @@ pub enum Redacted {
         records_removed: u64,
         bytes_before: u64,
         bytes_after: u64,
-        /// The entities whose records went: (type, key).
-        entities: Vec<(String, String)>,
+        /// The pseudonyms of the entities whose records went.
+        pseudonyms: Vec<String>,
     },
     /// Changed since the index read it: skipped, never overwritten.
     Changed,
     /// Not there any more.
     Gone,
-    /// Not rewritten: the reason (never content).
+    /// Not rewritten: the reason (never content); the next apply tries
+    /// again.
     Refused(String),
+    /// Kept by the re-check (held, its links changed, a linked case kept):
+    /// the reason.
+    Skipped(String),
+    /// Not judged now (a linked case pending, the CRM not answering): the
+    /// reason; the next apply tries again.
+    Failed(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +112,7 @@ fn content_rules<'c>(config: &'c Config, key: &str) -> Vec<&'c LinkRule> {
 /// The content-rule links of a file on local disk, as the index would
 /// find them.
 fn links_of_file(
-    config: &Config,
+    limits: (u64, u64),
     rules: &[&LinkRule],
     file: &std::fs::File,
     size: u64,
@@ -118,14 +130,8 @@ fn links_of_file(
         };
         let mut f = file.try_clone().map_err(|e| e.to_string())?;
         f.rewind().map_err(|e| e.to_string())?;
-        let found = extract::content(
-            kind,
-            Box::new(f),
-            size,
-            config.max_content_bytes,
-            config.max_line_bytes,
-        )
-        .map_err(|e| format!("rule {index}: {e}"))?;
+        let found = extract::content(kind, Box::new(f), size, limits.0, limits.1)
+            .map_err(|e| format!("rule {index}: {e}"))?;
         out.extend(found.into_iter().map(|f| Link {
             entity_type: entity.clone(),
             entity_key: f.key,
@@ -180,313 +186,609 @@ async fn spool(
     Ok(file)
 }
 
-/// Redacts one object; `indexed` is its index entry's content-rule links
-/// (with records) and `expected` what the index read of it.
-pub async fn redact_one(
+/// A redaction made ready, before the store is asked to change anything.
+enum Prepared {
+    /// The redacted content, staged in a local file and proven; its digest
+    /// goes into the intent before the store is asked to rewrite.
+    Staged {
+        staged: tempfile::NamedTempFile,
+        digest: String,
+        done: super::redact::Redacted,
+        links: Vec<Link>,
+        content_rules: Vec<usize>,
+        pseudonyms: Vec<String>,
+    },
+    /// Settled without a rewrite (ours from an earlier run, changed, gone,
+    /// refused).
+    Settled(Redacted),
+}
+
+/// Which links belong to a record that the planned redaction removes: a
+/// link whose record is one of the planned ones, read by a rule of the same
+/// record shape as the planned rule (so that the record names the same
+/// bytes).
+struct Goes<'p> {
+    records: &'p HashSet<String>,
+    rules: HashSet<usize>,
+}
+
+impl<'p> Goes<'p> {
+    fn new(
+        config: &Config,
+        planned: &'p PlannedRedaction,
+        kind: &crate::config::ContentKind,
+    ) -> Self {
+        let signature = kind.record_signature();
+        Goes {
+            records: &planned.records,
+            rules: config
+                .links
+                .iter()
+                .filter(|r| signature.is_some() && r.record_signature() == signature)
+                .map(LinkRule::index)
+                .collect(),
+        }
+    }
+
+    fn goes(&self, l: &Link) -> bool {
+        self.rules.contains(&l.rule) && l.record.as_ref().is_some_and(|r| self.records.contains(r))
+    }
+}
+
+/// The record shape of the planned rule, or why the plan no longer fits the
+/// config.
+fn planned_kind<'c>(
+    config: &'c Config,
+    planned: &PlannedRedaction,
+) -> Result<&'c crate::config::ContentKind, String> {
+    match config.links.iter().find(|r| r.index() == planned.rule) {
+        Some(LinkRule::Content { kind, .. }) => Ok(kind),
+        _ => Err(format!(
+            "link rule {} is no longer a content rule; re-plan",
+            planned.rule
+        )),
+    }
+}
+
+/// The entities (type, key) whose records the planned redaction removes,
+/// as the index links them now: the re-check judges the redaction by them
+/// (the other links are of kept entities, which stay).
+pub fn going_entities(
     config: &Config,
+    planned: &PlannedRedaction,
+    indexed: &[Link],
+) -> Vec<(String, String)> {
+    let Ok(kind) = planned_kind(config, planned) else {
+        return Vec::new();
+    };
+    let goes = Goes::new(config, planned, kind);
+    let mut out: Vec<(String, String)> = indexed
+        .iter()
+        .filter(|l| goes.goes(l))
+        .map(|l| (l.entity_type.clone(), l.entity_key.clone()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Makes one redaction ready: `indexed` is the object's index entry (every
+/// link, with rule and record) and `expected` what the index read of it.
+/// Nothing in the store or the state store changes here.
+#[allow(clippy::too_many_arguments)]
+async fn prepare(
+    config: &Config,
+    pseudo: &crate::audit::pseudonym::Pseudonymizer,
     store: &dyn TechnicalStore,
     state: &StateStore,
     plan_id: &str,
     planned: &PlannedRedaction,
-    indexed: &[Link],
+    indexed: Vec<Link>,
     expected: &Expected,
-) -> Result<Redacted, RedactionError> {
+) -> Result<Prepared, RedactionError> {
     let rules = content_rules(config, &planned.key);
     let rule_ids: Vec<usize> = rules.iter().map(|r| r.index()).collect();
-    let Some(LinkRule::Content { kind, .. }) =
-        config.links.iter().find(|r| r.index() == planned.rule)
-    else {
-        return Ok(Redacted::Refused(format!(
-            "link rule {} is no longer a content rule; re-plan",
-            planned.rule
-        )));
+    let kind = match planned_kind(config, planned) {
+        Ok(k) => k.clone(),
+        Err(why) => return Ok(Prepared::Settled(Redacted::Refused(why))),
     };
-    let signature = kind.record_signature();
-    let goes = |l: &Link| {
-        l.record
-            .as_ref()
-            .is_some_and(|r| planned.records.contains(r))
-            && config
-                .links
-                .iter()
-                .find(|r| r.index() == l.rule)
-                .and_then(LinkRule::record_signature)
-                == signature
-    };
-    let mut entities: Vec<(String, String)> = indexed
-        .iter()
-        .filter(|l| goes(l))
-        .map(|l| (l.entity_type.clone(), l.entity_key.clone()))
+    let entities = going_entities(config, planned, &indexed);
+    let goes = Goes::new(config, planned, &kind);
+    // What must stay: the content-rule links of the records that are kept.
+    let kept_content: Vec<Link> = indexed
+        .into_iter()
+        .filter(|l| !goes.goes(l) && rule_ids.contains(&l.rule))
         .collect();
-    entities.sort();
-    entities.dedup();
-    let kept: Vec<Link> = indexed.iter().filter(|l| !goes(l)).cloned().collect();
 
     let Some(now) = store.head(&planned.key).await? else {
-        return Ok(Redacted::Gone);
+        return Ok(Prepared::Settled(Redacted::Gone));
     };
     if !expected.matches(&now) {
         // Ours, from a run that stopped after the rewrite and before its
         // journal step? The intent holds the digest of what it wrote.
         let Some(intended) = crate::state::redacted::intended(state, plan_id, planned.item).await?
         else {
-            return Ok(Redacted::Changed);
+            return Ok(Prepared::Settled(Redacted::Changed));
         };
         let mut file = spool(store, &planned.key).await?;
         if digest_of(file.as_file_mut())? != intended {
-            return Ok(Redacted::Changed);
+            return Ok(Prepared::Settled(Redacted::Changed));
         }
-        let links = match links_of_file(config, &rules, file.as_file(), now.size) {
+        let limits = (config.max_content_bytes, config.max_line_bytes);
+        let links = match links_of_file(limits, &rules, file.as_file(), now.size) {
             Ok(l) => l,
-            Err(why) => return Ok(Redacted::Refused(why)),
+            Err(why) => return Ok(Prepared::Settled(Redacted::Refused(why))),
         };
-        return Ok(Redacted::Done {
+        return Ok(Prepared::Settled(Redacted::Done {
             records_removed: planned.records.len() as u64,
             bytes_before: expected.size,
             bytes_after: now.size,
             meta: now,
             links,
             content_rules: rule_ids,
-            entities,
-        });
+            pseudonyms: pseudonyms_of(pseudo, &entities),
+        }));
     }
 
     let input = spool(store, &planned.key).await?;
-    let kind = kind.clone();
     let records = planned.records.clone();
-    type Staged = (tempfile::NamedTempFile, super::redact::Redacted);
-    let engine = tokio::task::spawn_blocking(move || -> std::io::Result<Result<Staged, String>> {
+    let rules: Vec<LinkRule> = rules.into_iter().cloned().collect();
+    let limits = (config.max_content_bytes, config.max_line_bytes);
+    let pseudo = pseudo.clone();
+    // The engine, the proof, the digest and the audit's pseudonyms: one
+    // blocking task (CPU and
+    // local files), so that the next object's can run beside this one's
+    // journal step.
+    let staged = tokio::task::spawn_blocking(move || -> std::io::Result<Result<Prepared, String>> {
         let mut staged = tempfile::NamedTempFile::new()?;
         let out = {
-            let mut w = std::io::BufWriter::new(staged.as_file_mut());
+            let mut w = std::io::BufWriter::with_capacity(256 * 1024, staged.as_file_mut());
             let r = super::redact::redact(&kind, input.path(), &mut w, &records);
             w.flush()?;
             r
         };
         drop(input);
-        Ok(out.map(|r| (staged, r)).map_err(|e| e.to_string()))
+        let done = match out {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let size_after = staged.as_file().metadata()?.len();
+        // The proof before the rewrite: the same rules read the new
+        // content, and find exactly the links of the records that stayed.
+        let rules: Vec<&LinkRule> = rules.iter().collect();
+        let links = match links_of_file(limits, &rules, staged.as_file(), size_after) {
+            Ok(l) => l,
+            Err(why) => return Ok(Err(format!("the redacted file {why}"))),
+        };
+        if tally(&links) != tally(&kept_content) {
+            return Ok(Err(
+                "the redacted file would not link exactly the records that stay (a whole-file rule reads inside the removed records?)".into(),
+            ));
+        }
+        let digest = digest_of(staged.as_file_mut())?;
+        Ok(Ok(Prepared::Staged {
+            staged,
+            digest,
+            done,
+            links,
+            content_rules: rule_ids,
+            pseudonyms: pseudonyms_of(&pseudo, &entities),
+        }))
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))??;
-    let (mut staged, done) = match engine {
-        Ok(x) => x,
-        Err(why) => return Ok(Redacted::Refused(why)),
-    };
-    let size_after = staged.as_file().metadata()?.len();
-    // The proof before the rewrite: the same rules read the new content,
-    // and find exactly the links of the records that stayed.
-    let links = match links_of_file(config, &rules, staged.as_file(), size_after) {
-        Ok(l) => l,
-        Err(why) => return Ok(Redacted::Refused(format!("the redacted file {why}"))),
-    };
-    let kept_content: Vec<Link> = kept
-        .iter()
-        .filter(|l| rule_ids.contains(&l.rule))
-        .cloned()
-        .collect();
-    if tally(&links) != tally(&kept_content) {
-        return Ok(Redacted::Refused(
-            "the redacted file would not link exactly the records that stay (a whole-file rule reads inside the removed records?)".into(),
-        ));
-    }
-    let digest = digest_of(staged.as_file_mut())?;
-    crate::state::redacted::intend(state, plan_id, planned.item, &digest).await?;
-    fail::fail_point!("apply::redact-before-rewrite", |_| {
-        std::process::abort()
-    });
-    let outcome = store.rewrite(&planned.key, expected, staged.path()).await?;
-    fail::fail_point!("apply::redact-rewritten", |_| { std::process::abort() });
-    Ok(match outcome {
-        RewriteOutcome::Rewritten(meta) => Redacted::Done {
-            records_removed: done.records_removed,
-            bytes_before: done.bytes_in,
-            bytes_after: done.bytes_out,
-            meta,
-            links,
-            content_rules: rule_ids,
-            entities,
-        },
-        RewriteOutcome::Changed => Redacted::Changed,
-        RewriteOutcome::AlreadyGone => Redacted::Gone,
-    })
+    Ok(staged.unwrap_or_else(|why| Prepared::Settled(Redacted::Refused(why))))
+}
+
+/// A redaction staged and proven, waiting for its intent and rewrite.
+struct StagedRewrite {
+    planned: PlannedRedaction,
+    expected: Expected,
+    staged: tempfile::NamedTempFile,
+    digest: String,
+    done: super::redact::Redacted,
+    links: Vec<Link>,
+    content_rules: Vec<usize>,
+    pseudonyms: Vec<String>,
+}
+
+/// The audit's pseudonyms of entities (type, key).
+fn pseudonyms_of(
+    pseudo: &crate::audit::pseudonym::Pseudonymizer,
+    entities: &[(String, String)],
+) -> Vec<String> {
+    entities.iter().map(|(t, k)| pseudo.entity(t, k)).collect()
+}
+
+/// A redaction made ready: settled already (skipped, failed, ours from an
+/// earlier run, gone, refused), or staged, or an error to journal.
+enum Ready {
+    Settled(Redacted),
+    Staged(Box<StagedRewrite>),
+    Error(RedactionError),
+}
+
+/// A redaction's step before the store is asked: the re-check's verdict.
+enum Judged {
+    Go {
+        planned: PlannedRedaction,
+        links: Vec<Link>,
+        expected: Expected,
+    },
+    Skip(String),
+    Retry(String),
 }
 
 impl super::Ctx<'_> {
-    /// For each planned redaction among `objects`: the entities of the
-    /// records that go, as the index holds them now (the re-check judges
-    /// the redaction by them).
-    pub(super) async fn redaction_links(
-        &self,
-        objects: &[crate::state::journal::PlannedObject],
-    ) -> Result<std::collections::HashMap<String, Vec<(String, String)>>, super::ApplyError> {
-        let mut out = std::collections::HashMap::new();
-        for o in objects
-            .iter()
-            .filter(|o| o.fate == crate::state::status::ObjectFate::Redact)
-        {
-            let Some(planned) = o
-                .records
-                .as_deref()
-                .and_then(|r| PlannedRedaction::parse(o.item as u64, o.key.clone(), r))
-            else {
-                continue;
-            };
-            let links = crate::state::redacted::links_of(self.state, &o.key).await?;
-            out.insert(
-                o.key.clone(),
-                links
-                    .into_iter()
-                    .filter(|l| {
-                        l.record
-                            .as_ref()
-                            .is_some_and(|r| planned.records.contains(r))
-                    })
-                    .map(|l| (l.entity_type, l.entity_key))
-                    .collect(),
-            );
-        }
-        Ok(out)
-    }
-
-    /// Redacts the objects the re-check let through (journaled `executing`),
-    /// one at a time, each journaled with its audit record and its new index
-    /// entry in one state transaction.
+    /// The redactions among a claimed batch, one object at a time (memory:
+    /// the links of one object): re-checked on the object's index entry
+    /// (read once), made ready (spooled, redacted, proven), the intent
+    /// journaled with the new content's digest, rewritten by the store, and
+    /// journaled with its audit record and new index entry in one state
+    /// transaction.
     pub(super) async fn redact_objects(
         &self,
+        crm: &dyn Crm,
         store: &dyn TechnicalStore,
-        objects: &[&crate::state::journal::PlannedObject],
-        indexed: &std::collections::HashMap<String, Expected>,
+        objects: &[&PlannedObject],
         report: &mut super::ApplyReport,
     ) -> Result<(), super::ApplyError> {
-        use crate::state::journal;
-        use crate::state::status::ObjectStatus;
-        use crate::state::workers::Items;
-        for o in objects {
-            let planned = o
-                .records
-                .as_deref()
-                .and_then(|r| PlannedRedaction::parse(o.item as u64, o.key.clone(), r));
-            let expected = indexed.get(&o.key);
-            let result = match (planned, expected) {
-                (Some(planned), Some(expected)) => {
-                    let links = crate::state::redacted::links_of(self.state, &o.key).await?;
-                    redact_one(
-                        self.config,
-                        store,
-                        self.state,
-                        self.plan_id,
-                        &planned,
-                        &links,
-                        expected,
-                    )
-                    .await
-                }
-                (None, _) => Ok(Redacted::Refused(
-                    "the plan does not say which records go".into(),
-                )),
-                (_, None) => Ok(Redacted::Gone),
+        let holds = ObjectHolds::from_holds(&self.state.holds().await?);
+        let unsettled = journal::unsettled_entities(self.state, self.plan_id).await?;
+        let mut objects = objects.iter();
+        let Some(&first) = objects.next() else {
+            return Ok(());
+        };
+        // Two at a time: the next object is re-checked and made ready
+        // (reads, and the engine on a blocking thread) while this one is
+        // rewritten and journaled. Only the ready steps overlap; what
+        // changes the store and the journal goes one object at a time.
+        let mut current = (
+            first,
+            self.ready(crm, store, &holds, &unsettled, first).await?,
+        );
+        loop {
+            let finish = self.carry_out(store, current.0, current.1, report);
+            let Some(&next) = objects.next() else {
+                return finish.await;
             };
-            let mut tx = self
-                .state
-                .begin_write()
-                .await
-                .map_err(crate::state::q("journaling"))?;
-            if self
-                .worker
-                .still_mine(&mut tx, Items::Objects, &[o.item])
-                .await?
-                .is_empty()
-            {
-                // Taken over while it ran: its new holder journals it.
-                continue;
-            }
-            let mut records = Vec::new();
-            match result {
-                Ok(Redacted::Done {
-                    meta,
-                    links,
-                    content_rules,
-                    records_removed,
-                    bytes_before,
-                    bytes_after,
-                    entities,
-                }) => {
-                    journal::objects_settled(
-                        &mut tx,
-                        self.plan_id,
-                        ObjectStatus::Redacted,
-                        &[o.item],
-                    )
-                    .await?;
-                    crate::state::redacted::replace_entry(&mut tx, &meta, &content_rules, &links)
-                        .await?;
-                    let pseudonyms: Vec<String> = entities
-                        .iter()
-                        .map(|(t, k)| self.pseudo.entity(t, k))
-                        .collect();
-                    records.push(crate::audit::NewRecord {
-                        plan_id: self.plan_id.to_string(),
-                        policy: Some(o.policy.clone()),
-                        basis: self
-                            .policies
-                            .iter()
-                            .find(|p| p.name == o.policy)
-                            .map(|p| p.basis.clone()),
-                        action: crate::state::audit_log::REDACT_OBJECT,
-                        entity_type: None,
-                        pseudonym: self.pseudo.object(&o.key),
-                        bytes: Some(bytes_before.saturating_sub(bytes_after) as i64),
-                        author: None,
-                        reason_chars: None,
-                        detail: Some(
-                            serde_json::json!({
-                                "records_removed": records_removed,
-                                "bytes_before": bytes_before,
-                                "bytes_after": bytes_after,
-                                "entities": pseudonyms,
-                            })
-                            .to_string(),
-                        ),
-                    });
-                    report.objects_redacted += 1;
-                    report.records_removed += records_removed;
-                    report.bytes_redacted += bytes_before.saturating_sub(bytes_after);
-                }
-                Ok(Redacted::Changed) => {
-                    let reason = "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)";
-                    journal::objects_skipped(&mut tx, self.plan_id, reason, &[o.item]).await?;
-                    report.objects_skipped += 1;
-                    *report
-                        .skipped_reasons
-                        .entry(reason.to_string())
-                        .or_default() += 1;
-                }
-                Ok(Redacted::Gone) => {
-                    journal::objects_settled(&mut tx, self.plan_id, ObjectStatus::Gone, &[o.item])
-                        .await?;
-                    journal::unindex_objects(&mut tx, std::slice::from_ref(&o.key)).await?;
-                    report.objects_already_gone += 1;
-                }
-                Ok(Redacted::Refused(why)) => {
-                    let reason = format!("not redacted: {why}");
-                    journal::object_failed(&mut tx, self.plan_id, o.item, &reason).await?;
-                    report.objects_failed += 1;
-                    report
-                        .failures
-                        .push((self.pseudo.show_object(&o.key), reason));
-                }
-                Err(e) => {
-                    let reason = format!("redaction failed: {e}");
-                    journal::object_failed(&mut tx, self.plan_id, o.item, &reason).await?;
-                    report.objects_failed += 1;
-                    report
-                        .failures
-                        .push((self.pseudo.show_object(&o.key), reason));
-                }
-            }
-            crate::audit::append(&mut tx, records).await?;
-            tx.commit().await.map_err(crate::state::q("journaling"))?;
+            let (finished, next_ready) =
+                tokio::join!(finish, self.ready(crm, store, &holds, &unsettled, next));
+            finished?;
+            current = (next, next_ready?);
         }
+    }
+
+    /// One planned redaction up to the point where the store is asked:
+    /// re-checked, then spooled, redacted and proven.
+    async fn ready(
+        &self,
+        crm: &dyn Crm,
+        store: &dyn TechnicalStore,
+        holds: &ObjectHolds,
+        unsettled: &std::collections::HashMap<(String, String), crate::state::status::EntityStatus>,
+        o: &PlannedObject,
+    ) -> Result<Ready, super::ApplyError> {
+        Ok(
+            match self.recheck_redaction(crm, holds, unsettled, o).await? {
+                Judged::Skip(reason) => Ready::Settled(Redacted::Skipped(reason)),
+                Judged::Retry(reason) => Ready::Settled(Redacted::Failed(reason)),
+                Judged::Go {
+                    planned,
+                    links,
+                    expected,
+                } => match prepare(
+                    self.config,
+                    self.pseudo,
+                    store,
+                    self.state,
+                    self.plan_id,
+                    &planned,
+                    links,
+                    &expected,
+                )
+                .await
+                {
+                    Ok(Prepared::Settled(r)) => Ready::Settled(r),
+                    Ok(Prepared::Staged {
+                        staged,
+                        digest,
+                        done,
+                        links,
+                        content_rules,
+                        pseudonyms,
+                    }) => Ready::Staged(Box::new(StagedRewrite {
+                        planned,
+                        expected,
+                        staged,
+                        digest,
+                        done,
+                        links,
+                        content_rules,
+                        pseudonyms,
+                    })),
+                    Err(e) => Ready::Error(e),
+                },
+            },
+        )
+    }
+
+    /// A ready redaction carried through: the intent journaled (with the
+    /// new content's digest), the store's conditional rewrite, and the
+    /// journal step.
+    async fn carry_out(
+        &self,
+        store: &dyn TechnicalStore,
+        o: &PlannedObject,
+        ready: Ready,
+        report: &mut super::ApplyReport,
+    ) -> Result<(), super::ApplyError> {
+        let result = match ready {
+            Ready::Settled(r) => Ok(Some(r)),
+            Ready::Error(e) => Err(e),
+            Ready::Staged(staged) => self.rewrite(store, o, *staged).await,
+        };
+        let Some(result) = result.transpose() else {
+            // Taken over before its intent: its new holder journals it.
+            return Ok(());
+        };
+        self.journal_redaction(o, result, report).await
+    }
+
+    /// The re-check of one planned redaction, on its index entry now: held?
+    /// its links as planned? every entity whose records go gone (or still
+    /// absent)? The judgement is `plan::fate::recheck_object`'s.
+    async fn recheck_redaction(
+        &self,
+        crm: &dyn Crm,
+        holds: &ObjectHolds,
+        unsettled: &std::collections::HashMap<(String, String), crate::state::status::EntityStatus>,
+        o: &PlannedObject,
+    ) -> Result<Judged, super::ApplyError> {
+        let Some(planned) = o
+            .records
+            .as_deref()
+            .and_then(|r| PlannedRedaction::parse(o.item as u64, o.key.clone(), r))
+        else {
+            return Ok(Judged::Retry(
+                "not redacted: the plan does not say which records go".into(),
+            ));
+        };
+        let Some((expected, links)) = crate::state::redacted::entry_of(self.state, &o.key).await?
+        else {
+            return Ok(Judged::Skip(NOT_IN_INDEX.into()));
+        };
+        let going = going_entities(self.config, &planned, &links);
+        if going.is_empty() {
+            return Ok(Judged::Skip(NOT_IN_INDEX.into()));
+        }
+        let unchanged = crate::index::links_digest_of(
+            links
+                .iter()
+                .map(|l| (l.entity_type.as_str(), l.entity_key.as_str())),
+        ) == o.links;
+        // An entity whose records go is either unsettled in this plan (its
+        // status decides) or was deleted by it or never in it: then the CRM
+        // must not have it now (deleted, or still absent).
+        let (present, crm_error) = self.present_outside(crm, &going, unsettled).await;
+        let verdict = crate::plan::fate::recheck_object(
+            holds.holds(&o.key),
+            Some(&going),
+            unchanged,
+            crm_error.as_deref(),
+            |t| super::judge::linked_now(unsettled.get(t).copied(), present.contains(t)),
+        );
+        Ok(match verdict {
+            Recheck::Go => Judged::Go {
+                planned,
+                links,
+                expected,
+            },
+            Recheck::Skip(r) => Judged::Skip(r.to_string()),
+            Recheck::Retry(r) => Judged::Retry(r),
+        })
+    }
+
+    /// Journals the intent (`executing`, with the new content's digest) in
+    /// one state transaction, and hands the rewrite to the store. `None`:
+    /// the item was taken over by another worker (PostgreSQL) before its
+    /// intent.
+    async fn rewrite(
+        &self,
+        store: &dyn TechnicalStore,
+        o: &PlannedObject,
+        staged: StagedRewrite,
+    ) -> Result<Option<Redacted>, RedactionError> {
+        let StagedRewrite {
+            planned,
+            expected,
+            staged,
+            digest,
+            done,
+            links,
+            content_rules,
+            pseudonyms,
+        } = staged;
+        if !self.journal_intent_of_rewrite(o.item, &digest).await? {
+            return Ok(None);
+        }
+        fail::fail_point!("apply::redact-before-rewrite", |_| {
+            std::process::abort()
+        });
+        let outcome = store
+            .rewrite(&planned.key, &expected, staged.path())
+            .await?;
+        fail::fail_point!("apply::redact-rewritten", |_| { std::process::abort() });
+        Ok(Some(match outcome {
+            RewriteOutcome::Rewritten(meta) => Redacted::Done {
+                records_removed: done.records_removed,
+                bytes_before: done.bytes_in,
+                bytes_after: done.bytes_out,
+                meta,
+                links,
+                content_rules,
+                pseudonyms,
+            },
+            RewriteOutcome::Changed => Redacted::Changed,
+            RewriteOutcome::AlreadyGone => Redacted::Gone,
+        }))
+    }
+
+    /// The intent of a rewrite, committed before the store is asked: the
+    /// item `executing`, with the digest of the content about to replace
+    /// the object. False when the item is no longer this worker's.
+    async fn journal_intent_of_rewrite(
+        &self,
+        item: i64,
+        digest: &str,
+    ) -> Result<bool, crate::state::StateError> {
+        let mut tx = self
+            .state
+            .begin_write()
+            .await
+            .map_err(crate::state::q("journaling"))?;
+        if self
+            .worker
+            .still_mine(&mut tx, Items::Objects, &[item])
+            .await?
+            .is_empty()
+        {
+            return Ok(false);
+        }
+        journal::objects_executing(&mut tx, self.plan_id, &[item]).await?;
+        crate::state::redacted::intend(&mut tx, self.plan_id, item as u64, digest).await?;
+        tx.commit().await.map_err(crate::state::q("journaling"))?;
+        Ok(true)
+    }
+
+    /// Journals what became of one redaction, with its audit record and
+    /// (when rewritten) the object's new index entry, in one state
+    /// transaction. Only while the item is this worker's.
+    async fn journal_redaction(
+        &self,
+        o: &PlannedObject,
+        result: Result<Redacted, RedactionError>,
+        report: &mut super::ApplyReport,
+    ) -> Result<(), super::ApplyError> {
+        let mut tx = self
+            .state
+            .begin_write()
+            .await
+            .map_err(crate::state::q("journaling"))?;
+        if self
+            .worker
+            .still_mine(&mut tx, Items::Objects, &[o.item])
+            .await?
+            .is_empty()
+        {
+            // Taken over while it ran: its new holder journals it.
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        match result {
+            Ok(Redacted::Done {
+                meta,
+                links,
+                content_rules,
+                records_removed,
+                bytes_before,
+                bytes_after,
+                pseudonyms,
+            }) => {
+                journal::objects_settled(&mut tx, self.plan_id, ObjectStatus::Redacted, &[o.item])
+                    .await?;
+                crate::state::redacted::replace_entry(&mut tx, &meta, &content_rules, links)
+                    .await?;
+
+                records.push(crate::audit::NewRecord {
+                    plan_id: self.plan_id.to_string(),
+                    policy: Some(o.policy.clone()),
+                    basis: self
+                        .policies
+                        .iter()
+                        .find(|p| p.name == o.policy)
+                        .map(|p| p.basis.clone()),
+                    action: crate::state::audit_log::REDACT_OBJECT,
+                    entity_type: None,
+                    pseudonym: self.pseudo.object(&o.key),
+                    bytes: Some(bytes_before.saturating_sub(bytes_after) as i64),
+                    author: None,
+                    reason_chars: None,
+                    detail: Some(
+                        serde_json::json!({
+                            "records_removed": records_removed,
+                            "bytes_before": bytes_before,
+                            "bytes_after": bytes_after,
+                            "entities": pseudonyms,
+                        })
+                        .to_string(),
+                    ),
+                });
+                report.objects_redacted += 1;
+                report.records_removed += records_removed;
+                report.bytes_redacted += bytes_before.saturating_sub(bytes_after);
+            }
+            Ok(Redacted::Changed) => {
+                self.skip_one(&mut tx, o, CHANGED, report).await?;
+            }
+            Ok(Redacted::Skipped(reason)) => {
+                self.skip_one(&mut tx, o, &reason, report).await?;
+            }
+            Ok(Redacted::Gone) => {
+                journal::objects_settled(&mut tx, self.plan_id, ObjectStatus::Gone, &[o.item])
+                    .await?;
+                journal::unindex_objects(&mut tx, std::slice::from_ref(&o.key)).await?;
+                report.objects_already_gone += 1;
+            }
+            Ok(Redacted::Refused(why)) => {
+                self.fail_one(&mut tx, o, format!("not redacted: {why}"), report)
+                    .await?;
+            }
+            Ok(Redacted::Failed(reason)) => {
+                self.fail_one(&mut tx, o, reason, report).await?;
+            }
+            Err(e) => {
+                self.fail_one(&mut tx, o, format!("redaction failed: {e}"), report)
+                    .await?;
+            }
+        }
+        crate::audit::append(&mut tx, records).await?;
+        tx.commit().await.map_err(crate::state::q("journaling"))?;
+        Ok(())
+    }
+
+    async fn skip_one(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        o: &PlannedObject,
+        reason: &str,
+        report: &mut super::ApplyReport,
+    ) -> Result<(), crate::state::StateError> {
+        journal::objects_skipped(tx, self.plan_id, reason, &[o.item]).await?;
+        report.objects_skipped += 1;
+        *report
+            .skipped_reasons
+            .entry(reason.to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+
+    async fn fail_one(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        o: &PlannedObject,
+        reason: String,
+        report: &mut super::ApplyReport,
+    ) -> Result<(), crate::state::StateError> {
+        journal::object_failed(tx, self.plan_id, o.item, &reason).await?;
+        report.objects_failed += 1;
+        report
+            .failures
+            .push((self.pseudo.show_object(&o.key), reason));
         Ok(())
     }
 }
+
+const NOT_IN_INDEX: &str = "changed since plan: its records are no longer in the index (run `lethe index`, then plan again)";
+const CHANGED: &str =
+    "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)";

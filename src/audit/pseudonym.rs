@@ -9,18 +9,21 @@ use crate::sensitive::Sensitive;
 
 #[derive(Clone)]
 pub struct Pseudonymizer {
-    key: Sensitive<Vec<u8>>,
+    /// The HMAC keyed once; each pseudonym starts from a copy of it (the
+    /// key's two compression rounds are not paid per pseudonym).
+    keyed: Hmac<Sha256>,
 }
 
 impl Pseudonymizer {
     pub fn new(key: Sensitive<Vec<u8>>) -> Self {
-        Pseudonymizer { key }
+        // HMAC accepts keys of any length, so this cannot fail.
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose())
+            .expect("HMAC takes keys of any length");
+        Pseudonymizer { keyed }
     }
 
     fn mac_bytes(&self, text: &str) -> [u8; 32] {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose())
-            .expect("HMAC takes keys of any length");
+        let mut mac = self.keyed.clone();
         mac.update(text.as_bytes());
         mac.finalize().into_bytes().into()
     }

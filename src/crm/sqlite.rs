@@ -276,15 +276,57 @@ impl Crm for SqliteCrm {
         et: &EntityType,
         keys: &[EntityKey],
     ) -> Result<Vec<EntityKey>, CrmError> {
+        // The keys travel as one JSON array per statement (`json_each`):
+        // binding them one by one costs more than the look-ups. Compared
+        // as bound values would be (the column's affinity applies).
         let mut out = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT {k} FROM {t} WHERE {k} IN ({})",
-                placeholders(chunk.len()),
-                k = quote_ident(&et.key),
-                t = quote_ident(&et.table)
-            );
-            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+        // Callers that cannot tell a key's type ask for both forms of a
+        // number (`"7"` and `7`). On an INTEGER column the text form is
+        // compared as the number (the column's affinity applies), so one
+        // look-up per key is enough.
+        let integer = self.columns(&et.table).await?.is_some_and(|cols| {
+            cols.iter()
+                .any(|c| c.name.eq_ignore_ascii_case(&et.key) && c.integer)
+        });
+        let deduped: Vec<EntityKey>;
+        let keys = if integer {
+            let ints: std::collections::HashSet<i64> = keys
+                .iter()
+                .filter_map(|k| match k {
+                    EntityKey::Int(i) => Some(*i),
+                    EntityKey::Text(_) => None,
+                })
+                .collect();
+            deduped = keys
+                .iter()
+                .filter(|k| match k {
+                    EntityKey::Text(t) => !t
+                        .parse::<i64>()
+                        .is_ok_and(|i| ints.contains(&i) && i.to_string() == *t),
+                    EntityKey::Int(_) => true,
+                })
+                .cloned()
+                .collect();
+            &deduped[..]
+        } else {
+            keys
+        };
+        let sql = format!(
+            "SELECT {k} FROM {t} WHERE {k} IN (SELECT value FROM json_each(?))",
+            k = quote_ident(&et.key),
+            t = quote_ident(&et.table)
+        );
+        for chunk in keys.chunks(20_000) {
+            let packed: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|k| match k {
+                    EntityKey::Int(i) => serde_json::Value::from(*i),
+                    EntityKey::Text(t) => serde_json::Value::from(t.as_str()),
+                })
+                .collect();
+            let packed = serde_json::Value::Array(packed).to_string();
+            let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(packed)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| CrmError::query(et, e))?;

@@ -659,8 +659,21 @@ async fn writer_error(writer: tokio::task::JoinHandle<Result<(), StateError>>) -
 
 /// A digest of a link set, order-independent.
 pub fn links_digest(links: &[(String, String)]) -> String {
-    let mut sorted: Vec<String> = links.iter().map(|(t, k)| format!("{t}:{k}")).collect();
-    sorted.sort();
+    links_digest_of(links.iter().map(|(t, k)| (t.as_str(), k.as_str())))
+}
+
+/// [`links_digest`] of (type, key) pairs however they are held.
+pub fn links_digest_of<'a>(links: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut sorted: Vec<String> = links
+        .map(|(t, k)| {
+            let mut s = String::with_capacity(t.len() + 1 + k.len());
+            s.push_str(t);
+            s.push(':');
+            s.push_str(k);
+            s
+        })
+        .collect();
+    sorted.sort_unstable();
     sorted.dedup();
     let mut h = Sha256::new();
     for s in sorted {

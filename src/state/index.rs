@@ -197,6 +197,29 @@ pub async fn write_objects(
         &id_list,
     )
     .await?;
+    let rows = batch
+        .into_iter()
+        .filter_map(|o| ids.get(&o.meta.key).map(|&id| (id, o.links)));
+    insert_links(&mut tx, sqlite, rows).await?;
+    // Links registered through the API for these objects (before the index
+    // first saw them, or kept across a change of content).
+    for chunk in id_list.chunks(400) {
+        registered::materialize(&mut tx, "o.id", chunk).await?;
+    }
+    tx.commit().await.map_err(q("writing the index"))?;
+    Ok(())
+}
+
+/// Inserts the links of objects (by index id), in the caller's transaction:
+/// many rows per statement, and a long run of one object's links of one
+/// rule and type (a CSV export: a link per row) bound as key, location and
+/// record only. The links move into the statements (no copy of their
+/// strings).
+pub(super) async fn insert_links(
+    tx: &mut sqlx::AnyConnection,
+    sqlite: bool,
+    objects: impl IntoIterator<Item = (i64, Vec<Link>)>,
+) -> Result<(), StateError> {
     const LINKS: usize = 400;
     let links_sql = super::RowsSql::new(
         sqlite,
@@ -220,11 +243,8 @@ pub async fn write_objects(
         RUN,
     );
     let mut scattered: Vec<(i64, Link)> = Vec::new();
-    for o in batch {
-        let Some(&id) = ids.get(&o.meta.key) else {
-            continue;
-        };
-        let mut found = o.links.into_iter().peekable();
+    for (id, links) in objects {
+        let mut found = links.into_iter().peekable();
         while let Some(first) = found.next() {
             let mut same: Vec<Link> = vec![first];
             while same.len() < RUN
@@ -272,12 +292,54 @@ pub async fn write_objects(
             .await
             .map_err(q("writing the index"))?;
     }
-    // Links registered through the API for these objects (before the index
-    // first saw them, or kept across a change of content).
-    for chunk in id_list.chunks(400) {
-        registered::materialize(&mut tx, "o.id", chunk).await?;
+    Ok(())
+}
+
+/// A link as it travels packed: type, key, rule, location, record.
+pub(super) type PackedLink = (String, String, i64, Option<String>, Option<String>);
+
+/// Inserts the links of one object (by index id), in the caller's
+/// transaction, in one statement whatever their number: the links travel
+/// as one JSON text that the database unpacks (SQLite's `json_each`,
+/// PostgreSQL's `json_array_elements`). Binding each value costs more than
+/// inserting it; a redaction's new index entry is thousands of links.
+pub(super) async fn insert_links_packed(
+    tx: &mut sqlx::AnyConnection,
+    sqlite: bool,
+    id: i64,
+    links: Vec<Link>,
+) -> Result<(), StateError> {
+    if links.is_empty() {
+        return Ok(());
     }
-    tx.commit().await.map_err(q("writing the index"))?;
+    let rows: Vec<PackedLink> = links
+        .into_iter()
+        .map(|l| {
+            (
+                l.entity_type,
+                l.entity_key,
+                i64::try_from(l.rule).unwrap_or(i64::MAX),
+                l.location,
+                l.record,
+            )
+        })
+        .collect();
+    let packed = serde_json::to_string(&rows)
+        .map_err(|e| StateError::Corrupt(format!("packing links: {e}")))?;
+    let sql = if sqlite {
+        "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record)
+         SELECT $1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each($2)"
+    } else {
+        "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record)
+         SELECT $1, v ->> 0, v ->> 1, (v ->> 2)::bigint, v ->> 3, v ->> 4
+         FROM json_array_elements($2::json) AS v"
+    };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(packed)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("writing the index"))?;
     Ok(())
 }
 

@@ -6,24 +6,27 @@
 //! rules.
 
 use super::index::Link;
-use super::{StateError, StateStore, q};
-use crate::store::ObjectMeta;
+use sqlx::Row;
+
+use super::{StateError, StateStore, parse_json_rows, q};
+use crate::store::{Expected, ObjectMeta};
 
 type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
 
 /// Journals the intent to rewrite item `item` with content of this digest
-/// (hex SHA-256): committed before the store is asked.
+/// (hex SHA-256), in the caller's transaction, which commits before the
+/// store is asked.
 pub async fn intend(
-    state: &StateStore,
+    tx: &mut sqlx::AnyConnection,
     plan_id: &str,
     item: u64,
     digest: &str,
 ) -> Result<(), StateError> {
     sqlx::query("UPDATE plan_objects SET new_digest = $1 WHERE plan_id = $2 AND item = $3")
-        .bind(digest)
-        .bind(plan_id)
+        .bind(digest.to_string())
+        .bind(plan_id.to_string())
         .bind(item as i64)
-        .execute(state.pool())
+        .execute(&mut *tx)
         .await
         .map_err(q("journaling a redaction"))?;
     Ok(())
@@ -53,7 +56,7 @@ pub async fn replace_entry(
     tx: &mut Tx<'_>,
     meta: &ObjectMeta,
     content_rules: &[usize],
-    links: &[Link],
+    links: Vec<Link>,
 ) -> Result<(), StateError> {
     let id: Option<i64> = sqlx::query_scalar("SELECT id FROM objects WHERE key = $1")
         .bind(meta.key.clone())
@@ -88,50 +91,55 @@ pub async fn replace_entry(
             .await
             .map_err(q("updating the index"))?;
     }
-    for chunk in links.chunks(150) {
-        let sql = format!(
-            "INSERT INTO links(object_id, entity_type, entity_key, rule, location, record) VALUES {}",
-            super::params(chunk.len(), "(?, ?, ?, ?, ?, ?)", 1)
-        );
-        let mut query = sqlx::query(super::sql(sqlite, sql));
-        for l in chunk {
-            query = query
-                .bind(id)
-                .bind(l.entity_type.clone())
-                .bind(l.entity_key.clone())
-                .bind(l.rule as i64)
-                .bind(l.location.clone())
-                .bind(l.record.clone());
-        }
-        query
-            .execute(&mut **tx)
-            .await
-            .map_err(q("updating the index"))?;
-    }
+    super::index::insert_links_packed(tx, sqlite, id, links).await?;
     Ok(())
 }
 
-/// A link row: type, key, rule, location, record.
-type LinkRow = (String, String, i64, Option<String>, Option<String>);
 
-/// The links the index holds for `key`, with their rules and records.
-pub async fn links_of(state: &StateStore, key: &str) -> Result<Vec<Link>, StateError> {
-    let rows: Vec<LinkRow> = sqlx::query_as(
-        "SELECT l.entity_type, l.entity_key, l.rule, l.location, l.record
-         FROM objects o JOIN links l ON l.object_id = o.id WHERE o.key = $1",
-    )
-    .bind(key)
-    .fetch_all(state.pool())
-    .await
-    .map_err(q("reading the index"))?;
-    Ok(rows
+/// What the index holds of `key`: what the last index run saw of it (the
+/// rewrite's expectation) and every link, with rule and record; `None`
+/// when it left the index. One statement, its links packed into one JSON
+/// text (row by row, the hand-over from the database driver's thread
+/// costs more than the query: see `StateStore::json_rows`). Memory: the
+/// links of this one object.
+pub async fn entry_of(
+    state: &StateStore,
+    key: &str,
+) -> Result<Option<(Expected, Vec<Link>)>, StateError> {
+    let sql = format!(
+        "SELECT o.size, o.modified, o.etag,
+                (SELECT {} FROM links l WHERE l.object_id = o.id)
+         FROM objects o WHERE o.key = $1",
+        state.json_rows("l.entity_type, l.entity_key, l.rule, l.location, l.record")
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key)
+        .fetch_optional(state.pool())
+        .await
+        .map_err(q("reading the index"))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let expected = Expected {
+        size: row.get::<i64, _>(0).max(0) as u64,
+        modified: row.get(1),
+        etag: row.get(2),
+    };
+    let text: Option<String> = row.get(3);
+    let rows: Vec<super::index::PackedLink> = match text {
+        Some(t) => parse_json_rows(&t, "reading the index")?,
+        None => Vec::new(),
+    };
+    let links = rows
         .into_iter()
         .map(|(entity_type, entity_key, rule, location, record)| Link {
             entity_type,
             entity_key,
+            // (Registered links have no rule of the config: a number none has.)
             rule: usize::try_from(rule).unwrap_or(usize::MAX),
             location,
             record,
         })
-        .collect())
+        .collect();
+    Ok(Some((expected, links)))
 }
