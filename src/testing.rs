@@ -19,6 +19,7 @@ use crate::store::{
     DeleteOutcome, Expected, Listed, ObjectMeta, RewriteOutcome, StoreError, StoreErrorKind,
     TechnicalStore,
 };
+use crate::verify::residual::IdentifierKind;
 
 /// What goes wrong, by object key. `transient`, `lost_answer` and `refuse`
 /// hold for a delete and a rewrite of the key alike.
@@ -346,6 +347,34 @@ impl Crm for FaultyCrm {
             }
         }
         self.inner.delete_cases(input, decide).await
+    }
+
+    async fn find_by_identifier(
+        &self,
+        et: &EntityType,
+        column: &str,
+        kind: IdentifierKind,
+        normalised: &str,
+    ) -> Result<Vec<EntityKey>, CrmError> {
+        self.inner
+            .find_by_identifier(et, column, kind, normalised)
+            .await
+    }
+
+    async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError> {
+        self.inner.subtrees(input).await
+    }
+
+    async fn export_rows(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, CrmError> {
+        self.inner.export_rows(et, keys).await
+    }
+
+    async fn count(&self, et: &EntityType) -> Result<u64, CrmError> {
+        self.inner.count(et).await
     }
 
     async fn after_apply(&self) -> Result<Vec<String>, CrmError> {

@@ -1,3 +1,5 @@
+//! Over 800 lines on purpose: `crm_test_suite!` makes every backend's tests from these cases.
+//!
 //! One conformance suite for every CRM backend: the same CRM (the same rows,
 //! stored in each backend's own column types — timestamptz, timestamp,
 //! datetime, date, ISO text, epoch seconds) is planned and applied on
@@ -5,6 +7,11 @@
 //! reason) and the CRMs afterwards must be identical, including the apply
 //! re-check (a contract signed since the plan, an opportunity reopened
 //! since: a conditional keep rule) and a row already gone.
+//!
+//! What a subject request reads is held to the same answers on every
+//! backend: identifiers found by their normal form (e-mail case and spaces,
+//! phone digits), current subtrees (unlocked), the access export's rows
+//! with their JSON types, table counts.
 //!
 //! `crm_test_suite!` generates one module per backend, one test per case
 //! (`sqlite::plans_and_applies_like_sqlite` checks what the fixture is built
@@ -22,10 +29,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use lethe::apply::{self, ApplyOptions};
-use lethe::config::Config;
-use lethe::crm;
+use lethe::config::{Config, EntityType, KeepRule};
+use lethe::crm::{self, CaseNow, CaseRequest, EntityNow, RecheckInput};
+use lethe::model::EntityKey;
 use lethe::state::{HoldKind, StateStore};
 use lethe::store::folder::FolderStore;
+use lethe::verify::residual::IdentifierKind;
 use sqlx::Executor;
 
 const AS_OF: &str = "2026-06-30T00:00:00Z";
@@ -280,22 +289,22 @@ async fn exec_all(pool: &sqlx::AnyPool, sql: &[String]) {
     }
 }
 
-/// Runs the suite on the CRM backend `kind`, with lethe's own state in
-/// SQLite, or in PostgreSQL when `state_url` is given.
-/// `test` names the test: the database or schema of a server backend is
-/// `lethe_conf_<pid>_<test>`, no other test's.
-async fn run_backend(
+/// A fresh CRM for one test on backend `kind`: a database (MariaDB), a
+/// schema (PostgreSQL) or a file in `dir` (SQLite), named after `test`
+/// (`lethe_conf_<pid>_<test>`, no other test's). Gives the CRM's URL, the
+/// prefix of its table names and the statement that drops it (on the admin
+/// URL).
+async fn fresh_crm(
     kind: Kind,
     admin_url: &str,
     dir: &Path,
-    state_url: Option<&str>,
     test: &str,
-) -> Outcome {
+) -> (String, String, Option<String>) {
     sqlx::any::install_default_drivers();
     std::fs::create_dir_all(dir).unwrap();
     let tag = format!("lethe_conf_{}_{test}", std::process::id());
     // A fresh database (MariaDB), schema (PostgreSQL) or file (SQLite).
-    let (crm_url, prefix, cleanup): (String, String, Option<String>) = match kind {
+    match kind {
         Kind::Sqlite => (
             format!("sqlite://{}", dir.join("crm.db").display()),
             String::new(),
@@ -341,7 +350,21 @@ async fn run_backend(
                 Some(format!("DROP DATABASE IF EXISTS {tag}")),
             )
         }
-    };
+    }
+}
+
+/// Runs the suite on the CRM backend `kind`, with lethe's own state in
+/// SQLite, or in PostgreSQL when `state_url` is given.
+/// `test` names the test: the database or schema of a server backend is
+/// `lethe_conf_<pid>_<test>`, no other test's.
+async fn run_backend(
+    kind: Kind,
+    admin_url: &str,
+    dir: &Path,
+    state_url: Option<&str>,
+    test: &str,
+) -> Outcome {
+    let (crm_url, prefix, cleanup) = fresh_crm(kind, admin_url, dir, test).await;
     let setup_url = if kind == Kind::Sqlite {
         format!("{crm_url}?mode=rwc")
     } else {
@@ -548,15 +571,35 @@ macro_rules! crm_test_suite {
 }
 
 crm_test_suite! {
-    sqlite [plans_and_applies_like_sqlite];
+    sqlite [
+        plans_and_applies_like_sqlite,
+        finds_subjects_by_email,
+        finds_subjects_by_phone,
+        subtrees_read_each_case_as_it_is,
+        subtrees_wait_for_no_lock,
+        exports_every_column_of_the_rows_asked,
+        counts_rows,
+    ];
     postgres [
         plans_and_applies_like_sqlite,
         plans_and_applies_like_sqlite_with_state_in_postgres,
         existing_answers_integer_and_text_probes_alike,
+        finds_subjects_by_email,
+        finds_subjects_by_phone,
+        subtrees_read_each_case_as_it_is,
+        subtrees_wait_for_no_lock,
+        exports_every_column_of_the_rows_asked,
+        counts_rows,
     ];
     mysql [
         plans_and_applies_like_sqlite,
         existing_answers_integer_and_text_probes_alike,
+        finds_subjects_by_email,
+        finds_subjects_by_phone,
+        subtrees_read_each_case_as_it_is,
+        subtrees_wait_for_no_lock,
+        exports_every_column_of_the_rows_asked,
+        counts_rows,
     ];
 }
 
@@ -634,11 +677,10 @@ async fn plans_and_applies_like_sqlite_with_state_in_postgres(b: Backend, name: 
 /// statement of N integers, whose SQL text was the same: "insufficient
 /// data left in message", an object failed now and then.)
 async fn existing_answers_integer_and_text_probes_alike(b: Backend, name: &str) {
-    use lethe::model::EntityKey;
     sqlx::any::install_default_drivers();
     let url = b.url;
     let table = format!("lethe_probe_{}_{name}", std::process::id());
-    let et = lethe::config::EntityType {
+    let et = EntityType {
         name: "lead".into(),
         table: table.clone(),
         key: "id".into(),
@@ -694,4 +736,640 @@ async fn existing_answers_integer_and_text_probes_alike(b: Backend, name: &str) 
         assert_eq!(got, want, "{url} round {round}");
     }
     exec_all(&admin, &[format!("DROP TABLE IF EXISTS {table}")]).await;
+}
+
+// ---------------------------------------------------------------------------
+// What a subject request reads: identifier look-ups, current subtrees, the
+// access export's rows, table counts. Each case asserts the same answers on
+// every backend, over the same rows stored in each backend's column types.
+
+/// A small CRM of its own for the request cases, and the means to change it.
+struct RequestCrm {
+    crm: Box<dyn crm::Crm>,
+    /// A second way in, to change rows behind the CRM's back.
+    setup: sqlx::AnyPool,
+    prefix: String,
+    admin_url: String,
+    cleanup: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl RequestCrm {
+    async fn new(b: &Backend, test: &str) -> RequestCrm {
+        let dir = tempfile::tempdir().unwrap();
+        let (crm_url, prefix, cleanup) = fresh_crm(b.kind, &b.url, dir.path(), test).await;
+        let setup_url = if b.kind == Kind::Sqlite {
+            format!("{crm_url}?mode=rwc")
+        } else {
+            crm_url.clone()
+        };
+        let setup = sqlx::AnyPool::connect(&setup_url).await.unwrap();
+        exec_all(&setup, &request_script(b.kind, &prefix)).await;
+        let crm: Box<dyn crm::Crm> = match b.kind {
+            Kind::Sqlite => Box::new(
+                crm::sqlite::SqliteCrm::open(&dir.path().join("crm.db"), false)
+                    .await
+                    .unwrap(),
+            ),
+            _ => Box::new(
+                crm::server::ServerCrm::connect(&crm_url, false)
+                    .await
+                    .unwrap(),
+            ),
+        };
+        RequestCrm {
+            crm,
+            setup,
+            prefix,
+            admin_url: b.url.clone(),
+            cleanup,
+            _dir: dir,
+        }
+    }
+
+    /// An entity type over table `table` of this CRM.
+    fn et(&self, name: &str, table: &str, key: &str, parents: &[(&str, &str)]) -> EntityType {
+        EntityType {
+            name: name.into(),
+            table: format!("{}{table}", self.prefix),
+            key: key.into(),
+            clock: vec!["modified_at".into()],
+            parents: parents
+                .iter()
+                .map(|(p, c)| (p.to_string(), c.to_string()))
+                .collect(),
+            subject: vec!["email".into(), "phone".into()],
+            identifiers: vec!["email".into(), "phone".into()],
+        }
+    }
+
+    /// lead → opportunity → quote → contract, integer keys.
+    fn chain(&self) -> Vec<EntityType> {
+        vec![
+            self.et("lead", "leads", "id", &[]),
+            self.et("opportunity", "opportunities", "id", &[("lead", "lead_id")]),
+            self.et(
+                "quote",
+                "quotes",
+                "id",
+                &[("opportunity", "opportunity_id")],
+            ),
+            self.et("contract", "contracts", "id", &[("quote", "quote_id")]),
+        ]
+    }
+
+    /// tlead → topp, text keys (`018` and `18` are two leads).
+    fn text_chain(&self) -> Vec<EntityType> {
+        vec![
+            self.et("tlead", "tleads", "code", &[]),
+            self.et("topp", "topps", "id", &[("tlead", "lead_code")]),
+        ]
+    }
+
+    async fn drop(self) {
+        self.setup.close().await;
+        if let Some(sql) = self.cleanup {
+            let admin = sqlx::AnyPool::connect(&self.admin_url).await.unwrap();
+            exec_all(&admin, &[sql]).await;
+        }
+    }
+}
+
+/// The request cases' clocks: lead `i` at `BASE + i` days, its
+/// opportunities an hour later, quotes two, contracts three.
+const BASE: i64 = 1_750_000_000;
+
+fn lead_clock(id: i64) -> i64 {
+    BASE + id * DAY
+}
+
+/// The request fixture's rows, in each backend's own column types.
+fn request_script(kind: Kind, p: &str) -> Vec<String> {
+    let (int, text, real, blob, date, tz, dt): (&str, &str, &str, &str, &str, Lit, Lit) = match kind
+    {
+        Kind::Sqlite => ("INTEGER", "TEXT", "REAL", "BLOB", "TEXT", lit_iso, lit_iso),
+        Kind::Postgres => (
+            "BIGINT",
+            "VARCHAR(200)",
+            "DOUBLE PRECISION",
+            "BYTEA",
+            "DATE",
+            lit_tz,
+            lit_dt,
+        ),
+        Kind::Mysql => (
+            "BIGINT",
+            "VARCHAR(200)",
+            "DOUBLE",
+            "BLOB",
+            "DATE",
+            lit_dt,
+            lit_dt,
+        ),
+    };
+    // The contracts' clocks are epoch seconds on the servers.
+    let (contract_clock, contract_lit): (&str, Lit) = match kind {
+        Kind::Sqlite => ("TEXT", lit_iso),
+        _ => ("BIGINT", |t| t.to_string()),
+    };
+    let opp_clock = if kind == Kind::Postgres {
+        "TIMESTAMP"
+    } else {
+        dt_type(kind)
+    };
+    let lead_clock_type = match kind {
+        Kind::Postgres => "TIMESTAMPTZ",
+        _ => dt_type(kind),
+    };
+    let hex = |h: &str| match kind {
+        Kind::Postgres => format!("decode('{h}', 'hex')"),
+        _ => format!("X'{h}'"),
+    };
+    let mut out = vec![
+        format!(
+            "CREATE TABLE {p}leads (id INTEGER PRIMARY KEY, email {text}, phone {text}, phone_num {int}, modified_at {lead_clock_type})"
+        ),
+        format!(
+            "CREATE TABLE {p}opportunities (id INTEGER PRIMARY KEY, lead_id INTEGER, stage {text} NOT NULL, modified_at {opp_clock})"
+        ),
+        format!(
+            "CREATE TABLE {p}quotes (id {int} PRIMARY KEY, opportunity_id INTEGER, modified_at {text})"
+        ),
+        format!(
+            "CREATE TABLE {p}contracts (id INTEGER PRIMARY KEY, quote_id {int}, modified_at {contract_clock})"
+        ),
+        format!(
+            "CREATE TABLE {p}tleads (code VARCHAR(20) PRIMARY KEY, email {text}, phone {text}, modified_at {lead_clock_type})"
+        ),
+        format!(
+            "CREATE TABLE {p}topps (id INTEGER PRIMARY KEY, lead_code VARCHAR(20), stage {text} NOT NULL, modified_at {opp_clock})"
+        ),
+        format!(
+            "CREATE TABLE {p}profiles (id INTEGER PRIMARY KEY, name {text}, age INTEGER, score {real}, note {text}, photo {blob}, born {date})"
+        ),
+        format!("CREATE TABLE {p}nobody (id INTEGER PRIMARY KEY)"),
+    ];
+    let leads: [(i64, &str, &str, &str); 8] = [
+        // The subject, spelt as people type it.
+        (
+            1,
+            "' Jane.Doe@Example.COM '",
+            "'+49 (30) 123-4567'",
+            "49301234567",
+        ),
+        // The same prefix; a phone with a digit more (SQLite's LIKE
+        // candidate, dropped by the re-check).
+        (
+            2,
+            "'jane.doe@example.com.au'",
+            "'+49 (30) 123-45678'",
+            "493012345678",
+        ),
+        (3, "NULL", "NULL", "NULL"),
+        // The subject again; the phone's last digits swapped.
+        (
+            4,
+            "'JANE.DOE@EXAMPLE.COM'",
+            "'+49 (30) 123-4576'",
+            "49301234576",
+        ),
+        // The subject once more; a phone with other digits.
+        (
+            5,
+            "'jane.doe@example.com'",
+            "'0049 30 1234567'",
+            "4930123456",
+        ),
+        // Non-ASCII letters: SQLite's lower() leaves them as they are.
+        (6, "'JÖRG@EXÄMPLE.DE'", "''", "NULL"),
+        // Equal to the above under MariaDB's accent-insensitive collation.
+        (7, "'jorg@example.de'", "'+1 (30) 123-4567'", "NULL"),
+        (8, "'jane.doe@example.community'", "NULL", "NULL"),
+    ];
+    let rows: Vec<String> = leads
+        .iter()
+        .map(|(id, e, ph, n)| format!("({id}, {e}, {ph}, {n}, {})", tz(lead_clock(*id))))
+        .collect();
+    out.push(format!("INSERT INTO {p}leads VALUES {}", rows.join(", ")));
+    let opps: [(i64, &str, &str); 4] = [
+        (10, "1", "open"),
+        (11, "1", "lost"),
+        (12, "2", "lost"),
+        (13, "NULL", "lost"),
+    ];
+    let rows: Vec<String> = opps
+        .iter()
+        .map(|(id, l, s)| format!("({id}, {l}, '{s}', {})", dt(BASE + id * 3600)))
+        .collect();
+    out.push(format!(
+        "INSERT INTO {p}opportunities VALUES {}",
+        rows.join(", ")
+    ));
+    out.push(format!(
+        "INSERT INTO {p}quotes VALUES (100, 11, {}), (101, 12, {})",
+        lit_iso(BASE + 100 * 3600),
+        lit_iso(BASE + 101 * 3600)
+    ));
+    out.push(format!(
+        "INSERT INTO {p}contracts VALUES (1000, 100, {})",
+        contract_lit(BASE + 1000 * 3600)
+    ));
+    out.push(format!(
+        "INSERT INTO {p}tleads VALUES ('018', 'ann@example.com', '030 1234567', {}), ('18', 'bob@example.com', NULL, {}), ('abc', ' Ann@Example.com', NULL, {})",
+        tz(lead_clock(18)),
+        tz(lead_clock(19)),
+        tz(lead_clock(20))
+    ));
+    out.push(format!(
+        "INSERT INTO {p}topps VALUES (20, '018', 'open', {}), (21, '18', 'lost', {}), (22, 'abc', 'lost', {})",
+        dt(BASE + 20 * 3600),
+        dt(BASE + 21 * 3600),
+        dt(BASE + 22 * 3600)
+    ));
+    out.push(format!(
+        "INSERT INTO {p}profiles VALUES (1, 'Jane', 41, 0.1, NULL, {}, '1985-02-03'), (2, 'John', 33, 2.5, 'x', NULL, NULL), (3, 'Other', 50, -1.25, 'secret', {}, '1970-01-01')",
+        hex("00ff10"),
+        hex("01")
+    ));
+    out
+}
+
+fn dt_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => "TEXT",
+        _ => "DATETIME",
+    }
+}
+
+fn ints(keys: &[i64]) -> Vec<EntityKey> {
+    keys.iter().copied().map(EntityKey::Int).collect()
+}
+
+fn texts(keys: &[&str]) -> Vec<EntityKey> {
+    keys.iter()
+        .map(|k| EntityKey::Text(k.to_string()))
+        .collect()
+}
+
+/// E-mail addresses are found however they are spelt (spaces, letter case,
+/// non-ASCII capitals), and nothing else is: not the same prefix, not an
+/// address equal only under a case- and accent-insensitive collation, not
+/// NULL. A value that is not in normal form finds nothing.
+async fn finds_subjects_by_email(b: Backend, name: &str) {
+    let c = RequestCrm::new(&b, &format!("{name}_email")).await;
+    let leads = c.et("lead", "leads", "id", &[]);
+    let find = |et: EntityType, column: &'static str, value: &'static str| {
+        let crm = &c.crm;
+        async move {
+            crm.find_by_identifier(&et, column, IdentifierKind::Email, value)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        }
+    };
+    assert_eq!(
+        find(leads.clone(), "email", "jane.doe@example.com").await,
+        ints(&[1, 4, 5]),
+        "{name}"
+    );
+    assert_eq!(
+        find(leads.clone(), "email", "jörg@exämple.de").await,
+        ints(&[6]),
+        "{name}"
+    );
+    assert_eq!(
+        find(leads.clone(), "email", "jorg@example.de").await,
+        ints(&[7]),
+        "{name}"
+    );
+    assert_eq!(
+        find(leads.clone(), "email", "jane.doe@example.co").await,
+        ints(&[]),
+        "{name}"
+    );
+    // Not normalised (capitals, a space): nothing normalises to it.
+    assert_eq!(
+        find(leads.clone(), "email", "Jane.Doe@example.com").await,
+        ints(&[]),
+        "{name}"
+    );
+    assert_eq!(
+        find(leads.clone(), "email", " jane.doe@example.com").await,
+        ints(&[]),
+        "{name}"
+    );
+    // An address searched in a column of numbers: nothing, no error.
+    assert_eq!(
+        find(leads.clone(), "phone_num", "jane.doe@example.com").await,
+        ints(&[]),
+        "{name}"
+    );
+    // Text keys come back as text, `018` as itself.
+    let tleads = c.et("tlead", "tleads", "code", &[]);
+    assert_eq!(
+        find(tleads, "email", "ann@example.com").await,
+        texts(&["018", "abc"]),
+        "{name}"
+    );
+    // A column that is not there: an error naming the column and table,
+    // never the value.
+    let e = c
+        .crm
+        .find_by_identifier(
+            &leads,
+            "emial",
+            IdentifierKind::Email,
+            "jane.doe@example.com",
+        )
+        .await
+        .expect_err("no such column");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("emial") && msg.contains("leads"),
+        "{name}: {msg}"
+    );
+    assert!(!msg.contains("jane"), "{name}: {msg}");
+    c.drop().await;
+}
+
+/// Phone numbers are found by their digits, in a text column whatever the
+/// punctuation and in a column of integers; a number with a digit more,
+/// with two digits swapped or with another prefix is not found.
+async fn finds_subjects_by_phone(b: Backend, name: &str) {
+    let c = RequestCrm::new(&b, &format!("{name}_phone")).await;
+    let leads = c.et("lead", "leads", "id", &[]);
+    let find = |column: &'static str, value: &'static str| {
+        let (crm, et) = (&c.crm, &leads);
+        async move {
+            crm.find_by_identifier(et, column, IdentifierKind::Phone, value)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        }
+    };
+    assert_eq!(find("phone", "49301234567").await, ints(&[1]), "{name}");
+    assert_eq!(find("phone_num", "49301234567").await, ints(&[1]), "{name}");
+    assert_eq!(find("phone", "493012345678").await, ints(&[2]), "{name}");
+    assert_eq!(find("phone_num", "49301234576").await, ints(&[4]), "{name}");
+    assert_eq!(find("phone", "0049301234567").await, ints(&[5]), "{name}");
+    assert_eq!(find("phone", "1301234567").await, ints(&[7]), "{name}");
+    // Not normalised: punctuation, or too few digits to be a phone.
+    assert_eq!(find("phone", "+49301234567").await, ints(&[]), "{name}");
+    assert_eq!(find("phone", "123456").await, ints(&[]), "{name}");
+    let tleads = c.et("tlead", "tleads", "code", &[]);
+    let got = c
+        .crm
+        .find_by_identifier(&tleads, "phone", IdentifierKind::Phone, "0301234567")
+        .await
+        .unwrap();
+    assert_eq!(got, texts(&["018"]), "{name}");
+    c.drop().await;
+}
+
+/// The expected subtree entity: type, key, clock, keep bits, parents.
+fn now(
+    ty: u16,
+    key: EntityKey,
+    clock: i64,
+    keep_bits: u32,
+    parents: Vec<Option<EntityKey>>,
+) -> EntityNow {
+    EntityNow {
+        ty,
+        key,
+        clock: Some(clock),
+        keep_bits,
+        parents,
+    }
+}
+
+fn case(case_id: u64, root_ty: u16, root_key: EntityKey) -> CaseRequest {
+    CaseRequest {
+        case_id,
+        root_ty,
+        root_key,
+    }
+}
+
+/// `subtrees` gives each root's current subtree — itself and every
+/// descendant, with clocks, parents and the keep bits of the conditional
+/// rules — in the order asked, on integer keys and on text keys (`018` is
+/// not `18` in a text column); a root that is gone has no entities.
+async fn subtrees_read_each_case_as_it_is(b: Backend, name: &str) {
+    let c = RequestCrm::new(&b, &format!("{name}_subtrees")).await;
+    let input = RecheckInput {
+        entities: c.chain(),
+        conditions: vec![
+            KeepRule {
+                entity: "opportunity".into(),
+                condition: Some("stage = 'open'".into()),
+            },
+            KeepRule {
+                entity: "lead".into(),
+                condition: Some("phone_num IS NOT NULL".into()),
+            },
+        ],
+        cases: vec![
+            case(7, 0, EntityKey::Int(1)),
+            case(8, 0, EntityKey::Int(99)),
+            case(9, 1, EntityKey::Int(12)),
+            case(3, 0, EntityKey::Int(2)),
+        ],
+    };
+    let got = c
+        .crm
+        .subtrees(&input)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let opp = |id: i64| BASE + id * 3600;
+    let one = |k: i64| Some(EntityKey::Int(k));
+    let want: Vec<(u64, Vec<EntityNow>)> = vec![
+        (
+            7,
+            vec![
+                now(0, EntityKey::Int(1), lead_clock(1), 2, vec![]),
+                now(1, EntityKey::Int(10), opp(10), 1, vec![one(1)]),
+                now(1, EntityKey::Int(11), opp(11), 0, vec![one(1)]),
+                now(2, EntityKey::Int(100), opp(100), 0, vec![one(11)]),
+                now(3, EntityKey::Int(1000), opp(1000), 0, vec![one(100)]),
+            ],
+        ),
+        (8, vec![]),
+        (
+            9,
+            vec![
+                now(1, EntityKey::Int(12), opp(12), 0, vec![one(2)]),
+                now(2, EntityKey::Int(101), opp(101), 0, vec![one(12)]),
+            ],
+        ),
+        (
+            3,
+            vec![
+                now(0, EntityKey::Int(2), lead_clock(2), 2, vec![]),
+                now(1, EntityKey::Int(12), opp(12), 0, vec![one(2)]),
+                now(2, EntityKey::Int(101), opp(101), 0, vec![one(12)]),
+            ],
+        ),
+    ];
+    let shape = |cases: &[CaseNow]| -> Vec<(u64, Vec<EntityNow>)> {
+        cases
+            .iter()
+            .map(|c| (c.case_id, c.entities.clone()))
+            .collect()
+    };
+    assert_eq!(shape(&got), want, "{name}");
+    assert_eq!(got[0].root_key, EntityKey::Int(1));
+
+    let text = RecheckInput {
+        entities: c.text_chain(),
+        conditions: vec![KeepRule {
+            entity: "topp".into(),
+            condition: Some("stage = 'open'".into()),
+        }],
+        cases: vec![
+            case(1, 0, EntityKey::Text("018".into())),
+            case(2, 0, EntityKey::Text("18".into())),
+        ],
+    };
+    let got = c
+        .crm
+        .subtrees(&text)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let t = |k: &str| EntityKey::Text(k.into());
+    assert_eq!(
+        shape(&got),
+        vec![
+            (
+                1,
+                vec![
+                    now(0, t("018"), lead_clock(18), 0, vec![]),
+                    now(1, EntityKey::Int(20), opp(20), 1, vec![Some(t("018"))]),
+                ]
+            ),
+            (
+                2,
+                vec![
+                    now(0, t("18"), lead_clock(19), 0, vec![]),
+                    now(1, EntityKey::Int(21), opp(21), 0, vec![Some(t("18"))]),
+                ]
+            ),
+        ],
+        "{name}"
+    );
+    c.drop().await;
+}
+
+/// `subtrees` locks nothing and waits for no lock: with another
+/// transaction holding an uncommitted change to a row of the subtree (its
+/// row lock on the servers, SQLite's write lock), it answers at once, with
+/// the committed row. (A `FOR UPDATE` read would wait for that transaction.)
+async fn subtrees_wait_for_no_lock(b: Backend, name: &str) {
+    let c = RequestCrm::new(&b, &format!("{name}_nolock")).await;
+    let mut writer = c.setup.begin().await.unwrap();
+    writer
+        .execute(sqlx::AssertSqlSafe(format!(
+            "UPDATE {}opportunities SET stage = 'open' WHERE id = 11",
+            c.prefix
+        )))
+        .await
+        .unwrap();
+    let input = RecheckInput {
+        entities: c.chain(),
+        conditions: vec![KeepRule {
+            entity: "opportunity".into(),
+            condition: Some("stage = 'open'".into()),
+        }],
+        cases: vec![case(1, 0, EntityKey::Int(1))],
+    };
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), c.crm.subtrees(&input))
+        .await
+        .unwrap_or_else(|_| panic!("{name}: subtrees waited for another transaction's lock"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let bits: Vec<(EntityKey, u32)> = got[0]
+        .entities
+        .iter()
+        .filter(|e| e.ty == 1)
+        .map(|e| (e.key.clone(), e.keep_bits))
+        .collect();
+    assert_eq!(
+        bits,
+        vec![(EntityKey::Int(10), 1), (EntityKey::Int(11), 0)],
+        "{name}: the committed rows, not the other transaction's"
+    );
+    writer.rollback().await.unwrap();
+    c.drop().await;
+}
+
+/// `export_rows` gives every column of the rows asked for, typed (integer,
+/// real, text, NULL, a blob as base64, a date as its text), sorted by key,
+/// each once, and nothing of any other row: not a key that is not there,
+/// not `ABC` for `abc` under a case-insensitive collation, not `18` for a
+/// text `018`.
+async fn exports_every_column_of_the_rows_asked(b: Backend, name: &str) {
+    use serde_json::{Value, json};
+    let c = RequestCrm::new(&b, &format!("{name}_export")).await;
+    let profiles = c.et("profile", "profiles", "id", &[]);
+    let got = c
+        .crm
+        .export_rows(&profiles, &ints(&[2, 1, 99, 1]))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let got: Vec<Value> = got.into_iter().map(Value::Object).collect();
+    assert_eq!(
+        got,
+        vec![
+            json!({"id": 1, "name": "Jane", "age": 41, "score": 0.1, "note": null,
+                   "photo": "AP8Q", "born": "1985-02-03"}),
+            json!({"id": 2, "name": "John", "age": 33, "score": 2.5, "note": "x",
+                   "photo": null, "born": null}),
+        ],
+        "{name}"
+    );
+    assert!(
+        c.crm.export_rows(&profiles, &[]).await.unwrap().is_empty(),
+        "{name}"
+    );
+    let tleads = c.et("tlead", "tleads", "code", &[]);
+    let got = c
+        .crm
+        .export_rows(&tleads, &texts(&["018", "ABC", "x"]))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let codes: Vec<(&Value, &Value)> = got.iter().map(|r| (&r["code"], &r["email"])).collect();
+    assert_eq!(
+        codes,
+        vec![(&json!("018"), &json!("ann@example.com"))],
+        "{name}"
+    );
+    assert_eq!(got[0].len(), 4, "{name}: every column: {:?}", got[0].keys());
+    let missing = c.et("nothing", "no_such_table", "id", &[]);
+    assert!(
+        c.crm.export_rows(&missing, &ints(&[1])).await.is_err(),
+        "{name}"
+    );
+    c.drop().await;
+}
+
+/// `count` is the number of rows of the type's table.
+async fn counts_rows(b: Backend, name: &str) {
+    let c = RequestCrm::new(&b, &format!("{name}_count")).await;
+    let count = |table: &'static str| {
+        let c = &c;
+        async move {
+            c.crm
+                .count(&c.et("x", table, "id", &[]))
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        }
+    };
+    assert_eq!(count("leads").await, 8, "{name}");
+    assert_eq!(count("tleads").await, 3, "{name}");
+    assert_eq!(count("nobody").await, 0, "{name}");
+    assert!(
+        c.crm
+            .count(&c.et("x", "no_such_table", "id", &[]))
+            .await
+            .is_err(),
+        "{name}"
+    );
+    c.drop().await;
 }

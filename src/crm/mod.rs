@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use crate::config::{Config, CrmUrl, EntityType};
 use crate::model::{EntityKey, Instant};
+use crate::verify::residual::{IdentifierKind, normalise};
 pub use recheck::{CaseNow, CaseRequest, Decision, EntityNow, ErasedValue, RecheckInput};
 
 /// One row of an entity table as the engine needs it: no subject data.
@@ -58,6 +59,23 @@ pub enum CrmError {
     },
     #[error("CRM transaction failed: {0}")]
     Transaction(#[source] sqlx::Error),
+    /// A query on one column of an entity type's table (an `identifiers`
+    /// column, searched for a subject). Names the column, never a value.
+    #[error(
+        "CRM query on column {column} of entity type `{entity}` (table {table}) failed: {source}; check that [crm.entities.{entity}] names an existing column of that table"
+    )]
+    Column {
+        entity: String,
+        table: String,
+        column: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The catalogue does not list the table an entity type names.
+    #[error(
+        "entity type `{entity}`: the CRM has no table {table}; check `table` in [crm.entities.{entity}] (`lethe check` lists the tables it sees)"
+    )]
+    NoTable { entity: String, table: String },
     /// Writing or reading the demo's sample CRM (`sample`).
     #[error("{what}: {source}")]
     Sample {
@@ -76,7 +94,9 @@ impl CrmError {
             | CrmError::Catalogue { source, .. }
             | CrmError::Transaction(source)
             | CrmError::Connect { source, .. }
-            | CrmError::Sample { source, .. } => source,
+            | CrmError::Sample { source, .. }
+            | CrmError::Column { source, .. } => source,
+            CrmError::NoTable { .. } => return false,
         };
         match source {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
@@ -98,6 +118,37 @@ impl CrmError {
             entity: et.name.clone(),
             table: et.table.clone(),
             source,
+        }
+    }
+
+    /// A failed search of `column` for `value`: the error names the entity
+    /// type, table and column; a database message that quotes the value
+    /// is withheld (errors are printed and logged).
+    pub(crate) fn searching(
+        et: &EntityType,
+        column: &str,
+        value: &str,
+        source: sqlx::Error,
+    ) -> CrmError {
+        let source = if !value.is_empty() && source.to_string().contains(value) {
+            sqlx::Error::Protocol(
+                "the database's message quoted the searched value and is withheld".into(),
+            )
+        } else {
+            source
+        };
+        CrmError::Column {
+            entity: et.name.clone(),
+            table: et.table.clone(),
+            column: column.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn no_table(et: &EntityType) -> CrmError {
+        CrmError::NoTable {
+            entity: et.name.clone(),
+            table: et.table.clone(),
         }
     }
 }
@@ -182,6 +233,74 @@ pub trait Crm: Send + Sync {
         input: &RecheckInput,
         decide: &(dyn for<'c> Fn(&'c CaseNow) -> Decision + Sync),
     ) -> Result<BatchOutcome, CrmError>;
+
+    /// Keys of the entities of `et` whose identifier column `column` holds a
+    /// value that normalises ([`normalise`]) to `normalised` as `kind`:
+    /// e-mail trimmed and case-folded, phone reduced to its digits. Matched
+    /// by SQL on the column (never by reading every row into memory); every
+    /// candidate row the SQL returns is checked again in Rust with
+    /// `normalise`, so the answer is exactly the normalised match on every
+    /// backend. A `normalised` that is not itself in normal form matches
+    /// nothing. Keys are typed as the key column stores them, sorted, once
+    /// each.
+    ///
+    /// - E-mail: `lower(trim(col)) = ?` (PostgreSQL casts the column to text
+    ///   first). An expression index on `lower(trim(col))` makes this an
+    ///   index lookup: `CREATE INDEX … ON leads (lower(trim(email)))` on
+    ///   SQLite and PostgreSQL; on MariaDB a generated column of that
+    ///   expression with an index. SQL's `trim` strips spaces only, so a
+    ///   value padded with tabs, line breaks or no-break spaces is not
+    ///   found (`normalise` would strip them). An address with non-ASCII
+    ///   letters is also matched by `LIKE` with those letters as wildcards
+    ///   (SQLite's `lower` folds ASCII only): a scan, for such addresses
+    ///   only.
+    /// - Phone: the digits of the column, `regexp_replace(col, '[^0-9]', '',
+    ///   'g') = $1` on PostgreSQL, `REGEXP_REPLACE(col, '[^0-9]', '') = ?` on
+    ///   MariaDB (an expression index on that makes it a lookup); SQLite has
+    ///   no regular expressions and scans with `col LIKE '%4%9%3%…%'` (the
+    ///   digits in order), which never misses, keeping only the rows whose
+    ///   `normalise` is the target.
+    ///
+    /// [`normalise`]: crate::verify::residual::normalise
+    async fn find_by_identifier(
+        &self,
+        et: &EntityType,
+        column: &str,
+        kind: IdentifierKind,
+        normalised: &str,
+    ) -> Result<Vec<EntityKey>, CrmError>;
+
+    /// The current subtree of each root in `input.cases` (root and every
+    /// descendant through the configured parent relations, with clocks,
+    /// parents and the conditional keep bits of `input.conditions`), read
+    /// without deleting or locking anything: what a subject request plans
+    /// on. The same loading as the deleting transaction's re-check, in one
+    /// read transaction (one snapshot where the backend gives one), no
+    /// `FOR UPDATE`. One `CaseNow` per case, in `input.cases` order, its
+    /// entities sorted by type and key; a root that is gone has none.
+    async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError>;
+
+    /// Every column of the rows of `et` with these keys, as JSON objects
+    /// (column name → value: integers as numbers, reals as numbers, text as
+    /// strings, NULL as null, blobs as base64 strings, dates/timestamps as
+    /// the text the database gives), sorted by key, once each; keys with no
+    /// row are left out, and so is any row the database matched that is not
+    /// one of `keys` (`ABC` for `abc` under a case-insensitive collation,
+    /// a text `018` that MariaDB compares equal to the number 18). A
+    /// subject's access export (Art. 15/20). This
+    /// is the one read of subject data besides identifiers; nothing of it
+    /// may be logged. On the servers the catalogue's column type decides:
+    /// a boolean (PostgreSQL) is a JSON boolean; decimals (exact), JSON,
+    /// UUIDs and every other type that is not an integer, a float or binary
+    /// are the text the database gives. SQLite gives what the row stores.
+    async fn export_rows(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, CrmError>;
+
+    /// How many rows `et`'s table has.
+    async fn count(&self, et: &EntityType) -> Result<u64, CrmError>;
 
     /// After deletes: make deleted content unrecoverable where the backend
     /// allows (SQLite: WAL checkpoint; secure_delete is on for every write).
@@ -273,4 +392,224 @@ pub(crate) fn condition_bits(n: usize, value: impl Fn(usize) -> Option<EntityKey
             None => false,
         })
         .fold(0, |acc, j| acc | 1 << j)
+}
+
+/// The Rust re-check of a row the identifier search's SQL returned: whether
+/// its value normalises to exactly `normalised` as `kind`. The SQL only
+/// narrows the rows; this decides, the same on every backend.
+pub(crate) fn identifier_matches(kind: IdentifierKind, raw: &str, normalised: &str) -> bool {
+    normalise(kind, raw).is_some_and(|n| n == normalised)
+}
+
+/// Whether `value` is in normal form as `kind`. A value that is not is the
+/// normal form of nothing, so a search for it finds nothing.
+pub(crate) fn is_normal(kind: IdentifierKind, value: &str) -> bool {
+    normalise(kind, value).is_some_and(|n| n == value)
+}
+
+/// The escape character of every `LIKE` pattern lethe builds: `!`, the same
+/// in every dialect's string literal (a backslash is not).
+pub(crate) const LIKE_ESCAPE: char = '!';
+
+/// For a normalised e-mail address with non-ASCII letters, a `LIKE` pattern
+/// (escape `!`) that `lower(trim(col))` of every spelling of it matches on
+/// every backend: each run of non-ASCII characters is a `%` (SQLite's
+/// `lower` leaves `Ö` as it is, `normalise` folds it to `ö`), the rest is
+/// literal. `None` for an ASCII address, which `=` finds.
+pub(crate) fn email_like_pattern(normalised: &str) -> Option<String> {
+    if normalised.is_ascii() {
+        return None;
+    }
+    let mut out = String::with_capacity(normalised.len() + 4);
+    let mut in_wild = false;
+    for c in normalised.chars() {
+        if !c.is_ascii() {
+            if !in_wild {
+                out.push('%');
+                in_wild = true;
+            }
+            continue;
+        }
+        in_wild = false;
+        if matches!(c, '%' | '_' | LIKE_ESCAPE) {
+            out.push(LIKE_ESCAPE);
+        }
+        out.push(c);
+    }
+    Some(out)
+}
+
+/// A `LIKE` pattern that every value whose digits are `digits` matches:
+/// the digits in order, `%` before, between and after (`%4%9%3%`). Digits
+/// need no escaping. It also matches values with more digits; the Rust
+/// re-check drops those.
+pub(crate) fn digits_like_pattern(digits: &str) -> String {
+    let mut out = String::with_capacity(digits.len() * 2 + 1);
+    out.push('%');
+    for d in digits.chars().filter(char::is_ascii_digit) {
+        out.push(d);
+        out.push('%');
+    }
+    out
+}
+
+/// The keys a caller asked for, to keep only the rows the database matched
+/// for them: an integer key is asked for by `18` or by a text that reads as
+/// 18 (`"018"`: SQLite's affinity and MariaDB compare them as numbers); a
+/// text key only by its exact text, so a text `018` is never the answer to
+/// `18`, nor `ABC` to `abc` under a case-insensitive collation.
+pub(crate) struct Requested {
+    texts: std::collections::HashSet<String>,
+    ints: std::collections::HashSet<i64>,
+}
+
+impl Requested {
+    pub(crate) fn new(keys: &[EntityKey]) -> Requested {
+        let mut texts = std::collections::HashSet::new();
+        let mut ints = std::collections::HashSet::new();
+        for k in keys {
+            match k {
+                EntityKey::Int(i) => {
+                    ints.insert(*i);
+                    texts.insert(i.to_string());
+                }
+                EntityKey::Text(t) => {
+                    if let Ok(i) = t.parse::<i64>() {
+                        ints.insert(i);
+                    }
+                    texts.insert(t.clone());
+                }
+            }
+        }
+        Requested { texts, ints }
+    }
+
+    pub(crate) fn contains(&self, row_key: &EntityKey) -> bool {
+        match row_key {
+            EntityKey::Int(i) => self.ints.contains(i),
+            EntityKey::Text(t) => self.texts.contains(t),
+        }
+    }
+}
+
+/// A blob as an export gives it: standard base64.
+pub(crate) fn blob_json(bytes: &[u8]) -> serde_json::Value {
+    use base64::Engine;
+    serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Export rows keyed by their entity key: sorted, each key once.
+pub(crate) fn sorted_rows(
+    mut rows: Vec<(EntityKey, serde_json::Map<String, serde_json::Value>)>,
+) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows.dedup_by(|a, b| a.0 == b.0);
+    rows.into_iter().map(|(_, r)| r).collect()
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+
+    #[test]
+    fn the_rust_recheck_is_the_normalised_match() {
+        use IdentifierKind::{Email, Phone};
+        let n = "jane.doe@example.com";
+        assert!(identifier_matches(Email, " Jane.Doe@Example.COM ", n));
+        assert!(identifier_matches(Email, "jane.doe@example.com\t", n));
+        // What the SQL's candidates may hold that is not the address.
+        assert!(!identifier_matches(Email, "jane.doe@example.co", n));
+        assert!(!identifier_matches(Email, "jane.doe@example.com.au", n));
+        assert!(!identifier_matches(Email, "xjane.doe@example.com", n));
+        assert!(!identifier_matches(Email, "jané.doe@example.com", n));
+        assert!(!identifier_matches(Email, "", n));
+        let p = "49301234567";
+        assert!(identifier_matches(Phone, "+49 (30) 123-4567", p));
+        assert!(identifier_matches(Phone, "49301234567", p));
+        // A LIKE candidate with a digit more, in between or at the end.
+        assert!(!identifier_matches(Phone, "+49 (30) 123-45670", p));
+        assert!(!identifier_matches(Phone, "+49 (30) 1293-4567", p));
+        assert!(!identifier_matches(Phone, "+49 (30) 123-4576", p));
+        assert!(identifier_matches(
+            Email,
+            "JÖRG@EXAMPLE.COM",
+            "jörg@example.com"
+        ));
+    }
+
+    #[test]
+    fn only_a_normal_form_is_searched() {
+        use IdentifierKind::{Email, Phone};
+        assert!(is_normal(Email, "jane@example.com"));
+        assert!(!is_normal(Email, "Jane@example.com"));
+        assert!(!is_normal(Email, " jane@example.com"));
+        assert!(!is_normal(Email, "jane"));
+        assert!(is_normal(Phone, "49301234567"));
+        assert!(!is_normal(Phone, "+49301234567"));
+        assert!(!is_normal(Phone, "123456"), "too short to be a phone");
+    }
+
+    #[test]
+    fn like_patterns() {
+        assert_eq!(digits_like_pattern("4930123"), "%4%9%3%0%1%2%3%");
+        assert_eq!(digits_like_pattern(""), "%");
+        assert_eq!(email_like_pattern("jane@example.com"), None);
+        assert_eq!(
+            email_like_pattern("jörg_ä%!x@exämple.com").as_deref(),
+            Some("j%rg!_%!%!!x@ex%mple.com")
+        );
+        assert_eq!(
+            email_like_pattern("jöä@x.de").as_deref(),
+            Some("j%@x.de"),
+            "a run of non-ASCII letters is one wildcard"
+        );
+    }
+
+    #[test]
+    fn requested_keys_keep_text_keys_exact() {
+        let r = Requested::new(&[EntityKey::Int(18), EntityKey::Text("abc".into())]);
+        assert!(r.contains(&EntityKey::Int(18)));
+        assert!(r.contains(&EntityKey::Text("18".into())));
+        assert!(!r.contains(&EntityKey::Text("018".into())));
+        assert!(r.contains(&EntityKey::Text("abc".into())));
+        assert!(!r.contains(&EntityKey::Text("ABC".into())));
+        assert!(!r.contains(&EntityKey::Int(19)));
+        let r = Requested::new(&[EntityKey::Text("018".into())]);
+        assert!(r.contains(&EntityKey::Int(18)), "affinity: '018' is 18");
+        assert!(r.contains(&EntityKey::Text("018".into())));
+        assert!(!r.contains(&EntityKey::Text("18".into())));
+    }
+
+    #[test]
+    fn a_message_quoting_the_value_is_withheld() {
+        let et = EntityType {
+            name: "lead".into(),
+            table: "leads".into(),
+            key: "id".into(),
+            clock: vec![],
+            parents: vec![],
+            subject: vec![],
+            identifiers: vec![],
+        };
+        let e = CrmError::searching(
+            &et,
+            "email",
+            "jane@example.com",
+            sqlx::Error::Protocol("invalid input: \"jane@example.com\"".into()),
+        )
+        .to_string();
+        assert!(!e.contains("jane@"), "{e}");
+        assert!(
+            e.contains("column email") && e.contains("table leads"),
+            "{e}"
+        );
+        let e = CrmError::searching(
+            &et,
+            "email",
+            "jane@example.com",
+            sqlx::Error::Protocol("no such column: email".into()),
+        )
+        .to_string();
+        assert!(e.contains("no such column"), "{e}");
+    }
 }

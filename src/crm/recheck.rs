@@ -1,6 +1,8 @@
 //! The re-check inside the deleting transaction, written once for every
 //! backend: load the current subtree of each planned case, hand it to the
-//! engine's judgement, delete what it approves children-first.
+//! engine's judgement, delete what it approves children-first. The loading
+//! alone (`load`) is also what a subject request plans on (`Crm::subtrees`),
+//! read in a transaction that locks nothing.
 
 use std::collections::{HashMap, HashSet};
 
@@ -92,11 +94,26 @@ pub(super) trait TxnOps: Send {
     async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError>;
 }
 
+/// The deleting transaction's work: load the cases as they are now, judge
+/// each, delete what the judgement approves.
 pub(super) async fn run<T: TxnOps>(
     txn: &mut T,
     input: &RecheckInput,
     decide: &(dyn for<'a> Fn(&'a CaseNow) -> Decision + Sync + '_),
 ) -> Result<BatchOutcome, CrmError> {
+    let cases = load(txn, input).await?;
+    decide_and_delete(txn, input, cases, decide).await
+}
+
+/// The current subtree of each case's root: the root, then every
+/// descendant through the configured parent relations, type by type in
+/// graph order, with its clock, parents and conditional keep bits. One
+/// `CaseNow` per case of `input`, in its order; its entities sorted by type
+/// and key. Whether the rows are locked is the backend's `TxnOps`.
+pub(super) async fn load<T: TxnOps>(
+    txn: &mut T,
+    input: &RecheckInput,
+) -> Result<Vec<CaseNow>, CrmError> {
     let n_types = input.entities.len();
     // Per type: key → (cases it belongs to, clock)
     type Found = HashMap<EntityKey, (Vec<u64>, Option<Instant>, Vec<Option<EntityKey>>)>;
@@ -198,23 +215,43 @@ pub(super) async fn run<T: TxnOps>(
             }
         }
     }
+    Ok(input
+        .cases
+        .iter()
+        .map(|c| {
+            let mut entities = per_case.remove(&c.case_id).unwrap_or_default();
+            entities.sort_by(|a, b| (a.ty, &a.key).cmp(&(b.ty, &b.key)));
+            CaseNow {
+                case_id: c.case_id,
+                root_ty: c.root_ty,
+                root_key: c.root_key.clone(),
+                entities,
+            }
+        })
+        .collect())
+}
+
+/// Judges each loaded case with `decide` and deletes the approved rows
+/// children-first, reading the identifiers of each type's rows just before
+/// they go.
+async fn decide_and_delete<T: TxnOps>(
+    txn: &mut T,
+    input: &RecheckInput,
+    cases: Vec<CaseNow>,
+    decide: &(dyn for<'a> Fn(&'a CaseNow) -> Decision + Sync + '_),
+) -> Result<BatchOutcome, CrmError> {
+    let n_types = input.entities.len();
     let mut outcome = BatchOutcome::default();
     let mut to_delete: Vec<HashSet<EntityKey>> = vec![HashSet::new(); n_types];
-    for c in &input.cases {
-        let now = CaseNow {
-            case_id: c.case_id,
-            root_ty: c.root_ty,
-            root_key: c.root_key.clone(),
-            entities: per_case.remove(&c.case_id).unwrap_or_default(),
-        };
-        let decision = decide(&now);
+    for now in &cases {
+        let decision = decide(now);
         if let Decision::Delete(rows) = &decision {
             for (ty, key) in rows {
                 to_delete[*ty as usize].insert(key.clone());
             }
-            outcome.deleted.push((c.case_id, rows.clone()));
+            outcome.deleted.push((now.case_id, rows.clone()));
         }
-        outcome.cases.push((c.case_id, decision));
+        outcome.cases.push((now.case_id, decision));
     }
     // Children first: graph order is parents first.
     for ti in (0..n_types).rev() {

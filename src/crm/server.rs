@@ -18,6 +18,7 @@ use super::recheck::{self, TxnOps};
 use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys};
 use crate::config::EntityType;
 use crate::model::{EntityKey, parse_clock_text};
+use crate::verify::residual::IdentifierKind;
 
 const CHUNK: usize = 500;
 
@@ -36,6 +37,15 @@ impl Dialect {
             })
             .collect::<Vec<_>>()
             .join(".")
+    }
+
+    /// Quotes one name as it is, dots and all (a column name the catalogue
+    /// gave, not one the config wrote).
+    fn quote_name(self, name: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("\"{}\"", name.replace('"', "\"\"")),
+            Dialect::MySql => format!("`{}`", name.replace('`', "``")),
+        }
     }
 
     fn text(self, expr: &str) -> String {
@@ -106,6 +116,60 @@ impl ServerCrm {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The columns of `table` as the catalogue lists them, in order: name
+    /// and type in lower case (`integer`, `character varying(200)`,
+    /// `datetime`); `None` when there is no such table or view.
+    async fn catalogue(&self, table: &str) -> Result<Option<Vec<(String, String)>>, CrmError> {
+        let d = self.dialect;
+        let rows = match d {
+            // to_regclass resolves the quoted name exactly as lethe's own
+            // statements will (search_path, case), or gives NULL.
+            Dialect::Postgres => sqlx::query(
+                "SELECT CAST(a.attname AS TEXT), CAST(format_type(a.atttypid, a.atttypmod) AS TEXT)
+                 FROM pg_attribute a
+                 WHERE a.attrelid = to_regclass(CAST($1 AS TEXT)) AND a.attnum > 0 AND NOT a.attisdropped
+                 ORDER BY a.attnum",
+            )
+            .bind(d.quote(table))
+            .fetch_all(&self.pool)
+            .await,
+            Dialect::MySql => {
+                let (schema, name) = match table.split_once('.') {
+                    Some((s, t)) => (Some(s.to_string()), t.to_string()),
+                    None => (None, table.to_string()),
+                };
+                sqlx::query(
+                    "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR) FROM information_schema.COLUMNS
+                     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
+                     ORDER BY ORDINAL_POSITION",
+                )
+                .bind(schema)
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(|source| CrmError::Catalogue {
+            table: table.to_string(),
+            source,
+        })?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.try_get::<String, _>(0).unwrap_or_default(),
+                        r.try_get::<String, _>(1)
+                            .unwrap_or_default()
+                            .to_ascii_lowercase(),
+                    )
+                })
+                .collect(),
+        ))
     }
 
     fn select_list(&self, et: &EntityType, extra: Option<&str>) -> String {
@@ -179,59 +243,17 @@ impl Crm for ServerCrm {
     }
 
     async fn columns(&self, table: &str) -> Result<Option<Vec<Column>>, CrmError> {
-        let d = self.dialect;
-        let rows = match d {
-            // to_regclass resolves the quoted name exactly as lethe's own
-            // statements will (search_path, case), or gives NULL.
-            Dialect::Postgres => sqlx::query(
-                "SELECT CAST(a.attname AS TEXT), CAST(format_type(a.atttypid, a.atttypmod) AS TEXT)
-                 FROM pg_attribute a
-                 WHERE a.attrelid = to_regclass(CAST($1 AS TEXT)) AND a.attnum > 0 AND NOT a.attisdropped
-                 ORDER BY a.attnum",
-            )
-            .bind(d.quote(table))
-            .fetch_all(&self.pool)
-            .await,
-            Dialect::MySql => {
-                let (schema, name) = match table.split_once('.') {
-                    Some((s, t)) => (Some(s.to_string()), t.to_string()),
-                    None => (None, table.to_string()),
-                };
-                sqlx::query(
-                    "SELECT CAST(COLUMN_NAME AS CHAR), CAST(DATA_TYPE AS CHAR) FROM information_schema.COLUMNS
-                     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ?
-                     ORDER BY ORDINAL_POSITION",
-                )
-                .bind(schema)
-                .bind(name)
-                .fetch_all(&self.pool)
-                .await
-            }
-        }
-        .map_err(|source| CrmError::Catalogue {
-            table: table.to_string(),
-            source,
-        })?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(
-            rows.iter()
-                .map(|r| {
-                    let ty = r
-                        .try_get::<String, _>(1)
-                        .unwrap_or_default()
-                        .to_ascii_lowercase();
-                    Column {
-                        name: r.try_get(0).unwrap_or_default(),
-                        integer: matches!(
-                            ty.as_str(),
-                            "smallint" | "integer" | "bigint" | "tinyint" | "mediumint" | "int"
-                        ),
-                    }
+        Ok(self.catalogue(table).await?.map(|cols| {
+            cols.into_iter()
+                .map(|(name, ty)| Column {
+                    integer: matches!(
+                        ty.as_str(),
+                        "smallint" | "integer" | "bigint" | "tinyint" | "mediumint" | "int"
+                    ),
+                    name,
                 })
-                .collect(),
-        ))
+                .collect()
+        }))
     }
 
     async fn tables(&self, near: &str) -> Result<Vec<String>, CrmError> {
@@ -391,6 +413,7 @@ impl Crm for ServerCrm {
         let out = Txn {
             conn: &mut tx,
             dialect: self.dialect,
+            lock: false,
         }
         .identifier_values(et, keys)
         .await;
@@ -408,10 +431,178 @@ impl Crm for ServerCrm {
         let mut ops = Txn {
             conn: &mut tx,
             dialect: self.dialect,
+            lock: true,
         };
         let outcome = recheck::run(&mut ops, input, decide).await?;
         tx.commit().await.map_err(CrmError::Transaction)?;
         Ok(outcome)
+    }
+
+    async fn find_by_identifier(
+        &self,
+        et: &EntityType,
+        column: &str,
+        kind: IdentifierKind,
+        normalised: &str,
+    ) -> Result<Vec<EntityKey>, CrmError> {
+        if !super::is_normal(kind, normalised) {
+            return Ok(Vec::new());
+        }
+        let d = self.dialect;
+        let c = d.quote(column);
+        // PostgreSQL has no lower() or regexp_replace() of a number: the
+        // column is cast to text (a no-op on a text column, so an index on
+        // `lower(trim(col))` still serves). MariaDB converts by itself.
+        let (condition, binds) = match kind {
+            IdentifierKind::Email => {
+                let folded = match d {
+                    Dialect::Postgres => format!("lower(trim({}))", d.text(&c)),
+                    Dialect::MySql => format!("LOWER(TRIM({c}))"),
+                };
+                match super::email_like_pattern(normalised) {
+                    None => (
+                        format!("{folded} = {}", d.params(1, 1)),
+                        vec![normalised.to_string()],
+                    ),
+                    Some(pattern) => (
+                        format!(
+                            "({folded} = {} OR {folded} LIKE {} ESCAPE '{}')",
+                            d.params(1, 1),
+                            d.params(2, 1),
+                            super::LIKE_ESCAPE
+                        ),
+                        vec![normalised.to_string(), pattern],
+                    ),
+                }
+            }
+            IdentifierKind::Phone => (
+                match d {
+                    Dialect::Postgres => {
+                        format!("regexp_replace({}, '[^0-9]', '', 'g') = $1", d.text(&c))
+                    }
+                    Dialect::MySql => format!("REGEXP_REPLACE({c}, '[^0-9]', '') = ?"),
+                },
+                vec![normalised.to_string()],
+            ),
+        };
+        let sql = format!(
+            "SELECT {}, {} FROM {} WHERE {condition}",
+            d.quote(&et.key),
+            d.text(&c),
+            d.quote(&et.table)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for b in binds {
+            q = q.bind(b);
+        }
+        let mut rows = q.fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| CrmError::searching(et, column, normalised, e))?
+        {
+            let value = row.try_get::<Option<String>, _>(1).ok().flatten();
+            if let (Some(k), Some(v)) = (key_at(&row, 0), value)
+                && super::identifier_matches(kind, &v, normalised)
+            {
+                out.push(k);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError> {
+        // One snapshot for every statement, read only, nothing locked.
+        let begin = match self.dialect {
+            Dialect::Postgres => "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            Dialect::MySql => "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        };
+        let mut tx = self
+            .pool
+            .begin_with(begin)
+            .await
+            .map_err(CrmError::Transaction)?;
+        let cases = recheck::load(
+            &mut Txn {
+                conn: &mut tx,
+                dialect: self.dialect,
+                lock: false,
+            },
+            input,
+        )
+        .await;
+        let _ = tx.rollback().await;
+        cases
+    }
+
+    async fn export_rows(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, CrmError> {
+        let d = self.dialect;
+        let columns = self
+            .catalogue(&et.table)
+            .await?
+            .ok_or_else(|| CrmError::no_table(et))?;
+        let kinds: Vec<ValueKind> = columns.iter().map(|(_, ty)| ValueKind::of(ty)).collect();
+        // The key first, to know the row; then every column, as text
+        // unless it is binary (sqlx's Any driver reads no dates, decimals
+        // or JSON; their text is what the database gives).
+        let mut list = vec![d.quote(&et.key)];
+        for ((name, _), kind) in columns.iter().zip(&kinds) {
+            let c = d.quote_name(name);
+            list.push(match kind {
+                ValueKind::Binary => c,
+                _ => d.text(&c),
+            });
+        }
+        let requested = super::Requested::new(keys);
+        let mut out = Vec::new();
+        for chunk in key_chunks(d, keys) {
+            let (cond, binds) = key_condition(d, &et.key, &chunk);
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {cond}",
+                list.join(", "),
+                d.quote(&et.table)
+            );
+            let rows = match bind_list(sqlx::query(AssertSqlSafe(sql)), binds)
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(rows) => rows,
+                // Text keys of an integer column (as in `existing`):
+                // PostgreSQL refuses the comparison; no such row exists.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42883") => {
+                    continue;
+                }
+                Err(e) => return Err(CrmError::query(et, e)),
+            };
+            for row in &rows {
+                let Some(key) = key_at(row, 0).filter(|k| requested.contains(k)) else {
+                    continue;
+                };
+                let mut object = serde_json::Map::new();
+                for (i, ((name, _), kind)) in columns.iter().zip(&kinds).enumerate() {
+                    let value = kind.json(row, i + 1).map_err(|e| CrmError::query(et, e))?;
+                    object.insert(name.clone(), value);
+                }
+                out.push((key, object));
+            }
+        }
+        Ok(super::sorted_rows(out))
+    }
+
+    async fn count(&self, et: &EntityType) -> Result<u64, CrmError> {
+        let sql = format!("SELECT COUNT(*) FROM {}", self.dialect.quote(&et.table));
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| CrmError::query(et, e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn after_apply(&self) -> Result<Vec<String>, CrmError> {
@@ -450,6 +641,79 @@ impl Crm for ServerCrm {
             Dialect::MySql => Ok(vec![
                 "mysql: InnoDB purges deleted rows in the background; OPTIMIZE TABLE reclaims their pages".into(),
             ]),
+        }
+    }
+}
+
+/// How an export reads a column of a given catalogue type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ValueKind {
+    /// Read as text, given as a JSON number.
+    Integer,
+    /// Read as text, given as a JSON number (its text when JSON has none:
+    /// `NaN`, `Infinity`).
+    Real,
+    /// PostgreSQL's boolean: read as text, given as a JSON boolean.
+    Boolean,
+    /// Read as bytes, given as base64.
+    Binary,
+    /// Read as text, given as a string: text, dates and timestamps,
+    /// decimals (exact), JSON, UUIDs, arrays, anything else.
+    Text,
+}
+
+impl ValueKind {
+    /// By the catalogue's type name in lower case (PostgreSQL's
+    /// `format_type`, MariaDB's `DATA_TYPE`), without its modifiers.
+    fn of(ty: &str) -> ValueKind {
+        let base = ty.split('(').next().unwrap_or(ty).trim();
+        match base {
+            "smallint" | "integer" | "bigint" | "int" | "tinyint" | "mediumint" => {
+                ValueKind::Integer
+            }
+            "real" | "double precision" | "double" | "float" => ValueKind::Real,
+            "boolean" => ValueKind::Boolean,
+            "bytea" | "blob" | "tinyblob" | "mediumblob" | "longblob" | "binary" | "varbinary" => {
+                ValueKind::Binary
+            }
+            _ => ValueKind::Text,
+        }
+    }
+
+    fn json(self, row: &AnyRow, i: usize) -> Result<serde_json::Value, sqlx::Error> {
+        use serde_json::Value;
+        if self == ValueKind::Binary {
+            return Ok(row
+                .try_get::<Option<Vec<u8>>, _>(i)?
+                .map_or(Value::Null, |b| super::blob_json(&b)));
+        }
+        let Some(text) = row.try_get::<Option<String>, _>(i)? else {
+            return Ok(Value::Null);
+        };
+        Ok(self.typed(text))
+    }
+
+    /// A value read as text, typed for JSON; text that does not read as
+    /// its type stays text.
+    fn typed(self, text: String) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            ValueKind::Integer => text
+                .parse::<i64>()
+                .map(Value::from)
+                .or_else(|_| text.parse::<u64>().map(Value::from))
+                .unwrap_or(Value::String(text)),
+            ValueKind::Real => text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or(Value::String(text), Value::Number),
+            ValueKind::Boolean => match text.as_str() {
+                "true" | "t" => Value::Bool(true),
+                "false" | "f" => Value::Bool(false),
+                _ => Value::String(text),
+            },
+            ValueKind::Binary | ValueKind::Text => Value::String(text),
         }
     }
 }
@@ -535,6 +799,9 @@ fn bind_list<'q>(
 struct Txn<'c> {
     conn: &'c mut sqlx::Transaction<'static, sqlx::Any>,
     dialect: Dialect,
+    /// Lock the rows read (`FOR UPDATE`): the deleting transaction does, a
+    /// subject request's read (`subtrees`) does not.
+    lock: bool,
 }
 
 #[async_trait]
@@ -552,7 +819,7 @@ impl TxnOps for Txn<'_> {
         for chunk in key_chunks(d, values) {
             let (cond, list) = key_condition(d, column, &chunk);
             let sql = format!(
-                "SELECT {} FROM {} WHERE {cond} FOR UPDATE",
+                "SELECT {} FROM {} WHERE {cond}{}",
                 // The select list quotes; the column is selected again
                 // to know which value matched, then each condition.
                 {
@@ -564,6 +831,7 @@ impl TxnOps for Txn<'_> {
                     cols.join(", ")
                 },
                 d.quote(&et.table),
+                if self.lock { " FOR UPDATE" } else { "" },
             );
             let rows = bind_list(sqlx::query(AssertSqlSafe(sql)), list)
                 .fetch_all(&mut **self.conn)
@@ -662,5 +930,39 @@ mod key_list_tests {
             &[EntityKey::Int(1), EntityKey::Int(2)],
         );
         assert_eq!(cond, "`id` IN (?, ?)");
+    }
+
+    #[test]
+    fn export_types_by_catalogue_name() {
+        use serde_json::json;
+        assert_eq!(ValueKind::of("integer"), ValueKind::Integer);
+        assert_eq!(ValueKind::of("bigint"), ValueKind::Integer);
+        assert_eq!(ValueKind::of("int"), ValueKind::Integer);
+        assert_eq!(ValueKind::of("double precision"), ValueKind::Real);
+        assert_eq!(ValueKind::of("real"), ValueKind::Real);
+        assert_eq!(ValueKind::of("boolean"), ValueKind::Boolean);
+        assert_eq!(ValueKind::of("bytea"), ValueKind::Binary);
+        assert_eq!(ValueKind::of("varbinary"), ValueKind::Binary);
+        for text in [
+            "character varying(200)",
+            "numeric(10,2)",
+            "decimal",
+            "timestamp with time zone",
+            "datetime",
+            "integer[]",
+            "jsonb",
+        ] {
+            assert_eq!(ValueKind::of(text), ValueKind::Text, "{text}");
+        }
+        assert_eq!(ValueKind::Integer.typed("-42".into()), json!(-42));
+        assert_eq!(
+            ValueKind::Integer.typed("18446744073709551615".into()),
+            json!(18446744073709551615u64)
+        );
+        assert_eq!(ValueKind::Real.typed("0.1".into()), json!(0.1));
+        assert_eq!(ValueKind::Real.typed("1e+20".into()), json!(1e20));
+        assert_eq!(ValueKind::Real.typed("NaN".into()), json!("NaN"));
+        assert_eq!(ValueKind::Boolean.typed("true".into()), json!(true));
+        assert_eq!(ValueKind::Text.typed("012".into()), json!("012"));
     }
 }

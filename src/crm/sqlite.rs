@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column as _, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef,
+};
 
 use super::fit::Column;
 use super::recheck::{self, TxnOps};
@@ -17,6 +19,7 @@ use super::{
 };
 use crate::config::EntityType;
 use crate::model::{EntityKey, Instant, parse_clock_text};
+use crate::verify::residual::IdentifierKind;
 
 /// How many values go into one `IN (…)` list.
 const CHUNK: usize = 500;
@@ -129,6 +132,32 @@ fn entity_row(et: &EntityType, row: &SqliteRow) -> Option<EntityRow> {
         clock,
         clock_unreadable,
         parents,
+    })
+}
+
+/// One value of a row as an export gives it, by what SQLite stores (not
+/// the declared type): integer and real as numbers, text as a string (text
+/// that is not UTF-8 as base64, like a blob), a blob as base64, NULL as
+/// null. A real that JSON cannot hold (infinite) is its text.
+fn json_at(row: &SqliteRow, i: usize) -> Result<serde_json::Value, sqlx::Error> {
+    use serde_json::Value;
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match raw.type_info().name() {
+        "INTEGER" => Value::from(row.try_get::<i64, _>(i)?),
+        "REAL" => {
+            let f = row.try_get::<f64, _>(i)?;
+            serde_json::Number::from_f64(f)
+                .map(Value::Number)
+                .unwrap_or_else(|| Value::String(f.to_string()))
+        }
+        "TEXT" => match row.try_get::<String, _>(i) {
+            Ok(t) => Value::String(t),
+            Err(_) => super::blob_json(&row.try_get_unchecked::<Vec<u8>, _>(i)?),
+        },
+        _ => super::blob_json(&row.try_get_unchecked::<Vec<u8>, _>(i)?),
     })
 }
 
@@ -372,6 +401,119 @@ impl Crm for SqliteCrm {
                 Err(e)
             }
         }
+    }
+
+    async fn find_by_identifier(
+        &self,
+        et: &EntityType,
+        column: &str,
+        kind: IdentifierKind,
+        normalised: &str,
+    ) -> Result<Vec<EntityKey>, CrmError> {
+        if !super::is_normal(kind, normalised) {
+            return Ok(Vec::new());
+        }
+        let c = quote_ident(column);
+        let (condition, binds) = match kind {
+            // Written as the expression index is: `lower(trim(col))`.
+            IdentifierKind::Email => match super::email_like_pattern(normalised) {
+                None => (
+                    format!("lower(trim({c})) = ?1"),
+                    vec![normalised.to_string()],
+                ),
+                Some(pattern) => (
+                    format!(
+                        "(lower(trim({c})) = ?1 OR lower(trim({c})) LIKE ?2 ESCAPE '{}')",
+                        super::LIKE_ESCAPE
+                    ),
+                    vec![normalised.to_string(), pattern],
+                ),
+            },
+            // No regular expressions in SQLite: the digits in order,
+            // anything between them; the re-check below decides.
+            IdentifierKind::Phone => (
+                format!("{c} LIKE ?1"),
+                vec![super::digits_like_pattern(normalised)],
+            ),
+        };
+        let sql = format!(
+            "SELECT {}, CAST({c} AS TEXT) FROM {} WHERE {condition}",
+            quote_ident(&et.key),
+            quote_ident(&et.table)
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for b in binds {
+            q = q.bind(b);
+        }
+        let mut rows = q.fetch(&self.pool);
+        let mut out = Vec::new();
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(|e| CrmError::searching(et, column, normalised, e))?
+        {
+            let value = row.try_get::<Option<String>, _>(1).ok().flatten();
+            if let (Some(k), Some(v)) = (key_at(&row, 0), value)
+                && super::identifier_matches(kind, &v, normalised)
+            {
+                out.push(k);
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError> {
+        // A deferred transaction: one snapshot for every statement, no
+        // write lock.
+        let mut tx = self.pool.begin().await.map_err(CrmError::Transaction)?;
+        let cases = recheck::load(&mut Txn { conn: &mut tx }, input).await;
+        let _ = tx.rollback().await;
+        cases
+    }
+
+    async fn export_rows(
+        &self,
+        et: &EntityType,
+        keys: &[EntityKey],
+    ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, CrmError> {
+        let requested = super::Requested::new(keys);
+        let k = quote_ident(&et.key);
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            // The key first, to know the row; then every column.
+            let sql = format!(
+                "SELECT {k}, * FROM {} WHERE {k} IN ({})",
+                quote_ident(&et.table),
+                placeholders(chunk.len())
+            );
+            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| CrmError::query(et, e))?;
+            for row in &rows {
+                let Some(key) = key_at(row, 0).filter(|k| requested.contains(k)) else {
+                    continue;
+                };
+                let mut object = serde_json::Map::new();
+                for (i, col) in row.columns().iter().enumerate().skip(1) {
+                    let value = json_at(row, i).map_err(|e| CrmError::query(et, e))?;
+                    object.insert(col.name().to_string(), value);
+                }
+                out.push((key, object));
+            }
+        }
+        Ok(super::sorted_rows(out))
+    }
+
+    async fn count(&self, et: &EntityType) -> Result<u64, CrmError> {
+        let sql = format!("SELECT COUNT(*) FROM {}", quote_ident(&et.table));
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| CrmError::query(et, e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn after_apply(&self) -> Result<Vec<String>, CrmError> {
