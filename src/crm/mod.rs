@@ -1,7 +1,9 @@
 //! The CRM backends behind one trait. A backend knows SQL and its driver;
 //! it knows nothing of policies. It streams entities for the graph, answers
 //! `keep_if` conditions, and runs the deleting transaction, inside which the
-//! engine's pure re-check decides what may still go. `sample` writes the
+//! engine's pure re-check decides what may still go. For a subject request
+//! it finds entities by a normalised identifier, reads current subtrees
+//! without locking them, and reads the rows of an access export. `sample` writes the
 //! demo's sample CRM: every statement lethe sends a CRM is in this module.
 //!
 //! Architecture invariant: only `delete_cases` deletes, and only the rows the
@@ -239,27 +241,32 @@ pub trait Crm: Send + Sync {
     /// e-mail trimmed and case-folded, phone reduced to its digits. Matched
     /// by SQL on the column (never by reading every row into memory); every
     /// candidate row the SQL returns is checked again in Rust with
-    /// `normalise`, so the answer is exactly the normalised match on every
-    /// backend. A `normalised` that is not itself in normal form matches
-    /// nothing. Keys are typed as the key column stores them, sorted, once
-    /// each.
+    /// `normalise`, so every key returned is a normalised match and every
+    /// backend gives the same answer (the one spelling the SQL misses is a
+    /// value padded with other whitespace than spaces: below). A
+    /// `normalised` that is not itself in normal form matches nothing. Keys
+    /// are typed as the key column stores them, sorted, once each.
     ///
     /// - E-mail: `lower(trim(col)) = ?` (PostgreSQL casts the column to text
-    ///   first). An expression index on `lower(trim(col))` makes this an
-    ///   index lookup: `CREATE INDEX … ON leads (lower(trim(email)))` on
-    ///   SQLite and PostgreSQL; on MariaDB a generated column of that
-    ///   expression with an index. SQL's `trim` strips spaces only, so a
-    ///   value padded with tabs, line breaks or no-break spaces is not
-    ///   found (`normalise` would strip them). An address with non-ASCII
-    ///   letters is also matched by `LIKE` with those letters as wildcards
-    ///   (SQLite's `lower` folds ASCII only): a scan, for such addresses
-    ///   only.
+    ///   first, which keeps its index usable). An expression index on
+    ///   `lower(trim(col))` makes this an index lookup: `CREATE INDEX … ON
+    ///   leads (lower(trim(email)))` on SQLite and PostgreSQL; on MariaDB
+    ///   11.8 and later (and MySQL 8) an indexed generated column of that
+    ///   expression. Without one, or on an older MariaDB (which uses such a
+    ///   column only where a query names it), the look-up scans the table:
+    ///   a few tenths of a second per million rows. SQL's `trim` strips
+    ///   spaces only, so a value padded with tabs, line breaks or no-break
+    ///   spaces is not found (`normalise` would strip them). An address
+    ///   with non-ASCII letters is also matched by `LIKE` with those
+    ///   letters as wildcards (SQLite's `lower` folds ASCII only): a scan,
+    ///   for such addresses only.
     /// - Phone: the digits of the column, `regexp_replace(col, '[^0-9]', '',
     ///   'g') = $1` on PostgreSQL, `REGEXP_REPLACE(col, '[^0-9]', '') = ?` on
-    ///   MariaDB (an expression index on that makes it a lookup); SQLite has
-    ///   no regular expressions and scans with `col LIKE '%4%9%3%…%'` (the
-    ///   digits in order), which never misses, keeping only the rows whose
-    ///   `normalise` is the target.
+    ///   MariaDB (an expression index on that makes it a lookup, as above;
+    ///   without one PostgreSQL takes about a second per million rows);
+    ///   SQLite has no regular expressions and scans with `col LIKE
+    ///   '%4%9%3%…%'` (the digits in order), which never misses, keeping
+    ///   only the rows whose `normalise` is the target.
     ///
     /// [`normalise`]: crate::verify::residual::normalise
     async fn find_by_identifier(
