@@ -75,15 +75,20 @@ FILES=$(wc -l < "$DIR/redact.txt")
 [ "$FILES" -gt 0 ] || die "the plan redacts nothing"
 grep -vq '^exports/leads-[0-9-]*\.csv$' "$DIR/redact.txt" && die "the plan redacts more than the CSV exports: $(grep -v '^exports/' "$DIR/redact.txt" | head -3)"
 RECORDS=$(sq "SELECT sum(json_array_length(records, '\$.records')) FROM plan_objects WHERE plan_id='$PLAN' AND fate='redact'")
+# (The records to find, indexed in a temporary table; the links scanned
+# once with it as the inner loop: a join driven by the records probes every
+# link of the object per record, which at 1M leads runs for many minutes.)
 sq -separator $'\t' "
-  SELECT po.key, l.entity_key
-  FROM plan_objects po
-  JOIN json_each(po.records, '\$.records') r
-  JOIN objects o ON o.key = po.key
-  JOIN links l ON l.object_id = o.id AND l.record = r.value
-                  AND l.rule = json_extract(po.records, '\$.rule')
-  WHERE po.plan_id = '$PLAN' AND po.fate = 'redact'
-  ORDER BY po.key, l.entity_key" > "$DIR/remove.tsv"
+  CREATE TEMP TABLE want AS
+    SELECT po.key AS key, o.id AS oid, r.value AS record, json_extract(po.records, '\$.rule') AS rule
+    FROM plan_objects po
+    JOIN json_each(po.records, '\$.records') r
+    JOIN objects o ON o.key = po.key
+    WHERE po.plan_id = '$PLAN' AND po.fate = 'redact';
+  CREATE INDEX temp.want_at ON want(oid, record, rule);
+  SELECT w.key, l.entity_key
+  FROM links l CROSS JOIN want w ON w.oid = l.object_id AND w.record = l.record AND w.rule = l.rule
+  ORDER BY w.key, l.entity_key" > "$DIR/remove.tsv"
 ROWS=$(wc -l < "$DIR/remove.tsv")
 [ "$ROWS" = "$RECORDS" ] || die "the plan removes $RECORDS records, the index names $ROWS of them"
 mkdir -p "$DIR/ids" "$DIR/orig" "$DIR/awk"

@@ -20,10 +20,12 @@ pub mod model;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
+pub mod request;
 pub mod sensitive;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod suppression;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod verify;

@@ -94,6 +94,20 @@ pub async fn apply_and_verify(
                 .context("verify after apply failed")?,
         )
     };
+    // A subject request's plan, applied in full and verified clean: the
+    // request is done (or done with what the law keeps).
+    if let Some(v) = &verified {
+        let stored = plan::load(state, Some(&report.plan_id)).await?;
+        if stored.summary.request.is_some() {
+            let clean = !report.failed()
+                && !report.interrupted
+                && v.residual.iter().all(|r| r.why == "held");
+            let kept = report.cases_skipped > 0 || report.objects_skipped > 0;
+            crate::request::settle_after_apply(state, &stored.summary, clean, kept)
+                .await
+                .context("recording the request as done")?;
+        }
+    }
     Ok((report, verified))
 }
 

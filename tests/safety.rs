@@ -9,6 +9,10 @@
 //! of deleted entities go, the kept ones stay byte for byte, held and
 //! whole-file-linked files are not touched.
 //!
+//! A fourth gives random subject requests to the request policies: exactly
+//! the subject's entities that no hold or contract keeps go, and nothing of
+//! anyone else.
+//!
 //! Cases: 1,000 by default; set LETHE_PROPTEST_CASES for more.
 //! A second property drives the real pipeline (SQLite CRM, index, plan,
 //! apply) on smaller graphs and checks the CRM afterwards.
@@ -327,6 +331,143 @@ proptest! {
         }).collect();
         let (again, _, _) = engine(&rest);
         prop_assert!(again.is_empty(), "a second sweep at the same instant deleted {} more", again.len());
+    }
+}
+
+/// A subject request on world `w`: the subject's entities are `subject`
+/// (indices); the reference erasure of the model — their subtrees, each
+/// entity judged on its own subtree with no retention period, kept when
+/// something in it is held or is a contract (every policy's keep_if here) —
+/// to a fixpoint, as the sweep's model does.
+fn request_reference(w: &World, subject: &BTreeSet<usize>) -> (BTreeSet<usize>, BTreeSet<usize>) {
+    let children = |i: usize| -> Vec<usize> {
+        w.entities
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.parent == Some(i))
+            .map(|(j, _)| j)
+            .collect()
+    };
+    fn subtree(i: usize, children: &dyn Fn(usize) -> Vec<usize>, out: &mut BTreeSet<usize>) {
+        if out.insert(i) {
+            for c in children(i) {
+                subtree(c, children, out);
+            }
+        }
+    }
+    let mut reach = BTreeSet::new();
+    for &i in subject {
+        subtree(i, &children, &mut reach);
+    }
+    let contract = TYPES.iter().position(|t| *t == "contract").unwrap();
+    let mut deleted: BTreeSet<usize> = BTreeSet::new();
+    loop {
+        let mut grew = false;
+        for &i in &reach {
+            if deleted.contains(&i) {
+                continue;
+            }
+            let mut case = BTreeSet::new();
+            subtree(i, &children, &mut case);
+            let live: Vec<&Entity> = case
+                .iter()
+                .filter(|j| !deleted.contains(j))
+                .map(|j| &w.entities[*j])
+                .collect();
+            if !live.iter().any(|e| e.held || e.ty == contract) {
+                deleted.extend(case);
+                grew = true;
+            }
+        }
+        if !grew {
+            return (deleted, reach);
+        }
+    }
+}
+
+/// lethe's request evaluation: the graph of the subject's subtrees only (a
+/// parent outside them is missing, as `Crm::subtrees` reads them), judged by
+/// `request_policies`.
+fn request_engine(w: &World, reach: &BTreeSet<usize>) -> BTreeSet<usize> {
+    let types: Vec<String> = TYPES.iter().map(|s| s.to_string()).collect();
+    let mut b = GraphBuilder::new(types.clone());
+    let mut ids = BTreeMap::new();
+    for ty in 0..4 {
+        for (i, e) in w
+            .entities
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.ty == ty && reach.contains(i))
+        {
+            let parents: Vec<(u16, Option<EntityKey>)> = match e.parent {
+                Some(p) => vec![(ty as u16 - 1, Some(EntityKey::Int(w.entities[p].key)))],
+                None if ty > 0 => vec![(ty as u16 - 1, None)],
+                None => vec![],
+            };
+            let id = b
+                .add(ty as u16, EntityKey::Int(e.key), e.clock, &parents)
+                .unwrap();
+            b.node_mut(id).held = e.held;
+            ids.insert(id, i);
+        }
+    }
+    let graph = b.finish();
+    let compiled: Vec<CompiledPolicy> = policies(w)
+        .iter()
+        .map(|p| CompiledPolicy::compile(p, &types, &[]).unwrap())
+        .collect();
+    let request = config::policy::request_policies(&types, &compiled);
+    let eval = evaluate::evaluate(&graph, &request, AS_OF);
+    (0..graph.len() as u32)
+        .filter(|id| eval.is_deleted(*id))
+        .map(|id| ids[&id])
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// A random subject (some entities of any type) in a random world: the
+    /// request deletes exactly what the model deletes; nothing of another
+    /// subject (outside the subject's subtrees) goes; everything of the
+    /// subject that stays is in a subtree with a hold or a contract.
+    #[test]
+    fn a_request_erases_exactly_the_subjects_unkept_entities(
+        w in world(),
+        picks in prop::collection::vec(any::<prop::sample::Index>(), 1..4),
+    ) {
+        let subject: BTreeSet<usize> = picks.iter().map(|p| p.index(w.entities.len())).collect();
+        let (expected, reach) = request_reference(&w, &subject);
+        let deleted = request_engine(&w, &reach);
+        prop_assert_eq!(&deleted, &expected);
+        prop_assert!(deleted.is_subset(&reach), "an entity of another subject was deleted");
+        for (i, e) in w.entities.iter().enumerate() {
+            if deleted.contains(&i) {
+                prop_assert!(!e.held, "a held entity was deleted");
+                prop_assert!(TYPES[e.ty] != "contract", "a contract was deleted");
+            }
+        }
+        let contract = TYPES.iter().position(|t| *t == "contract").unwrap();
+        for &i in reach.difference(&deleted) {
+            // Kept: its own subtree (what is left of it) holds a hold or a contract.
+            let mut stack = vec![i];
+            let mut kept_for_a_reason = false;
+            while let Some(x) = stack.pop() {
+                let e = &w.entities[x];
+                if e.held || e.ty == contract {
+                    kept_for_a_reason = true;
+                    break;
+                }
+                stack.extend(
+                    w.entities
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, c)| c.parent == Some(x) && !deleted.contains(j))
+                        .map(|(j, _)| j),
+                );
+            }
+            prop_assert!(kept_for_a_reason, "entity {} of the subject stays without a reason", i);
+        }
     }
 }
 

@@ -161,6 +161,7 @@ mod tests {
             types: vec!["lead".into(), "deal".into()],
             parents_of: vec![vec![], vec![0]],
             policies: vec![CompiledPolicy {
+                ignore_age: false,
                 name: "leads".into(),
                 root: 0,
                 retain: Retention::parse("2 years").expect("a retention"),

@@ -116,6 +116,11 @@ pub struct ApplyReport {
     pub identifiers_recorded: u64,
     #[serde(default)]
     pub identifiers_unsearchable: u64,
+    /// Identifiers of deleted rows that an entity still in the CRM carries
+    /// (the same person kept under a contract, a shared phone): not erased,
+    /// so not on the suppression list and not searched for by verify.
+    #[serde(default)]
+    pub identifiers_still_held: u64,
     /// reason → count
     pub skipped_reasons: HashMap<String, u64>,
     /// (pseudonymous item, reason)
@@ -226,7 +231,18 @@ async fn work(
     let pseudo = Pseudonymizer::new(config.audit_key.clone());
     let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
     let conditions = plan::conditions(config);
-    let policies: &[CompiledPolicy] = &config.compiled_policies;
+    // A subject request's plan is re-checked with the request policies it
+    // was made with (no retention period; every keep_if).
+    let request_policies;
+    let policies: &[CompiledPolicy] = if stored.summary.request.is_some() {
+        request_policies = crate::config::policy::request_policies(
+            &config.type_names(),
+            &config.compiled_policies,
+        );
+        &request_policies
+    } else {
+        &config.compiled_policies
+    };
     let parents_of = evaluate::graph::parent_types(config);
     let ctx = Ctx {
         config,
@@ -291,6 +307,12 @@ impl Ctx<'_> {
             && report.cases_failed == 0
             && report.cases_skipped > 0
             && report.objects_deleted == 0;
+        // An identifier that an entity still in the CRM carries was not
+        // erased: off the suppression list and out of verify's search.
+        report.identifiers_still_held =
+            crate::suppression::release_retained(self.config, crm, self.state, self.plan_id)
+                .await
+                .map_err(PlanError::from)?;
         // The plan's outcome is its journal's, whichever workers wrote it.
         let failed = journal::failed_count(self.state, self.plan_id).await?;
         let status = if failed > 0 || report.failed() {

@@ -98,6 +98,20 @@ pub enum Command {
     /// remains or an object that is not held still names a deleted entity.
     /// `apply` and `sweep` run this after every apply.
     Verify(VerifyArgs),
+    /// Subject requests: erase a person's data on request (Art. 17), send
+    /// them a copy (Art. 15, 20), and track each request's deadline.
+    ///
+    /// A subject is `--subject email=ADDRESS`, `--subject phone=NUMBER`
+    /// (matched, normalised, on the `identifiers` columns of every entity
+    /// type) or an entity ref (`--subject lead:4711`); give several to name
+    /// one person by all of them. lethe stores only keyed hashes of the
+    /// identifiers you type and never prints them back.
+    #[command(subcommand)]
+    Request(RequestCommand),
+    /// The suppression list: the identifiers of every person lethe erased,
+    /// kept as keyed hashes, so that a re-import is noticed.
+    #[command(subcommand)]
+    Suppression(SuppressionCommand),
     /// The service: the schedule, the HTTP API and the metrics.
     ///
     /// Runs `[schedule]` (cron, timezone, mode = sweep | plan) and serves the
@@ -223,8 +237,11 @@ pub struct PlanShowArgs {
     /// redacted: the reason says why), orphan-young (within
     /// technical.orphans.retain), unlinked (no rule matched), unreadable
     /// (with the reason), held; and the entities the plan could not date
-    /// (undatable) or whose parent column names no entity (dangling).
-    #[arg(long, value_parser = ["delete", "orphan", "redact", "shared", "orphan-young", "unlinked", "unreadable", "held", "undatable", "dangling"])]
+    /// (undatable) or whose parent column names no entity (dangling). For
+    /// review: reimported (a CRM entity carrying an identifier of a person
+    /// lethe erased) and, in a subject request's plan, names-subject (an
+    /// object that names the subject but links none of its entities).
+    #[arg(long, value_parser = ["delete", "orphan", "redact", "shared", "orphan-young", "unlinked", "unreadable", "held", "undatable", "dangling", "reimported", "names-subject"])]
     pub fate: Option<String>,
     /// Only items of this policy (`orphans` for orphaned objects).
     #[arg(long)]
@@ -341,6 +358,94 @@ pub enum AuditCommand {
     Export,
     /// The records of one entity (`lead:4711`) or object (`object:KEY`).
     Lookup { target: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// Plan the erasure of a subject's data (Art. 17), for review.
+    ///
+    /// Finds every entity whose identifiers match (and their descendants),
+    /// judges each as a sweep would but with no retention period: what a
+    /// `keep_if` or a hold keeps stays, listed with its reason (a contract's
+    /// commercial retention, Art. 17(3)(b)); the rest is planned for
+    /// deletion with its payload files, and shared files lose only the
+    /// subject's records. Then searches the whole store for files that name
+    /// the subject without a link to its entities (listed for review, never
+    /// deleted automatically). Prints the plan; `lethe apply PLAN_ID`
+    /// executes it with the same re-check, journal, audit and verify as a
+    /// sweep, and marks the request done.
+    Erase(RequestArgs),
+    /// Write a subject's data to a zip (Art. 15 access, Art. 20 portability).
+    ///
+    /// manifest.json, entities/TYPE.json (every column of the subject's
+    /// entities and their descendants), files/ (payloads as stored; from
+    /// shared files only the subject's records, with the CSV header or the
+    /// JSON/XML envelope) and index.html (a readable summary). This is the
+    /// one output of lethe that holds personal data: hand it to the subject
+    /// and delete it. The audit records that it was made.
+    Export(RequestExportArgs),
+    /// The requests, newest first: received, due (received + 1 month), days
+    /// left, status; overdue ones flagged.
+    List,
+    /// One request: its subject (by pseudonym), plan, status and audit.
+    Show {
+        /// The request's id (`R-…`).
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Who: email=ADDRESS, phone=NUMBER or an entity ref (lead:4711);
+    /// repeat to give several.
+    #[arg(long = "subject", value_name = "KIND=VALUE|REF", required = true)]
+    pub subject: Vec<String>,
+    /// The ticket or letter the request came with (stored and shown; not
+    /// the subject's data).
+    #[arg(long)]
+    pub reference: String,
+    /// The day the request was received (YYYY-MM-DD); default today. The
+    /// answer is due a month later.
+    #[arg(long, value_parser = parse_date)]
+    pub received: Option<jiff::civil::Date>,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestExportArgs {
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// The zip to write (refused if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuppressionCommand {
+    /// Is this person erased? Answers per identifier, in order, never
+    /// printing the value: `{"results": [{"kind": "email", "suppressed":
+    /// true}]}` with --format json.
+    Check {
+        #[arg(long = "subject", value_name = "KIND=VALUE", required = true)]
+        subject: Vec<String>,
+    },
+    /// Lift an identifier from the list (renewed consent); audited
+    /// (`suppression-rm`).
+    Rm {
+        #[arg(long = "subject", value_name = "KIND=VALUE", required = true)]
+        subject: Vec<String>,
+        /// Why: a case number, not personal data (at most 2000 characters).
+        #[arg(long)]
+        reason: String,
+        /// Who (at most 200 characters); default $USER.
+        #[arg(long)]
+        author: Option<String>,
+    },
+}
+
+fn parse_date(s: &str) -> Result<jiff::civil::Date, String> {
+    s.trim()
+        .parse::<jiff::civil::Date>()
+        .map_err(|_| format!("`{s}` is not a date; write YYYY-MM-DD"))
 }
 
 fn parse_as_of(s: &str) -> Result<jiff::Timestamp, String> {

@@ -25,7 +25,7 @@ fn check_hold_args(target: &str, reason: Option<&str>) -> Result<()> {
 }
 
 /// Who puts or lifts a hold: `--author`, else `$USER`; never a made-up name.
-fn hold_author(given: Option<String>) -> Result<String> {
+pub(super) fn hold_author(given: Option<String>) -> Result<String> {
     let (author, key) = match given {
         Some(a) => (a, "--author"),
         None => match std::env::var("USER") {

@@ -7,6 +7,8 @@ mod demo;
 mod hold;
 mod plan_show;
 pub(crate) mod render;
+mod request;
+mod request_export;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -174,6 +176,8 @@ async fn run(cli: Cli) -> Result<i32> {
             crate::serve::run(config, a.listen, shutdown_signal()).await?;
             Ok(EXIT_OK)
         }
+        Command::Request(c) => request::request_cmd(&cli.config, c, format).await,
+        Command::Suppression(c) => request::suppression_cmd(&cli.config, c, format).await,
         Command::Verify(a) => verify_cmd(&cli.config, a, format).await,
         Command::Report(a) => report_cmd(&cli.config, a, format).await,
     }

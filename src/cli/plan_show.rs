@@ -270,6 +270,10 @@ async fn kept(
                         ),
                     )
                 }
+                "reimported" => (
+                    shown.entity(r.entity_type.as_deref().unwrap_or("?"), &r.key),
+                    "  carries an identifier of a person lethe erased (re-imported?)".to_string(),
+                ),
                 _ => (
                     shown.entity(r.entity_type.as_deref().unwrap_or("?"), &r.key),
                     "  no clock column has a date; its cases are kept".to_string(),

@@ -47,6 +47,14 @@ impl Retention {
         })
     }
 
+    /// No time at all (a subject request's "retention").
+    pub fn zero() -> Retention {
+        Retention {
+            span: jiff::Span::new(),
+            text: "0 days".to_string(),
+        }
+    }
+
     /// `at + self`, in UTC calendar arithmetic; saturates far in the future.
     pub fn add_to(&self, at: crate::model::Instant) -> crate::model::Instant {
         let Ok(ts) = jiff::Timestamp::from_second(at) else {
@@ -320,6 +328,11 @@ pub struct Config {
 impl Config {
     pub fn entity(&self, name: &str) -> Option<&EntityType> {
         self.entities.iter().find(|e| e.name == name)
+    }
+
+    /// The entity types' names, in the config's (the graph's) order.
+    pub fn type_names(&self) -> Vec<String> {
+        self.entities.iter().map(|e| e.name.clone()).collect()
     }
 
     pub fn entity_index(&self, name: &str) -> Option<usize> {

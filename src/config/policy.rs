@@ -14,6 +14,10 @@ pub struct CompiledPolicy {
     /// (label, what matches)
     pub keep: Vec<(String, KeepMatch)>,
     pub basis: String,
+    /// A subject request's policy: no retention period and no clock; a
+    /// case is due unless held or kept by a `keep_if` (undatable entities
+    /// are no reason to keep what a person asked to erase).
+    pub ignore_age: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +51,7 @@ impl CompiledPolicy {
             retain: policy.retain.clone(),
             keep,
             basis: policy.basis.clone(),
+            ignore_age: false,
         })
     }
 }
@@ -75,5 +80,37 @@ pub fn compile_all(
     policies
         .iter()
         .map(|p| CompiledPolicy::compile(p, &types, conditions).ok_or_else(|| p.name.clone()))
+        .collect()
+}
+
+/// The basis of a subject request's erasure, in its plan and audit records.
+pub const REQUEST_BASIS: &str = "GDPR Art. 17(1): erasure on the data subject's request";
+
+/// The policies of a subject request's plan: one per entity type (so that
+/// each of the subject's entities is judged on its own subtree, as a sweep
+/// judges its roots), named `request:TYPE`, with no retention period
+/// (`ignore_age`) and every `keep_if` of every configured policy: what the
+/// law requires to keep (a contract's commercial retention, Art. 17(3)(b))
+/// is kept from an erasure request as from a sweep.
+pub fn request_policies(types: &[String], compiled: &[CompiledPolicy]) -> Vec<CompiledPolicy> {
+    let mut keep: Vec<(String, KeepMatch)> = Vec::new();
+    for p in compiled {
+        for k in &p.keep {
+            if !keep.contains(k) {
+                keep.push(k.clone());
+            }
+        }
+    }
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| CompiledPolicy {
+            name: format!("request:{t}"),
+            root: i as u16,
+            retain: Retention::zero(),
+            keep: keep.clone(),
+            basis: REQUEST_BASIS.to_string(),
+            ignore_age: true,
+        })
         .collect()
 }

@@ -115,6 +115,9 @@ pub fn judge(policy: &CompiledPolicy, agg: &Aggregate, as_of: Instant) -> Verdic
             return Verdict::Kept(Kept::KeepIf(label.clone()));
         }
     }
+    if policy.ignore_age {
+        return Verdict::Due;
+    }
     if agg.undatable {
         return Verdict::Kept(Kept::Undatable);
     }

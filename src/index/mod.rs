@@ -78,6 +78,14 @@ pub struct IndexSummary {
     pub bytes_read: u64,
     pub bytes_per_second: f64,
     pub seconds: f64,
+    /// Of the objects this run read (new or changed), those that name an
+    /// identifier of a person lethe erased (the suppression list): a
+    /// re-import, for review; never deleted for it.
+    #[serde(default)]
+    pub reimported: u64,
+    /// Their pseudonyms (at most 1,000).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reimported_objects: Vec<String>,
 }
 
 /// The content rules' kinds by rule index, shared with the blocking
@@ -394,6 +402,7 @@ pub async fn run(
     let (skipped, to_read) = sort_listing(listed, &mut known, same_rules, &mut summary);
     let done = total - to_read.len() as u64;
     progress(done, total);
+    let read_keys: Vec<String> = to_read.iter().map(|m| m.key.clone()).collect();
     read_and_write(
         config,
         store,
@@ -405,6 +414,19 @@ pub async fn run(
     )
     .await?;
     progress(total, total);
+    // What this run read, searched for the identifiers of erased persons.
+    if !read_keys.is_empty()
+        && let Some(scanner) = crate::suppression::scanner(config, state).await?
+    {
+        let (hits, _) = crate::suppression::objects_naming(store, scanner, read_keys).await;
+        let pseudo = crate::audit::pseudonym::Pseudonymizer::new(config.audit_key.clone());
+        summary.reimported = hits.len() as u64;
+        summary.reimported_objects = hits
+            .iter()
+            .take(1000)
+            .map(|k| pseudo.show_object(k))
+            .collect();
+    }
 
     // Unchanged objects cost nothing here; objects gone from the store
     // leave the index (their links go with them: ON DELETE CASCADE).

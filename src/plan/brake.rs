@@ -39,28 +39,7 @@ pub(super) async fn brake(
             ));
         }
     }
-    for (i, t) in types.iter().enumerate() {
-        let deleting = s.entities_to_delete.get(t).copied().unwrap_or(0);
-        if counts[i] > 0 && deleting as f64 > config.max_delete_fraction * counts[i] as f64 {
-            reasons.push(format!(
-                "deletes {deleting} of {} {t} entities ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
-                counts[i],
-                100.0 * deleting as f64 / counts[i] as f64,
-                100.0 * config.max_delete_fraction
-            ));
-        }
-    }
-    let objects_deleting = s.objects.delete + s.objects.orphan_delete;
-    if s.objects.total > 0
-        && objects_deleting as f64 > config.max_delete_fraction * s.objects.total as f64
-    {
-        reasons.push(format!(
-            "deletes {objects_deleting} of {} technical objects ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
-            s.objects.total,
-            100.0 * objects_deleting as f64 / s.objects.total as f64,
-            100.0 * config.max_delete_fraction
-        ));
-    }
+    reasons.extend(mass_delete(config, s, counts, s.objects.total, types));
     // A type (or the store) the previous plan saw, now empty: a read that
     // returned nothing is far likelier than a CRM that emptied itself.
     let previous = crate::state::plans::baseline_summary(tx).await?;
@@ -114,6 +93,42 @@ pub(super) async fn brake(
         }
     }
     Ok(reasons)
+}
+
+/// The mass-delete part of the brake: a type, or the store, losing more
+/// than `safety.max_delete_fraction` (`counts`: each type's entities in the
+/// CRM, in config order).
+pub(super) fn mass_delete(
+    config: &Config,
+    s: &PlanSummary,
+    counts: &[u64],
+    objects_total: u64,
+    types: &[String],
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        let deleting = s.entities_to_delete.get(t).copied().unwrap_or(0);
+        if counts[i] > 0 && deleting as f64 > config.max_delete_fraction * counts[i] as f64 {
+            reasons.push(format!(
+                "deletes {deleting} of {} {t} entities ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
+                counts[i],
+                100.0 * deleting as f64 / counts[i] as f64,
+                100.0 * config.max_delete_fraction
+            ));
+        }
+    }
+    let objects_deleting = s.objects.delete + s.objects.orphan_delete;
+    if objects_total > 0
+        && objects_deleting as f64 > config.max_delete_fraction * objects_total as f64
+    {
+        reasons.push(format!(
+            "deletes {objects_deleting} of {} technical objects ({:.0}%), more than safety.max_delete_fraction ({:.0}%)",
+            objects_total,
+            100.0 * objects_deleting as f64 / objects_total as f64,
+            100.0 * config.max_delete_fraction
+        ));
+    }
+    reasons
 }
 
 /// `12.5%` of a count.

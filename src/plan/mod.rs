@@ -20,6 +20,7 @@ mod brake;
 pub mod explain;
 pub mod fate;
 mod objects;
+pub mod request;
 mod summary;
 mod world;
 mod write;
@@ -55,6 +56,14 @@ pub enum PlanError {
     /// A configured table, column or keep condition is not in the CRM.
     #[error("the config does not fit the CRM")]
     Unfit(#[source] crate::config::ConfigError),
+    #[error(transparent)]
+    Suppression(Box<crate::suppression::SuppressionError>),
+}
+
+impl From<crate::suppression::SuppressionError> for PlanError {
+    fn from(e: crate::suppression::SuppressionError) -> PlanError {
+        PlanError::Suppression(Box::new(e))
+    }
 }
 
 /// Counts only: a plan summary never holds keys or subject data.
@@ -82,6 +91,17 @@ pub struct PlanSummary {
     pub objects: ObjectTally,
     pub holds: HoldTally,
     pub brake: Vec<String>,
+    /// The subject request this plan erases for (its id); `None`: a sweep's
+    /// plan. A request's plan has the request policies (`request:TYPE`: no
+    /// retention period, every `keep_if`), reads only the subject's
+    /// entities, and is never the brake's baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// CRM entities that carry an identifier of a person lethe erased (the
+    /// suppression list): re-imported, for review (`plan show --fate
+    /// reimported`); never deleted for it.
+    #[serde(default)]
+    pub reimported: u64,
     /// Cases (of every policy) becoming due in each of the 12 months after
     /// `as_of`, keyed `YYYY-MM`, all 12 present.
     #[serde(default)]
@@ -150,7 +170,7 @@ pub struct HoldTally {
     pub object_holds: u64,
 }
 
-async fn index_run(state: &StateStore) -> Result<Option<i64>, StateError> {
+pub(crate) async fn index_run(state: &StateStore) -> Result<Option<i64>, StateError> {
     Ok(state
         .meta_get("index.run")
         .await?
@@ -210,7 +230,7 @@ pub async fn require_fit(
     }
 }
 
-fn new_plan_id(now: jiff::Timestamp) -> String {
+pub(crate) fn new_plan_id(now: jiff::Timestamp) -> String {
     let z = now.to_zoned_datetime(jiff::tz::TimeZone::UTC);
     format!(
         "{}-{:04x}",
@@ -252,6 +272,8 @@ pub async fn make_plan(
         ..summary::of_evaluation(config, &world, &eval, &counts, as_of)
     };
 
+    // Re-imports: read before the plan's transaction opens.
+    let reimported_review = reimported(config, crm, state, &mut s).await?;
     // Persist: plan row, cases, entities, then objects, in one transaction.
     progress("writing plan", 0);
     let mut digest = Sha256::new();
@@ -264,6 +286,7 @@ pub async fn make_plan(
     s.objects = tally;
     write::objects(&mut tx, &s.id, &to_delete, &mut digest).await?;
     review.extend(write::entity_review(&world.graph));
+    review.extend(reimported_review);
     crate::state::plans::write_review(&mut tx, &s.id, &review).await?;
     s.brake = brake::brake(config, &s, &counts, &world.graph.types, &mut tx).await?;
     s.digest = hex::encode(digest.finalize());
@@ -271,6 +294,39 @@ pub async fn make_plan(
     write::plan(&mut tx, as_of_s, &s).await?;
     tx.commit().await.map_err(q("writing the plan"))?;
     Ok(s)
+}
+
+/// The CRM's entities that carry an identifier on the suppression list,
+/// counted in `s` and listed for review (the first 1,000).
+async fn reimported(
+    config: &Config,
+    crm: &dyn Crm,
+    state: &StateStore,
+    s: &mut PlanSummary,
+) -> Result<Vec<crate::state::plans::NewReview>, PlanError> {
+    if config.entities.iter().all(|e| e.identifiers.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let Some(list) = crate::suppression::prefixes(state).await? else {
+        return Ok(Vec::new());
+    };
+    let (found, count) =
+        crate::suppression::reimported_entities(config, crm, state, &list, 1000).await?;
+    s.reimported = count;
+    Ok(found
+        .into_iter()
+        .map(|(t, k)| crate::state::plans::NewReview {
+            kind: "reimported",
+            entity_type: Some(t),
+            key: k,
+            size: None,
+            fate: "reimported".into(),
+            reason: Some(
+                "carries an identifier of a person lethe erased (the suppression list)".into(),
+            ),
+            entities: None,
+        })
+        .collect())
 }
 
 /// A stored plan's header.

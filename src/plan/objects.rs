@@ -30,6 +30,10 @@ pub(super) struct ObjectPlan<'a> {
     /// What the plan keeps of the objects, for review (not the retained
     /// ones: they are the bulk, and the index lists them).
     review: Vec<NewReview>,
+    /// A subject request's plan reads only the subject's entities: an
+    /// entity outside its graph is in this set when the CRM has it
+    /// (retained), else absent. `None`: the graph is the whole CRM.
+    outside_present: Option<&'a std::collections::HashSet<(String, String)>>,
 }
 
 impl<'a> ObjectPlan<'a> {
@@ -61,7 +65,18 @@ impl<'a> ObjectPlan<'a> {
             tally: ObjectTally::default(),
             to_delete: Vec::new(),
             review: Vec::new(),
+            outside_present: None,
         }
+    }
+
+    /// For a plan whose graph is part of the CRM: the entities outside it
+    /// that the CRM has.
+    pub(super) fn with_outside(
+        mut self,
+        present: &'a std::collections::HashSet<(String, String)>,
+    ) -> Self {
+        self.outside_present = Some(present);
+        self
     }
 
     /// The tally, the objects to delete or redact, and those kept for review.
@@ -127,7 +142,10 @@ impl<'a> ObjectPlan<'a> {
                     .get(ty.as_str())
                     .and_then(|t| graph.resolve(*t, key))
                 {
-                    None => LinkTarget::Absent,
+                    None => match self.outside_present {
+                        Some(p) if p.contains(&(ty.clone(), key.clone())) => LinkTarget::Retained,
+                        _ => LinkTarget::Absent,
+                    },
                     Some(n) if eval.is_deleted(n) => {
                         LinkTarget::Deleted(eval.cases[eval.case_of[n as usize] as usize].policy)
                     }

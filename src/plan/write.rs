@@ -135,6 +135,7 @@ pub(super) async fn plan(tx: &mut Tx<'_>, as_of: i64, s: &PlanSummary) -> Result
             summary: serde_json::to_string(s).unwrap_or_default(),
             brake: (!s.brake.is_empty())
                 .then(|| serde_json::to_string(&s.brake).unwrap_or_default()),
+            kind: s.request.is_some().then_some("request"),
         },
     )
     .await

@@ -46,6 +46,31 @@ pub struct Report {
     /// The plan's last verify (`None`: never verified), with the objects
     /// that still name a deleted entity.
     pub verify: Option<crate::verify::VerifyReport>,
+    /// Subject requests not done, and those past their due date.
+    pub requests: RequestsDue,
+}
+
+/// The subject requests a data protection officer must answer: how many
+/// are open, and the overdue ones (id, reference, due date).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RequestsDue {
+    pub open: u64,
+    pub overdue: Vec<(String, String, String)>,
+}
+
+async fn requests_due(state: &StateStore) -> Result<RequestsDue, StateError> {
+    let today = crate::request::today().to_string();
+    let mut out = RequestsDue::default();
+    for r in crate::state::requests::list(state, 10_000).await? {
+        if r.status.is_done() {
+            continue;
+        }
+        out.open += 1;
+        if r.due < today {
+            out.overdue.push((r.id, r.reference, r.due));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn build(
@@ -151,6 +176,7 @@ pub async fn build(
         verify: crate::state::plans::verified(state, id)
             .await?
             .and_then(|j| serde_json::from_str(&j).ok()),
+        requests: requests_due(state).await?,
     })
 }
 
@@ -316,6 +342,20 @@ pub fn text(r: &Report) -> String {
     match &r.verify {
         Some(v) => out.push_str(&verify_text(v)),
         None => out.push_str("  verify: not run for this plan yet (`lethe verify`)\n"),
+    }
+    if r.requests.open > 0 || r.plan.reimported > 0 {
+        out.push_str(&format!(
+            "  subject requests: {} open, {} OVERDUE{}; re-imported subjects in this plan: {}\n",
+            r.requests.open,
+            r.requests.overdue.len(),
+            r.requests
+                .overdue
+                .iter()
+                .map(|(id, reference, due)| format!(" {id} ({reference}, due {due})"))
+                .collect::<Vec<_>>()
+                .join(","),
+            r.plan.reimported
+        ));
     }
     out.push_str(&format!(
         "  audit: {} records for this plan, chain {}, head {}\n",

@@ -53,6 +53,8 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
 {failures}
 <h2>Cases becoming due in the next 12 months</h2>
 {chart}
+<h2>Subject requests</h2>
+{requests}
 <h2>Proof</h2>
 {residual}
 <p>{records} audit records for this plan; the audit chain is <b>{intact}</b>. Chain head: <code>{head}</code></p>
@@ -61,6 +63,7 @@ th {{ background: #f3f5f9; }} .warn {{ color: #a40000; font-weight: 600; }} .non
 </body></html>
 "##,
         residual = residual_html(r.verify.as_ref()),
+        requests = requests_html(r),
         id = escape(&p.id),
         as_of = escape(&p.as_of),
         status = escape(&r.status),
@@ -318,4 +321,34 @@ fn chart(months: &BTreeMap<String, u64>) -> String {
         y0 = h - pad,
         x1 = w - pad,
     )
+}
+
+/// The subject requests still to answer, the overdue ones named, and the
+/// re-imported subjects the plan found.
+fn requests_html(r: &Report) -> String {
+    let q = &r.requests;
+    let mut out = format!(
+        "<p>{} open request{}; {}. Entities carrying an identifier of a person lethe erased (re-imported): {}.</p>",
+        q.open,
+        if q.open == 1 { "" } else { "s" },
+        if q.overdue.is_empty() {
+            "none overdue".to_string()
+        } else {
+            format!("<span class=\"warn\">{} overdue</span>", q.overdue.len())
+        },
+        r.plan.reimported
+    );
+    if !q.overdue.is_empty() {
+        out.push_str("<table><tr><th>Request</th><th>Reference</th><th>Due</th></tr>");
+        for (id, reference, due) in &q.overdue {
+            out.push_str(&format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td class=\"warn\">{}</td></tr>",
+                escape(id),
+                escape(reference),
+                escape(due)
+            ));
+        }
+        out.push_str("</table>");
+    }
+    out
 }

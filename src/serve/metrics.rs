@@ -89,6 +89,30 @@ fn describe() {
         "lethe_http_requests_total",
         "HTTP requests, per route and status class"
     );
+    describe_gauge!(
+        "lethe_requests_overdue",
+        "Subject requests past their due date (received + 1 month) and not done"
+    );
+    describe_gauge!("lethe_requests_open", "Subject requests not done yet");
+    describe_gauge!(
+        "lethe_reimported_entities",
+        "CRM entities that carry an identifier of a person lethe erased, in the latest plan"
+    );
+    describe_gauge!(
+        "lethe_reimported_objects",
+        "Objects the latest index run read that name an identifier of a person lethe erased"
+    );
+}
+
+/// Subject requests: overdue and open, as of now.
+pub fn requests(overdue: u64, open: u64) {
+    gauge!("lethe_requests_overdue").set(overdue as f64);
+    gauge!("lethe_requests_open").set(open as f64);
+}
+
+/// After an index run: the objects it read that name an erased person.
+pub fn index(s: &crate::index::IndexSummary) {
+    gauge!("lethe_reimported_objects").set(s.reimported as f64);
 }
 
 /// After a plan: what is due and kept, per policy and reason.
@@ -102,6 +126,9 @@ pub fn plan(s: &PlanSummary) {
     }
     gauge!("lethe_objects_planned", "fate" => "linked").set(s.objects.delete as f64);
     gauge!("lethe_objects_planned", "fate" => "orphan").set(s.objects.orphan_delete as f64);
+    if s.request.is_none() {
+        gauge!("lethe_reimported_entities").set(s.reimported as f64);
+    }
 }
 
 /// After an apply: what was deleted and what failed.

@@ -235,6 +235,7 @@ impl Runner {
                     &pipeline::quiet,
                 )
                 .await?;
+                metrics::index(&indexed);
                 let as_of = as_of.unwrap_or_else(|| {
                     Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::now())
                 });

@@ -38,6 +38,12 @@ pub const HOLD_ADD: &str = "hold-add";
 pub const HOLD_RM: &str = "hold-rm";
 /// A shared object rewritten without the records of deleted entities.
 pub const REDACT_OBJECT: &str = "redact-object";
+/// An identifier lifted from the suppression list (renewed consent); its
+/// pseudonym is the identifier's keyed hash.
+pub const SUPPRESSION_RM: &str = "suppression-rm";
+/// A subject's access export (Art. 15/20) was written: the request's id as
+/// the pseudonym, counts and bytes in `detail`.
+pub const ACCESS_EXPORT: &str = "access-export";
 
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Record {
@@ -225,4 +231,14 @@ pub async fn lookup(state: &StateStore, pseudonym: &str) -> Result<Vec<Record>, 
     .await
     .map_err(q("reading the audit log"))?;
     Ok(rows.iter().map(row_record).collect())
+}
+
+/// How many audit records name plan `plan_id`.
+pub async fn count_of_plan(state: &super::StateStore, plan_id: &str) -> Result<u64, StateError> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit WHERE plan_id = $1")
+        .bind(plan_id.to_string())
+        .fetch_one(state.pool())
+        .await
+        .map_err(q("reading the audit log"))?;
+    Ok(n.max(0) as u64)
 }

@@ -209,3 +209,99 @@ pub async fn planned_keys(
     }
     Ok(out)
 }
+
+/// The suppression list: which of `hashes` (hex keyed hashes of normalised
+/// identifiers) belong to an erased person (an erasure lethe journaled;
+/// pending rows do not count).
+pub async fn suppressed(
+    state: &StateStore,
+    hashes: &[String],
+) -> Result<std::collections::HashSet<String>, StateError> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in hashes.chunks(400) {
+        let sql = format!(
+            "SELECT DISTINCT hash FROM erased_identifiers WHERE pending = 0 AND hash IN ({})",
+            super::params(chunk.len(), "?", 1)
+        );
+        let mut query = sqlx::query_scalar::<_, String>(super::sql(state.is_sqlite(), sql));
+        for h in chunk {
+            query = query.bind(h.clone());
+        }
+        out.extend(
+            query
+                .fetch_all(state.pool())
+                .await
+                .map_err(q("reading the suppression list"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Every hash on the suppression list, `page` at a time after `after`
+/// (keyset order), with its kind and normalised length.
+pub async fn suppression_page(
+    state: &StateStore,
+    after: &str,
+    page: i64,
+) -> Result<Vec<(String, String, Option<u64>)>, StateError> {
+    let rows: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT hash, min(kind), min(len) FROM erased_identifiers
+         WHERE pending = 0 AND hash > $1 GROUP BY hash ORDER BY hash LIMIT $2",
+    )
+    .bind(after.to_string())
+    .bind(page)
+    .fetch_all(state.pool())
+    .await
+    .map_err(q("reading the suppression list"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(h, k, l)| (h, k, l.and_then(|n| u64::try_from(n).ok())))
+        .collect())
+}
+
+/// Lifts `hash` from the suppression list (renewed consent), in the
+/// caller's transaction: its rows go. Returns how many went (0: it was not
+/// on the list).
+pub async fn lift(conn: &mut sqlx::AnyConnection, hash: &str) -> Result<u64, StateError> {
+    Ok(
+        sqlx::query("DELETE FROM erased_identifiers WHERE hash = $1 AND pending = 0")
+            .bind(hash.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(q("lifting a suppression"))?
+            .rows_affected(),
+    )
+}
+
+/// Takes `hashes` off plan `plan_id`'s erased identifiers (an entity that
+/// stays still carries them); returns how many rows went.
+pub async fn release(
+    state: &StateStore,
+    plan_id: &str,
+    hashes: &[String],
+) -> Result<u64, StateError> {
+    let mut tx = state
+        .begin_write()
+        .await
+        .map_err(q("recording erased identifiers"))?;
+    let mut n = 0;
+    for chunk in hashes.chunks(400) {
+        let sql = format!(
+            "DELETE FROM erased_identifiers WHERE plan_id = $1 AND pending = 0 AND hash IN ({})",
+            super::params(chunk.len(), "?", 2)
+        );
+        let mut query = sqlx::query(super::sql(state.is_sqlite(), sql)).bind(plan_id.to_string());
+        for h in chunk {
+            query = query.bind(h.clone());
+        }
+        n += query
+            .execute(&mut *tx)
+            .await
+            .map_err(q("recording erased identifiers"))?
+            .rows_affected();
+    }
+    tx.commit()
+        .await
+        .map_err(q("recording erased identifiers"))?;
+    Ok(n)
+}

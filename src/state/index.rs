@@ -499,6 +499,77 @@ pub async fn for_each_entry(
     Ok(n)
 }
 
+/// The indexed objects that link any of `entities` (type, stored key),
+/// each with every link it has (not only those): what a subject request's
+/// plan gives a fate to. Looked up by entity (`links_entity`), the links of
+/// each object packed into one JSON text.
+pub async fn entries_linking(
+    state: &StateStore,
+    entities: &[(String, String)],
+) -> Result<Vec<IndexedEntry>, StateError> {
+    let mut ids: Vec<i64> = Vec::new();
+    for chunk in entities.chunks(2000) {
+        let sql = format!(
+            "SELECT DISTINCT l.object_id FROM (VALUES {}) AS v
+             JOIN links l ON l.entity_type = v.column1 AND l.entity_key = v.column2",
+            super::params(chunk.len(), "(?, ?)", 1)
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(super::sql(state.is_sqlite(), sql));
+        for (t, k) in chunk {
+            query = query.bind(t.clone()).bind(k.clone());
+        }
+        ids.extend(
+            query
+                .fetch_all(state.pool())
+                .await
+                .map_err(q("reading the index"))?,
+        );
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(400) {
+        let sql = format!(
+            "SELECT o.key, o.size, o.modified, o.status, o.error,
+                    (SELECT {} FROM links l WHERE l.object_id = o.id)
+             FROM objects o WHERE o.id IN ({}) ORDER BY o.id",
+            state.json_rows("l.entity_type, l.entity_key, l.rule, l.record"),
+            super::params(chunk.len(), "?", 1)
+        );
+        let mut query = sqlx::query(super::sql(state.is_sqlite(), sql));
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for r in query
+            .fetch_all(state.pool())
+            .await
+            .map_err(q("reading the index"))?
+        {
+            let text: Option<String> = r.get(5);
+            let rows: Vec<(String, String, i64, Option<String>)> = match text {
+                Some(t) => parse_json_rows(&t, "reading the index")?,
+                None => Vec::new(),
+            };
+            let mut e = IndexedEntry {
+                key: r.get(0),
+                size: r.get::<i64, _>(1).max(0) as u64,
+                modified: r.get(2),
+                status: r.get(3),
+                error: r.get(4),
+                links: Vec::with_capacity(rows.len()),
+                records: Vec::with_capacity(rows.len()),
+            };
+            for (ty, key, rule, record) in rows {
+                e.links.push((ty, key));
+                e.records
+                    .push((usize::try_from(rule).unwrap_or(usize::MAX), record));
+            }
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
 /// Per object key: its current links.
 pub type LinksOfKeys = HashMap<String, Vec<(String, String)>>;
 /// Per object key: what the last index run saw of it.

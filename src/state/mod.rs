@@ -19,6 +19,7 @@ mod plan_show;
 pub mod plans;
 pub mod redacted;
 pub mod registered;
+pub mod requests;
 pub mod runs;
 pub mod schema;
 pub mod status;

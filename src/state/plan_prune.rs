@@ -67,7 +67,7 @@ pub async fn prune(state: &StateStore, by: PruneBy) -> Result<PruneReport, State
     // clear or applied one): without it, a read that comes back short
     // would have nothing to be measured against.
     let baseline: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM plans WHERE brake IS NULL OR status IN ('applied', 'partial') ORDER BY seq DESC LIMIT 1",
+        "SELECT id FROM plans WHERE kind IS NULL AND (brake IS NULL OR status IN ('applied', 'partial')) ORDER BY seq DESC LIMIT 1",
     )
     .fetch_optional(state.pool())
     .await

@@ -77,7 +77,7 @@ pub struct ObjectRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReviewRow {
     pub item: i64,
-    /// `object`, `undatable` or `dangling`.
+    /// `object`, `undatable`, `dangling` or `reimported`.
     pub kind: &'static str,
     pub entity_type: Option<String>,
     pub key: String,
@@ -90,7 +90,7 @@ pub struct ReviewRow {
     pub entities: Vec<String>,
 }
 
-const REVIEW_KINDS: &[&str] = &["object", "undatable", "dangling"];
+const REVIEW_KINDS: &[&str] = &["object", "undatable", "dangling", "reimported"];
 
 fn refs(json: Option<String>) -> Vec<String> {
     json.and_then(|j| serde_json::from_str(&j).ok())

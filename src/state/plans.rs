@@ -213,7 +213,7 @@ pub async fn baseline_summary(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
 ) -> Result<Option<String>, StateError> {
     sqlx::query_scalar(
-        "SELECT summary FROM plans WHERE brake IS NULL OR status IN ('applied', 'partial')
+        "SELECT summary FROM plans WHERE kind IS NULL AND (brake IS NULL OR status IN ('applied', 'partial'))
          ORDER BY seq DESC LIMIT 1",
     )
     .fetch_optional(&mut **tx)
@@ -405,11 +405,14 @@ pub struct NewPlan<'a> {
     pub summary: String,
     /// The brake's reasons, as JSON; none when clear.
     pub brake: Option<String>,
+    /// `None`: a sweep's plan; `Some("request")`: a subject request's
+    /// (never the brake's baseline).
+    pub kind: Option<&'a str>,
 }
 
 pub async fn write_plan(tx: &mut Tx<'_>, p: NewPlan<'_>) -> Result<(), StateError> {
     sqlx::query(
-        "INSERT INTO plans(id, created_at, as_of, config_hash, digest, summary, brake, status) VALUES ($1, $2, $3, $4, $5, $6, $7, 'planned')",
+        "INSERT INTO plans(id, created_at, as_of, config_hash, digest, summary, brake, status, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, 'planned', $8)",
     )
     .bind(p.id)
     .bind(p.created_at)
@@ -418,6 +421,7 @@ pub async fn write_plan(tx: &mut Tx<'_>, p: NewPlan<'_>) -> Result<(), StateErro
     .bind(p.digest)
     .bind(p.summary)
     .bind(p.brake)
+    .bind(p.kind)
     .execute(&mut **tx)
     .await
     .map_err(q("writing the plan"))?;

@@ -95,7 +95,6 @@ pub async fn replace_entry(
     Ok(())
 }
 
-
 /// What the index holds of `key`: what the last index run saw of it (the
 /// rewrite's expectation) and every link, with rule and record; `None`
 /// when it left the index. One statement, its links packed into one JSON

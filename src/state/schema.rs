@@ -201,6 +201,27 @@ CREATE INDEX erased_identifiers_plan ON erased_identifiers(plan_id);
 ALTER TABLE audit ADD COLUMN detail TEXT;
 ALTER TABLE plans ADD COLUMN verified TEXT;   -- the last verify of the plan, as JSON (pseudonyms and counts)
 "#,
+    // 8: subject requests (Art. 15, 17, 20), and the link index read by
+    // entity (the objects of a request's entities)
+    r#"
+CREATE TABLE requests (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,            -- erase | access
+    reference TEXT NOT NULL,       -- as the user gave it (a ticket number), never the subject's data
+    received TEXT NOT NULL,        -- YYYY-MM-DD
+    due TEXT NOT NULL,             -- received + 1 month (Art. 12(3))
+    created_at TEXT NOT NULL,
+    subject TEXT NOT NULL,         -- JSON: the kinds and keyed hashes of the identifiers given, the refs given
+    entities TEXT,                 -- JSON: the refs the subject resolved to
+    plan_id TEXT,
+    status TEXT NOT NULL,          -- open | planned | done | done-with-kept
+    done_at TEXT,
+    summary TEXT                   -- JSON: counts only
+);
+CREATE INDEX requests_plan ON requests(plan_id);
+ALTER TABLE plans ADD COLUMN kind TEXT;       -- NULL: a sweep's plan; request: a subject request's
+CREATE INDEX links_entity ON links(entity_type, entity_key);
+"#,
 ];
 
 /// The schema version a store has once migrated.

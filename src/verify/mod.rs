@@ -88,7 +88,7 @@ impl VerifyReport {
 }
 
 pub mod residual;
-mod scan;
+pub mod scan;
 
 pub async fn verify(
     config: &Config,

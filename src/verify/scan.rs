@@ -34,49 +34,12 @@ pub(super) async fn residual(
         return Ok(());
     };
     report.identifiers = scanner.len() as u64;
-    let scanner = Arc::new(scanner);
-    let mut keys = Vec::new();
-    store
-        .list(&mut |l| match l {
-            Listed::Object(m) => keys.push(m.key),
-            Listed::Skipped { .. } => report.scan_skipped += 1,
-        })
-        .await?;
-    let total = keys.len() as u64;
-    progress(0, total);
-    let scans = keys.into_iter().map(|key| {
-        let scanner = scanner.clone();
-        async move {
-            let found = scan_one(store, scanner, &key).await;
-            (key, found)
-        }
-    });
-    let mut hits: Vec<(String, u64)> = Vec::new();
-    let mut results = futures::stream::iter(scans).buffer_unordered(IN_FLIGHT);
-    let mut done = 0;
-    while let Some((key, found)) = results.next().await {
-        done += 1;
-        if done % 256 == 0 || done == total {
-            progress(done, total);
-        }
-        match found {
-            Ok((bytes, named)) => {
-                report.objects_scanned += 1;
-                report.bytes_scanned += bytes;
-                if named > 0 {
-                    hits.push((key, named));
-                }
-            }
-            Err(e) => {
-                // Gone since the listing: nothing left in it to find.
-                if !matches!(store.head(&key).await, Ok(None)) {
-                    tracing::warn!(error = %e, "residual scan could not read an object");
-                    report.scan_failed += 1;
-                }
-            }
-        }
-    }
-    drop(results);
+    let found = store_scan(store, Arc::new(scanner), progress).await?;
+    report.objects_scanned += found.scanned;
+    report.bytes_scanned += found.bytes;
+    report.scan_skipped += found.skipped;
+    report.scan_failed += found.failed;
+    let mut hits = found.hits;
     hits.sort();
     let fates = crate::state::plans::object_fates(
         state,
@@ -95,6 +58,74 @@ pub(super) async fn residual(
         });
     }
     Ok(())
+}
+
+/// What a scan of the whole store found.
+#[derive(Debug, Default)]
+pub struct StoreScan {
+    /// Objects that name a searched identifier, with how many distinct
+    /// entities (the scanner's indices) they name; in key order.
+    pub hits: Vec<(String, u64)>,
+    pub scanned: u64,
+    pub bytes: u64,
+    /// Entries the listing skips (symlinks, leftover rewrite files): not
+    /// searched.
+    pub skipped: u64,
+    /// Objects that could not be read (and were not gone since).
+    pub failed: u64,
+}
+
+/// Reads every object of the store once through `scanner`, several at a
+/// time, streaming. `progress(done, total)`.
+pub async fn store_scan(
+    store: &dyn TechnicalStore,
+    scanner: Arc<Scanner>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<StoreScan, VerifyError> {
+    let mut out = StoreScan::default();
+    let mut keys = Vec::new();
+    store
+        .list(&mut |l| match l {
+            Listed::Object(m) => keys.push(m.key),
+            Listed::Skipped { .. } => out.skipped += 1,
+        })
+        .await?;
+    let total = keys.len() as u64;
+    progress(0, total);
+    let scans = keys.into_iter().map(|key| {
+        let scanner = scanner.clone();
+        async move {
+            let found = scan_one(store, scanner, &key).await;
+            (key, found)
+        }
+    });
+    let mut results = futures::stream::iter(scans).buffer_unordered(IN_FLIGHT);
+    let mut done = 0;
+    while let Some((key, found)) = results.next().await {
+        done += 1;
+        if done % 256 == 0 || done == total {
+            progress(done, total);
+        }
+        match found {
+            Ok((bytes, named)) => {
+                out.scanned += 1;
+                out.bytes += bytes;
+                if named > 0 {
+                    out.hits.push((key, named));
+                }
+            }
+            Err(e) => {
+                // Gone since the listing: nothing left in it to find.
+                if !matches!(store.head(&key).await, Ok(None)) {
+                    tracing::warn!(error = %e, "residual scan could not read an object");
+                    out.failed += 1;
+                }
+            }
+        }
+    }
+    drop(results);
+    out.hits.sort();
+    Ok(out)
 }
 
 /// The scanner over the plan's erased identifiers; `None` when it erased

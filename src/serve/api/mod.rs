@@ -11,6 +11,7 @@ mod entities;
 mod holds;
 mod links;
 mod plans;
+mod requests;
 mod service;
 mod sweeps;
 
@@ -40,6 +41,7 @@ use entities::*;
 use holds::*;
 use links::*;
 use plans::*;
+use requests::*;
 use service::*;
 use sweeps::*;
 
@@ -233,6 +235,8 @@ pub fn router(app: AppState, body_limit: usize, timeout: Duration) -> axum::Rout
         .route("/v1/schedule", get(schedule_show))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/audit/lookup", get(audit_lookup))
+        .route("/v1/requests", get(requests_list))
+        .route("/v1/requests/{id}", get(request_show))
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), Scope::Read),
             require,
@@ -242,12 +246,15 @@ pub fn router(app: AppState, body_limit: usize, timeout: Duration) -> axum::Rout
         .route("/v1/links/batch", post(links_register_batch))
         .route("/v1/holds", post(holds_add).delete(holds_remove))
         .route("/v1/sweeps", post(sweeps_trigger))
+        .route("/v1/requests", post(requests_create))
+        .route("/v1/suppression/check", post(suppression_check))
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), Scope::Operate),
             require,
         ));
     let admin = axum::Router::new()
         .route("/v1/plans/{id}/apply", post(plan_apply))
+        .route("/v1/requests/{id}/export", get(request_export))
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), Scope::Admin),
             require,
@@ -317,6 +324,7 @@ pub fn router(app: AppState, body_limit: usize, timeout: Duration) -> axum::Rout
         plans_list, plan_show, plan_apply,
         sweeps_list, sweep_show, sweeps_trigger, schedule_show,
         audit_verify, audit_lookup,
+        requests_create, requests_list, request_show, request_export, suppression_check,
     ),
     components(schemas(ErrorBody, SweepRow)),
     modifiers(&BearerAuth),

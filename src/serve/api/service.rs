@@ -86,7 +86,14 @@ pub(super) async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Rea
         (status = 200, description = "Metrics", body = String, content_type = "text/plain"),
         (status = 401, description = "No valid token", body = ErrorBody),
     ))]
-pub(super) async fn metrics_text() -> Response {
+pub(super) async fn metrics_text(State(app): State<AppState>) -> Response {
+    // Deadlines move with the clock: counted when scraped.
+    let today = crate::request::today().to_string();
+    if let Ok((overdue, open)) =
+        crate::state::requests::open_counts(&app.runner.state, &today).await
+    {
+        metrics::requests(overdue, open);
+    }
     match metrics::handle() {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
