@@ -20,6 +20,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plan;
 pub mod report;
+pub mod request;
 pub mod sensitive;
 pub mod serve;
 pub mod state;
