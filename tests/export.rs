@@ -990,3 +990,86 @@ async fn index_html_renders_offline_in_a_browser_with_every_value_as_text() {
         std::fs::copy(&shot, keep).unwrap();
     }
 }
+
+/// The issue's figure: the export of a subject with 100 linked files of
+/// about 1 MiB each from a folder store, against `zip -q -r` of the same
+/// files, best of three each, alternating, in one run. Run with
+/// `cargo test --release --test export -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a benchmark: run on demand with --release --ignored"]
+async fn a_hundred_files_export_against_zip() {
+    let _serial = SERIAL.lock().await;
+    let s = setup();
+    let mut files = Vec::new();
+    for n in 0..100u64 {
+        let key = format!("inbound/7/{n:03}.json");
+        let path = s.f.tech().join(&key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut i = 0u64;
+        let mut written = 0u64;
+        w.write_all(b"{\"records\": [\n").unwrap();
+        while written < MIB {
+            let line = format!(
+                "  {{\"lead\": {{\"id\": 7}}, \"seq\": {i}, \"at\": \"2026-{:02}-{:02}T{:02}:{:02}:00Z\", \"email\": \"jane@example.com\", \"page\": \"/p/{}\", \"score\": {}}},\n",
+                1 + (i * 7 + n) % 12,
+                1 + (i * 13) % 28,
+                (i * 5) % 24,
+                (i * 11) % 60,
+                i.wrapping_mul(2654435761) % 100_003,
+                i.wrapping_mul(40503) % 997
+            );
+            w.write_all(line.as_bytes()).unwrap();
+            written += line.len() as u64;
+            i += 1;
+        }
+        w.write_all(b"  {}\n]}\n").unwrap();
+        drop(w);
+        files.push(ExportFile {
+            size: size_of(&path),
+            key,
+            part: FilePart::Whole,
+            entities: vec!["lead:7".into()],
+        });
+    }
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let input = ExportInput {
+        request: request(),
+        entities: vec![("lead".into(), leads())],
+        files,
+        not_included: vec![],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ours, mut theirs) = (f64::MAX, f64::MAX);
+    let (mut our_size, mut their_size) = (0, 0);
+    for _ in 0..3 {
+        let out = dir.path().join("lethe.zip");
+        let t = std::time::Instant::now();
+        let stats = write_export(&s.config, &s.store, &input, &out)
+            .await
+            .unwrap();
+        ours = ours.min(t.elapsed().as_secs_f64());
+        our_size = stats.bytes;
+        let out = dir.path().join("zip.zip");
+        let _ = std::fs::remove_file(&out);
+        let t = std::time::Instant::now();
+        let z = std::process::Command::new("zip")
+            .args(["-q", "-r"])
+            .arg(&out)
+            .arg("inbound/7")
+            .current_dir(s.f.tech())
+            .status()
+            .unwrap();
+        theirs = theirs.min(t.elapsed().as_secs_f64());
+        assert!(z.success());
+        their_size = size_of(&out);
+    }
+    eprintln!(
+        "100 files, {:.1} MiB: lethe export {ours:.3} s ({:.1} MiB zip), zip -q -r {theirs:.3} s ({:.1} MiB zip): ratio {:.2}",
+        total as f64 / MIB as f64,
+        our_size as f64 / MIB as f64,
+        their_size as f64 / MIB as f64,
+        ours / theirs
+    );
+    assert!(ours / theirs < 2.0, "the issue's target: within 2x of zip");
+}
