@@ -1,3 +1,5 @@
+//! Over 800 lines on purpose: one fixture, one lock (the memory test measures the whole process) and one build for every export test.
+//!
 //! The Art. 15/20 access export (`lethe::request::export::write_export`)
 //! against a folder store on the standard fixture's config, with record
 //! rules for JSON and XML batches added: the zip's entries, the manifest

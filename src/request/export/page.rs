@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 
-use super::{ExportInput, Manifest};
+use super::ExportInput;
+use super::manifest::Manifest;
 use crate::report::escape;
 
 pub(super) fn html(input: &ExportInput, m: &Manifest<'_>) -> String {
