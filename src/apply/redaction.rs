@@ -111,7 +111,7 @@ fn content_rules<'c>(config: &'c Config, key: &str) -> Vec<&'c LinkRule> {
 
 /// The content-rule links of a file on local disk, as the index would
 /// find them.
-fn links_of_file(
+pub(crate) fn links_of_file(
     limits: (u64, u64),
     rules: &[&LinkRule],
     file: &std::fs::File,
@@ -144,7 +144,7 @@ fn links_of_file(
 }
 
 /// (rule, type, key) → how many links: what a redaction must keep exactly.
-fn tally(links: &[Link]) -> BTreeMap<(usize, &str, &str), u64> {
+pub(crate) fn tally(links: &[Link]) -> BTreeMap<(usize, &str, &str), u64> {
     let mut m = BTreeMap::new();
     for l in links {
         *m.entry((l.rule, l.entity_type.as_str(), l.entity_key.as_str()))

@@ -12,15 +12,15 @@ use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::Path;
 
-use super::{Cutter, RedactError, Spans, open_past_bom};
+use super::{Cutter, Named, RedactError, Spans, open_past_bom};
 
-/// The spans of the rows to remove.
+/// The spans of the rows to cut.
 pub(super) fn spans(
     input: &Path,
     delimiter: Option<u8>,
-    remove: &HashSet<String>,
+    named: Named<'_>,
 ) -> Result<Spans, RedactError> {
-    let wanted = rows(remove);
+    let wanted = rows(named.ids);
     let delimiter = match delimiter {
         Some(d) => d,
         // As the extractor does: on the first line past the mark.
@@ -72,20 +72,19 @@ pub(super) fn spans(
         if row == 1 {
             continue; // the header
         }
-        let removed = wanted.contains(&row);
-        if removed {
+        let is_named = wanted.contains(&row);
+        if is_named {
             spans.found();
         }
-        cutter.record(start..at, removed, &mut spans.cuts);
+        spans.record(&mut cutter, start..at, named.cuts(is_named));
     }
     Ok(spans)
 }
 
 /// The row numbers of the ids that are row ids exactly as the extractor
 /// writes them (`row 7`); any other id is found nowhere.
-fn rows(remove: &HashSet<String>) -> HashSet<u64> {
-    remove
-        .iter()
+fn rows(ids: &HashSet<String>) -> HashSet<u64> {
+    ids.iter()
         .filter_map(|id| {
             let n: u64 = id.strip_prefix("row ")?.parse().ok()?;
             (row_id(n) == *id).then_some(n)

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Cutter, RedactError, Spans, open_past_bom};
+use super::{Cutter, Named, RedactError, Spans, open_past_bom};
 use crate::config::rules::{JsonRecord, Step};
 use crate::index::extract::Unreadable;
 use crate::index::extract::jsonstream::pointer_escape;
@@ -31,11 +31,11 @@ use crate::index::extract::jsonstream::pointer_escape;
 /// record path meeting one refuses the file (a pointer is held per step).
 const MAX_NAME: usize = 64 * 1024;
 
-/// The spans of the records to remove.
+/// The spans of the records to cut.
 pub(super) fn spans(
     input: &Path,
     record: &JsonRecord,
-    remove: &HashSet<String>,
+    named: Named<'_>,
 ) -> Result<Spans, RedactError> {
     validate(input)?;
     let (r, at) = open_past_bom(input)?;
@@ -45,7 +45,7 @@ pub(super) fn spans(
             at,
             name: Vec::new(),
         },
-        remove,
+        named,
         spans: Spans::default(),
         seen: HashSet::new(),
         pointer: String::new(),
@@ -71,7 +71,7 @@ fn validate(input: &Path) -> Result<(), RedactError> {
 
 struct Walk<'a> {
     s: Scanner,
-    remove: &'a HashSet<String>,
+    named: Named<'a>,
     spans: Spans,
     seen: HashSet<String>,
     /// The pointer of the value being walked.
@@ -193,13 +193,15 @@ impl Walk<'_> {
     ) -> Result<(), RedactError> {
         if steps.len() == 1 {
             // The record's wildcard selects every element (and member);
-            // each goes to the cutter, so that separators stay right.
+            // each goes to the cutter, so that separators stay right. One
+            // the path does not follow is no record, and is never cut.
             self.s.skip_value()?;
-            let removed = follow && self.remove.contains(&self.pointer);
-            if removed {
+            let is_named = follow && self.named.ids.contains(&self.pointer);
+            if is_named {
                 self.spans.found_once(&mut self.seen, &self.pointer)?;
             }
-            cutter.record(start..self.s.at, removed, &mut self.spans.cuts);
+            let cut = follow && self.named.cuts(is_named);
+            self.spans.record(cutter, start..self.s.at, cut);
             Ok(())
         } else if follow {
             self.value(&steps[1..])

@@ -5,6 +5,12 @@
 //! record ids), then once more to copy everything outside those spans. The
 //! store, the journal, the atomic replacement and the re-index are apply's.
 //!
+//! The same engine runs the other way for a subject's access export:
+//! [`extract`] keeps only the named records and removes every other one,
+//! with the same spans and separators, so that the envelope (a CSV header,
+//! a JSON document around its record array, an XML prolog and root) stays
+//! byte for byte around the subject's own records.
+//!
 //! What a record is comes from the rule (`config::ContentKind`): a CSV row
 //! (`csv.rs`), a JSON element of the rule's `record` path (`json.rs`), an
 //! XML element of its `record` path (`xml.rs`). Memory is bounded whatever
@@ -13,9 +19,10 @@
 //! is never held whole (an XML text or comment node outside the records is
 //! one quick-xml event).
 //!
-//! Architecture invariant: the engine only removes whole records named by
-//! the caller, and refuses (writing nothing) when any of them is not in the
-//! file, when the file does not parse, or when the rule has no records.
+//! Architecture invariant: the engine only removes whole records, those
+//! named by the caller (or, extracting, all but those), and refuses
+//! (writing nothing) when any named record is not in the file, when the
+//! file does not parse, or when the rule has no records.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -30,10 +37,11 @@ mod csv;
 mod json;
 mod xml;
 
-/// What a redaction did.
+/// What a redaction (or an extraction) did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct Redacted {
+    /// Records cut: the named ones (redact), every other one (extract).
     pub records_removed: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -58,10 +66,15 @@ pub enum RedactError {
         "{missing} of the {asked} records to remove are not in the file; re-index and plan again"
     )]
     Missing { missing: usize, asked: usize },
-    /// A record to remove is named twice in the file (a member name repeats
-    /// along the record path): which one did the plan mean?
+    /// Records to keep (an extraction) that the file does not hold.
     #[error(
-        "a record to remove occurs twice in the file (a member name repeats along the record path), so it is not redacted"
+        "{missing} of the {asked} records to keep are not in the file; re-index and export again"
+    )]
+    MissingToKeep { missing: usize, asked: usize },
+    /// A record named (to remove or to keep) occurs twice in the file (a
+    /// member name repeats along the record path): which one was meant?
+    #[error(
+        "a record named occurs twice in the file (a member name repeats along the record path), so it is neither redacted nor extracted"
     )]
     Ambiguous,
     #[error("reading the spool file failed")]
@@ -81,49 +94,108 @@ pub fn redact(
     out: &mut dyn Write,
     remove: &HashSet<String>,
 ) -> Result<Redacted, RedactError> {
+    cut(kind, input, out, Named::remove(remove))
+}
+
+/// Writes `input` to `out` with only the records whose ids are in `keep`:
+/// every other record of the rule is removed as [`redact`] removes it
+/// (with the separators that keep the rest reading as before), and every
+/// byte outside the records (a CSV header and byte order mark, a JSON
+/// envelope, an XML prolog, root and namespaces, comments between records)
+/// stays. Refused, with nothing usable written, when a record to keep is
+/// not in the file, as `redact` refuses.
+pub fn extract(
+    kind: &ContentKind,
+    input: &Path,
+    out: &mut dyn Write,
+    keep: &HashSet<String>,
+) -> Result<Redacted, RedactError> {
+    cut(kind, input, out, Named::keep(keep))
+}
+
+/// Which records a pass cuts: the named ones, or every other one.
+#[derive(Clone, Copy)]
+struct Named<'a> {
+    ids: &'a HashSet<String>,
+    keep: bool,
+}
+
+impl<'a> Named<'a> {
+    fn remove(ids: &'a HashSet<String>) -> Self {
+        Named { ids, keep: false }
+    }
+
+    fn keep(ids: &'a HashSet<String>) -> Self {
+        Named { ids, keep: true }
+    }
+
+    /// Whether a record, named or not, is cut.
+    fn cuts(&self, named: bool) -> bool {
+        named != self.keep
+    }
+}
+
+fn cut(
+    kind: &ContentKind,
+    input: &Path,
+    out: &mut dyn Write,
+    named: Named<'_>,
+) -> Result<Redacted, RedactError> {
     let bytes_in = std::fs::metadata(input).map_err(RedactError::Read)?.len();
     let found = match kind {
-        ContentKind::Csv { delimiter, .. } => csv::spans(input, *delimiter, remove)?,
+        ContentKind::Csv { delimiter, .. } => csv::spans(input, *delimiter, named)?,
         ContentKind::Json {
             record: Some(record),
             ..
-        } => json::spans(input, record, remove)?,
-        ContentKind::Xml(_, Some(record)) => xml::spans(input, record, remove)?,
+        } => json::spans(input, record, named)?,
+        ContentKind::Xml(_, Some(record)) => xml::spans(input, record, named)?,
         ContentKind::Json { record: None, .. } | ContentKind::Xml(_, None) => {
             return Err(RedactError::NoRecords);
         }
     };
-    if found.records != remove.len() {
-        return Err(RedactError::Missing {
-            missing: remove.len().saturating_sub(found.records),
-            asked: remove.len(),
+    let asked = named.ids.len();
+    if found.records != asked {
+        let missing = asked.saturating_sub(found.records);
+        return Err(if named.keep {
+            RedactError::MissingToKeep { missing, asked }
+        } else {
+            RedactError::Missing { missing, asked }
         });
     }
     let bytes_out = copy_without(input, &found.cuts, out)?;
     Ok(Redacted {
-        records_removed: found.records as u64,
+        records_removed: found.removed,
         bytes_in,
         bytes_out,
     })
 }
 
-/// The spans a format found: what to cut, and how many of the records to
-/// remove they cover.
+/// The spans a format found: what to cut, how many of the named records
+/// the file holds, and how many records the cuts cover.
 #[derive(Debug, Default)]
 struct Spans {
     cuts: Vec<Range<u64>>,
     records: usize,
+    removed: u64,
 }
 
 impl Spans {
-    /// Counts a record to remove whose id cannot repeat (a row number, an
+    /// One record of the rule, in document order, to `cutter`: cut or not.
+    fn record(&mut self, cutter: &mut Cutter, span: Range<u64>, cut: bool) {
+        if cut {
+            self.removed += 1;
+        }
+        cutter.record(span, cut, &mut self.cuts);
+    }
+
+    /// Counts a named record whose id cannot repeat (a row number, an
     /// ordinal).
     fn found(&mut self) {
         self.records += 1;
     }
 
-    /// Counts a record to remove whose id might repeat (a JSON pointer, when
-    /// a member name repeats): a second sighting makes the file ambiguous.
+    /// Counts a named record whose id might repeat (a JSON pointer, when a
+    /// member name repeats): a second sighting makes the file ambiguous.
     fn found_once(&mut self, seen: &mut HashSet<String>, id: &str) -> Result<(), RedactError> {
         if !seen.insert(id.to_string()) {
             return Err(RedactError::Ambiguous);
@@ -298,7 +370,7 @@ impl Cutter {
 pub(crate) mod test_support {
     use std::collections::HashSet;
 
-    use super::{RedactError, redact};
+    use super::{RedactError, extract, redact};
     use crate::config::ContentKind;
     use crate::index::extract::{Found, content};
 
@@ -324,6 +396,28 @@ pub(crate) mod test_support {
         let mut out = Vec::new();
         let r = redact(kind, &path, &mut out, &remove)?;
         assert_eq!(r.records_removed, ids.len() as u64);
+        assert_eq!(
+            (r.bytes_in, r.bytes_out),
+            (text.len() as u64, out.len() as u64)
+        );
+        Ok(out)
+    }
+
+    /// `text` with only the records `ids`, checking the counts the engine
+    /// reports (`removed`: how many other records went).
+    pub fn extracted(
+        kind: &ContentKind,
+        text: &[u8],
+        ids: &[&str],
+        removed: u64,
+    ) -> Result<Vec<u8>, RedactError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, text).unwrap();
+        let keep: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
+        let mut out = Vec::new();
+        let r = extract(kind, &path, &mut out, &keep)?;
+        assert_eq!(r.records_removed, removed);
         assert_eq!(
             (r.bytes_in, r.bytes_out),
             (text.len() as u64, out.len() as u64)
@@ -375,6 +469,167 @@ mod tests {
         assert_eq!(run([false, true, true]), "[ a ]");
         assert_eq!(run([true, false, true]), "[ b ]");
         assert_eq!(run([true, true, true]), "[  ]");
+    }
+
+    use super::test_support::{extracted, links};
+
+    /// The keys the rule links in `bytes`, in order.
+    fn keys(kind: &ContentKind, bytes: &[u8]) -> Vec<String> {
+        links(kind, bytes).into_iter().map(|f| f.key).collect()
+    }
+
+    #[test]
+    fn extract_keeps_the_csv_header_and_exactly_the_named_rows() {
+        // BOM, CRLF, a quoted line break and a quoted delimiter; rows 3 and
+        // 5 of rows 2..=6 kept.
+        let text = b"\xef\xbb\xbfLeadId,Name,Note\r\n\
+1,Ann,plain\r\n\
+2,\"Doe, Jane\",\"two\r\nlines\"\r\n\
+3,Bob,x\r\n\
+4,\"Max \"\"M\"\"\",\"a\nb\"\r\n\
+5,Eve,last";
+        let kind = ContentKind::Csv {
+            column: "LeadId".into(),
+            delimiter: None,
+        };
+        let out = extracted(&kind, text, &["row 3", "row 5"], 3).unwrap();
+        assert_eq!(
+            out,
+            b"\xef\xbb\xbfLeadId,Name,Note\r\n\
+2,\"Doe, Jane\",\"two\r\nlines\"\r\n\
+4,\"Max \"\"M\"\"\",\"a\nb\"\r\n"
+        );
+        assert_eq!(keys(&kind, &out), ["2", "4"]);
+        // The last row, without its line end; the header alone stays.
+        let out = extracted(&kind, text, &["row 6"], 4).unwrap();
+        assert_eq!(out, b"\xef\xbb\xbfLeadId,Name,Note\r\n5,Eve,last");
+    }
+
+    #[test]
+    fn extract_keeps_the_json_envelope_around_the_named_element() {
+        let text = br#"{
+  "meta": {"batch": "2020-01", "records": "not these"},
+  "data": {
+    "leads": [
+      {"lead": {"id": 1}, "email": "ann@example.com"},
+      {"lead": {"id": 2}, "email": "jane@example.com", "tags": ["a", "]"]},
+      {"lead": {"id": 3}, "email": "max@example.com"}
+    ],
+    "count": 3
+  }
+}
+"#;
+        let kind = ContentKind::json("$.data.leads[*].lead.id", Some("$.data.leads[*]")).unwrap();
+        let r = |ids: &[&str]| String::from_utf8(extracted(&kind, text, ids, 2).unwrap()).unwrap();
+        let middle = r(&["/data/leads/1"]);
+        assert_eq!(
+            middle,
+            r#"{
+  "meta": {"batch": "2020-01", "records": "not these"},
+  "data": {
+    "leads": [
+      {"lead": {"id": 2}, "email": "jane@example.com", "tags": ["a", "]"]}
+    ],
+    "count": 3
+  }
+}
+"#
+        );
+        let first = r(&["/data/leads/0"]);
+        let last = r(&["/data/leads/2"]);
+        for (out, key) in [(&middle, "2"), (&first, "1"), (&last, "3")] {
+            let v: serde_json::Value = serde_json::from_str(out).unwrap();
+            assert_eq!(v["meta"]["batch"], "2020-01");
+            assert_eq!(v["data"]["leads"].as_array().unwrap().len(), 1);
+            assert_eq!(keys(&kind, out.as_bytes()), [key]);
+        }
+    }
+
+    #[test]
+    fn extract_keeps_the_xml_prolog_root_and_namespaces() {
+        let text = concat!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+            "<!-- nightly batch -->\n",
+            "<b:Batch xmlns:b=\"urn:example:batch\" xmlns=\"urn:d\">\n",
+            "  <b:Lead><b:Id>1</b:Id><Mail>ann@example.com</Mail></b:Lead>\n",
+            "  <!-- between -->\n",
+            "  <b:Lead><b:Id>2</b:Id><Mail>jane@example.com</Mail><Co>A &amp; B</Co></b:Lead>\n",
+            "  <b:Lead><b:Id>3</b:Id></b:Lead>\n",
+            "</b:Batch>\n",
+        );
+        let kind = ContentKind::xml("/Batch/Lead/Id", Some("/Batch/Lead")).unwrap();
+        let out = extracted(&kind, text.as_bytes(), &["record 1"], 2).unwrap();
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            concat!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n",
+                "<!-- nightly batch -->\n",
+                "<b:Batch xmlns:b=\"urn:example:batch\" xmlns=\"urn:d\">\n",
+                "  <!-- between -->\n",
+                "  <b:Lead><b:Id>2</b:Id><Mail>jane@example.com</Mail><Co>A &amp; B</Co></b:Lead>\n",
+                "</b:Batch>\n",
+            )
+        );
+        assert_eq!(keys(&kind, &out), ["2"]);
+    }
+
+    #[test]
+    fn extract_refuses_records_that_are_not_in_the_file() {
+        let csv = ContentKind::Csv {
+            column: "LeadId".into(),
+            delimiter: None,
+        };
+        let json = ContentKind::json("$.r[*].id", Some("$.r[*]")).unwrap();
+        let xml = ContentKind::xml("/a/L/Id", Some("/a/L")).unwrap();
+        let cases: [(&ContentKind, &[u8], &[&str]); 6] = [
+            (&csv, b"LeadId\n1\n2\n", &["row 4"]),
+            (&csv, b"LeadId\n1\n2\n", &["row 2", "row 1"]),
+            (&json, br#"{"r": [{"id": 1}]}"#, &["/r/0", "/r/1"]),
+            (&json, br#"{"r": [{"id": 1}]}"#, &["/r/00"]),
+            (&xml, b"<a><L><Id>1</Id></L></a>", &["record 1"]),
+            (&xml, b"<a><L><Id>1</Id></L></a>", &["row 2"]),
+        ];
+        for (kind, text, ids) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("in");
+            std::fs::write(&path, text).unwrap();
+            let keep: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
+            let mut out = Vec::new();
+            let err = extract(kind, &path, &mut out, &keep).unwrap_err();
+            assert!(
+                matches!(err, RedactError::MissingToKeep { asked, .. } if asked == ids.len()),
+                "{ids:?}: {err}"
+            );
+            assert!(out.is_empty(), "{ids:?}: nothing written");
+        }
+        // Unreadable: refused the same, and the message quotes nothing.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in");
+        std::fs::write(&path, br#"{"r": [{"id": "jane@example.com"}"#).unwrap();
+        let keep: HashSet<String> = ["/r/0".to_string()].into();
+        let mut out = Vec::new();
+        let err = extract(&json, &path, &mut out, &keep).unwrap_err();
+        assert!(matches!(err, RedactError::Unreadable(_)), "{err}");
+        assert!(!err.to_string().contains("jane") && out.is_empty());
+    }
+
+    #[test]
+    fn extract_is_redact_of_every_other_record() {
+        // The sObject tree samples: keeping every third record is removing
+        // the others, byte for byte.
+        let kind =
+            ContentKind::json("$.records[*].attributes.referenceId", Some("$.records[*]")).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/samples/payloads/json/apex-recipes-Contacts.json");
+        let text = std::fs::read(&path).unwrap();
+        let found = links(&kind, &text);
+        let ids: Vec<&str> = found.iter().filter_map(|f| f.record.as_deref()).collect();
+        let keep: Vec<&str> = ids.iter().copied().step_by(3).collect();
+        let others: Vec<&str> = ids.iter().copied().filter(|i| !keep.contains(i)).collect();
+        let out = extracted(&kind, &text, &keep, others.len() as u64).unwrap();
+        let want = super::test_support::redacted(&kind, &text, &others).unwrap();
+        assert_eq!(out, want);
+        assert_eq!(keys(&kind, &out).len(), keep.len());
     }
 
     #[test]

@@ -13,18 +13,18 @@ use std::path::Path;
 
 use quick_xml::events::Event;
 
-use super::{Cutter, RedactError, Spans, open_past_bom};
+use super::{Cutter, Named, RedactError, Spans, open_past_bom};
 use crate::config::rules::XmlPath;
 use crate::index::extract::Unreadable;
 use crate::index::extract::xml::{MAX_DEPTH, RecordScan, record_id, stack_of, xml_error_class};
 
-/// The spans of the records to remove.
+/// The spans of the records to cut.
 pub(super) fn spans(
     input: &Path,
     record: &XmlPath,
-    remove: &HashSet<String>,
+    named: Named<'_>,
 ) -> Result<Spans, RedactError> {
-    let wanted = ordinals(remove);
+    let wanted = ordinals(named.ids);
     let (r, base) = open_past_bom(input)?;
     let mut x = quick_xml::Reader::from_reader(r);
     let mut scan = RecordScan::new(record);
@@ -62,11 +62,14 @@ pub(super) fn spans(
                     );
                 }
                 let (open, at) = (&names, &ends);
-                if let Some(n) = scan.start(name, || stack_of(open, at), at.len())?
-                    && wanted.contains(&n)
-                {
-                    spans.found();
-                    cut_from = Some(blank_before.unwrap_or(before));
+                if let Some(n) = scan.start(name, || stack_of(open, at), at.len())? {
+                    let is_named = wanted.contains(&n);
+                    if is_named {
+                        spans.found();
+                    }
+                    if named.cuts(is_named) {
+                        cut_from = Some(blank_before.unwrap_or(before));
+                    }
                 }
                 if matches!(ev, Event::Empty(_)) {
                     close(
@@ -123,7 +126,7 @@ fn close(
     if scan.end(ends.len()).is_some()
         && let Some(start) = cut_from.take()
     {
-        cutter.record(start..after, true, &mut spans.cuts);
+        spans.record(cutter, start..after, true);
     }
     ends.pop();
     names.truncate(ends.last().copied().unwrap_or(0));
@@ -131,9 +134,8 @@ fn close(
 
 /// The ordinals of the ids that are XML record ids exactly as the
 /// extractor writes them (`record 0`); any other id is found nowhere.
-fn ordinals(remove: &HashSet<String>) -> HashSet<u64> {
-    remove
-        .iter()
+fn ordinals(ids: &HashSet<String>) -> HashSet<u64> {
+    ids.iter()
         .filter_map(|id| {
             let n: u64 = id.strip_prefix("record ")?.parse().ok()?;
             (record_id(n) == *id).then_some(n)
