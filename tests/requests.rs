@@ -43,6 +43,20 @@ fn fixture() -> Fixture {
     f
 }
 
+/// Every entry of a zip: name → bytes.
+fn read_zip(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::io::Read;
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).expect("zip")).expect("a zip");
+    let mut out = std::collections::BTreeMap::new();
+    for i in 0..z.len() {
+        let mut e = z.by_index(i).expect("entry");
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).expect("read entry");
+        out.insert(e.name().expect("entry name").to_string(), bytes);
+    }
+    out
+}
+
 fn no_subject_data(text: &str) {
     let lower = text.to_lowercase();
     for needle in ["jane.subject", "1110007", "1110008", "olga.old"] {
@@ -330,4 +344,88 @@ fn a_subject_lethe_cannot_read_is_refused_without_echo() {
     .expect(2);
     assert_eq!(f.count("leads"), 8);
     assert_eq!(f.state_sql("SELECT count(*) FROM requests").trim(), "0");
+}
+
+#[test]
+fn an_access_export_holds_her_rows_her_files_and_only_her_records_of_shared_ones() {
+    let f = fixture();
+    let out_path = f.dir().join("jane.zip");
+    let out_arg = out_path.to_str().unwrap();
+    let out = f.lethe(&[
+        "--format",
+        "json",
+        "request",
+        "export",
+        "--subject",
+        "email=jane.subject@example.com",
+        "--reference",
+        "TICKET-4712",
+        "--out",
+        out_arg,
+    ]);
+    out.ok();
+    // The command's own output names no one; only the zip does.
+    no_subject_data(&out.all());
+    let v = out.json();
+    let id = v["request"].as_str().expect("request id").to_string();
+    let zip = read_zip(&out_path);
+
+    // Every column of her entities, and of no one else's.
+    let leads: serde_json::Value =
+        serde_json::from_slice(zip.get("entities/lead.json").expect("leads")).unwrap();
+    let text = leads.to_string();
+    assert!(text.contains("jane.subject@example.com"), "{text}");
+    assert!(text.contains("+49 (40) 111-0008"), "{text}");
+    assert!(!text.contains("erika"), "another lead's row: {text}");
+    assert!(
+        zip.contains_key("entities/contract.json"),
+        "{:?}",
+        zip.keys()
+    );
+
+    // Her whole files as stored; from the shared export only her row,
+    // under its header, with its line ending.
+    let lead8 = std::fs::read(f.tech().join("inbound/8/lead.json")).unwrap();
+    assert_eq!(zip.get("files/inbound/8/lead.json"), Some(&lead8));
+    assert!(zip.contains_key("files/inbound/7/lead.json"));
+    assert_eq!(
+        zip.get("files/exports/leads-2026-06.csv")
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+        Some("LeadId;Name;Email\r\n8;Jane;jane.subject@example.com\r\n".to_string())
+    );
+    // The note that names her without a link is not hers by the index.
+    assert!(!zip.keys().any(|k| k.contains("jane-note")));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(zip.get("manifest.json").expect("manifest")).unwrap();
+    assert_eq!(manifest["request"]["id"], id.as_str(), "{manifest}");
+    assert!(zip.contains_key("index.html"));
+    // The store is untouched by an export.
+    assert_eq!(
+        std::fs::read_to_string(f.tech().join("exports/leads-2026-06.csv")).unwrap(),
+        EXPORT
+    );
+
+    // Done, and audited without her data; a second export never overwrites.
+    let shown = f
+        .lethe(&["--format", "json", "request", "show", &id])
+        .ok()
+        .json();
+    assert_eq!(shown["status"], "done", "{shown}");
+    let audit = f
+        .lethe(&["--format", "jsonl", "audit", "export"])
+        .ok()
+        .all();
+    assert!(audit.contains("access-export"), "{audit}");
+    no_subject_data(&audit);
+    f.lethe(&[
+        "request",
+        "export",
+        "--subject",
+        "email=jane.subject@example.com",
+        "--reference",
+        "TICKET-4713",
+        "--out",
+        out_arg,
+    ])
+    .expect(2);
 }

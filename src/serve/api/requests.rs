@@ -225,6 +225,7 @@ pub(super) async fn request_show(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Needs the admin scope", body = ErrorBody),
         (status = 404, description = "No such request", body = ErrorBody),
+        (status = 422, description = "An entity of the request that the CRM's key type cannot name any more (the configuration changed since it was received)", body = ErrorBody),
     ))]
 pub(super) async fn request_export(
     State(app): State<AppState>,
