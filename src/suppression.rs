@@ -5,13 +5,15 @@
 //! carries an erased person's identifier (plan). Counted and listed for
 //! review; never a reason to delete anything.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::crm::Crm;
 use crate::state::{StateError, StateStore};
-use crate::verify::residual::{Fingerprint, IdentifierKind, Scanner, normalise, parse_hash};
+use crate::verify::residual::{
+    Erased, Fingerprint, IdentifierKind, Scanner, normalise, parse_hash,
+};
 
 /// Hashes read at a time.
 const PAGE: i64 = 50_000;
@@ -27,8 +29,7 @@ pub enum SuppressionError {
 /// A scanner for every identifier on the list; `None` when it is empty.
 /// Memory: the list (a few dozen bytes per erased identifier).
 pub async fn scanner(config: &Config, state: &StateStore) -> Result<Option<Scanner>, StateError> {
-    let mut erased = Vec::new();
-    let mut lengths: BTreeMap<IdentifierKind, Option<BTreeSet<usize>>> = BTreeMap::new();
+    let mut erased = Erased::default();
     let mut after = String::new();
     loop {
         let rows = crate::state::erased::suppression_page(state, &after, PAGE).await?;
@@ -39,26 +40,10 @@ pub async fn scanner(config: &Config, state: &StateStore) -> Result<Option<Scann
                 continue;
             };
             // One "entity" per hash: what is counted is objects, not people.
-            erased.push((kind, hash, 0));
-            let known = lengths.entry(kind).or_insert_with(|| Some(BTreeSet::new()));
-            match (known.as_mut(), len) {
-                (Some(set), Some(n)) => {
-                    set.insert(n as usize);
-                }
-                _ => *known = None,
-            }
+            erased.add(kind, hash, 0, len);
         }
     }
-    if erased.is_empty() {
-        return Ok(None);
-    }
-    let mut scanner = Scanner::new(Fingerprint::new(&config.audit_key), erased);
-    for (kind, set) in lengths {
-        if let Some(set) = set {
-            scanner = scanner.only_lengths(kind, set);
-        }
-    }
-    Ok(Some(scanner))
+    Ok(erased.scanner(Fingerprint::new(&config.audit_key)))
 }
 
 /// The objects among `keys` that name an identifier on the list, read

@@ -102,7 +102,7 @@ async fn erase(config: &Config, state: &StateStore, a: RequestArgs, format: Form
 
 /// A request with its deadline as of `today`: days left, overdue.
 fn tracked(r: &Request, today: jiff::civil::Date) -> serde_json::Value {
-    let (left, overdue) = days_left(r, today);
+    let (left, overdue) = request::days_left(r, today);
     let mut v = serde_json::to_value(r).unwrap_or_default();
     // The entities resolved: pseudonyms only, as everywhere outside the
     // state store.
@@ -110,19 +110,6 @@ fn tracked(r: &Request, today: jiff::civil::Date) -> serde_json::Value {
     v["days_left"] = serde_json::json!(left);
     v["overdue"] = serde_json::json!(overdue);
     v
-}
-
-/// Days left until the request is due (negative: past), and whether it is
-/// overdue (past and not done).
-pub(crate) fn days_left(r: &Request, today: jiff::civil::Date) -> (i64, bool) {
-    let left = r
-        .due
-        .parse::<jiff::civil::Date>()
-        .ok()
-        .and_then(|due| today.until(due).ok())
-        .map(|s| s.get_days() as i64)
-        .unwrap_or(0);
-    (left, left < 0 && !r.status.is_done())
 }
 
 fn list_text(_config: &Config, list: &[Request], today: jiff::civil::Date) -> String {
@@ -133,7 +120,7 @@ fn list_text(_config: &Config, list: &[Request], today: jiff::civil::Date) -> St
         "id                        kind    received    due         left  status          reference\n",
     );
     for r in list {
-        let (left, overdue) = days_left(r, today);
+        let (left, overdue) = request::days_left(r, today);
         s.push_str(&format!(
             "{:<25} {:<7} {:<11} {:<11} {:>4}  {:<15} {}{}\n",
             r.id,
@@ -155,7 +142,7 @@ fn list_text(_config: &Config, list: &[Request], today: jiff::civil::Date) -> St
 
 fn show_text(config: &Config, r: &Request, audit: u64) -> String {
     let pseudo = Pseudonymizer::new(config.audit_key.clone());
-    let (left, overdue) = days_left(r, request::today());
+    let (left, overdue) = request::days_left(r, request::today());
     let mut s = format!(
         "request {} ({})\n  reference: {}\n  received {}, due {} ({}), status {}\n",
         r.id,
@@ -210,7 +197,7 @@ fn show_text(config: &Config, r: &Request, audit: u64) -> String {
 
 fn erase_text(config: &Config, o: &request::EraseOutcome) -> String {
     let r = &o.request;
-    let (left, _) = days_left(r, request::today());
+    let (left, _) = request::days_left(r, request::today());
     let mut s = format!(
         "request {} (erase), reference {}, received {}, due {} ({} days left)\n",
         r.id, r.reference, r.received, r.due, left

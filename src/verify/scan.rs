@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 
-use super::residual::{Fingerprint, IdentifierKind, Scanner, parse_hash};
+use super::residual::{Erased, Fingerprint, IdentifierKind, Scanner, parse_hash};
 use super::{Residual, VerifyError, VerifyReport};
 use crate::audit::pseudonym::Pseudonymizer;
 use crate::config::Config;
@@ -136,9 +136,7 @@ async fn load_scanner(
     plan_id: &str,
 ) -> Result<Option<Scanner>, VerifyError> {
     let mut entities: HashMap<String, u32> = HashMap::new();
-    let mut erased = Vec::new();
-    // The lengths of the values of each kind; `None` once one is unknown.
-    let mut lengths: HashMap<IdentifierKind, Option<BTreeSet<usize>>> = HashMap::new();
+    let mut erased = Erased::default();
     let mut after: Option<(String, String)> = None;
     loop {
         let rows = crate::state::erased::of_plan(
@@ -157,28 +155,10 @@ async fn load_scanner(
             };
             let next = entities.len() as u32;
             let id = *entities.entry(r.entity).or_insert(next);
-            erased.push((kind, hash, id));
-            let known = lengths.entry(kind).or_insert_with(|| Some(BTreeSet::new()));
-            match (known.as_mut(), r.len) {
-                (Some(set), Some(n)) => {
-                    set.insert(n as usize);
-                }
-                _ => *known = None,
-            }
+            erased.add(kind, hash, id, r.len);
         }
     }
-    if erased.is_empty() {
-        return Ok(None);
-    }
-    let mut scanner = Scanner::new(Fingerprint::new(&config.audit_key), erased);
-    // Only candidates of the erased values' lengths are hashed (numbers of
-    // other lengths — dates, ids, amounts — cost no HMAC).
-    for (kind, set) in lengths {
-        if let Some(set) = set {
-            scanner = scanner.only_lengths(kind, set);
-        }
-    }
-    Ok(Some(scanner))
+    Ok(erased.scanner(Fingerprint::new(&config.audit_key)))
 }
 
 /// Reads one object through the scanner: its size and how many distinct

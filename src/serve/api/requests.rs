@@ -73,14 +73,7 @@ pub(super) struct RequestView {
 }
 
 fn view(r: &Request) -> RequestView {
-    let today = request::today();
-    let left = r
-        .due
-        .parse::<jiff::civil::Date>()
-        .ok()
-        .and_then(|due| today.until(due).ok())
-        .map(|s| s.get_days() as i64)
-        .unwrap_or(0);
+    let (left, overdue) = request::days_left(r, request::today());
     RequestView {
         id: r.id.clone(),
         kind: r.kind.as_str().into(),
@@ -88,7 +81,7 @@ fn view(r: &Request) -> RequestView {
         received: r.received.clone(),
         due: r.due.clone(),
         days_left: left,
-        overdue: left < 0 && !r.status.is_done(),
+        overdue,
         status: r.status.as_str().into(),
         subject_kinds: r
             .subject

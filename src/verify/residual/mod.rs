@@ -101,7 +101,7 @@ mod scanner;
 #[cfg(test)]
 mod tests;
 
-pub use scanner::{ScanStats, Scanner};
+pub use scanner::{Erased, ScanStats, Scanner};
 
 /// Fewer digits than this are not a phone number (nor searched: dates,
 /// amounts and ids would all be candidates).

@@ -84,6 +84,50 @@ impl fmt::Debug for Scanner {
     }
 }
 
+/// Erased identifiers gathered page by page from the state store (hash,
+/// kind, the length of the value when it was stored), then made into one
+/// scanner that hashes only candidates of the lengths seen — for each kind
+/// whose every value's length is known.
+#[derive(Default)]
+pub struct Erased {
+    hashes: Vec<(IdentifierKind, [u8; 32], u32)>,
+    // `None` once one value of the kind has no stored length.
+    lengths: HashMap<IdentifierKind, Option<std::collections::BTreeSet<usize>>>,
+}
+
+impl Erased {
+    /// One erased identifier of entity `entity` (the caller's index).
+    pub fn add(&mut self, kind: IdentifierKind, hash: [u8; 32], entity: u32, len: Option<u64>) {
+        self.hashes.push((kind, hash, entity));
+        let known = self
+            .lengths
+            .entry(kind)
+            .or_insert_with(|| Some(Default::default()));
+        match (known.as_mut(), len.and_then(|n| usize::try_from(n).ok())) {
+            (Some(set), Some(n)) => {
+                set.insert(n);
+            }
+            _ => *known = None,
+        }
+    }
+
+    /// The scanner; `None` when nothing was added.
+    pub fn scanner(self, fingerprint: Fingerprint) -> Option<Scanner> {
+        if self.hashes.is_empty() {
+            return None;
+        }
+        let mut scanner = Scanner::new(fingerprint, self.hashes);
+        // Only candidates of the erased values' lengths are hashed (numbers
+        // of other lengths — dates, ids, amounts — cost no HMAC).
+        for (kind, set) in self.lengths {
+            if let Some(set) = set {
+                scanner = scanner.only_lengths(kind, set);
+            }
+        }
+        Some(scanner)
+    }
+}
+
 impl Scanner {
     /// A scanner for these erased identifiers: (kind, hash, entity index).
     /// An entity index is the caller's (the entity's row in its own list);
