@@ -242,6 +242,10 @@ async fn openapi_describes_every_route() {
         "/v1/schedule",
         "/v1/audit/verify",
         "/v1/audit/lookup",
+        "/v1/requests",
+        "/v1/requests/{id}",
+        "/v1/requests/{id}/export",
+        "/v1/suppression/check",
     ] {
         assert!(paths.contains_key(p), "{p} missing from /openapi.json");
     }
@@ -250,6 +254,13 @@ async fn openapi_describes_every_route() {
         "bearer"
     );
     assert!(paths["/v1/holds"]["post"].is_object() && paths["/v1/holds"]["delete"].is_object());
+    assert!(paths["/v1/requests"]["post"].is_object() && paths["/v1/requests"]["get"].is_object());
+    assert!(
+        paths["/v1/requests/{id}/export"]["get"]["responses"]["200"]["content"]["application/zip"]
+            .is_object(),
+        "{}",
+        paths["/v1/requests/{id}/export"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
