@@ -84,6 +84,7 @@ struct Answer {
     status: StatusCode,
     headers: axum::http::HeaderMap,
     text: String,
+    bytes: Vec<u8>,
 }
 
 impl Answer {
@@ -120,6 +121,7 @@ async fn call(
         status,
         headers,
         text: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes: bytes.to_vec(),
     }
 }
 
@@ -240,6 +242,10 @@ async fn openapi_describes_every_route() {
         "/v1/schedule",
         "/v1/audit/verify",
         "/v1/audit/lookup",
+        "/v1/requests",
+        "/v1/requests/{id}",
+        "/v1/requests/{id}/export",
+        "/v1/suppression/check",
     ] {
         assert!(paths.contains_key(p), "{p} missing from /openapi.json");
     }
@@ -248,6 +254,13 @@ async fn openapi_describes_every_route() {
         "bearer"
     );
     assert!(paths["/v1/holds"]["post"].is_object() && paths["/v1/holds"]["delete"].is_object());
+    assert!(paths["/v1/requests"]["post"].is_object() && paths["/v1/requests"]["get"].is_object());
+    assert!(
+        paths["/v1/requests/{id}/export"]["get"]["responses"]["200"]["content"]["application/zip"]
+            .is_object(),
+        "{}",
+        paths["/v1/requests/{id}/export"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -856,4 +869,454 @@ async fn the_service_prunes_plans_older_than_the_configured_retention() {
     assert!(!left.contains(&old), "the 60-day-old plan stays: {left}");
     assert!(left.contains(&recent), "{left}");
     assert_eq!(left.lines().count(), 2, "{left}");
+}
+
+// ------------------------------------------------------- subject requests
+
+/// Jane (lead 1, the fixture's `JANE_EMAIL`) shares an export with Max
+/// (lead 2): the demo config's CSV rule links each row.
+const SHARED_CSV: &str =
+    "LeadId;Name;Email\r\n1;Jane;jane.doe@example.com\r\n2;Max;max.muster@example.com\r\n";
+const JANE_ROW: &str = "LeadId;Name;Email\r\n1;Jane;jane.doe@example.com\r\n";
+
+/// Jane as a client would name her (normalised by lethe).
+fn jane() -> Value {
+    json!(["email=Jane.Doe@Example.COM"])
+}
+
+/// An answer that must not name the subject (any case).
+#[track_caller]
+fn no_subject(a: &Answer, what: &str) {
+    let text = a.text.to_lowercase();
+    assert!(
+        !text.contains("jane.doe") && !text.contains("5550101"),
+        "{what} names the subject: {}",
+        a.text
+    );
+}
+
+/// Every entry of a zip, name and content (the reader checks each CRC).
+fn zip_entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut a = zip::ZipArchive::new(std::io::Cursor::new(bytes)).expect("a zip");
+    (0..a.len())
+        .map(|i| {
+            let mut e = a.by_index(i).unwrap();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            (e.name().unwrap().to_string(), b)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_request_endpoints_need_their_scope() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    let (r, _) = router(&f).await;
+    let access = json!({"kind": "access", "subject": jane(), "reference": "T-1"});
+    let check = json!({"subject": jane()});
+
+    // No token: 401 without detail, everywhere.
+    for (method, path, body) in [
+        ("POST", "/v1/requests", Some(access.clone())),
+        ("GET", "/v1/requests", None),
+        ("GET", "/v1/requests/R-nope", None),
+        ("GET", "/v1/requests/R-nope/export", None),
+        ("POST", "/v1/suppression/check", Some(check.clone())),
+    ] {
+        let a = call(&r, method, path, None, body).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert_eq!(a.json(), json!({"error": "unauthorized"}));
+    }
+
+    // Receiving a request and asking the suppression list: operate.
+    let a = call(&r, "POST", "/v1/requests", Some(READ), Some(access.clone())).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    assert_eq!(a.json(), json!({"error": "forbidden"}));
+    let a = call(&r, "POST", "/v1/requests", Some(OPERATE), Some(access)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    no_subject(&a, "POST /v1/requests");
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    let a = call(
+        &r,
+        "POST",
+        "/v1/suppression/check",
+        Some(READ),
+        Some(check.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    for token in [OPERATE, ADMIN] {
+        let a = call(
+            &r,
+            "POST",
+            "/v1/suppression/check",
+            Some(token),
+            Some(check.clone()),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        no_subject(&a, "POST /v1/suppression/check");
+    }
+
+    // Reading requests: read.
+    for path in ["/v1/requests".to_string(), format!("/v1/requests/{id}")] {
+        for token in [READ, OPERATE, ADMIN] {
+            let a = call(&r, "GET", &path, Some(token), None).await;
+            assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
+            no_subject(&a, &path);
+        }
+    }
+
+    // The export, the one answer with personal data: admin only; nothing
+    // was exported (the request is still open).
+    let export = format!("/v1/requests/{id}/export");
+    for token in [READ, OPERATE] {
+        let a = call(&r, "GET", &export, Some(token), None).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+        assert_eq!(a.json(), json!({"error": "forbidden"}));
+    }
+    let a = call(&r, "GET", "/v1/requests/R-nope/export", Some(ADMIN), None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
+    let shown = call(&r, "GET", &format!("/v1/requests/{id}"), Some(READ), None)
+        .await
+        .json();
+    assert_eq!(shown["status"], "open", "{shown}");
+    assert_eq!(
+        f.state_sql("SELECT count(*) FROM audit WHERE action = 'access-export'")
+            .trim(),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_request_is_tracked_and_exported_as_a_zip() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    f.put("exports/leads-2020.csv", SHARED_CSV);
+    f.lethe(&["index"]).ok();
+    let (r, _) = router(&f).await;
+
+    let a = call(
+        &r,
+        "POST",
+        "/v1/requests",
+        Some(OPERATE),
+        Some(json!({"kind": "access", "subject": jane(), "reference": "T-15", "received": "2026-06-20"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    no_subject(&a, "POST /v1/requests");
+    let v = a.json();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (
+            &v["kind"],
+            &v["status"],
+            &v["reference"],
+            &v["received"],
+            &v["due"],
+            &v["subject_kinds"],
+            &v["entities"],
+            &v["plan_id"],
+        ),
+        (
+            &json!("access"),
+            &json!("open"),
+            &json!("T-15"),
+            &json!("2026-06-20"),
+            &json!("2026-07-20"),
+            &json!(["email"]),
+            &json!(1),
+            &Value::Null,
+        ),
+        "{v}"
+    );
+
+    let list = call(&r, "GET", "/v1/requests", Some(READ), None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    no_subject(&list, "GET /v1/requests");
+    let list = list.json();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], id.as_str());
+    let show = call(&r, "GET", &format!("/v1/requests/{id}"), Some(READ), None).await;
+    assert_eq!(show.status, StatusCode::OK);
+    assert_eq!(show.json()["id"], id.as_str());
+    let a = call(&r, "GET", "/v1/requests/R-0000-nope", Some(READ), None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
+    assert!(a.json()["error"].is_string());
+
+    let zip = call(
+        &r,
+        "GET",
+        &format!("/v1/requests/{id}/export"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(zip.status, StatusCode::OK, "{}", zip.text);
+    assert_eq!(zip.headers[header::CONTENT_TYPE], "application/zip");
+    assert_eq!(
+        zip.headers[header::CONTENT_DISPOSITION],
+        format!("attachment; filename=\"{id}.zip\"").as_str()
+    );
+    let entries = zip_entries(&zip.bytes);
+    let entry = |name: &str| {
+        entries
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_else(|| panic!("no {name} in {entries:?}"))
+    };
+    let manifest: Value = serde_json::from_str(&entry("manifest.json")).unwrap();
+    assert_eq!(manifest["request"]["id"], id.as_str(), "{manifest}");
+    assert_eq!(manifest["request"]["reference"], "T-15");
+    assert_eq!(
+        manifest["counts"],
+        json!({"entities": 1, "files": 2, "records": 1, "not_included": 0})
+    );
+    // Her lead, her own file as it is, and of the shared export only her
+    // row under the header.
+    assert!(entry("entities/lead.json").contains(JANE_EMAIL));
+    assert_eq!(
+        entry("files/inbound/1/lead.json"),
+        util::lead_json(1, "Jane", JANE_EMAIL)
+    );
+    assert_eq!(entry("files/exports/leads-2020.csv"), JANE_ROW);
+    assert!(
+        !zip.bytes.is_empty()
+            && !entries
+                .iter()
+                .any(|(_, b)| b.windows(6).any(|w| w == b"max.mu")),
+        "nobody else's data"
+    );
+
+    // Exported: the access request is done, and the audit says so (counts
+    // only).
+    let done = call(&r, "GET", &format!("/v1/requests/{id}"), Some(READ), None).await;
+    no_subject(&done, "GET /v1/requests/{id}");
+    let done = done.json();
+    assert_eq!(done["status"], "done", "{done}");
+    assert!(done["done_at"].is_string(), "{done}");
+    assert_eq!(done["overdue"], false, "{done}");
+    let audit = f.state_sql("SELECT action, pseudonym, detail FROM audit");
+    assert!(
+        audit.starts_with(&format!("access-export|{id}|")),
+        "{audit}"
+    );
+    assert!(!audit.contains("jane"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_request_is_planned_and_once_applied_suppressed() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    f.lethe(&["index"]).ok();
+    let (r, _) = router(&f).await;
+    let check = |token: &'static str| {
+        call(
+            &r,
+            "POST",
+            "/v1/suppression/check",
+            Some(token),
+            Some(json!({"subject": [
+                "email=Jane.Doe@Example.COM",
+                "phone=+49 30 5550101",
+                "email=max.muster@example.com",
+            ]})),
+        )
+    };
+    let before = check(OPERATE).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text);
+    no_subject(&before, "POST /v1/suppression/check");
+    assert_eq!(
+        before.json(),
+        json!({"results": [
+            {"kind": "email", "suppressed": false},
+            {"kind": "phone", "suppressed": false},
+            {"kind": "email", "suppressed": false},
+        ]})
+    );
+
+    let a = call(
+        &r,
+        "POST",
+        "/v1/requests",
+        Some(OPERATE),
+        Some(json!({"kind": "erase", "subject": jane(), "reference": "T-17"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    no_subject(&a, "POST /v1/requests (erase)");
+    let v = a.json();
+    assert_eq!(
+        (&v["kind"], &v["status"]),
+        (&json!("erase"), &json!("planned")),
+        "{v}"
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    let plan_id = v["plan_id"]
+        .as_str()
+        .expect("an erasure has a plan")
+        .to_string();
+    // Nothing is deleted before the plan is approved.
+    assert_eq!(list_files(&f.tech()).len(), util::ALL_FILES.len());
+
+    let plan = call(&r, "GET", &format!("/v1/plans/{plan_id}"), Some(READ), None).await;
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.text);
+    no_subject(&plan, "GET /v1/plans/{id}");
+    let digest = plan.json()["digest"].as_str().unwrap().to_string();
+    let a = call(
+        &r,
+        "POST",
+        &format!("/v1/plans/{plan_id}/apply"),
+        Some(ADMIN),
+        Some(json!({"confirm": digest})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
+    let s = wait_for_run(&r, a.json()["run"].as_i64().unwrap()).await;
+    assert_eq!(s["status"], "done", "{s}");
+    assert!(!list_files(&f.tech()).contains(&"inbound/1/lead.json".to_string()));
+    assert_eq!(f.ids("leads"), vec![2, 3, 4, 5, 6]);
+
+    let done = call(&r, "GET", &format!("/v1/requests/{id}"), Some(READ), None).await;
+    no_subject(&done, "GET /v1/requests/{id}");
+    assert_eq!(done.json()["status"], "done", "{}", done.text);
+    // Her identifiers are on the suppression list now, Max's is not: one
+    // answer per identifier, in order, by kind only.
+    let after = check(OPERATE).await;
+    no_subject(&after, "POST /v1/suppression/check");
+    assert_eq!(
+        after.json(),
+        json!({"results": [
+            {"kind": "email", "suppressed": true},
+            {"kind": "phone", "suppressed": true},
+            {"kind": "email", "suppressed": false},
+        ]})
+    );
+    assert_eq!(check(READ).await.status, StatusCode::FORBIDDEN);
+    for path in ["/metrics", "/v1/requests", "/v1/sweeps"] {
+        let a = call(&r, "GET", path, Some(READ), None).await;
+        no_subject(&a, path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_subject_requests_get_a_4xx_that_never_repeats_the_subject() {
+    let f = Fixture::new();
+    serve_config(&f, "");
+    f.edit_config("body_limit = 4096", "body_limit = 65536");
+    let (r, _) = router(&f).await;
+    let create = |body: Value| call(&r, "POST", "/v1/requests", Some(OPERATE), Some(body));
+    let check = |body: Value| {
+        call(
+            &r,
+            "POST",
+            "/v1/suppression/check",
+            Some(OPERATE),
+            Some(body),
+        )
+    };
+
+    // Subjects lethe cannot use: 422, the value not repeated.
+    for subject in [
+        json!([]),
+        json!(["email=jane.doe.example.com"]),
+        json!(["phone=jane.doe@example.com"]),
+        json!(["fax=jane.doe@example.com"]),
+        json!(["jane.doe@example.com"]),
+        json!(["jane.doe@example.com:"]),
+        json!(["jane.doe@example.com:1"]),
+        json!(["lead:jane.doe@example.com"]),
+        json!(["lead: jane.doe@example.com"]),
+        json!(["email=jane.doe@example.com", "phone=12-34"]),
+    ] {
+        for kind in ["erase", "access"] {
+            let a = create(json!({"kind": kind, "subject": subject, "reference": "T"})).await;
+            assert_eq!(
+                a.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{kind} {subject}: {}",
+                a.text
+            );
+            assert!(a.json()["error"].is_string(), "{}", a.text);
+            no_subject(&a, &format!("{kind} {subject}"));
+        }
+        let a = check(json!({ "subject": subject })).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "check {subject}: {}",
+            a.text
+        );
+        no_subject(&a, &format!("check {subject}"));
+    }
+    // The rest of a request lethe cannot use: 422 too.
+    for body in [
+        json!({"kind": "forget", "subject": jane(), "reference": "T"}),
+        json!({"kind": "erase", "subject": jane(), "reference": " "}),
+        json!({"kind": "erase", "subject": jane(), "reference": "a\nb"}),
+        json!({"kind": "access", "subject": jane(), "reference": "T", "received": "yesterday"}),
+    ] {
+        let a = create(body.clone()).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            a.text
+        );
+        no_subject(&a, &body.to_string());
+    }
+    // Bodies of the wrong shape: 400, saying where and what, the values in
+    // them not repeated.
+    for (body, says) in [
+        (
+            json!({"kind": "erase", "subject": "email=jane.doe@example.com", "reference": "T"}),
+            "subject: invalid type, expected a sequence",
+        ),
+        (
+            json!({"kind": "erase", "subject": [49_305_550_101_i64], "reference": "T"}),
+            "subject[0]: invalid type, expected a string",
+        ),
+        (
+            json!({"kind": "erase", "subject": jane(), "reference": "T", "jane.doe@example.com": 1}),
+            "unknown field; the fields are kind, subject, reference, received",
+        ),
+        (
+            json!({"kind": "erase", "subject": jane()}),
+            "missing field `reference`",
+        ),
+    ] {
+        let a = create(body.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text);
+        no_subject(&a, &body.to_string());
+        let error = a.json()["error"].as_str().unwrap().to_string();
+        assert!(error.contains(says), "{body}: {error}");
+    }
+    for body in [
+        json!({"subject": "email=jane.doe@example.com"}),
+        json!({"subject": [{"email": "jane.doe@example.com"}]}),
+        json!({"subject": jane(), "email": "jane.doe@example.com"}),
+        json!({"subject": [true, "email=jane.doe@example.com", 5550101.5]}),
+    ] {
+        let a = check(body.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text);
+        no_subject(&a, &body.to_string());
+    }
+    // The suppression list holds identifiers, not refs.
+    let a = check(json!({"subject": ["lead:1"]})).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text);
+    // At most 1,000 identifiers at once.
+    let many =
+        |n: usize| -> Vec<String> { (0..n).map(|i| format!("email=u{i}@x.example")).collect() };
+    let a = check(json!({ "subject": many(1000) })).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()["results"].as_array().map(Vec::len), Some(1000));
+    let a = check(json!({ "subject": many(1001) })).await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text);
+    assert!(!a.text.contains("u7@x.example"), "{}", a.text);
+    // Nothing was received.
+    assert_eq!(f.state_sql("SELECT count(*) FROM requests").trim(), "0");
 }

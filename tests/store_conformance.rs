@@ -12,9 +12,10 @@
 //! case (`folder::list_read_head_delete`, `azure::list_read_head_delete`,
 //! ...), so one failing backend hides none of the others; cases that only
 //! make sense for one backend (versions, Object Lock, snapshots, leases,
-//! user metadata) are listed with that backend alone. A backend whose
-//! server is not configured skips its tests with a note, except under
-//! CI=true, where that is a failure.
+//! user metadata) are listed with that backend alone. The access export
+//! (`request::export::write_export`) reads a subject's objects from every
+//! store the same way. A backend whose server is not configured skips its
+//! tests with a note, except under CI=true, where that is a failure.
 
 #[allow(dead_code)]
 mod util;
@@ -83,6 +84,7 @@ macro_rules! store_test_suite {
                 keys_that_are_not_plain_relative_paths_are_refused,
                 keys_with_every_character_a_store_allows_round_trip,
                 rewrites_replace_only_the_object_the_index_read,
+                an_access_export_reads_whole_files_and_shared_records,
             );
             $(store_cases!($backend; $($own),*);)?
         }
@@ -1521,4 +1523,134 @@ async fn rewrites_say_when_locked_versions_keep_the_old_content(s: Subject) {
         assert_eq!(read_all(&store, "held.csv").await, REDACTED);
         assert_eq!(versions(endpoint, bucket, &prefix).len(), 2);
     }
+}
+
+/// A shared export: leads 3 and 7, the subject lead 7 (row 3; the header
+/// is row 1).
+const SHARED_CSV: &[u8] =
+    b"LeadId;Name;Email\r\n3;Ann;ann@example.com\r\n7;Jane;jane@example.com\r\n";
+const SUBJECT_CSV: &[u8] = b"LeadId;Name;Email\r\n7;Jane;jane@example.com\r\n";
+
+/// The access export of a subject whose objects are in this store (issue
+/// 18: on S3 and Azure as on a folder): a whole file (every byte value,
+/// larger than a cloud store reads into memory, a key with a space) byte
+/// for byte, from a shared CSV only the subject's row under its header,
+/// the manifest pairing each key with its entry, and the store as it was.
+async fn an_access_export_reads_whole_files_and_shared_records(s: Subject) {
+    use lethe::config::LinkRule;
+    use lethe::request::export::{ExportFile, ExportInput, ExportRequest, FilePart, write_export};
+    use std::io::Read;
+    let n = s.name;
+    let tmp = tempfile::tempdir().unwrap();
+    // The demo config: its CSV rule links exports/*.csv by LeadId.
+    let config = lethe::config::parse(
+        &lethe::demo::config_text("store-conformance-audit-key-01"),
+        &tmp.path().join("lethe.toml"),
+        tmp.path(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rule = config
+        .links
+        .iter()
+        .find_map(|r| match r {
+            LinkRule::Content {
+                index, glob_text, ..
+            } if glob_text == "exports/*.csv" => Some(*index),
+            _ => None,
+        })
+        .expect("the demo config reads exports/*.csv");
+
+    let mut scan = b"%PDF-1.4\n".to_vec();
+    // Past what a cloud store reads into memory: it spills to a file.
+    scan.extend(
+        (0..=255u8)
+            .cycle()
+            .take(lethe::store::SLURP_MAX as usize + 4096),
+    );
+    let (scan_key, csv_key) = ("inbound/7/scan 2024.pdf", "exports/leads-2020.csv");
+    (s.put)(scan_key, &scan);
+    (s.put)(csv_key, SHARED_CSV);
+    (s.put)("inbound/3/other.pdf", b"somebody else");
+
+    let input = ExportInput {
+        request: ExportRequest {
+            id: "R-conformance".into(),
+            reference: "TICKET-18".into(),
+            received: "2026-11-20".into(),
+            made_at: "2026-11-23T09:30:00Z".into(),
+            subject_kinds: vec!["email".into()],
+        },
+        entities: vec![(
+            "lead".into(),
+            vec![
+                serde_json::json!({"id": 7, "email": "jane@example.com"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ],
+        )],
+        files: vec![
+            ExportFile {
+                key: scan_key.into(),
+                size: scan.len() as u64,
+                part: FilePart::Whole,
+                entities: vec!["lead:7".into()],
+            },
+            ExportFile {
+                key: csv_key.into(),
+                size: SHARED_CSV.len() as u64,
+                part: FilePart::Records {
+                    rule,
+                    records: vec!["row 3".into()],
+                },
+                entities: vec!["lead:7".into()],
+            },
+        ],
+        not_included: Vec::new(),
+    };
+    let out = tmp.path().join("export.zip");
+    let stats = write_export(&config, s.store.as_ref(), &input, &out)
+        .await
+        .unwrap_or_else(|e| panic!("{n}: {e}"));
+    assert_eq!((stats.files, stats.records), (2, 1), "{n}: {stats:?}");
+
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let mut entry = |name: &str| {
+        let mut e = zip
+            .by_name(name)
+            .unwrap_or_else(|e| panic!("{n}: no entry {name}: {e}"));
+        let mut b = Vec::new();
+        e.read_to_end(&mut b).unwrap();
+        b
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&entry("manifest.json")).unwrap();
+    let files = manifest["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2, "{n}: {manifest}");
+    let entry_of = |key: &str| {
+        files
+            .iter()
+            .find(|f| f["key"] == key)
+            .and_then(|f| f["entry"].as_str())
+            .unwrap_or_else(|| panic!("{n}: {key} not in {manifest}"))
+            .to_string()
+    };
+    let (scan_entry, csv_entry) = (entry_of(scan_key), entry_of(csv_key));
+    assert!(entry(&scan_entry) == scan, "{n}: the whole file differs");
+    assert_eq!(
+        String::from_utf8(entry(&csv_entry)).unwrap(),
+        String::from_utf8(SUBJECT_CSV.to_vec()).unwrap(),
+        "{n}"
+    );
+    let names: Vec<String> = zip.file_names().map(|e| e.unwrap().into_owned()).collect();
+    assert!(
+        !names.iter().any(|e| e.contains("inbound/3")),
+        "{n}: {names:?}"
+    );
+    // The store is as it was: an export reads, it never writes.
+    assert_eq!(read_all(s.store.as_ref(), csv_key).await, SHARED_CSV, "{n}");
+    assert_eq!(
+        keys(s.store.as_ref()).await,
+        vec![csv_key, "inbound/3/other.pdf", scan_key],
+        "{n}"
+    );
 }

@@ -101,7 +101,13 @@ impl Subject {
                     value: Sensitive::new(normalised),
                 });
             } else if a.contains(':') {
-                EntityRef::parse(a).map_err(|e| RequestError::Usage(e.to_string()))?;
+                // Not the parser's message: it repeats the text, which may
+                // be an identifier typed where a ref goes.
+                EntityRef::parse(a).map_err(|_| {
+                    RequestError::Usage(
+                        "an entity ref is type:key, for example lead:4711 (the text given is not repeated)".into(),
+                    )
+                })?;
                 parts.push(SubjectPart::Ref(a.clone()));
             } else {
                 return Err(RequestError::Usage(
@@ -182,7 +188,9 @@ pub async fn resolve(
     if !refs.is_empty() {
         let kinds = crate::crm::refs::KeyKinds::read(config, crm).await?;
         for r in refs {
-            let (r, key) = kinds.parse(config, r).map_err(RequestError::Usage)?;
+            let (r, key) = kinds
+                .parse(config, r)
+                .map_err(|_| ref_refused(config, &kinds, r))?;
             let Some(ti) = config.entity_index(&r.entity_type) else {
                 continue;
             };
@@ -196,6 +204,28 @@ pub async fn resolve(
         }
     }
     Ok(found.into_iter().collect())
+}
+
+/// Why a subject's ref names no entity, without repeating it (what was
+/// given as a subject may be an identifier typed where a ref goes): the
+/// type when it is one of the config's, else the config's types.
+fn ref_refused(config: &Config, kinds: &crate::crm::refs::KeyKinds, input: &str) -> RequestError {
+    let known = input.split_once(':').and_then(|(t, _)| config.entity(t));
+    RequestError::Usage(match known {
+        Some(et) => {
+            let integers = kinds.0.get(&et.name).copied().unwrap_or(false);
+            format!(
+                "a {0} ref given as the subject has no key lethe can read: write {0}:KEY with the key as column {1} holds it{2}, without blanks around it or control characters (the text given is not repeated)",
+                et.name,
+                et.key,
+                if integers { " (an integer)" } else { "" }
+            )
+        }
+        None => format!(
+            "a ref given as the subject names no entity type of this config (its types: {}); write email=…, phone=… or a ref such as lead:4711 (the text given is not repeated)",
+            config.type_names().join(", ")
+        ),
+    })
 }
 
 /// The current subtrees of the subject's entities.
@@ -654,6 +684,8 @@ mod tests {
         assert!(!e.to_string().contains("12-34"), "{e}");
         assert!(Subject::parse(&["fax=123".into()]).is_err());
         assert!(Subject::parse(&["jane".into()]).is_err());
+        let e = Subject::parse(&["jane@example.com:".into()]).unwrap_err();
+        assert!(!e.to_string().contains("jane"), "{e}");
         assert!(Subject::parse(&[]).is_err());
     }
 

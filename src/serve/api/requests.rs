@@ -27,6 +27,107 @@ impl From<RequestError> for ApiError {
     }
 }
 
+/// A body that does not fit, said without any value of it: axum's message
+/// quotes what serde met (`invalid type: string "…"`, `unknown field
+/// `…``), and in these bodies that is an identifier. What stays: where (a
+/// path of the endpoint's own `fields`), the kind of misfit, what was
+/// expected, the line and column. Other rejections (syntax, size, content
+/// type) name no value and pass as they are.
+fn quiet(r: JsonRejection, fields: &[&str]) -> ApiError {
+    let JsonRejection::JsonDataError(e) = &r else {
+        return ApiError::from(r);
+    };
+    const PREFIX: &str = "Failed to deserialize the JSON body into the target type";
+    let text = e.body_text();
+    let detail = text
+        .strip_prefix(PREFIX)
+        .and_then(|t| t.strip_prefix(": "))
+        .unwrap_or("");
+    // `… at line L column C`, the position serde_json adds.
+    let (detail, at) = match detail.rsplit_once(" at line ") {
+        Some((d, pos))
+            if pos
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            (d, format!(" at line {pos}"))
+        }
+        _ => (detail, String::new()),
+    };
+    const KINDS: &[&str] = &[
+        "invalid type",
+        "invalid value",
+        "invalid length",
+        "unknown variant",
+        "unknown field",
+        "missing field",
+        "duplicate field",
+    ];
+    // The path comes first (`subject[0]: invalid type: …`), unless at the
+    // top.
+    let found = KINDS
+        .iter()
+        .filter_map(|k| {
+            if detail.starts_with(k) {
+                Some((0, *k))
+            } else {
+                detail.find(&format!(": {k}")).map(|i| (i + 2, *k))
+            }
+        })
+        .min();
+    let Some((start, kind)) = found else {
+        return ApiError::bad_request(format!("{PREFIX}{at}"));
+    };
+    let path = detail.get(..start.saturating_sub(2)).unwrap_or("");
+    let own_path = path.split(['.', '[', ']']).all(|seg| {
+        seg.is_empty() || fields.contains(&seg) || seg.bytes().all(|b| b.is_ascii_digit())
+    });
+    let path = if !path.is_empty() && own_path {
+        format!("{path}: ")
+    } else {
+        String::new()
+    };
+    let message = detail.get(start..).unwrap_or("");
+    // What was expected is the endpoint's own (serde's last `, expected`).
+    let expected = message
+        .rsplit_once(", expected ")
+        .map(|(_, e)| e)
+        .filter(|e| {
+            e.len() <= 120
+                && e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b" `_,".contains(&b))
+                && e.split('`').skip(1).step_by(2).all(|n| fields.contains(&n))
+        })
+        .map(|e| format!(", expected {e}"))
+        .unwrap_or_default();
+    let what = match kind {
+        "missing field" | "duplicate field" => {
+            let name = message
+                .strip_prefix(kind)
+                .map(|n| n.trim().trim_matches('`'))
+                .filter(|n| fields.contains(n));
+            match name {
+                Some(n) => format!("{kind} `{n}`"),
+                None => kind.to_string(),
+            }
+        }
+        "unknown field" => format!("unknown field; the fields are {}", fields.join(", ")),
+        "invalid length" => {
+            let n = message
+                .strip_prefix("invalid length ")
+                .and_then(|m| m.split(',').next())
+                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                .map(|n| format!(" {n}"))
+                .unwrap_or_default();
+            format!("{kind}{n}{expected}")
+        }
+        _ => format!("{kind}{expected}"),
+    };
+    ApiError::bad_request(format!(
+        "{PREFIX}: {path}{what}{at} (the values given are not repeated)"
+    ))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewRequest {
@@ -120,7 +221,7 @@ pub(super) async fn requests_create(
     State(app): State<AppState>,
     body: Result<Json<NewRequest>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<RequestView>)> {
-    let Json(b) = body?;
+    let Json(b) = body.map_err(|r| quiet(r, &["kind", "subject", "reference", "received"]))?;
     let kind = RequestKind::parse(&b.kind)
         .ok_or_else(|| ApiError::unprocessable("kind is erase or access"))?;
     let subject = Subject::parse(&b.subject)?;
@@ -310,7 +411,7 @@ pub(super) async fn suppression_check(
     State(app): State<AppState>,
     body: Result<Json<SuppressionQuery>, JsonRejection>,
 ) -> ApiResult<Json<SuppressionAnswer>> {
-    let Json(q) = body?;
+    let Json(q) = body.map_err(|r| quiet(r, &["subject"]))?;
     if q.subject.len() > MAX_CHECK {
         return Err(ApiError::unprocessable(format!(
             "at most {MAX_CHECK} identifiers at once"
