@@ -33,9 +33,12 @@ t index "$LETHE" -c "$C" --format json index
 t plan "$LETHE" -c "$C" --format json plan
 PLAN=$(sqlite3 "$DIR/lethe/lethe-state.db" "SELECT id FROM plans ORDER BY seq DESC LIMIT 1")
 ENT=$(sqlite3 "$DIR/lethe/lethe-state.db" "SELECT count(*) FROM plan_entities WHERE plan_id='$PLAN'")
-OBJ=$(sqlite3 "$DIR/lethe/lethe-state.db" "SELECT count(*) FROM plan_objects WHERE plan_id='$PLAN'")
-echo "plan $PLAN: $ENT entities, $OBJ objects to delete"
-sqlite3 "$DIR/lethe/lethe-state.db" "SELECT key FROM plan_objects WHERE plan_id='$PLAN'" > "$DIR/objects.txt"
+OBJ=$(sqlite3 "$DIR/lethe/lethe-state.db" "SELECT count(*) FROM plan_objects WHERE plan_id='$PLAN' AND fate <> 'redact'")
+RED=$(sqlite3 "$DIR/lethe/lethe-state.db" "SELECT count(*) FROM plan_objects WHERE plan_id='$PLAN' AND fate = 'redact'")
+echo "plan $PLAN: $ENT entities, $OBJ objects to delete, $RED to redact (rewritten by lethe, left to the raw side)"
+# The raw side deletes what lethe deletes; the shared exports lethe redacts
+# stay (the raw side has no redaction: its time is that of the deletes).
+sqlite3 "$DIR/lethe/lethe-state.db" "SELECT key FROM plan_objects WHERE plan_id='$PLAN' AND fate <> 'redact'" > "$DIR/objects.txt"
 t apply "$LETHE" -c "$C" --format json apply "$PLAN"
 
 # Raw: the same files, the same rows.

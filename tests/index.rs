@@ -519,3 +519,72 @@ entity = "record"
     assert_eq!(fourth.links_per_rule, vec![3], "{fourth:?}");
     assert_eq!(fourth.objects_unreadable, 1);
 }
+
+/// The names of the state's indexes on `links`.
+async fn link_indexes(state: &StateStore) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'links' ORDER BY name",
+    )
+    .fetch_all(state.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_run_builds_the_index_by_entity_once_and_leaves_it_in_place() {
+    let e = env(r#"
+[[technical.link]]
+glob = "**/*.json"
+json = "$.id"
+entity = "record"
+"#)
+    .await;
+    // More than a bulk run's 1,000 objects: the index of links by entity is
+    // set aside during the run and built at its end.
+    for i in 0..1200 {
+        std::fs::write(
+            e.tech().join(format!("{i}.json")),
+            format!(r#"{{"id": {i}}}"#),
+        )
+        .unwrap();
+    }
+    assert!(
+        link_indexes(&e.state)
+            .await
+            .contains(&"links_entity".to_string())
+    );
+    let first = e.index().await;
+    assert_eq!(first.objects_read, 1200);
+    assert!(
+        link_indexes(&e.state)
+            .await
+            .contains(&"links_entity".to_string()),
+        "the index by entity is back after a bulk run"
+    );
+    let found = lethe::state::index::entries_linking(
+        &e.state,
+        &[("record".to_string(), "777".to_string())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        found.iter().map(|x| x.key.as_str()).collect::<Vec<_>>(),
+        vec!["777.json"]
+    );
+    // A run that stopped between setting it aside and building it again
+    // leaves it to the next open.
+    lethe::state::index::suspend_entity_index(&e.state)
+        .await
+        .unwrap();
+    assert!(
+        !link_indexes(&e.state)
+            .await
+            .contains(&"links_entity".to_string())
+    );
+    let reopened = StateStore::open(&e.config).await.unwrap();
+    assert!(
+        link_indexes(&reopened)
+            .await
+            .contains(&"links_entity".to_string())
+    );
+}

@@ -403,7 +403,14 @@ pub async fn run(
     let done = total - to_read.len() as u64;
     progress(done, total);
     let read_keys: Vec<String> = to_read.iter().map(|m| m.key.clone()).collect();
-    read_and_write(
+    // A run that reads most of the store (the first, or one after the rules
+    // changed) writes most of the links: the index of links by entity is
+    // built once at its end instead of link by link.
+    let bulk = bulk_run(read_keys.len() as u64, total);
+    if bulk {
+        db::suspend_entity_index(state).await?;
+    }
+    let written = read_and_write(
         config,
         store,
         state,
@@ -412,7 +419,14 @@ pub async fn run(
         &mut summary,
         (done, total, progress),
     )
-    .await?;
+    .await;
+    if bulk {
+        let restored = db::restore_entity_index(state).await;
+        written?;
+        restored?;
+    } else {
+        written?;
+    }
     progress(total, total);
     // What this run read, searched for the identifiers of erased persons.
     if !read_keys.is_empty()
@@ -459,6 +473,12 @@ pub async fn run(
     summary.seconds = started.elapsed().as_secs_f64();
     summary.bytes_per_second = summary.bytes_read as f64 / summary.seconds.max(1e-9);
     Ok(summary)
+}
+
+/// Whether a run reading `to_read` of `total` listed objects is a bulk run
+/// (at least 1,000 objects and half of the store).
+fn bulk_run(to_read: u64, total: u64) -> bool {
+    to_read >= 1_000 && to_read * 2 >= total
 }
 
 /// Sorts the listing into the skipped entries (to be written as such) and

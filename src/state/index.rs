@@ -343,6 +343,35 @@ pub(super) async fn insert_links_packed(
     Ok(())
 }
 
+/// The index of links by entity (a subject request's objects, the export's
+/// files), created if missing.
+pub(crate) const ENTITY_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS links_entity ON links(entity_type, entity_key)";
+
+/// Drops the index of links by entity before an index run that writes most
+/// of the links: one random insert into it per link costs several times
+/// what the run's other writes do (measured: 7.2 s instead of 2.0 s for
+/// 640k links), while building it once, sorted, afterwards costs a fraction
+/// of a second. Readers meanwhile are slower, never wrong; a run that stops
+/// before `restore_entity_index` leaves it to the next open
+/// (`schema::migrate`).
+pub async fn suspend_entity_index(state: &StateStore) -> Result<(), StateError> {
+    sqlx::raw_sql("DROP INDEX IF EXISTS links_entity")
+        .execute(state.pool())
+        .await
+        .map_err(q("setting the index of links by entity aside"))?;
+    Ok(())
+}
+
+/// Builds the index of links by entity again (after `suspend_entity_index`).
+pub async fn restore_entity_index(state: &StateStore) -> Result<(), StateError> {
+    sqlx::raw_sql(ENTITY_INDEX)
+        .execute(state.pool())
+        .await
+        .map_err(q("building the index of links by entity"))?;
+    Ok(())
+}
+
 /// Removes the objects of these ids from the index, in one transaction
 /// (their links go with them: ON DELETE CASCADE). Returns how many went.
 pub async fn remove_objects(state: &StateStore, ids: &[i64]) -> Result<u64, StateError> {

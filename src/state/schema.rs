@@ -303,6 +303,14 @@ pub async fn migrate(store: &StateStore) -> Result<(), StateError> {
             .await
             .map_err(q("migrating the schema"))?;
     }
+    // An index run that writes most of the index drops the by-entity index
+    // of links and builds it again at its end (`state::index::
+    // suspend_entity_index`); a run that stopped between the two leaves it
+    // to the next open.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(super::index::ENTITY_INDEX))
+        .execute(&mut *tx)
+        .await
+        .map_err(q("restoring the index of links by entity"))?;
     tx.commit().await.map_err(q("migrating the schema"))?;
     Ok(())
 }
