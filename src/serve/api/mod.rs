@@ -14,6 +14,7 @@ mod plans;
 mod requests;
 mod service;
 mod sweeps;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct App {
     pub runner: Arc<Runner>,
     pub store: Box<dyn TechnicalStore>,
     pub tokens: Vec<ApiToken>,
+    /// The dashboard's signed-in sessions.
+    pub sessions: ui::Sessions,
 }
 
 type AppState = Arc<App>;
@@ -290,6 +293,7 @@ pub fn router(app: AppState, body_limit: usize, timeout: Duration) -> axum::Rout
     read.merge(operate)
         .merge(admin)
         .merge(open)
+        .merge(ui::router(app.clone()))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; GET /openapi.json lists them")
         })

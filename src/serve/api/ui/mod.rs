@@ -1,0 +1,424 @@
+//! The dashboard at `/ui/`: server-rendered pages (maud) for the data
+//! protection officer, on the same handlers, tokens and scopes as the API.
+//!
+//! Every page calls the API's handler for what it shows or does, so there
+//! is one implementation of every decision (an approval's digest check, a
+//! hold's target, a request's deadline) and the pages show what the API
+//! shows: entities by the ref the user typed or by pseudonym, counts.
+//!
+//! Sign-in takes a bearer token once; the session cookie holds a random id
+//! (the server keeps its digest → the token's name and scope, with an
+//! expiry). Each route group checks the scope as the API's does. Every
+//! POST carries the session's CSRF token in its form; the check reads the
+//! body before any handler, so a POST without a session or with a wrong
+//! token is refused (403) and changes nothing. Every answer carries a strict
+//! Content-Security-Policy: no inline script or style, nothing from
+//! elsewhere, no framing.
+
+mod pages;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, html};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, AppState, Caller};
+use crate::config::Scope;
+
+/// The session cookie's name.
+const COOKIE: &str = "lethe_session";
+/// A session lasts this long from sign-in.
+const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// At most this many sessions are kept (the oldest go first).
+const MAX_SESSIONS: usize = 10_000;
+/// A form body is at most this long.
+const MAX_FORM: usize = 64 * 1024;
+
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; frame-ancestors 'none'; form-action 'self'";
+
+const STYLE: &str = include_str!("style.css");
+
+/// Who is signed in: the token's configured name and scope, the session's
+/// CSRF token, and when the session ends.
+#[derive(Clone, Debug)]
+pub(super) struct Session {
+    name: String,
+    scope: Scope,
+    csrf: String,
+    expires: Instant,
+}
+
+impl Session {
+    fn caller(&self) -> Caller {
+        Caller(self.name.clone(), self.scope)
+    }
+}
+
+/// The signed-in sessions, by the SHA-256 of their id (a lookup's timing
+/// says nothing about the ids themselves).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session for a token; answers its id (for the cookie).
+    fn open(&self, name: &str, scope: Scope) -> String {
+        let id = random_hex();
+        let now = Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, s| s.expires > now);
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
+        {
+            map.remove(&oldest);
+        }
+        map.insert(
+            digest(&id),
+            Session {
+                name: name.to_string(),
+                scope,
+                csrf: random_hex(),
+                expires: now + SESSION_TTL,
+            },
+        );
+        id
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let key = digest(id);
+        let mut map = self.lock();
+        match map.get(&key) {
+            Some(s) if s.expires > Instant::now() => Some(s.clone()),
+            Some(_) => {
+                map.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn close(&self, id: &str) {
+        self.lock().remove(&digest(id));
+    }
+}
+
+fn digest(id: &str) -> [u8; 32] {
+    Sha256::digest(id.as_bytes()).into()
+}
+
+fn random_hex() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+/// The session id the request's cookie names, if any.
+fn session_id(req: &axum::http::HeaderMap) -> Option<String> {
+    req.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+// ---------------------------------------------------------------- checks
+
+/// The scope check of a group of pages, and the CSRF check of its POSTs.
+async fn require(
+    State((app, need)): State<(AppState, Scope)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let session = session_id(req.headers()).and_then(|id| app.sessions.get(&id));
+    let reading = matches!(*req.method(), Method::GET | Method::HEAD);
+    let Some(session) = session else {
+        if reading {
+            return Redirect::to("/ui/login").into_response();
+        }
+        return refused("Not signed in (or the session has ended): nothing was changed.");
+    };
+    if session.scope < need {
+        return refused(&format!(
+            "The token {} has the {} scope; this needs {}. Nothing was changed.",
+            session.name,
+            session.scope.as_str(),
+            need.as_str()
+        ));
+    }
+    let mut req = req;
+    if !reading {
+        // The body is read here, once, and handed on unchanged.
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
+            return refused("The form is too large: nothing was changed.");
+        };
+        let fields: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+        let presented = fields
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        use subtle::ConstantTimeEq;
+        if !bool::from(presented.as_bytes().ct_eq(session.csrf.as_bytes())) {
+            return refused(
+                "The form's security token is missing or stale (reload the page): nothing was changed.",
+            );
+        }
+        req = Request::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    req.extensions_mut().insert(session.caller());
+    req.extensions_mut().insert(session);
+    next.run(req).await
+}
+
+/// A 403 page.
+fn refused(message: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        bare("Refused", html! { p.error role="alert" { (message) } }),
+    )
+        .into_response()
+}
+
+/// Security headers on every `/ui` answer.
+async fn headers(req: Request, next: Next) -> Response {
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
+}
+
+// ---------------------------------------------------------------- router
+
+pub(super) fn router(app: AppState) -> axum::Router<AppState> {
+    let read = axum::Router::new()
+        .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
+        .route("/ui/", get(pages::overview))
+        .route("/ui/logout", post(logout))
+        .route("/ui/plans", get(pages::plans))
+        .route("/ui/plans/{id}", get(pages::plan))
+        .route("/ui/runs/{id}", get(pages::run))
+        .route("/ui/explain", get(pages::explain))
+        .route("/ui/holds", get(pages::holds))
+        .route("/ui/requests", get(pages::requests))
+        .route("/ui/audit", get(pages::audit))
+        .route_layer(middleware::from_fn_with_state(
+            (app.clone(), Scope::Read),
+            require,
+        ));
+    let operate = axum::Router::new()
+        .route("/ui/holds", post(pages::hold_add))
+        .route("/ui/holds/lift", post(pages::hold_lift))
+        .route("/ui/requests", post(pages::request_create))
+        .route_layer(middleware::from_fn_with_state(
+            (app.clone(), Scope::Operate),
+            require,
+        ));
+    let admin = axum::Router::new()
+        .route("/ui/plans/{id}/approve", post(pages::approve))
+        .route("/ui/requests/{id}/export", get(pages::export))
+        .route_layer(middleware::from_fn_with_state(
+            (app.clone(), Scope::Admin),
+            require,
+        ));
+    let open = axum::Router::new()
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/style.css", get(style));
+    read.merge(operate)
+        .merge(admin)
+        .merge(open)
+        .route_layer(middleware::from_fn(headers))
+}
+
+async fn style() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
+// ---------------------------------------------------------------- sign-in
+
+async fn login_form() -> Response {
+    login_page(StatusCode::OK, None)
+}
+
+fn login_page(status: StatusCode, error: Option<&str>) -> Response {
+    let body = html! {
+        h1 { "Sign in" }
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        form method="post" action="/ui/login" {
+            label for="token" { "API token" }
+            input #token type="password" name="token" autocomplete="off" required;
+            button type="submit" { "Sign in" }
+        }
+        p.hint { "The token of a " code { "[[serve.token]]" } " in lethe's configuration; its scope (read, operate, admin) decides what you may do." }
+    };
+    (status, bare("Sign in", body)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(
+    State(app): State<AppState>,
+    form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(axum::Form(f)) = form else {
+        return login_page(StatusCode::BAD_REQUEST, Some("Enter a token."));
+    };
+    let Some(t) = super::known_token(&app.tokens, f.token.trim()) else {
+        return login_page(StatusCode::UNAUTHORIZED, Some("Unknown token."));
+    };
+    let id = app.sessions.open(&t.name, t.scope);
+    let cookie = format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/ui");
+    let mut r = Redirect::to("/ui/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+async fn logout(State(app): State<AppState>, req: Request) -> Response {
+    if let Some(id) = session_id(req.headers()) {
+        app.sessions.close(&id);
+    }
+    let mut r = Redirect::to("/ui/login").into_response();
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "lethe_session=; HttpOnly; Secure; SameSite=Strict; Path=/ui; Max-Age=0",
+        ),
+    );
+    r
+}
+
+// ---------------------------------------------------------------- layout
+
+/// A page with no navigation (sign-in, refusals).
+fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · lethe" }
+                link rel="stylesheet" href="/ui/style.css";
+            }
+            body {
+                header { a.brand href="/ui/" { "lethe" } }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// Which navigation entry a page belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nav {
+    Overview,
+    Plans,
+    Explain,
+    Holds,
+    Requests,
+    Audit,
+}
+
+/// A page with the navigation, the signed-in token and sign-out.
+fn layout(s: &Session, nav: Nav, title: &str, refresh: bool, body: Markup) -> Markup {
+    let items = [
+        (Nav::Overview, "/ui/", "Overview"),
+        (Nav::Plans, "/ui/plans", "Plans"),
+        (Nav::Explain, "/ui/explain", "Explain"),
+        (Nav::Holds, "/ui/holds", "Holds"),
+        (Nav::Requests, "/ui/requests", "Requests"),
+        (Nav::Audit, "/ui/audit", "Audit"),
+    ];
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if refresh { meta http-equiv="refresh" content="1"; }
+                title { (title) " · lethe" }
+                link rel="stylesheet" href="/ui/style.css";
+            }
+            body {
+                header {
+                    a.brand href="/ui/" { "lethe" }
+                    nav aria-label="Main" {
+                        ul {
+                            @for (n, href, label) in items {
+                                li {
+                                    @if n == nav {
+                                        a href=(href) aria-current="page" { (label) }
+                                    } @else {
+                                        a href=(href) { (label) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    form.signout method="post" action="/ui/logout" {
+                        input type="hidden" name="csrf" value=(s.csrf);
+                        span.who { (s.name) " (" (s.scope.as_str()) ")" }
+                        button type="submit" { "Sign out" }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// An API error as a page of its status.
+fn error_page(s: &Session, nav: Nav, e: ApiError) -> Response {
+    (
+        e.status,
+        layout(
+            s,
+            nav,
+            "Error",
+            false,
+            html! { p.error role="alert" { (e.message) } },
+        ),
+    )
+        .into_response()
+}
