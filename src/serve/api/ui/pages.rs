@@ -196,7 +196,7 @@ async fn overview_body(app: &AppState) -> Result<Markup, ApiError> {
                 h2 { "Last verify" }
                 @if let Some(v) = &last_verify {
                     @let residual = v["residual"].as_array().map(Vec::len).unwrap_or(0);
-                    p.big class=(if residual == 0 { "ok" } else { "bad" }) { (residual) " residual identifiers" }
+                    p class={ "big " (if residual == 0 { "ok" } else { "bad" }) } { (residual) " residual identifiers" }
                     p { (text(&v["entities_remaining"])) " entities, " (text(&v["objects_remaining"])) " objects remaining" }
                 } @else {
                     p { "No apply verified yet." }
@@ -310,7 +310,14 @@ async fn plan_page(app: &AppState, s: &Session, id: &str, notice: Option<ApiErro
         .unwrap_or(axum::http::StatusCode::OK);
     let body = html! {
         @if let Some(e) = &notice {
-            p.error role="alert" { (e.message) " Nothing was changed." }
+            p.error role="alert" {
+                @if e.status == axum::http::StatusCode::UNPROCESSABLE_ENTITY {
+                    "That is not this plan's digest."
+                } @else {
+                    (e.message)
+                }
+                " Nothing was changed."
+            }
         }
         dl.facts {
             dt { "Status" } dd { span class=(status_class(status)) { (status) } }
@@ -417,7 +424,7 @@ pub(super) async fn run(
     let verify = &r["summary"]["verify"];
     let body = html! {
         p role="status" {
-            "Status: " span.status class=(status_class(status)) { (status) }
+            "Status: " span class={ "status " (status_class(status)) } { (status) }
             @if running { " — this page refreshes every second until the run ends." }
         }
         dl.facts {
@@ -823,7 +830,7 @@ pub(super) async fn audit(
         None => None,
     };
     let body = html! {
-        form.inline method="get" action="/ui/audit" {
+        form.inline #verify method="get" action="/ui/audit" {
             input type="hidden" name="verify" value="1";
             button type="submit" { "Verify the chain now" }
         }
@@ -841,7 +848,7 @@ pub(super) async fn audit(
             }
         }
         h2 { "Look up an entity or object" }
-        form.inline method="get" action="/ui/audit" {
+        form.inline #lookup method="get" action="/ui/audit" {
             label for="target" { "Entity ref or object:KEY" }
             input #target type="text" name="target" value=(target.unwrap_or("")) placeholder="lead:4711" required;
             button type="submit" { "Look up" }
