@@ -436,10 +436,6 @@ pub(super) async fn run(
             @if let Some(p) = r["plan_id"].as_str() { dt { "Plan" } dd { a href={ "/ui/plans/" (p) } { (p) } } }
             @if let Some(e) = r["error"].as_str() { dt { "Error" } dd.bad { (e) } }
         }
-        @if r["summary"]["apply"].is_object() {
-            h2 { "Apply" }
-            (scalars(&r["summary"]["apply"]))
-        }
         @if verify.is_object() {
             h2 { "Verify" }
             @let residual = verify["residual"].as_array().cloned().unwrap_or_default();
@@ -450,6 +446,10 @@ pub(super) async fn run(
                 ul { @for x in &residual { li { code { (text(&x["object"])) } " (" (text(&x["why"])) ")" } } }
             }
             (scalars(verify))
+        }
+        @if r["summary"]["apply"].is_object() {
+            h2 { "Apply" }
+            (scalars(&r["summary"]["apply"]))
         }
     };
     layout(
