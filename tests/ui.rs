@@ -10,8 +10,10 @@
 //! hold and watch explain change; approve a plan with a wrong and then the
 //! right digest and follow the run to its verify; look the deleted entity
 //! up in the audit; a screenshot of every view at 1280 and 390 px wide
-//! under target/ui-screenshots/. Without chromium or chromedriver the
-//! browser test is skipped, and under `CI=true` it fails.
+//! under target/ui-screenshots/, each page checked by axe-core (npm, its
+//! script named by `LETHE_AXE_JS`) for serious and critical violations.
+//! Without chromium, chromedriver or axe-core the browser test (or its
+//! accessibility check) is skipped, and under `CI=true` it fails.
 
 #[allow(dead_code)] // uses a few of the helpers
 mod util;
@@ -489,9 +491,56 @@ fn screenshot_dir() -> std::path::PathBuf {
     dir
 }
 
+/// axe-core's script (npm `axe-core`, `axe.min.js`) from `LETHE_AXE_JS`;
+/// `.ci/run` installs it. Without it the accessibility check is skipped,
+/// and under `CI=true` it fails.
+fn axe_source() -> Option<String> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    match std::env::var_os("LETHE_AXE_JS") {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("LETHE_AXE_JS={}: {e}", p.to_string_lossy())),
+        ),
+        None => {
+            assert!(
+                !ci,
+                "CI=true: set LETHE_AXE_JS to axe-core's axe.min.js (npm install axe-core)"
+            );
+            None
+        }
+    }
+}
+
+/// axe-core's serious and critical violations on the page in the browser.
+async fn axe(c: &Client, source: &str) -> Vec<String> {
+    c.execute(&format!("{source}\n;return true;"), vec![])
+        .await
+        .expect("axe-core loads");
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             axe.run(document, {resultTypes: ['violations']}).then(r => done( \
+               r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical') \
+                 .map(v => v.impact + ' ' + v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', ')))) \
+             .catch(e => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await
+        .expect("axe-core runs");
+    serde_json::from_value(found).expect("a list of violations")
+}
+
 /// The page at 1280 and at 390 px wide, saved as `NAME-1280.png` and
-/// `NAME-390.png`; at each width the page does not scroll sideways.
+/// `NAME-390.png`; at each width the page does not scroll sideways, and
+/// (with axe-core) has no serious or critical accessibility violation.
 async fn shoot(c: &Client, name: &str) {
+    if let Some(source) = axe_source() {
+        let violations = axe(c, &source).await;
+        assert!(
+            violations.is_empty(),
+            "{name}: axe-core finds {violations:#?}"
+        );
+    }
     for (w, h) in [(1280u32, 1000u32), (390, 844)] {
         c.set_window_size(w, h).await.expect("resize");
         let png = c.screenshot().await.expect("screenshot");
