@@ -282,6 +282,18 @@ async fn ui_refuses_posts_without_session_or_csrf_and_sends_csp() {
     assert_eq!(r.status().as_u16(), 401);
     assert!(r.headers().get("set-cookie").is_none());
 
+    // Nor does a sign-in posted from another site.
+    let r = client
+        .post(format!("{base}/ui/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "cross-site")
+        .body(format!("token={ADMIN}"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.headers().get("set-cookie").is_none());
+
     let lead = due_lead(&base).await;
     let before = holds(&base).await.len();
     let add = format!("target={lead}&reason=CASE-1");
@@ -363,8 +375,21 @@ async fn ui_refuses_posts_without_session_or_csrf_and_sends_csp() {
     .await;
     assert_eq!(p["status"], "planned", "not applied: {p}");
 
-    // With the session's own token the same form goes through.
+    // With the session's own token, but posted from another site: refused.
     let token = csrf(&base, &operator, "/ui/holds").await;
+    let r = client
+        .post(format!("{base}/ui/holds"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &operator)
+        .header("sec-fetch-site", "cross-site")
+        .body(format!("{add}&csrf={token}"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(holds(&base).await.len(), before, "nothing was held");
+
+    // With the session's own token the same form goes through.
     let (status, body) = post(
         &base,
         "/ui/holds",
@@ -620,6 +645,16 @@ async fn click(c: &Client, css: &str) {
     }
 }
 
+/// A key pressed and released, wherever the focus is.
+async fn press(c: &Client, key: fantoccini::key::Key) {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let k: char = key.into();
+    let keys = KeyActions::new("keyboard".to_string())
+        .then(KeyAction::Down { value: k })
+        .then(KeyAction::Up { value: k });
+    c.perform_actions(keys).await.expect("key pressed");
+}
+
 async fn sign_in_browser(c: &Client, base: &str, token: &str) {
     c.goto(&format!("{base}/ui/login"))
         .await
@@ -765,8 +800,24 @@ async fn ui_in_chromium_sign_in_scopes_holds_approval_audit() {
     )
     .await;
     assert_eq!(p["status"], "planned", "a wrong digest applies nothing");
-    fill(&c, "#digest", &digest).await;
-    click(&c, "form.approve button").await;
+    // The right digest, by keyboard only: Tab from the top of the page to
+    // the digest field, type it, Enter.
+    c.goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    let mut tabs = 0;
+    loop {
+        let active = c.active_element().await.expect("focus");
+        if active.attr("id").await.expect("id").as_deref() == Some("digest") {
+            break;
+        }
+        tabs += 1;
+        assert!(tabs < 30, "the digest field is not reachable by Tab");
+        press(&c, fantoccini::key::Key::Tab).await;
+    }
+    let field = c.active_element().await.expect("focus");
+    field.send_keys(&digest).await.expect("typed");
+    press(&c, fantoccini::key::Key::Enter).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
         // The page reloads itself (meta refresh) until the run ends.

@@ -158,6 +158,9 @@ async fn require(
             need.as_str()
         ));
     }
+    if !reading && cross_site(req.headers()) {
+        return refused("A form from another site: nothing was changed.");
+    }
     let mut req = req;
     if !reading {
         // The body is read here, once, and handed on unchanged.
@@ -183,6 +186,16 @@ async fn require(
     req.extensions_mut().insert(session.caller());
     req.extensions_mut().insert(session);
     next.run(req).await
+}
+
+/// The browser says the request comes from another site (`Sec-Fetch-Site`;
+/// absent from clients that are not browsers, whose POSTs the session and
+/// CSRF token check alone).
+fn cross_site(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v != "same-origin" && v != "none")
 }
 
 /// A 403 page.
@@ -297,8 +310,17 @@ struct LoginForm {
 
 async fn login(
     State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
     form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    // A sign-in posted from another site would sign the browser in with
+    // someone else's token.
+    if cross_site(&headers) {
+        return login_page(
+            StatusCode::FORBIDDEN,
+            Some("A sign-in from another site is refused."),
+        );
+    }
     let Ok(axum::Form(f)) = form else {
         return login_page(StatusCode::BAD_REQUEST, Some("Enter a token."));
     };
