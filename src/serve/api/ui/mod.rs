@@ -244,6 +244,7 @@ pub(super) fn router(app: AppState) -> axum::Router<AppState> {
         .route("/ui/holds", get(pages::holds))
         .route("/ui/requests", get(pages::requests))
         .route("/ui/audit", get(pages::audit))
+        .route("/ui/{*rest}", get(not_found))
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), Scope::Read),
             require,
@@ -270,6 +271,14 @@ pub(super) fn router(app: AppState) -> axum::Router<AppState> {
         .merge(admin)
         .merge(open)
         .route_layer(middleware::from_fn(headers))
+}
+
+async fn not_found(axum::Extension(s): axum::Extension<Session>) -> Response {
+    error_page(
+        &s,
+        Nav::Overview,
+        ApiError::not_found("No such page of the dashboard."),
+    )
 }
 
 async fn style() -> Response {
@@ -443,4 +452,61 @@ fn error_page(s: &Session, nav: Nav, e: ApiError) -> Response {
         ),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_ends_at_its_expiry_and_at_sign_out() {
+        let sessions = Sessions::default();
+        let id = sessions.open("dpo", Scope::Admin);
+        let s = sessions.get(&id).expect("open");
+        assert_eq!((s.name.as_str(), s.scope), ("dpo", Scope::Admin));
+        assert_eq!(s.csrf.len(), 64);
+        assert!(sessions.get("not-an-id").is_none());
+        // Kept by digest, never by the id itself.
+        assert!(!sessions.lock().contains_key(id.as_bytes()));
+
+        for s in sessions.lock().values_mut() {
+            s.expires = Instant::now() - Duration::from_secs(1);
+        }
+        assert!(sessions.get(&id).is_none(), "expired");
+        assert!(sessions.lock().is_empty(), "and forgotten");
+
+        let id = sessions.open("dpo", Scope::Admin);
+        sessions.close(&id);
+        assert!(sessions.get(&id).is_none(), "signed out");
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others() {
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; lethe_session=abc; b=2"),
+        );
+        assert_eq!(session_id(&h).as_deref(), Some("abc"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("lethe_sessionx=abc"),
+        );
+        assert_eq!(session_id(&h), None);
+    }
+
+    #[test]
+    fn cross_site_is_what_the_browser_says_it_is() {
+        let mut h = axum::http::HeaderMap::new();
+        assert!(!cross_site(&h), "not a browser");
+        for (v, cross) in [
+            ("same-origin", false),
+            ("none", false),
+            ("same-site", true),
+            ("cross-site", true),
+        ] {
+            h.insert("sec-fetch-site", HeaderValue::from_static(v));
+            assert_eq!(cross_site(&h), cross, "{v}");
+        }
+    }
 }

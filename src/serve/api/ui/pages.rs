@@ -886,3 +886,18 @@ pub(super) async fn audit(
     };
     page(&s, Nav::Audit, "Audit", body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::days_class;
+
+    #[test]
+    fn days_left_are_green_from_10_amber_below_red_below_5() {
+        assert_eq!(days_class(30), "days-ok");
+        assert_eq!(days_class(10), "days-ok");
+        assert_eq!(days_class(9), "days-warn");
+        assert_eq!(days_class(5), "days-warn");
+        assert_eq!(days_class(4), "days-late");
+        assert_eq!(days_class(-3), "days-late");
+    }
+}
