@@ -266,6 +266,34 @@ async fn ui_refuses_posts_without_session_or_csrf_and_sends_csp() {
             Some("DENY")
         );
     }
+    // German for a browser that asks for it, English otherwise.
+    let de = client
+        .get(format!("{base}/ui/login"))
+        .header("accept-language", "de-DE,de;q=0.9,en;q=0.8")
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        de.contains("<html lang=\"de\">") && de.contains("Anmelden"),
+        "{de}"
+    );
+    let en = client
+        .get(format!("{base}/ui/login"))
+        .header("accept-language", "fr-FR,en;q=0.5")
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        en.contains("<html lang=\"en\">") && en.contains("Sign in"),
+        "{en}"
+    );
+
     // Without a session a page sends the browser to sign in.
     let r = client.get(format!("{base}/ui/")).send().await.expect("get");
     assert_eq!(r.status().as_u16(), 303);
@@ -865,6 +893,22 @@ async fn ui_in_chromium_sign_in_scopes_holds_approval_audit() {
         "verify now"
     );
     shoot(&c, "audit").await;
+
+    // The switch to German and back, on the same session.
+    click(&c, "a.lang[hreflang=de]").await;
+    assert_eq!(text_of(&c, "nav a[aria-current=page]").await, "Übersicht");
+    assert!(
+        text_of(&c, "form.signout button")
+            .await
+            .contains("Abmelden")
+    );
+    c.goto(&format!("{base}/ui/plans/{plan}"))
+        .await
+        .expect("plan");
+    assert!(text_of(&c, "main").await.contains("Objekte nach Schicksal"));
+    shoot(&c, "plan-de").await;
+    click(&c, "a.lang[hreflang=en]").await;
+    assert_eq!(text_of(&c, "nav a[aria-current=page]").await, "Overview");
 
     // A subject request: received today, due in a month (green).
     c.goto(&format!("{base}/ui/requests"))

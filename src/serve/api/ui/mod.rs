@@ -45,6 +45,67 @@ pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; 
 
 const STYLE: &str = include_str!("style.css");
 
+/// The language of the pages: the `lethe_lang` cookie the switch sets,
+/// else the first of German and English in `Accept-Language`, else English.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Lang {
+    En,
+    De,
+}
+
+impl Lang {
+    fn of(headers: &axum::http::HeaderMap) -> Lang {
+        let chosen = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == LANG_COOKIE)
+            .and_then(|(_, v)| Lang::parse(v));
+        if let Some(l) = chosen {
+            return l;
+        }
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|tag| {
+                let tag = tag.split(';').next().unwrap_or("").trim();
+                Lang::parse(tag.split('-').next().unwrap_or(""))
+            })
+            .next()
+            .unwrap_or(Lang::En)
+    }
+
+    fn parse(s: &str) -> Option<Lang> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "en" => Some(Lang::En),
+            "de" => Some(Lang::De),
+            _ => None,
+        }
+    }
+
+    pub(super) fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::De => "de",
+        }
+    }
+
+    /// The text in this language.
+    pub(super) fn t(self, en: &'static str, de: &'static str) -> &'static str {
+        match self {
+            Lang::En => en,
+            Lang::De => de,
+        }
+    }
+}
+
+/// The language cookie's name.
+const LANG_COOKIE: &str = "lethe_lang";
+
 /// Who is signed in: the token's configured name and scope, the session's
 /// CSRF token, and when the session ends.
 #[derive(Clone, Debug)]
@@ -53,6 +114,8 @@ pub(super) struct Session {
     scope: Scope,
     csrf: String,
     expires: Instant,
+    /// This request's language (not kept with the session).
+    pub(super) lang: Lang,
 }
 
 impl Session {
@@ -91,6 +154,7 @@ impl Sessions {
                 scope,
                 csrf: random_hex(),
                 expires: now + SESSION_TTL,
+                lang: Lang::En,
             },
         );
         id
@@ -142,31 +206,60 @@ async fn require(
     req: Request,
     next: Next,
 ) -> Response {
-    let session = session_id(req.headers()).and_then(|id| app.sessions.get(&id));
+    let lang = Lang::of(req.headers());
+    let session = session_id(req.headers())
+        .and_then(|id| app.sessions.get(&id))
+        .map(|s| Session { lang, ..s });
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     let Some(session) = session else {
         if reading {
             return Redirect::to("/ui/login").into_response();
         }
-        return refused("Not signed in (or the session has ended): nothing was changed.");
+        return refused(
+            lang,
+            lang.t(
+                "Not signed in (or the session has ended): nothing was changed.",
+                "Nicht angemeldet (oder die Sitzung ist abgelaufen): nichts wurde geändert.",
+            ),
+        );
     };
     if session.scope < need {
-        return refused(&format!(
-            "The token {} has the {} scope; this needs {}. Nothing was changed.",
-            session.name,
-            session.scope.as_str(),
-            need.as_str()
-        ));
+        return refused(
+            lang,
+            &format!(
+                "{} {} ({}) → {}. {}",
+                lang.t("The token", "Das Token"),
+                session.name,
+                session.scope.as_str(),
+                need.as_str(),
+                lang.t(
+                    "Its scope may not do this; nothing was changed.",
+                    "Sein Bereich darf das nicht; nichts wurde geändert."
+                )
+            ),
+        );
     }
     if !reading && cross_site(req.headers()) {
-        return refused("A form from another site: nothing was changed.");
+        return refused(
+            lang,
+            lang.t(
+                "A form from another site: nothing was changed.",
+                "Ein Formular einer anderen Website: nichts wurde geändert.",
+            ),
+        );
     }
     let mut req = req;
     if !reading {
         // The body is read here, once, and handed on unchanged.
         let (parts, body) = req.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
-            return refused("The form is too large: nothing was changed.");
+            return refused(
+                lang,
+                lang.t(
+                    "The form is too large: nothing was changed.",
+                    "Das Formular ist zu groß: nichts wurde geändert.",
+                ),
+            );
         };
         let fields: Vec<(String, String)> =
             serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
@@ -178,7 +271,11 @@ async fn require(
         use subtle::ConstantTimeEq;
         if !bool::from(presented.as_bytes().ct_eq(session.csrf.as_bytes())) {
             return refused(
-                "The form's security token is missing or stale (reload the page): nothing was changed.",
+                lang,
+                lang.t(
+                    "The form's security token is missing or stale (reload the page): nothing was changed.",
+                    "Das Sicherheitstoken des Formulars fehlt oder ist veraltet (Seite neu laden): nichts wurde geändert.",
+                ),
             );
         }
         req = Request::from_parts(parts, axum::body::Body::from(bytes));
@@ -199,10 +296,14 @@ fn cross_site(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// A 403 page.
-fn refused(message: &str) -> Response {
+fn refused(lang: Lang, message: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
-        bare("Refused", html! { p.error role="alert" { (message) } }),
+        bare(
+            lang,
+            lang.t("Refused", "Abgelehnt"),
+            html! { p.error role="alert" { (message) } },
+        ),
     )
         .into_response()
 }
@@ -266,6 +367,7 @@ pub(super) fn router(app: AppState) -> axum::Router<AppState> {
         ));
     let open = axum::Router::new()
         .route("/ui/login", get(login_form).post(login))
+        .route("/ui/lang/{lang}", get(switch_lang))
         .route("/ui/style.css", get(style));
     read.merge(operate)
         .merge(admin)
@@ -277,7 +379,10 @@ async fn not_found(axum::Extension(s): axum::Extension<Session>) -> Response {
     error_page(
         &s,
         Nav::Overview,
-        ApiError::not_found("No such page of the dashboard."),
+        ApiError::not_found(s.lang.t(
+            "No such page of the dashboard.",
+            "Diese Seite gibt es nicht.",
+        )),
     )
 }
 
@@ -294,22 +399,35 @@ async fn style() -> Response {
 
 // ---------------------------------------------------------------- sign-in
 
-async fn login_form() -> Response {
-    login_page(StatusCode::OK, None)
+async fn login_form(headers: axum::http::HeaderMap) -> Response {
+    login_page(Lang::of(&headers), StatusCode::OK, None)
 }
 
-fn login_page(status: StatusCode, error: Option<&str>) -> Response {
+/// The language switch: a cookie for `/ui`, then the overview.
+async fn switch_lang(axum::extract::Path(lang): axum::extract::Path<String>) -> Response {
+    let lang = Lang::parse(&lang).unwrap_or(Lang::En);
+    let mut r = Redirect::to("/ui/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LANG_COOKIE}={}; Secure; SameSite=Strict; Path=/ui; Max-Age=31536000",
+        lang.code()
+    )) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn login_page(l: Lang, status: StatusCode, error: Option<&str>) -> Response {
     let body = html! {
-        h1 { "Sign in" }
+        h1 { (l.t("Sign in", "Anmelden")) }
         @if let Some(e) = error { p.error role="alert" { (e) } }
         form method="post" action="/ui/login" {
-            label for="token" { "API token" }
+            label for="token" { (l.t("API token", "API-Token")) }
             input #token type="password" name="token" autocomplete="off" required;
-            button type="submit" { "Sign in" }
+            button type="submit" { (l.t("Sign in", "Anmelden")) }
         }
-        p.hint { "The token of a " code { "[[serve.token]]" } " in lethe's configuration; its scope (read, operate, admin) decides what you may do." }
+        p.hint { (l.t("The token of a ", "Das Token eines ")) code { "[[serve.token]]" } (l.t(" in lethe's configuration; its scope (read, operate, admin) decides what you may do.", " in der Konfiguration von lethe; sein Bereich (read, operate, admin) bestimmt, was Sie tun dürfen.")) }
     };
-    (status, bare("Sign in", body)).into_response()
+    (status, bare(l, l.t("Sign in", "Anmelden"), body)).into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -322,19 +440,32 @@ async fn login(
     headers: axum::http::HeaderMap,
     form: Result<axum::Form<LoginForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let l = Lang::of(&headers);
     // A sign-in posted from another site would sign the browser in with
     // someone else's token.
     if cross_site(&headers) {
         return login_page(
+            l,
             StatusCode::FORBIDDEN,
-            Some("A sign-in from another site is refused."),
+            Some(l.t(
+                "A sign-in from another site is refused.",
+                "Eine Anmeldung von einer anderen Website wird abgelehnt.",
+            )),
         );
     }
     let Ok(axum::Form(f)) = form else {
-        return login_page(StatusCode::BAD_REQUEST, Some("Enter a token."));
+        return login_page(
+            l,
+            StatusCode::BAD_REQUEST,
+            Some(l.t("Enter a token.", "Geben Sie ein Token ein.")),
+        );
     };
     let Some(t) = super::known_token(&app.tokens, f.token.trim()) else {
-        return login_page(StatusCode::UNAUTHORIZED, Some("Unknown token."));
+        return login_page(
+            l,
+            StatusCode::UNAUTHORIZED,
+            Some(l.t("Unknown token.", "Unbekanntes Token.")),
+        );
     };
     let id = app.sessions.open(&t.name, t.scope);
     let cookie = format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/ui");
@@ -362,10 +493,10 @@ async fn logout(State(app): State<AppState>, req: Request) -> Response {
 // ---------------------------------------------------------------- layout
 
 /// A page with no navigation (sign-in, refusals).
-fn bare(title: &str, body: Markup) -> Markup {
+fn bare(l: Lang, title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang=(l.code()) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
@@ -373,7 +504,7 @@ fn bare(title: &str, body: Markup) -> Markup {
                 link rel="stylesheet" href="/ui/style.css";
             }
             body {
-                header { a.brand href="/ui/" { "lethe" } }
+                header { a.brand href="/ui/" { "lethe" } (switch(l)) }
                 main { (body) }
             }
         }
@@ -393,17 +524,18 @@ enum Nav {
 
 /// A page with the navigation, the signed-in token and sign-out.
 fn layout(s: &Session, nav: Nav, title: &str, refresh: bool, body: Markup) -> Markup {
+    let l = s.lang;
     let items = [
-        (Nav::Overview, "/ui/", "Overview"),
-        (Nav::Plans, "/ui/plans", "Plans"),
-        (Nav::Explain, "/ui/explain", "Explain"),
-        (Nav::Holds, "/ui/holds", "Holds"),
-        (Nav::Requests, "/ui/requests", "Requests"),
+        (Nav::Overview, "/ui/", l.t("Overview", "Übersicht")),
+        (Nav::Plans, "/ui/plans", l.t("Plans", "Pläne")),
+        (Nav::Explain, "/ui/explain", l.t("Explain", "Erklären")),
+        (Nav::Holds, "/ui/holds", l.t("Holds", "Sperren")),
+        (Nav::Requests, "/ui/requests", l.t("Requests", "Anträge")),
         (Nav::Audit, "/ui/audit", "Audit"),
     ];
     html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang=(l.code()) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
@@ -414,7 +546,7 @@ fn layout(s: &Session, nav: Nav, title: &str, refresh: bool, body: Markup) -> Ma
             body {
                 header {
                     a.brand href="/ui/" { "lethe" }
-                    nav aria-label="Main" {
+                    nav aria-label=(l.t("Main", "Hauptmenü")) {
                         ul {
                             @for (n, href, label) in items {
                                 li {
@@ -430,11 +562,22 @@ fn layout(s: &Session, nav: Nav, title: &str, refresh: bool, body: Markup) -> Ma
                     form.signout method="post" action="/ui/logout" {
                         input type="hidden" name="csrf" value=(s.csrf);
                         span.who { (s.name) " (" (s.scope.as_str()) ")" }
-                        button type="submit" { "Sign out" }
+                        button type="submit" { (l.t("Sign out", "Abmelden")) }
                     }
+                    (switch(l))
                 }
                 main { h1 { (title) } (body) }
             }
+        }
+    }
+}
+
+/// The link to the other language.
+fn switch(l: Lang) -> Markup {
+    html! {
+        @match l {
+            Lang::En => a.lang href="/ui/lang/de" lang="de" hreflang="de" { "Deutsch" },
+            Lang::De => a.lang href="/ui/lang/en" lang="en" hreflang="en" { "English" },
         }
     }
 }
@@ -446,7 +589,7 @@ fn error_page(s: &Session, nav: Nav, e: ApiError) -> Response {
         layout(
             s,
             nav,
-            "Error",
+            s.lang.t("Error", "Fehler"),
             false,
             html! { p.error role="alert" { (e.message) } },
         ),

@@ -16,7 +16,7 @@ use super::super::{
     holds_list, holds_remove, plan_apply, plan_show, plans_list, request_export, requests_create,
     requests_list, schedule_show, sweep_show, sweeps_list,
 };
-use super::{Nav, Session, error_page, layout};
+use super::{Lang, Nav, Session, error_page, layout};
 use crate::config::Scope;
 
 type Page = Response;
@@ -75,20 +75,23 @@ fn duration(run: &Value) -> String {
 }
 
 /// A run's counts in a line: due cases, deletions, verify.
-fn counts(run: &Value) -> String {
+fn counts(l: Lang, run: &Value) -> String {
     let s = &run["summary"];
     let mut out = Vec::new();
     if let Some(c) = s["plan"]["cases"].as_u64() {
-        out.push(format!("{c} due cases"));
+        out.push(format!("{c} {}", l.t("due cases", "fällige Fälle")));
     }
     if let Some(c) = s["apply"]["cases_done"].as_u64() {
-        out.push(format!("{c} cases deleted"));
+        out.push(format!("{c} {}", l.t("cases deleted", "Fälle gelöscht")));
     }
     if let Some(c) = s["apply"]["objects_deleted"].as_u64() {
-        out.push(format!("{c} objects deleted"));
+        out.push(format!(
+            "{c} {}",
+            l.t("objects deleted", "Objekte gelöscht")
+        ));
     }
     if let Some(r) = s["verify"]["residual"].as_array() {
-        out.push(format!("{} residual", r.len()));
+        out.push(format!("{} {}", r.len(), l.t("residual", "verblieben")));
     }
     if out.is_empty() {
         "—".into()
@@ -111,13 +114,13 @@ pub(super) async fn overview(
     State(app): State<AppState>,
     Extension(s): Extension<Session>,
 ) -> Page {
-    match overview_body(&app).await {
-        Ok(b) => page(&s, Nav::Overview, "Overview", b),
+    match overview_body(&app, s.lang).await {
+        Ok(b) => page(&s, Nav::Overview, s.lang.t("Overview", "Übersicht"), b),
         Err(e) => error_page(&s, Nav::Overview, e),
     }
 }
 
-async fn overview_body(app: &AppState) -> Result<Markup, ApiError> {
+async fn overview_body(app: &AppState, l: Lang) -> Result<Markup, ApiError> {
     let Json(runs) =
         sweeps_list(State(app.clone()), Ok(Query(body(json!({"limit": 10}))?))).await?;
     let runs = value(&runs);
@@ -156,57 +159,57 @@ async fn overview_body(app: &AppState) -> Result<Markup, ApiError> {
         .and_then(|r| r.iter().find(|r| r["summary"]["verify"].is_object()))
         .map(|r| r["summary"]["verify"].clone());
     Ok(html! {
-        section.cards aria-label="Status" {
+        section.cards aria-label=(l.t("Status", "Stand")) {
             div.card {
-                h2 { "Next scheduled run" }
+                h2 { (l.t("Next scheduled run", "Nächster geplanter Lauf")) }
                 @if schedule["configured"] == true {
                     p.big { (text(&schedule["next_run_local"])) }
-                    p { code { (text(&schedule["cron"])) } " " (text(&schedule["timezone"])) ", mode " (text(&schedule["mode"])) }
+                    p { code { (text(&schedule["cron"])) } " " (text(&schedule["timezone"])) (l.t(", mode ", ", Modus ")) (text(&schedule["mode"])) }
                 } @else {
-                    p { "No schedule configured." }
+                    p { (l.t("No schedule configured.", "Kein Zeitplan konfiguriert.")) }
                 }
-                @if schedule["running"] == true { p.info { "A run is in progress." } }
+                @if schedule["running"] == true { p.info { (l.t("A run is in progress.", "Ein Lauf ist im Gang.")) } }
             }
             div.card {
-                h2 { "Audit chain" }
+                h2 { (l.t("Audit chain", "Audit-Kette")) }
                 @if chain.problems.is_empty() {
-                    p.big.ok { "Intact" }
+                    p.big.ok { (l.t("Intact", "Intakt")) }
                 } @else {
-                    p.big.bad { "Broken" }
+                    p.big.bad { (l.t("Broken", "Gebrochen")) }
                     ul { @for p in &chain.problems { li { (p) } } }
                 }
-                p { (chain.records) " records" }
+                p { (chain.records) (l.t(" records", " Einträge")) }
             }
             div.card {
-                h2 { "Subject requests" }
-                p.big { (open) " open" }
-                p class=(if overdue > 0 { "bad" } else { "ok" }) { (overdue) " overdue" }
+                h2 { (l.t("Subject requests", "Betroffenenanträge")) }
+                p.big { (open) (l.t(" open", " offen")) }
+                p class=(if overdue > 0 { "bad" } else { "ok" }) { (overdue) (l.t(" overdue", " überfällig")) }
             }
             div.card {
-                h2 { "Latest plan" }
+                h2 { (l.t("Latest plan", "Neuester Plan")) }
                 @if let Some(p) = &latest {
                     p.big { a href={ "/ui/plans/" (text(&p["id"])) } { (text(&p["id"])) } }
-                    p { (text(&p["status"])) ", " (text(&p["summary"]["cases"])) " due cases" }
-                    p { (p["summary"]["reimported"].as_u64().unwrap_or(0)) " re-imported subjects" }
+                    p { (text(&p["status"])) ", " (text(&p["summary"]["cases"])) (l.t(" due cases", " fällige Fälle")) }
+                    p { (p["summary"]["reimported"].as_u64().unwrap_or(0)) (l.t(" re-imported subjects", " wieder importierte Betroffene")) }
                 } @else {
-                    p { "No plan yet." }
+                    p { (l.t("No plan yet.", "Noch kein Plan.")) }
                 }
             }
             div.card {
-                h2 { "Last verify" }
+                h2 { (l.t("Last verify", "Letzte Prüfung")) }
                 @if let Some(v) = &last_verify {
                     @let residual = v["residual"].as_array().map(Vec::len).unwrap_or(0);
-                    p class={ "big " (if residual == 0 { "ok" } else { "bad" }) } { (residual) " residual identifiers" }
-                    p { (text(&v["entities_remaining"])) " entities, " (text(&v["objects_remaining"])) " objects remaining" }
+                    p class={ "big " (if residual == 0 { "ok" } else { "bad" }) } { (residual) (l.t(" residual identifiers", " verbliebene Kennungen")) }
+                    p { (text(&v["entities_remaining"])) (l.t(" entities, ", " Entitäten, ")) (text(&v["objects_remaining"])) (l.t(" objects remaining", " Objekte verblieben")) }
                 } @else {
-                    p { "No apply verified yet." }
+                    p { (l.t("No apply verified yet.", "Noch keine Ausführung geprüft.")) }
                 }
             }
         }
-        h2 { "Last runs" }
+        h2 { (l.t("Last runs", "Letzte Läufe")) }
         div.scroll {
             table {
-                thead { tr { th { "Run" } th { "Trigger" } th { "Mode" } th { "Started" } th { "Duration" } th { "Outcome" } th { "Counts" } th { "Plan" } } }
+                thead { tr { th { (l.t("Run", "Lauf")) } th { (l.t("Trigger", "Auslöser")) } th { (l.t("Mode", "Modus")) } th { (l.t("Started", "Gestartet")) } th { (l.t("Duration", "Dauer")) } th { (l.t("Outcome", "Ergebnis")) } th { (l.t("Counts", "Zahlen")) } th { (l.t("Plan", "Plan")) } } }
                 tbody {
                     @for r in runs.as_array().into_iter().flatten() {
                         tr {
@@ -216,7 +219,7 @@ async fn overview_body(app: &AppState) -> Result<Markup, ApiError> {
                             td { (text(&r["started_at"])) }
                             td { (duration(r)) }
                             td { span class=(status_class(r["status"].as_str().unwrap_or(""))) { (text(&r["status"])) } }
-                            td { (counts(r)) }
+                            td { (counts(l, r)) }
                             td { @if let Some(p) = r["plan_id"].as_str() { a href={ "/ui/plans/" (p) } { (p) } } }
                         }
                     }
@@ -225,10 +228,10 @@ async fn overview_body(app: &AppState) -> Result<Markup, ApiError> {
         }
         @if let Some(p) = &latest {
             @if let Some(months) = p["summary"]["due_by_month"].as_object() {
-                h2 { "Outlook: cases becoming due per month" }
+                h2 { (l.t("Outlook: cases becoming due per month", "Ausblick: fällig werdende Fälle je Monat")) }
                 div.scroll {
                     table {
-                        thead { tr { th { "Month" } th { "Cases" } } }
+                        thead { tr { th { (l.t("Month", "Monat")) } th { (l.t("Cases", "Fälle")) } } }
                         tbody { @for (m, n) in months { tr { td { (m) } td.num { (text(n)) } } } }
                     }
                 }
@@ -240,6 +243,7 @@ async fn overview_body(app: &AppState) -> Result<Markup, ApiError> {
 // ---------------------------------------------------------------- plans
 
 pub(super) async fn plans(State(app): State<AppState>, Extension(s): Extension<Session>) -> Page {
+    let l = s.lang;
     let list = match plans_list(State(app)).await {
         Ok(Json(l)) => value(&l),
         Err(e) => return error_page(&s, Nav::Plans, e),
@@ -249,13 +253,13 @@ pub(super) async fn plans(State(app): State<AppState>, Extension(s): Extension<S
     page(
         &s,
         Nav::Plans,
-        "Plans",
+        s.lang.t("Plans", "Pläne"),
         html! {
-            @if rows.is_empty() { p { "No stored plans." } }
+            @if rows.is_empty() { p { (l.t("No stored plans.", "Keine gespeicherten Pläne.")) } }
             @else {
                 div.scroll {
                     table {
-                        thead { tr { th { "Plan" } th { "Created" } th { "As of" } th { "Status" } } }
+                        thead { tr { th { (l.t("Plan", "Plan")) } th { (l.t("Created", "Erstellt")) } th { (l.t("As of", "Stichtag")) } th { (l.t("Status", "Status")) } } }
                         tbody {
                             @for p in &rows {
                                 tr {
@@ -283,6 +287,7 @@ pub(super) async fn plan(
 
 /// A plan's page; `notice` is the answer to an approval that was refused.
 async fn plan_page(app: &AppState, s: &Session, id: &str, notice: Option<ApiError>) -> Page {
+    let l = s.lang;
     let p = match plan_show(State(app.clone()), Ok(Path(id.to_string()))).await {
         Ok(Json(p)) => value(&p),
         Err(e) => return error_page(s, Nav::Plans, e),
@@ -295,14 +300,20 @@ async fn plan_page(app: &AppState, s: &Session, id: &str, notice: Option<ApiErro
     let brake: Vec<String> = body(p["brake"].clone()).unwrap_or_default();
     let o = &summary.objects;
     let fates = [
-        ("delete", o.delete + o.orphan_delete),
-        ("redact", o.redact),
-        ("shared (kept whole)", o.shared),
-        ("retained", o.retained),
-        ("orphan, too young", o.orphan_young),
-        ("unlinked", o.unlinked),
-        ("unreadable", o.unreadable),
-        ("held", o.held),
+        (l.t("delete", "löschen"), o.delete + o.orphan_delete),
+        (l.t("redact", "schwärzen"), o.redact),
+        (
+            l.t("shared (kept whole)", "geteilt (ganz behalten)"),
+            o.shared,
+        ),
+        (l.t("retained", "behalten"), o.retained),
+        (
+            l.t("orphan, too young", "verwaist, zu jung"),
+            o.orphan_young,
+        ),
+        (l.t("unlinked", "unverknüpft"), o.unlinked),
+        (l.t("unreadable", "unlesbar"), o.unreadable),
+        (l.t("held", "gesperrt"), o.held),
     ];
     let code = notice
         .as_ref()
@@ -312,7 +323,7 @@ async fn plan_page(app: &AppState, s: &Session, id: &str, notice: Option<ApiErro
         @if let Some(e) = &notice {
             p.error role="alert" {
                 @if e.status == axum::http::StatusCode::UNPROCESSABLE_ENTITY {
-                    "That is not this plan's digest."
+                    (l.t("That is not this plan's digest.", "Das ist nicht die Prüfsumme dieses Plans."))
                 } @else {
                     (e.message)
                 }
@@ -320,18 +331,18 @@ async fn plan_page(app: &AppState, s: &Session, id: &str, notice: Option<ApiErro
             }
         }
         dl.facts {
-            dt { "Status" } dd { span class=(status_class(status)) { (status) } }
-            dt { "As of" } dd { (summary.as_of) }
-            dt { "Created" } dd { (summary.created_at) }
-            dt { "Due cases" } dd { (summary.cases) }
-            @if let Some(r) = &summary.request { dt { "Subject request" } dd { (r) } }
-            dt { "Re-imported subjects" } dd { (summary.reimported) }
-            dt { "Digest" } dd { code.digest { (summary.digest) } }
+            dt { (l.t("Status", "Status")) } dd { span class=(status_class(status)) { (status) } }
+            dt { (l.t("As of", "Stichtag")) } dd { (summary.as_of) }
+            dt { (l.t("Created", "Erstellt")) } dd { (summary.created_at) }
+            dt { (l.t("Due cases", "Fällige Fälle")) } dd { (summary.cases) }
+            @if let Some(r) = &summary.request { dt { (l.t("Subject request", "Betroffenenantrag")) } dd { (r) } }
+            dt { (l.t("Re-imported subjects", "Wieder importierte Betroffene")) } dd { (summary.reimported) }
+            dt { (l.t("Digest", "Prüfsumme")) } dd { code.digest { (summary.digest) } }
         }
-        h2 { "Due and kept per policy" }
+        h2 { (l.t("Due and kept per policy", "Fällig und behalten je Regel")) }
         div.scroll {
             table {
-                thead { tr { th { "Policy" } th { "Root" } th { "Retain" } th { "Basis" } th { "Read" } th { "Due" } th { "Kept, and why" } } }
+                thead { tr { th { (l.t("Policy", "Regel")) } th { (l.t("Root", "Wurzel")) } th { (l.t("Retain", "Aufbewahren")) } th { (l.t("Basis", "Rechtsgrundlage")) } th { (l.t("Read", "Gelesen")) } th { (l.t("Due", "Fällig")) } th { (l.t("Kept, and why", "Behalten, und warum")) } } }
                 tbody {
                     @for pol in &summary.policies {
                         tr {
@@ -346,21 +357,21 @@ async fn plan_page(app: &AppState, s: &Session, id: &str, notice: Option<ApiErro
                 }
             }
         }
-        h2 { "Objects by fate" }
+        h2 { (l.t("Objects by fate", "Objekte nach Schicksal")) }
         dl.facts { @for (f, n) in fates { dt { (f) } dd { (n) } } }
-        h2 { "Mass-delete brake" }
+        h2 { (l.t("Mass-delete brake", "Massenlösch-Bremse")) }
         @if brake.is_empty() {
-            p.ok { "The brake does not hold this plan." }
+            p.ok { (l.t("The brake does not hold this plan.", "Die Bremse hält diesen Plan nicht auf.")) }
         } @else {
-            p.bad { "The brake holds this plan:" }
+            p.bad { (l.t("The brake holds this plan:", "Die Bremse hält diesen Plan auf:")) }
             ul { @for b in &brake { li { (b) } } }
         }
         @if status != "applied" {
-            h2 { "Approve" }
+            h2 { (l.t("Approve", "Freigeben")) }
             @if s.scope >= Scope::Admin {
                 form.approve method="post" action={ "/ui/plans/" (summary.id) "/approve" } {
                     input type="hidden" name="csrf" value=(s.csrf);
-                    label for="digest" { "Type or paste the plan's digest to approve it" }
+                    label for="digest" { (l.t("Type or paste the plan's digest to approve it", "Prüfsumme des Plans eingeben oder einfügen, um ihn freizugeben")) }
                     input #digest type="text" name="digest" autocomplete="off" spellcheck="false" required;
                     @if !brake.is_empty() {
                         label.check {
@@ -368,16 +379,22 @@ async fn plan_page(app: &AppState, s: &Session, id: &str, notice: Option<ApiErro
                             " Apply although the brake holds it (I have reviewed why)"
                         }
                     }
-                    button type="submit" { "Approve and apply" }
+                    button type="submit" { (l.t("Approve and apply", "Freigeben und ausführen")) }
                 }
             } @else {
-                p { "Approving needs a token with the admin scope." }
+                p { (l.t("Approving needs a token with the admin scope.", "Freigeben erfordert ein Token mit dem Bereich admin.")) }
             }
         }
     };
     (
         code,
-        layout(s, Nav::Plans, &format!("Plan {}", summary.id), false, body),
+        layout(
+            s,
+            Nav::Plans,
+            &format!("{} {}", l.t("Plan", "Plan"), summary.id),
+            false,
+            body,
+        ),
     )
         .into_response()
 }
@@ -415,6 +432,7 @@ pub(super) async fn run(
     Extension(s): Extension<Session>,
     id: Result<Path<i64>, PathRejection>,
 ) -> Page {
+    let l = s.lang;
     let r = match sweep_show(State(app), id).await {
         Ok(Json(r)) => value(&r),
         Err(e) => return error_page(&s, Nav::Plans, e),
@@ -424,38 +442,38 @@ pub(super) async fn run(
     let verify = &r["summary"]["verify"];
     let body = html! {
         p role="status" {
-            "Status: " span class={ "status " (status_class(status)) } { (status) }
-            @if running { " — this page refreshes every second until the run ends." }
+            (l.t("Status: ", "Status: ")) span class={ "status " (status_class(status)) } { (status) }
+            @if running { (l.t(" — this page refreshes every second until the run ends.", " — diese Seite lädt sich jede Sekunde neu, bis der Lauf endet.")) }
         }
         dl.facts {
-            dt { "Trigger" } dd { (text(&r["trigger"])) }
-            dt { "Mode" } dd { (text(&r["mode"])) }
-            dt { "Started" } dd { (text(&r["started_at"])) }
-            dt { "Finished" } dd { (text(&r["finished_at"])) }
-            dt { "Duration" } dd { (duration(&r)) }
-            @if let Some(p) = r["plan_id"].as_str() { dt { "Plan" } dd { a href={ "/ui/plans/" (p) } { (p) } } }
-            @if let Some(e) = r["error"].as_str() { dt { "Error" } dd.bad { (e) } }
+            dt { (l.t("Trigger", "Auslöser")) } dd { (text(&r["trigger"])) }
+            dt { (l.t("Mode", "Modus")) } dd { (text(&r["mode"])) }
+            dt { (l.t("Started", "Gestartet")) } dd { (text(&r["started_at"])) }
+            dt { (l.t("Finished", "Beendet")) } dd { (text(&r["finished_at"])) }
+            dt { (l.t("Duration", "Dauer")) } dd { (duration(&r)) }
+            @if let Some(p) = r["plan_id"].as_str() { dt { (l.t("Plan", "Plan")) } dd { a href={ "/ui/plans/" (p) } { (p) } } }
+            @if let Some(e) = r["error"].as_str() { dt { (l.t("Error", "Fehler")) } dd.bad { (e) } }
         }
         @if verify.is_object() {
-            h2 { "Verify" }
+            h2 { (l.t("Verify", "Prüfung")) }
             @let residual = verify["residual"].as_array().cloned().unwrap_or_default();
             @if residual.is_empty() {
-                p.ok.verified { "Verified: no residual identifiers." }
+                p.ok.verified { (l.t("Verified: no residual identifiers.", "Geprüft: keine verbliebenen Kennungen.")) }
             } @else {
-                p.bad.verified { (residual.len()) " objects still name a deleted entity:" }
+                p.bad.verified { (residual.len()) (l.t(" objects still name a deleted entity:", " Objekte nennen noch eine gelöschte Entität:")) }
                 ul { @for x in &residual { li { code { (text(&x["object"])) } " (" (text(&x["why"])) ")" } } }
             }
             (scalars(verify))
         }
         @if r["summary"]["apply"].is_object() {
-            h2 { "Apply" }
+            h2 { (l.t("Apply", "Ausführung")) }
             (scalars(&r["summary"]["apply"]))
         }
     };
     layout(
         &s,
         Nav::Plans,
-        &format!("Run {}", text(&r["id"])),
+        &format!("{} {}", s.lang.t("Run", "Lauf"), text(&r["id"])),
         running,
         body,
     )
@@ -474,6 +492,7 @@ pub(super) async fn explain(
     Extension(s): Extension<Session>,
     Query(q): Query<EntityQuery>,
 ) -> Page {
+    let l = s.lang;
     let entity = q.entity.as_deref().map(str::trim).filter(|e| !e.is_empty());
     let answer = match entity {
         None => None,
@@ -486,31 +505,31 @@ pub(super) async fn explain(
     };
     let body = html! {
         form.inline method="get" action="/ui/explain" {
-            label for="entity" { "Entity ref (type:key)" }
+            label for="entity" { (l.t("Entity ref (type:key)", "Entitätsreferenz (Typ:Schlüssel)")) }
             input #entity type="text" name="entity" value=(entity.unwrap_or("")) placeholder="lead:4711" required;
-            button type="submit" { "Explain" }
+            button type="submit" { (l.t("Explain", "Erklären")) }
         }
         @match &answer {
             None => {}
             Some(Err(e)) => { p.error role="alert" { (e.message) } }
             Some(Ok(v)) => {
                 @if v["exists"] == false {
-                    p.result { (text(&v["entity"])) " is not in the CRM." }
+                    p.result { (text(&v["entity"])) (l.t(" is not in the CRM.", " ist nicht im CRM.")) }
                 } @else {
                     p.result {
                         (text(&v["entity"])) ": "
-                        @if v["deleted_by_next_sweep"] == true { strong.bad { "due — deleted by the next sweep" } }
-                        @else { strong.ok { "kept" } }
+                        @if v["deleted_by_next_sweep"] == true { strong.bad { (l.t("due — deleted by the next sweep", "fällig — wird beim nächsten Lauf gelöscht")) } }
+                        @else { strong.ok { (l.t("kept", "behalten")) } }
                     }
                     div.scroll {
                         table {
-                            thead { tr { th { "Policy" } th { "Case clock" } th { "Due" } th { "Kept because" } th { "Due at" } } }
+                            thead { tr { th { (l.t("Policy", "Regel")) } th { (l.t("Case clock", "Fallzeitpunkt")) } th { (l.t("Due", "Fällig")) } th { (l.t("Kept because", "Behalten wegen")) } th { (l.t("Due at", "Fällig am")) } } }
                             tbody {
                                 @for c in v["cases"].as_array().into_iter().flatten() {
                                     tr {
                                         td { (text(&c["policy"])) }
                                         td { (text(&c["case_clock"])) }
-                                        td { @if c["due"] == true { "yes" } @else { "no" } }
+                                        td { @if c["due"] == true { (l.t("yes", "ja")) } @else { (l.t("no", "nein")) } }
                                         td.why { (text(&c["kept_because"])) }
                                         td { (text(&c["due_at"])) }
                                     }
@@ -522,7 +541,7 @@ pub(super) async fn explain(
             }
         }
     };
-    page(&s, Nav::Explain, "Explain", body)
+    page(&s, Nav::Explain, l.t("Explain", "Erklären"), body)
 }
 
 // ---------------------------------------------------------------- holds
@@ -533,6 +552,7 @@ pub(super) async fn holds(State(app): State<AppState>, Extension(s): Extension<S
 
 /// The holds; `notice` is the outcome of a change just made.
 async fn holds_page(app: &AppState, s: &Session, notice: Option<Result<String, ApiError>>) -> Page {
+    let l = s.lang;
     let list = match holds_list(State(app.clone())).await {
         Ok(Json(l)) => value(&l),
         Err(e) => return error_page(s, Nav::Holds, e),
@@ -549,11 +569,11 @@ async fn holds_page(app: &AppState, s: &Session, notice: Option<Result<String, A
             None => {}
         }
         @if list.as_array().is_none_or(|l| l.is_empty()) {
-            p { "No legal holds." }
+            p { (l.t("No legal holds.", "Keine rechtlichen Sperren.")) }
         } @else {
             div.scroll {
                 table {
-                    thead { tr { th { "Target" } th { "Reason" } th { "Author" } th { "Since" } @if operate { th { span.sr { "Action" } } } } }
+                    thead { tr { th { (l.t("Target", "Ziel")) } th { (l.t("Reason", "Grund")) } th { (l.t("Author", "Urheber")) } th { (l.t("Since", "Seit")) } @if operate { th { span.sr { (l.t("Action", "Aktion")) } } } } }
                     tbody {
                         @for h in list.as_array().into_iter().flatten() {
                             tr {
@@ -566,7 +586,7 @@ async fn holds_page(app: &AppState, s: &Session, notice: Option<Result<String, A
                                         form method="post" action="/ui/holds/lift" {
                                             input type="hidden" name="csrf" value=(s.csrf);
                                             input type="hidden" name="target" value=(text(&h["target"]));
-                                            button type="submit" aria-label={ "Lift the hold on " (text(&h["target"])) } { "Lift" }
+                                            button type="submit" aria-label={ (l.t("Lift the hold on ", "Sperre aufheben: ")) (text(&h["target"])) } { (l.t("Lift", "Aufheben")) }
                                         }
                                     }
                                 }
@@ -577,21 +597,31 @@ async fn holds_page(app: &AppState, s: &Session, notice: Option<Result<String, A
             }
         }
         @if operate {
-            h2 { "Add a hold" }
+            h2 { (l.t("Add a hold", "Sperre setzen")) }
             form.stack method="post" action="/ui/holds" {
                 input type="hidden" name="csrf" value=(s.csrf);
-                label for="target" { "Entity ref, object:KEY or prefix:PREFIX" }
+                label for="target" { (l.t("Entity ref, object:KEY or prefix:PREFIX", "Entitätsreferenz, object:SCHLÜSSEL oder prefix:PRÄFIX")) }
                 input #target type="text" name="target" placeholder="lead:4711" required;
-                label for="reason" { "Reason (a case number, not personal data)" }
+                label for="reason" { (l.t("Reason (a case number, not personal data)", "Grund (ein Aktenzeichen, keine personenbezogenen Daten)")) }
                 input #reason type="text" name="reason" required;
                 label.check { input type="checkbox" name="allow_absent" value="true"; " The entity is not in the CRM yet" }
-                button type="submit" { "Add hold" }
+                button type="submit" { (l.t("Add hold", "Sperre setzen")) }
             }
         } @else {
-            p { "Adding and lifting holds needs the operate scope." }
+            p { (l.t("Adding and lifting holds needs the operate scope.", "Sperren setzen und aufheben erfordert den Bereich operate.")) }
         }
     };
-    (code, layout(s, Nav::Holds, "Legal holds", false, body)).into_response()
+    (
+        code,
+        layout(
+            s,
+            Nav::Holds,
+            l.t("Legal holds", "Rechtliche Sperren"),
+            false,
+            body,
+        ),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -616,9 +646,17 @@ pub(super) async fn hold_add(
             .map(|Json(c)| {
                 let c = value(&c);
                 if c["changed"] == true {
-                    format!("{} is on hold.", text(&c["target"]))
+                    format!(
+                        "{} {}",
+                        text(&c["target"]),
+                        s.lang.t("is on hold.", "ist gesperrt.")
+                    )
                 } else {
-                    format!("{} was on hold already.", text(&c["target"]))
+                    format!(
+                        "{} {}",
+                        text(&c["target"]),
+                        s.lang.t("was on hold already.", "war schon gesperrt.")
+                    )
                 }
             }),
         Err(e) => Err(e),
@@ -642,7 +680,14 @@ pub(super) async fn hold_lift(
         Ok(Query(TargetQuery { target: f.target })),
     )
     .await
-    .map(|Json(c)| format!("The hold on {} is lifted.", text(&value(&c)["target"])));
+    .map(|Json(c)| {
+        format!(
+            "{} {} {}",
+            s.lang.t("The hold on", "Die Sperre auf"),
+            text(&value(&c)["target"]),
+            s.lang.t("is lifted.", "ist aufgehoben.")
+        )
+    });
     holds_page(&app, &s, Some(outcome)).await
 }
 
@@ -670,6 +715,7 @@ async fn requests_page(
     s: &Session,
     notice: Option<Result<Markup, ApiError>>,
 ) -> Page {
+    let l = s.lang;
     let list = match requests_list(State(app.clone())).await {
         Ok(Json(l)) => value(&l),
         Err(e) => return error_page(s, Nav::Requests, e),
@@ -685,11 +731,11 @@ async fn requests_page(
             None => {}
         }
         @if list.as_array().is_none_or(|l| l.is_empty()) {
-            p { "No subject requests." }
+            p { (l.t("No subject requests.", "Keine Betroffenenanträge.")) }
         } @else {
             div.scroll {
                 table {
-                    thead { tr { th { "Request" } th { "Kind" } th { "Reference" } th { "Received" } th { "Due" } th { "Days left" } th { "Status" } th { "Plan" } @if s.scope >= Scope::Admin { th { "Export" } } } }
+                    thead { tr { th { (l.t("Request", "Antrag")) } th { (l.t("Kind", "Art")) } th { (l.t("Reference", "Referenz")) } th { (l.t("Received", "Eingegangen")) } th { (l.t("Due", "Fällig")) } th { (l.t("Days left", "Tage übrig")) } th { (l.t("Status", "Status")) } th { (l.t("Plan", "Plan")) } @if s.scope >= Scope::Admin { th { (l.t("Export", "Export")) } } } }
                     tbody {
                         @for r in list.as_array().into_iter().flatten() {
                             @let days = r["days_left"].as_i64().unwrap_or(0);
@@ -706,7 +752,7 @@ async fn requests_page(
                                 td { (text(&r["status"])) }
                                 td { @if let Some(p) = r["plan_id"].as_str() { a href={ "/ui/plans/" (p) } { (p) } } }
                                 @if s.scope >= Scope::Admin {
-                                    td { @if r["kind"] == "access" { a href={ "/ui/requests/" (text(&r["id"])) "/export" } { "Download" } } }
+                                    td { @if r["kind"] == "access" { a href={ "/ui/requests/" (text(&r["id"])) "/export" } { (l.t("Download", "Herunterladen")) } } }
                                 }
                             }
                         }
@@ -715,27 +761,33 @@ async fn requests_page(
             }
         }
         @if s.scope >= Scope::Operate {
-            h2 { "Receive a request" }
+            h2 { (l.t("Receive a request", "Antrag erfassen")) }
             form.stack method="post" action="/ui/requests" {
                 input type="hidden" name="csrf" value=(s.csrf);
-                label for="kind" { "Kind" }
+                label for="kind" { (l.t("Kind", "Art")) }
                 select #kind name="kind" {
-                    option value="erase" { "Erasure (Art. 17)" }
-                    option value="access" { "Access / portability (Art. 15, 20)" }
+                    option value="erase" { (l.t("Erasure (Art. 17)", "Löschung (Art. 17)")) }
+                    option value="access" { (l.t("Access / portability (Art. 15, 20)", "Auskunft / Übertragbarkeit (Art. 15, 20)")) }
                 }
-                label for="subject" { "Subject: email=…, phone=… or an entity ref, one per line (not shown again)" }
+                label for="subject" { (l.t("Subject: email=…, phone=… or an entity ref, one per line (not shown again)", "Betroffene Person: email=…, phone=… oder eine Entitätsreferenz, eine je Zeile (wird nicht wieder angezeigt)")) }
                 textarea #subject name="subject" rows="2" required {}
-                label for="reference" { "Reference (ticket or letter)" }
+                label for="reference" { (l.t("Reference (ticket or letter)", "Referenz (Ticket oder Schreiben)")) }
                 input #reference type="text" name="reference" required;
-                label for="received" { "Received (YYYY-MM-DD; empty: today)" }
+                label for="received" { (l.t("Received (YYYY-MM-DD; empty: today)", "Eingegangen (JJJJ-MM-TT; leer: heute)")) }
                 input #received type="date" name="received";
-                button type="submit" { "Receive" }
+                button type="submit" { (l.t("Receive", "Erfassen")) }
             }
         }
     };
     (
         code,
-        layout(s, Nav::Requests, "Subject requests", false, body),
+        layout(
+            s,
+            Nav::Requests,
+            l.t("Subject requests", "Betroffenenanträge"),
+            false,
+            body,
+        ),
     )
         .into_response()
 }
@@ -774,11 +826,12 @@ pub(super) async fn request_create(
             .await
             .map(|(_, Json(r))| {
                 let r = value(&r);
+                let l = s.lang;
                 html! {
-                    "Request " (text(&r["id"])) " received, due " (text(&r["due"])) "; "
-                    (text(&r["entities"])) " entities found."
+                    (l.t("Request ", "Antrag ")) (text(&r["id"])) (l.t(" received, due ", " erfasst, fällig ")) (text(&r["due"])) "; "
+                    (text(&r["entities"])) (l.t(" entities found.", " Entitäten gefunden."))
                     @if let Some(p) = r["plan_id"].as_str() {
-                        " Its erasure plan: " a href={ "/ui/plans/" (p) } { (p) } "."
+                        (l.t(" Its erasure plan: ", " Sein Löschplan: ")) a href={ "/ui/plans/" (p) } { (p) } "."
                     }
                 }
             }),
@@ -811,6 +864,7 @@ pub(super) async fn audit(
     Extension(s): Extension<Session>,
     Query(q): Query<AuditQuery>,
 ) -> Page {
+    let l = s.lang;
     let verified = match q.verify {
         Some(_) => Some(audit_verify(State(app.clone())).await.map(|Json(v)| v)),
         None => None,
@@ -832,26 +886,26 @@ pub(super) async fn audit(
     let body = html! {
         form.inline #verify method="get" action="/ui/audit" {
             input type="hidden" name="verify" value="1";
-            button type="submit" { "Verify the chain now" }
+            button type="submit" { (l.t("Verify the chain now", "Kette jetzt prüfen")) }
         }
         @match &verified {
             None => {}
             Some(Err(e)) => { p.error role="alert" { (e.message) } }
             Some(Ok(v)) => {
                 @if v.problems.is_empty() {
-                    p.ok.result role="status" { "The chain is intact: " (v.records) " records." }
+                    p.ok.result role="status" { (l.t("The chain is intact: ", "Die Kette ist intakt: ")) (v.records) (l.t(" records.", " Einträge.")) }
                 } @else {
-                    p.bad.result role="status" { "The chain is broken:" }
+                    p.bad.result role="status" { (l.t("The chain is broken:", "Die Kette ist gebrochen:")) }
                     ul { @for p in &v.problems { li { (p) } } }
                 }
                 (scalars(&value(v)))
             }
         }
-        h2 { "Look up an entity or object" }
+        h2 { (l.t("Look up an entity or object", "Entität oder Objekt nachschlagen")) }
         form.inline #lookup method="get" action="/ui/audit" {
-            label for="target" { "Entity ref or object:KEY" }
+            label for="target" { (l.t("Entity ref or object:KEY", "Entitätsreferenz oder object:SCHLÜSSEL")) }
             input #target type="text" name="target" value=(target.unwrap_or("")) placeholder="lead:4711" required;
-            button type="submit" { "Look up" }
+            button type="submit" { (l.t("Look up", "Nachschlagen")) }
         }
         @match &found {
             None => {}
@@ -859,14 +913,14 @@ pub(super) async fn audit(
             Some(Ok(v)) => {
                 @let records = v["records"].as_array().cloned().unwrap_or_default();
                 p.result {
-                    (text(&v["target"])) " (pseudonym " code { (text(&v["pseudonym"])) } "): "
-                    @if records.is_empty() { "lethe has not deleted it." }
-                    @else { (records.len()) " audit records." }
+                    (text(&v["target"])) (l.t(" (pseudonym ", " (Pseudonym ")) code { (text(&v["pseudonym"])) } "): "
+                    @if records.is_empty() { (l.t("lethe has not deleted it.", "lethe hat es nicht gelöscht.")) }
+                    @else { (records.len()) (l.t(" audit records.", " Audit-Einträge.")) }
                 }
                 @if !records.is_empty() {
                     div.scroll {
                         table {
-                            thead { tr { th { "When" } th { "Action" } th { "Policy" } th { "Basis" } th { "Plan" } } }
+                            thead { tr { th { (l.t("When", "Wann")) } th { (l.t("Action", "Aktion")) } th { (l.t("Policy", "Regel")) } th { (l.t("Basis", "Rechtsgrundlage")) } th { (l.t("Plan", "Plan")) } } }
                             tbody {
                                 @for r in &records {
                                     tr {
