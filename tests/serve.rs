@@ -73,7 +73,7 @@ async fn router(f: &Fixture) -> (axum::Router, Arc<Runner>) {
         runner: runner.clone(),
         store: lethe::store::open(&config).expect("store opens"),
         tokens: config.serve.tokens.clone(),
-        sessions: Default::default(),
+        ui: Default::default(),
     });
     (
         api::router(app, config.serve.body_limit, config.serve.request_timeout),

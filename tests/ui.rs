@@ -893,6 +893,10 @@ async fn ui_in_chromium_sign_in_scopes_holds_approval_audit() {
         "verify now"
     );
     shoot(&c, "audit").await;
+    // The overview shows that check (it does not walk the chain itself on
+    // every load).
+    c.goto(&format!("{base}/ui/")).await.expect("overview");
+    assert!(text_of(&c, "main").await.contains("Intact"));
 
     // The switch to German and back, on the same session.
     click(&c, "a.lang[hreflang=de]").await;

@@ -55,8 +55,8 @@ pub struct App {
     pub runner: Arc<Runner>,
     pub store: Box<dyn TechnicalStore>,
     pub tokens: Vec<ApiToken>,
-    /// The dashboard's signed-in sessions.
-    pub sessions: ui::Sessions,
+    /// The dashboard's sessions and its last check of the audit chain.
+    pub ui: ui::Dashboard,
 }
 
 type AppState = Arc<App>;

@@ -124,6 +124,74 @@ impl Session {
     }
 }
 
+/// What the dashboard keeps in memory (a restart signs everyone out).
+#[derive(Debug, Default)]
+pub struct Dashboard {
+    sessions: Sessions,
+    chain: Mutex<ChainCheck>,
+}
+
+/// The last check of the audit chain: the overview shows it rather than
+/// walk the whole chain on every load (seconds at a million records), and
+/// starts a new one in the background when it is older than
+/// [`CHAIN_CHECK_AGE`]; "verify now" on the audit page checks at once.
+#[derive(Debug, Default)]
+struct ChainCheck {
+    last: Option<ChainStatus>,
+    running: bool,
+}
+
+/// The outcome of one check of the chain.
+#[derive(Clone, Debug)]
+pub(super) struct ChainStatus {
+    pub(super) at: jiff::Timestamp,
+    pub(super) records: u64,
+    pub(super) problems: Vec<String>,
+}
+
+/// The overview checks the chain again when its last check is older.
+const CHAIN_CHECK_AGE: Duration = Duration::from_secs(600);
+
+impl Dashboard {
+    /// The last check, and whether one is under way; starts one in the
+    /// background when there is none or it is old.
+    pub(super) fn chain(&self, app: &AppState) -> (Option<ChainStatus>, bool) {
+        let mut c = self.chain.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = c.last.as_ref().is_none_or(|l| {
+            jiff::Timestamp::now().as_second() - l.at.as_second() > CHAIN_CHECK_AGE.as_secs() as i64
+        });
+        if stale && !c.running {
+            c.running = true;
+            let app = app.clone();
+            tokio::spawn(async move {
+                let result = super::audit_verify(State(app.clone())).await;
+                let mut c = app.ui.chain.lock().unwrap_or_else(|e| e.into_inner());
+                c.running = false;
+                if let Ok(axum::Json(v)) = result {
+                    c.last = Some(ChainStatus::of(&v));
+                }
+            });
+        }
+        (c.last.clone(), c.running)
+    }
+
+    /// A check just made (the audit page's "verify now").
+    pub(super) fn checked(&self, v: &crate::audit::Verification) {
+        let mut c = self.chain.lock().unwrap_or_else(|e| e.into_inner());
+        c.last = Some(ChainStatus::of(v));
+    }
+}
+
+impl ChainStatus {
+    fn of(v: &crate::audit::Verification) -> ChainStatus {
+        ChainStatus {
+            at: jiff::Timestamp::now(),
+            records: v.records,
+            problems: v.problems.clone(),
+        }
+    }
+}
+
 /// The signed-in sessions, by the SHA-256 of their id (a lookup's timing
 /// says nothing about the ids themselves).
 #[derive(Debug, Default)]
@@ -208,7 +276,7 @@ async fn require(
 ) -> Response {
     let lang = Lang::of(req.headers());
     let session = session_id(req.headers())
-        .and_then(|id| app.sessions.get(&id))
+        .and_then(|id| app.ui.sessions.get(&id))
         .map(|s| Session { lang, ..s });
     let reading = matches!(*req.method(), Method::GET | Method::HEAD);
     let Some(session) = session else {
@@ -467,7 +535,7 @@ async fn login(
             Some(l.t("Unknown token.", "Unbekanntes Token.")),
         );
     };
-    let id = app.sessions.open(&t.name, t.scope);
+    let id = app.ui.sessions.open(&t.name, t.scope);
     let cookie = format!("{COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/ui");
     let mut r = Redirect::to("/ui/").into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
@@ -478,7 +546,7 @@ async fn login(
 
 async fn logout(State(app): State<AppState>, req: Request) -> Response {
     if let Some(id) = session_id(req.headers()) {
-        app.sessions.close(&id);
+        app.ui.sessions.close(&id);
     }
     let mut r = Redirect::to("/ui/login").into_response();
     r.headers_mut().insert(

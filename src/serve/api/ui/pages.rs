@@ -126,7 +126,7 @@ async fn overview_body(app: &AppState, l: Lang) -> Result<Markup, ApiError> {
     let runs = value(&runs);
     let Json(schedule) = schedule_show(State(app.clone())).await?;
     let schedule = value(&schedule);
-    let Json(chain) = audit_verify(State(app.clone())).await?;
+    let (chain, checking) = app.ui.chain(app);
     let Json(requests) = requests_list(State(app.clone())).await?;
     let requests = value(&requests);
     let open = requests
@@ -172,13 +172,21 @@ async fn overview_body(app: &AppState, l: Lang) -> Result<Markup, ApiError> {
             }
             div.card {
                 h2 { (l.t("Audit chain", "Audit-Kette")) }
-                @if chain.problems.is_empty() {
-                    p.big.ok { (l.t("Intact", "Intakt")) }
-                } @else {
-                    p.big.bad { (l.t("Broken", "Gebrochen")) }
-                    ul { @for p in &chain.problems { li { (p) } } }
+                @match &chain {
+                    Some(c) => {
+                        @if c.problems.is_empty() {
+                            p.big.ok { (l.t("Intact", "Intakt")) }
+                        } @else {
+                            p.big.bad { (l.t("Broken", "Gebrochen")) }
+                            ul { @for p in &c.problems { li { (p) } } }
+                        }
+                        p { (c.records) (l.t(" records", " Einträge")) }
+                        p.hint { (l.t("checked ", "geprüft ")) (c.at.round(jiff::Unit::Second).unwrap_or(c.at)) }
+                    }
+                    None => { p.big { (l.t("Being checked…", "Wird geprüft…")) } }
                 }
-                p { (chain.records) (l.t(" records", " Einträge")) }
+                @if checking && chain.is_some() { p.hint { (l.t("A new check is under way.", "Eine neue Prüfung läuft.")) } }
+                p { a href="/ui/audit?verify=1" { (l.t("Verify now", "Jetzt prüfen")) } }
             }
             div.card {
                 h2 { (l.t("Subject requests", "Betroffenenanträge")) }
@@ -866,7 +874,10 @@ pub(super) async fn audit(
 ) -> Page {
     let l = s.lang;
     let verified = match q.verify {
-        Some(_) => Some(audit_verify(State(app.clone())).await.map(|Json(v)| v)),
+        Some(_) => Some(audit_verify(State(app.clone())).await.map(|Json(v)| {
+            app.ui.checked(&v);
+            v
+        })),
         None => None,
     };
     let target = q.target.as_deref().map(str::trim).filter(|t| !t.is_empty());
