@@ -934,6 +934,11 @@ async fn ui_in_chromium_sign_in_scopes_holds_approval_audit() {
         has(&c, "a[href$='/export']").await,
         "admin may download the export"
     );
+    click(&c, "td a[href^='/ui/requests/R-']").await;
+    assert!(text_of(&c, "h1").await.starts_with("Request R-"));
+    assert!(has(&c, "dd span.days-ok").await);
+    assert!(text_of(&c, "main").await.contains("TICKET-1"));
+    shoot(&c, "request").await;
 
     // Nothing personal on the pages: the lead's e-mail address is not shown.
     let html = c.source().await.expect("source");

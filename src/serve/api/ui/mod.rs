@@ -412,6 +412,7 @@ pub(super) fn router(app: AppState) -> axum::Router<AppState> {
         .route("/ui/explain", get(pages::explain))
         .route("/ui/holds", get(pages::holds))
         .route("/ui/requests", get(pages::requests))
+        .route("/ui/requests/{id}", get(pages::request))
         .route("/ui/audit", get(pages::audit))
         .route("/ui/{*rest}", get(not_found))
         .route_layer(middleware::from_fn_with_state(

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::super::{
     ApiError, AppState, TargetQuery, audit_lookup, audit_verify, explain as api_explain, holds_add,
-    holds_list, holds_remove, plan_apply, plan_show, plans_list, request_export, requests_create,
-    requests_list, schedule_show, sweep_show, sweeps_list,
+    holds_list, holds_remove, plan_apply, plan_show, plans_list, request_export, request_show,
+    requests_create, requests_list, schedule_show, sweep_show, sweeps_list,
 };
 use super::{Lang, Nav, Session, error_page, layout};
 use crate::config::Scope;
@@ -749,7 +749,7 @@ async fn requests_page(
                             @let days = r["days_left"].as_i64().unwrap_or(0);
                             @let done = r["status"].as_str().unwrap_or("").starts_with("done");
                             tr {
-                                td { (text(&r["id"])) }
+                                td { a href={ "/ui/requests/" (text(&r["id"])) } { (text(&r["id"])) } }
                                 td { (text(&r["kind"])) }
                                 td { (text(&r["reference"])) }
                                 td { (text(&r["received"])) }
@@ -846,6 +846,57 @@ pub(super) async fn request_create(
         Err(e) => Err(e),
     };
     requests_page(&app, &s, Some(outcome)).await
+}
+
+pub(super) async fn request(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Path(id): Path<String>,
+) -> Page {
+    let l = s.lang;
+    let r = match request_show(State(app), Ok(Path(id))).await {
+        Ok(Json(r)) => value(&r),
+        Err(e) => return error_page(&s, Nav::Requests, e),
+    };
+    let days = r["days_left"].as_i64().unwrap_or(0);
+    let done = r["status"].as_str().unwrap_or("").starts_with("done");
+    let kinds: Vec<String> = body(r["subject_kinds"].clone()).unwrap_or_default();
+    let body = html! {
+        dl.facts {
+            dt { (l.t("Kind", "Art")) } dd { (text(&r["kind"])) }
+            dt { (l.t("Reference", "Referenz")) } dd { (text(&r["reference"])) }
+            dt { (l.t("Received", "Eingegangen")) } dd { (text(&r["received"])) }
+            dt { (l.t("Due", "Fällig")) } dd { (text(&r["due"])) }
+            dt { (l.t("Days left", "Tage übrig")) }
+            dd { @if done { "—" } @else { span class=(days_class(days)) { (days) } } }
+            dt { (l.t("Status", "Status")) } dd { (text(&r["status"])) }
+            dt { (l.t("Identified by", "Identifiziert durch")) } dd { (kinds.join(", ")) }
+            dt { (l.t("Entities found", "Gefundene Entitäten")) } dd { (text(&r["entities"])) }
+            @if let Some(p) = r["plan_id"].as_str() {
+                dt { (l.t("Erasure plan", "Löschplan")) } dd { a href={ "/ui/plans/" (p) } { (p) } }
+            }
+            dt { (l.t("Done", "Erledigt")) } dd { (text(&r["done_at"])) }
+        }
+        @if r["kind"] == "access" {
+            @if s.scope >= Scope::Admin {
+                p { a href={ "/ui/requests/" (text(&r["id"])) "/export" } { (l.t("Download the export (zip)", "Export herunterladen (zip)")) } }
+            } @else {
+                p { (l.t("Downloading the export needs the admin scope.", "Den Export herunterzuladen erfordert den Bereich admin.")) }
+            }
+        }
+        @if r["summary"].is_object() {
+            h2 { (l.t("Counts", "Zahlen")) }
+            (scalars(&r["summary"]))
+        }
+    };
+    layout(
+        &s,
+        Nav::Requests,
+        &format!("{} {}", l.t("Request", "Antrag"), text(&r["id"])),
+        false,
+        body,
+    )
+    .into_response()
 }
 
 pub(super) async fn export(
