@@ -428,6 +428,46 @@ async fn ui_refuses_posts_without_session_or_csrf_and_sends_csp() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(holds(&base).await.len(), before + 1);
 
+    // The audit export, as the API answers it, for the read scope: the
+    // hold just added is its last record.
+    let r = client
+        .get(format!("{base}/ui/audit/export?format=csv"))
+        .header("cookie", &reader)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = r.text().await.expect("body");
+    assert!(csv.starts_with("seq,plan_id,"), "{csv}");
+    assert!(
+        csv.lines().last().unwrap_or("").contains(",hold-add,"),
+        "{csv}"
+    );
+    let jsonl = client
+        .get(format!("{base}/v1/audit/export"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("body");
+    let last = jsonl
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .expect("records");
+    assert_eq!(last["author"], "operator", "{last}");
+    let bad = api(
+        &base,
+        reqwest::Method::GET,
+        "/v1/audit/export?format=xml",
+        None,
+    )
+    .await;
+    assert_eq!(bad["error"], "format is csv or jsonl");
+
     // Signed out, the cookie opens nothing, and its token changes nothing.
     let (status, _) = post(
         &base,

@@ -414,6 +414,7 @@ pub(super) fn router(app: AppState) -> axum::Router<AppState> {
         .route("/ui/requests", get(pages::requests))
         .route("/ui/requests/{id}", get(pages::request))
         .route("/ui/audit", get(pages::audit))
+        .route("/ui/audit/export", get(pages::audit_download))
         .route("/ui/{*rest}", get(not_found))
         .route_layer(middleware::from_fn_with_state(
             (app.clone(), Scope::Read),

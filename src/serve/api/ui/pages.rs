@@ -12,9 +12,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::super::{
-    ApiError, AppState, TargetQuery, audit_lookup, audit_verify, explain as api_explain, holds_add,
-    holds_list, holds_remove, plan_apply, plan_show, plans_list, request_export, request_show,
-    requests_create, requests_list, schedule_show, sweep_show, sweeps_list,
+    ApiError, AppState, ExportQuery, TargetQuery, audit_export, audit_lookup, audit_verify,
+    explain as api_explain, holds_add, holds_list, holds_remove, plan_apply, plan_show, plans_list,
+    request_export, request_show, requests_create, requests_list, schedule_show, sweep_show,
+    sweeps_list,
 };
 use super::{Lang, Nav, Session, error_page, layout};
 use crate::config::Scope;
@@ -899,6 +900,23 @@ pub(super) async fn request(
     .into_response()
 }
 
+#[derive(Deserialize)]
+pub(super) struct DownloadQuery {
+    format: Option<String>,
+}
+
+/// The audit export, as the API answers it.
+pub(super) async fn audit_download(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<DownloadQuery>,
+) -> Page {
+    match audit_export(State(app), Ok(Query(ExportQuery { format: q.format }))).await {
+        Ok(r) => r,
+        Err(e) => error_page(&s, Nav::Audit, e),
+    }
+}
+
 pub(super) async fn export(
     State(app): State<AppState>,
     Extension(s): Extension<Session>,
@@ -962,6 +980,12 @@ pub(super) async fn audit(
                 }
                 (scalars(&value(v)))
             }
+        }
+        p.downloads {
+            (l.t("Every record: ", "Alle Einträge: "))
+            a href="/ui/audit/export?format=csv" download { "CSV" }
+            " · "
+            a href="/ui/audit/export?format=jsonl" download { "JSON lines" }
         }
         h2 { (l.t("Look up an entity or object", "Entität oder Objekt nachschlagen")) }
         form.inline #lookup method="get" action="/ui/audit" {
