@@ -417,6 +417,17 @@ async fn ui_refuses_posts_without_session_or_csrf_and_sends_csp() {
     assert_eq!(r.status().as_u16(), 403);
     assert_eq!(holds(&base).await.len(), before, "nothing was held");
 
+    // A form without its fields is answered by the API's check, as a page.
+    let (status, body) = post(
+        &base,
+        "/ui/holds",
+        Some(&operator),
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("<p class=\"error\""), "{body}");
+
     // With the session's own token the same form goes through.
     let (status, body) = post(
         &base,

@@ -408,7 +408,9 @@ async fn plan_page(app: &AppState, s: &Session, id: &str, notice: Option<ApiErro
         .into_response()
 }
 
-#[derive(Deserialize)]
+/// Missing fields are empty, for the API's check to name.
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(super) struct ApproveForm {
     digest: String,
     allow_mass_delete: Option<String>,
@@ -633,7 +635,9 @@ async fn holds_page(app: &AppState, s: &Session, notice: Option<Result<String, A
         .into_response()
 }
 
-#[derive(Deserialize)]
+/// Missing fields are empty, for the API's check to name.
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(super) struct HoldForm {
     target: String,
     reason: String,
@@ -673,7 +677,9 @@ pub(super) async fn hold_add(
     holds_page(&app, &s, Some(outcome)).await
 }
 
-#[derive(Deserialize)]
+/// Missing fields are empty, for the API's check to name.
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(super) struct LiftForm {
     target: String,
 }
@@ -801,7 +807,9 @@ async fn requests_page(
         .into_response()
 }
 
-#[derive(Deserialize)]
+/// Missing fields are empty, for the API's check to name.
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub(super) struct RequestForm {
     kind: String,
     subject: String,
