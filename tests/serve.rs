@@ -73,6 +73,7 @@ async fn router(f: &Fixture) -> (axum::Router, Arc<Runner>) {
         runner: runner.clone(),
         store: lethe::store::open(&config).expect("store opens"),
         tokens: config.serve.tokens.clone(),
+        ui: Default::default(),
     });
     (
         api::router(app, config.serve.body_limit, config.serve.request_timeout),
@@ -242,6 +243,7 @@ async fn openapi_describes_every_route() {
         "/v1/schedule",
         "/v1/audit/verify",
         "/v1/audit/lookup",
+        "/v1/audit/export",
         "/v1/requests",
         "/v1/requests/{id}",
         "/v1/requests/{id}/export",
@@ -260,6 +262,11 @@ async fn openapi_describes_every_route() {
             .is_object(),
         "{}",
         paths["/v1/requests/{id}/export"]
+    );
+    let export = &paths["/v1/audit/export"]["get"]["responses"]["200"]["content"];
+    assert!(
+        export["text/csv"].is_object() && export["application/jsonl"].is_object(),
+        "{export}"
     );
 }
 

@@ -355,6 +355,47 @@ impl Matching {
     }
 }
 
+/// The header line of the CSV export (`audit export --format csv`,
+/// `GET /v1/audit/export?format=csv`).
+pub const CSV_HEADER: &str = "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash,author,reason_chars,detail\n";
+
+/// Records as CSV rows (to follow [`CSV_HEADER`]), every cell neutralised
+/// against formula injection.
+pub fn csv_rows(records: &[Record]) -> anyhow::Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in records {
+        let cells = [
+            r.seq.to_string(),
+            r.plan_id.clone(),
+            r.policy.clone().unwrap_or_default(),
+            r.basis.clone().unwrap_or_default(),
+            r.action.clone(),
+            r.entity_type.clone().unwrap_or_default(),
+            r.pseudonym.clone(),
+            r.bytes.map(|b| b.to_string()).unwrap_or_default(),
+            r.at.clone(),
+            r.prev.clone(),
+            r.hash.clone(),
+            r.author.clone().unwrap_or_default(),
+            r.reason_chars.map(|n| n.to_string()).unwrap_or_default(),
+            r.detail.clone().unwrap_or_default(),
+        ];
+        w.write_record(cells.iter().map(|c| csv_cell(c)))?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Records as JSON lines, one record a line.
+pub fn jsonl(records: &[Record]) -> anyhow::Result<String> {
+    let mut lines = String::new();
+    for r in records {
+        lines.push_str(&serde_json::to_string(r)?);
+        lines.push('\n');
+    }
+    Ok(lines)
+}
+
 /// Neutralises a CSV cell against formula injection.
 pub fn csv_cell(s: &str) -> String {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {

@@ -41,48 +41,13 @@ pub(super) async fn audit_cmd(path: &Path, cmd: AuditCommand, format: Format) ->
 /// `audit export`: every record in chain order, as JSON lines, one JSON
 /// array or CSV.
 async fn export(state: &StateStore, format: Format) -> Result<i32> {
-    let mut lines = String::new();
-    if format == Format::Csv {
-        lines.push_str(
-                "seq,plan_id,policy,basis,action,entity_type,pseudonym,bytes,at,prev,hash,author,reason_chars,detail\n",
-            );
-    }
     let mut records = Vec::new();
     audit::for_each(state, &mut |r| records.push(r)).await?;
-    match format {
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            for r in &records {
-                let cells = [
-                    r.seq.to_string(),
-                    r.plan_id.clone(),
-                    r.policy.clone().unwrap_or_default(),
-                    r.basis.clone().unwrap_or_default(),
-                    r.action.clone(),
-                    r.entity_type.clone().unwrap_or_default(),
-                    r.pseudonym.clone(),
-                    r.bytes.map(|b| b.to_string()).unwrap_or_default(),
-                    r.at.clone(),
-                    r.prev.clone(),
-                    r.hash.clone(),
-                    r.author.clone().unwrap_or_default(),
-                    r.reason_chars.map(|n| n.to_string()).unwrap_or_default(),
-                    r.detail.clone().unwrap_or_default(),
-                ];
-                w.write_record(cells.iter().map(|c| audit::csv_cell(c)))?;
-            }
-            lines.push_str(&String::from_utf8_lossy(
-                &w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?,
-            ));
-        }
-        Format::Json => lines = json(&records),
-        _ => {
-            for r in &records {
-                lines.push_str(&serde_json::to_string(r)?);
-                lines.push('\n');
-            }
-        }
-    }
+    let lines = match format {
+        Format::Csv => format!("{}{}", audit::CSV_HEADER, audit::csv_rows(&records)?),
+        Format::Json => json(&records),
+        _ => audit::jsonl(&records)?,
+    };
     out(&lines);
     Ok(EXIT_OK)
 }

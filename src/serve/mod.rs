@@ -66,6 +66,7 @@ pub async fn run(
         runner: runner.clone(),
         store,
         tokens: config.serve.tokens.clone(),
+        ui: Default::default(),
     });
     let router = api::router(app, config.serve.body_limit, config.serve.request_timeout);
     let stopping = runner.clone();

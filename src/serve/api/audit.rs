@@ -1,9 +1,13 @@
-//! `/v1/audit/verify` and `/v1/audit/lookup`: the audit chain checked, and
-//! one entity's or object's records found by pseudonym.
+//! `/v1/audit/verify`, `/v1/audit/lookup` and `/v1/audit/export`: the
+//! audit chain checked, one entity's or object's records found by
+//! pseudonym, and every record as CSV or JSON lines.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::holds::TargetQuery;
 use super::{ApiError, ApiResult, AppState, ErrorBody};
@@ -49,4 +53,65 @@ pub(super) async fn audit_lookup(
     Ok(Json(
         serde_json::json!({ "target": q.target, "pseudonym": p, "records": records }),
     ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExportQuery {
+    /// csv or jsonl (default jsonl)
+    pub(super) format: Option<String>,
+}
+
+/// Every audit record in chain order, as CSV (cells that could start a
+/// spreadsheet formula are quoted) or JSON lines, as `lethe audit export`
+/// writes them.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+    security(("bearer" = [])),
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "The records", content(
+            (String = "text/csv"),
+            (String = "application/jsonl"),
+        )),
+        (status = 400, description = "Not csv or jsonl", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+    ))]
+pub(super) async fn audit_export(
+    State(app): State<AppState>,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+) -> ApiResult<axum::response::Response> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let Query(q) = query?;
+    let csv = match q.format.as_deref() {
+        None | Some("jsonl") => false,
+        Some("csv") => true,
+        Some(_) => return Err(ApiError::bad_request("format is csv or jsonl")),
+    };
+    let mut records = Vec::new();
+    audit::for_each(&app.runner.state, &mut |r| records.push(r)).await?;
+    let (body, content_type, name) = if csv {
+        (
+            format!("{}{}", audit::CSV_HEADER, audit::csv_rows(&records)?),
+            "text/csv; charset=utf-8",
+            "lethe-audit.csv",
+        )
+    } else {
+        (
+            audit::jsonl(&records)?,
+            "application/jsonl",
+            "lethe-audit.jsonl",
+        )
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }

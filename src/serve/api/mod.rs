@@ -14,6 +14,7 @@ mod plans;
 mod requests;
 mod service;
 mod sweeps;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct App {
     pub runner: Arc<Runner>,
     pub store: Box<dyn TechnicalStore>,
     pub tokens: Vec<ApiToken>,
+    /// The dashboard's sessions and its last check of the audit chain.
+    pub ui: ui::Dashboard,
 }
 
 type AppState = Arc<App>;
@@ -235,6 +238,7 @@ pub fn router(app: AppState, body_limit: usize, timeout: Duration) -> axum::Rout
         .route("/v1/schedule", get(schedule_show))
         .route("/v1/audit/verify", get(audit_verify))
         .route("/v1/audit/lookup", get(audit_lookup))
+        .route("/v1/audit/export", get(audit_export))
         .route("/v1/requests", get(requests_list))
         .route("/v1/requests/{id}", get(request_show))
         .route_layer(middleware::from_fn_with_state(
@@ -290,6 +294,7 @@ pub fn router(app: AppState, body_limit: usize, timeout: Duration) -> axum::Rout
     read.merge(operate)
         .merge(admin)
         .merge(open)
+        .merge(ui::router(app.clone()))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; GET /openapi.json lists them")
         })
@@ -323,7 +328,7 @@ pub fn router(app: AppState, body_limit: usize, timeout: Duration) -> axum::Rout
         holds_list, holds_add, holds_remove,
         plans_list, plan_show, plan_apply,
         sweeps_list, sweep_show, sweeps_trigger, schedule_show,
-        audit_verify, audit_lookup,
+        audit_verify, audit_lookup, audit_export,
         requests_create, requests_list, request_show, request_export, suppression_check,
     ),
     components(schemas(ErrorBody, SweepRow)),
