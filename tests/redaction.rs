@@ -142,6 +142,17 @@ fn shared_files_lose_exactly_the_due_records_and_verify_finds_nothing_left() {
         );
     }
 
+    // The new index entries are what an index run reads of the new files
+    // (rule, key, location and record: CSV rows renumbered).
+    let entries = "SELECT o.key, l.entity_type, l.entity_key, l.rule, l.location, l.record
+                   FROM links l JOIN objects o ON o.id = l.object_id
+                   ORDER BY 1, 2, 3, 4, 5, 6";
+    let journaled = f.state_sql(entries);
+    assert!(journaled.contains("row "), "{journaled}");
+    f.state_sql("UPDATE objects SET size = size + 1");
+    f.lethe(&["index"]).ok();
+    assert_eq!(f.state_sql(entries), journaled);
+
     // `lethe verify` on its own says the same, and a second sweep has
     // nothing to redact: the index holds the new files' links.
     f.lethe(&["verify"]).ok().contains("none left");

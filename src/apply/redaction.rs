@@ -6,7 +6,7 @@
 //! indexed version). A resumed apply recognises its own rewrite by that
 //! digest and finishes the journal step instead of redacting twice.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{Read, Seek, Write};
 
 use sha2::{Digest, Sha256};
@@ -16,6 +16,7 @@ use crate::crm::Crm;
 use crate::index::{Link, extract};
 use crate::plan::fate::Recheck;
 use crate::state::journal::{self, PlannedObject};
+use crate::state::redacted::InPlace;
 use crate::state::status::ObjectStatus;
 use crate::state::workers::Items;
 use crate::state::{ObjectHolds, StateStore};
@@ -58,6 +59,8 @@ pub enum Redacted {
         meta: ObjectMeta,
         links: Vec<Link>,
         content_rules: Vec<usize>,
+        /// How the index rows of the old links become `links`, when known.
+        in_place: Option<Box<InPlace>>,
         records_removed: u64,
         bytes_before: u64,
         bytes_after: u64,
@@ -153,6 +156,29 @@ pub(crate) fn tally(links: &[Link]) -> BTreeMap<(usize, &str, &str), u64> {
     m
 }
 
+/// Which kept link's index row each new link takes over (see
+/// [`InPlace`]): within each (rule, type, key), in order. `None` unless
+/// they pair up one to one (the proof's tally makes them).
+fn pair_rows(kept: &[Link], kept_rows: &[i64], new: &[Link]) -> Option<Vec<i64>> {
+    if kept.len() != kept_rows.len() || kept.len() != new.len() {
+        return None;
+    }
+    let mut rows: HashMap<(usize, &str, &str), VecDeque<i64>> = HashMap::new();
+    for (l, &row) in kept.iter().zip(kept_rows) {
+        rows.entry((l.rule, l.entity_type.as_str(), l.entity_key.as_str()))
+            .or_default()
+            .push_back(row);
+    }
+    let paired = new
+        .iter()
+        .map(|l| {
+            rows.get_mut(&(l.rule, l.entity_type.as_str(), l.entity_key.as_str()))?
+                .pop_front()
+        })
+        .collect::<Option<Vec<i64>>>()?;
+    rows.values().all(VecDeque::is_empty).then_some(paired)
+}
+
 fn digest_of(file: &mut std::fs::File) -> std::io::Result<String> {
     file.rewind()?;
     let mut h = Sha256::new();
@@ -196,6 +222,7 @@ enum Prepared {
         done: super::redact::Redacted,
         links: Vec<Link>,
         content_rules: Vec<usize>,
+        in_place: Option<Box<InPlace>>,
         pseudonyms: Vec<String>,
     },
     /// Settled without a rewrite (ours from an earlier run, changed, gone,
@@ -273,8 +300,9 @@ pub fn going_entities(
 }
 
 /// Makes one redaction ready: `indexed` is the object's index entry (every
-/// link, with rule and record) and `expected` what the index read of it.
-/// Nothing in the store or the state store changes here.
+/// link, with rule and record; `rows`, when known, the index row of each)
+/// and `expected` what the index read of it. Nothing in the store or the
+/// state store changes here.
 #[allow(clippy::too_many_arguments)]
 async fn prepare(
     config: &Config,
@@ -284,6 +312,7 @@ async fn prepare(
     plan_id: &str,
     planned: &PlannedRedaction,
     indexed: Vec<Link>,
+    rows: Option<Vec<i64>>,
     expected: &Expected,
 ) -> Result<Prepared, RedactionError> {
     let rules = content_rules(config, &planned.key);
@@ -294,11 +323,23 @@ async fn prepare(
     };
     let entities = going_entities(config, planned, &indexed);
     let goes = Goes::new(config, planned, &kind);
-    // What must stay: the content-rule links of the records that are kept.
-    let kept_content: Vec<Link> = indexed
-        .into_iter()
-        .filter(|l| !goes.goes(l) && rule_ids.contains(&l.rule))
-        .collect();
+    // What must stay: the content-rule links of the records that are kept
+    // (and, when known, their index rows and those of the links that go).
+    let mut kept_content: Vec<Link> = Vec::new();
+    let (mut kept_rows, mut gone_rows) = (Vec::new(), Vec::new());
+    for (i, l) in indexed.into_iter().enumerate() {
+        if !rule_ids.contains(&l.rule) {
+            continue;
+        }
+        let row = rows.as_ref().and_then(|r| r.get(i).copied());
+        if goes.goes(&l) {
+            gone_rows.extend(row);
+        } else {
+            kept_rows.extend(row);
+            kept_content.push(l);
+        }
+    }
+    let known_rows = rows.is_some();
 
     let Some(now) = store.head(&planned.key).await? else {
         return Ok(Prepared::Settled(Redacted::Gone));
@@ -326,6 +367,7 @@ async fn prepare(
             meta: now,
             links,
             content_rules: rule_ids,
+            in_place: None,
             pseudonyms: pseudonyms_of(pseudo, &entities),
         }));
     }
@@ -365,6 +407,16 @@ async fn prepare(
                 "the redacted file would not link exactly the records that stay (a whole-file rule reads inside the removed records?)".into(),
             ));
         }
+        let in_place = known_rows
+            .then(|| pair_rows(&kept_content, &kept_rows, &links))
+            .flatten()
+            .map(|kept| {
+                Box::new(InPlace {
+                    gone: gone_rows,
+                    kept,
+                })
+            });
+        drop(kept_content);
         let digest = digest_of(staged.as_file_mut())?;
         Ok(Ok(Prepared::Staged {
             staged,
@@ -372,6 +424,7 @@ async fn prepare(
             done,
             links,
             content_rules: rule_ids,
+            in_place,
             pseudonyms: pseudonyms_of(&pseudo, &entities),
         }))
     })
@@ -389,6 +442,7 @@ struct StagedRewrite {
     done: super::redact::Redacted,
     links: Vec<Link>,
     content_rules: Vec<usize>,
+    in_place: Option<Box<InPlace>>,
     pseudonyms: Vec<String>,
 }
 
@@ -413,24 +467,80 @@ enum Judged {
     Go {
         planned: PlannedRedaction,
         links: Vec<Link>,
+        rows: Option<Vec<i64>>,
         expected: Expected,
     },
     Skip(String),
     Retry(String),
 }
 
+/// Redactions carried out (rewritten, or settled without a rewrite) and
+/// not yet journaled: their journal steps go into one state transaction
+/// (see [`Unjournaled::full`]).
+#[derive(Default)]
+struct Unjournaled<'o> {
+    done: Vec<(&'o PlannedObject, Result<Redacted, RedactionError>)>,
+    /// The links of their new index entries.
+    links: usize,
+}
+
+impl<'o> Unjournaled<'o> {
+    /// At most this many objects, or this many links of their new index
+    /// entries (memory), wait for one journal transaction. One transaction
+    /// for several: each link deleted or changed in the index writes a
+    /// page of the entity index, and the objects of a sweep share most of
+    /// those pages; written (and checkpointed) once per transaction rather
+    /// than once per object.
+    const OBJECTS: usize = 32;
+    const LINKS: usize = 200_000;
+
+    fn push(&mut self, o: &'o PlannedObject, result: Result<Redacted, RedactionError>) {
+        if let Ok(Redacted::Done { links, .. }) = &result {
+            self.links += links.len();
+        }
+        self.done.push((o, result));
+    }
+
+    fn full(&self) -> bool {
+        self.done.len() >= Self::OBJECTS || self.links >= Self::LINKS
+    }
+}
+
 impl super::Ctx<'_> {
     /// The redactions among a claimed batch, one object at a time (memory:
-    /// the links of one object): re-checked on the object's index entry
-    /// (read once), made ready (spooled, redacted, proven), the intent
-    /// journaled with the new content's digest, rewritten by the store, and
-    /// journaled with its audit record and new index entry in one state
-    /// transaction.
+    /// the links of one object, and the new index entries of those not
+    /// journaled yet): re-checked on the object's index entry (read once),
+    /// made ready (spooled, redacted, proven), the intent journaled with
+    /// the new content's digest, rewritten by the store; then journaled,
+    /// with its audit record and new index entry, in a state transaction
+    /// that journals the objects before it too (a few at a time: see
+    /// [`Unjournaled`]). A run that stops between a rewrite and its journal
+    /// step leaves the item `executing` with the digest of the new
+    /// content, which the next run recognises (as after a crash).
     pub(super) async fn redact_objects(
         &self,
         crm: &dyn Crm,
         store: &dyn TechnicalStore,
         objects: &[&PlannedObject],
+        report: &mut super::ApplyReport,
+    ) -> Result<(), super::ApplyError> {
+        let mut unjournaled = Unjournaled::default();
+        let carried = self
+            .carry_out_all(crm, store, objects, &mut unjournaled, report)
+            .await;
+        // What was carried out is journaled even when a later object
+        // failed the run.
+        let journaled = self.journal_redactions(&mut unjournaled, report).await;
+        carried.and(journaled)
+    }
+
+    /// [`Self::redact_objects`] up to the last journal transaction.
+    async fn carry_out_all<'o>(
+        &self,
+        crm: &dyn Crm,
+        store: &dyn TechnicalStore,
+        objects: &[&'o PlannedObject],
+        unjournaled: &mut Unjournaled<'o>,
         report: &mut super::ApplyReport,
     ) -> Result<(), super::ApplyError> {
         let holds = ObjectHolds::from_holds(&self.state.holds().await?);
@@ -448,7 +558,7 @@ impl super::Ctx<'_> {
             self.ready(crm, store, &holds, &unsettled, first).await?,
         );
         loop {
-            let finish = self.carry_out(store, current.0, current.1, report);
+            let finish = self.carry_out(store, current.0, current.1, unjournaled, report);
             let Some(&next) = objects.next() else {
                 return finish.await;
             };
@@ -476,6 +586,7 @@ impl super::Ctx<'_> {
                 Judged::Go {
                     planned,
                     links,
+                    rows,
                     expected,
                 } => match prepare(
                     self.config,
@@ -485,6 +596,7 @@ impl super::Ctx<'_> {
                     self.plan_id,
                     &planned,
                     links,
+                    rows,
                     &expected,
                 )
                 .await
@@ -496,6 +608,7 @@ impl super::Ctx<'_> {
                         done,
                         links,
                         content_rules,
+                        in_place,
                         pseudonyms,
                     }) => Ready::Staged(Box::new(StagedRewrite {
                         planned,
@@ -505,6 +618,7 @@ impl super::Ctx<'_> {
                         done,
                         links,
                         content_rules,
+                        in_place,
                         pseudonyms,
                     })),
                     Err(e) => Ready::Error(e),
@@ -514,13 +628,15 @@ impl super::Ctx<'_> {
     }
 
     /// A ready redaction carried through: the intent journaled (with the
-    /// new content's digest), the store's conditional rewrite, and the
-    /// journal step.
-    async fn carry_out(
+    /// new content's digest), the store's conditional rewrite; its journal
+    /// step waits in `unjournaled`, journaled with the others' when they
+    /// are enough.
+    async fn carry_out<'o>(
         &self,
         store: &dyn TechnicalStore,
-        o: &PlannedObject,
+        o: &'o PlannedObject,
         ready: Ready,
+        unjournaled: &mut Unjournaled<'o>,
         report: &mut super::ApplyReport,
     ) -> Result<(), super::ApplyError> {
         let result = match ready {
@@ -532,7 +648,11 @@ impl super::Ctx<'_> {
             // Taken over before its intent: its new holder journals it.
             return Ok(());
         };
-        self.journal_redaction(o, result, report).await
+        unjournaled.push(o, result);
+        if unjournaled.full() {
+            self.journal_redactions(unjournaled, report).await?;
+        }
+        Ok(())
     }
 
     /// The re-check of one planned redaction, on its index entry now: held?
@@ -554,7 +674,11 @@ impl super::Ctx<'_> {
                 "not redacted: the plan does not say which records go".into(),
             ));
         };
-        let Some((expected, links)) = crate::state::redacted::entry_of(self.state, &o.key).await?
+        let Some(crate::state::redacted::Entry {
+            expected,
+            links,
+            rows,
+        }) = crate::state::redacted::entry_of(self.state, &o.key).await?
         else {
             return Ok(Judged::Skip(NOT_IN_INDEX.into()));
         };
@@ -582,6 +706,7 @@ impl super::Ctx<'_> {
             Recheck::Go => Judged::Go {
                 planned,
                 links,
+                rows,
                 expected,
             },
             Recheck::Skip(r) => Judged::Skip(r.to_string()),
@@ -607,6 +732,7 @@ impl super::Ctx<'_> {
             done,
             links,
             content_rules,
+            in_place,
             pseudonyms,
         } = staged;
         if !self.journal_intent_of_rewrite(o.item, &digest).await? {
@@ -627,6 +753,7 @@ impl super::Ctx<'_> {
                 meta,
                 links,
                 content_rules,
+                in_place,
                 pseudonyms,
             },
             RewriteOutcome::Changed => Redacted::Changed,
@@ -661,44 +788,75 @@ impl super::Ctx<'_> {
         Ok(true)
     }
 
-    /// Journals what became of one redaction, with its audit record and
-    /// (when rewritten) the object's new index entry, in one state
-    /// transaction. Only while the item is this worker's.
-    async fn journal_redaction(
+    /// Journals what became of the redactions in `unjournaled` (and
+    /// empties it), each with its audit record and (when rewritten) the
+    /// object's new index entry, in one state transaction. Only the items
+    /// still this worker's.
+    async fn journal_redactions(
         &self,
-        o: &PlannedObject,
-        result: Result<Redacted, RedactionError>,
+        unjournaled: &mut Unjournaled<'_>,
         report: &mut super::ApplyReport,
     ) -> Result<(), super::ApplyError> {
+        let done = std::mem::take(unjournaled).done;
+        if done.is_empty() {
+            return Ok(());
+        }
         let mut tx = self
             .state
             .begin_write()
             .await
             .map_err(crate::state::q("journaling"))?;
-        if self
+        let items: Vec<i64> = done.iter().map(|(o, _)| o.item).collect();
+        let mine = self
             .worker
-            .still_mine(&mut tx, Items::Objects, &[o.item])
-            .await?
-            .is_empty()
-        {
-            // Taken over while it ran: its new holder journals it.
-            return Ok(());
-        }
+            .still_mine(&mut tx, Items::Objects, &items)
+            .await?;
         let mut records = Vec::new();
+        for (o, result) in done {
+            if !mine.contains(&o.item) {
+                // Taken over while it ran: its new holder journals it.
+                continue;
+            }
+            self.journal_redaction(&mut tx, o, result, &mut records, report)
+                .await?;
+        }
+        crate::audit::append(&mut tx, records).await?;
+        tx.commit().await.map_err(crate::state::q("journaling"))?;
+        Ok(())
+    }
+
+    /// What became of one redaction, in the journal's transaction: its
+    /// status, and when rewritten the object's new index entry and its audit
+    /// record (into `records`).
+    async fn journal_redaction(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        o: &PlannedObject,
+        result: Result<Redacted, RedactionError>,
+        records: &mut Vec<crate::audit::NewRecord>,
+        report: &mut super::ApplyReport,
+    ) -> Result<(), super::ApplyError> {
         match result {
             Ok(Redacted::Done {
                 meta,
                 links,
                 content_rules,
+                in_place,
                 records_removed,
                 bytes_before,
                 bytes_after,
                 pseudonyms,
             }) => {
-                journal::objects_settled(&mut tx, self.plan_id, ObjectStatus::Redacted, &[o.item])
+                journal::objects_settled(tx, self.plan_id, ObjectStatus::Redacted, &[o.item])
                     .await?;
-                crate::state::redacted::replace_entry(&mut tx, &meta, &content_rules, links)
-                    .await?;
+                crate::state::redacted::replace_entry(
+                    tx,
+                    &meta,
+                    &content_rules,
+                    links,
+                    in_place.map(|b| *b),
+                )
+                .await?;
 
                 records.push(crate::audit::NewRecord {
                     plan_id: self.plan_id.to_string(),
@@ -729,31 +887,28 @@ impl super::Ctx<'_> {
                 report.bytes_redacted += bytes_before.saturating_sub(bytes_after);
             }
             Ok(Redacted::Changed) => {
-                self.skip_one(&mut tx, o, CHANGED, report).await?;
+                self.skip_one(tx, o, CHANGED, report).await?;
             }
             Ok(Redacted::Skipped(reason)) => {
-                self.skip_one(&mut tx, o, &reason, report).await?;
+                self.skip_one(tx, o, &reason, report).await?;
             }
             Ok(Redacted::Gone) => {
-                journal::objects_settled(&mut tx, self.plan_id, ObjectStatus::Gone, &[o.item])
-                    .await?;
-                journal::unindex_objects(&mut tx, std::slice::from_ref(&o.key)).await?;
+                journal::objects_settled(tx, self.plan_id, ObjectStatus::Gone, &[o.item]).await?;
+                journal::unindex_objects(tx, std::slice::from_ref(&o.key)).await?;
                 report.objects_already_gone += 1;
             }
             Ok(Redacted::Refused(why)) => {
-                self.fail_one(&mut tx, o, format!("not redacted: {why}"), report)
+                self.fail_one(tx, o, format!("not redacted: {why}"), report)
                     .await?;
             }
             Ok(Redacted::Failed(reason)) => {
-                self.fail_one(&mut tx, o, reason, report).await?;
+                self.fail_one(tx, o, reason, report).await?;
             }
             Err(e) => {
-                self.fail_one(&mut tx, o, format!("redaction failed: {e}"), report)
+                self.fail_one(tx, o, format!("redaction failed: {e}"), report)
                     .await?;
             }
         }
-        crate::audit::append(&mut tx, records).await?;
-        tx.commit().await.map_err(crate::state::q("journaling"))?;
         Ok(())
     }
 
