@@ -429,3 +429,34 @@ fn an_access_export_holds_her_rows_her_files_and_only_her_records_of_shared_ones
     ])
     .expect(2);
 }
+
+#[test]
+fn explain_lists_the_objects_linked_to_an_entity_by_pseudonym() {
+    let f = fixture();
+    let v = f
+        .lethe(&["--format", "json", "explain", "lead:8"])
+        .ok()
+        .json();
+    // Her payload (whole file) and her row of the shared export.
+    assert_eq!(v["objects_linked"], 2, "{v}");
+    let objects = v["objects"].as_array().expect("objects");
+    let shared: Vec<&serde_json::Value> = objects.iter().filter(|o| o["shared"] == true).collect();
+    assert_eq!(shared.len(), 1, "{v}");
+    assert_eq!(shared[0]["by_record"], true, "a CSV row: {v}");
+    let whole: Vec<&serde_json::Value> = objects.iter().filter(|o| o["shared"] == false).collect();
+    assert_eq!(whole.len(), 1, "{v}");
+    assert_eq!(whole[0]["by_record"], false, "{v}");
+    // Pseudonyms, never keys.
+    let text = v.to_string();
+    assert!(
+        !text.contains("inbound/") && !text.contains("exports/"),
+        "{text}"
+    );
+    // Lead 4: its one payload, not shared.
+    let four = f
+        .lethe(&["--format", "json", "explain", "lead:4"])
+        .ok()
+        .json();
+    assert_eq!(four["objects_linked"], 1, "{four}");
+    assert_eq!(four["objects"][0]["shared"], false, "{four}");
+}

@@ -849,6 +849,13 @@ async fn ui_in_chromium_sign_in_scopes_holds_approval_audit() {
         explain_verdict(&c, &base, &lead).await,
         "due — deleted by the next sweep"
     );
+    // The objects the index links to it, by pseudonym only.
+    let source = c.source().await.expect("the page's source");
+    assert!(source.contains("Linked objects ("), "{source}");
+    assert!(
+        !source.contains("inbound/") && !source.contains(".json"),
+        "an object key on the page: {source}"
+    );
     shoot(&c, "explain").await;
     c.goto(&format!("{base}/ui/plans/{plan}"))
         .await

@@ -529,12 +529,15 @@ async fn explain(
             eval.is_deleted(id),
             as_of,
         ),
-        _ => json(&render::explain_json(
-            entity,
-            &world,
-            &cases,
-            eval.is_deleted(id),
-        )),
+        _ => {
+            let mut doc = render::explain_json(entity, &world, &cases, eval.is_deleted(id));
+            let pair = (r.entity_type.clone(), r.key.clone());
+            let entries =
+                crate::state::index::entries_linking(&state, std::slice::from_ref(&pair)).await?;
+            let pseudo = Pseudonymizer::new(config.audit_key.clone());
+            plan::explain::add_objects(&mut doc, &pair, &entries, &pseudo);
+            json(&doc)
+        }
     });
     Ok(EXIT_OK)
 }

@@ -2,6 +2,7 @@
 //! contain it and each policy's verdict on them. `lethe explain --format
 //! json` and the API's `/v1/entities/{ref}/explain` print this document.
 
+use crate::audit::pseudonym::Pseudonymizer;
 use crate::evaluate::{Aggregate, Kept, NodeId, Verdict};
 use crate::model::format_instant;
 use crate::plan::World;
@@ -38,4 +39,40 @@ pub fn explain_json(
     serde_json::json!({
         "entity": entity, "exists": true, "deleted_by_next_sweep": deleted, "cases": cases
     })
+}
+
+/// At most this many linked objects are listed (all are counted).
+pub const OBJECTS_LISTED: usize = 100;
+
+/// The objects the index links to `entity` (type, key), by pseudonym: for
+/// each, whether the entity is linked by a record of it only (the object
+/// can be redacted of it) and whether other entities share it. Adds
+/// `objects` (at most [`OBJECTS_LISTED`]) and `objects_linked` to `doc`.
+pub fn add_objects(
+    doc: &mut serde_json::Value,
+    entity: &(String, String),
+    entries: &[crate::state::index::IndexedEntry],
+    pseudo: &Pseudonymizer,
+) {
+    let listed: Vec<serde_json::Value> = entries
+        .iter()
+        .take(OBJECTS_LISTED)
+        .map(|e| {
+            let mine: Vec<bool> = e.links.iter().map(|l| l == entity).collect();
+            let by_record = e
+                .records
+                .iter()
+                .zip(&mine)
+                .filter(|(_, m)| **m)
+                .all(|((_, record), _)| record.is_some());
+            serde_json::json!({
+                "object": pseudo.show_object(&e.key),
+                "links": mine.iter().filter(|m| **m).count(),
+                "by_record": by_record,
+                "shared": mine.iter().any(|m| !m),
+            })
+        })
+        .collect();
+    doc["objects_linked"] = serde_json::json!(entries.len());
+    doc["objects"] = serde_json::Value::Array(listed);
 }

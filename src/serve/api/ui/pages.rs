@@ -548,6 +548,26 @@ pub(super) async fn explain(
                             }
                         }
                     }
+                    h2 { (l.t("Linked objects", "Verknüpfte Objekte")) " (" (text(&v["objects_linked"])) ")" }
+                    @if v["objects"].as_array().is_some_and(|o| !o.is_empty()) {
+                        div.scroll {
+                            table {
+                                thead { tr { th { (l.t("Object (pseudonym)", "Objekt (Pseudonym)")) } th { (l.t("Links", "Verknüpfungen")) } th { (l.t("By record", "Per Datensatz")) } th { (l.t("Shared", "Geteilt")) } } }
+                                tbody {
+                                    @for o in v["objects"].as_array().into_iter().flatten() {
+                                        tr {
+                                            td { code { (text(&o["object"])) } }
+                                            td { (text(&o["links"])) }
+                                            td { @if o["by_record"] == true { (l.t("yes", "ja")) } @else { (l.t("no", "nein")) } }
+                                            td { @if o["shared"] == true { (l.t("yes", "ja")) } @else { (l.t("no", "nein")) } }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } @else {
+                        p { (l.t("The link index links no object to it.", "Der Verknüpfungsindex verknüpft kein Objekt damit.")) }
+                    }
                 }
             }
         }
