@@ -2243,3 +2243,44 @@ fn check_says_which_rules_link_whole_files() {
     let out = f.lethe(&["check", "--no-environment"]);
     assert!(!out.ok().all().contains("whole-file"), "{}", out.all());
 }
+
+#[test]
+fn the_outlook_counts_each_policys_cases_becoming_due_and_they_add_up() {
+    let f = Fixture::empty();
+    f.lethe_bare(&["demo", "--dir", ".", "--leads", "400", "--generate-only"])
+        .ok();
+    f.lethe(&["index"]).ok();
+    let plan = f.lethe(&["--format", "json", "plan"]);
+    let v = plan.json();
+    let all = v["due_by_month"].as_object().expect("the plan's outlook");
+    assert_eq!(all.len(), 12, "{v}");
+    let policies = v["policies"].as_array().expect("policies");
+    let mut sum_all = 0;
+    for (month, n) in all {
+        let by_policy: u64 = policies
+            .iter()
+            .map(|p| {
+                p["due_by_month"][month]
+                    .as_u64()
+                    .expect("a count per month")
+            })
+            .sum();
+        assert_eq!(by_policy, n.as_u64().unwrap(), "month {month}: {v}");
+        sum_all += by_policy;
+    }
+    assert!(
+        sum_all > 0,
+        "the demo has cases becoming due within a year: {v}"
+    );
+    assert!(
+        policies
+            .iter()
+            .filter(|p| p["due_by_month"]
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|n| n != 0))
+            .count()
+            >= 1
+    );
+}

@@ -139,6 +139,10 @@ pub struct PolicySummary {
     /// first (deleted with it).
     #[serde(default)]
     pub inside_due_case: u64,
+    /// This policy's kept cases becoming due in each of the next 12
+    /// calendar months (UTC), as `due_by_month` of the plan counts all.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub due_by_month: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

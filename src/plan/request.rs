@@ -199,6 +199,9 @@ pub async fn write(
     s.dangling.clear();
     s.dangling_parents = 0;
     s.due_by_month.clear();
+    for p in &mut s.policies {
+        p.due_by_month.clear();
+    }
 
     let mut digest = Sha256::new();
     let mut tx = state.begin_write().await.map_err(q("writing the plan"))?;

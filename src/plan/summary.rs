@@ -61,6 +61,7 @@ pub(super) fn of_evaluation(
             due_inside_other: eval.tallies[pi].due_inside_other,
             kept: eval.tallies[pi].kept.clone(),
             inside_due_case: eval.tallies[pi].inside_due_case,
+            due_by_month: due_by_month(as_of, eval.tallies[pi].due_later.iter().copied()),
         });
     }
     s.due_by_month = due_by_month(

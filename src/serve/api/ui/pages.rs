@@ -238,10 +238,19 @@ async fn overview_body(app: &AppState, l: Lang) -> Result<Markup, ApiError> {
         @if let Some(p) = &latest {
             @if let Some(months) = p["summary"]["due_by_month"].as_object() {
                 h2 { (l.t("Outlook: cases becoming due per month", "Ausblick: fällig werdende Fälle je Monat")) }
+                @let policies: Vec<&Value> = p["summary"]["policies"].as_array().into_iter().flatten().collect();
                 div.scroll {
                     table {
-                        thead { tr { th { (l.t("Month", "Monat")) } th { (l.t("Cases", "Fälle")) } } }
-                        tbody { @for (m, n) in months { tr { td { (m) } td.num { (text(n)) } } } }
+                        thead { tr {
+                            th { (l.t("Month", "Monat")) }
+                            @for pol in &policies { th { (text(&pol["name"])) } }
+                            th { (l.t("All cases", "Alle Fälle")) }
+                        } }
+                        tbody { @for (m, n) in months { tr {
+                            td { (m) }
+                            @for pol in &policies { td.num { (text(&pol["due_by_month"][m.as_str()])) } }
+                            td.num { (text(n)) }
+                        } } }
                     }
                 }
             }
