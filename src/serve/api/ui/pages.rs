@@ -122,13 +122,17 @@ pub(super) async fn overview(
 }
 
 async fn overview_body(app: &AppState, l: Lang) -> Result<Markup, ApiError> {
-    let Json(runs) =
-        sweeps_list(State(app.clone()), Ok(Query(body(json!({"limit": 10}))?))).await?;
+    // The overview's reads are independent: asked at once, the page waits
+    // for the slowest, not for their sum.
+    let (Json(runs), Json(schedule), Json(requests), Json(plans)) = tokio::try_join!(
+        sweeps_list(State(app.clone()), Ok(Query(body(json!({"limit": 10}))?))),
+        schedule_show(State(app.clone())),
+        requests_list(State(app.clone())),
+        plans_list(State(app.clone())),
+    )?;
     let runs = value(&runs);
-    let Json(schedule) = schedule_show(State(app.clone())).await?;
     let schedule = value(&schedule);
     let (chain, checking) = app.ui.chain(app);
-    let Json(requests) = requests_list(State(app.clone())).await?;
     let requests = value(&requests);
     let open = requests
         .as_array()
@@ -142,7 +146,6 @@ async fn overview_body(app: &AppState, l: Lang) -> Result<Markup, ApiError> {
         .as_array()
         .map(|r| r.iter().filter(|r| r["overdue"] == true).count())
         .unwrap_or(0);
-    let Json(plans) = plans_list(State(app.clone())).await?;
     let plans = value(&plans);
     let latest = match plans
         .as_array()
