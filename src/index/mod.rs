@@ -402,11 +402,18 @@ pub async fn run(
     let (skipped, to_read) = sort_listing(listed, &mut known, same_rules, &mut summary);
     let done = total - to_read.len() as u64;
     progress(done, total);
-    let read_keys: Vec<String> = to_read.iter().map(|m| m.key.clone()).collect();
+    // The objects this run reads are searched for the identifiers of
+    // erased persons afterwards; their keys are kept only when the
+    // suppression list holds any.
+    let suppressed = crate::suppression::scanner(config, state).await?;
+    let read_keys: Vec<String> = match suppressed {
+        Some(_) => to_read.iter().map(|m| m.key.clone()).collect(),
+        None => Vec::new(),
+    };
+    let bulk = bulk_run(to_read.len() as u64, total);
     // A run that reads most of the store (the first, or one after the rules
     // changed) writes most of the links: the index of links by entity is
     // built once at its end instead of link by link.
-    let bulk = bulk_run(read_keys.len() as u64, total);
     if bulk {
         db::suspend_entity_index(state).await?;
     }
@@ -430,7 +437,7 @@ pub async fn run(
     progress(total, total);
     // What this run read, searched for the identifiers of erased persons.
     if !read_keys.is_empty()
-        && let Some(scanner) = crate::suppression::scanner(config, state).await?
+        && let Some(scanner) = suppressed
     {
         let (hits, _) = crate::suppression::objects_naming(store, scanner, read_keys).await;
         let pseudo = crate::audit::pseudonym::Pseudonymizer::new(config.audit_key.clone());
