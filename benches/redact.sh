@@ -146,6 +146,11 @@ sq "BEGIN;
     UPDATE plan_objects SET status='planned', reason=NULL, claimed_by=NULL, attempts=0 WHERE plan_id='$PLAN' AND fate='redact';
     UPDATE plans SET status='applying' WHERE id='$PLAN';
     COMMIT;"
+# The state as the measured run finds it, kept so the run can be repeated:
+#   cp "$DIR/before-redact/"* "$DIR/lethe/" && cp "$DIR/orig/"*.csv "$T/exports/"
+mkdir -p "$DIR/before-redact"
+sq "PRAGMA wal_checkpoint(TRUNCATE)" > /dev/null
+cp "$S" "$DIR/before-redact/"
 sync
 t3 redact "$LETHE" -c "$C" --format json apply "$PLAN"
 A="$DIR/out.redact"
