@@ -365,6 +365,13 @@ impl Crm for FaultyCrm {
         self.inner.subtrees(input).await
     }
 
+    async fn component(
+        &self,
+        input: &crate::crm::ComponentInput,
+    ) -> Result<Vec<crate::crm::EntityNow>, CrmError> {
+        self.inner.component(input).await
+    }
+
     async fn export_rows(
         &self,
         et: &EntityType,

@@ -11,7 +11,8 @@
 //! What a subject request reads is held to the same answers on every
 //! backend: identifiers found by their normal form (e-mail case and spaces,
 //! phone digits), current subtrees (unlocked), the access export's rows
-//! with their JSON types, table counts.
+//! with their JSON types, table counts. So is what `explain` reads: one
+//! entity's component, judged as the whole graph judges it.
 //!
 //! `crm_test_suite!` generates one module per backend, one test per case
 //! (`sqlite::plans_and_applies_like_sqlite` checks what the fixture is built
@@ -579,6 +580,7 @@ crm_test_suite! {
         subtrees_wait_for_no_lock,
         exports_every_column_of_the_rows_asked,
         counts_rows,
+        explains_as_the_whole_graph_does,
     ];
     postgres [
         plans_and_applies_like_sqlite,
@@ -590,6 +592,7 @@ crm_test_suite! {
         subtrees_wait_for_no_lock,
         exports_every_column_of_the_rows_asked,
         counts_rows,
+        explains_as_the_whole_graph_does,
     ];
     mysql [
         plans_and_applies_like_sqlite,
@@ -600,6 +603,7 @@ crm_test_suite! {
         subtrees_wait_for_no_lock,
         exports_every_column_of_the_rows_asked,
         counts_rows,
+        explains_as_the_whole_graph_does,
     ];
 }
 
@@ -1372,4 +1376,103 @@ async fn counts_rows(b: Backend, name: &str) {
         "{name}"
     );
     c.drop().await;
+}
+
+/// `explain` reads only the entity's component of the CRM graph
+/// (`Crm::component`); every entity of the fixture — the hold on lead 5,
+/// the contracts, the undatable leads, the conditional rule `stage =
+/// 'open'` — is judged on it exactly as on the whole graph: the same cases
+/// with the same clocks and verdicts, and the same answer to whether the
+/// next sweep deletes it. A key the CRM does not have has no component.
+async fn explains_as_the_whole_graph_does(b: Backend, name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("crm");
+    let test = format!("{name}_explain");
+    let (crm_url, prefix, cleanup) = fresh_crm(b.kind, &b.url, &dir, &test).await;
+    let setup_url = if b.kind == Kind::Sqlite {
+        format!("{crm_url}?mode=rwc")
+    } else {
+        crm_url.clone()
+    };
+    let setup = sqlx::AnyPool::connect(&setup_url).await.unwrap();
+    exec_all(&setup, &script(b.kind, &prefix, &data())).await;
+    setup.close().await;
+    std::fs::create_dir_all(dir.join("technical")).unwrap();
+    std::fs::write(dir.join("lethe.toml"), config_text(&crm_url, &prefix, None)).unwrap();
+    let config: Config =
+        lethe::config::load(&dir.join("lethe.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let state = StateStore::open(&config).await.unwrap();
+    state
+        .add_hold(HoldKind::Entity, "lead:5", "litigation", "test")
+        .await
+        .unwrap();
+    let crm = crm::connect(&config).await.unwrap();
+    let as_of = AS_OF.parse::<jiff::Timestamp>().unwrap().as_second();
+    let world = lethe::plan::load_world(&config, crm.as_ref(), &state, &|_, _| {})
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let eval = lethe::evaluate::evaluate(&world.graph, &world.policies, as_of);
+    let judged = |w: &lethe::plan::World, id: u32, deleted: bool| {
+        let cases: Vec<_> = lethe::evaluate::cases_containing(&w.graph, &w.policies, id, as_of)
+            .into_iter()
+            .map(|(pi, root, agg, verdict)| {
+                let n = w.graph.node(root);
+                (pi, n.ty, n.key.clone(), agg, verdict)
+            })
+            .collect();
+        (cases, deleted)
+    };
+    let (mut deleted, mut kept_by) = (0, std::collections::BTreeSet::new());
+    for (id, node) in world.graph.nodes.iter().enumerate() {
+        let id = id as u32;
+        let expected = judged(&world, id, eval.is_deleted(id));
+        let ty = world.graph.types[node.ty as usize].clone();
+        let (part, pid) =
+            lethe::plan::load_component(&config, crm.as_ref(), &state, &ty, &node.key)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .unwrap_or_else(|| panic!("{name}: {ty}:{:?} has no component", node.key));
+        let part_eval = lethe::evaluate::evaluate(&part.graph, &part.policies, as_of);
+        let got = judged(&part, pid, part_eval.is_deleted(pid));
+        assert_eq!(got, expected, "{name}: {ty}:{:?}", node.key);
+        assert!(
+            part.graph.len() < world.graph.len() / 20,
+            "{name}: {ty}:{:?} read {} of {} entities",
+            node.key,
+            part.graph.len(),
+            world.graph.len()
+        );
+        deleted += u64::from(got.1);
+        for (_, _, _, _, v) in &got.0 {
+            if let lethe::evaluate::Verdict::Kept(k) = v {
+                kept_by.insert(k.label());
+            }
+        }
+    }
+    assert!(deleted > 50, "{name}: the fixture deletes too little");
+    for label in ["hold", "undatable", "keep_if contract", "retention running"] {
+        assert!(kept_by.contains(label), "{name}: {label}: {kept_by:?}");
+    }
+    assert!(
+        kept_by.iter().any(|k| k.contains("stage = 'open'")),
+        "{name}: {kept_by:?}"
+    );
+    assert!(
+        lethe::plan::load_component(
+            &config,
+            crm.as_ref(),
+            &state,
+            "lead",
+            &EntityKey::Int(777_777)
+        )
+        .await
+        .unwrap()
+        .is_none(),
+        "{name}"
+    );
+    drop(crm);
+    if let Some(sql) = cleanup {
+        let admin = sqlx::AnyPool::connect(&b.url).await.unwrap();
+        exec_all(&admin, &[sql]).await;
+    }
 }

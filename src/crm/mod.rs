@@ -9,6 +9,7 @@
 //! Architecture invariant: only `delete_cases` deletes, and only the rows the
 //! caller's re-check approved, children-first, in one transaction per batch.
 
+pub mod component;
 pub mod fit;
 mod recheck;
 pub mod refs;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use crate::config::{Config, CrmUrl, EntityType};
 use crate::model::{EntityKey, Instant};
 use crate::verify::residual::{IdentifierKind, normalise};
+pub use component::ComponentInput;
 pub use recheck::{CaseNow, CaseRequest, Decision, EntityNow, ErasedValue, RecheckInput};
 
 /// One row of an entity table as the engine needs it: no subject data.
@@ -286,6 +288,14 @@ pub trait Crm: Send + Sync {
     /// `FOR UPDATE`. One `CaseNow` per case, in `input.cases` order, its
     /// entities sorted by type and key; a root that is gone has none.
     async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError>;
+
+    /// The connected component of one entity in the entity graph (see
+    /// [`component`]): every row reached from it through the configured
+    /// parent relations, up and down, with clocks, parents and the
+    /// conditional keep bits of `input.conditions`; grouped by type in graph
+    /// order. Read in one read-only snapshot, nothing locked: what
+    /// `explain` judges the entity on. Empty when the entity is not there.
+    async fn component(&self, input: &ComponentInput) -> Result<Vec<EntityNow>, CrmError>;
 
     /// Every column of the rows of `et` with these keys, as JSON objects
     /// (column name → value: integers as numbers, reals as numbers, text as

@@ -16,8 +16,9 @@ use futures::TryStreamExt;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, TypeInfo, ValueRef};
 
+use super::component::{self, ComponentInput};
 use super::fit::Column;
-use super::recheck::{self, TxnOps};
+use super::recheck::{self, EntityNow, TxnOps};
 use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys};
 use crate::config::EntityType;
 use crate::model::{EntityKey, parse_clock_text};
@@ -539,6 +540,32 @@ impl Crm for ServerCrm {
         .await;
         let _ = tx.rollback().await;
         cases
+    }
+
+    async fn component(&self, input: &ComponentInput) -> Result<Vec<EntityNow>, CrmError> {
+        // As `subtrees`: one snapshot, read only, nothing locked. A column
+        // stores one type here, so each key is looked up as read.
+        let begin = match self.dialect {
+            Dialect::Postgres => "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            Dialect::MySql => "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        };
+        let mut tx = self
+            .pool
+            .begin_with(begin)
+            .await
+            .map_err(CrmError::Transaction)?;
+        let rows = component::load(
+            &mut Txn {
+                conn: &mut tx,
+                dialect: self.dialect,
+                lock: false,
+            },
+            input,
+            false,
+        )
+        .await;
+        let _ = tx.rollback().await;
+        rows
     }
 
     async fn export_rows(

@@ -12,8 +12,9 @@ use sqlx::{
     AssertSqlSafe, Column as _, Executor, Row, SqliteConnection, SqlitePool, TypeInfo, ValueRef,
 };
 
+use super::component::{self, ComponentInput};
 use super::fit::Column;
-use super::recheck::{self, TxnOps};
+use super::recheck::{self, EntityNow, TxnOps};
 use super::{
     BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys, quote_ident,
 };
@@ -471,6 +472,15 @@ impl Crm for SqliteCrm {
         let cases = recheck::load(&mut Txn { conn: &mut tx }, input).await;
         let _ = tx.rollback().await;
         cases
+    }
+
+    async fn component(&self, input: &ComponentInput) -> Result<Vec<EntityNow>, CrmError> {
+        // As `subtrees`: one snapshot, no write lock. SQLite columns may
+        // store a key as integer or text: each is looked up both ways.
+        let mut tx = self.pool.begin().await.map_err(CrmError::Transaction)?;
+        let rows = component::load(&mut Txn { conn: &mut tx }, input, true).await;
+        let _ = tx.rollback().await;
+        rows
     }
 
     async fn export_rows(

@@ -42,7 +42,7 @@ use crate::state::{StateError, StateStore, q};
 pub use fate::{Fate, LinkTarget, object_fate};
 use objects::ObjectPlan;
 pub use summary::due_by_month;
-pub use world::{World, conditions, load_world};
+pub use world::{World, component_graph, conditions, load_component, load_world};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

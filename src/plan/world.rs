@@ -72,8 +72,22 @@ pub async fn load_world(
             }
         }
     }
+    let tally = mark_holds(&mut graph, &holds);
+    let policies = config.compiled_policies.clone();
+    Ok(World {
+        graph,
+        policies,
+        conditions,
+        unreadable_clocks,
+        holds: tally,
+        object_holds: ObjectHolds::from_holds(&holds),
+    })
+}
+
+/// Marks the entities on hold; counts the holds by kind.
+fn mark_holds(graph: &mut Graph, holds: &[crate::state::Hold]) -> HoldTally {
     let mut tally = HoldTally::default();
-    for h in &holds {
+    for h in holds {
         match h.kind {
             HoldKind::Entity => {
                 tally.entity_holds += 1;
@@ -86,13 +100,75 @@ pub async fn load_world(
             _ => tally.object_holds += 1,
         }
     }
-    let policies = config.compiled_policies.clone();
-    Ok(World {
-        graph,
-        policies,
-        conditions,
-        unreadable_clocks,
-        holds: tally,
-        object_holds: ObjectHolds::from_holds(&holds),
-    })
+    tally
+}
+
+/// The world of one entity for `explain`: its connected component of the
+/// CRM graph (`Crm::component`: a few indexed look-ups, whatever the CRM's
+/// size), marked with keep conditions and holds as [`load_world`] marks the
+/// whole graph, and the entity's node in it. Every verdict on a case
+/// containing the entity, and whether the evaluation deletes it, is the
+/// same as on the whole graph: the evaluation never crosses from one
+/// component to another. `None` when the entity is not in the CRM.
+/// `unreadable_clocks` and the hold tally count this component only.
+pub async fn load_component(
+    config: &Config,
+    crm: &dyn Crm,
+    state: &StateStore,
+    entity_type: &str,
+    key: &EntityKey,
+) -> Result<Option<(World, evaluate::NodeId)>, PlanError> {
+    let Some(ty) = config.entity_index(entity_type) else {
+        return Ok(None);
+    };
+    let holds = state.holds().await?;
+    let conditions = conditions(config);
+    let input = crate::crm::ComponentInput {
+        entities: config.entities.clone(),
+        conditions: conditions.clone(),
+        start_ty: ty as u16,
+        start_key: key.clone(),
+    };
+    let rows = crm.component(&input).await?;
+    let mut graph = component_graph(config, &rows);
+    let tally = mark_holds(&mut graph, &holds);
+    let Some(id) = graph.resolve_named(entity_type, &key.canonical()) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        World {
+            graph,
+            policies: config.compiled_policies.clone(),
+            conditions,
+            unreadable_clocks: 0,
+            holds: tally,
+            object_holds: ObjectHolds::from_holds(&holds),
+        },
+        id,
+    )))
+}
+
+/// The graph of rows read by `Crm::component` (grouped by type in graph
+/// order): added as the whole-graph load adds scanned rows, keep bits on
+/// the node each row's key resolves to.
+pub fn component_graph(config: &Config, rows: &[crate::crm::EntityNow]) -> Graph {
+    let types: Vec<String> = config.entities.iter().map(|e| e.name.clone()).collect();
+    let parents_of = evaluate::graph::parent_types(config);
+    let mut builder = GraphBuilder::new(types);
+    for r in rows {
+        builder.add_row(
+            r.ty,
+            r.key.clone(),
+            r.clock,
+            &parents_of[r.ty as usize],
+            r.parents.iter().cloned(),
+        );
+    }
+    let mut graph = builder.finish();
+    for r in rows.iter().filter(|r| r.keep_bits != 0) {
+        if let Some(id) = graph.resolve_key(r.ty, &r.key) {
+            graph.node_mut(id).keep_bits |= r.keep_bits;
+        }
+    }
+    graph
 }

@@ -47,7 +47,13 @@ fn xml_from(
     }
 }
 
-/// XML in memory: events borrow from the bytes (no copy).
+/// XML in memory: events borrow from the bytes (no copy). Under a path of
+/// names from the root (`/Quotation/ID`, no `//`), an element that can hold
+/// no match is not parsed at all: [`skip_element`] jumps over its content on
+/// the raw bytes, counting the elements it passes (their ordinals are the
+/// links' locations) and checking what quick-xml would, and quick-xml goes
+/// on at its end tag. Where the skip finds anything it does not vouch for,
+/// it leaves the rest of the document to quick-xml, whose errors stand.
 pub(super) fn xml_from_slice(
     bytes: &[u8],
     path: &XmlPath,
@@ -56,12 +62,124 @@ pub(super) fn xml_from_slice(
     let mut r = quick_xml::Reader::from_reader(bytes);
     r.config_mut().expand_empty_elements = true;
     let mut scan = XmlScan::new(path, record);
+    let mut skip = rooted_names(path) && record.is_none_or(rooted_names);
+    // Bytes jumped over, which quick-xml's positions do not count.
+    let mut skipped = 0u64;
     loop {
         let ev = r
             .read_event()
-            .map_err(|e| xml_error(r.error_position(), &e))?;
+            .map_err(|e| xml_error(r.error_position() + skipped, &e))?;
+        let opened = matches!(ev, quick_xml::events::Event::Start(_));
         if scan.event(ev)? {
             return Ok(scan.out);
+        }
+        if skip && opened && scan.cannot_match_inside() {
+            let rest: &[u8] = r.get_ref();
+            let at = bytes.len() - rest.len();
+            // `<a/>`: quick-xml gives its end next, from no bytes.
+            if bytes[..at].ends_with(b"/>") {
+                continue;
+            }
+            match skip_element(rest, scan.ends.len()) {
+                Some((len, elements)) => {
+                    *r.get_mut() = &rest[len..];
+                    skipped += len as u64;
+                    scan.element_index += elements;
+                }
+                // Once is enough: a document the skip gives up on is read
+                // as it always was (and never scanned twice).
+                None => skip = false,
+            }
+        }
+    }
+}
+
+/// A path of element names from the root, with no `//` step.
+fn rooted_names(path: &XmlPath) -> bool {
+    path.steps.iter().all(Option::is_some)
+}
+
+/// The content of an element whose start tag ended just before `rest`,
+/// `depth` elements deep: how many bytes it takes up to its end tag's `<`,
+/// and how many elements start in it. `None` when the content is anything
+/// but what quick-xml would read without complaint — a mismatched or
+/// missing end tag, an unterminated comment, CDATA section or processing
+/// instruction, a declaration or DOCTYPE, a `&` that is no reference,
+/// nesting beyond [`MAX_DEPTH`] — so that quick-xml reads it and reports.
+fn skip_element(rest: &[u8], depth: usize) -> Option<(usize, u64)> {
+    let mut open: Vec<&[u8]> = Vec::new();
+    let mut elements = 0u64;
+    let mut i = 0;
+    loop {
+        let j = i + memchr::memchr2(b'<', b'&', &rest[i..])?;
+        if rest[j] == b'&' {
+            // A reference ends with `;` before any other `&` or markup.
+            let k = j + 1 + memchr::memchr3(b';', b'&', b'<', &rest[j + 1..])?;
+            if rest[k] != b';' {
+                return None;
+            }
+            i = k + 1;
+            continue;
+        }
+        let tag = &rest[j..];
+        match tag.get(1)? {
+            b'/' => {
+                let close = memchr::memchr(b'>', tag)?;
+                let name = tag[2..close].trim_ascii_end();
+                match open.pop() {
+                    None if !name.is_empty() => return Some((j, elements)),
+                    Some(o) if o == name => i = j + close + 1,
+                    _ => return None,
+                }
+            }
+            b'!' => {
+                let (body, end): (usize, &[u8]) = if tag.starts_with(b"<!--") {
+                    (4, b"-->")
+                } else if tag.starts_with(b"<![CDATA[") {
+                    (9, b"]]>")
+                } else {
+                    return None;
+                };
+                let k = memchr::memmem::find(&tag[body..], end)?;
+                i = j + body + k + end.len();
+            }
+            b'?' => {
+                let target_end = tag[2..]
+                    .iter()
+                    .position(|b| b.is_ascii_whitespace() || *b == b'?')?;
+                if tag[2..2 + target_end].eq_ignore_ascii_case(b"xml") {
+                    return None;
+                }
+                let k = memchr::memmem::find(&tag[2..], b"?>")?;
+                i = j + 2 + k + 2;
+            }
+            _ => {
+                // A start tag: its `>` is the first outside quotes.
+                let mut k = 1;
+                let close = loop {
+                    k += memchr::memchr3(b'>', b'"', b'\'', &tag[k..])?;
+                    match tag[k] {
+                        b'>' => break k,
+                        q => k += 1 + memchr::memchr(q, &tag[k + 1..])? + 1,
+                    }
+                };
+                let name_len = tag[1..close]
+                    .iter()
+                    .position(|b| b.is_ascii_whitespace() || *b == b'/')
+                    .unwrap_or(close - 1);
+                let name = &tag[1..1 + name_len];
+                if name.is_empty() {
+                    return None;
+                }
+                elements += 1;
+                if tag[close - 1] != b'/' {
+                    open.push(name);
+                    if depth + open.len() > MAX_DEPTH {
+                        return None;
+                    }
+                }
+                i = j + close + 1;
+            }
         }
     }
 }
@@ -182,6 +300,28 @@ impl<'p> XmlScan<'p> {
                 .map(Some)
                 .ok_or_else(|| Unreadable("a value outside any record".into())),
         }
+    }
+
+    /// Under a path of names from the root (as is the record's, if any):
+    /// the element just opened can hold no match of either, nor is its
+    /// text being captured. True when the open elements stray from the
+    /// path (or the record) before its end, or go as deep as its end.
+    fn cannot_match_inside(&self) -> bool {
+        if self.capture.is_some() {
+            return false;
+        }
+        let depth = self.ends.len();
+        let strays = |p: &XmlPath| {
+            p.steps.len() <= depth || {
+                let mut start = 0;
+                self.ends.iter().zip(&p.steps).any(|(&end, step)| {
+                    let name = &self.names[start..end];
+                    start = end;
+                    step.as_deref() != Some(name)
+                })
+            }
+        };
+        strays(self.path) && self.records.as_ref().is_none_or(|r| strays(r.path))
     }
 
     /// Takes one event; `Ok(true)` at the end of the document.
@@ -414,6 +554,153 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.0.contains("must not nest"), "{err}");
+    }
+
+    /// The skip over elements that cannot match (in memory, under a path
+    /// of names from the root) finds what the streaming reader, which
+    /// reads every event, finds: the same values at the same element
+    /// ordinals, and the same complaint about a malformed document.
+    #[test]
+    fn skipped_elements_change_nothing_found() {
+        let docs: [&[u8]; 14] = [
+            // Namespaces: the prefix is ignored in the path, not in end tags.
+            br#"<?xml version="1.0"?><q:Quotation xmlns:q="urn:q" xmlns:c="urn:c"><c:Lines><c:Line><c:ID>L1</c:ID></c:Line></c:Lines><c:ID>Q-1</c:ID><c:Party id="P>1/"><c:ID>no</c:ID></c:Party><c:ID>Q-2</c:ID></q:Quotation>"#,
+            // CDATA and comments that look like markup, in skipped elements
+            // and in the captured one; processing instructions.
+            br#"<Quotation><X><![CDATA[</X><ID>no</ID>]]><!-- <ID>no</ID></X> --><?pi </X>?></X><ID><![CDATA[Q-3]]></ID><Y a='>'/><ID><!-- c -->Q-4</ID></Quotation>"#,
+            // Self-closing elements, skipped and matched.
+            br#"<Quotation><X/><ID/><Y><Z/><ID>no</ID></Y><ID>Q-5</ID><ID key="k"/></Quotation>"#,
+            // Same-named nested elements: only the one at the path's depth.
+            br#"<Quotation><Quotation><ID>no</ID></Quotation><ID>Q-6<ID>inner</ID></ID><ID><ID>x</ID></ID></Quotation>"#,
+            // References in skipped text; a wrong root is skipped whole.
+            br#"<Quotation><X>a &amp; b &#60; &lt;ID&gt;</X><ID>Q-7</ID></Quotation>"#,
+            br#"<Invoice><ID>no</ID><X><ID>no</ID></X></Invoice>"#,
+            // Malformed inside what would be skipped: the same errors.
+            br#"<Quotation><X><Y></X></Quotation>"#,
+            br#"<Quotation><X>a & b</X><ID>1</ID></Quotation>"#,
+            br#"<Quotation><X><!-- open </X></Quotation>"#,
+            br#"<Quotation><X><![CDATA[ open </X></Quotation>"#,
+            br#"<Quotation><X><?xml version="1.0"?></X><ID>1</ID></Quotation>"#,
+            br#"<Quotation><X><!DOCTYPE x></X><ID>1</ID></Quotation>"#,
+            br#"<Quotation><X><Y>"#,
+            br#"<Quotation><X></Y></X><ID>1</ID></Quotation>"#,
+        ];
+        let rules = [
+            ("/Quotation/ID", None),
+            ("/Quotation/@id", None),
+            ("/Quotation/Party/@id", None),
+            ("/Quotation/ID/@key", None),
+            ("/Quotation/Lines/Line/ID", Some("/Quotation/Lines/Line")),
+            ("/Quotation/ID", Some("/Quotation/ID")),
+        ];
+        let mut found = 0;
+        for doc in docs {
+            for (p, r) in rules {
+                let path = XmlPath::parse(p).unwrap();
+                let record = r.map(|r| XmlPath::parse(r).unwrap());
+                let memory = xml_from_slice(doc, &path, record.as_ref());
+                let streamed = xml(doc, &path, record.as_ref(), 1 << 20);
+                assert_eq!(memory, streamed, "{p} in {}", String::from_utf8_lossy(doc));
+                found += memory.map(|f| f.len()).unwrap_or(0);
+            }
+        }
+        assert!(found > 15, "the documents yield values ({found})");
+        let keys = xml_from_slice(docs[1], &XmlPath::parse("/Quotation/ID").unwrap(), None)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.key, f.location))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            keys,
+            [
+                ("Q-3".to_string(), "element 3".to_string()),
+                ("Q-4".to_string(), "element 5".to_string())
+            ]
+        );
+    }
+
+    /// Random documents (nested same names, namespaces, comments, CDATA,
+    /// self-closing and empty elements, attributes holding `>` and `/`):
+    /// in memory with skips and streamed without, the same values.
+    #[test]
+    fn skipping_agrees_with_reading_every_event_on_random_documents() {
+        struct Lcg(u64);
+        impl Lcg {
+            fn next(&mut self, below: u64) -> u64 {
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (self.0 >> 33) % below
+            }
+        }
+        fn element(rng: &mut Lcg, depth: u32, out: &mut String) {
+            let names = ["A", "B", "ID", "n:A", "n:ID"];
+            let name = names[rng.next(5) as usize];
+            out.push('<');
+            out.push_str(name);
+            if rng.next(3) == 0 {
+                out.push_str(r#" k="v>/" x='1'"#);
+            }
+            if rng.next(5) == 0 {
+                out.push_str("/>");
+                return;
+            }
+            out.push('>');
+            for _ in 0..rng.next(if depth > 5 { 1 } else { 4 }) {
+                match rng.next(6) {
+                    0 => out.push_str("t &amp; u"),
+                    1 => out.push_str("<!-- <ID>c</ID> -->"),
+                    2 => out.push_str("<![CDATA[<ID>d</ID>]]>"),
+                    _ => element(rng, depth + 1, out),
+                }
+            }
+            out.push_str(&format!("{}</{name}>", rng.next(100)));
+        }
+        let paths = ["/A/ID", "/A/B/ID", "/A/A/ID", "/ID", "/A/B/@k", "/B/ID/@x"];
+        let mut found = 0;
+        for seed in 0..400 {
+            let mut rng = Lcg(seed);
+            let mut doc = String::new();
+            element(&mut rng, 0, &mut doc);
+            for p in paths {
+                let path = XmlPath::parse(p).unwrap();
+                let memory = xml_from_slice(doc.as_bytes(), &path, None);
+                let streamed = xml(doc.as_bytes(), &path, None, 1 << 20);
+                assert_eq!(memory, streamed, "{p} in {doc}");
+                found += memory.map(|f| f.len()).unwrap_or(0);
+            }
+        }
+        assert!(found > 80, "the documents yield values ({found})");
+    }
+
+    /// What the skip reads: up to the `<` of the end tag that closes the
+    /// element, counting the elements in it; nothing it does not vouch for.
+    #[test]
+    fn the_skip_stops_at_the_closing_tag() {
+        let rest = br#"<a k="</x>"><b/><!-- </x> --><a>t</a ></a><![CDATA[</x>]]>&amp;</x>tail"#;
+        let (len, elements) = skip_element(rest, 1).unwrap();
+        assert_eq!(&rest[len..], b"</x>tail");
+        assert_eq!(elements, 3);
+        assert_eq!(skip_element(b"</x>", 1), Some((0, 0)));
+        for bad in [
+            &b"<a></b></x>"[..],
+            b"<a>",
+            b"a & b</x>",
+            b"<!-- x",
+            b"<!DOCTYPE d></x>",
+            b"<?xml version='1.0'?></x>",
+            b"< a></x>",
+        ] {
+            assert_eq!(
+                skip_element(bad, 1),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let deep = "<a>".repeat(MAX_DEPTH);
+        assert_eq!(skip_element(deep.as_bytes(), 1), None);
     }
 
     fn json_keys(f: Vec<Found>) -> Vec<String> {

@@ -18,8 +18,8 @@ pub(super) struct AsOfQuery {
 
 /// Why an entity is kept, or when it becomes due.
 ///
-/// Answers from the CRM graph as loaded at most a minute ago (sooner after
-/// a run or a change of holds).
+/// Reads the entity's part of the CRM graph (its connected component) on
+/// each request: current, and as fast at a million leads as at ten.
 #[utoipa::path(get, path = "/v1/entities/{entity}/explain", tag = "entities",
     security(("bearer" = [])),
     params(("entity" = String, Path, description = "An entity ref, type:key", example = "lead:4711"), AsOfQuery),
@@ -36,30 +36,31 @@ pub(super) async fn explain(
     let Path(entity) = entity?;
     let Query(q) = query?;
     let kinds = app.runner.key_kinds().await?;
-    let (r, _) = kinds
+    let (r, key) = kinds
         .parse(&app.runner.config, &entity)
         .map_err(ApiError::bad_request)?;
-    let loaded = app.runner.world().await?;
-    let world = &loaded.world;
+    let at = parse_as_of(q.as_of.as_deref())?.as_second();
+    let config = &app.runner.config;
+    let crm = crate::crm::connect(config)
+        .await
+        .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
+    let found = crate::plan::load_component(
+        config,
+        crm.as_ref(),
+        &app.runner.state,
+        &r.entity_type,
+        &key,
+    )
+    .await
+    .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
     let entity = r.to_string();
-    let Some(id) = world.graph.resolve_named(&r.entity_type, &r.key) else {
+    let Some((world, id)) = found else {
         return Ok(Json(
             serde_json::json!({ "entity": entity, "exists": false }),
         ));
     };
-    // Now: the evaluation made when the graph was loaded. Another instant:
-    // evaluated for this request (the whole graph: slower).
-    let (at, fresh) = match q.as_of.as_deref() {
-        None => (loaded.as_of, None),
-        Some(t) => {
-            let at = parse_as_of(Some(t))?.as_second();
-            (
-                at,
-                Some(crate::evaluate::evaluate(&world.graph, &world.policies, at)),
-            )
-        }
-    };
-    let eval = fresh.as_ref().unwrap_or(&loaded.eval);
+    let world = &world;
+    let eval = crate::evaluate::evaluate(&world.graph, &world.policies, at);
     let cases = crate::evaluate::cases_containing(&world.graph, &world.policies, id, at);
     let mut doc = crate::plan::explain::explain_json(&entity, world, &cases, eval.is_deleted(id));
     let pair = (r.entity_type.clone(), r.key.clone());
