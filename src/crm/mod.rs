@@ -10,6 +10,7 @@
 //! caller's re-check approved, children-first, in one transaction per batch.
 
 pub mod fit;
+pub mod payloads;
 mod recheck;
 pub mod refs;
 pub mod sample;
