@@ -160,3 +160,84 @@ fn check_says_what_each_foreign_key_would_do() {
         "{check:?}"
     );
 }
+
+fn audited_objects(dir: &std::path::Path) -> String {
+    sqlite(
+        &dir.join("state.db"),
+        "SELECT count(*) FROM audit WHERE action = 'delete-object'",
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn a_restricting_foreign_key_never_fails_a_case_payload_rows_go_in_its_transaction() {
+    for action in ["RESTRICT", "NO ACTION"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        config(dir);
+        crm(dir, Some(action));
+        assert_eq!(run_in(dir, &["index"]).code, 0);
+        let plan = run_in(dir, &["plan", "--as-of", "2026-06-01", "--format", "json"]);
+        assert_eq!(plan.code, 0, "{plan:?}");
+        let apply = run_in(dir, &["apply", "--format", "json"]);
+        assert_eq!(apply.code, 0, "{action}: {apply:?}");
+        let r: serde_json::Value = serde_json::from_str(&apply.stdout).unwrap();
+        let r = &r["apply"];
+        assert_eq!(r["cases_done"], 3, "{action}: {r:#}");
+        assert_eq!(r["cases_failed"], 0, "{action}: {r:#}");
+        assert_eq!(r["objects_deleted"], 3, "{action}: {r:#}");
+        assert_eq!(r["objects_already_gone"], 0, "{action}: {r:#}");
+        assert_eq!(left(dir), "12\n13\n15\n");
+        assert_eq!(
+            sqlite(&dir.join("crm.db"), "SELECT id FROM leads ORDER BY id"),
+            "3\n"
+        );
+        // One record per payload row, none twice; the journal agrees.
+        assert_eq!(audited_objects(dir), "3");
+        assert_eq!(
+            sqlite(
+                &dir.join("state.db"),
+                "SELECT count(*) FROM plan_objects WHERE status = 'deleted'"
+            )
+            .trim(),
+            "3"
+        );
+        assert_eq!(run_in(dir, &["audit", "verify"]).code, 0);
+    }
+}
+
+#[test]
+fn a_cascading_foreign_key_never_takes_a_payload_lethe_did_not_plan() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    config(dir);
+    crm(dir, Some("CASCADE"));
+    assert_eq!(run_in(dir, &["index"]).code, 0);
+    let plan = run_in(dir, &["plan", "--as-of", "2026-06-01", "--format", "json"]);
+    assert_eq!(plan.code, 0, "{plan:?}");
+    // Held after the plan: row 10 references lead 1, which the plan deletes.
+    let hold = run_in(dir, &["hold", "add", "object:10", "--reason", "LH-1"]);
+    assert_eq!(hold.code, 0, "{hold:?}");
+    let apply = run_in(dir, &["apply", "--format", "json"]);
+    assert_eq!(apply.code, 0, "{apply:?}");
+    let r: serde_json::Value = serde_json::from_str(&apply.stdout).unwrap();
+    let r = &r["apply"];
+    assert_eq!(r["cases_done"], 2, "{r:#}");
+    assert_eq!(r["cases_skipped"], 1, "{r:#}");
+    assert!(
+        r["skipped_reasons"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("payload row the plan does not delete")),
+        "{r:#}"
+    );
+    // The held row and its lead stay; the rest went.
+    assert_eq!(left(dir), "10\n12\n13\n15\n");
+    assert_eq!(
+        sqlite(&dir.join("crm.db"), "SELECT id FROM leads ORDER BY id"),
+        "1\n3\n"
+    );
+    assert_eq!(audited_objects(dir), "2");
+}

@@ -22,7 +22,10 @@ use async_trait::async_trait;
 use crate::config::{Config, CrmUrl, EntityType};
 use crate::model::{EntityKey, Instant};
 use crate::verify::residual::{IdentifierKind, normalise};
-pub use recheck::{CaseNow, CaseRequest, Decision, EntityNow, ErasedValue, RecheckInput};
+pub use recheck::{
+    CaseNow, CaseRequest, Decision, EntityNow, ErasedValue, LockedPayload, PAYLOAD_KEPT,
+    PayloadColumn, PayloadInput, PlannedPayload, RecheckInput,
+};
 
 /// One row of an entity table as the engine needs it: no subject data.
 #[derive(Clone, Debug)]
@@ -164,6 +167,9 @@ pub struct BatchOutcome {
     pub deleted: Vec<(u64, Vec<(u16, EntityKey)>)>,
     /// The identifier values of the deleted rows (types with `identifiers`).
     pub identifiers: Vec<recheck::ErasedValue>,
+    /// Payload rows (`[technical.table]`) deleted in the transaction, per
+    /// case id: (case id, object key).
+    pub payloads: Vec<(u64, String)>,
 }
 
 #[async_trait]

@@ -18,8 +18,8 @@ use futures::TryStreamExt;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row};
 
-use super::CrmError;
-use crate::config::{BodyEncoding, CrmUrl, TableSettings};
+use super::{CrmError, PayloadColumn, PayloadInput};
+use crate::config::{BodyEncoding, CrmUrl, EntityType, TableSettings};
 use crate::model::{Instant, parse_clock_text};
 
 /// Rows per page of a listing, and keys per delete statement.
@@ -336,6 +336,71 @@ impl PayloadTable {
                 on_delete: r.try_get::<String, _>(2).unwrap_or_default(),
             })
             .collect())
+    }
+
+    /// The direct link columns that are foreign keys to their entity
+    /// type's table, as (entity type index in `entities`, column): the
+    /// rows the deleting transaction must take before their entities. A
+    /// catalogue that cannot be read counts every link column as one (the
+    /// transaction's way is safe either way).
+    pub async fn foreign_key_columns(&self, entities: &[EntityType]) -> Vec<(u16, String)> {
+        let fks = self.foreign_keys().await.ok();
+        let kind = self.dialect.name();
+        let last = |t: &str| {
+            t.rsplit('.')
+                .next()
+                .unwrap_or(t)
+                .trim_matches('"')
+                .to_string()
+        };
+        let mut out = Vec::new();
+        for (entity, column) in &self.spec.links {
+            let Some(ti) = entities.iter().position(|e| &e.name == entity) else {
+                continue;
+            };
+            let table = last(&entities[ti].table);
+            let is_fk = match &fks {
+                None => true,
+                Some(fks) => fks.iter().any(|fk| {
+                    super::fit::same(kind, &fk.column, column)
+                        && super::fit::same(kind, &last(&fk.references), &table)
+                }),
+            };
+            if is_fk {
+                out.push((ti as u16, column.clone()));
+            }
+        }
+        out
+    }
+
+    /// The deleting transaction's view of the payload table, for these
+    /// foreign-key columns; its planned rows are the caller's.
+    pub fn payload_input(&self, columns: &[(u16, String)]) -> PayloadInput {
+        let d = self.dialect;
+        let s = &self.spec;
+        let opt = |c: &Option<String>| match c {
+            Some(c) => d.text(&d.quote(c)),
+            None => "NULL".into(),
+        };
+        PayloadInput {
+            table: d.quote(&s.table),
+            columns: columns
+                .iter()
+                .map(|(ty, column)| PayloadColumn {
+                    ty: *ty,
+                    column: column.clone(),
+                    select: [
+                        d.text(&d.quote(&s.key)),
+                        d.text(&d.quote(column)),
+                        d.text(&d.quote(&s.modified)),
+                        d.text(&self.size_expr()),
+                        opt(&s.version),
+                    ]
+                    .join(", "),
+                })
+                .collect(),
+            planned: HashMap::new(),
+        }
     }
 
     /// The decoded body's size, computed by the database without sending

@@ -315,6 +315,12 @@ pub trait TechnicalStore: Send + Sync {
         None
     }
 
+    /// The CRM table under a `crm://` store, whose rows that reference
+    /// entities by a foreign key apply deletes in the case's transaction.
+    fn payload_table(&self) -> Option<&crate::crm::payloads::PayloadTable> {
+        None
+    }
+
     /// How many objects `delete_many` deletes per request: 1 for stores
     /// without a batch call (apply then runs single deletes side by side).
     fn delete_batch_size(&self) -> usize {

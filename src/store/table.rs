@@ -369,6 +369,10 @@ impl TechnicalStore for TableStore {
         }
     }
 
+    fn payload_table(&self) -> Option<&PayloadTable> {
+        Some(&self.table)
+    }
+
     fn erasure_note(&self) -> Option<String> {
         match self.table.dialect() {
             // secure_delete on every connection; the CRM's after-apply
@@ -388,7 +392,7 @@ impl TechnicalStore for TableStore {
 
 /// What `check` says of each foreign key from the payload table: which
 /// entity type it references, and what a delete of that entity does to
-/// the payload row (lethe deletes payload rows after their entities).
+/// the payload row, and whether lethe deletes the rows first.
 fn foreign_key_notes(
     fks: &[crate::crm::payloads::ForeignKey],
     s: &TableSettings,
@@ -426,13 +430,24 @@ fn foreign_key_notes(
                 "a {entity} cannot be deleted while a payload row references it (ON DELETE {action}): its case batch fails"
             ),
         };
-        // Payload rows go after the cases (objects after entities): lethe
-        // does not yet delete them inside the case's transaction, so the
-        // constraint acts first. Said plainly until it does.
-        out.push(format!(
-            "warning: {}.{} → {entity}: {what}; lethe deletes payload rows after their entities, so this constraint acts first",
-            s.table, fk.column
-        ));
+        // A link column to that type: its rows go in the case's
+        // transaction, before the entity, so the constraint never acts on
+        // lethe's deletes.
+        let linked = s
+            .links
+            .iter()
+            .any(|(t, c)| t == entity && crate::crm::fit::same(kind, c, &fk.column));
+        if linked {
+            out.push(format!(
+                "{}.{} → {entity} (ON DELETE {action}): lethe deletes the payload rows that reference a {entity} in its case's transaction, before it; a case with one lethe does not delete (held, shared, changed) is skipped, so the constraint never acts on lethe's deletes",
+                s.table, fk.column
+            ));
+        } else {
+            out.push(format!(
+                "warning: {}.{} → {entity}: {what}; the column is not in [technical.table] links, so lethe does not delete these rows with their {entity}",
+                s.table, fk.column
+            ));
+        }
     }
     out
 }
