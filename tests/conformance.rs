@@ -1177,6 +1177,7 @@ async fn subtrees_read_each_case_as_it_is(b: Backend, name: &str) {
             case(9, 1, EntityKey::Int(12)),
             case(3, 0, EntityKey::Int(2)),
         ],
+        payloads: None,
     };
     let got = c
         .crm
@@ -1232,6 +1233,7 @@ async fn subtrees_read_each_case_as_it_is(b: Backend, name: &str) {
             case(1, 0, EntityKey::Text("018".into())),
             case(2, 0, EntityKey::Text("18".into())),
         ],
+        payloads: None,
     };
     let got = c
         .crm
@@ -1283,6 +1285,7 @@ async fn subtrees_wait_for_no_lock(b: Backend, name: &str) {
             condition: Some("stage = 'open'".into()),
         }],
         cases: vec![case(1, 0, EntityKey::Int(1))],
+        payloads: None,
     };
     let got = tokio::time::timeout(std::time::Duration::from_secs(10), c.crm.subtrees(&input))
         .await

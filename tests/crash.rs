@@ -236,3 +236,133 @@ fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
         "the crashed run audited a different number of items"
     );
 }
+
+/// Payload rows kept in a CRM table with a foreign key to their leads go
+/// in the case's transaction: aborted between that transaction's commit
+/// and its journal step, the resumed apply counts them deleted by lethe
+/// (one `delete-object` record each) and ends like an uninterrupted one.
+#[cfg(feature = "failpoints")]
+#[test]
+fn payload_rows_deleted_in_the_case_transaction_survive_a_crash_before_the_journal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(
+        base.join("lethe.toml"),
+        r#"
+[crm]
+url = "sqlite://crm.db"
+
+[crm.entities.lead]
+table = "leads"
+key = "id"
+clock = "modified_at"
+
+[technical]
+url = "crm://"
+
+[technical.table]
+table = "payloads"
+key = "id"
+body = "body"
+encoding = "raw"
+name = "filename"
+modified = "modified_on"
+version = "version"
+links = { lead = "lead_id" }
+
+[[policy]]
+name = "leads"
+root = "lead"
+retain = "24 months"
+basis = "GDPR Art. 5(1)(e)"
+
+[safety]
+max_delete_fraction = 1.0
+
+[apply]
+batch_cases = 5
+
+[state]
+url = "sqlite://lethe-state.db"
+
+[audit]
+key = "crash-test-payload-table-key-0001"
+"#,
+    )
+    .unwrap();
+    let mut sql = String::from(
+        "CREATE TABLE leads (id INTEGER PRIMARY KEY, modified_at TEXT);
+         CREATE TABLE payloads (id INTEGER PRIMARY KEY, filename TEXT, body BLOB, modified_on TEXT,
+            version INTEGER, lead_id INTEGER REFERENCES leads(id) ON DELETE RESTRICT);
+         INSERT INTO leads VALUES (1000, '2026-05-01');
+         INSERT INTO payloads VALUES (5000, 'kept.bin', X'6b657074', '2026-05-01', 1, 1000);",
+    );
+    for i in 1..=40 {
+        sql.push_str(&format!(
+            "INSERT INTO leads VALUES ({i}, '2020-01-01');
+             INSERT INTO payloads VALUES ({p}, 'p.bin', X'7061796c6f6164', '2020-01-02', 1, {i});",
+            p = 100 + i
+        ));
+    }
+    sqlite(&base.join("crm.db"), &sql);
+    assert!(run(&base, &["index"]).success());
+    assert!(run(&base, &["plan", "--as-of", "2026-06-01"]).success());
+    let state = base.join("lethe-state.db");
+    let plan_id = sqlite(&state, "SELECT id FROM plans").trim().to_string();
+
+    let reference = tmp.path().join("reference");
+    util::copy_tree(&base, &reference);
+    assert!(run(&reference, &["apply", &plan_id]).success());
+
+    let crashed = tmp.path().join("crashed");
+    util::copy_tree(&base, &crashed);
+    let status = lethe(&crashed)
+        .args(["apply", &plan_id])
+        .env("FAILPOINTS", "apply::case-deleted=return")
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the failpoint was not reached");
+    // The CRM committed the first batch; its journal step never ran.
+    let after_crash = sqlite(&crashed.join("crm.db"), "SELECT count(*) FROM payloads");
+    assert_eq!(after_crash.trim(), "36", "the first batch's rows went");
+    assert!(run(&crashed, &["apply", &plan_id]).success());
+
+    let dump = |dir: &Path| {
+        ["leads", "payloads"]
+            .iter()
+            .map(|t| {
+                sqlite(
+                    &dir.join("crm.db"),
+                    &format!("SELECT * FROM {t} ORDER BY id"),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n--\n")
+    };
+    assert_eq!(dump(&crashed), dump(&reference));
+    assert_eq!(
+        sqlite(&crashed.join("crm.db"), "SELECT id FROM payloads").trim(),
+        "5000"
+    );
+    assert!(run(&crashed, &["audit", "verify"]).success());
+    for dir in [&crashed, &reference] {
+        let s = dir.join("lethe-state.db");
+        assert_eq!(
+            sqlite(
+                &s,
+                "SELECT count(*), count(DISTINCT pseudonym) FROM audit WHERE action = 'delete-object'"
+            )
+            .trim(),
+            "40|40"
+        );
+        assert_eq!(
+            sqlite(
+                &s,
+                "SELECT status, count(*) FROM plan_objects GROUP BY status ORDER BY status"
+            )
+            .trim(),
+            "deleted|40"
+        );
+    }
+}

@@ -126,6 +126,11 @@ store_test_suite! {
         deletes_fail_exactly_the_blobs_azure_refused,
         rewritten_blobs_lose_their_snapshots,
     ];
+    table_sqlite [table_rows_are_judged_by_size_date_and_version];
+    table_sqlite_raw [table_rows_are_judged_by_size_date_and_version];
+    table_postgres [table_rows_are_judged_by_size_date_and_version];
+    table_postgres_raw [table_rows_are_judged_by_size_date_and_version];
+    table_mysql [table_rows_are_judged_by_size_date_and_version];
 }
 
 /// A name no other test (of this process or another) uses: `what`, the
@@ -325,6 +330,307 @@ fn azure_subject(test: &str, batches: bool) -> Option<Subject> {
         moto: None,
         _tmp: None,
     })
+}
+
+/// A payload table in a CRM database (`url = "crm://"`): a table of the
+/// test's own (`lethe_payloads_<pid>_<n>`, dropped when the subject goes),
+/// in SQLite (a file in a temporary folder), PostgreSQL or MariaDB. The
+/// name column holds the key, so that the rules' globs match as on files;
+/// `put` writes a row as an integration would: a new body, the time now,
+/// the version one up.
+fn table_subject(
+    name: &'static str,
+    dialect: &str,
+    encoding: lethe::config::BodyEncoding,
+    versioned: bool,
+) -> Option<Subject> {
+    use lethe::config::{BodyEncoding, CrmUrl, TableSettings};
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, crm) = match dialect {
+        "sqlite" => {
+            let path = tmp.path().join("crm.db");
+            std::fs::File::create(&path).unwrap();
+            (format!("sqlite://{}", path.display()), CrmUrl::Sqlite(path))
+        }
+        "postgres" => {
+            let url = util::postgres_url("the payload table store")?;
+            (
+                url.clone(),
+                CrmUrl::Postgres(lethe::sensitive::Sensitive::new(url)),
+            )
+        }
+        _ => {
+            let url = match std::env::var("LETHE_TEST_MYSQL_URL") {
+                Ok(u) if !u.is_empty() => u,
+                _ => {
+                    assert!(
+                        std::env::var("CI").as_deref() != Ok("true"),
+                        "LETHE_TEST_MYSQL_URL must be set under CI=true"
+                    );
+                    eprintln!(
+                        "LETHE_TEST_MYSQL_URL not set: the payload table store on MariaDB is not tested here"
+                    );
+                    return None;
+                }
+            };
+            (
+                url.clone(),
+                CrmUrl::Mysql(lethe::sensitive::Sensitive::new(url)),
+            )
+        }
+    };
+    let table = unique("lethe_payloads").replace('-', "_");
+    let raw = encoding == BodyEncoding::Raw;
+    let create = match dialect {
+        "sqlite" => format!(
+            "CREATE TABLE {table} (id TEXT PRIMARY KEY, filename TEXT, body {}, modified_on TEXT, version INTEGER)",
+            if raw { "BLOB" } else { "TEXT" }
+        ),
+        "postgres" => format!(
+            "CREATE TABLE {table} (id TEXT PRIMARY KEY, filename TEXT, body {}, modified_on TIMESTAMPTZ, version BIGINT)",
+            if raw { "BYTEA" } else { "TEXT" }
+        ),
+        _ => format!(
+            "CREATE TABLE {table} (id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin PRIMARY KEY, filename TEXT CHARACTER SET utf8mb4, body {}, modified_on DATETIME, version BIGINT) DEFAULT CHARSET = utf8mb4",
+            if raw { "LONGBLOB" } else { "LONGTEXT" }
+        ),
+    };
+    let pool = block(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(create))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool
+    });
+    let guard = DropTable {
+        url,
+        table: table.clone(),
+    };
+    let settings = TableSettings {
+        table: table.clone(),
+        key: "id".into(),
+        body: "body".into(),
+        encoding,
+        name: Some("filename".into()),
+        modified: "modified_on".into(),
+        version: versioned.then(|| "version".into()),
+        links: Vec::new(),
+        polymorphic: None,
+    };
+    let store = lethe::store::table::TableStore::open(&crm, settings, Vec::new()).unwrap();
+    let p = |i: usize| {
+        if dialect == "postgres" {
+            format!("${i}")
+        } else {
+            "?".into()
+        }
+    };
+    let now = match dialect {
+        "postgres" => format!("CAST({} AS TIMESTAMPTZ)", p(3)),
+        _ => p(3),
+    };
+    // Bound in the order written: body, time, key.
+    let update = format!(
+        "UPDATE {table} SET body = {}, modified_on = {}, version = version + 1 WHERE id = {}",
+        p(1),
+        now.replace("$3", "$2"),
+        p(3)
+    );
+    let insert = format!(
+        "INSERT INTO {table} (body, id, modified_on, filename, version) VALUES ({}, {}, {now}, {}, 1)",
+        p(1),
+        p(2),
+        p(4)
+    );
+    Some(Subject {
+        name,
+        store: Box::new(store),
+        put: Box::new(move |key, content| {
+            let _owner = &guard;
+            let at = jiff::Timestamp::now()
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string();
+            block(async {
+                let body = |q: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>| {
+                    if raw {
+                        q.bind(content.to_vec())
+                    } else {
+                        use base64::Engine;
+                        q.bind(base64::engine::general_purpose::STANDARD.encode(content))
+                    }
+                };
+                let done = body(sqlx::query(sqlx::AssertSqlSafe(update.clone())))
+                    .bind(at.clone())
+                    .bind(key.to_string())
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                if done.rows_affected() == 0 {
+                    body(sqlx::query(sqlx::AssertSqlSafe(insert.clone())))
+                        .bind(key.to_string())
+                        .bind(at.clone())
+                        .bind(key.to_string())
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                }
+            })
+        }),
+        cloud: None,
+        moto: None,
+        _tmp: Some(tmp),
+    })
+}
+
+/// Runs a future to its end from the synchronous parts of a test.
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+/// Drops a test's payload table when its subject goes.
+struct DropTable {
+    url: String,
+    table: String,
+}
+
+impl Drop for DropTable {
+    fn drop(&mut self) {
+        if self.url.starts_with("sqlite") {
+            return;
+        }
+        let (url, table) = (self.url.clone(), self.table.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::AnyPool::connect(&url).await {
+                    let _ =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+                            .execute(&pool)
+                            .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+fn table_sqlite(_test: &str) -> Option<Subject> {
+    table_subject(
+        "table-sqlite",
+        "sqlite",
+        lethe::config::BodyEncoding::Base64,
+        false,
+    )
+}
+
+fn table_sqlite_raw(_test: &str) -> Option<Subject> {
+    table_subject(
+        "table-sqlite-raw",
+        "sqlite",
+        lethe::config::BodyEncoding::Raw,
+        true,
+    )
+}
+
+fn table_postgres(_test: &str) -> Option<Subject> {
+    table_subject(
+        "table-postgres",
+        "postgres",
+        lethe::config::BodyEncoding::Base64,
+        true,
+    )
+}
+
+fn table_postgres_raw(_test: &str) -> Option<Subject> {
+    table_subject(
+        "table-postgres-raw",
+        "postgres",
+        lethe::config::BodyEncoding::Raw,
+        false,
+    )
+}
+
+fn table_mysql(_test: &str) -> Option<Subject> {
+    table_subject(
+        "table-mysql",
+        "mysql",
+        lethe::config::BodyEncoding::Raw,
+        true,
+    )
+}
+
+/// A payload table: a row changed behind lethe's back within the same
+/// second and to the same size is told apart by its version column; a
+/// delete or rewrite expecting the row the index read spares it; a Base64
+/// body with line breaks reads and sizes as its bytes.
+async fn table_rows_are_judged_by_size_date_and_version(s: Subject) {
+    use lethe::store::{Expected, RewriteOutcome};
+    let n = s.name;
+    (s.put)("v/a.json", br#"{"id": 1}"#);
+    let listed = expectations(s.store.as_ref(), "v/").await;
+    let before = listed["v/a.json"].clone();
+    assert_eq!(before.size, 9, "{n}");
+    (s.put)("v/a.json", br#"{"id": 2}"#);
+    let now = s.store.head("v/a.json").await.unwrap().expect(n);
+    let versioned = now.etag.is_some();
+    if versioned {
+        assert!(
+            !before.matches(&now),
+            "{n}: a new version is another object"
+        );
+        assert_eq!(
+            s.store
+                .delete_expecting("v/a.json", Some(&before))
+                .await
+                .unwrap(),
+            DeleteOutcome::Changed,
+            "{n}"
+        );
+        let new = spool(b"{}");
+        assert_eq!(
+            s.store
+                .rewrite("v/a.json", &before, new.path())
+                .await
+                .unwrap(),
+            RewriteOutcome::Changed,
+            "{n}"
+        );
+    }
+    assert_eq!(
+        read_all(s.store.as_ref(), "v/a.json").await,
+        br#"{"id": 2}"#,
+        "{n}"
+    );
+    let current = Expected {
+        size: now.size,
+        modified: now.modified,
+        etag: now.etag.clone(),
+    };
+    assert_eq!(
+        s.store
+            .delete_expecting("v/a.json", Some(&current))
+            .await
+            .unwrap(),
+        DeleteOutcome::Deleted,
+        "{n}"
+    );
+    // Every body size round trips, padding and all.
+    for len in 0..7usize {
+        let body: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(97)).collect();
+        let key = format!("v/len{len}");
+        (s.put)(&key, &body);
+        assert_eq!(
+            s.store.head(&key).await.unwrap().expect(n).size,
+            len as u64,
+            "{n}"
+        );
+        assert_eq!(read_all(s.store.as_ref(), &key).await, body, "{n}");
+    }
 }
 
 async fn keys(store: &dyn TechnicalStore) -> Vec<String> {
@@ -566,7 +872,18 @@ async fn stores_say_what_a_delete_leaves(s: Subject) {
     let note = s.store.erasure_note();
     let checked = s.store.check().await.unwrap();
     match n {
-        "folder" | "memory" => assert_eq!(note, None, "{n}"),
+        "folder" | "memory" | "table-sqlite" | "table-sqlite-raw" => {
+            assert_eq!(note, None, "{n}")
+        }
+        "table-postgres" | "table-postgres-raw" => {
+            let note = note.unwrap_or_else(|| panic!("{n}: no note"));
+            assert!(note.contains("VACUUM"), "{n}: {note}");
+            assert!(checked.contains(&note), "{n}: {checked:?}");
+        }
+        "table-mysql" => {
+            let note = note.unwrap_or_else(|| panic!("{n}: no note"));
+            assert!(note.contains("InnoDB"), "{n}: {note}");
+        }
         // moto answers the versioning: every version went.
         "s3-versioned" => {
             assert_eq!(note, None, "{n}");

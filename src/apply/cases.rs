@@ -12,11 +12,15 @@ use backon::Retryable;
 use super::delete::backoff;
 use super::{ApplyError, ApplyOptions, ApplyReport, Ctx, POLL, Progress};
 use crate::audit::{self, NewRecord};
-use crate::crm::{CaseNow, CaseRequest, Crm, CrmError, Decision, RecheckInput};
+use crate::crm::payloads::PayloadTable;
+use crate::crm::{
+    CaseNow, CaseRequest, Crm, CrmError, Decision, PayloadInput, PlannedPayload, RecheckInput,
+};
 use crate::evaluate::CompiledPolicy;
 use crate::model::{EntityKey, EntityRef};
-use crate::state::journal;
+use crate::state::journal::{self, PlannedObject};
 use crate::state::status::EntityStatus;
+use crate::state::status::ObjectStatus;
 use crate::state::workers::{ClaimedCase, Items, Worker};
 use crate::state::{HoldKind, q};
 
@@ -44,6 +48,25 @@ struct CaseBatch {
     cases: Vec<ClaimedCase>,
     planned: HashMap<u64, HashSet<(String, String)>>,
     outcome: Result<crate::crm::BatchOutcome, CrmError>,
+    payloads: BatchPayloads,
+}
+
+/// The payload table under a `crm://` store, with the foreign-key columns
+/// from it to entity tables.
+pub(super) struct PayloadFks<'a> {
+    pub(super) table: &'a PayloadTable,
+    /// Its statements and columns; `planned` empty (each batch fills its own).
+    pub(super) input: PayloadInput,
+}
+
+/// The planned payload rows a case batch's transaction may delete.
+#[derive(Default)]
+struct BatchPayloads {
+    /// Object key → its planned delete.
+    objects: HashMap<String, PlannedObject>,
+    /// Per resumed case: its planned payload rows found gone before the
+    /// transaction, deleted by the transaction of the run that died.
+    gone: HashMap<u64, Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -174,6 +197,7 @@ impl Ctx<'_> {
                 cases,
                 planned,
                 outcome: Err(e),
+                payloads: BatchPayloads::default(),
             });
         }
         let holds = self.state.holds().await?;
@@ -194,10 +218,26 @@ impl Ctx<'_> {
                 root_key: c.root_key.clone(),
             });
         }
+        let (payload_input, payloads) = match &self.payloads {
+            Some(fks) => match self.batch_payloads(crm, fks, &cases, &planned).await? {
+                Ok((input, payloads)) => (Some(input), payloads),
+                // The CRM could not answer: the batch fails as its delete would.
+                Err(e) => {
+                    return Ok(CaseBatch {
+                        cases,
+                        planned,
+                        outcome: Err(e),
+                        payloads: BatchPayloads::default(),
+                    });
+                }
+            },
+            None => (None, BatchPayloads::default()),
+        };
         let input = RecheckInput {
             entities: self.config.entities.clone(),
             conditions: self.conditions.to_vec(),
             cases: requests,
+            payloads: payload_input,
         };
         let decide = |now: &CaseNow| -> Decision {
             let empty = HashSet::new();
@@ -215,7 +255,88 @@ impl Ctx<'_> {
             cases,
             planned,
             outcome,
+            payloads,
         })
+    }
+
+    /// The planned payload rows this batch's transaction may delete: the
+    /// objects the index links to the batch's entities of a type a
+    /// foreign-key column references, that the plan deletes and that the
+    /// object phase's re-check would let go once the batch's entities are
+    /// gone; each with what the index read of it and the batch's entities
+    /// it links to. A resumed case's rows found gone were deleted by the
+    /// transaction of the run that died (its journal step never ran).
+    async fn batch_payloads(
+        &self,
+        crm: &dyn Crm,
+        fks: &PayloadFks<'_>,
+        cases: &[ClaimedCase],
+        planned: &HashMap<u64, HashSet<(String, String)>>,
+    ) -> Result<Result<(PayloadInput, BatchPayloads), CrmError>, ApplyError> {
+        let mut input = fks.input.clone();
+        let mut out = BatchPayloads::default();
+        let referenced: HashSet<&str> = input
+            .columns
+            .iter()
+            .map(|c| self.types[c.ty as usize].as_str())
+            .collect();
+        let going: HashSet<(String, String)> = planned.values().flatten().cloned().collect();
+        let linked: Vec<(String, String)> = going
+            .iter()
+            .filter(|(t, _)| referenced.contains(t.as_str()))
+            .cloned()
+            .collect();
+        if linked.is_empty() {
+            return Ok(Ok((input, out)));
+        }
+        let entries = crate::state::index::entries_linking(self.state, &linked).await?;
+        let links: HashMap<&str, &Vec<(String, String)>> =
+            entries.iter().map(|e| (e.key.as_str(), &e.links)).collect();
+        let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();
+        let objects = journal::pending_deletes_by_key(self.state, self.plan_id, &keys).await?;
+        let refs: Vec<&PlannedObject> = objects.iter().collect();
+        let judged = self.recheck_objects(crm, &refs, &going).await?;
+        let resumed: Vec<&ClaimedCase> = cases.iter().filter(|c| c.resumed).collect();
+        for o in judged.go {
+            let Some(expected) = judged.indexed.get(&o.key) else {
+                continue;
+            };
+            let mine: Vec<&(String, String)> = links
+                .get(o.key.as_str())
+                .map(|l| l.iter().filter(|t| going.contains(*t)).collect())
+                .unwrap_or_default();
+            for c in &resumed {
+                let Some(entities) = planned.get(&c.case_id) else {
+                    continue;
+                };
+                if !mine.iter().any(|t| entities.contains(*t)) {
+                    continue;
+                }
+                match fks.table.head(&o.key).await {
+                    Ok(None) => {
+                        out.gone.entry(c.case_id).or_default().push(o.key.clone());
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => return Ok(Err(e)),
+                }
+                break;
+            }
+            let needs = mine
+                .iter()
+                .filter_map(|(t, k)| self.type_index(t).map(|ti| (ti, k.clone())))
+                .collect();
+            input.planned.insert(
+                o.key.clone(),
+                PlannedPayload {
+                    size: expected.size,
+                    modified: expected.modified,
+                    version: expected.etag.clone(),
+                    needs,
+                },
+            );
+            out.objects.insert(o.key.clone(), o.clone());
+        }
+        Ok(Ok((input, out)))
     }
 
     /// Journals a deleted batch and audits what went.
@@ -228,6 +349,7 @@ impl Ctx<'_> {
             cases,
             planned,
             outcome,
+            payloads,
         } = batch;
         let outcome = match outcome {
             Ok(o) => o,
@@ -325,6 +447,38 @@ impl Ctx<'_> {
                     *report.skipped_reasons.entry(reason.clone()).or_default() += 1;
                 }
             }
+        }
+        // The payload rows the transaction deleted (or, for a resumed case,
+        // the one that died), journaled and audited as objects: the object
+        // phase finds them settled.
+        let done_set: HashSet<u64> = done.iter().map(|c| *c as u64).collect();
+        let mut gone_payloads: Vec<(u64, &String)> =
+            outcome.payloads.iter().map(|(c, k)| (*c, k)).collect();
+        for (c, keys) in &payloads.gone {
+            gone_payloads.extend(keys.iter().map(|k| (*c, k)));
+        }
+        let mut settled: Vec<i64> = Vec::new();
+        let mut off_index: Vec<String> = Vec::new();
+        for (case_id, key) in gone_payloads {
+            if !done_set.contains(&case_id) {
+                continue;
+            }
+            let Some(o) = payloads.objects.get(key) else {
+                continue;
+            };
+            if settled.contains(&o.item) {
+                continue;
+            }
+            settled.push(o.item);
+            off_index.push(o.key.clone());
+            report.objects_deleted += 1;
+            report.bytes_freed += o.size as u64;
+            records.push(self.object_record(o));
+        }
+        if !settled.is_empty() {
+            journal::objects_settled(&mut tx, self.plan_id, ObjectStatus::Deleted, &settled)
+                .await?;
+            journal::unindex_objects(&mut tx, &off_index).await?;
         }
         // The identifiers of the rows this batch deleted, as keyed hashes,
         // in the transaction that journals their deletion.

@@ -244,6 +244,18 @@ async fn work(
         &config.compiled_policies
     };
     let parents_of = evaluate::graph::parent_types(config);
+    // Payload rows in a CRM table that reference entities by a foreign
+    // key go in the case's transaction, before those entities.
+    let payloads = match store.payload_table() {
+        Some(table) => {
+            let columns = table.foreign_key_columns(&config.entities).await;
+            (!columns.is_empty()).then(|| cases::PayloadFks {
+                table,
+                input: table.payload_input(&columns),
+            })
+        }
+        None => None,
+    };
     let ctx = Ctx {
         config,
         state,
@@ -256,6 +268,7 @@ async fn work(
         plan_id: &stored.id,
         as_of: stored.as_of,
         fingerprint: crate::verify::residual::Fingerprint::new(&config.audit_key),
+        payloads,
     };
 
     ctx.run_cases(crm, options, progress, &mut report).await?;
@@ -349,6 +362,9 @@ struct Ctx<'a> {
     as_of: i64,
     /// Keyed hashes of the identifiers of deleted rows.
     fingerprint: crate::verify::residual::Fingerprint,
+    /// The payload table's foreign keys to entity tables, when the store
+    /// is a CRM table that has any.
+    payloads: Option<cases::PayloadFks<'a>>,
 }
 
 impl Ctx<'_> {

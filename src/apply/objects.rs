@@ -22,13 +22,13 @@ use crate::state::{ObjectHolds, q};
 use crate::store::{DeleteOutcome, Expected, StoreError, TechnicalStore};
 
 /// A batch judged by the re-check, before anything is journaled.
-struct Judged<'o> {
-    go: Vec<&'o PlannedObject>,
+pub(super) struct Judged<'o> {
+    pub(super) go: Vec<&'o PlannedObject>,
     /// reason → items
     skips: HashMap<String, Vec<i64>>,
     retries: Vec<(&'o PlannedObject, String)>,
     /// What the index read of each object (the deletes' expectation).
-    indexed: HashMap<String, Expected>,
+    pub(super) indexed: HashMap<String, Expected>,
 }
 
 impl Ctx<'_> {
@@ -85,7 +85,7 @@ impl Ctx<'_> {
         if deletes.is_empty() {
             return Ok(());
         }
-        let mut judged = self.recheck_objects(crm, &deletes).await?;
+        let mut judged = self.recheck_objects(crm, &deletes, &HashSet::new()).await?;
         let indexed = std::mem::take(&mut judged.indexed);
         let go = self.journal_intent(&deletes, judged, report).await?;
         if go.is_empty() {
@@ -108,11 +108,14 @@ impl Ctx<'_> {
 
     /// Gathers what each object's re-check needs (holds, its links in the
     /// index now, the journal of the entities they point at, and whether
-    /// the CRM has those outside the plan) and judges each.
-    async fn recheck_objects<'o>(
+    /// the CRM has those outside the plan) and judges each. `going`: the
+    /// entities of a case batch being deleted with them (the payload rows
+    /// its transaction deletes), judged as gone.
+    pub(super) async fn recheck_objects<'o>(
         &self,
         crm: &dyn Crm,
         objects: &[&'o PlannedObject],
+        going: &HashSet<(String, String)>,
     ) -> Result<Judged<'o>, ApplyError> {
         let holds = ObjectHolds::from_holds(&self.state.holds().await?);
         let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
@@ -141,7 +144,13 @@ impl Ctx<'_> {
                 now,
                 now.is_some_and(|l| index::links_digest(l) == o.links),
                 recheck_error.as_deref(),
-                |t| linked_now(statuses.get(t).copied(), present.contains(t)),
+                |t| {
+                    if going.contains(t) {
+                        crate::plan::fate::LinkedNow::Gone
+                    } else {
+                        linked_now(statuses.get(t).copied(), present.contains(t))
+                    }
+                },
             );
             match verdict {
                 Recheck::Skip(r) => judged.skips.entry(r.to_string()).or_default().push(o.item),
@@ -295,7 +304,7 @@ impl Ctx<'_> {
     }
 
     /// The audit record of an object this plan deleted.
-    fn object_record(&self, o: &PlannedObject) -> NewRecord {
+    pub(super) fn object_record(&self, o: &PlannedObject) -> NewRecord {
         let basis = if o.fate == ObjectFate::Orphan {
             format!(
                 "technical.orphans.retain = {}",

@@ -315,7 +315,11 @@ async fn prepare(
     rows: Option<Vec<i64>>,
     expected: &Expected,
 ) -> Result<Prepared, RedactionError> {
-    let rules = content_rules(config, &planned.key);
+    let Some(now) = store.head(&planned.key).await? else {
+        return Ok(Prepared::Settled(Redacted::Gone));
+    };
+    // By the name the index matched (a payload table's name column).
+    let rules = content_rules(config, now.rule_name());
     let rule_ids: Vec<usize> = rules.iter().map(|r| r.index()).collect();
     let kind = match planned_kind(config, planned) {
         Ok(k) => k.clone(),
@@ -340,10 +344,6 @@ async fn prepare(
         }
     }
     let known_rows = rows.is_some();
-
-    let Some(now) = store.head(&planned.key).await? else {
-        return Ok(Prepared::Settled(Redacted::Gone));
-    };
     if !expected.matches(&now) {
         // Ours, from a run that stopped after the rewrite and before its
         // journal step? The intent holds the digest of what it wrote.

@@ -143,6 +143,60 @@ pub enum StoreUrl {
     Memory,
     S3(String),
     Azure(String),
+    /// `crm://`: a table of the CRM's own database (`[technical.table]`).
+    CrmTable,
+}
+
+/// How a payload table stores its bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyEncoding {
+    /// The bytes themselves (`bytea`, `BLOB`, `LONGBLOB`).
+    Raw,
+    /// Standard Base64 text (Dataverse's `documentbody`); line breaks are
+    /// allowed and ignored.
+    Base64,
+}
+
+/// `[technical.table]`: the CRM table that holds payloads, one per row.
+/// Every name is a column of `table`; the object key is the row's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSettings {
+    /// May be `schema.table`.
+    pub table: String,
+    pub key: String,
+    pub body: String,
+    pub encoding: BodyEncoding,
+    /// The payload's file name, which the link rules' globs and path
+    /// patterns match (the key when there is none).
+    pub name: Option<String>,
+    pub modified: String,
+    /// A column the writer changes on every update (a row version).
+    pub version: Option<String>,
+    /// Direct links: (entity type, foreign-key column).
+    pub links: Vec<(String, String)>,
+    pub polymorphic: Option<Polymorphic>,
+}
+
+/// A polymorphic reference: `id` holds the key of an entity whose type
+/// the code in `type_column` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Polymorphic {
+    pub id: String,
+    pub type_column: String,
+    /// (type code, entity type)
+    pub types: Vec<(String, String)>,
+}
+
+impl TableSettings {
+    /// The metadata name under which a table store reports a direct link
+    /// column's value, and which the link rule made for it matches: the
+    /// column (lower case), or `id@type` for a polymorphic reference.
+    pub fn link_name(column: &str, entity: Option<&str>) -> String {
+        match entity {
+            None => column.to_ascii_lowercase(),
+            Some(e) => format!("{}@{e}", column.to_ascii_lowercase()),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +340,8 @@ pub struct Config {
     /// In dependency order: every parent type comes before its children.
     pub entities: Vec<EntityType>,
     pub store: StoreUrl,
+    /// `[technical.table]`, with `url = "crm://"`.
+    pub table: Option<TableSettings>,
     pub links: Vec<LinkRule>,
     pub orphans_retain: Retention,
     pub max_content_bytes: u64,
@@ -488,7 +544,20 @@ fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
             "max_line_bytes",
             "batch_deletes",
             "redact",
+            "table",
         ],
+        ["technical", "table"] => &[
+            "table",
+            "key",
+            "body",
+            "encoding",
+            "name",
+            "modified",
+            "version",
+            "links",
+            "polymorphic",
+        ],
+        ["technical", "table", "polymorphic"] => &["id", "type", "types"],
         ["technical", "link", "[]"] => &[
             "path",
             "glob",

@@ -1,6 +1,8 @@
 //! The configuration file exactly as written: serde structs with no
 //! behaviour. `config::load` turns them into the typed `Config`.
 
+use std::collections::BTreeMap;
+
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -102,6 +104,35 @@ pub struct RawTechnical {
     pub batch_deletes: Option<bool>,
     /// Redact shared objects (default), or keep them whole.
     pub redact: Option<bool>,
+    /// `url = "crm://"`: the payload table in the CRM's database.
+    pub table: Option<RawTable>,
+}
+
+/// `[technical.table]`: a table of the CRM that holds payloads, one per row.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawTable {
+    pub table: Option<String>,
+    pub key: Option<String>,
+    pub body: Option<String>,
+    pub encoding: Option<String>,
+    pub name: Option<String>,
+    pub modified: Option<String>,
+    pub version: Option<String>,
+    /// entity type → foreign-key column
+    #[serde(default)]
+    pub links: BTreeMap<String, String>,
+    pub polymorphic: Option<RawPolymorphic>,
+}
+
+/// `[technical.table.polymorphic]`: an id column and a type-code column.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawPolymorphic {
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub type_column: Option<String>,
+    /// type code → entity type
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

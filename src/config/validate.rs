@@ -9,12 +9,12 @@ use sha2::{Digest, Sha256};
 
 use super::raw::{
     RawApply, RawAudit, RawConfig, RawCrm, RawKeep, RawPolicy, RawSafety, RawSchedule, RawServe,
-    RawState, RawTechnical,
+    RawState, RawTable, RawTechnical,
 };
 use super::{
-    ApiToken, ApplySettings, Config, CrmUrl, EntityType, KeepRule, LinkRule, Policy, Problems,
-    Retention, SafetySettings, Scope, Seg, ServeSettings, StateUrl, StoreUrl, did_you_mean,
-    parse_delay, rules, schedule,
+    ApiToken, ApplySettings, BodyEncoding, Config, CrmUrl, EntityType, KeepRule, LinkRule, Policy,
+    Problems, Retention, SafetySettings, Scope, Seg, ServeSettings, StateUrl, StoreUrl,
+    TableSettings, did_you_mean, parse_delay, rules, schedule,
 };
 use crate::sensitive::Sensitive;
 
@@ -36,7 +36,8 @@ pub(super) fn validate(
     let names: BTreeSet<String> = raw_crm.entities.keys().cloned().collect();
     let entities = entity_types(&raw_crm, &names, pr);
     let raw_tech = raw.technical.unwrap_or_default();
-    let (store, links, orphans_retain) = technical(&raw_tech, &names, dir, pr);
+    let (store, mut links, orphans_retain) = technical(&raw_tech, &names, dir, pr);
+    let table = payload_table(&raw_tech, store.as_ref(), &names, &mut links, pr);
     let (max_delete_fraction, safety) = safety(raw.safety.unwrap_or_default(), pr);
     let policies = policies(&raw.policy, &names, pr);
     let (state, plan_retention) = state(raw.state.unwrap_or_default(), dir, pr);
@@ -68,6 +69,7 @@ pub(super) fn validate(
         crm_vacuum: raw_crm.vacuum.unwrap_or(false),
         entities,
         store: store?,
+        table,
         links,
         orphans_retain: orphans_retain?,
         max_content_bytes: raw_tech.max_content_bytes.unwrap_or(64 << 20),
@@ -248,6 +250,174 @@ fn technical(
         .map_err(|m| pr.add(p!["technical", "orphans", "retain"], m))
         .ok();
     (store, links, orphans_retain)
+}
+
+/// `[technical.table]`: the payload table's columns, read with
+/// `url = "crm://"` only (and required by it). Each direct link column becomes a metadata
+/// rule after the `[[technical.link]]` rules (glob `**`, the name
+/// `TableSettings::link_name` gives it), which the table store answers
+/// from the row: whole-file links, read with the listing.
+fn payload_table(
+    raw_tech: &RawTechnical,
+    store: Option<&StoreUrl>,
+    names: &BTreeSet<String>,
+    links: &mut Vec<LinkRule>,
+    pr: &mut Problems,
+) -> Option<TableSettings> {
+    let raw = match (&raw_tech.table, store) {
+        (None, Some(StoreUrl::CrmTable)) => {
+            pr.add(
+                p!["technical", "table"],
+                "missing; url = \"crm://\" keeps payloads in a CRM table, which [technical.table] names (table, key, body, encoding, modified)",
+            );
+            return None;
+        }
+        (None, _) => return None,
+        (Some(raw), _) => raw,
+    };
+    let RawTable {
+        table,
+        key,
+        body,
+        encoding,
+        name,
+        modified,
+        version,
+        links: direct,
+        polymorphic,
+    } = raw;
+    let col = |v: &Option<String>, k: &str, pr: &mut Problems| -> Option<String> {
+        let path = || {
+            let mut path = p!["technical", "table"];
+            path.extend(k.split('.').map(Seg::from));
+            path
+        };
+        match v {
+            Some(c) if !c.trim().is_empty() => Some(c.trim().to_string()),
+            Some(_) => {
+                pr.add(path(), "empty; name a column");
+                None
+            }
+            None => {
+                pr.add(path(), "missing; this key is required");
+                None
+            }
+        }
+    };
+    let (table, key, body, modified) = (
+        col(table, "table", pr),
+        col(key, "key", pr),
+        col(body, "body", pr),
+        col(modified, "modified", pr),
+    );
+    let encoding = match encoding.as_deref() {
+        Some("raw") => Some(BodyEncoding::Raw),
+        Some("base64") => Some(BodyEncoding::Base64),
+        Some(other) => {
+            pr.add(
+                p!["technical", "table", "encoding"],
+                format!("`{other}` is not an encoding; write \"raw\" (bytes) or \"base64\" (text)"),
+            );
+            None
+        }
+        None => {
+            pr.add(
+                p!["technical", "table", "encoding"],
+                "missing; write \"raw\" (a bytea/BLOB column) or \"base64\" (Base64 text)",
+            );
+            None
+        }
+    };
+    let name = name.as_ref().and(col(name, "name", pr));
+    let version = version.as_ref().and(col(version, "version", pr));
+    let mut direct_links = Vec::new();
+    for (entity, column) in direct {
+        if !names.contains(entity) {
+            pr.add(
+                p!["technical", "table", "links", entity.as_str()],
+                format!(
+                    "unknown entity type `{entity}`{}",
+                    did_you_mean(entity, names.iter().map(String::as_str))
+                ),
+            );
+        } else if column.trim().is_empty() {
+            pr.add(
+                p!["technical", "table", "links", entity.as_str()],
+                "empty; name the foreign-key column",
+            );
+        } else {
+            direct_links.push((entity.clone(), column.trim().to_string()));
+        }
+    }
+    let polymorphic = polymorphic.as_ref().and_then(|p| {
+        let id = col(&p.id, "polymorphic.id", pr);
+        let type_column = col(&p.type_column, "polymorphic.type", pr);
+        let mut types = Vec::new();
+        for (code, entity) in &p.types {
+            if names.contains(entity) {
+                types.push((code.clone(), entity.clone()));
+            } else {
+                pr.add(
+                    p!["technical", "table", "polymorphic", "types", code.as_str()],
+                    format!(
+                        "unknown entity type `{entity}`{}",
+                        did_you_mean(entity, names.iter().map(String::as_str))
+                    ),
+                );
+            }
+        }
+        if p.types.is_empty() {
+            pr.add(
+                p!["technical", "table", "polymorphic", "types"],
+                "missing; map each type code to an entity type: types = { \"4\" = \"lead\" }",
+            );
+        }
+        Some(super::Polymorphic {
+            id: id?,
+            type_column: type_column?,
+            types,
+        })
+    });
+    let settings = TableSettings {
+        table: table?,
+        key: key?,
+        body: body?,
+        encoding: encoding?,
+        name,
+        modified: modified?,
+        version,
+        links: direct_links,
+        polymorphic,
+    };
+    // Read only with url = "crm://" (another store has no such columns).
+    if store != Some(&StoreUrl::CrmTable) {
+        return Some(settings);
+    }
+    let mut add = |name: String, entity: &str| {
+        let glob = globset::GlobBuilder::new("**")
+            .build()
+            .expect("`**` is a glob")
+            .compile_matcher();
+        links.push(LinkRule::Metadata {
+            index: links.len(),
+            glob,
+            glob_text: "**".into(),
+            name,
+            entity: entity.to_string(),
+        });
+    };
+    for (entity, column) in &settings.links {
+        add(TableSettings::link_name(column, None), entity);
+    }
+    if let Some(p) = &settings.polymorphic {
+        let mut entities: Vec<&String> = p.types.iter().map(|(_, e)| e).collect();
+        entities.sort();
+        entities.dedup();
+        for e in entities {
+            add(TableSettings::link_name(&p.id, Some(e)), e);
+        }
+    }
+    Some(settings)
 }
 
 /// `[safety]`: the brakes' shares, each between 0 and 1; the mass-delete
@@ -716,6 +886,8 @@ fn parse_state_url(url: &str, dir: &Path) -> Result<StateUrl, String> {
 fn parse_store_url(url: &str, dir: &Path) -> StoreUrl {
     if url == "memory://" || url == "memory:" {
         StoreUrl::Memory
+    } else if url == "crm://" || url == "crm:" {
+        StoreUrl::CrmTable
     } else if let Some(rest) = url.strip_prefix("s3://") {
         StoreUrl::S3(rest.to_string())
     } else if let Some(rest) = url.strip_prefix("az://") {

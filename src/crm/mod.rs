@@ -11,6 +11,7 @@
 
 pub mod component;
 pub mod fit;
+pub mod payloads;
 mod recheck;
 pub mod refs;
 pub mod sample;
@@ -23,7 +24,10 @@ use crate::config::{Config, CrmUrl, EntityType};
 use crate::model::{EntityKey, Instant};
 use crate::verify::residual::{IdentifierKind, normalise};
 pub use component::ComponentInput;
-pub use recheck::{CaseNow, CaseRequest, Decision, EntityNow, ErasedValue, RecheckInput};
+pub use recheck::{
+    CaseNow, CaseRequest, Decision, EntityNow, ErasedValue, LockedPayload, PAYLOAD_KEPT,
+    PayloadColumn, PayloadInput, PlannedPayload, RecheckInput,
+};
 
 /// One row of an entity table as the engine needs it: no subject data.
 #[derive(Clone, Debug)]
@@ -165,6 +169,9 @@ pub struct BatchOutcome {
     pub deleted: Vec<(u64, Vec<(u16, EntityKey)>)>,
     /// The identifier values of the deleted rows (types with `identifiers`).
     pub identifiers: Vec<recheck::ErasedValue>,
+    /// Payload rows (`[technical.table]`) deleted in the transaction, per
+    /// case id: (case id, object key).
+    pub payloads: Vec<(u64, String)>,
 }
 
 #[async_trait]

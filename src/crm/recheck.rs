@@ -26,7 +26,61 @@ pub struct RecheckInput {
     /// Conditional keep rules; bit `i` of `EntityNow::keep_bits` is rule `i`.
     pub conditions: Vec<KeepRule>,
     pub cases: Vec<CaseRequest>,
+    /// The payload table's rows that reference the cases' entities by a
+    /// foreign key: deleted in the same transaction, before the entities.
+    pub payloads: Option<PayloadInput>,
 }
+
+/// The payload table (`[technical.table]`) as the deleting transaction
+/// sees it: its statements (built by `crm::payloads` in the CRM's
+/// dialect), its foreign-key columns, and the payload rows the plan
+/// deletes that may reference the batch's entities.
+#[derive(Clone, Debug)]
+pub struct PayloadInput {
+    /// The table, quoted.
+    pub table: String,
+    pub columns: Vec<PayloadColumn>,
+    /// Object key → the planned delete of that row.
+    pub planned: HashMap<String, PlannedPayload>,
+}
+
+/// A foreign-key column of the payload table to an entity type's table.
+#[derive(Clone, Debug)]
+pub struct PayloadColumn {
+    /// The entity type's index.
+    pub ty: u16,
+    pub column: String,
+    /// The select list of a locked row: key, this column, modified, size,
+    /// version, each as text.
+    pub select: String,
+}
+
+/// A payload row the plan deletes, as the index read it, and the entities
+/// of this batch it links to: it goes in the transaction only while it is
+/// still what the index read and every one of those entities goes too.
+#[derive(Clone, Debug)]
+pub struct PlannedPayload {
+    pub size: u64,
+    pub modified: Option<Instant>,
+    pub version: Option<String>,
+    /// (entity type index, canonical key)
+    pub needs: Vec<(u16, String)>,
+}
+
+/// A payload row as the deleting transaction locked it.
+#[derive(Clone, Debug)]
+pub struct LockedPayload {
+    pub key: String,
+    /// The foreign-key column's value, as text.
+    pub references: String,
+    pub modified: Option<Instant>,
+    pub size: u64,
+    pub version: Option<String>,
+}
+
+/// Why a case is kept when a payload row lethe does not delete references
+/// one of its entities by a foreign key.
+pub const PAYLOAD_KEPT: &str = "kept: a payload row the plan does not delete (held, shared, changed or new since the index) references an entity of the case by a foreign key, which would fail or cascade into it; run `lethe index`, then plan again";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntityNow {
@@ -92,6 +146,45 @@ pub(super) trait TxnOps: Send {
 
     /// Deletes rows by key; returns the keys that were present.
     async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError>;
+
+    /// The payload rows whose foreign-key `column` is one of `values`,
+    /// locked (`column.select` read as text).
+    async fn payload_rows(
+        &mut self,
+        p: &PayloadInput,
+        column: &PayloadColumn,
+        values: &[EntityKey],
+    ) -> Result<Vec<LockedPayload>, CrmError>;
+
+    /// Deletes the payload rows whose foreign-key `column` is one of
+    /// `values`; returns how many went.
+    async fn delete_payloads(
+        &mut self,
+        p: &PayloadInput,
+        column: &PayloadColumn,
+        values: &[EntityKey],
+    ) -> Result<u64, CrmError>;
+}
+
+/// A payload row from its five text columns (`PayloadInput::select`).
+pub(super) fn locked_payload(cols: [Option<String>; 5]) -> Option<LockedPayload> {
+    let [key, references, modified, size, version] = cols;
+    Some(LockedPayload {
+        key: key?,
+        references: references?.trim().to_string(),
+        modified: modified.and_then(|m| crate::model::parse_clock_text(&m)),
+        size: size.and_then(|s| s.trim().parse().ok()).unwrap_or(0),
+        version,
+    })
+}
+
+/// An error of the payload step, naming the table (never a row).
+pub(super) fn payload_error(p: &PayloadInput, source: sqlx::Error) -> CrmError {
+    CrmError::Query {
+        entity: "technical.table".into(),
+        table: p.table.clone(),
+        source,
+    }
 }
 
 /// The deleting transaction's work: load the cases as they are now, judge
@@ -242,16 +335,22 @@ async fn decide_and_delete<T: TxnOps>(
 ) -> Result<BatchOutcome, CrmError> {
     let n_types = input.entities.len();
     let mut outcome = BatchOutcome::default();
+    let mut decisions: Vec<(u64, Decision)> =
+        cases.iter().map(|now| (now.case_id, decide(now))).collect();
+    // Payload rows that reference these entities by a foreign key go
+    // first, in this transaction; a case one of them would keep is kept.
+    if let Some(p) = &input.payloads {
+        outcome.payloads = delete_payloads(txn, p, &mut decisions).await?;
+    }
     let mut to_delete: Vec<HashSet<EntityKey>> = vec![HashSet::new(); n_types];
-    for now in &cases {
-        let decision = decide(now);
+    for (case_id, decision) in decisions {
         if let Decision::Delete(rows) = &decision {
             for (ty, key) in rows {
                 to_delete[*ty as usize].insert(key.clone());
             }
-            outcome.deleted.push((now.case_id, rows.clone()));
+            outcome.deleted.push((case_id, rows.clone()));
         }
-        outcome.cases.push((now.case_id, decision));
+        outcome.cases.push((case_id, decision));
     }
     // Children first: graph order is parents first.
     for ti in (0..n_types).rev() {
@@ -277,6 +376,112 @@ async fn decide_and_delete<T: TxnOps>(
         txn.delete_keys(et, &keys).await?;
     }
     Ok(outcome)
+}
+
+/// The payload step of the deleting transaction: locks every payload row
+/// that references an approved entity by a foreign key; a case with such a
+/// row that may not go (not planned, changed since the index read it, or
+/// linked to an entity of this batch that stays) is kept, until no kept
+/// case leaves such a row behind; then the rest are deleted, before the
+/// entities they reference. Returns (case id, payload key) of each row
+/// deleted.
+async fn delete_payloads<T: TxnOps>(
+    txn: &mut T,
+    p: &PayloadInput,
+    decisions: &mut [(u64, Decision)],
+) -> Result<Vec<(u64, String)>, CrmError> {
+    // (type, canonical key) → (case, the key as read) of every approved entity.
+    let mut approved: HashMap<(u16, String), (u64, EntityKey)> = HashMap::new();
+    for (case_id, d) in decisions.iter() {
+        if let Decision::Delete(rows) = d {
+            for (ty, key) in rows {
+                approved.insert((*ty, key.canonical()), (*case_id, key.clone()));
+            }
+        }
+    }
+    // Every row that references one of them: (type, column, row).
+    let mut refs: Vec<(u16, usize, LockedPayload)> = Vec::new();
+    for (ci, column) in p.columns.iter().enumerate() {
+        let ty = &column.ty;
+        let keys: Vec<EntityKey> = approved
+            .iter()
+            .filter(|((t, _), _)| t == ty)
+            .map(|(_, (_, k))| k.clone())
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        for row in txn.payload_rows(p, column, &keys).await? {
+            refs.push((*ty, ci, row));
+        }
+    }
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let may_go = |row: &LockedPayload, approved: &HashMap<(u16, String), (u64, EntityKey)>| {
+        p.planned.get(&row.key).is_some_and(|pp| {
+            pp.size == row.size
+                && pp.modified == row.modified
+                && match (&pp.version, &row.version) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+                && pp.needs.iter().all(|n| approved.contains_key(n))
+        })
+    };
+    // A kept case keeps its entities, which may keep another case's row.
+    loop {
+        let mut kept: HashSet<u64> = HashSet::new();
+        for (ty, _, row) in &refs {
+            if let Some((case_id, _)) = approved.get(&(*ty, row.references.clone()))
+                && !may_go(row, &approved)
+            {
+                kept.insert(*case_id);
+            }
+        }
+        if kept.is_empty() {
+            break;
+        }
+        approved.retain(|_, (c, _)| !kept.contains(c));
+        for (case_id, d) in decisions.iter_mut() {
+            if kept.contains(case_id) {
+                *d = Decision::Skip(PAYLOAD_KEPT.into());
+            }
+        }
+    }
+    // What goes: every row referencing a still-approved entity, each once,
+    // counted for the first case that reaches it.
+    let mut going: Vec<(u64, String)> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut by_column: Vec<HashSet<EntityKey>> = vec![HashSet::new(); p.columns.len()];
+    for (ty, ci, row) in &refs {
+        if let Some((case_id, key)) = approved.get(&(*ty, row.references.clone())) {
+            by_column[*ci].insert(key.clone());
+            if seen.insert(row.key.as_str()) {
+                going.push((*case_id, row.key.clone()));
+            }
+        }
+    }
+    let mut n = 0;
+    for (ci, keys) in by_column.iter().enumerate() {
+        if keys.is_empty() {
+            continue;
+        }
+        let keys: Vec<EntityKey> = keys.iter().cloned().collect();
+        n += txn.delete_payloads(p, &p.columns[ci], &keys).await?;
+    }
+    // The rows are locked (and the entities they reference): the deletes
+    // take exactly the rows judged. Anything else rolls the batch back.
+    if n != going.len() as u64 {
+        return Err(payload_error(
+            p,
+            sqlx::Error::Protocol(format!(
+                "deleted {n} payload rows where {} were judged; nothing of the batch was deleted",
+                going.len()
+            )),
+        ));
+    }
+    Ok(going)
 }
 
 /// Finds a key whether the foreign key column stores it as text or integer.

@@ -19,7 +19,10 @@ use sqlx::{AnyPool, AssertSqlSafe, Executor, Row, TypeInfo, ValueRef};
 use super::component::{self, ComponentInput};
 use super::fit::Column;
 use super::recheck::{self, EntityNow, TxnOps};
-use super::{BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys};
+use super::{
+    BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, LockedPayload, PayloadColumn,
+    PayloadInput, RecheckInput, bind_keys,
+};
 use crate::config::EntityType;
 use crate::model::{EntityKey, parse_clock_text};
 use crate::verify::residual::IdentifierKind;
@@ -920,6 +923,58 @@ impl TxnOps for Txn<'_> {
                 .execute(&mut **self.conn)
                 .await
                 .map_err(|e| CrmError::query(et, e))?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
+    async fn payload_rows(
+        &mut self,
+        p: &PayloadInput,
+        column: &PayloadColumn,
+        values: &[EntityKey],
+    ) -> Result<Vec<LockedPayload>, CrmError> {
+        let d = self.dialect;
+        let mut out = Vec::new();
+        for chunk in key_chunks(d, values) {
+            let (cond, list) = key_condition(d, &column.column, &chunk);
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {cond}{}",
+                column.select,
+                p.table,
+                if self.lock { " FOR UPDATE" } else { "" },
+            );
+            let rows = bind_list(sqlx::query(AssertSqlSafe(sql)), list)
+                .fetch_all(&mut **self.conn)
+                .await
+                .map_err(|e| recheck::payload_error(p, e))?;
+            for row in &rows {
+                let text = |i: usize| row.try_get::<Option<String>, _>(i).ok().flatten();
+                if let Some(r) =
+                    recheck::locked_payload([text(0), text(1), text(2), text(3), text(4)])
+                {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_payloads(
+        &mut self,
+        p: &PayloadInput,
+        column: &PayloadColumn,
+        values: &[EntityKey],
+    ) -> Result<u64, CrmError> {
+        let d = self.dialect;
+        let mut n = 0;
+        for chunk in key_chunks(d, values) {
+            let (cond, list) = key_condition(d, &column.column, &chunk);
+            let sql = format!("DELETE FROM {} WHERE {cond}", p.table);
+            n += bind_list(sqlx::query(AssertSqlSafe(sql)), list)
+                .execute(&mut **self.conn)
+                .await
+                .map_err(|e| recheck::payload_error(p, e))?
                 .rows_affected();
         }
         Ok(n)

@@ -16,7 +16,8 @@ use super::component::{self, ComponentInput};
 use super::fit::Column;
 use super::recheck::{self, EntityNow, TxnOps};
 use super::{
-    BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, RecheckInput, bind_keys, quote_ident,
+    BatchOutcome, CaseNow, Crm, CrmError, Decision, EntityRow, LockedPayload, PayloadColumn,
+    PayloadInput, RecheckInput, bind_keys, quote_ident,
 };
 use crate::config::EntityType;
 use crate::model::{EntityKey, Instant, parse_clock_text};
@@ -641,6 +642,61 @@ impl TxnOps for Txn<'_> {
                 .execute(&mut *self.conn)
                 .await
                 .map_err(|e| CrmError::query(et, e))?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
+    async fn payload_rows(
+        &mut self,
+        p: &PayloadInput,
+        column: &PayloadColumn,
+        values: &[EntityKey],
+    ) -> Result<Vec<LockedPayload>, CrmError> {
+        // BEGIN IMMEDIATE holds the write lock: nothing changes meanwhile.
+        let mut out = Vec::new();
+        for chunk in values.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {} IN ({})",
+                column.select,
+                p.table,
+                quote_ident(&column.column),
+                placeholders(chunk.len())
+            );
+            let rows = bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .fetch_all(&mut *self.conn)
+                .await
+                .map_err(|e| recheck::payload_error(p, e))?;
+            for row in &rows {
+                let text = |i: usize| row.try_get::<Option<String>, _>(i).ok().flatten();
+                if let Some(r) =
+                    recheck::locked_payload([text(0), text(1), text(2), text(3), text(4)])
+                {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete_payloads(
+        &mut self,
+        p: &PayloadInput,
+        column: &PayloadColumn,
+        values: &[EntityKey],
+    ) -> Result<u64, CrmError> {
+        let mut n = 0;
+        for chunk in values.chunks(CHUNK) {
+            let sql = format!(
+                "DELETE FROM {} WHERE {} IN ({})",
+                p.table,
+                quote_ident(&column.column),
+                placeholders(chunk.len())
+            );
+            n += bind_keys(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .execute(&mut *self.conn)
+                .await
+                .map_err(|e| recheck::payload_error(p, e))?
                 .rows_affected();
         }
         Ok(n)

@@ -134,7 +134,7 @@ async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) 
     for rule in &config.links {
         match rule {
             LinkRule::Path { index, pattern } => {
-                for (ty, key) in pattern.matches(&meta.key) {
+                for (ty, key) in pattern.matches(meta.rule_name()) {
                     links.push(Link {
                         entity_type: ty,
                         entity_key: key,
@@ -151,7 +151,7 @@ async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) 
                 entity,
                 ..
             } => {
-                if !glob.is_match(&meta.key) {
+                if !glob.is_match(meta.rule_name()) {
                     continue;
                 }
                 let whole_json = matches!(kind, ContentKind::Json { steps: None, .. });
@@ -181,7 +181,7 @@ async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) 
                 entity,
                 ..
             } => {
-                if !glob.is_match(&meta.key) {
+                if !glob.is_match(meta.rule_name()) {
                     continue;
                 }
                 // Listings seldom carry user metadata: ask the store once.
@@ -510,6 +510,7 @@ fn sort_listing(
                     modified: None,
                     etag: None,
                     metadata: Vec::new(),
+                    name: None,
                 };
                 skipped.push(ObjectRow {
                     meta,
@@ -743,6 +744,7 @@ mod tests {
             modified: None,
             etag: None,
             metadata: Vec::new(),
+            name: None,
         }
     }
 

@@ -249,6 +249,7 @@ async fn subtrees(
                 root_key: key.clone(),
             })
             .collect(),
+        payloads: None,
     };
     Ok(crm.subtrees(&input).await?)
 }

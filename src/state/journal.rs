@@ -538,6 +538,42 @@ pub async fn planned_objects(
         .collect()
 }
 
+/// The objects of `keys` this plan deletes (fate `delete` or `orphan`)
+/// that are not settled yet (`planned` or `executing`), in item order.
+pub async fn pending_deletes_by_key(
+    state: &StateStore,
+    plan_id: &str,
+    keys: &[String],
+) -> Result<Vec<PlannedObject>, StateError> {
+    let mut items: Vec<i64> = Vec::new();
+    for chunk in keys.chunks(400) {
+        let sql = format!(
+            "SELECT item FROM plan_objects
+             WHERE plan_id = $1 AND status IN ('planned', 'executing')
+               AND fate IN ('delete', 'orphan') AND key IN ({})",
+            super::params(chunk.len(), "?", 2)
+        );
+        let mut query =
+            sqlx::query_scalar::<_, i64>(super::sql(state.is_sqlite(), sql)).bind(plan_id);
+        for k in chunk {
+            query = query.bind(k.clone());
+        }
+        items.extend(
+            query
+                .fetch_all(state.pool())
+                .await
+                .map_err(q("reading the plan"))?,
+        );
+    }
+    items.sort_unstable();
+    items.dedup();
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(400) {
+        out.extend(planned_objects(state, plan_id, chunk).await?);
+    }
+    Ok(out)
+}
+
 /// The journal status in this plan of each of `targets` (entity type,
 /// stored key) that the plan has.
 pub async fn entity_statuses(

@@ -293,6 +293,7 @@ mod tests {
             modified: Some(1),
             etag: None,
             metadata: Vec::new(),
+            name: None,
         }
     }
 

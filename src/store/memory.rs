@@ -41,6 +41,7 @@ impl MemoryStore {
             modified: Some(v.1),
             etag: None,
             metadata: Vec::new(),
+            name: None,
         }
     }
 }

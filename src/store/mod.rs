@@ -16,6 +16,7 @@ pub mod folder;
 mod http;
 pub mod memory;
 pub mod s3;
+pub mod table;
 
 pub use azure::{AzureBlobs, SoftDelete};
 pub use s3::{S3Versions, Versioning};
@@ -36,6 +37,16 @@ pub struct ObjectMeta {
     pub etag: Option<String>,
     /// User metadata (lower-case names), where the store keeps any.
     pub metadata: Vec<(String, String)>,
+    /// The name the link rules' globs and path patterns match, where it
+    /// is not the key (a payload table's name column); never printed.
+    pub name: Option<String>,
+}
+
+impl ObjectMeta {
+    /// What globs and path patterns match: the name, else the key.
+    pub fn rule_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.key)
+    }
 }
 
 /// One entry of a listing.
@@ -304,6 +315,12 @@ pub trait TechnicalStore: Send + Sync {
         None
     }
 
+    /// The CRM table under a `crm://` store, whose rows that reference
+    /// entities by a foreign key apply deletes in the case's transaction.
+    fn payload_table(&self) -> Option<&crate::crm::payloads::PayloadTable> {
+        None
+    }
+
     /// How many objects `delete_many` deletes per request: 1 for stores
     /// without a batch call (apply then runs single deletes side by side).
     fn delete_batch_size(&self) -> usize {
@@ -335,6 +352,22 @@ pub fn open(config: &Config) -> Result<Box<dyn TechnicalStore>, StoreError> {
         StoreUrl::Memory => Ok(Box::new(memory::MemoryStore::default())),
         StoreUrl::S3(location) => Ok(Box::new(batches(cloud::CloudStore::s3(location)?))),
         StoreUrl::Azure(location) => Ok(Box::new(batches(cloud::CloudStore::azure(location)?))),
+        StoreUrl::CrmTable => {
+            let settings = config.table.clone().ok_or_else(|| StoreError::Open {
+                store: "crm://".into(),
+                source: std::io::Error::other("[technical.table] is missing"),
+            })?;
+            let entity_tables = config
+                .entities
+                .iter()
+                .map(|e| (e.name.clone(), e.table.clone()))
+                .collect();
+            Ok(Box::new(table::TableStore::open(
+                &config.crm,
+                settings,
+                entity_tables,
+            )?))
+        }
     }
 }
 
@@ -475,6 +508,7 @@ mod expected_tests {
             modified: Some(100),
             etag: Some("abc".into()),
             metadata: Vec::new(),
+            name: None,
         };
         let e = |size, modified, etag: Option<&str>| Expected {
             size,

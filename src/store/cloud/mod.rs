@@ -362,6 +362,7 @@ impl CloudStore {
             // S3 quotes both. Bare everywhere, so that the two compare.
             etag: m.e_tag.as_deref().map(|e| e.trim_matches('"').to_string()),
             metadata: Vec::new(),
+            name: None,
         }
     }
 }

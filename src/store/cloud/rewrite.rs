@@ -334,6 +334,7 @@ impl CloudStore {
                 modified: None,
                 etag: e_tag.as_deref().map(|e| bare_etag(e).to_string()),
                 metadata: Vec::new(),
+                name: None,
             }),
             Err(e) => Err(io("head", e)),
         }

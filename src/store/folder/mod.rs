@@ -94,6 +94,7 @@ fn object_meta(key: String, m: &cap_std::fs::Metadata) -> ObjectMeta {
         }),
         etag: None,
         metadata: Vec::new(),
+        name: None,
     }
 }
 

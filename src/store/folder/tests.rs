@@ -25,6 +25,7 @@ fn lists_files_and_skips_symlinks() {
         }),
         etag: None,
         metadata: Vec::new(),
+        name: None,
     })));
     assert!(
         listed

@@ -100,6 +100,7 @@ impl S3Versions {
                             .map(|t| t.as_second()),
                         etag: field("ETag").map(|e| e.trim_matches('"').to_string()),
                         metadata: Vec::new(),
+                        name: None,
                     }),
                     key,
                     version,
