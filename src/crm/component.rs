@@ -326,6 +326,25 @@ key = "component-test-key-0123"
         async fn delete_keys(&mut self, _: &EntityType, _: &[EntityKey]) -> Result<u64, CrmError> {
             Ok(0)
         }
+
+        // (The component read never reaches the payload step.)
+        async fn payload_rows(
+            &mut self,
+            _: &crate::crm::PayloadInput,
+            _: &crate::crm::PayloadColumn,
+            _: &[EntityKey],
+        ) -> Result<Vec<crate::crm::LockedPayload>, CrmError> {
+            Ok(Vec::new())
+        }
+
+        async fn delete_payloads(
+            &mut self,
+            _: &crate::crm::PayloadInput,
+            _: &crate::crm::PayloadColumn,
+            _: &[EntityKey],
+        ) -> Result<u64, CrmError> {
+            Ok(0)
+        }
     }
 
     fn config() -> Config {
