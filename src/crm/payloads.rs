@@ -648,6 +648,72 @@ impl PayloadTable {
         }))
     }
 
+    /// The bodies as stored (as [`body`](Self::body)) of the rows of
+    /// `keys` whose decoded size, computed by the database as the listing
+    /// does, is at most `max_row` bytes, in one statement (the first
+    /// [`CHUNK`] keys), taken until `max_total` stored bytes: `(key,
+    /// body)` for each row read. A row not answered is gone, larger, or
+    /// past the total; the caller reads it alone.
+    pub async fn bodies(
+        &self,
+        keys: &[&str],
+        max_row: u64,
+        max_total: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, CrmError> {
+        let kt = self.key_type().await?;
+        let wanted: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| can_exist(kt, k))
+            .take(CHUNK)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = self.dialect;
+        let (cond, binds) = self.keys_in(kt, &wanted);
+        let sql = format!(
+            "SELECT {}, {} FROM {} WHERE {cond} AND {} <= {max_row}",
+            self.key_select(kt),
+            d.quote(&self.spec.body),
+            d.quote(&self.spec.table),
+            self.size_expr(),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for b in &binds {
+            q = b.bind(q);
+        }
+        let mut rows = q.fetch(&self.pool);
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut total = 0usize;
+        while let Some(r) = rows
+            .try_next()
+            .await
+            .map_err(|e| query_error(&self.spec, e))?
+        {
+            let key = if kt.int {
+                r.try_get::<i64, _>(0).map(|k| k.to_string())
+            } else {
+                r.try_get::<String, _>(0)
+            };
+            let Ok(key) = key else { continue };
+            let body = match self.spec.encoding {
+                BodyEncoding::Raw => r.try_get::<Option<Vec<u8>>, _>(1),
+                BodyEncoding::Base64 => r
+                    .try_get::<Option<String>, _>(1)
+                    .map(|t| t.map(String::into_bytes)),
+            };
+            let Ok(body) = body else { continue };
+            let body = body.unwrap_or_default();
+            total += body.len();
+            if total > max_total {
+                break;
+            }
+            out.push((key, body));
+        }
+        Ok(out)
+    }
+
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, CrmError> {
         match self.dialect {
             // Take the write lock before reading: nothing changes between
