@@ -413,15 +413,18 @@ impl PayloadTable {
             (BodyEncoding::Raw, Dialect::Postgres) => format!("octet_length({b})"),
             (BodyEncoding::Raw, Dialect::MySql) => format!("LENGTH({b})"),
             // Base64: the characters that carry data (not CR, LF or the
-            // padding), three bytes per four of them.
+            // padding), three bytes per four of them. `=` is only ever the
+            // padding of valid Base64, so every one is removed (a body with
+            // one elsewhere does not decode): `rtrim` of the padding costs
+            // PostgreSQL three times as much on UTF-8 text.
             (BodyEncoding::Base64, Dialect::Sqlite) => format!(
-                "length(rtrim(replace(replace({b}, char(13), ''), char(10), ''), '=')) * 3 / 4"
+                "length(replace(replace(replace({b}, char(13), ''), char(10), ''), '=', '')) * 3 / 4"
             ),
             (BodyEncoding::Base64, Dialect::Postgres) => format!(
-                "octet_length(rtrim(replace(replace({b}, chr(13), ''), chr(10), ''), '=')) * 3 / 4"
+                "octet_length(replace(replace(replace({b}, chr(13), ''), chr(10), ''), '=', '')) * 3 / 4"
             ),
             (BodyEncoding::Base64, Dialect::MySql) => format!(
-                "LENGTH(TRIM(TRAILING '=' FROM REPLACE(REPLACE({b}, '\\r', ''), '\\n', ''))) * 3 DIV 4"
+                "LENGTH(REPLACE(REPLACE(REPLACE({b}, '\\r', ''), '\\n', ''), '=', '')) * 3 DIV 4"
             ),
         };
         match d {
