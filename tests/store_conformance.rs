@@ -85,6 +85,7 @@ macro_rules! store_test_suite {
                 keys_with_every_character_a_store_allows_round_trip,
                 rewrites_replace_only_the_object_the_index_read,
                 an_access_export_reads_whole_files_and_shared_records,
+                batch_reads_answer_what_reads_do,
             );
             $(store_cases!($backend; $($own),*);)?
         }
@@ -630,6 +631,38 @@ async fn table_rows_are_judged_by_size_date_and_version(s: Subject) {
             "{n}"
         );
         assert_eq!(read_all(s.store.as_ref(), &key).await, body, "{n}");
+    }
+}
+
+/// A batch read (the index's, a group of the listing at a time) answers
+/// each object it reads with what `read` gives, and leaves the others
+/// (missing; in a payload table, larger than its per-row cap) to `read`.
+async fn batch_reads_answer_what_reads_do(s: Subject) {
+    let n = s.name;
+    let cap = lethe::store::table::BATCH_ROW_BYTES as usize;
+    let mut keys = Vec::new();
+    for i in 0..70 {
+        let key = format!("b/{i:03}.json");
+        let body = format!(r#"{{"id": {i}, "pad": "{}"}}"#, "x".repeat(i * 37));
+        (s.put)(&key, body.as_bytes());
+        keys.push(key);
+    }
+    let big = "b/040-big.json".to_string();
+    (s.put)(&big, &vec![b'y'; cap + 1]);
+    keys.insert(41, big.clone());
+    keys.insert(7, "b/missing.json".to_string());
+    let got = s.store.read_batch(&keys).await;
+    assert_eq!(got.len(), keys.len(), "{n}");
+    for (key, body) in keys.iter().zip(&got) {
+        let Some(body) = body else { continue };
+        assert_eq!(body, &read_all(s.store.as_ref(), key).await, "{n}: {key}");
+    }
+    assert_eq!(got[7], None, "{n}: a missing key is left to read");
+    if n.starts_with("table") {
+        let at = keys.iter().position(|k| *k == big).expect(n);
+        assert_eq!(got[at], None, "{n}: over the cap");
+        let read = got.iter().filter(|b| b.is_some()).count();
+        assert_eq!(read, 70, "{n}: every row under the cap in one statement");
     }
 }
 

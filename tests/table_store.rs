@@ -570,3 +570,71 @@ fk_tests! {
     postgres: Db::Postgres => [Int, Text, Digits];
     mysql: Db::Mysql => [Int, Text, Digits, Uuid];
 }
+
+/// The index reads bodies a group at a time (one statement per group of
+/// the listing): over several groups, a body larger than the per-row cap
+/// (read alone) and one that is not Base64 (unreadable, as read alone),
+/// it finds exactly the links reading each row gives: row `i` names lead
+/// `i`.
+#[test]
+fn the_index_reads_bodies_a_group_at_a_time_and_finds_what_row_by_row_reads_find() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let crm = Crm::new(Db::Sqlite, Keys::Int, dir, "").unwrap();
+    config(&crm);
+    tables(&crm, None);
+    let n = 300u32;
+    let big = 150u32;
+    let mut rows = Vec::new();
+    for i in 100..100 + n {
+        let body = if i == 222 {
+            "'not base64 at all!'".to_string()
+        } else if i == big {
+            // Over a megabyte decoded, built by SQLite (too long for an
+            // argument): the head, then "xxx" as "eHh4" many times.
+            let mut head = format!(r#"{{"lead": {{"id": {i}}}, "pad": ""#);
+            while head.len() % 3 != 0 {
+                head.insert(1, ' ');
+            }
+            format!(
+                "'{}' || replace(hex(zeroblob(400000)), '00', 'eHh4') || '{}'",
+                b64(&head),
+                b64(r#""}"#)
+            )
+        } else {
+            let pad = "y".repeat((i % 50) as usize * 20);
+            format!(
+                "'{}'",
+                b64(&format!(r#"{{"lead": {{"id": {i}}}, "pad": "{pad}"}}"#))
+            )
+        };
+        rows.push(format!(
+            "({i}, 'p/{i}.json', {body}, '2020-01-02', 1, NULL, NULL, NULL)"
+        ));
+    }
+    for chunk in rows.chunks(50) {
+        crm.exec(&[format!("INSERT INTO payloads VALUES {}", chunk.join(", "))]);
+    }
+    let index = run_in(dir, &["index", "--format", "json"]);
+    assert_eq!(index.code, 0, "{index:?}");
+    let found = sqlite(
+        &dir.join("state.db"),
+        "SELECT o.key || ' ' || l.entity_key FROM links l JOIN objects o ON o.id = l.object_id
+         WHERE CAST(o.key AS INTEGER) >= 100 ORDER BY CAST(o.key AS INTEGER)",
+    );
+    let expected: String = (100..100 + n)
+        .filter(|i| *i != 222)
+        .map(|i| format!("{i} {i}\n"))
+        .collect();
+    assert_eq!(found, expected);
+    let unreadable = sqlite(
+        &dir.join("state.db"),
+        "SELECT key FROM objects WHERE status = 'unreadable'",
+    );
+    assert_eq!(unreadable, "222\n");
+    let size = sqlite(
+        &dir.join("state.db"),
+        &format!("SELECT size > 1048576 FROM objects WHERE key = '{big}'"),
+    );
+    assert_eq!(size, "1\n", "the large body is over the per-row cap");
+}

@@ -413,15 +413,18 @@ impl PayloadTable {
             (BodyEncoding::Raw, Dialect::Postgres) => format!("octet_length({b})"),
             (BodyEncoding::Raw, Dialect::MySql) => format!("LENGTH({b})"),
             // Base64: the characters that carry data (not CR, LF or the
-            // padding), three bytes per four of them.
+            // padding), three bytes per four of them. `=` is only ever the
+            // padding of valid Base64, so every one is removed (a body with
+            // one elsewhere does not decode): `rtrim` of the padding costs
+            // PostgreSQL three times as much on UTF-8 text.
             (BodyEncoding::Base64, Dialect::Sqlite) => format!(
-                "length(rtrim(replace(replace({b}, char(13), ''), char(10), ''), '=')) * 3 / 4"
+                "length(replace(replace(replace({b}, char(13), ''), char(10), ''), '=', '')) * 3 / 4"
             ),
             (BodyEncoding::Base64, Dialect::Postgres) => format!(
-                "octet_length(rtrim(replace(replace({b}, chr(13), ''), chr(10), ''), '=')) * 3 / 4"
+                "octet_length(replace(replace(replace({b}, chr(13), ''), chr(10), ''), '=', '')) * 3 / 4"
             ),
             (BodyEncoding::Base64, Dialect::MySql) => format!(
-                "LENGTH(TRIM(TRAILING '=' FROM REPLACE(REPLACE({b}, '\\r', ''), '\\n', ''))) * 3 DIV 4"
+                "LENGTH(REPLACE(REPLACE(REPLACE({b}, '\\r', ''), '\\n', ''), '=', '')) * 3 DIV 4"
             ),
         };
         match d {
@@ -646,6 +649,72 @@ impl PayloadTable {
                 .unwrap_or_default()
                 .into_bytes(),
         }))
+    }
+
+    /// The bodies as stored (as [`body`](Self::body)) of the rows of
+    /// `keys` whose decoded size, computed by the database as the listing
+    /// does, is at most `max_row` bytes, in one statement (the first
+    /// [`CHUNK`] keys), taken until `max_total` stored bytes: `(key,
+    /// body)` for each row read. A row not answered is gone, larger, or
+    /// past the total; the caller reads it alone.
+    pub async fn bodies(
+        &self,
+        keys: &[&str],
+        max_row: u64,
+        max_total: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, CrmError> {
+        let kt = self.key_type().await?;
+        let wanted: Vec<&str> = keys
+            .iter()
+            .copied()
+            .filter(|k| can_exist(kt, k))
+            .take(CHUNK)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = self.dialect;
+        let (cond, binds) = self.keys_in(kt, &wanted);
+        let sql = format!(
+            "SELECT {}, {} FROM {} WHERE {cond} AND {} <= {max_row}",
+            self.key_select(kt),
+            d.quote(&self.spec.body),
+            d.quote(&self.spec.table),
+            self.size_expr(),
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for b in &binds {
+            q = b.bind(q);
+        }
+        let mut rows = q.fetch(&self.pool);
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut total = 0usize;
+        while let Some(r) = rows
+            .try_next()
+            .await
+            .map_err(|e| query_error(&self.spec, e))?
+        {
+            let key = if kt.int {
+                r.try_get::<i64, _>(0).map(|k| k.to_string())
+            } else {
+                r.try_get::<String, _>(0)
+            };
+            let Ok(key) = key else { continue };
+            let body = match self.spec.encoding {
+                BodyEncoding::Raw => r.try_get::<Option<Vec<u8>>, _>(1),
+                BodyEncoding::Base64 => r
+                    .try_get::<Option<String>, _>(1)
+                    .map(|t| t.map(String::into_bytes)),
+            };
+            let Ok(body) = body else { continue };
+            let body = body.unwrap_or_default();
+            total += body.len();
+            if total > max_total {
+                break;
+            }
+            out.push((key, body));
+        }
+        Ok(out)
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, CrmError> {

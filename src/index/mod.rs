@@ -125,7 +125,14 @@ struct Prepared {
 
 /// Runs the rules that need no parsing (path, metadata) and opens the
 /// object for its content rules, which [`extract_group`] runs.
-async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) -> Prepared {
+async fn prepare(
+    config: &Config,
+    store: &dyn TechnicalStore,
+    meta: ObjectMeta,
+    body: Option<Vec<u8>>,
+) -> Prepared {
+    // Read with its group (`read_batch`), shared by its content rules.
+    let body: Option<std::sync::Arc<[u8]>> = body.map(Into::into);
     let mut links = Vec::new();
     let mut unreadable = None;
     let mut jobs = Vec::new();
@@ -162,7 +169,13 @@ async fn prepare(config: &Config, store: &dyn TechnicalStore, meta: ObjectMeta) 
                     ));
                     continue;
                 }
-                match store.read(&meta.key).await {
+                let read =
+                    match &body {
+                        Some(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))
+                            as Box<dyn std::io::Read + Send>),
+                        None => store.read(&meta.key).await,
+                    };
+                match read {
                     Ok(reader) => {
                         jobs.push(ContentJob {
                             rule: *index,
@@ -542,6 +555,44 @@ fn sort_listing(
 /// budget (none for the skipped entries).
 type ToWrite = (Vec<ObjectRow>, Option<tokio::sync::OwnedSemaphorePermit>);
 
+/// Whether [`prepare`] opens the object for a content rule.
+fn needs_content(config: &Config, meta: &ObjectMeta) -> bool {
+    config.links.iter().any(|rule| match rule {
+        LinkRule::Content { glob, kind, .. } => {
+            glob.is_match(meta.rule_name())
+                && !(matches!(kind, ContentKind::Json { steps: None, .. })
+                    && meta.size > config.max_content_bytes)
+        }
+        _ => false,
+    })
+}
+
+/// The contents of a group's small objects that content rules read, in
+/// one request where the store can (`read_batch`: a payload table answers
+/// a group with one statement instead of one per row); `None` for the
+/// others, which [`prepare`] opens alone. A group is at most
+/// [`GROUP_BYTES`] of small objects, so this holds no more than a group.
+async fn read_group(
+    config: &Config,
+    store: &dyn TechnicalStore,
+    group: &[ObjectMeta],
+) -> Vec<Option<Vec<u8>>> {
+    let mut out = vec![None; group.len()];
+    let (at, keys): (Vec<usize>, Vec<String>) = group
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.size <= GROUP_BYTES && needs_content(config, m))
+        .map(|(i, m)| (i, m.key.clone()))
+        .unzip();
+    if keys.len() < 2 {
+        return out;
+    }
+    for (i, body) in at.into_iter().zip(store.read_batch(&keys).await) {
+        out[i] = body;
+    }
+    out
+}
+
 /// Writes the skipped entries, then reads the objects to read, in groups
 /// of small ones (one blocking hand-over per group), READ_AHEAD groups
 /// parsed at once; what they yield is written to the state store while the
@@ -567,12 +618,17 @@ async fn read_and_write(
     }
     let kinds = &kinds;
     let mut parsed = futures::stream::iter(groups.into_iter().map(|group| async move {
+        let bodies = read_group(config, store, &group).await;
         // (A cloud store reads a group's objects 16 at a time.)
-        let prepared: Vec<Prepared> =
-            futures::stream::iter(group.into_iter().map(|meta| prepare(config, store, meta)))
-                .buffered(16)
-                .collect()
-                .await;
+        let prepared: Vec<Prepared> = futures::stream::iter(
+            group
+                .into_iter()
+                .zip(bodies)
+                .map(|(meta, body)| prepare(config, store, meta, body)),
+        )
+        .buffered(16)
+        .collect()
+        .await;
         extract_group(config, kinds, prepared).await
     }))
     .buffer_unordered(READ_AHEAD);

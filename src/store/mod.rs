@@ -220,6 +220,17 @@ pub trait TechnicalStore: Send + Sync {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
 
+    /// The contents of several small objects in one request, for the index
+    /// (a group of the listing, in its order, about a megabyte at most):
+    /// one entry per key, `None` for each the store did not read this way
+    /// (too large, gone, unreadable, or no batch read at all), which the
+    /// caller then opens with [`read`](Self::read), as it would have. Only
+    /// the index reads this way; what it records is what it read, as with
+    /// `read`. Deletes and rewrites never use these contents.
+    async fn read_batch(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        vec![None; keys.len()]
+    }
+
     /// The object's user metadata (S3 `x-amz-meta-*`, Azure blob metadata),
     /// names in lower case. Stores without metadata answer empty.
     async fn metadata(&self, _key: &str) -> Result<Vec<(String, String)>, StoreError> {

@@ -25,6 +25,12 @@ use crate::config::{BodyEncoding, CrmUrl, TableSettings};
 use crate::crm::CrmError;
 use crate::crm::payloads::{Dialect, PayloadRow, PayloadTable, RowFate};
 
+/// A body read with others ([`TechnicalStore::read_batch`]) is at most
+/// this large, decoded; a larger one is read alone.
+pub const BATCH_ROW_BYTES: u64 = 1 << 20;
+/// The stored bytes one batch read keeps, at most.
+const BATCH_BYTES: usize = 4 << 20;
+
 pub struct TableStore {
     table: PayloadTable,
     /// (entity type, table) of the CRM's entity types, for `check`'s
@@ -243,6 +249,44 @@ impl TechnicalStore for TableStore {
             Some(body) => Ok(Box::new(std::io::Cursor::new(body))),
             None => Err(StoreError::io("open", std::io::ErrorKind::NotFound.into())),
         }
+    }
+
+    /// One statement for the group's bodies of at most [`BATCH_ROW_BYTES`]
+    /// (decoded, as the listing computes it), up to [`BATCH_BYTES`] stored;
+    /// a larger body, a row the statement did not answer, a body that is
+    /// not Base64 or a failed statement leave their keys to `read`.
+    async fn read_batch(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        let mut out = vec![None; keys.len()];
+        let wanted: Vec<&str> = keys
+            .iter()
+            .filter(|k| validate_key(k).is_ok())
+            .map(String::as_str)
+            .collect();
+        if wanted.len() < 2 {
+            return out;
+        }
+        let Ok(rows) = self
+            .table
+            .bodies(&wanted, BATCH_ROW_BYTES, BATCH_BYTES)
+            .await
+        else {
+            return out;
+        };
+        let mut at: std::collections::HashMap<&str, usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        for (key, stored) in rows {
+            let Some(i) = at.remove(key.as_str()) else {
+                continue;
+            };
+            out[i] = match self.table.settings().encoding {
+                BodyEncoding::Raw => Some(stored),
+                BodyEncoding::Base64 => decode_base64(&stored).ok(),
+            };
+        }
+        out
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
