@@ -15,7 +15,7 @@ use super::metrics;
 use super::schedule::{Job, Mode, Trigger};
 use crate::apply::ApplyOptions;
 use crate::config::Config;
-use crate::plan::{self, World};
+use crate::plan;
 pub use crate::state::runs::SweepRow;
 use crate::state::{StateError, StateStore, runs};
 use crate::{crm, pipeline, store};
@@ -57,9 +57,6 @@ struct Outcome {
     summary: serde_json::Value,
 }
 
-/// How long an explain may answer from a loaded graph before reloading it.
-const WORLD_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
 pub struct Runner {
     pub config: Arc<Config>,
     pub state: StateStore,
@@ -67,17 +64,8 @@ pub struct Runner {
     /// Set on shutdown: an apply in progress stops after its batch in flight.
     pub stop: Arc<AtomicBool>,
     next: std::sync::Mutex<Option<Timestamp>>,
-    world: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Loaded>)>>,
     /// Which key columns hold integers, read once from the CRM's catalogue.
     key_kinds: tokio::sync::OnceCell<crm::refs::KeyKinds>,
-}
-
-/// The CRM graph as explain reads it, evaluated at `as_of`.
-pub struct Loaded {
-    pub world: World,
-    pub eval: crate::evaluate::Evaluation,
-    /// Unix seconds.
-    pub as_of: i64,
 }
 
 pub fn now_text() -> String {
@@ -95,7 +83,6 @@ impl Runner {
             stop: Arc::new(AtomicBool::new(false)),
             key_kinds: tokio::sync::OnceCell::new(),
             next: std::sync::Mutex::new(None),
-            world: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -199,8 +186,6 @@ impl Runner {
             None => tracing::info!(run = id, mode, status, seconds, "run finished"),
             Some(e) => tracing::error!(run = id, mode, error = %e, seconds, "run failed"),
         }
-        // A run changes what explain answers.
-        *self.world.lock().await = None;
         let recorded = runs::finish(
             &self.state,
             id,
@@ -294,30 +279,6 @@ impl Runner {
         })
     }
 
-    /// The CRM graph for explain, and its evaluation as of the moment it was
-    /// loaded: loaded at most once a minute, and again after every run and
-    /// every change of holds.
-    pub async fn world(&self) -> Result<Arc<Loaded>> {
-        let mut slot = self.world.lock().await;
-        if let Some((at, w)) = slot.as_ref()
-            && at.elapsed() < WORLD_TTL
-        {
-            return Ok(w.clone());
-        }
-        let crm = crm::connect(&self.config).await?;
-        let world = plan::load_world(&self.config, crm.as_ref(), &self.state, &|_, _| {}).await?;
-        let as_of = Timestamp::now().as_second();
-        let loaded = tokio::task::spawn_blocking(move || {
-            let eval = crate::evaluate::evaluate(&world.graph, &world.policies, as_of);
-            Loaded { world, eval, as_of }
-        })
-        .await
-        .context("evaluating the graph")?;
-        let loaded = Arc::new(loaded);
-        *slot = Some((std::time::Instant::now(), loaded.clone()));
-        Ok(loaded)
-    }
-
     /// `[state] plan_retention`: plans older than it go after each run (a
     /// failure is logged; the run's own outcome stands).
     pub async fn prune_plans(&self) {
@@ -350,10 +311,6 @@ impl Runner {
             })
             .await?;
         Ok(kinds.clone())
-    }
-
-    pub async fn forget_world(&self) {
-        *self.world.lock().await = None;
     }
 
     /// The runs, newest first.

@@ -91,11 +91,18 @@ pub(super) async fn holds_add(
     let author = hold_author(caller, h.author.as_deref())?;
     check_hold_text("target", &h.target, crate::holds::check_target)?;
     check_hold_text("reason", &h.reason, crate::holds::check_reason)?;
-    let (kind, target) = hold_target(&app, &h.target).await?;
-    if kind == HoldKind::Entity && !h.allow_absent {
-        let loaded = app.runner.world().await?;
-        let (ty, key) = target.split_once(':').unwrap_or_default();
-        if loaded.world.graph.resolve_named(ty, key).is_none() {
+    let (kind, target, key) = hold_target(&app, &h.target).await?;
+    if let (HoldKind::Entity, Some(key), false) = (kind, &key, h.allow_absent) {
+        // One look-up by key, as `lethe hold add` makes (not the graph).
+        let config = &app.runner.config;
+        let crm = crate::crm::connect(config)
+            .await
+            .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
+        let ty = target.split_once(':').map(|(ty, _)| ty).unwrap_or_default();
+        let found = crate::crm::refs::exists(config, crm.as_ref(), ty, key)
+            .await
+            .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
+        if !found {
             return Err(ApiError::unprocessable(format!(
                 "target: {target} is not in the CRM; a hold on it protects nothing (send allow_absent: true for an entity not yet created)"
             )));
@@ -111,7 +118,6 @@ pub(super) async fn holds_add(
         &author,
     )
     .await?;
-    app.runner.forget_world().await;
     Ok(Json(HoldChange {
         target: crate::holds::canonical(kind, &target),
         changed: added,
@@ -145,21 +151,23 @@ pub(super) async fn holds_remove(
     let Query(q) = query?;
     let author = hold_author(caller, None)?;
     check_hold_text("target", &q.target, crate::holds::check_target)?;
-    let (kind, target) = hold_target(&app, &q.target).await?;
+    let (kind, target, _) = hold_target(&app, &q.target).await?;
     let pseudo = Pseudonymizer::new(app.runner.config.audit_key.clone());
     if !crate::holds::remove(&app.runner.state, &pseudo, kind, &target, &author).await? {
         return Err(ApiError::not_found(
             "not on hold; GET /v1/holds lists the holds",
         ));
     }
-    app.runner.forget_world().await;
     Ok(Json(HoldChange {
         target: q.target,
         changed: true,
     }))
 }
 
-async fn hold_target(app: &App, text: &str) -> Result<(HoldKind, String), ApiError> {
+async fn hold_target(
+    app: &App,
+    text: &str,
+) -> Result<(HoldKind, String, Option<crate::model::EntityKey>), ApiError> {
     // Only an entity ref needs the CRM's key columns (a file can be held
     // while the CRM is down).
     let kinds = if text.starts_with("object:") || text.starts_with("prefix:") {
@@ -168,7 +176,6 @@ async fn hold_target(app: &App, text: &str) -> Result<(HoldKind, String), ApiErr
         app.runner.key_kinds().await?
     };
     crate::holds::parse_target(&app.runner.config, &kinds, text)
-        .map(|(kind, target, _)| (kind, target))
         .map_err(|m| ApiError::bad_request(format!("target: {m}")))
 }
 
