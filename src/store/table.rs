@@ -23,7 +23,7 @@ use super::{
 };
 use crate::config::{BodyEncoding, CrmUrl, TableSettings};
 use crate::crm::CrmError;
-use crate::crm::payloads::{Dialect, PayloadRow, PayloadTable, RowFate};
+use crate::crm::payloads::{PayloadRow, PayloadTable, RowFate};
 
 /// A body read with others ([`TechnicalStore::read_batch`]) is at most
 /// this large, decoded; a larger one is read alone.
@@ -148,7 +148,7 @@ impl TechnicalStore for TableStore {
                 ),
             ));
         };
-        let kind = self.table.dialect().name();
+        let kind = self.table.kind();
         let has = |c: &str| {
             columns
                 .iter()
@@ -418,18 +418,18 @@ impl TechnicalStore for TableStore {
     }
 
     fn erasure_note(&self) -> Option<String> {
-        match self.table.dialect() {
+        match self.table.kind() {
             // secure_delete on every connection; the CRM's after-apply
             // checkpoints the WAL (the same file).
-            Dialect::Sqlite => None,
-            Dialect::Postgres => Some(format!(
+            "postgres" => Some(format!(
                 "{}: deleted rows (their TOAST with them) stay on disk until VACUUM; apply reports the tables holding dead rows and vacuums them with [crm] vacuum = true",
                 self.describe()
             )),
-            Dialect::MySql => Some(format!(
+            "mysql" => Some(format!(
                 "{}: InnoDB purges deleted rows in the background; OPTIMIZE TABLE reclaims their pages",
                 self.describe()
             )),
+            _ => None,
         }
     }
 }

@@ -1,6 +1,5 @@
-//! The payload table (`[technical.table]`): a table of the CRM's own
-//! database that holds payloads, one per row, which `store::table` offers
-//! as a technical store. Every statement lethe sends that table is here,
+//! The payload table in an SQL CRM (SQLite, PostgreSQL, MariaDB). Every
+//! statement lethe sends that table is here,
 //! in the three dialects (SQLite, PostgreSQL, MariaDB), over sqlx's `Any`
 //! driver; the store decodes bodies and judges expectations.
 //!
@@ -18,9 +17,10 @@ use futures::TryStreamExt;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row};
 
-use super::{CrmError, PayloadColumn, PayloadInput};
+use super::{ForeignKey, PayloadRow, RowFate};
 use crate::config::{BodyEncoding, CrmUrl, EntityType, TableSettings};
-use crate::model::{Instant, parse_clock_text};
+use crate::crm::{CrmError, PayloadColumn, PayloadInput};
+use crate::model::parse_clock_text;
 
 /// Rows per page of a listing, and keys per delete statement.
 const PAGE: usize = 2000;
@@ -67,40 +67,7 @@ impl Dialect {
     }
 }
 
-/// One row as a listing gives it: never its body.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PayloadRow {
-    pub key: String,
-    pub name: Option<String>,
-    pub modified: Option<Instant>,
-    /// The decoded body's size in bytes.
-    pub size: u64,
-    pub version: Option<String>,
-    /// The direct link columns' values, by `TableSettings::link_name`.
-    pub links: Vec<(String, String)>,
-}
-
-/// What became of one key a delete was asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RowFate {
-    Deleted,
-    /// No such row.
-    Gone,
-    /// The row is there, but the caller's judgement kept it.
-    Kept,
-}
-
-/// A foreign key from the payload table to another table, as the
-/// catalogue lists it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForeignKey {
-    pub column: String,
-    pub references: String,
-    /// `CASCADE`, `RESTRICT`, `NO ACTION`, `SET NULL`, `SET DEFAULT`.
-    pub on_delete: String,
-}
-
-pub struct PayloadTable {
+pub struct SqlTable {
     pool: AnyPool,
     dialect: Dialect,
     spec: TableSettings,
@@ -125,10 +92,10 @@ fn query_error(spec: &TableSettings, source: sqlx::Error) -> CrmError {
     }
 }
 
-impl PayloadTable {
+impl SqlTable {
     /// A pool on the CRM's database, connected on first use (so that
     /// opening a store stays synchronous).
-    pub fn connect(crm: &CrmUrl, spec: TableSettings) -> Result<PayloadTable, CrmError> {
+    pub fn connect(crm: &CrmUrl, spec: TableSettings) -> Result<SqlTable, CrmError> {
         sqlx::any::install_default_drivers();
         let (dialect, options, label) = match crm {
             CrmUrl::Sqlite(path) => {
@@ -175,7 +142,7 @@ impl PayloadTable {
                 })
             })
             .connect_lazy_with(options);
-        Ok(PayloadTable {
+        Ok(SqlTable {
             pool,
             dialect,
             label: format!("{} {label} table {}", dialect.name(), spec.table),
@@ -192,7 +159,7 @@ impl PayloadTable {
                 let cols = self.catalogue().await?.unwrap_or_default();
                 let ty = cols
                     .iter()
-                    .find(|(n, _)| super::fit::same(self.dialect.name(), n, &self.spec.key))
+                    .find(|(n, _)| crate::crm::fit::same(self.dialect.name(), n, &self.spec.key))
                     .map(|(_, ty)| ty.split('(').next().unwrap_or(ty).trim().to_string())
                     .unwrap_or_else(|| "text".into());
                 Ok(KeyType {
@@ -214,10 +181,6 @@ impl PayloadTable {
     /// `postgres server table payloads`: no key, no name.
     pub fn label(&self) -> &str {
         &self.label
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
     }
 
     /// The table's columns (name, type in lower case) as the catalogue
@@ -362,8 +325,8 @@ impl PayloadTable {
             let is_fk = match &fks {
                 None => true,
                 Some(fks) => fks.iter().any(|fk| {
-                    super::fit::same(kind, &fk.column, column)
-                        && super::fit::same(kind, &last(&fk.references), &table)
+                    crate::crm::fit::same(kind, &fk.column, column)
+                        && crate::crm::fit::same(kind, &last(&fk.references), &table)
                 }),
             };
             if is_fk {

@@ -1,0 +1,188 @@
+//! The payload table (`[technical.table]`): a table of the CRM itself that
+//! holds payloads, one per row, which `store::table` offers as a technical
+//! store. This module owns what a payload table answers — rows without
+//! their bodies, bodies, conditional deletes and rewrites, its catalogue
+//! and foreign keys, and the deleting transaction's view of it — whatever
+//! CRM keeps it; each CRM kind speaks its own language in a submodule:
+//!
+//! - `sql`: SQLite, PostgreSQL and MariaDB, every statement in the three
+//!   dialects.
+//!
+//! The store above decodes bodies and judges expectations; nothing here
+//! knows a link rule.
+
+mod sql;
+
+use crate::config::{CrmUrl, EntityType, TableSettings};
+use crate::model::Instant;
+
+use super::{CrmError, PayloadInput};
+
+/// One row as a listing gives it: never its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayloadRow {
+    pub key: String,
+    pub name: Option<String>,
+    pub modified: Option<Instant>,
+    /// The decoded body's size in bytes.
+    pub size: u64,
+    pub version: Option<String>,
+    /// The direct link columns' values, by `TableSettings::link_name`.
+    pub links: Vec<(String, String)>,
+}
+
+/// What became of one key a delete was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowFate {
+    Deleted,
+    /// No such row.
+    Gone,
+    /// The row is there, but the caller's judgement kept it.
+    Kept,
+}
+
+/// A foreign key from the payload table to another table, as the
+/// catalogue lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignKey {
+    pub column: String,
+    pub references: String,
+    /// `CASCADE`, `RESTRICT`, `NO ACTION`, `SET NULL`, `SET DEFAULT`.
+    pub on_delete: String,
+}
+
+/// The payload table of the configured CRM.
+pub struct PayloadTable {
+    inner: Inner,
+}
+
+enum Inner {
+    Sql(sql::SqlTable),
+}
+
+impl PayloadTable {
+    /// The payload table in the CRM of `crm`; connected on first use (so
+    /// that opening a store stays synchronous).
+    pub fn connect(crm: &CrmUrl, spec: TableSettings) -> Result<PayloadTable, CrmError> {
+        Ok(PayloadTable {
+            inner: Inner::Sql(sql::SqlTable::connect(crm, spec)?),
+        })
+    }
+
+    /// The CRM's kind as `Crm::kind` names it (`sqlite`, `postgres`,
+    /// `mysql`): how its catalogue spells names.
+    pub fn kind(&self) -> &'static str {
+        match &self.inner {
+            Inner::Sql(t) => t.dialect().name(),
+        }
+    }
+
+    pub fn settings(&self) -> &TableSettings {
+        match &self.inner {
+            Inner::Sql(t) => t.settings(),
+        }
+    }
+
+    /// `postgres server table payloads`: no key, no name.
+    pub fn label(&self) -> &str {
+        match &self.inner {
+            Inner::Sql(t) => t.label(),
+        }
+    }
+
+    /// The table's columns (name, type in lower case) as the catalogue
+    /// lists them; `None` when there is no such table.
+    pub async fn catalogue(&self) -> Result<Option<Vec<(String, String)>>, CrmError> {
+        match &self.inner {
+            Inner::Sql(t) => t.catalogue().await,
+        }
+    }
+
+    /// The foreign keys from the payload table to other tables, with what
+    /// a delete of the referenced row does to the payload row.
+    pub async fn foreign_keys(&self) -> Result<Vec<ForeignKey>, CrmError> {
+        match &self.inner {
+            Inner::Sql(t) => t.foreign_keys().await,
+        }
+    }
+
+    /// The direct link columns whose rows the deleting transaction must
+    /// take before their entities, as (entity type index in `entities`,
+    /// column).
+    pub async fn foreign_key_columns(&self, entities: &[EntityType]) -> Vec<(u16, String)> {
+        match &self.inner {
+            Inner::Sql(t) => t.foreign_key_columns(entities).await,
+        }
+    }
+
+    /// The deleting transaction's view of the payload table, for these
+    /// foreign-key columns; its planned rows are the caller's.
+    pub fn payload_input(&self, columns: &[(u16, String)]) -> PayloadInput {
+        match &self.inner {
+            Inner::Sql(t) => t.payload_input(columns),
+        }
+    }
+
+    /// Streams every row (never a body), a page at a time.
+    pub async fn list(&self, sink: &mut (dyn FnMut(PayloadRow) + Send)) -> Result<u64, CrmError> {
+        match &self.inner {
+            Inner::Sql(t) => t.list(sink).await,
+        }
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<PayloadRow>, CrmError> {
+        match &self.inner {
+            Inner::Sql(t) => t.head(key).await,
+        }
+    }
+
+    /// The body as stored (Base64 text as its bytes); `None` when there is
+    /// no such row, empty for NULL.
+    pub async fn body(&self, key: &str) -> Result<Option<Vec<u8>>, CrmError> {
+        match &self.inner {
+            Inner::Sql(t) => t.body(key).await,
+        }
+    }
+
+    /// The bodies as stored of the rows of `keys` whose decoded size is at
+    /// most `max_row` bytes, in one request, taken until `max_total` stored
+    /// bytes: `(key, body)` for each row read. A row not answered is gone,
+    /// larger, or past the total; the caller reads it alone.
+    pub async fn bodies(
+        &self,
+        keys: &[&str],
+        max_row: u64,
+        max_total: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, CrmError> {
+        match &self.inner {
+            Inner::Sql(t) => t.bodies(keys, max_row, max_total).await,
+        }
+    }
+
+    /// Deletes the rows of `keys` that `keep` does not keep, judged on the
+    /// rows as they are when deleted (locked, or deleted only if still the
+    /// same version). One fate per key, in order.
+    pub async fn delete_where(
+        &self,
+        keys: &[String],
+        keep: &(dyn Fn(usize, &PayloadRow) -> bool + Sync),
+    ) -> Result<Vec<RowFate>, CrmError> {
+        match &self.inner {
+            Inner::Sql(t) => t.delete_where(keys, keep).await,
+        }
+    }
+
+    /// Replaces the body of `key` with `body` (as stored: Base64 text's
+    /// bytes) if `matches` accepts the row as it is. `Ok(Err(row))`: the
+    /// row is not what `matches` wanted (`None`: there is no row).
+    pub async fn rewrite(
+        &self,
+        key: &str,
+        matches: &(dyn Fn(&PayloadRow) -> bool + Sync),
+        body: Vec<u8>,
+    ) -> Result<Result<PayloadRow, Option<PayloadRow>>, CrmError> {
+        match &self.inner {
+            Inner::Sql(t) => t.rewrite(key, matches, body).await,
+        }
+    }
+}
