@@ -196,6 +196,15 @@ function testRoutes() {
     for (const name of Object.keys(body)) {
       if (!sets[name]) return res.status(400).json({ error: `unknown entity set '${name}'`, sets: Object.keys(sets) })
       if (!Array.isArray(body[name])) return res.status(400).json({ error: `'${name}' must be an array of rows` })
+      // CAP would drop an unknown column without a word: a typo in a test
+      // should not pass unnoticed.
+      const elements = sets[name].elements
+      for (const row of body[name]) {
+        if (!row || typeof row !== 'object' || Array.isArray(row)) return res.status(400).json({ error: `'${name}' must be an array of objects` })
+        for (const col in row) {
+          if (!elements[col]) return res.status(400).json({ error: `'${name}' has no column '${col}'`, columns: Object.keys(elements) })
+        }
+      }
     }
     const inserted = {}
     try {
