@@ -66,7 +66,6 @@ function startProxy(targetPort, { log }) {
         state.stats.in_flight = Math.max(0, state.stats.in_flight - 1)
       }
       res.on('close', finish)
-      req.socket.once('close', finish)
 
       const f = state.faults
       const n = ++sequence
