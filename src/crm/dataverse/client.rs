@@ -562,9 +562,14 @@ impl Client {
                 .http
                 .request(method.clone(), url.clone())
                 .bearer_auth(token.expose())
-                .header("Accept", "application/json")
                 .header("OData-MaxVersion", "4.0")
                 .header("OData-Version", "4.0");
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("accept"))
+            {
+                request = request.header("Accept", "application/json");
+            }
             for (name, value) in headers {
                 request = request.header(*name, value);
             }
@@ -829,7 +834,10 @@ impl Client {
             .send(
                 Method::POST,
                 "$batch",
-                &[("Prefer", "odata.continue-on-error".into())],
+                &[
+                    ("Prefer", "odata.continue-on-error".into()),
+                    ("Accept", "multipart/mixed".into()),
+                ],
                 Some((body, content_type)),
                 false,
             )

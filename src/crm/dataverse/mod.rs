@@ -73,6 +73,10 @@ pub const CHANGED_WHILE_DELETING: &str = "kept: its rows changed (or went) betwe
 pub struct DataverseCrm {
     client: Arc<Client>,
     metadata: tokio::sync::OnceCell<Arc<Metadata>>,
+    /// Whether the server takes `tolower` in a `$filter`: 0 not known yet,
+    /// 1 yes (OData's standard function), 2 no (Dataverse, which compares
+    /// without regard to case anyway).
+    tolower: std::sync::atomic::AtomicU8,
 }
 
 impl DataverseCrm {
@@ -87,6 +91,7 @@ impl DataverseCrm {
         Ok(DataverseCrm {
             client: Arc::new(client),
             metadata: tokio::sync::OnceCell::new(),
+            tolower: std::sync::atomic::AtomicU8::new(0),
         })
     }
 
@@ -191,12 +196,8 @@ impl DataverseCrm {
     }
 
     /// Sends the change sets in `$batch` requests of at most 1000
-    /// operations, several at a time; the result of each change set, in
-    /// order, or (for a request whose outcome is unknown) the error.
-    async fn send_change_sets(
-        &self,
-        sets: &[Vec<BatchOp>],
-    ) -> Vec<Result<ChangeSetResult, ClientError>> {
+    /// operations, several at a time: what became of each, in order.
+    async fn send_change_sets(&self, sets: &[Vec<BatchOp>]) -> Vec<Sent> {
         // Requests: consecutive runs of change sets.
         let mut requests: Vec<std::ops::Range<usize>> = Vec::new();
         let (mut start, mut ops) = (0usize, 0usize);
@@ -223,55 +224,43 @@ impl DataverseCrm {
             .buffer_unordered(parallel)
             .collect()
             .await;
-        let mut out: Vec<Option<Result<ChangeSetResult, ClientError>>> =
-            (0..sets.len()).map(|_| None).collect();
+        let mut out: Vec<Sent> = (0..sets.len())
+            .map(|_| Sent::Answered(ChangeSetResult::NotAttempted))
+            .collect();
         for (range, answer) in answers {
             match answer {
                 Ok(results) => {
                     for (i, r) in range.zip(results) {
-                        out[i] = Some(Ok(r));
+                        out[i] = Sent::Answered(r);
                     }
                 }
+                // Shared by every change set of the request.
                 Err(e) => {
-                    // Shared by every change set of the request.
                     let text = e.to_string();
-                    let may_have_run = e.may_have_run();
-                    let transient = e.is_transient();
-                    let status = e.status();
                     for i in range {
-                        out[i] = Some(Err(if may_have_run {
-                            ClientError::Transport {
-                                method: "POST",
-                                target: "$batch".into(),
-                                reason: text.clone(),
-                                may_have_run: true,
-                                connect: false,
-                            }
-                        } else if transient {
-                            ClientError::Transport {
-                                method: "POST",
-                                target: "$batch".into(),
-                                reason: text.clone(),
-                                may_have_run: false,
-                                connect: true,
-                            }
+                        out[i] = if e.may_have_run() {
+                            Sent::Unknown(text.clone())
+                        } else if e.is_transient() {
+                            Sent::Answered(ChangeSetResult::NotAttempted)
                         } else {
-                            ClientError::Status {
-                                method: "POST",
-                                target: "$batch".into(),
-                                status: status.unwrap_or(0),
-                                code: None,
-                                message: Some(text.clone()),
-                            }
-                        }));
+                            Sent::Refused(text.clone())
+                        };
                     }
                 }
             }
         }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Ok(ChangeSetResult::NotAttempted)))
-            .collect()
+        out
     }
+}
+
+/// What became of a change set sent.
+enum Sent {
+    /// The server answered for it.
+    Answered(ChangeSetResult),
+    /// The request was refused whole: nothing of it ran.
+    Refused(String),
+    /// The answer was lost: it may or may not have run.
+    Unknown(String),
 }
 
 /// The Edm type of `column` of `et`'s entity set, or an error naming both.
@@ -897,23 +886,19 @@ impl Crm for DataverseCrm {
             let mut deleted_rows: HashSet<(u16, EntityKey)> = HashSet::new();
             for (set, answer) in sendable.iter().zip(answers) {
                 let done = match answer {
-                    Ok(ChangeSetResult::Done) => Ok(true),
+                    Sent::Answered(ChangeSetResult::Done) => Ok(true),
                     // Stale etag or a row gone: rolled back; judged again.
-                    Ok(ChangeSetResult::Failed {
+                    Sent::Answered(ChangeSetResult::Failed {
                         status: 412 | 404, ..
                     })
-                    | Ok(ChangeSetResult::NotAttempted) => Ok(false),
-                    Ok(ChangeSetResult::Failed { status, code }) => Err(format!(
+                    | Sent::Answered(ChangeSetResult::NotAttempted) => Ok(false),
+                    Sent::Answered(ChangeSetResult::Failed { status, code }) => Err(format!(
                         "Dataverse refused to delete the case's rows ({status}{}); nothing of it was deleted",
                         code.map(|c| format!(" {c}")).unwrap_or_default()
                     )),
-                    // Never sent, or refused whole: nothing ran.
-                    Err(e) if !e.may_have_run() && e.is_transient() => Ok(false),
-                    Err(e) if !e.may_have_run() => {
-                        Err(format!("{e}; nothing of the case was deleted"))
-                    }
+                    Sent::Refused(e) => Err(format!("{e}; nothing of the case was deleted")),
                     // The answer was lost: are the rows still there?
-                    Err(e) => match self.settle(input, set).await {
+                    Sent::Unknown(e) => match self.settle(input, set).await {
                         Ok(done) => Ok(done),
                         Err(settle) => {
                             let reason = format!(
@@ -991,44 +976,66 @@ impl Crm for DataverseCrm {
                 return Ok(Vec::new());
             }
         }
-        let filter = match (kind, column_ty.as_str()) {
-            (IdentifierKind::Email, _) => email_filter(column, normalised),
-            // Phones: no regular expressions in OData; every value is
-            // compared in Rust (as SQLite's LIKE scan does).
-            (IdentifierKind::Phone, _) => format!("{column} ne null"),
-        };
-        let path = query(
-            &et.table,
-            &[
-                ("$select", &format!("{},{column}", et.key)),
-                ("$filter", &filter),
-            ],
-        );
-        let mut out = Vec::new();
-        let result = self
-            .client
-            .get_pages(&path, PAGE, &mut |row| {
-                let key = row.get(&et.key).and_then(|v| key_of(v, &key_ty));
-                let value = row.get(column).and_then(text_of);
-                if let (Some(k), Some(v)) = (key, value)
-                    && super::identifier_matches(kind, &v, normalised)
-                {
-                    out.push(k);
+        use std::sync::atomic::Ordering;
+        let mut lower = self.tolower.load(Ordering::Relaxed) != 2;
+        loop {
+            let filter = match kind {
+                IdentifierKind::Email => email_filter(column, normalised, lower),
+                // Phones: no regular expressions in OData; every value is
+                // compared in Rust (as SQLite's LIKE scan does).
+                IdentifierKind::Phone => format!("{column} ne null"),
+            };
+            let path = query(
+                &et.table,
+                &[
+                    ("$select", &format!("{},{column}", et.key)),
+                    ("$filter", &filter),
+                ],
+            );
+            let mut out = Vec::new();
+            let result = self
+                .client
+                .get_pages(&path, PAGE, &mut |row| {
+                    let key = row.get(&et.key).and_then(|v| key_of(v, &key_ty));
+                    let value = row.get(column).and_then(text_of);
+                    if let (Some(k), Some(v)) = (key, value)
+                        && super::identifier_matches(kind, &v, normalised)
+                    {
+                        out.push(k);
+                    }
+                })
+                .await;
+            match result {
+                Ok(_) => {
+                    if kind == IdentifierKind::Email && lower {
+                        self.tolower.store(1, Ordering::Relaxed);
+                    }
+                    out.sort();
+                    out.dedup();
+                    return Ok(out);
                 }
-            })
-            .await;
-        if let Err(e) = result {
-            // The error names the set and the status; its message is
-            // scrubbed of quoted text, where the value would be.
-            return Err(CrmError::Schema {
-                entity: et.name.clone(),
-                table: et.table.clone(),
-                message: format!("searching column {column} failed: {e}"),
-            });
+                // Dataverse knows no `tolower` (and needs none): once
+                // refused, never asked again.
+                Err(ClientError::Status {
+                    status: 400 | 501, ..
+                }) if kind == IdentifierKind::Email
+                    && lower
+                    && self.tolower.load(Ordering::Relaxed) == 0 =>
+                {
+                    self.tolower.store(2, Ordering::Relaxed);
+                    lower = false;
+                }
+                // The error names the set and the status; its message is
+                // scrubbed of quoted text, where the value would be.
+                Err(e) => {
+                    return Err(CrmError::Schema {
+                        entity: et.name.clone(),
+                        table: et.table.clone(),
+                        message: format!("searching column {column} failed: {e}"),
+                    });
+                }
+            }
         }
-        out.sort();
-        out.dedup();
-        Ok(out)
     }
 
     async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError> {
@@ -1109,21 +1116,22 @@ impl DataverseCrm {
         }
         Ok(true)
     }
-
-    /// Candidates of a search on an e-mail column: `contains` of each run
-    /// of ASCII characters of the address (Dataverse compares without regard
-    /// to case and accents; non-ASCII letters are left to the Rust check).
-    pub fn email_filter_for_tests(column: &str, normalised: &str) -> String {
-        email_filter(column, normalised)
-    }
 }
 
-/// `contains(col,'run') and …` for each ASCII run of `normalised`.
-fn email_filter(column: &str, normalised: &str) -> String {
+/// Candidates of a search on an e-mail column: `contains(col,'run') and
+/// …` for each run of ASCII characters of the address (non-ASCII letters
+/// are left to the Rust check). Dataverse compares without regard to case;
+/// a server that takes `tolower` (`lower`) is asked on the lowered column.
+fn email_filter(column: &str, normalised: &str, lower: bool) -> String {
+    let subject = if lower {
+        format!("tolower({column})")
+    } else {
+        column.to_string()
+    };
     let runs: Vec<String> = normalised
         .split(|c: char| !c.is_ascii())
         .filter(|r| !r.is_empty())
-        .map(|r| format!("contains({column},{})", metadata::string_literal(r)))
+        .map(|r| format!("contains({subject},{})", metadata::string_literal(r)))
         .collect();
     if runs.is_empty() {
         format!("{column} ne null")
@@ -1188,16 +1196,16 @@ mod tests {
     #[test]
     fn email_candidates_are_contains_of_each_ascii_run() {
         assert_eq!(
-            email_filter("emailaddress1", "jane.doe@example.com"),
+            email_filter("emailaddress1", "jane.doe@example.com", false),
             "contains(emailaddress1,'jane.doe@example.com')"
         );
         assert_eq!(
-            email_filter("emailaddress1", "jörg@exämple.de"),
+            email_filter("emailaddress1", "jörg@exämple.de", false),
             "contains(emailaddress1,'j') and contains(emailaddress1,'rg@ex') and contains(emailaddress1,'mple.de')"
         );
         assert_eq!(
-            email_filter("e", "o'neil@example.com"),
-            "contains(e,'o''neil@example.com')"
+            email_filter("e", "o'neil@example.com", true),
+            "contains(tolower(e),'o''neil@example.com')"
         );
     }
 
