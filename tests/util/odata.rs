@@ -142,7 +142,7 @@ impl OdataServer {
     }
 
     pub async fn reset(&self) {
-        self.post("/_test/reset", Value::Null).await;
+        self.post("/_test/reset", serde_json::json!({})).await;
     }
 
     /// What the proxy saw: `requests`, `by_method`, `batch_requests`, ...
@@ -160,7 +160,7 @@ impl OdataServer {
     }
 
     pub async fn stats_reset(&self) {
-        self.post("/_test/stats/reset", Value::Null).await;
+        self.post("/_test/stats/reset", serde_json::json!({})).await;
     }
 
     /// `{"throttle_every":N,"retry_after":S,"reset_every":M,"delay_ms":D}`.
