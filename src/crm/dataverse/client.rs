@@ -807,6 +807,30 @@ impl Client {
         Ok(())
     }
 
+    /// `POST` a new row to an entity set; returns its key, read from the
+    /// `OData-EntityId` header (`…/leads(KEY)`). Not retried once it may
+    /// have run (it would create a second row).
+    pub async fn create(&self, entity_set: &str, body: &Value) -> Result<String, ClientError> {
+        let answer = self
+            .send(
+                Method::POST,
+                entity_set,
+                &[],
+                Some((body.to_string().into_bytes(), "application/json".into())),
+                false,
+            )
+            .await?;
+        answer
+            .headers
+            .get("odata-entityid")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|id| id.rsplit_once('(').map(|(_, k)| k.trim_end_matches(')').to_string()))
+            .ok_or_else(|| ClientError::Protocol {
+                target: target_of(entity_set),
+                reason: "a created row without OData-EntityId".into(),
+            })
+    }
+
     /// One `$batch` request of these change sets (at most
     /// [`MAX_BATCH_OPERATIONS`] operations in all), with
     /// `Prefer: odata.continue-on-error`: one result per change set. Never
