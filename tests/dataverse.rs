@@ -572,8 +572,7 @@ async fn requests_in_flight_stay_below_the_cap() {
     )
     .unwrap();
     let e = lethe::config::load(&dir.path().join("lethe.toml"))
-        .err()
-        .expect("60 is refused")
+        .expect_err("60 is refused")
         .to_string();
     assert!(e.contains("crm.max_in_flight"), "{e}");
 }

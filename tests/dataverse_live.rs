@@ -56,7 +56,11 @@ async fn deletes_only_what_it_created_in_a_real_environment() {
         ),
     ];
     for e in &entities {
-        let columns = crm.columns(&e.table).await.unwrap().expect("the set exists");
+        let columns = crm
+            .columns(&e.table)
+            .await
+            .unwrap()
+            .expect("the set exists");
         for c in std::iter::once(&e.key)
             .chain(&e.clock)
             .chain(e.parents.iter().map(|(_, c)| c))
@@ -68,7 +72,10 @@ async fn deletes_only_what_it_created_in_a_real_environment() {
     let tag = format!("lethe-test-{}", hex::encode(tag));
     let client = crm.client();
     let lead = client
-        .create("leads", &serde_json::json!({"lastname": tag, "subject": tag}))
+        .create(
+            "leads",
+            &serde_json::json!({"lastname": tag, "subject": tag}),
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let opp = client
@@ -90,7 +97,10 @@ async fn deletes_only_what_it_created_in_a_real_environment() {
     };
     let now = crm.subtrees(&input).await.unwrap();
     let keys: Vec<String> = now[0].entities.iter().map(|e| e.key.canonical()).collect();
-    assert_eq!(keys, vec![lead.to_ascii_lowercase(), opp.to_ascii_lowercase()]);
+    assert_eq!(
+        keys,
+        vec![lead.to_ascii_lowercase(), opp.to_ascii_lowercase()]
+    );
     // Only the two rows created here, whatever else the case holds.
     let mine = [lead.to_ascii_lowercase(), opp.to_ascii_lowercase()];
     let decide = |now: &CaseNow| {

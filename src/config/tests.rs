@@ -626,9 +626,17 @@ fn dataverse_urls_are_https_or_plain_http_on_loopback() {
         "dataverse://user:secret@org.crm4.dynamics.com",
         "dataverse://",
     ] {
-        let e = with(bad).err().unwrap_or_else(|| panic!("{bad}")).to_string();
+        let e = with(bad)
+            .err()
+            .unwrap_or_else(|| panic!("{bad}"))
+            .to_string();
         assert!(e.contains("crm.url"), "{bad}: {e}");
         assert!(!e.contains("secret"), "{bad}: {e}");
     }
-    assert_eq!(with("dataverse://org.crm4.dynamics.com").unwrap().crm_max_in_flight, 16);
+    assert_eq!(
+        with("dataverse://org.crm4.dynamics.com")
+            .unwrap()
+            .crm_max_in_flight,
+        16
+    );
 }

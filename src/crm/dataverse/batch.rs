@@ -211,7 +211,10 @@ fn split_parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>, Stri
 }
 
 /// A part's MIME headers (names lower case) and what follows them.
-fn part_headers(part: &[u8]) -> Result<(Vec<(String, String)>, &[u8]), String> {
+/// A part's headers, names in lower case.
+type Headers = Vec<(String, String)>;
+
+fn part_headers(part: &[u8]) -> Result<(Headers, &[u8]), String> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     match httparse::parse_headers(part, &mut headers) {
         Ok(httparse::Status::Complete((used, parsed))) => Ok((

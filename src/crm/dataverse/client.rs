@@ -258,7 +258,7 @@ pub fn decide(status: u16, retry_after: Option<&str>, code: Option<&str>) -> Ret
 /// `Retry-After` in seconds (Dataverse sends whole or fractional seconds).
 fn parse_retry_after(v: &str) -> Option<Duration> {
     let secs: f64 = v.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs <= 3600.0).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..=3600.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// The OData error code of an error body (`{"error":{"code":…}}`).
@@ -824,7 +824,10 @@ impl Client {
             .headers
             .get("odata-entityid")
             .and_then(|v| v.to_str().ok())
-            .and_then(|id| id.rsplit_once('(').map(|(_, k)| k.trim_end_matches(')').to_string()))
+            .and_then(|id| {
+                id.rsplit_once('(')
+                    .map(|(_, k)| k.trim_end_matches(')').to_string())
+            })
             .ok_or_else(|| ClientError::Protocol {
                 target: target_of(entity_set),
                 reason: "a created row without OData-EntityId".into(),

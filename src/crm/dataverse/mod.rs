@@ -213,10 +213,7 @@ impl DataverseCrm {
             requests.push(start..sets.len());
         }
         let parallel = self.client.max_in_flight();
-        let answers: Vec<(
-            std::ops::Range<usize>,
-            Result<Vec<ChangeSetResult>, ClientError>,
-        )> = futures::stream::iter(requests)
+        let answers: Vec<Answered> = futures::stream::iter(requests)
             .map(|range| async move {
                 let answer = self.client.batch(&sets[range.clone()]).await;
                 (range, answer)
@@ -252,6 +249,12 @@ impl DataverseCrm {
         out
     }
 }
+
+/// A `$batch` request's change sets and its answer.
+type Answered = (
+    std::ops::Range<usize>,
+    Result<Vec<ChangeSetResult>, ClientError>,
+);
 
 /// What became of a change set sent.
 enum Sent {
@@ -578,7 +581,8 @@ fn change_sets(
             }
         }
     }
-    let mut groups: HashMap<usize, (Vec<u64>, Vec<(u16, EntityKey)>)> = HashMap::new();
+    type Group = (Vec<u64>, Vec<(u16, EntityKey)>);
+    let mut groups: HashMap<usize, Group> = HashMap::new();
     let mut order = Vec::new();
     for (i, (case_id, rows)) in approved.iter().enumerate() {
         let root = find(&mut parent, i);
