@@ -354,10 +354,30 @@ impl Ctx<'_> {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                self.fail_cases(&cases, &e, report).await?;
+                self.fail_cases(&cases, &e.to_string(), report).await?;
                 return Ok(());
             }
         };
+        // Cases of which the CRM deleted nothing (Dataverse: a change set
+        // refused), failed one by one; cases whose delete is unknown stay
+        // `executing` for the next apply to settle (it counts the rows it
+        // finds gone as deleted by lethe), named as failures of this run.
+        for (case_id, reason) in &outcome.failed {
+            if let Some(c) = cases.iter().find(|c| c.case_id == *case_id) {
+                self.fail_cases(std::slice::from_ref(c), reason, report)
+                    .await?;
+            }
+        }
+        for (case_id, reason) in &outcome.unsettled {
+            if let Some(c) = cases.iter().find(|c| c.case_id == *case_id) {
+                report.cases_failed += 1;
+                report.failures.push((
+                    self.pseudo
+                        .show_entity(&c.root_type, &c.root_key.canonical()),
+                    reason.clone(),
+                ));
+            }
+        }
         let ids: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
         let by_id: HashMap<u64, &ClaimedCase> = cases.iter().map(|c| (c.case_id, c)).collect();
         let policy_of = |case_id: &u64| -> &CompiledPolicy {
@@ -603,10 +623,10 @@ impl Ctx<'_> {
     async fn fail_cases(
         &self,
         cases: &[ClaimedCase],
-        e: &CrmError,
+        reason: &str,
         report: &mut ApplyReport,
     ) -> Result<(), ApplyError> {
-        let reason = e.to_string();
+        let reason = reason.to_string();
         let ids: Vec<i64> = cases.iter().map(|c| c.case_id as i64).collect();
         let mut tx = self.state.begin_write().await.map_err(q("journaling"))?;
         crate::state::erased::drop_pending(&mut tx, self.plan_id, &ids).await?;

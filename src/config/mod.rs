@@ -135,6 +135,13 @@ pub enum CrmUrl {
     Sqlite(PathBuf),
     Postgres(Sensitive<String>),
     Mysql(Sensitive<String>),
+    /// `dataverse://HOST` (https) or `dataverse+http://127.0.0.1:PORT`
+    /// (plain http, loopback only: tests): the Web API of a Dataverse
+    /// environment, credentials from the `AZURE_*` environment.
+    Dataverse {
+        /// `https://HOST` or `http://127.0.0.1:PORT`.
+        origin: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -337,6 +344,8 @@ pub struct Config {
     pub crm: CrmUrl,
     /// PostgreSQL: VACUUM the tables lethe deleted from, after apply.
     pub crm_vacuum: bool,
+    /// Dataverse: Web API requests in flight at most (default 16, at most 51).
+    pub crm_max_in_flight: usize,
     /// In dependency order: every parent type comes before its children.
     pub entities: Vec<EntityType>,
     pub store: StoreUrl,
@@ -534,7 +543,7 @@ fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
             "schedule",
             "serve",
         ],
-        ["crm"] => &["url", "vacuum", "entities"],
+        ["crm"] => &["url", "vacuum", "max_in_flight", "entities"],
         ["crm", "entities", _] => &["table", "key", "clock", "parent", "subject", "identifiers"],
         ["technical"] => &[
             "url",

@@ -59,6 +59,8 @@ pub struct RawCrm {
     pub url: Option<String>,
     /// PostgreSQL: run VACUUM on tables with dead rows after apply.
     pub vacuum: Option<bool>,
+    /// Dataverse: Web API requests in flight at most (1..=51).
+    pub max_in_flight: Option<usize>,
     #[serde(default)]
     pub entities: IndexMap<String, RawEntity>,
 }

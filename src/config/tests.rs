@@ -313,6 +313,7 @@ fn documented_defaults_are_the_code_defaults() {
     type Get = fn(&Config) -> String;
     let fields: &[(&str, Get)] = &[
         ("crm.vacuum", |c| c.crm_vacuum.to_string()),
+        ("crm.max_in_flight", |c| c.crm_max_in_flight.to_string()),
         ("technical.max_content_bytes", |c| {
             c.max_content_bytes.to_string()
         }),
@@ -596,4 +597,46 @@ fn record_signatures_are_equal_exactly_for_the_same_pieces() {
     assert_eq!(csv(None), Some("csv".into()));
     assert_eq!(csv(Some(b';')), Some("csv ;".into()));
     assert_ne!(csv(None), csv(Some(b',')));
+}
+
+#[test]
+fn dataverse_urls_are_https_or_plain_http_on_loopback() {
+    let with = |url: &str| parse_text(&MINIMAL.replace("sqlite://crm.db", url));
+    assert_eq!(
+        with("dataverse://org.crm4.dynamics.com").unwrap().crm,
+        CrmUrl::Dataverse {
+            origin: "https://org.crm4.dynamics.com".into()
+        }
+    );
+    assert_eq!(
+        with("dataverse://org.crm4.dynamics.com/").unwrap().crm,
+        CrmUrl::Dataverse {
+            origin: "https://org.crm4.dynamics.com".into()
+        }
+    );
+    assert_eq!(
+        with("dataverse+http://127.0.0.1:4004").unwrap().crm,
+        CrmUrl::Dataverse {
+            origin: "http://127.0.0.1:4004".into()
+        }
+    );
+    for bad in [
+        "dataverse+http://org.crm4.dynamics.com",
+        "dataverse://org.crm4.dynamics.com/api/data/v9.2",
+        "dataverse://user:secret@org.crm4.dynamics.com",
+        "dataverse://",
+    ] {
+        let e = with(bad)
+            .err()
+            .unwrap_or_else(|| panic!("{bad}"))
+            .to_string();
+        assert!(e.contains("crm.url"), "{bad}: {e}");
+        assert!(!e.contains("secret"), "{bad}: {e}");
+    }
+    assert_eq!(
+        with("dataverse://org.crm4.dynamics.com")
+            .unwrap()
+            .crm_max_in_flight,
+        16
+    );
 }

@@ -33,6 +33,7 @@ pub(super) fn validate(
 ) -> Option<Config> {
     let raw_crm = raw.crm.unwrap_or_default();
     let crm = crm_url(&raw_crm, dir, pr);
+    let crm_max_in_flight = crm_max_in_flight(&raw_crm, pr);
     let names: BTreeSet<String> = raw_crm.entities.keys().cloned().collect();
     let entities = entity_types(&raw_crm, &names, pr);
     let raw_tech = raw.technical.unwrap_or_default();
@@ -67,6 +68,7 @@ pub(super) fn validate(
         file: PathBuf::new(),
         crm: crm?,
         crm_vacuum: raw_crm.vacuum.unwrap_or(false),
+        crm_max_in_flight,
         entities,
         store: store?,
         table,
@@ -105,6 +107,23 @@ fn crm_url(raw_crm: &RawCrm, dir: &Path, pr: &mut Problems) -> Option<CrmUrl> {
             }
         },
         None => None,
+    }
+}
+
+/// `[crm] max_in_flight`: Dataverse's limit of concurrent requests per
+/// user is 52, so at most 51.
+fn crm_max_in_flight(raw_crm: &RawCrm, pr: &mut Problems) -> usize {
+    const MAX: usize = crate::crm::dataverse::client::MAX_IN_FLIGHT;
+    match raw_crm.max_in_flight {
+        None => crate::crm::dataverse::client::DEFAULT_IN_FLIGHT,
+        Some(n) if (1..=MAX).contains(&n) => n,
+        Some(n) => {
+            pr.add(
+                p!["crm", "max_in_flight"],
+                format!("{n} requests in flight: write 1 to {MAX} (Dataverse refuses more than 52 concurrent requests per user)"),
+            );
+            crate::crm::dataverse::client::DEFAULT_IN_FLIGHT
+        }
     }
 }
 
@@ -866,7 +885,44 @@ fn parse_crm_url(url: &str, dir: &Path) -> Result<CrmUrl, String> {
     if url.starts_with("mysql://") || url.starts_with("mariadb://") {
         return Ok(CrmUrl::Mysql(Sensitive::new(url.to_string())));
     }
-    Err("unsupported CRM URL; use sqlite://FILE, postgres://… or mysql://…".into())
+    if let Some(rest) = url.strip_prefix("dataverse+http://") {
+        let host = dataverse_host(rest)?;
+        let bare = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        if !crate::crm::dataverse::client::is_loopback(bare) {
+            return Err(format!(
+                "dataverse+http:// (plain http) is for a test server on a loopback address; `{bare}` is not one: use dataverse://HOST (https)"
+            ));
+        }
+        return Ok(CrmUrl::Dataverse {
+            origin: format!("http://{host}"),
+        });
+    }
+    if let Some(rest) = url.strip_prefix("dataverse://") {
+        let host = dataverse_host(rest)?;
+        return Ok(CrmUrl::Dataverse {
+            origin: format!("https://{host}"),
+        });
+    }
+    Err("unsupported CRM URL; use sqlite://FILE, postgres://…, mysql://… or dataverse://ORG.crm4.dynamics.com".into())
+}
+
+/// The host (and port) of a `dataverse://` URL: nothing else, no path, no
+/// credentials (those come from the `AZURE_*` environment).
+fn dataverse_host(rest: &str) -> Result<&str, String> {
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() {
+        return Err("dataverse URL without a host: write dataverse://ORG.crm4.dynamics.com".into());
+    }
+    if host.contains(['/', '?', '#', '@']) || host.chars().any(char::is_whitespace) {
+        return Err("a dataverse URL is the environment's host and nothing else (dataverse://ORG.crm4.dynamics.com); the Web API path is implied and credentials come from AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET".into());
+    }
+    Ok(host)
 }
 
 fn parse_state_url(url: &str, dir: &Path) -> Result<StateUrl, String> {

@@ -31,9 +31,10 @@ pub struct Fit {
 }
 
 /// How the backend compares names: SQLite and MySQL match column names
-/// without regard to case; PostgreSQL (lethe quotes every name) exactly.
+/// without regard to case; PostgreSQL (lethe quotes every name) and
+/// Dataverse (OData names are case-sensitive) exactly.
 pub(crate) fn same(kind: &str, a: &str, b: &str) -> bool {
-    if kind == "postgres" {
+    if kind == "postgres" || kind == "dataverse" {
         a == b
     } else {
         a.eq_ignore_ascii_case(b)

@@ -10,6 +10,7 @@
 //! caller's re-check approved, children-first, in one transaction per batch.
 
 pub mod component;
+pub mod dataverse;
 pub mod fit;
 pub mod payloads;
 mod recheck;
@@ -84,6 +85,21 @@ pub enum CrmError {
         "entity type `{entity}`: the CRM has no table {table}; check `table` in [crm.entities.{entity}] (`lethe check` lists the tables it sees)"
     )]
     NoTable { entity: String, table: String },
+    /// The Dataverse Web API failed (`crm::dataverse`): the error names
+    /// the entity set and the status, never a key or a value.
+    #[error(transparent)]
+    Dataverse(#[from] dataverse::client::ClientError),
+    /// What the CRM's schema (Dataverse's `$metadata`) says against the
+    /// config, or a read that failed on one entity type.
+    #[error("entity type `{entity}` (entity set {table}): {message}")]
+    Schema {
+        entity: String,
+        table: String,
+        message: String,
+    },
+    /// Something this backend does not do (yet).
+    #[error("{0}")]
+    Unsupported(String),
     /// Writing or reading the demo's sample CRM (`sample`).
     #[error("{what}: {source}")]
     Sample {
@@ -104,7 +120,10 @@ impl CrmError {
             | CrmError::Connect { source, .. }
             | CrmError::Sample { source, .. }
             | CrmError::Column { source, .. } => source,
-            CrmError::NoTable { .. } => return false,
+            CrmError::NoTable { .. } | CrmError::Schema { .. } | CrmError::Unsupported(_) => {
+                return false;
+            }
+            CrmError::Dataverse(e) => return e.is_transient(),
         };
         match source {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
@@ -172,11 +191,20 @@ pub struct BatchOutcome {
     /// Payload rows (`[technical.table]`) deleted in the transaction, per
     /// case id: (case id, object key).
     pub payloads: Vec<(u64, String)>,
+    /// Cases of which nothing was deleted, with why (a backend without one
+    /// transaction for the batch: Dataverse's change set per case). Not in
+    /// `cases`.
+    pub failed: Vec<(u64, String)>,
+    /// Cases whose delete may or may not have happened (an answer lost, and
+    /// reading the rows back failed too), with why: left `executing` in the
+    /// journal, so that the next apply resumes them and counts the rows it
+    /// finds gone as deleted by lethe. Not in `cases`.
+    pub unsettled: Vec<(u64, String)>,
 }
 
 #[async_trait]
 pub trait Crm: Send + Sync {
-    /// `sqlite`, `postgres`, `mysql`.
+    /// `sqlite`, `postgres`, `mysql`, `dataverse`.
     fn kind(&self) -> &'static str;
 
     /// The columns of `table` (as the config writes it, `schema.table`
@@ -336,6 +364,9 @@ pub async fn connect(config: &Config) -> Result<Box<dyn Crm>, CrmError> {
         CrmUrl::Sqlite(path) => Ok(Box::new(sqlite::SqliteCrm::open(path, false).await?)),
         CrmUrl::Postgres(url) | CrmUrl::Mysql(url) => Ok(Box::new(
             server::ServerCrm::connect(url.expose(), config.crm_vacuum).await?,
+        )),
+        CrmUrl::Dataverse { origin } => Ok(Box::new(
+            dataverse::DataverseCrm::from_env(origin, config.crm_max_in_flight).await?,
         )),
     }
 }

@@ -20,6 +20,9 @@
 //! Files: `inbound/<1..6>/lead.json` (path rule), `quotes/2020/quote-2.xml`
 //! and `quote-6.xml` (XML rule), `misc/readme.txt` (unlinked).
 
+#[allow(dead_code)] // each test file uses some of it
+pub mod odata;
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;

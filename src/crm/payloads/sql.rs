@@ -120,6 +120,11 @@ impl SqlTable {
                     .parse::<AnyConnectOptions>(),
                 "server".into(),
             ),
+            CrmUrl::Dataverse { .. } => {
+                return Err(CrmError::Unsupported(
+                    "url = \"crm://\" on a Dataverse CRM (notes in the annotation table) is not supported yet; keep the technical store in a folder, S3 or Azure Blob".into(),
+                ));
+            }
         };
         let options = options.map_err(|source| CrmError::Connect {
             target: format!(
