@@ -3,11 +3,56 @@
 //! per entity) so that millions fit in memory; built once per plan from a
 //! streaming read of the CRM.
 
-use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use crate::model::{EntityKey, Instant};
 
 pub type NodeId = u32;
+
+/// A key as the look-up compares it, borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyRef<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+impl<'a> KeyRef<'a> {
+    fn of(key: &'a EntityKey) -> KeyRef<'a> {
+        match key {
+            EntityKey::Int(i) => KeyRef::Int(*i),
+            EntityKey::Text(t) => KeyRef::Text(t),
+        }
+    }
+}
+
+fn key_hash(hasher: &hashbrown::DefaultHashBuilder, ty: u16, key: KeyRef<'_>) -> u64 {
+    let mut h = hasher.build_hasher();
+    ty.hash(&mut h);
+    match key {
+        KeyRef::Int(i) => {
+            h.write_u8(0);
+            i.hash(&mut h);
+        }
+        KeyRef::Text(t) => {
+            h.write_u8(1);
+            t.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// The integer a key spells the way an integer prints (`18`, `-3`), so
+/// that it names an integer key; `None` for anything else (`018`, `+18`,
+/// `-0`, `18.0`, text).
+fn canonical_int(key: &str) -> Option<i64> {
+    let i = key.parse::<i64>().ok()?;
+    let digits = key.strip_prefix('-').unwrap_or(key);
+    let canonical = !key.starts_with('+')
+        && !digits.is_empty()
+        && (digits.len() == 1 || !digits.starts_with('0'))
+        && key != "-0";
+    canonical.then_some(i)
+}
 
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -24,7 +69,10 @@ pub struct Node {
 pub struct Graph {
     pub types: Vec<String>,
     pub nodes: Vec<Node>,
-    lookup: HashMap<(u16, EntityKey), NodeId>,
+    /// (type, key) → node, holding only node ids: each key lives once, in
+    /// its node, and a look-up allocates nothing.
+    lookup: hashbrown::HashTable<NodeId>,
+    hasher: hashbrown::DefaultHashBuilder,
     child_start: Vec<u32>,
     children: Vec<NodeId>,
     parent_start: Vec<u32>,
@@ -87,7 +135,7 @@ impl GraphBuilder {
         parents: &[(u16, Option<EntityKey>)],
     ) -> Option<NodeId> {
         let id = self.graph.nodes.len() as NodeId;
-        if self.graph.lookup.contains_key(&(ty, key.clone())) {
+        if self.graph.find(ty, KeyRef::of(&key)).is_some() {
             return None;
         }
         for (pty, pkey) in parents {
@@ -110,13 +158,23 @@ impl GraphBuilder {
                 }
             }
         }
-        self.graph.lookup.insert((ty, key.clone()), id);
+        let hash = self.graph.hash(ty, KeyRef::of(&key));
         self.graph.nodes.push(Node {
             ty,
             key,
             clock,
             held: false,
             keep_bits: 0,
+        });
+        let Graph {
+            lookup,
+            nodes,
+            hasher,
+            ..
+        } = &mut self.graph;
+        lookup.insert_unique(hash, id, |&other| {
+            let n = &nodes[other as usize];
+            key_hash(hasher, n.ty, KeyRef::of(&n.key))
         });
         Some(id)
     }
@@ -199,30 +257,37 @@ impl Graph {
         &self.parents[self.parent_start[i] as usize..self.parent_start[i + 1] as usize]
     }
 
-    /// Finds an entity by a key as typed or as found in a file: a key that
-    /// looks like an integer also matches an integer key column.
-    pub fn resolve(&self, ty: u16, key: &str) -> Option<NodeId> {
-        if let Ok(i) = key.parse::<i64>()
-            && i.to_string() == key
-            && let Some(id) = self.lookup.get(&(ty, EntityKey::Int(i)))
-        {
-            return Some(*id);
-        }
+    fn hash(&self, ty: u16, key: KeyRef<'_>) -> u64 {
+        key_hash(&self.hasher, ty, key)
+    }
+
+    fn find(&self, ty: u16, key: KeyRef<'_>) -> Option<NodeId> {
         self.lookup
-            .get(&(ty, EntityKey::Text(key.to_string())))
+            .find(self.hash(ty, key), |&id| {
+                let n = &self.nodes[id as usize];
+                n.ty == ty && key == KeyRef::of(&n.key)
+            })
             .copied()
     }
 
+    /// Finds an entity by a key as typed or as found in a file: a key that
+    /// looks like an integer also matches an integer key column.
+    pub fn resolve(&self, ty: u16, key: &str) -> Option<NodeId> {
+        if let Some(i) = canonical_int(key)
+            && let Some(id) = self.find(ty, KeyRef::Int(i))
+        {
+            return Some(id);
+        }
+        self.find(ty, KeyRef::Text(key))
+    }
+
     pub fn resolve_key(&self, ty: u16, key: &EntityKey) -> Option<NodeId> {
-        if let Some(id) = self.lookup.get(&(ty, key.clone())) {
-            return Some(*id);
+        if let Some(id) = self.find(ty, KeyRef::of(key)) {
+            return Some(id);
         }
         match key {
             EntityKey::Text(s) => self.resolve(ty, s),
-            EntityKey::Int(i) => self
-                .lookup
-                .get(&(ty, EntityKey::Text(i.to_string())))
-                .copied(),
+            EntityKey::Int(i) => self.find(ty, KeyRef::Text(&i.to_string())),
         }
     }
 
@@ -259,5 +324,61 @@ impl Graph {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_names_an_integer_only_as_an_integer_prints() {
+        for s in [
+            "0",
+            "7",
+            "18",
+            "-3",
+            "-0",
+            "018",
+            "+18",
+            "00",
+            "-",
+            "",
+            " 1",
+            "1 ",
+            "18.0",
+            "1e3",
+            "abc",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "9223372036854775808",
+        ] {
+            let by_print = s.parse::<i64>().ok().filter(|i| i.to_string() == s);
+            assert_eq!(canonical_int(s), by_print, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn look_ups_find_integer_and_text_keys_both_ways() {
+        let mut b = GraphBuilder::new(vec!["lead".into(), "note".into()]);
+        let a = b.add(0, EntityKey::Int(18), None, &[]).unwrap();
+        let t = b.add(0, EntityKey::Text("018".into()), None, &[]).unwrap();
+        let x = b.add(1, EntityKey::Text("abc".into()), None, &[]).unwrap();
+        assert_eq!(b.add(0, EntityKey::Int(18), None, &[]), None, "added once");
+        for i in 0..10_000 {
+            b.add(1, EntityKey::Int(i), None, &[(0, Some(EntityKey::Int(18)))]);
+        }
+        let g = b.finish();
+        assert_eq!(g.resolve(0, "18"), Some(a));
+        assert_eq!(g.resolve(0, "018"), Some(t));
+        assert_eq!(g.resolve(1, "abc"), Some(x));
+        assert_eq!(g.resolve(0, "abc"), None, "types are apart");
+        assert_eq!(g.resolve_key(0, &EntityKey::Text("18".into())), Some(a));
+        assert_eq!(
+            g.resolve_key(1, &EntityKey::Int(9_999))
+                .map(|n| g.node(n).key.clone()),
+            Some(EntityKey::Int(9_999))
+        );
+        assert_eq!(g.children(a).len(), 10_000);
     }
 }
