@@ -417,6 +417,7 @@ fn table_subject(
         name: Some("filename".into()),
         modified: "modified_on".into(),
         version: versioned.then(|| "version".into()),
+        size: None,
         links: Vec::new(),
         polymorphic: None,
     };

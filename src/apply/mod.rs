@@ -251,7 +251,7 @@ async fn work(
             let columns = table.foreign_key_columns(&config.entities).await;
             (!columns.is_empty()).then(|| cases::PayloadFks {
                 table,
-                input: table.payload_input(&columns),
+                input: table.payload_input(&columns, &config.entities),
             })
         }
         None => None,

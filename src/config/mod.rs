@@ -179,6 +179,11 @@ pub struct TableSettings {
     pub modified: String,
     /// A column the writer changes on every update (a row version).
     pub version: Option<String>,
+    /// A column that holds the decoded body's size in bytes, kept by the
+    /// CRM itself (Dataverse's `filesize`): a listing reads it instead of
+    /// asking for a body's size. Required on Dataverse, whose Web API
+    /// cannot compute one; an SQL CRM computes the size and refuses it.
+    pub size: Option<String>,
     /// Direct links: (entity type, foreign-key column).
     pub links: Vec<(String, String)>,
     pub polymorphic: Option<Polymorphic>,
@@ -563,6 +568,7 @@ fn known_keys(parent: &[Seg]) -> &'static [&'static str] {
             "name",
             "modified",
             "version",
+            "size",
             "links",
             "polymorphic",
         ],

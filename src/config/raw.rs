@@ -120,6 +120,9 @@ pub struct RawTable {
     pub name: Option<String>,
     pub modified: Option<String>,
     pub version: Option<String>,
+    /// The decoded body's size in bytes, kept by the CRM (Dataverse:
+    /// `filesize`).
+    pub size: Option<String>,
     /// entity type → foreign-key column
     #[serde(default)]
     pub links: BTreeMap<String, String>,

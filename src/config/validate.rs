@@ -39,6 +39,9 @@ pub(super) fn validate(
     let raw_tech = raw.technical.unwrap_or_default();
     let (store, mut links, orphans_retain) = technical(&raw_tech, &names, dir, pr);
     let table = payload_table(&raw_tech, store.as_ref(), &names, &mut links, pr);
+    if let (Some(t), Some(crm)) = (&table, &crm) {
+        size_column(t, crm, pr);
+    }
     let (max_delete_fraction, safety) = safety(raw.safety.unwrap_or_default(), pr);
     let policies = policies(&raw.policy, &names, pr);
     let (state, plan_retention) = state(raw.state.unwrap_or_default(), dir, pr);
@@ -302,6 +305,7 @@ fn payload_table(
         name,
         modified,
         version,
+        size,
         links: direct,
         polymorphic,
     } = raw;
@@ -349,6 +353,7 @@ fn payload_table(
     };
     let name = name.as_ref().and(col(name, "name", pr));
     let version = version.as_ref().and(col(version, "version", pr));
+    let size = size.as_ref().and(col(size, "size", pr));
     let mut direct_links = Vec::new();
     for (entity, column) in direct {
         if !names.contains(entity) {
@@ -405,6 +410,7 @@ fn payload_table(
         name,
         modified: modified?,
         version,
+        size,
         links: direct_links,
         polymorphic,
     };
@@ -437,6 +443,20 @@ fn payload_table(
         }
     }
     Some(settings)
+}
+
+/// `[technical.table] size`: Dataverse's Web API cannot compute a body's
+/// size, so its table names the column that keeps it (`filesize`); an SQL
+/// CRM computes the size of the body itself, and a column beside it could
+/// disagree with the body.
+fn size_column(t: &TableSettings, crm: &CrmUrl, pr: &mut Problems) {
+    match (crm, &t.size) {
+        (CrmUrl::Sqlite(_) | CrmUrl::Postgres(_) | CrmUrl::Mysql(_), Some(_)) => pr.add(
+            p!["technical", "table", "size"],
+            "an SQL CRM computes each body's size from the body itself; remove `size` (it is for Dataverse, whose Web API cannot)",
+        ),
+        _ => {}
+    }
 }
 
 /// `[safety]`: the brakes' shares, each between 0 and 1; the mass-delete

@@ -51,8 +51,12 @@ pub struct PayloadColumn {
     pub ty: u16,
     pub column: String,
     /// The select list of a locked row: key, this column, modified, size,
-    /// version, each as text.
+    /// version, each as text (SQL); on Dataverse the `$select` of key,
+    /// this column, modified and size (the version is the row's etag).
     pub select: String,
+    /// Dataverse: a `$filter` the rows must also meet (the type codes of a
+    /// polymorphic reference to this type); `None` on SQL.
+    pub filter: Option<String>,
 }
 
 /// A payload row the plan deletes, as the index read it, and the entities

@@ -117,7 +117,11 @@ impl PayloadTable {
 
     /// The deleting transaction's view of the payload table, for these
     /// foreign-key columns; its planned rows are the caller's.
-    pub fn payload_input(&self, columns: &[(u16, String)]) -> PayloadInput {
+    pub fn payload_input(
+        &self,
+        columns: &[(u16, String)],
+        entities: &[EntityType],
+    ) -> PayloadInput {
         match &self.inner {
             Inner::Sql(t) => t.payload_input(columns),
         }

@@ -365,6 +365,7 @@ impl SqlTable {
                         opt(&s.version),
                     ]
                     .join(", "),
+                    filter: None,
                 })
                 .collect(),
             planned: HashMap::new(),
