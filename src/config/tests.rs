@@ -640,3 +640,46 @@ fn dataverse_urls_are_https_or_plain_http_on_loopback() {
         16
     );
 }
+
+#[test]
+fn a_payload_table_needs_no_name_nor_version_and_a_size_only_on_dataverse() {
+    let table = |crm: &str, extra: &str| {
+        MINIMAL
+            .replace("url = \"sqlite://crm.db\"", &format!("url = \"{crm}\""))
+            .replace(
+                "url = \"technical\"",
+                &format!(
+                    "url = \"crm://\"\n[technical.table]\ntable = \"payloads\"\nkey = \"id\"\nbody = \"body\"\nencoding = \"base64\"\nmodified = \"modified_on\"\n{extra}"
+                ),
+            )
+    };
+    let c = parse_text(&table("sqlite://crm.db", "")).unwrap_or_else(|e| panic!("{e}"));
+    let t = c.table.expect("[technical.table]");
+    assert_eq!((t.name, t.version, t.size), (None, None, None));
+    let found = problems(&table("sqlite://crm.db", "size = \"filesize\""));
+    assert!(
+        found.iter().any(|p| p.key == "technical.table.size"),
+        "{found:?}"
+    );
+    let found = problems(&table("dataverse+http://127.0.0.1:9", ""));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.key == "technical.table.size" && p.message.contains("filesize")),
+        "{found:?}"
+    );
+    let c = parse_text(&table(
+        "dataverse+http://127.0.0.1:9",
+        "size = \"filesize\"",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.table.and_then(|t| t.size).as_deref(), Some("filesize"));
+    let found = problems(
+        &table("dataverse+http://127.0.0.1:9", "size = \"filesize\"")
+            .replace("encoding = \"base64\"", "encoding = \"raw\""),
+    );
+    assert!(
+        found.iter().any(|p| p.key == "technical.table.encoding"),
+        "{found:?}"
+    );
+}

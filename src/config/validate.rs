@@ -351,9 +351,9 @@ fn payload_table(
             None
         }
     };
-    let name = name.as_ref().and(col(name, "name", pr));
-    let version = version.as_ref().and(col(version, "version", pr));
-    let size = size.as_ref().and(col(size, "size", pr));
+    let name = name.as_ref().and_then(|_| col(name, "name", pr));
+    let version = version.as_ref().and_then(|_| col(version, "version", pr));
+    let size = size.as_ref().and_then(|_| col(size, "size", pr));
     let mut direct_links = Vec::new();
     for (entity, column) in direct {
         if !names.contains(entity) {
@@ -455,7 +455,17 @@ fn size_column(t: &TableSettings, crm: &CrmUrl, pr: &mut Problems) {
             p!["technical", "table", "size"],
             "an SQL CRM computes each body's size from the body itself; remove `size` (it is for Dataverse, whose Web API cannot)",
         ),
+        (CrmUrl::Dataverse { .. }, None) => pr.add(
+            p!["technical", "table", "size"],
+            "missing; the Dataverse Web API cannot compute a body's size: name the column that keeps it (size = \"filesize\" for notes)",
+        ),
         _ => {}
+    }
+    if matches!(crm, CrmUrl::Dataverse { .. }) && t.encoding == BodyEncoding::Raw {
+        pr.add(
+            p!["technical", "table", "encoding"],
+            "the Dataverse Web API gives a body as Base64 text; write encoding = \"base64\"",
+        );
     }
 }
 

@@ -66,10 +66,11 @@ impl TableStore {
         settings: TableSettings,
         entity_tables: Vec<(String, String)>,
     ) -> Result<TableStore, StoreError> {
-        let table = PayloadTable::connect(crm, settings).map_err(|e| StoreError::Open {
-            store: "crm://".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let table =
+            PayloadTable::connect(crm, settings, &entity_tables).map_err(|e| StoreError::Open {
+                store: "crm://".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         Ok(TableStore {
             table,
             entity_tables,
@@ -198,9 +199,13 @@ impl TechnicalStore for TableStore {
                 BodyEncoding::Base64 => "as Base64 text",
             },
             s.key,
-            match &s.version {
-                Some(v) => format!(", versioned by {v}"),
-                None => ", no version column: a change is seen by its size and modified time"
+            match (&s.version, kind) {
+                (_, "dataverse") => {
+                    ", versioned by each row's @odata.etag (deletes and rewrites are conditional on it)"
+                        .to_string()
+                }
+                (Some(v), _) => format!(", versioned by {v}"),
+                (None, _) => ", no version column: a change is seen by its size and modified time"
                     .to_string(),
             }
         )];
@@ -480,7 +485,11 @@ fn foreign_key_notes(
         let linked = s
             .links
             .iter()
-            .any(|(t, c)| t == entity && crate::crm::fit::same(kind, c, &fk.column));
+            .any(|(t, c)| t == entity && crate::crm::fit::same(kind, c, &fk.column))
+            || s.polymorphic.as_ref().is_some_and(|p| {
+                crate::crm::fit::same(kind, &p.id, &fk.column)
+                    && p.types.iter().any(|(_, t)| t == entity)
+            });
         if linked {
             out.push(format!(
                 "{}.{} → {entity} (ON DELETE {action}): lethe deletes the payload rows that reference a {entity} in its case's transaction, before it; a case with one lethe does not delete (held, shared, changed) is skipped, so the constraint never acts on lethe's deletes",

@@ -69,6 +69,57 @@ const ROUNDS: usize = 3;
 /// Why a case is kept when its rows kept changing while lethe deleted it.
 pub const CHANGED_WHILE_DELETING: &str = "kept: its rows changed (or went) between the re-check and the delete, three times; nothing of it was deleted; the next plan judges it again";
 
+/// The clients of the environments this process talks to, by origin: the
+/// CRM and the notes store (`crm://` on Dataverse) of one environment
+/// share one client, and so one cap on requests in flight.
+static CLIENTS: std::sync::Mutex<Vec<(String, std::sync::Weak<Client>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn register(origin: &str, client: &Arc<Client>) {
+    let mut clients = CLIENTS.lock().unwrap_or_else(|p| p.into_inner());
+    clients.retain(|(o, c)| o != origin && c.strong_count() > 0);
+    clients.push((origin.to_string(), Arc::downgrade(client)));
+}
+
+/// The client of the environment at `origin` this process already has (the
+/// CRM's), or a new one with the credentials of the `AZURE_*` environment.
+pub async fn shared_client(origin: &str, max_in_flight: usize) -> Result<Arc<Client>, CrmError> {
+    let known = CLIENTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(o, _)| o == origin)
+        .and_then(|(_, c)| c.upgrade());
+    if let Some(c) = known {
+        return Ok(c);
+    }
+    let client = Arc::new(
+        Client::connect(
+            origin,
+            client::SERVICE_ROOT,
+            Credentials::from_env()?,
+            ClientOptions {
+                max_in_flight,
+                ..ClientOptions::default()
+            },
+        )
+        .await?,
+    );
+    register(origin, &client);
+    Ok(client)
+}
+
+/// The service's `$metadata`, read and parsed.
+pub async fn read_metadata(client: &Client) -> Result<Metadata, CrmError> {
+    let xml = client.get_bytes("$metadata", "application/xml").await?;
+    Metadata::parse(&xml).map_err(|reason| {
+        CrmError::Dataverse(ClientError::Protocol {
+            target: "$metadata".into(),
+            reason,
+        })
+    })
+}
+
 /// The Web API of one Dataverse environment as a CRM.
 pub struct DataverseCrm {
     client: Arc<Client>,
@@ -87,9 +138,11 @@ impl DataverseCrm {
         credentials: Credentials,
         options: ClientOptions,
     ) -> Result<DataverseCrm, CrmError> {
-        let client = Client::connect(origin, client::SERVICE_ROOT, credentials, options).await?;
+        let client =
+            Arc::new(Client::connect(origin, client::SERVICE_ROOT, credentials, options).await?);
+        register(origin, &client);
         Ok(DataverseCrm {
-            client: Arc::new(client),
+            client,
             metadata: tokio::sync::OnceCell::new(),
             tolower: std::sync::atomic::AtomicU8::new(0),
         })
@@ -117,18 +170,7 @@ impl DataverseCrm {
     /// `$metadata`, read once.
     pub async fn metadata(&self) -> Result<Arc<Metadata>, CrmError> {
         self.metadata
-            .get_or_try_init(|| async {
-                let xml = self
-                    .client
-                    .get_bytes("$metadata", "application/xml")
-                    .await?;
-                Metadata::parse(&xml).map(Arc::new).map_err(|reason| {
-                    CrmError::Dataverse(ClientError::Protocol {
-                        target: "$metadata".into(),
-                        reason,
-                    })
-                })
-            })
+            .get_or_try_init(|| async { read_metadata(&self.client).await.map(Arc::new) })
             .await
             .cloned()
     }
@@ -296,7 +338,7 @@ fn enc(value: &str) -> String {
 }
 
 /// `set?name=value&…`, values percent-encoded.
-fn query(set: &str, options: &[(&str, &str)]) -> String {
+pub(crate) fn query(set: &str, options: &[(&str, &str)]) -> String {
     let mut out = set.to_string();
     for (i, (name, value)) in options.iter().enumerate() {
         out.push(if i == 0 { '?' } else { '&' });
@@ -310,7 +352,7 @@ fn query(set: &str, options: &[(&str, &str)]) -> String {
 /// `(col eq a or col eq b …)` filters over `values`, each short enough for a
 /// URL once encoded; values that cannot be of the column's type (a text
 /// that is no Guid) are left out: they match nothing.
-fn in_filters(column: &str, edm: &str, values: &[EntityKey]) -> Vec<String> {
+pub(crate) fn in_filters(column: &str, edm: &str, values: &[EntityKey]) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     let mut seen = HashSet::new();
@@ -338,7 +380,7 @@ fn in_filters(column: &str, edm: &str, values: &[EntityKey]) -> Vec<String> {
 }
 
 /// The path of one row: `set(key)`.
-fn key_path(set: &str, edm: &str, key: &EntityKey) -> Result<String, String> {
+pub(crate) fn key_path(set: &str, edm: &str, key: &EntityKey) -> Result<String, String> {
     let lit = metadata::literal(edm, key)?;
     Ok(format!("{set}({})", enc(&lit)))
 }
@@ -356,7 +398,7 @@ fn select(et: &EntityType, extra: &[&str]) -> String {
 
 /// A key as the Web API gives it: a Guid in lower case, a string as it is,
 /// an integer as an integer.
-fn key_of(v: &Value, edm: &str) -> Option<EntityKey> {
+pub(crate) fn key_of(v: &Value, edm: &str) -> Option<EntityKey> {
     match v {
         Value::String(s) if edm == "Edm.Guid" => Some(EntityKey::Text(s.to_ascii_lowercase())),
         Value::String(s) => Some(EntityKey::Text(s.clone())),
@@ -370,7 +412,7 @@ fn key_of(v: &Value, edm: &str) -> Option<EntityKey> {
 
 /// A value as text (identifiers, `column_values`): strings as they are,
 /// numbers and booleans written out, null and structures as nothing.
-fn text_of(v: &Value) -> Option<String> {
+pub(crate) fn text_of(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -437,18 +479,41 @@ fn without_annotations(mut row: Map<String, Value>) -> Map<String, Value> {
     row
 }
 
-fn unsupported_payloads() -> CrmError {
-    CrmError::Unsupported(
-        "payload rows in a Dataverse table ([technical.table] with url = \"crm://\") are not supported yet; keep the technical store in a folder, S3 or Azure Blob".into(),
-    )
-}
-
 /// The re-check's view of the Web API: rows read with their etags; a
 /// delete is only recorded here (the caller sends the batch).
 struct Txn<'a> {
     crm: &'a DataverseCrm,
     /// (entity set, key) → the etag of the row as read.
     etags: HashMap<(String, EntityKey), String>,
+    /// Payload rows (notes) read by `payload_rows`: key → (the `DELETE`
+    /// path, the etag read, the link column, what it references).
+    payloads: HashMap<String, (String, String, String, String)>,
+    /// Payload rows `delete_payloads` took, each once.
+    payloads_going: HashSet<String>,
+}
+
+impl<'a> Txn<'a> {
+    fn new(crm: &'a DataverseCrm) -> Txn<'a> {
+        Txn {
+            crm,
+            etags: HashMap::new(),
+            payloads: HashMap::new(),
+            payloads_going: HashSet::new(),
+        }
+    }
+}
+
+/// The payload table as an entity type, for the look-ups by column.
+fn payload_type(p: &PayloadInput, key: &str) -> EntityType {
+    EntityType {
+        name: "technical.table".into(),
+        table: p.table.clone(),
+        key: key.to_string(),
+        clock: Vec::new(),
+        parents: Vec::new(),
+        subject: Vec::new(),
+        identifiers: Vec::new(),
+    }
 }
 
 #[async_trait]
@@ -526,22 +591,91 @@ impl TxnOps for Txn<'_> {
         Ok(known as u64)
     }
 
+    /// The payload rows (notes) whose link column names one of `values`
+    /// (and, for a polymorphic column, whose type code is this type's),
+    /// with their etags: a row changed after this read is not deleted.
     async fn payload_rows(
         &mut self,
-        _p: &PayloadInput,
-        _column: &PayloadColumn,
-        _values: &[EntityKey],
+        p: &PayloadInput,
+        column: &PayloadColumn,
+        values: &[EntityKey],
     ) -> Result<Vec<LockedPayload>, CrmError> {
-        Err(unsupported_payloads())
+        let cols: Vec<&str> = column.select.split(',').collect();
+        let [key_col, link_col, modified_col, size_col] = cols[..] else {
+            return Err(CrmError::Unsupported(format!(
+                "the payload table's select list `{}` is not key, link, modified, size",
+                column.select
+            )));
+        };
+        let pt = payload_type(p, key_col);
+        let key_ty = self.crm.column_type(&pt, key_col).await?;
+        let rows = self
+            .crm
+            .rows_in(
+                &pt,
+                link_col,
+                values,
+                &column.select,
+                column.filter.as_deref(),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(key) = row.get(key_col).and_then(|v| key_of(v, &key_ty)) else {
+                continue;
+            };
+            let (Some(references), Some(Value::String(etag))) = (
+                row.get(link_col).and_then(|v| key_of(v, "Edm.Guid")),
+                row.get("@odata.etag"),
+            ) else {
+                continue;
+            };
+            let path = key_path(&p.table, &key_ty, &key).map_err(|e| {
+                CrmError::Unsupported(format!("a payload key that cannot be written: {e}"))
+            })?;
+            let key = key.canonical();
+            let references = references.canonical();
+            self.payloads.insert(
+                key.clone(),
+                (path, etag.clone(), link_col.to_string(), references.clone()),
+            );
+            out.push(LockedPayload {
+                key,
+                references,
+                modified: row
+                    .get(modified_col)
+                    .and_then(text_of)
+                    .and_then(|t| parse_clock_text(&t)),
+                size: row
+                    .get(size_col)
+                    .and_then(text_of)
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0),
+                version: Some(etag.clone()),
+            });
+        }
+        Ok(out)
     }
 
+    /// Takes the payload rows read for `column` that reference `values`;
+    /// they are deleted first in their case's change set.
     async fn delete_payloads(
         &mut self,
         _p: &PayloadInput,
-        _column: &PayloadColumn,
-        _values: &[EntityKey],
+        column: &PayloadColumn,
+        values: &[EntityKey],
     ) -> Result<u64, CrmError> {
-        Err(unsupported_payloads())
+        let wanted: HashSet<String> = values.iter().map(EntityKey::canonical).collect();
+        let mut n = 0;
+        for (key, (_, _, col, references)) in &self.payloads {
+            if *col == column.column
+                && wanted.contains(references)
+                && self.payloads_going.insert(key.clone())
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -560,6 +694,7 @@ fn change_sets(
     key_types: &[String],
     approved: &[(u64, Vec<(u16, EntityKey)>)],
     etags: &HashMap<(String, EntityKey), String>,
+    payload_ops: &HashMap<u64, Vec<BatchOp>>,
 ) -> Result<Vec<ChangeSet>, (u64, String)> {
     let n = approved.len();
     let mut parent: Vec<usize> = (0..n).collect();
@@ -605,6 +740,11 @@ fn change_sets(
         // Children first: types are in parents-first order.
         rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         let mut ops = Vec::with_capacity(rows.len());
+        // The payload rows (notes) that reference the cases' rows first:
+        // Dataverse would delete them with their row, unjournaled.
+        for case_id in &cases {
+            ops.extend(payload_ops.get(case_id).into_iter().flatten().cloned());
+        }
         for (ty, key) in &rows {
             let et = &input.entities[*ty as usize];
             let first = cases.first().copied().unwrap_or_default();
@@ -795,13 +935,6 @@ impl Crm for DataverseCrm {
         input: &RecheckInput,
         decide: &(dyn for<'c> Fn(&'c CaseNow) -> Decision + Sync),
     ) -> Result<BatchOutcome, CrmError> {
-        if input
-            .payloads
-            .as_ref()
-            .is_some_and(|p| !p.columns.is_empty())
-        {
-            return Err(unsupported_payloads());
-        }
         let meta = self.metadata().await?;
         let key_types: Vec<String> = input
             .entities
@@ -818,10 +951,7 @@ impl Crm for DataverseCrm {
                 cases: std::mem::take(&mut pending),
                 ..input.clone()
             };
-            let mut txn = Txn {
-                crm: self,
-                etags: HashMap::new(),
-            };
+            let mut txn = Txn::new(self);
             let outcome = match recheck::run(&mut txn, &round_input, decide).await {
                 Ok(o) => o,
                 // Nothing was deleted yet: the whole batch fails, to be
@@ -859,7 +989,27 @@ impl Crm for DataverseCrm {
                     Decision::Skip(_) => result.cases.push((case_id, decision)),
                 }
             }
-            let sets = match change_sets(&round_input, &key_types, &approved, &txn.etags) {
+            // The payload rows each case takes with it (the re-check's).
+            let mut payload_ops: HashMap<u64, Vec<BatchOp>> = HashMap::new();
+            let mut payload_keys: HashMap<u64, Vec<String>> = HashMap::new();
+            for (case_id, key) in &outcome.payloads {
+                if let Some((path, etag, _, _)) = txn.payloads.get(key) {
+                    payload_ops.entry(*case_id).or_default().push(BatchOp {
+                        method: BatchMethod::Delete,
+                        path: path.clone(),
+                        if_match: Some(etag.clone()),
+                        body: None,
+                    });
+                    payload_keys.entry(*case_id).or_default().push(key.clone());
+                }
+            }
+            let sets = match change_sets(
+                &round_input,
+                &key_types,
+                &approved,
+                &txn.etags,
+                &payload_ops,
+            ) {
                 Ok(s) => s,
                 Err((_, reason)) => {
                     // A bug, not data: no change set is sent.
@@ -927,6 +1077,13 @@ impl Crm for DataverseCrm {
                                 .map(|(_, r)| r.clone())
                                 .unwrap_or_default();
                             result.deleted.push((*case_id, rows));
+                            result.payloads.extend(
+                                payload_keys
+                                    .get(case_id)
+                                    .into_iter()
+                                    .flatten()
+                                    .map(|k| (*case_id, k.clone())),
+                            );
                         }
                         deleted_rows.extend(set.rows.iter().cloned());
                     }
@@ -1043,18 +1200,12 @@ impl Crm for DataverseCrm {
     }
 
     async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError> {
-        let mut txn = Txn {
-            crm: self,
-            etags: HashMap::new(),
-        };
+        let mut txn = Txn::new(self);
         recheck::load(&mut txn, input).await
     }
 
     async fn component(&self, input: &ComponentInput) -> Result<Vec<EntityNow>, CrmError> {
-        let mut txn = Txn {
-            crm: self,
-            etags: HashMap::new(),
-        };
+        let mut txn = Txn::new(self);
         component::load(&mut txn, input, false).await
     }
 
@@ -1299,7 +1450,7 @@ mod tests {
             etags.insert((t.to_string(), g(k)), format!("W/\"{k}\""));
         }
         let types = vec!["Edm.Guid".to_string(), "Edm.Guid".to_string()];
-        let sets = change_sets(&input, &types, &approved, &etags).unwrap();
+        let sets = change_sets(&input, &types, &approved, &etags, &HashMap::new()).unwrap();
         assert_eq!(sets.len(), 2);
         assert_eq!(sets[0].cases, vec![1, 3]);
         assert_eq!(sets[0].rows[0], (1, g(10)), "the child first");
@@ -1312,6 +1463,6 @@ mod tests {
         assert_eq!(sets[1].cases, vec![2]);
         // A row without its etag is never sent unconditionally.
         etags.remove(&("leads".to_string(), g(2)));
-        assert!(change_sets(&input, &types, &approved, &etags).is_err());
+        assert!(change_sets(&input, &types, &approved, &etags, &HashMap::new()).is_err());
     }
 }

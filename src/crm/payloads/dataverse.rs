@@ -29,6 +29,7 @@ use crate::config::{BodyEncoding, EntityType, TableSettings};
 use crate::crm::dataverse::batch::{BatchMethod, BatchOp, ChangeSetResult};
 use crate::crm::dataverse::client::{Client, ClientError};
 use crate::crm::dataverse::metadata::{self, Metadata};
+use crate::crm::dataverse::{in_filters, key_of, key_path, query};
 use crate::crm::{CrmError, PayloadColumn, PayloadInput};
 use crate::model::{EntityKey, parse_clock_text};
 
@@ -46,10 +47,12 @@ pub(super) struct NotesTable {
     client: tokio::sync::OnceCell<Arc<Client>>,
     metadata: tokio::sync::OnceCell<Metadata>,
     label: String,
+    /// (entity type, entity set) of the configured types.
+    entity_tables: Vec<(String, String)>,
 }
 
-fn error(spec: &TableSettings, e: ClientError) -> CrmError {
-    CrmError::dataverse("technical.table", &spec.table, e)
+fn error(e: ClientError) -> CrmError {
+    CrmError::Dataverse(e)
 }
 
 /// A JSON value as the text a column holds; `None` for null.
@@ -71,6 +74,7 @@ impl NotesTable {
         origin: &str,
         max_in_flight: usize,
         spec: TableSettings,
+        entity_tables: Vec<(String, String)>,
     ) -> Result<NotesTable, CrmError> {
         if spec.encoding != BodyEncoding::Base64 {
             return Err(CrmError::Unsupported(format!(
@@ -89,6 +93,7 @@ impl NotesTable {
             origin: origin.to_string(),
             max_in_flight,
             spec,
+            entity_tables,
             client: tokio::sync::OnceCell::new(),
             metadata: tokio::sync::OnceCell::new(),
         })
@@ -96,10 +101,8 @@ impl NotesTable {
 
     async fn client(&self) -> Result<&Arc<Client>, CrmError> {
         self.client
-            .get_or_try_init(|| async {
+            .get_or_try_init(|| {
                 crate::crm::dataverse::shared_client(&self.origin, self.max_in_flight)
-                    .await
-                    .map_err(|e| error(&self.spec, e))
             })
             .await
     }
@@ -107,9 +110,7 @@ impl NotesTable {
     async fn metadata(&self) -> Result<&Metadata, CrmError> {
         self.metadata
             .get_or_try_init(|| async {
-                crate::crm::dataverse::read_metadata(self.client().await?)
-                    .await
-                    .map_err(|e| error(&self.spec, e))
+                crate::crm::dataverse::read_metadata(self.client().await?).await
             })
             .await
     }
@@ -122,31 +123,21 @@ impl NotesTable {
         &self.label
     }
 
-    /// The key as a URL literal, `None` when no row can have it (a key
-    /// that is not a GUID in a GUID column never reaches a URL).
-    async fn literal(&self, key: &str) -> Result<Option<String>, CrmError> {
-        let md = self.metadata().await?;
-        let edm = md
+    /// The key column's Edm type (`Edm.Guid` for notes).
+    async fn key_type(&self) -> Result<String, CrmError> {
+        Ok(self
+            .metadata()
+            .await?
             .property_type(&self.spec.table, &self.spec.key)
-            .unwrap_or_else(|| "Edm.Guid".into());
-        if edm == "Edm.Guid" && !metadata::is_guid(key) {
-            return Ok(None);
-        }
-        Ok(metadata::literal(&edm, &EntityKey::Text(key.to_string())).ok())
+            .unwrap_or_else(|| "Edm.Guid".into()))
     }
 
-    /// `key eq a or key eq b …` for the keys any row can have, with the
-    /// keys kept.
-    async fn key_filter(&self, keys: &[&str]) -> Result<(String, Vec<String>), CrmError> {
-        let mut parts = Vec::new();
-        let mut kept = Vec::new();
-        for k in keys {
-            if let Some(lit) = self.literal(k).await? {
-                parts.push(format!("{} eq {lit}", self.spec.key));
-                kept.push(k.to_string());
-            }
-        }
-        Ok((parts.join(" or "), kept))
+    /// The path of the row `key` (`annotations(…)`); `None` when no row
+    /// can have that key (a key that is not a GUID in a GUID column never
+    /// reaches a URL).
+    async fn row_path(&self, key: &str) -> Result<Option<String>, CrmError> {
+        let edm = self.key_type().await?;
+        Ok(key_path(&self.spec.table, &edm, &EntityKey::Text(key.to_string())).ok())
     }
 
     /// The `$select` of a row without its body.
@@ -165,9 +156,11 @@ impl NotesTable {
         cols.join(",")
     }
 
-    fn row(&self, o: &Map<String, Value>) -> Option<PayloadRow> {
+    /// A row as the Web API gives it; `key_ty` the key's Edm type (a GUID
+    /// in lower case, as the CRM's reads give keys).
+    fn row(&self, o: &Map<String, Value>, key_ty: &str) -> Option<PayloadRow> {
         let s = &self.spec;
-        let key = text(o.get(&s.key))?.to_ascii_lowercase();
+        let key = key_of(o.get(&s.key)?, key_ty)?.canonical();
         let mut links = Vec::new();
         for (_, column) in &s.links {
             if let Some(v) = text(o.get(column)).filter(|v| !v.trim().is_empty()) {
@@ -212,16 +205,13 @@ impl NotesTable {
     /// foreign key to every type it maps. A direct link column is a
     /// lookup whose behaviour the relationship's definition decides; lethe
     /// treats it as cascading too (its rows go in the case's change set).
-    pub(super) async fn foreign_keys(
-        &self,
-        entities: &[EntityType],
-    ) -> Result<Vec<ForeignKey>, CrmError> {
+    pub(super) async fn foreign_keys(&self) -> Result<Vec<ForeignKey>, CrmError> {
         let s = &self.spec;
         let table_of = |entity: &str| {
-            entities
+            self.entity_tables
                 .iter()
-                .find(|e| e.name == entity)
-                .map(|e| e.table.clone())
+                .find(|(e, _)| e == entity)
+                .map(|(_, t)| t.clone())
         };
         let mut out = Vec::new();
         for (entity, column) in &s.links {
@@ -292,7 +282,9 @@ impl NotesTable {
                     let filter = s.polymorphic.as_ref().filter(|p| &p.id == column).map(|p| {
                         p.types
                             .iter()
-                            .filter(|(_, e)| entities.get(*ty as usize).is_some_and(|t| &t.name == e))
+                            .filter(|(_, e)| {
+                                entities.get(*ty as usize).is_some_and(|t| &t.name == e)
+                            })
                             .map(|(code, _)| {
                                 format!("{} eq {}", p.type_column, metadata::string_literal(code))
                             })
@@ -322,45 +314,43 @@ impl NotesTable {
         &self,
         sink: &mut (dyn FnMut(PayloadRow) + Send),
     ) -> Result<u64, CrmError> {
+        let key_ty = self.key_type().await?;
         let client = self.client().await?;
-        let path = format!("{}?$select={}", self.spec.table, self.head_select());
+        let path = query(&self.spec.table, &[("$select", &self.head_select())]);
         let mut n = 0u64;
         client
             .get_pages(&path, PAGE, &mut |o| {
-                if let Some(row) = self.row(&o) {
+                if let Some(row) = self.row(&o, &key_ty) {
                     n += 1;
                     sink(row);
                 }
             })
             .await
-            .map_err(|e| error(&self.spec, e))?;
+            .map_err(error)?;
         Ok(n)
     }
 
     pub(super) async fn head(&self, key: &str) -> Result<Option<PayloadRow>, CrmError> {
-        let Some(lit) = self.literal(key).await? else {
+        let Some(row) = self.row_path(key).await? else {
             return Ok(None);
         };
-        let path = format!(
-            "{}({lit})?$select={}",
-            self.spec.table,
-            self.head_select()
-        );
+        let key_ty = self.key_type().await?;
+        let path = query(&row, &[("$select", &self.head_select())]);
         match self.client().await?.get_json(&path).await {
-            Ok(Value::Object(o)) => Ok(self.row(&o)),
+            Ok(Value::Object(o)) => Ok(self.row(&o, &key_ty)),
             Ok(_) => Ok(None),
             Err(e) if e.status() == Some(404) => Ok(None),
-            Err(e) => Err(error(&self.spec, e)),
+            Err(e) => Err(error(e)),
         }
     }
 
     /// The Base64 text of the body as its bytes; `None` when there is no
     /// such row, empty for null.
     pub(super) async fn body(&self, key: &str) -> Result<Option<Vec<u8>>, CrmError> {
-        let Some(lit) = self.literal(key).await? else {
+        let Some(row) = self.row_path(key).await? else {
             return Ok(None);
         };
-        let path = format!("{}({lit})?$select={}", self.spec.table, self.spec.body);
+        let path = query(&row, &[("$select", &self.spec.body)]);
         match self.client().await?.get_json(&path).await {
             Ok(Value::Object(o)) => Ok(Some(
                 text(o.get(&self.spec.body))
@@ -369,7 +359,7 @@ impl NotesTable {
             )),
             Ok(_) => Ok(None),
             Err(e) if e.status() == Some(404) => Ok(None),
-            Err(e) => Err(error(&self.spec, e)),
+            Err(e) => Err(error(e)),
         }
     }
 
@@ -382,16 +372,23 @@ impl NotesTable {
         max_row: u64,
         max_total: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, CrmError> {
-        let wanted: Vec<&str> = keys.iter().copied().take(KEYS_PER_READ).collect();
-        let (filter, kept) = self.key_filter(&wanted).await?;
-        if kept.is_empty() {
-            return Ok(Vec::new());
-        }
+        let wanted: Vec<EntityKey> = keys
+            .iter()
+            .take(KEYS_PER_READ)
+            .map(|k| EntityKey::Text(k.to_string()))
+            .collect();
+        let key_ty = self.key_type().await?;
         let s = &self.spec;
+        let Some(filter) = in_filters(&s.key, &key_ty, &wanted).into_iter().next() else {
+            return Ok(Vec::new());
+        };
         let size = s.size.as_deref().unwrap_or(&s.key);
-        let path = format!(
-            "{}?$select={},{}&$filter=({filter}) and {size} le {max_row}",
-            s.table, s.key, s.body
+        let path = query(
+            &s.table,
+            &[
+                ("$select", &format!("{},{}", s.key, s.body)),
+                ("$filter", &format!("{filter} and {size} le {max_row}")),
+            ],
         );
         let mut out = Vec::new();
         let mut total = 0usize;
@@ -402,7 +399,10 @@ impl NotesTable {
                 if full {
                     return;
                 }
-                let (Some(key), body) = (text(o.get(&s.key)), text(o.get(&s.body))) else {
+                let (Some(key), body) = (
+                    o.get(&s.key).and_then(|k| key_of(k, &key_ty)),
+                    text(o.get(&s.body)),
+                ) else {
                     return;
                 };
                 let body = body.unwrap_or_default().into_bytes();
@@ -411,35 +411,37 @@ impl NotesTable {
                     full = true;
                     return;
                 }
-                out.push((key.to_ascii_lowercase(), body));
+                out.push((key.canonical(), body));
             })
             .await
-            .map_err(|e| error(&self.spec, e))?;
+            .map_err(error)?;
         Ok(out)
     }
 
     /// The rows of `keys` (any that exist), each with its etag.
     async fn rows(&self, keys: &[&str]) -> Result<HashMap<String, PayloadRow>, CrmError> {
+        let key_ty = self.key_type().await?;
+        let wanted: Vec<EntityKey> = keys
+            .iter()
+            .map(|k| EntityKey::Text(k.to_string()))
+            .collect();
         let mut found = HashMap::new();
-        for chunk in keys.chunks(KEYS_PER_READ) {
-            let (filter, kept) = self.key_filter(chunk).await?;
-            if kept.is_empty() {
-                continue;
+        for chunk in wanted.chunks(KEYS_PER_READ) {
+            for filter in in_filters(&self.spec.key, &key_ty, chunk) {
+                let path = query(
+                    &self.spec.table,
+                    &[("$select", &self.head_select()), ("$filter", &filter)],
+                );
+                self.client()
+                    .await?
+                    .get_pages(&path, PAGE, &mut |o| {
+                        if let Some(row) = self.row(&o, &key_ty) {
+                            found.insert(row.key.clone(), row);
+                        }
+                    })
+                    .await
+                    .map_err(error)?;
             }
-            let path = format!(
-                "{}?$select={}&$filter={filter}",
-                self.spec.table,
-                self.head_select()
-            );
-            self.client()
-                .await?
-                .get_pages(&path, PAGE, &mut |o| {
-                    if let Some(row) = self.row(&o) {
-                        found.insert(row.key.clone(), row);
-                    }
-                })
-                .await
-                .map_err(|e| error(&self.spec, e))?;
         }
         Ok(found)
     }
@@ -454,6 +456,7 @@ impl NotesTable {
     ) -> Result<Vec<RowFate>, CrmError> {
         let mut out = vec![RowFate::Gone; keys.len()];
         let client = self.client().await?;
+        let key_ty = self.key_type().await?;
         for (c, chunk) in keys.chunks(DELETES_PER_BATCH).enumerate() {
             let base = c * DELETES_PER_BATCH;
             let refs: Vec<&str> = chunk.iter().map(|k| k.as_str()).collect();
@@ -462,7 +465,7 @@ impl NotesTable {
             let mut at = Vec::new();
             for (j, key) in chunk.iter().enumerate() {
                 let i = base + j;
-                let Some(row) = found.get(&key.to_ascii_lowercase()) else {
+                let Some(row) = found.get(key.as_str()) else {
                     out[i] = RowFate::Gone;
                     continue;
                 };
@@ -470,15 +473,17 @@ impl NotesTable {
                     out[i] = RowFate::Kept;
                     continue;
                 }
-                let (Some(etag), Some(lit)) = (row.version.clone(), self.literal(key).await?)
-                else {
+                let (Some(etag), Ok(path)) = (
+                    row.version.clone(),
+                    key_path(&self.spec.table, &key_ty, &EntityKey::Text(key.clone())),
+                ) else {
                     // No etag: a delete could not be conditional.
                     out[i] = RowFate::Kept;
                     continue;
                 };
                 ops.push(vec![BatchOp {
                     method: BatchMethod::Delete,
-                    path: format!("{}({lit})", self.spec.table),
+                    path,
                     if_match: Some(etag),
                     body: None,
                 }]);
@@ -487,35 +492,26 @@ impl NotesTable {
             if ops.is_empty() {
                 continue;
             }
-            let results = client
-                .batch(&ops)
-                .await
-                .map_err(|e| error(&self.spec, e))?;
+            let results = client.batch(&ops).await.map_err(error)?;
             for (&i, result) in at.iter().zip(results) {
                 out[i] = match result {
                     ChangeSetResult::Done => RowFate::Deleted,
                     ChangeSetResult::Failed { status: 404, .. } => RowFate::Gone,
                     ChangeSetResult::Failed { status: 412, .. } => RowFate::Kept,
                     ChangeSetResult::Failed { status, code } => {
-                        return Err(error(
-                            &self.spec,
-                            ClientError::Status {
-                                method: "DELETE",
-                                target: self.spec.table.clone(),
-                                status,
-                                code,
-                                message: None,
-                            },
-                        ));
+                        return Err(error(ClientError::Status {
+                            method: "DELETE",
+                            target: self.spec.table.clone(),
+                            status,
+                            code,
+                            message: None,
+                        }));
                     }
                     ChangeSetResult::NotAttempted => {
-                        return Err(error(
-                            &self.spec,
-                            ClientError::Protocol {
-                                target: "$batch".into(),
-                                reason: "the server left a delete unanswered".into(),
-                            },
-                        ));
+                        return Err(error(ClientError::Protocol {
+                            target: "$batch".into(),
+                            reason: "the server left a delete unanswered".into(),
+                        }));
                     }
                 };
             }
@@ -531,9 +527,10 @@ impl NotesTable {
         matches: &(dyn Fn(&PayloadRow) -> bool + Sync),
         body: Vec<u8>,
     ) -> Result<Result<PayloadRow, Option<PayloadRow>>, CrmError> {
-        let Some(lit) = self.literal(key).await? else {
+        let Some(row_path) = self.row_path(key).await? else {
             return Ok(Err(None));
         };
+        let key_ty = self.key_type().await?;
         let Some(row) = self.head(key).await? else {
             return Ok(Err(None));
         };
@@ -549,7 +546,7 @@ impl NotesTable {
             s.body.clone(),
             Value::String(String::from_utf8_lossy(&body).into_owned()),
         );
-        let path = format!("{}({lit})?$select={}", s.table, self.head_select());
+        let path = query(&row_path, &[("$select", &self.head_select())]);
         let answer = self
             .client()
             .await?
@@ -570,7 +567,7 @@ impl NotesTable {
         match answer {
             Ok(a) => {
                 if let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(&a.body)
-                    && let Some(row) = self.row(&o)
+                    && let Some(row) = self.row(&o, &key_ty)
                 {
                     return Ok(Ok(row));
                 }
@@ -578,7 +575,7 @@ impl NotesTable {
             }
             Err(e) if e.status() == Some(412) => Ok(Err(self.head(key).await?)),
             Err(e) if e.status() == Some(404) => Ok(Err(None)),
-            Err(e) => Err(error(&self.spec, e)),
+            Err(e) => Err(error(e)),
         }
     }
 }

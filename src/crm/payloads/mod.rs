@@ -7,10 +7,13 @@
 //!
 //! - `sql`: SQLite, PostgreSQL and MariaDB, every statement in the three
 //!   dialects.
+//! - `dataverse`: a Dataverse entity set over the Web API (notes:
+//!   `annotations`), conditional on each row's etag.
 //!
 //! The store above decodes bodies and judges expectations; nothing here
 //! knows a link rule.
 
+mod dataverse;
 mod sql;
 
 use crate::config::{CrmUrl, EntityType, TableSettings};
@@ -58,15 +61,30 @@ pub struct PayloadTable {
 
 enum Inner {
     Sql(sql::SqlTable),
+    Dataverse(dataverse::NotesTable),
 }
 
 impl PayloadTable {
     /// The payload table in the CRM of `crm`; connected on first use (so
     /// that opening a store stays synchronous).
-    pub fn connect(crm: &CrmUrl, spec: TableSettings) -> Result<PayloadTable, CrmError> {
-        Ok(PayloadTable {
-            inner: Inner::Sql(sql::SqlTable::connect(crm, spec)?),
-        })
+    ///
+    /// `entity_tables` are the configured (entity type, table) pairs: on
+    /// Dataverse, which entity sets a note's `objectid` may name.
+    pub fn connect(
+        crm: &CrmUrl,
+        spec: TableSettings,
+        entity_tables: &[(String, String)],
+    ) -> Result<PayloadTable, CrmError> {
+        let inner = match crm {
+            CrmUrl::Dataverse { origin } => Inner::Dataverse(dataverse::NotesTable::new(
+                origin,
+                crate::crm::dataverse::client::DEFAULT_IN_FLIGHT,
+                spec,
+                entity_tables.to_vec(),
+            )?),
+            _ => Inner::Sql(sql::SqlTable::connect(crm, spec)?),
+        };
+        Ok(PayloadTable { inner })
     }
 
     /// The CRM's kind as `Crm::kind` names it (`sqlite`, `postgres`,
@@ -74,12 +92,14 @@ impl PayloadTable {
     pub fn kind(&self) -> &'static str {
         match &self.inner {
             Inner::Sql(t) => t.dialect().name(),
+            Inner::Dataverse(_) => "dataverse",
         }
     }
 
     pub fn settings(&self) -> &TableSettings {
         match &self.inner {
             Inner::Sql(t) => t.settings(),
+            Inner::Dataverse(t) => t.settings(),
         }
     }
 
@@ -87,6 +107,7 @@ impl PayloadTable {
     pub fn label(&self) -> &str {
         match &self.inner {
             Inner::Sql(t) => t.label(),
+            Inner::Dataverse(t) => t.label(),
         }
     }
 
@@ -95,6 +116,7 @@ impl PayloadTable {
     pub async fn catalogue(&self) -> Result<Option<Vec<(String, String)>>, CrmError> {
         match &self.inner {
             Inner::Sql(t) => t.catalogue().await,
+            Inner::Dataverse(t) => t.catalogue().await,
         }
     }
 
@@ -103,6 +125,7 @@ impl PayloadTable {
     pub async fn foreign_keys(&self) -> Result<Vec<ForeignKey>, CrmError> {
         match &self.inner {
             Inner::Sql(t) => t.foreign_keys().await,
+            Inner::Dataverse(t) => t.foreign_keys().await,
         }
     }
 
@@ -112,6 +135,7 @@ impl PayloadTable {
     pub async fn foreign_key_columns(&self, entities: &[EntityType]) -> Vec<(u16, String)> {
         match &self.inner {
             Inner::Sql(t) => t.foreign_key_columns(entities).await,
+            Inner::Dataverse(t) => t.foreign_key_columns(entities),
         }
     }
 
@@ -124,6 +148,7 @@ impl PayloadTable {
     ) -> PayloadInput {
         match &self.inner {
             Inner::Sql(t) => t.payload_input(columns),
+            Inner::Dataverse(t) => t.payload_input(columns, entities),
         }
     }
 
@@ -131,12 +156,14 @@ impl PayloadTable {
     pub async fn list(&self, sink: &mut (dyn FnMut(PayloadRow) + Send)) -> Result<u64, CrmError> {
         match &self.inner {
             Inner::Sql(t) => t.list(sink).await,
+            Inner::Dataverse(t) => t.list(sink).await,
         }
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<PayloadRow>, CrmError> {
         match &self.inner {
             Inner::Sql(t) => t.head(key).await,
+            Inner::Dataverse(t) => t.head(key).await,
         }
     }
 
@@ -145,6 +172,7 @@ impl PayloadTable {
     pub async fn body(&self, key: &str) -> Result<Option<Vec<u8>>, CrmError> {
         match &self.inner {
             Inner::Sql(t) => t.body(key).await,
+            Inner::Dataverse(t) => t.body(key).await,
         }
     }
 
@@ -160,6 +188,7 @@ impl PayloadTable {
     ) -> Result<Vec<(String, Vec<u8>)>, CrmError> {
         match &self.inner {
             Inner::Sql(t) => t.bodies(keys, max_row, max_total).await,
+            Inner::Dataverse(t) => t.bodies(keys, max_row, max_total).await,
         }
     }
 
@@ -173,6 +202,7 @@ impl PayloadTable {
     ) -> Result<Vec<RowFate>, CrmError> {
         match &self.inner {
             Inner::Sql(t) => t.delete_where(keys, keep).await,
+            Inner::Dataverse(t) => t.delete_where(keys, keep).await,
         }
     }
 
@@ -187,6 +217,7 @@ impl PayloadTable {
     ) -> Result<Result<PayloadRow, Option<PayloadRow>>, CrmError> {
         match &self.inner {
             Inner::Sql(t) => t.rewrite(key, matches, body).await,
+            Inner::Dataverse(t) => t.rewrite(key, matches, body).await,
         }
     }
 }

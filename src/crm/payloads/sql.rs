@@ -122,7 +122,7 @@ impl SqlTable {
             ),
             CrmUrl::Dataverse { .. } => {
                 return Err(CrmError::Unsupported(
-                    "url = \"crm://\" on a Dataverse CRM (notes in the annotation table) is not supported yet; keep the technical store in a folder, S3 or Azure Blob".into(),
+                    "the payload table of a Dataverse CRM is not an SQL table".into(),
                 ));
             }
         };

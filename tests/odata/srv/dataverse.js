@@ -115,6 +115,19 @@ class DataverseService extends cds.ApplicationService {
       const host = hostOf(req)
       if (host) res.setHeader('OData-EntityId', `http://${host}${SERVICE_PATH}${req.target.name.split('.').pop()}(${row[key]})`)
     })
+    // Dataverse's parental cascade for notes: deleting a row deletes the
+    // notes attached to it (objectid), in the same transaction. Tests use it
+    // to show that lethe deletes the notes it planned first, itself, and
+    // never lets the cascade take one it did not plan.
+    this.after('DELETE', '*', async (_result, req) => {
+      const set = req.target?.name?.split('.').pop()
+      if (!set || set === 'annotations') return
+      const key = state.keyOf(req.target)
+      const id = req.data?.[key]
+      if (!id) return
+      const notes = Object.values(this.entities).find(e => e.name.split('.').pop() === 'annotations')
+      if (notes) await DELETE.from(notes).where({ _objectid_value: String(id).toLowerCase() })
+    })
     this.on('WhoAmI', () => state.whoAmI)
     return super.init()
   }
