@@ -161,22 +161,13 @@ impl NotesTable {
     fn row(&self, o: &Map<String, Value>, key_ty: &str) -> Option<PayloadRow> {
         let s = &self.spec;
         let key = key_of(o.get(&s.key)?, key_ty)?.canonical();
-        let mut links = Vec::new();
-        for (_, column) in &s.links {
-            if let Some(v) = text(o.get(column)).filter(|v| !v.trim().is_empty()) {
-                links.push((TableSettings::link_name(column, None), v.trim().to_string()));
-            }
-        }
-        if let Some(p) = &s.polymorphic
-            && let (Some(id), Some(code)) = (text(o.get(&p.id)), text(o.get(&p.type_column)))
-            && let Some((_, entity)) = p.types.iter().find(|(c, _)| *c == code.trim())
-            && !id.trim().is_empty()
-        {
-            links.push((
-                TableSettings::link_name(&p.id, Some(entity)),
-                id.trim().to_string(),
-            ));
-        }
+        let links = super::row_links(
+            s,
+            s.links.iter().map(|(_, c)| text(o.get(c))),
+            s.polymorphic
+                .as_ref()
+                .map(|p| (text(o.get(&p.id)), text(o.get(&p.type_column)))),
+        );
         Some(PayloadRow {
             key,
             name: s.name.as_ref().and_then(|n| text(o.get(n))),

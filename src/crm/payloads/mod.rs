@@ -34,6 +34,33 @@ pub struct PayloadRow {
     pub links: Vec<(String, String)>,
 }
 
+/// A row's whole-file links from its link columns: each direct link
+/// column's value, and the polymorphic pair's id when its type code maps
+/// to an entity type; blank values link nothing. `links` are the direct
+/// columns' values in `spec.links` order, `poly` the (id, type code).
+pub(crate) fn row_links(
+    spec: &TableSettings,
+    links: impl IntoIterator<Item = Option<String>>,
+    poly: Option<(Option<String>, Option<String>)>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for ((_, column), v) in spec.links.iter().zip(links) {
+        if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
+            out.push((TableSettings::link_name(column, None), v.trim().to_string()));
+        }
+    }
+    if let (Some(p), Some((Some(id), Some(code)))) = (&spec.polymorphic, poly)
+        && let Some((_, entity)) = p.types.iter().find(|(c, _)| *c == code.trim())
+        && !id.trim().is_empty()
+    {
+        out.push((
+            TableSettings::link_name(&p.id, Some(entity)),
+            id.trim().to_string(),
+        ));
+    }
+    out
+}
+
 /// What became of one key a delete was asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RowFate {

@@ -493,24 +493,12 @@ impl SqlTable {
         };
         let text = |i: usize| r.try_get::<Option<String>, _>(i).ok().flatten();
         let size = r.try_get::<i64, _>(3).unwrap_or(0);
-        let mut links = Vec::new();
-        let mut at = 5;
-        for (_, column) in &self.spec.links {
-            if let Some(v) = text(at).filter(|v| !v.trim().is_empty()) {
-                links.push((TableSettings::link_name(column, None), v.trim().to_string()));
-            }
-            at += 1;
-        }
-        if let Some(p) = &self.spec.polymorphic
-            && let (Some(id), Some(code)) = (text(at), text(at + 1))
-            && let Some((_, entity)) = p.types.iter().find(|(c, _)| *c == code.trim())
-            && !id.trim().is_empty()
-        {
-            links.push((
-                TableSettings::link_name(&p.id, Some(entity)),
-                id.trim().to_string(),
-            ));
-        }
+        let at = 5 + self.spec.links.len();
+        let links = super::row_links(
+            &self.spec,
+            (5..at).map(text),
+            Some((text(at), text(at + 1))),
+        );
         Some(PayloadRow {
             key,
             name: text(1),
