@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -39,12 +40,19 @@ def conn():
 def request(method, path, headers=None):
     h = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     h.update(headers or {})
-    for attempt in range(5):
+    attempt = 0
+    while attempt < 5:
+        attempt += 1
         try:
             c = conn()
             c.request(method, path, headers=h)
             r = c.getresponse()
             body = r.read()
+            if r.status == 429:
+                # Service protection: wait as told, then again (any
+                # correct client must; the wait does not count as a try).
+                time.sleep(int(r.getheader("Retry-After", "1")))
+                continue
             return r.status, body
         except (ConnectionError, http.client.HTTPException):
             local.__dict__.pop("c", None)

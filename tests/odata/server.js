@@ -239,7 +239,7 @@ function testRoutes() {
   r.get('/faults', (_req, res) => res.json(state.faults))
   r.post('/faults', (req, res) => {
     const b = req.body || {}
-    for (const k of ['throttle_every', 'retry_after', 'reset_every', 'delay_ms']) {
+    for (const k of ['throttle_every', 'retry_after', 'reset_every', 'delay_ms', 'limit_requests', 'limit_window_ms']) {
       if (b[k] === undefined) continue
       if (!Number.isInteger(b[k]) || b[k] < 0) return res.status(400).json({ error: `${k} must be a non-negative integer` })
       state.faults[k] = b[k]

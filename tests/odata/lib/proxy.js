@@ -48,6 +48,8 @@ function batchPartCounter(contentType) {
 function startProxy(targetPort, { log }) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 256 })
   let sequence = 0 // service requests since the faults were last set
+  // Forwarded requests' times, for the service protection window.
+  const window = []
 
   const server = http.createServer((req, res) => {
     const path = req.url.split('?')[0]
@@ -78,7 +80,22 @@ function startProxy(targetPort, { log }) {
         else req.socket.destroy()
         return
       }
-      if (f.throttle_every > 0 && n % f.throttle_every === 0) {
+      // Dataverse's service protection: at most limit_requests requests in
+      // any limit_window_ms; beyond, 429 with the seconds until the oldest
+      // request of the window leaves it.
+      let retryAfter = f.retry_after ?? 1
+      let limited = false
+      if (f.limit_requests > 0 && f.limit_window_ms > 0) {
+        const now = Date.now()
+        while (window.length && window[0] <= now - f.limit_window_ms) window.shift()
+        if (window.length >= f.limit_requests) {
+          limited = true
+          retryAfter = Math.max(1, Math.ceil((window[0] + f.limit_window_ms - now) / 1000))
+        } else {
+          window.push(now)
+        }
+      }
+      if (limited || (f.throttle_every > 0 && n % f.throttle_every === 0)) {
         stats.throttled++
         log(`proxy: 429 ${req.method} ${req.url}`)
         const code = f.throttle_code || '0x80072322'
@@ -90,7 +107,7 @@ function startProxy(targetPort, { log }) {
           res.writeHead(429, {
             'Content-Type': 'application/json; odata.metadata=minimal',
             'Content-Length': Buffer.byteLength(body),
-            'Retry-After': String(f.retry_after ?? 1),
+            'Retry-After': String(retryAfter),
             'OData-Version': '4.0',
             'x-ms-service-request-id': cryptoId(),
           }).end(body)
@@ -147,6 +164,7 @@ function startProxy(targetPort, { log }) {
     server,
     resetSequence() {
       sequence = 0
+      window.length = 0
     },
   }
 }

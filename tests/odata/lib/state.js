@@ -32,7 +32,7 @@ const whoAmI = {
   OrganizationId: '6f0c7c84-7f5e-4d2a-9a53-1e8c6b0b0003',
 }
 
-const faults = { throttle_every: 0, retry_after: 1, reset_every: 0, delay_ms: 0, throttle_code: '0x80072322' }
+const faults = { throttle_every: 0, retry_after: 1, reset_every: 0, delay_ms: 0, throttle_code: '0x80072322', limit_requests: 0, limit_window_ms: 0 }
 
 const newStats = () => ({
   requests: 0,
