@@ -459,10 +459,18 @@ async fn wrong_credentials_name_the_variable_never_the_secret() {
     assert!(out.contains("AZURE_CLIENT_SECRET"), "{out}");
     assert!(!out.contains(secret), "{out}");
     let mut env = server.env();
-    env.push(("AZURE_CLIENT_CERTIFICATE_PATH", "/tmp/cert.pem".into()));
+    env.push((
+        "AZURE_CLIENT_CERTIFICATE_PATH",
+        "/nonexistent/lethe-test-cert.pem".into(),
+    ));
     let (code, out) = run(env, &["AZURE_CLIENT_SECRET"]);
     assert_ne!(code, 0, "{out}");
-    assert!(out.contains("not supported yet"), "{out}");
+    assert!(
+        out.contains(
+            "AZURE_CLIENT_CERTIFICATE_PATH /nonexistent/lethe-test-cert.pem: cannot be read"
+        ),
+        "a certificate file that is not there is named: {out}"
+    );
     // The right ones: check passes, the config fits $metadata.
     let (code, out) = run(server.env(), &[]);
     assert_eq!(code, 0, "{out}");
@@ -575,4 +583,111 @@ async fn requests_in_flight_stay_below_the_cap() {
         .expect_err("60 is refused")
         .to_string();
     assert!(e.contains("crm.max_in_flight"), "{e}");
+}
+
+/// A certificate credential (`AZURE_CLIENT_CERTIFICATE_PATH`: a PEM with
+/// the certificate and its key): a client assertion signed with the key
+/// gets a token when the certificate is the app's; another certificate is
+/// refused with a message naming the variable, never the key; a file
+/// without a key is refused before any request. Through the binary too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_credential_signs_its_way_in() {
+    let server = server!("a_certificate_credential_signs_its_way_in");
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str| {
+        let key = dir.path().join(format!("{name}.key"));
+        let cert = dir.path().join(format!("{name}.crt"));
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            ])
+            .arg(format!("/CN=lethe-test-{name}"))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let cert_pem = std::fs::read_to_string(&cert).unwrap();
+        let both = dir.path().join(format!("{name}.pem"));
+        std::fs::write(
+            &both,
+            format!("{cert_pem}{}", std::fs::read_to_string(&key).unwrap()),
+        )
+        .unwrap();
+        (cert_pem, both, cert)
+    };
+    let (app_pem, app, app_cert_only) = make("app");
+    let (_, other, _) = make("other");
+    server.register_certificate(&app_pem).await;
+    let with = |path: &std::path::Path| Credentials {
+        client_secret: lethe::sensitive::Sensitive::new(String::new()),
+        certificate: Some(
+            lethe::crm::dataverse::client::Certificate::from_pem_file(path)
+                .unwrap_or_else(|e| panic!("{e}")),
+        ),
+        ..server.credentials()
+    };
+    let crm = DataverseCrm::connect(&server.proxy, with(&app), ClientOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("the app's certificate gets a token: {e}"));
+    assert!(crm.columns("leads").await.unwrap().is_some());
+
+    let e = DataverseCrm::connect(&server.proxy, with(&other), ClientOptions::default())
+        .await
+        .err()
+        .expect("a certificate the app does not have is refused")
+        .to_string();
+    assert!(e.contains("AZURE_CLIENT_CERTIFICATE_PATH"), "{e}");
+    assert!(e.contains("700027"), "Azure AD's code is passed on: {e}");
+    assert!(!e.contains("PRIVATE KEY") && !e.contains("MII"), "{e}");
+
+    let e = lethe::crm::dataverse::client::Certificate::from_pem_file(&app_cert_only)
+        .expect_err("a certificate without its key is refused")
+        .to_string();
+    assert!(e.contains("no private key") && e.contains("app.crt"), "{e}");
+
+    // The binary, from the standard environment, without a secret.
+    std::fs::write(
+        dir.path().join("lethe.toml"),
+        config_text(&server.crm_url(true)),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("technical")).unwrap();
+    let run = |pem: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .arg("-c")
+            .arg(dir.path().join("lethe.toml"))
+            .arg("check")
+            .envs(
+                server
+                    .env()
+                    .into_iter()
+                    .filter(|(k, _)| *k != "AZURE_CLIENT_SECRET"),
+            )
+            .env_remove("AZURE_CLIENT_SECRET")
+            .env("AZURE_CLIENT_CERTIFICATE_PATH", pem)
+            .output()
+            .expect("lethe check")
+    };
+    let out = run(&app);
+    assert!(
+        out.status.success(),
+        "check with the app's certificate: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&other);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("AZURE_CLIENT_CERTIFICATE_PATH"), "{text}");
 }

@@ -144,6 +144,34 @@ function aadError(res, status, error, code, description) {
   })
 }
 
+// A certificate credential's client assertion, as Azure AD checks it: a
+// JWT signed RS256 by the key of a certificate registered for the app
+// (POST /_test/certificate), named by its SHA-1 thumbprint (x5t), for
+// this token endpoint (aud), by and for the client (iss, sub), in date.
+// Returns why it is refused, or nothing.
+function checkAssertion(body, clientId, audience) {
+  if (body.client_assertion_type !== 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer') return 'client_assertion_type is not jwt-bearer'
+  const parts = String(body.client_assertion || '').split('.')
+  if (parts.length !== 3) return 'not a JWT'
+  let header, claims
+  try {
+    header = JSON.parse(Buffer.from(parts[0], 'base64url'))
+    claims = JSON.parse(Buffer.from(parts[1], 'base64url'))
+  } catch {
+    return 'not a JWT'
+  }
+  if (header.alg !== 'RS256') return `alg ${header.alg} is not RS256`
+  const cert = state.certificates.get(header.x5t)
+  if (!cert) return `no certificate with thumbprint ${header.x5t} is registered for the app`
+  const ok = crypto.verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), cert.publicKey, Buffer.from(parts[2], 'base64url'))
+  if (!ok) return 'the signature does not verify'
+  const now = Math.floor(Date.now() / 1000)
+  if (claims.iss !== clientId || claims.sub !== clientId) return 'iss and sub must be the client id'
+  if (claims.aud !== audience) return `aud ${claims.aud} is not ${audience}`
+  if (!(claims.exp > now) || (claims.nbf ?? 0) > now + 300) return 'expired or not yet valid'
+  return null
+}
+
 function tokenEndpoint(req, res) {
   const body = req.body || {}
   let { client_id, client_secret } = body
@@ -163,7 +191,10 @@ function tokenEndpoint(req, res) {
   if (client_id !== state.CLIENT_ID) {
     return aadError(res, 401, 'invalid_client', 700016, `Application with identifier '${client_id ?? ''}' was not found in the directory '${state.TENANT}'.`)
   }
-  if (client_secret !== state.CLIENT_SECRET) {
+  if (body.client_assertion_type !== undefined || body.client_assertion !== undefined) {
+    const why = checkAssertion(body, client_id, `http://${req.headers.host}${req.originalUrl.split('?')[0]}`)
+    if (why) return aadError(res, 401, 'invalid_client', 700027, `Client assertion failed signature validation: ${why}`)
+  } else if (client_secret !== state.CLIENT_SECRET) {
     return aadError(res, 401, 'invalid_client', 7000215, 'Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.')
   }
   if (typeof body.scope !== 'string' || !body.scope.split(' ').some(s => s.endsWith('/.default'))) {
@@ -234,6 +265,20 @@ function testRoutes() {
   r.post('/stats/reset', (_req, res) => {
     state.resetStats()
     res.json(state.stats)
+  })
+
+  // {"pem": "-----BEGIN CERTIFICATE-----…"}: a certificate of the app
+  // registration, for client assertions; answers its thumbprint (x5t).
+  r.post('/certificate', (req, res) => {
+    let cert
+    try {
+      cert = new crypto.X509Certificate(String(req.body?.pem || ''))
+    } catch (e) {
+      return res.status(400).json({ error: `not a certificate: ${e.message}` })
+    }
+    const x5t = Buffer.from(cert.fingerprint.replace(/:/g, ''), 'hex').toString('base64url')
+    state.certificates.set(x5t, cert)
+    res.json({ x5t })
   })
 
   r.get('/faults', (_req, res) => res.json(state.faults))

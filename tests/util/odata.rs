@@ -101,6 +101,7 @@ impl OdataServer {
             client_id: self.client_id.clone(),
             client_secret: Sensitive::new(self.client_secret.clone()),
             authority_host: format!("{}/", self.direct),
+            certificate: None,
         }
     }
 
@@ -139,6 +140,12 @@ impl OdataServer {
     /// Inserts rows: `{"leads": [...], ...}`.
     pub async fn seed(&self, rows: Value) -> Value {
         self.post("/_test/seed", rows).await
+    }
+
+    /// Registers a certificate (PEM) of the app for client assertions.
+    pub async fn register_certificate(&self, pem: &str) {
+        self.post("/_test/certificate", serde_json::json!({ "pem": pem }))
+            .await;
     }
 
     pub async fn reset(&self) {

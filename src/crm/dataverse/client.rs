@@ -56,9 +56,13 @@ const THROTTLE_CODES: [&str; 6] = [
 pub enum ClientError {
     /// An `AZURE_*` variable the credentials need is not set.
     #[error(
-        "{var} is not set; the Dataverse CRM authenticates with OAuth2 client credentials from AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET"
+        "{var} is not set; the Dataverse CRM authenticates with OAuth2 client credentials from AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH)"
     )]
     MissingEnv { var: &'static str },
+    /// The certificate credential cannot be used (names the file, never
+    /// the key).
+    #[error("{0}")]
+    Certificate(String),
     /// A way of authenticating lethe does not have yet.
     #[error("{0}")]
     Unsupported(String),
@@ -153,9 +157,105 @@ impl ClientError {
 pub struct Credentials {
     pub tenant_id: String,
     pub client_id: String,
+    /// Empty when the app authenticates with a certificate.
     pub client_secret: Sensitive<String>,
     /// `https://login.microsoftonline.com/` unless `AZURE_AUTHORITY_HOST`.
     pub authority_host: String,
+    /// A certificate credential (`AZURE_CLIENT_CERTIFICATE_PATH`), used
+    /// when there is no secret.
+    pub certificate: Option<Certificate>,
+}
+
+/// A certificate of the app registration with its private key: each token
+/// request carries a client assertion (a JWT signed RS256 with the key,
+/// naming the certificate by its SHA-1 thumbprint), never the key.
+#[derive(Clone)]
+pub struct Certificate {
+    /// The certificate, DER.
+    der: Vec<u8>,
+    key: std::sync::Arc<aws_lc_rs::signature::RsaKeyPair>,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Certificate(…)")
+    }
+}
+
+impl Certificate {
+    /// A PEM file holding the certificate and its RSA private key (PKCS#8
+    /// or PKCS#1), as `AZURE_CLIENT_CERTIFICATE_PATH` names it. The error
+    /// names the file and what is missing, never a byte of the key.
+    pub fn from_pem_file(path: &std::path::Path) -> Result<Certificate, ClientError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &str| {
+            ClientError::Certificate(format!(
+                "AZURE_CLIENT_CERTIFICATE_PATH {}: {what}",
+                path.display()
+            ))
+        };
+        let der = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(&format!("cannot be read ({e})")))?
+            .next()
+            .ok_or_else(|| bad("holds no CERTIFICATE block"))?
+            .map_err(|e| bad(&format!("its certificate is not PEM ({e})")))?
+            .to_vec();
+        let key = PrivateKeyDer::from_pem_file(path).map_err(|_| {
+            bad("holds no private key (a PEM file with the certificate and its unencrypted RSA key; a .pfx with AZURE_CLIENT_CERTIFICATE_PASSWORD is not supported)")
+        })?;
+        let pair = match &key {
+            PrivateKeyDer::Pkcs8(k) => {
+                aws_lc_rs::signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der())
+            }
+            PrivateKeyDer::Pkcs1(k) => {
+                aws_lc_rs::signature::RsaKeyPair::from_der(k.secret_pkcs1_der())
+            }
+            _ => {
+                return Err(bad(
+                    "its private key is not an RSA key (Azure AD takes RS256)",
+                ));
+            }
+        }
+        .map_err(|_| bad("its private key is not a usable RSA key"))?;
+        Ok(Certificate {
+            der,
+            key: std::sync::Arc::new(pair),
+        })
+    }
+
+    /// The client assertion for a token request to `audience` (the token
+    /// endpoint): header `{alg: RS256, typ: JWT, x5t}`, claims `aud`,
+    /// `iss` = `sub` = the client id, `jti`, `nbf`, `iat`, `exp` (ten
+    /// minutes).
+    fn assertion(&self, client_id: &str, audience: &str) -> Result<String, ClientError> {
+        use base64::Engine;
+        use sha1::Digest;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let thumbprint = b64.encode(sha1::Sha1::digest(&self.der));
+        let now = jiff::Timestamp::now().as_second();
+        let jti: [u8; 16] = rand::random();
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5t": thumbprint});
+        let claims = serde_json::json!({
+            "aud": audience, "iss": client_id, "sub": client_id,
+            "jti": hex::encode(jti), "nbf": now, "iat": now, "exp": now + 600,
+        });
+        let input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                &aws_lc_rs::rand::SystemRandom::new(),
+                input.as_bytes(),
+                &mut signature,
+            )
+            .map_err(|_| ClientError::Certificate("signing the client assertion failed".into()))?;
+        Ok(format!("{input}.{}", b64.encode(signature)))
+    }
 }
 
 impl Credentials {
@@ -174,14 +274,23 @@ impl Credentials {
         let client_id = var("AZURE_CLIENT_ID").ok_or(ClientError::MissingEnv {
             var: "AZURE_CLIENT_ID",
         })?;
-        let client_secret = match var("AZURE_CLIENT_SECRET") {
-            Some(s) => Sensitive::new(s),
-            None if var("AZURE_CLIENT_CERTIFICATE_PATH").is_some() => {
-                return Err(ClientError::Unsupported(
-                    "AZURE_CLIENT_CERTIFICATE_PATH is set, but certificate credentials are not supported yet for the Dataverse CRM; set AZURE_CLIENT_SECRET (a client secret of the app registration)".into(),
-                ));
+        let (client_secret, certificate) = match (
+            var("AZURE_CLIENT_SECRET"),
+            var("AZURE_CLIENT_CERTIFICATE_PATH"),
+        ) {
+            (Some(s), _) => (Sensitive::new(s), None),
+            (None, Some(path)) => {
+                if var("AZURE_CLIENT_CERTIFICATE_PASSWORD").is_some() {
+                    return Err(ClientError::Unsupported(
+                        "AZURE_CLIENT_CERTIFICATE_PASSWORD is set: a password-protected (.pfx) certificate is not supported; give AZURE_CLIENT_CERTIFICATE_PATH a PEM file with the certificate and its unencrypted key".into(),
+                    ));
+                }
+                (
+                    Sensitive::new(String::new()),
+                    Some(Certificate::from_pem_file(std::path::Path::new(&path))?),
+                )
             }
-            None => {
+            (None, None) => {
                 return Err(ClientError::MissingEnv {
                     var: "AZURE_CLIENT_SECRET",
                 });
@@ -191,6 +300,7 @@ impl Credentials {
             tenant_id,
             client_id,
             client_secret,
+            certificate,
             authority_host: var("AZURE_AUTHORITY_HOST")
                 .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string()),
         })
@@ -471,12 +581,19 @@ impl Client {
             AuthType, ClientId, ClientSecret, RequestTokenError, Scope, TokenResponse, TokenUrl,
         };
         self.token_requests.fetch_add(1, Ordering::Relaxed);
-        let client = BasicClient::new(ClientId::new(self.credentials.client_id.clone()))
-            .set_client_secret(ClientSecret::new(
-                self.credentials.client_secret.expose().clone(),
-            ))
+        let c = &self.credentials;
+        let mut client = BasicClient::new(ClientId::new(c.client_id.clone()))
             .set_auth_type(AuthType::RequestBody)
             .set_token_uri(TokenUrl::from_url(self.token_url.clone()));
+        // A secret when there is one; else the certificate's assertion.
+        let assertion = match (&c.certificate, c.client_secret.expose().is_empty()) {
+            (Some(cert), true) => Some(cert.assertion(&c.client_id, self.token_url.as_str())?),
+            _ => {
+                client =
+                    client.set_client_secret(ClientSecret::new(c.client_secret.expose().clone()));
+                None
+            }
+        };
         let scope = format!("{}/.default", self.origin.as_str().trim_end_matches('/'));
         let http = self.http.clone();
         let send = move |request: oauth2::HttpRequest| {
@@ -484,11 +601,18 @@ impl Client {
             async move { token_http(&http, request).await }
         };
         let started = std::time::Instant::now();
-        let answer = client
+        let mut request = client
             .exchange_client_credentials()
-            .add_scope(Scope::new(scope))
-            .request_async(&send)
-            .await;
+            .add_scope(Scope::new(scope));
+        if let Some(a) = assertion {
+            request = request
+                .add_extra_param(
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                )
+                .add_extra_param("client_assertion", a);
+        }
+        let answer = request.request_async(&send).await;
         match answer {
             Ok(t) => {
                 let lifetime = t.expires_in().unwrap_or(Duration::from_secs(3600));
@@ -502,6 +626,12 @@ impl Client {
             }
             Err(RequestTokenError::ServerResponse(e)) => {
                 let hint = match e.error() {
+                    BasicErrorResponseType::InvalidClient
+                    | BasicErrorResponseType::UnauthorizedClient
+                        if c.client_secret.expose().is_empty() =>
+                    {
+                        "AZURE_CLIENT_CERTIFICATE_PATH (is this certificate uploaded to the app registration?) and AZURE_CLIENT_ID"
+                    }
                     BasicErrorResponseType::InvalidClient
                     | BasicErrorResponseType::UnauthorizedClient => {
                         "AZURE_CLIENT_SECRET and AZURE_CLIENT_ID"
@@ -1151,6 +1281,7 @@ mod tests {
             client_id: "c".into(),
             client_secret: Sensitive::new("hunter2".into()),
             authority_host: DEFAULT_AUTHORITY.into(),
+            certificate: None,
         };
         assert!(!format!("{c:?}").contains("hunter2"));
     }

@@ -98,7 +98,11 @@ function annotationSize(row) {
   if (row.isdocument == null) row.isdocument = typeof body === 'string' && body.length > 0
 }
 
+// Certificates of the app registration, by SHA-1 thumbprint (x5t).
+const certificates = new Map()
+
 module.exports = {
+  certificates,
   SERVICE_PATH,
   TENANT,
   CLIENT_ID,
