@@ -2,7 +2,9 @@
 //!
 //! One conformance suite for every technical store: the same cases, run
 //! against each backend (folder, memory, S3 in s3s-fs, versioned S3 in moto,
-//! Azure Blob in Azurite with Blob Batch and with one request per blob).
+//! Azure Blob in Azurite with Blob Batch and with one request per blob, a
+//! payload table in SQLite, PostgreSQL and MariaDB, and Dataverse notes on
+//! the OData test server).
 //! Deleting what is already gone is `AlreadyGone`, never an error; keys that
 //! are not plain relative paths are refused. A rewrite (a redaction) replaces
 //! only the object the index read, and leaves no temporary file, no older
@@ -132,6 +134,7 @@ store_test_suite! {
     table_postgres [table_rows_are_judged_by_size_date_and_version];
     table_postgres_raw [table_rows_are_judged_by_size_date_and_version];
     table_mysql [table_rows_are_judged_by_size_date_and_version];
+    table_dataverse;
 }
 
 /// A name no other test (of this process or another) uses: `what`, the
@@ -917,6 +920,13 @@ async fn stores_say_what_a_delete_leaves(s: Subject) {
         "table-mysql" => {
             let note = note.unwrap_or_else(|| panic!("{n}: no note"));
             assert!(note.contains("InnoDB"), "{n}: {note}");
+        }
+        // Dataverse may keep a deleted note in its recycle bin or audit
+        // history: said, in the note and in check.
+        "table-dataverse" => {
+            let note = note.unwrap_or_else(|| panic!("{n}: no note"));
+            assert!(note.contains("recycle bin"), "{n}: {note}");
+            assert!(checked.contains(&note), "{n}: {checked:?}");
         }
         // moto answers the versioning: every version went.
         "s3-versioned" => {
@@ -2004,4 +2014,232 @@ async fn an_access_export_reads_whole_files_and_shared_records(s: Subject) {
         vec![csv_key, "inbound/3/other.pdf", scan_key],
         "{n}"
     );
+}
+
+/// Dataverse notes (`url = "crm://"` on a Dataverse CRM: the
+/// `annotations` set, Base64 `documentbody`, `filesize`, etags) on the
+/// OData test server (tests/odata), through its proxy. Notes are keyed by
+/// GUID, the cases by paths: [`Renamed`] gives each path of a case a GUID
+/// of its own and back, nothing else; every answer is the notes store's.
+/// `put` writes a note as an integration would through the Web API (a new
+/// body, the time now, a new etag), creating it when it is not there.
+fn table_dataverse(test: &str) -> Option<Subject> {
+    use lethe::config::{BodyEncoding, CrmUrl, TableSettings};
+    let server = std::sync::Arc::new(util::odata::OdataServer::start(test)?);
+    // The CRM's client is the one the store shares (same environment).
+    let crm = block(server.crm(Default::default()));
+    let settings = TableSettings {
+        table: "annotations".into(),
+        key: "annotationid".into(),
+        body: "documentbody".into(),
+        encoding: BodyEncoding::Base64,
+        name: Some("filename".into()),
+        modified: "modifiedon".into(),
+        version: None,
+        size: Some("filesize".into()),
+        links: Vec::new(),
+        polymorphic: None,
+    };
+    let store = lethe::store::table::TableStore::open(
+        &CrmUrl::Dataverse {
+            origin: server.proxy.clone(),
+        },
+        settings,
+        Vec::new(),
+    )
+    .unwrap();
+    let names = Names::default();
+    let put_names = names.clone();
+    let put_server = server.clone();
+    Some(Subject {
+        name: "table-dataverse",
+        store: Box::new(Renamed {
+            inner: store,
+            names,
+            _crm: crm,
+        }),
+        put: Box::new(move |key, content| {
+            use base64::Engine;
+            let guid = put_names.guid(key);
+            let now = jiff::Timestamp::now().to_string();
+            let body = serde_json::json!({
+                "documentbody": base64::engine::general_purpose::STANDARD.encode(content),
+                "filename": key,
+                "modifiedon": now,
+            });
+            let server = put_server.clone();
+            block(async move {
+                let (status, answer) = server
+                    .api(
+                        reqwest::Method::PATCH,
+                        &format!("annotations({guid})"),
+                        Some(body.clone()),
+                    )
+                    .await;
+                if status == 404 {
+                    let mut row = body;
+                    row["annotationid"] = serde_json::json!(guid);
+                    row["isdocument"] = serde_json::json!(true);
+                    server
+                        .seed(serde_json::json!({ "annotations": [row] }))
+                        .await;
+                } else {
+                    assert!(status < 300, "PATCH a note: {status} {answer}");
+                }
+            })
+        }),
+        cloud: None,
+        moto: None,
+        _tmp: None,
+    })
+}
+
+/// The cases' keys and the GUIDs the notes have for them, both ways.
+#[derive(Clone, Default)]
+struct Names(std::sync::Arc<std::sync::Mutex<(KeyMap, KeyMap)>>);
+
+type KeyMap = std::collections::HashMap<String, String>;
+
+impl Names {
+    /// The GUID of `key` (made from its digest), remembered both ways.
+    fn guid(&self, key: &str) -> String {
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+        let g = format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        );
+        let mut m = self.0.lock().unwrap();
+        m.0.insert(key.to_string(), g.clone());
+        m.1.insert(g.clone(), key.to_string());
+        g
+    }
+    /// A case's key as the store knows it (unknown keys as they are, so
+    /// that the store judges them).
+    fn inner(&self, key: &str) -> String {
+        let m = self.0.lock().unwrap();
+        m.0.get(key).cloned().unwrap_or_else(|| key.to_string())
+    }
+    fn outer(&self, key: &str) -> String {
+        let m = self.0.lock().unwrap();
+        m.1.get(key).cloned().unwrap_or_else(|| key.to_string())
+    }
+    fn meta(&self, mut m: lethe::store::ObjectMeta) -> lethe::store::ObjectMeta {
+        m.key = self.outer(&m.key);
+        m
+    }
+}
+
+/// A store whose keys are renamed by [`Names`]; everything else is the
+/// inner store's.
+struct Renamed<S> {
+    inner: S,
+    names: Names,
+    _crm: lethe::crm::dataverse::DataverseCrm,
+}
+
+#[async_trait::async_trait]
+impl<S: TechnicalStore> TechnicalStore for Renamed<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn check(&self) -> Result<Vec<String>, lethe::store::StoreError> {
+        self.inner.check().await
+    }
+    async fn list(
+        &self,
+        sink: &mut (dyn FnMut(Listed) + Send),
+    ) -> Result<u64, lethe::store::StoreError> {
+        let names = self.names.clone();
+        self.inner
+            .list(&mut |l| {
+                sink(match l {
+                    Listed::Object(m) => Listed::Object(names.meta(m)),
+                    Listed::Skipped { key, reason } => Listed::Skipped {
+                        key: names.outer(&key),
+                        reason,
+                    },
+                })
+            })
+            .await
+    }
+    async fn read(
+        &self,
+        key: &str,
+    ) -> Result<Box<dyn std::io::Read + Send>, lethe::store::StoreError> {
+        self.inner.read(&self.names.inner(key)).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<lethe::store::ObjectMeta>, lethe::store::StoreError> {
+        Ok(self
+            .inner
+            .head(&self.names.inner(key))
+            .await?
+            .map(|m| self.names.meta(m)))
+    }
+    async fn read_batch(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.names.inner(k)).collect();
+        self.inner.read_batch(&keys).await
+    }
+    async fn metadata(&self, key: &str) -> Result<Vec<(String, String)>, lethe::store::StoreError> {
+        self.inner.metadata(&self.names.inner(key)).await
+    }
+    async fn delete(&self, key: &str) -> Result<DeleteOutcome, lethe::store::StoreError> {
+        self.inner.delete(&self.names.inner(key)).await
+    }
+    async fn delete_expecting(
+        &self,
+        key: &str,
+        expected: Option<&lethe::store::Expected>,
+    ) -> Result<DeleteOutcome, lethe::store::StoreError> {
+        self.inner
+            .delete_expecting(&self.names.inner(key), expected)
+            .await
+    }
+    async fn delete_many_expecting(
+        &self,
+        keys: &[String],
+        expected: &[Option<lethe::store::Expected>],
+    ) -> Vec<Result<DeleteOutcome, lethe::store::StoreError>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.names.inner(k)).collect();
+        self.inner.delete_many_expecting(&keys, expected).await
+    }
+    async fn delete_many(
+        &self,
+        keys: &[String],
+    ) -> Vec<Result<DeleteOutcome, lethe::store::StoreError>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.names.inner(k)).collect();
+        self.inner.delete_many(&keys).await
+    }
+    async fn rewrite(
+        &self,
+        key: &str,
+        expected: &lethe::store::Expected,
+        content: &std::path::Path,
+    ) -> Result<lethe::store::RewriteOutcome, lethe::store::StoreError> {
+        Ok(
+            match self
+                .inner
+                .rewrite(&self.names.inner(key), expected, content)
+                .await?
+            {
+                lethe::store::RewriteOutcome::Rewritten(m) => {
+                    lethe::store::RewriteOutcome::Rewritten(self.names.meta(m))
+                }
+                other => other,
+            },
+        )
+    }
+    fn erasure_note(&self) -> Option<String> {
+        self.inner.erasure_note()
+    }
+    fn delete_batch_size(&self) -> usize {
+        self.inner.delete_batch_size()
+    }
 }

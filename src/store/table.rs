@@ -434,6 +434,10 @@ impl TechnicalStore for TableStore {
                 "{}: InnoDB purges deleted rows in the background; OPTIMIZE TABLE reclaims their pages",
                 self.describe()
             )),
+            "dataverse" => Some(format!(
+                "{}: a deleted note is gone from the Web API; where the environment keeps a recycle bin or audit history of notes, it may still hold the note until that bin's retention ends (the environment's settings, which lethe cannot purge)",
+                self.describe()
+            )),
             _ => None,
         }
     }

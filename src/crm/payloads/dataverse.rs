@@ -37,6 +37,8 @@ use crate::model::{EntityKey, parse_clock_text};
 const PAGE: usize = 5000;
 /// Keys per `$filter` of a read by key (the URL stays a few kilobytes).
 const KEYS_PER_READ: usize = 50;
+/// Keys per batch read of bodies (a few requests of bounded URLs).
+const KEYS_PER_BATCH: usize = 500;
 /// Deletes per `$batch` (Dataverse takes 1000 operations).
 const DELETES_PER_BATCH: usize = 500;
 
@@ -365,47 +367,49 @@ impl NotesTable {
     ) -> Result<Vec<(String, Vec<u8>)>, CrmError> {
         let wanted: Vec<EntityKey> = keys
             .iter()
-            .take(KEYS_PER_READ)
+            .take(KEYS_PER_BATCH)
             .map(|k| EntityKey::Text(k.to_string()))
             .collect();
         let key_ty = self.key_type().await?;
         let s = &self.spec;
-        let Some(filter) = in_filters(&s.key, &key_ty, &wanted).into_iter().next() else {
-            return Ok(Vec::new());
-        };
         let size = s.size.as_deref().unwrap_or(&s.key);
-        let path = query(
-            &s.table,
-            &[
-                ("$select", &format!("{},{}", s.key, s.body)),
-                ("$filter", &format!("{filter} and {size} le {max_row}")),
-            ],
-        );
         let mut out = Vec::new();
         let mut total = 0usize;
         let mut full = false;
-        self.client()
-            .await?
-            .get_pages(&path, KEYS_PER_READ, &mut |o| {
-                if full {
-                    return;
-                }
-                let (Some(key), body) = (
-                    o.get(&s.key).and_then(|k| key_of(k, &key_ty)),
-                    text(o.get(&s.body)),
-                ) else {
-                    return;
-                };
-                let body = body.unwrap_or_default().into_bytes();
-                total += body.len();
-                if total > max_total {
-                    full = true;
-                    return;
-                }
-                out.push((key.canonical(), body));
-            })
-            .await
-            .map_err(error)?;
+        for filter in in_filters(&s.key, &key_ty, &wanted) {
+            if full {
+                break;
+            }
+            let path = query(
+                &s.table,
+                &[
+                    ("$select", &format!("{},{}", s.key, s.body)),
+                    ("$filter", &format!("{filter} and {size} le {max_row}")),
+                ],
+            );
+            self.client()
+                .await?
+                .get_pages(&path, PAGE, &mut |o| {
+                    if full {
+                        return;
+                    }
+                    let (Some(key), body) = (
+                        o.get(&s.key).and_then(|k| key_of(k, &key_ty)),
+                        text(o.get(&s.body)),
+                    ) else {
+                        return;
+                    };
+                    let body = body.unwrap_or_default().into_bytes();
+                    total += body.len();
+                    if total > max_total {
+                        full = true;
+                        return;
+                    }
+                    out.push((key.canonical(), body));
+                })
+                .await
+                .map_err(error)?;
+        }
         Ok(out)
     }
 
