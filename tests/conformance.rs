@@ -645,10 +645,10 @@ crm_test_suite! {
     // rows) and `existing_answers_integer_and_text_probes_alike` (a
     // prepared-statement mix-up of the SQL drivers). The request cases run
     // on a Dataverse-shaped fixture of their own (`dataverse_requests`).
-    // `explains_as_the_whole_graph_does` is not run here yet: its fixture
-    // is scripted SQL (the component read is the same `component::load`
-    // over the backend's row reads that `subtrees` exercises).
+    // `explains_as_the_whole_graph_does` runs on a fixture seeded through
+    // the test server (`…_on_dataverse`).
     dataverse [
+        explains_as_the_whole_graph_does_on_dataverse,
         plans_and_applies_like_sqlite,
         finds_subjects_by_email,
         finds_subjects_by_phone,
@@ -1499,8 +1499,38 @@ async fn explains_as_the_whole_graph_does(b: Backend, name: &str) {
         .await
         .unwrap();
     let crm = crm::connect(&config).await.unwrap();
+    explain_matches_the_graph(
+        name,
+        &config,
+        crm.as_ref(),
+        &state,
+        &["hold", "undatable", "keep_if contract", "retention running"],
+        "stage = 'open'",
+        &EntityKey::Int(777_777),
+    )
+    .await;
+    drop(crm);
+    if let Some(sql) = cleanup {
+        let admin = sqlx::AnyPool::connect(&b.url).await.unwrap();
+        exec_all(&admin, &[sql]).await;
+    }
+}
+
+/// `explain`'s read against the whole graph's: every entity's component,
+/// judged alone, gives the verdicts the whole graph gives it, reading a
+/// small part of the CRM; the fixture's verdicts include `labels` and the
+/// keep condition `open`; an entity that is not there has no component.
+async fn explain_matches_the_graph(
+    name: &str,
+    config: &Config,
+    crm: &dyn crm::Crm,
+    state: &StateStore,
+    labels: &[&str],
+    open: &str,
+    missing: &EntityKey,
+) {
     let as_of = AS_OF.parse::<jiff::Timestamp>().unwrap().as_second();
-    let world = lethe::plan::load_world(&config, crm.as_ref(), &state, &|_, _| {})
+    let world = lethe::plan::load_world(config, crm, state, &|_, _| {})
         .await
         .unwrap_or_else(|e| panic!("{name}: {e}"));
     let eval = lethe::evaluate::evaluate(&world.graph, &world.policies, as_of);
@@ -1519,11 +1549,10 @@ async fn explains_as_the_whole_graph_does(b: Backend, name: &str) {
         let id = id as u32;
         let expected = judged(&world, id, eval.is_deleted(id));
         let ty = world.graph.types[node.ty as usize].clone();
-        let (part, pid) =
-            lethe::plan::load_component(&config, crm.as_ref(), &state, &ty, &node.key)
-                .await
-                .unwrap_or_else(|e| panic!("{name}: {e}"))
-                .unwrap_or_else(|| panic!("{name}: {ty}:{:?} has no component", node.key));
+        let (part, pid) = lethe::plan::load_component(config, crm, state, &ty, &node.key)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: {ty}:{:?} has no component", node.key));
         let part_eval = lethe::evaluate::evaluate(&part.graph, &part.policies, as_of);
         let got = judged(&part, pid, part_eval.is_deleted(pid));
         assert_eq!(got, expected, "{name}: {ty}:{:?}", node.key);
@@ -1542,31 +1571,59 @@ async fn explains_as_the_whole_graph_does(b: Backend, name: &str) {
         }
     }
     assert!(deleted > 50, "{name}: the fixture deletes too little");
-    for label in ["hold", "undatable", "keep_if contract", "retention running"] {
-        assert!(kept_by.contains(label), "{name}: {label}: {kept_by:?}");
+    for label in labels {
+        assert!(kept_by.contains(*label), "{name}: {label}: {kept_by:?}");
     }
     assert!(
-        kept_by.iter().any(|k| k.contains("stage = 'open'")),
+        kept_by.iter().any(|k| k.contains(open)),
         "{name}: {kept_by:?}"
     );
     assert!(
-        lethe::plan::load_component(
-            &config,
-            crm.as_ref(),
-            &state,
-            "lead",
-            &EntityKey::Int(777_777)
-        )
-        .await
-        .unwrap()
-        .is_none(),
+        lethe::plan::load_component(config, crm, state, "lead", missing)
+            .await
+            .unwrap()
+            .is_none(),
         "{name}"
     );
-    drop(crm);
-    if let Some(sql) = cleanup {
-        let admin = sqlx::AnyPool::connect(&b.url).await.unwrap();
-        exec_all(&admin, &[sql]).await;
-    }
+}
+
+/// `explains_as_the_whole_graph_does` on the OData test server: the
+/// Dataverse fixture (no undatable rows: Dataverse's clocks are never
+/// empty), the keep condition an OData `$filter`.
+async fn explains_as_the_whole_graph_does_on_dataverse(_b: Backend, name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let server = OdataServer::start(name).expect("LETHE_TEST_ODATA is set");
+    server.seed(dataverse_seed(&dataverse_data())).await;
+    std::fs::create_dir_all(dir.join("technical")).unwrap();
+    std::fs::write(
+        dir.join("lethe.toml"),
+        dataverse_config_text(&server.crm_url(true)),
+    )
+    .unwrap();
+    let config: Config =
+        lethe::config::load(&dir.join("lethe.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let state = StateStore::open(&config).await.unwrap();
+    state
+        .add_hold(
+            HoldKind::Entity,
+            &format!("lead:{}", guid(1, 5)),
+            "litigation",
+            "test",
+        )
+        .await
+        .unwrap();
+    let crm = server.crm(Default::default()).await;
+    explain_matches_the_graph(
+        name,
+        &config,
+        &crm,
+        &state,
+        &["hold", "keep_if contract", "retention running"],
+        "statecode eq 0",
+        &EntityKey::Text(guid(1, 777_777)),
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------
