@@ -73,6 +73,10 @@ pub struct Graph {
     /// its node, and a look-up allocates nothing.
     lookup: hashbrown::HashTable<NodeId>,
     hasher: hashbrown::DefaultHashBuilder,
+    /// Per type: its integer keys as an array index while they are dense
+    /// (the usual identity column), which then holds every integer key of
+    /// the type and `lookup` none of them.
+    dense: Vec<Dense>,
     child_start: Vec<u32>,
     children: Vec<NodeId>,
     parent_start: Vec<u32>,
@@ -84,6 +88,27 @@ pub struct Graph {
     /// Examples for review, at most [`DANGLING_EXAMPLES`] per relation:
     /// (child type, child key, parent type, the missing parent key).
     pub dangling_examples: Vec<(u16, EntityKey, u16, EntityKey)>,
+}
+
+/// A type's integer keys `0..ids.len()` as node ids ([`ABSENT`] where
+/// there is none), while `on`.
+#[derive(Debug, Default)]
+struct Dense {
+    off: bool,
+    ids: Vec<NodeId>,
+    /// Nodes of the type so far.
+    count: usize,
+}
+
+const ABSENT: NodeId = NodeId::MAX;
+
+impl Dense {
+    /// Whether key `k` may go into the array: the array stays within four
+    /// times the type's entities (and a million slots), so a sparse or
+    /// hostile key turns it off instead of growing it.
+    fn fits(&self, k: i64) -> bool {
+        !self.off && k >= 0 && (k as u64) < 4 * (self.count as u64 + 1).max(1 << 18)
+    }
 }
 
 /// How many dangling references per relation a plan lists by key (the
@@ -158,6 +183,10 @@ impl GraphBuilder {
                 }
             }
         }
+        let dense_key = match &key {
+            EntityKey::Int(k) => Some(*k),
+            EntityKey::Text(_) => None,
+        };
         let hash = self.graph.hash(ty, KeyRef::of(&key));
         self.graph.nodes.push(Node {
             ty,
@@ -166,6 +195,23 @@ impl GraphBuilder {
             held: false,
             keep_bits: 0,
         });
+        let g = &mut self.graph;
+        if g.dense.len() <= ty as usize {
+            g.dense.resize_with(ty as usize + 1, Dense::default);
+        }
+        g.dense[ty as usize].count += 1;
+        if let Some(k) = dense_key {
+            if g.dense[ty as usize].fits(k) {
+                let d = &mut g.dense[ty as usize];
+                if d.ids.len() <= k as usize {
+                    d.ids.resize(k as usize + 1, ABSENT);
+                }
+                d.ids[k as usize] = id;
+                return Some(id);
+            }
+            // Too sparse for an array: its integer keys go to the table.
+            g.dense_off(ty);
+        }
         let Graph {
             lookup,
             nodes,
@@ -261,7 +307,39 @@ impl Graph {
         key_hash(&self.hasher, ty, key)
     }
 
+    /// Moves a type's integer keys from its array into the table.
+    fn dense_off(&mut self, ty: u16) {
+        let Some(d) = self.dense.get_mut(ty as usize) else {
+            return;
+        };
+        if d.off {
+            return;
+        }
+        d.off = true;
+        let ids = std::mem::take(&mut d.ids);
+        for id in ids.into_iter().filter(|&id| id != ABSENT) {
+            let n = &self.nodes[id as usize];
+            let hash = key_hash(&self.hasher, n.ty, KeyRef::of(&n.key));
+            let (nodes, hasher) = (&self.nodes, &self.hasher);
+            self.lookup.insert_unique(hash, id, |&other| {
+                let n = &nodes[other as usize];
+                key_hash(hasher, n.ty, KeyRef::of(&n.key))
+            });
+        }
+    }
+
     fn find(&self, ty: u16, key: KeyRef<'_>) -> Option<NodeId> {
+        if let KeyRef::Int(k) = key
+            && let Some(d) = self.dense.get(ty as usize)
+            && !d.off
+        {
+            // While on, the array holds every integer key of the type.
+            return usize::try_from(k)
+                .ok()
+                .and_then(|k| d.ids.get(k))
+                .copied()
+                .filter(|&id| id != ABSENT);
+        }
         self.lookup
             .find(self.hash(ty, key), |&id| {
                 let n = &self.nodes[id as usize];
@@ -355,6 +433,38 @@ mod key_tests {
         ] {
             let by_print = s.parse::<i64>().ok().filter(|i| i.to_string() == s);
             assert_eq!(canonical_int(s), by_print, "{s:?}");
+        }
+    }
+
+    /// Integer keys in an array while dense; a sparse, negative or huge
+    /// key moves them all to the table, and every key stays found.
+    #[test]
+    fn dense_integer_keys_and_the_fall_back_to_the_table() {
+        for odd in [-5i64, 1 << 40, i64::MAX, i64::MIN] {
+            let mut b = GraphBuilder::new(vec!["lead".into(), "opportunity".into()]);
+            let mut ids = Vec::new();
+            for k in 0..5_000i64 {
+                ids.push((k, b.add(0, EntityKey::Int(k * 3), None, &[]).unwrap()));
+            }
+            let t = b.add(0, EntityKey::Text("0".into()), None, &[]).unwrap();
+            let o = b.add(0, EntityKey::Int(odd), None, &[]).unwrap();
+            assert_eq!(b.add(0, EntityKey::Int(odd), None, &[]), None, "{odd}: once");
+            assert_eq!(b.add(0, EntityKey::Int(3), None, &[]), None, "{odd}: once");
+            let c = b
+                .add(1, EntityKey::Int(7), None, &[(0, Some(EntityKey::Int(9)))])
+                .unwrap();
+            let g = b.finish();
+            for (k, id) in &ids {
+                assert_eq!(g.resolve_key(0, &EntityKey::Int(k * 3)), Some(*id), "{odd}: {k}");
+                assert_eq!(g.resolve(0, &(k * 3).to_string()), Some(*id), "{odd}: {k}");
+            }
+            assert_eq!(g.resolve_key(0, &EntityKey::Int(1)), None, "{odd}");
+            assert_eq!(g.resolve_key(0, &EntityKey::Int(odd)), Some(o), "{odd}");
+            assert_eq!(g.resolve_key(0, &EntityKey::Int(odd.wrapping_sub(1))), None, "{odd}");
+            assert_eq!(g.resolve_key(0, &EntityKey::Text("0".into())), Some(t));
+            assert_eq!(g.resolve_key(1, &EntityKey::Int(7)), Some(c));
+            assert_eq!(g.resolve_key(1, &EntityKey::Int(9)), None, "types apart");
+            assert_eq!(g.parents(c), &[ids[3].1], "{odd}: the parent 9 was found");
         }
     }
 
