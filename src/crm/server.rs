@@ -88,6 +88,19 @@ pub struct ServerCrm {
 }
 
 impl ServerCrm {
+    /// A read-only transaction on one snapshot that locks nothing: what
+    /// `subtrees` and `component` read in.
+    async fn snapshot(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, CrmError> {
+        let begin = match self.dialect {
+            Dialect::Postgres => "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            Dialect::MySql => "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+        };
+        self.pool
+            .begin_with(begin)
+            .await
+            .map_err(CrmError::Transaction)
+    }
+
     /// Connects; `url` is postgres://… or mysql://… (mariadb:// is taken as mysql://).
     pub async fn connect(url: &str, vacuum: bool) -> Result<ServerCrm, CrmError> {
         sqlx::any::install_default_drivers();
@@ -523,15 +536,7 @@ impl Crm for ServerCrm {
 
     async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError> {
         // One snapshot for every statement, read only, nothing locked.
-        let begin = match self.dialect {
-            Dialect::Postgres => "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-            Dialect::MySql => "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-        };
-        let mut tx = self
-            .pool
-            .begin_with(begin)
-            .await
-            .map_err(CrmError::Transaction)?;
+        let mut tx = self.snapshot().await?;
         let cases = recheck::load(
             &mut Txn {
                 conn: &mut tx,
@@ -548,15 +553,7 @@ impl Crm for ServerCrm {
     async fn component(&self, input: &ComponentInput) -> Result<Vec<EntityNow>, CrmError> {
         // As `subtrees`: one snapshot, read only, nothing locked. A column
         // stores one type here, so each key is looked up as read.
-        let begin = match self.dialect {
-            Dialect::Postgres => "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-            Dialect::MySql => "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
-        };
-        let mut tx = self
-            .pool
-            .begin_with(begin)
-            .await
-            .map_err(CrmError::Transaction)?;
+        let mut tx = self.snapshot().await?;
         let rows = component::load(
             &mut Txn {
                 conn: &mut tx,
