@@ -50,6 +50,47 @@ impl fmt::Display for EntityKey {
     }
 }
 
+/// A UUID in the text PostgreSQL and MariaDB print for it (lower case,
+/// hyphens at 8-4-4-4-12), from a spelling a user may type: either case,
+/// with or without those hyphens, in braces or not. `None` when `text` is
+/// no UUID. The printed text is what a UUID key is everywhere in lethe
+/// (plans, holds, links), so a key typed in another spelling names the
+/// same row.
+pub fn canonical_uuid(text: &str) -> Option<String> {
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or(text);
+    let b = inner.as_bytes();
+    let digits: Vec<u8> = match b.len() {
+        36 if [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') => b
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ![8, 13, 18, 23].contains(i))
+            .map(|(_, c)| *c)
+            .collect(),
+        32 => b.to_vec(),
+        _ => return None,
+    };
+    if !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = String::with_capacity(36);
+    for (i, c) in digits.iter().enumerate() {
+        if [8, 12, 16, 20].contains(&i) {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase() as char);
+    }
+    Some(out)
+}
+
+/// Whether `text` is a UUID as the database prints it (and so can equal
+/// a UUID column's text).
+pub fn is_printed_uuid(text: &str) -> bool {
+    canonical_uuid(text).is_some_and(|c| c == text)
+}
+
 /// `type:key`, the entity ref syntax of the contract.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntityRef {
@@ -174,6 +215,34 @@ mod tests {
         assert!(EntityRef::parse("lead").is_err());
         assert!(EntityRef::parse(":1").is_err());
         assert!(EntityRef::parse("lead:").is_err());
+    }
+
+    #[test]
+    fn uuids_in_the_text_the_database_prints() {
+        let printed = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        for typed in [
+            printed,
+            "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
+            "a0eebc999c0b4ef8bb6d6bb9bd380a11",
+        ] {
+            assert_eq!(canonical_uuid(typed).as_deref(), Some(printed), "{typed}");
+        }
+        assert!(is_printed_uuid(printed));
+        assert!(!is_printed_uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"));
+        for bad in [
+            "",
+            "18",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a111",
+            "g0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc999-c0b-4ef8-bb6d-6bb9bd380a11",
+            "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            " a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1é",
+        ] {
+            assert_eq!(canonical_uuid(bad), None, "{bad}");
+        }
     }
 
     #[test]

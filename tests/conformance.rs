@@ -609,6 +609,7 @@ macro_rules! crm_test_suite {
 crm_test_suite! {
     sqlite [
         plans_and_applies_like_sqlite,
+        sweeps_uuid_keyed_chains,
         finds_subjects_by_email,
         finds_subjects_by_phone,
         subtrees_read_each_case_as_it_is,
@@ -620,6 +621,7 @@ crm_test_suite! {
     postgres [
         plans_and_applies_like_sqlite,
         plans_and_applies_like_sqlite_with_state_in_postgres,
+        sweeps_uuid_keyed_chains,
         existing_answers_integer_and_text_probes_alike,
         finds_subjects_by_email,
         finds_subjects_by_phone,
@@ -631,6 +633,7 @@ crm_test_suite! {
     ];
     mysql [
         plans_and_applies_like_sqlite,
+        sweeps_uuid_keyed_chains,
         existing_answers_integer_and_text_probes_alike,
         finds_subjects_by_email,
         finds_subjects_by_phone,
@@ -726,6 +729,350 @@ async fn plans_and_applies_like_sqlite(b: Backend, name: &str) {
     }
     if b.kind != Kind::Sqlite {
         eprintln!("conformance: {name} plans and applies as SQLite does");
+    }
+}
+
+/// Key `n` of a table of the UUID fixture: the table's tag in the first
+/// group (letters in it, so that capitals are another spelling), `n` in
+/// the last.
+fn uuid_key(tag: &str, n: u64) -> String {
+    format!("{tag}-0000-4000-8000-{n:012}")
+}
+
+/// A CRM whose keys and foreign keys are UUIDs (PostgreSQL `uuid`,
+/// MariaDB `UUID`; SQLite's text, the reference): index, plan and apply
+/// delete exactly the planned rows and keep the rest, through the re-check
+/// (a contract signed since the plan keeps its case, a lead deleted by
+/// hand is already gone), with children deleted by their own policy under
+/// a kept lead; the reads of `explain`, requests and the object phase
+/// answer UUID keys, and a key that is no UUID as the server prints it
+/// (capitals, braces, an integer, no UUID at all) names no row without
+/// failing the statement.
+async fn sweeps_uuid_keyed_chains(b: Backend, name: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("crm");
+    let (crm_url, p, cleanup) = fresh_crm(b.kind, &b.url, &dir, &format!("{name}_uuid")).await;
+    let setup_url = if b.kind == Kind::Sqlite {
+        format!("{crm_url}?mode=rwc")
+    } else {
+        crm_url.clone()
+    };
+    let setup = sqlx::AnyPool::connect(&setup_url).await.unwrap();
+    let (key, clock, date, engine) = match b.kind {
+        Kind::Sqlite => ("TEXT", "TEXT", "TEXT", ""),
+        Kind::Postgres => ("UUID", "TIMESTAMPTZ", "DATE", ""),
+        _ => ("UUID", "DATETIME", "DATE", " ENGINE=InnoDB"),
+    };
+    let (l, o, q, c) = (
+        |n| uuid_key("1eadaaaa", n),
+        |n| uuid_key("0bbbbbbb", n),
+        |n| uuid_key("c0c0c0c0", n),
+        |n| uuid_key("dddddddd", n),
+    );
+    let old = "'2020-01-01 00:00:00'";
+    let recent = "'2026-06-01 00:00:00'";
+    // Lead 1: due alone. 2: due with its opportunity and quote. 3: kept by
+    // its contract. 4: recent, its lost opportunity old (due by the
+    // opportunity policy). 5: held, its lost opportunity due. 6: due, but a
+    // contract is signed before apply. 7: due, deleted by hand before
+    // apply. 8: kept by its recent opportunity.
+    let leads = [
+        (1, old),
+        (2, old),
+        (3, old),
+        (4, recent),
+        (5, old),
+        (6, old),
+        (7, old),
+        (8, old),
+    ];
+    let opps = [
+        (2, 2, "lost", old),
+        (3, 3, "won", old),
+        (4, 4, "lost", old),
+        (5, 5, "lost", old),
+        (6, 6, "lost", old),
+        (8, 8, "open", recent),
+    ];
+    let quotes = [(2, 2), (3, 3), (6, 6)];
+    let row = |v: Vec<String>| format!("({})", v.join(", "));
+    let lit = |k: String| format!("'{k}'");
+    let ddl_fk = |col: &str, table: &str| match b.kind {
+        Kind::Mysql => format!(", FOREIGN KEY ({col}) REFERENCES {p}{table}(id)"),
+        _ => String::new(),
+    };
+    let references = |table: &str| match b.kind {
+        Kind::Mysql => String::new(),
+        _ => format!(" REFERENCES {p}{table}(id)"),
+    };
+    let script = vec![
+        format!(
+            "CREATE TABLE {p}leads (id {key} PRIMARY KEY, email VARCHAR(200), modified_at {clock} NULL, created_at {date} NULL){engine}"
+        ),
+        format!(
+            "CREATE TABLE {p}opportunities (id {key} PRIMARY KEY, lead_id {key}{}, stage VARCHAR(20) NOT NULL, modified_at {clock} NULL{}){engine}",
+            references("leads"),
+            ddl_fk("lead_id", "leads")
+        ),
+        format!(
+            "CREATE TABLE {p}quotes (id {key} PRIMARY KEY, opportunity_id {key}{}, modified_at {clock} NULL{}){engine}",
+            references("opportunities"),
+            ddl_fk("opportunity_id", "opportunities")
+        ),
+        format!(
+            "CREATE TABLE {p}contracts (id {key} PRIMARY KEY, quote_id {key}{}, modified_at {clock} NULL{}){engine}",
+            references("quotes"),
+            ddl_fk("quote_id", "quotes")
+        ),
+        format!(
+            "INSERT INTO {p}leads VALUES {}",
+            leads
+                .iter()
+                .map(|(n, m)| row(vec![
+                    lit(l(*n)),
+                    format!("'lead{n}@example.com'"),
+                    m.to_string(),
+                    "NULL".into()
+                ]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "INSERT INTO {p}opportunities VALUES {}",
+            opps.iter()
+                .map(|(n, lead, stage, m)| row(vec![
+                    lit(o(*n)),
+                    lit(l(*lead)),
+                    format!("'{stage}'"),
+                    m.to_string()
+                ]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "INSERT INTO {p}quotes VALUES {}",
+            quotes
+                .iter()
+                .map(|(n, opp)| row(vec![lit(q(*n)), lit(o(*opp)), old.to_string()]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "INSERT INTO {p}contracts VALUES ({}, {}, {old})",
+            lit(c(3)),
+            lit(q(3))
+        ),
+    ];
+    exec_all(&setup, &script).await;
+
+    std::fs::create_dir_all(dir.join("technical")).unwrap();
+    std::fs::write(dir.join("lethe.toml"), config_text(&crm_url, &p, None)).unwrap();
+    let config: Config =
+        lethe::config::load(&dir.join("lethe.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let state = StateStore::open(&config).await.unwrap();
+    let crm = crm::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let fit = crm::fit::fit(&config, crm.as_ref())
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(fit.problems.is_empty(), "{name}: {:?}", fit.problems);
+    let kinds = crm::refs::KeyKinds::read(&config, crm.as_ref())
+        .await
+        .unwrap();
+    let server = b.kind != Kind::Sqlite;
+    // A hold typed in capitals: on a server's UUID column, the row's text.
+    let (held, _) = kinds
+        .parse(&config, &format!("lead:{}", l(5).to_uppercase()))
+        .unwrap();
+    if server {
+        assert_eq!(kinds.of("lead"), crm::refs::KeyKind::Uuid, "{name}");
+        assert_eq!(held.key, l(5), "{name}");
+        let e = kinds.parse(&config, "lead:not-a-uuid").unwrap_err();
+        assert!(e.contains("keys are UUIDs"), "{name}: {e}");
+    }
+    state
+        .add_hold(
+            HoldKind::Entity,
+            &format!("lead:{}", l(5)),
+            "litigation",
+            "test",
+        )
+        .await
+        .unwrap();
+
+    // What `explain` reads: lead 3's component, its opportunity, quote
+    // and contract; none for a key that is no row or no UUID.
+    let (part, _) = lethe::plan::load_component(
+        &config,
+        crm.as_ref(),
+        &state,
+        "lead",
+        &EntityKey::Text(l(3)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
+    .unwrap_or_else(|| panic!("{name}: lead 3 has a component"));
+    let mut keys: Vec<String> = part.graph.nodes.iter().map(|n| n.key.canonical()).collect();
+    keys.sort();
+    let mut want = vec![l(3), o(3), q(3), c(3)];
+    want.sort();
+    assert_eq!(keys, want, "{name}");
+    for missing in [uuid_key("1eadaaaa", 99), "not-a-uuid".into()] {
+        let none = lethe::plan::load_component(
+            &config,
+            crm.as_ref(),
+            &state,
+            "lead",
+            &EntityKey::Text(missing.clone()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {missing}: {e}"));
+        assert!(none.is_none(), "{name}: {missing}");
+    }
+    // What a request reads: the subtree and the row of lead 3.
+    let lead_et = config.entity("lead").unwrap().clone();
+    let subtree = crm
+        .subtrees(&RecheckInput {
+            entities: config.entities.clone(),
+            conditions: config.keep_conditions.clone(),
+            cases: vec![case(1, 0, EntityKey::Text(l(3)))],
+            payloads: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(subtree[0].entities.len(), 4, "{name}: {subtree:?}");
+    let rows = crm
+        .export_rows(&lead_et, &[EntityKey::Text(l(3))])
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(rows.len(), 1, "{name}");
+    assert_eq!(rows[0]["id"], serde_json::json!(l(3)), "{name}");
+
+    let store = FolderStore::open(&dir.join("technical")).unwrap();
+    lethe::index::run(&config, &store, &state, None, &|_, _| {})
+        .await
+        .unwrap();
+    lethe::plan::make_plan(
+        &config,
+        crm.as_ref(),
+        &state,
+        AS_OF.parse().unwrap(),
+        &|_, _| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let planned: Vec<(String, String)> = sqlx::query_as(
+        "SELECT entity_type, entity_key FROM plan_entities ORDER BY entity_type, entity_key",
+    )
+    .fetch_all(state.pool())
+    .await
+    .unwrap();
+    let mut want: Vec<(String, String)> = [
+        ("lead", l(1)),
+        ("lead", l(2)),
+        ("lead", l(6)),
+        ("lead", l(7)),
+        ("opportunity", o(2)),
+        ("opportunity", o(4)),
+        ("opportunity", o(5)),
+        ("opportunity", o(6)),
+        ("quote", q(2)),
+        ("quote", q(6)),
+    ]
+    .into_iter()
+    .map(|(t, k)| (t.to_string(), k))
+    .collect();
+    want.sort();
+    assert_eq!(planned, want, "{name}");
+
+    // Between plan and apply: a contract on lead 6's quote; lead 7 goes.
+    exec_all(
+        &setup,
+        &[
+            format!(
+                "INSERT INTO {p}contracts VALUES ('{}', '{}', {recent})",
+                c(6),
+                q(6)
+            ),
+            format!("DELETE FROM {p}leads WHERE id = '{}'", l(7)),
+        ],
+    )
+    .await;
+    let report = apply::apply(
+        &config,
+        crm.as_ref(),
+        &store,
+        &state,
+        None,
+        &ApplyOptions::default(),
+        &|_, _, _| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(!report.failed(), "{name}: {:?}", report.failures);
+    assert_eq!(report.cases_skipped, 1, "{name}: the contract signed since");
+    assert_eq!(report.entities_already_gone, 1, "{name}: lead 7");
+
+    let mut remaining = BTreeMap::new();
+    for t in ["leads", "opportunities", "quotes", "contracts"] {
+        let text = if b.kind == Kind::Mysql {
+            "CHAR"
+        } else {
+            "TEXT"
+        };
+        let mut ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(id AS {text}) FROM {p}{t}"
+        )))
+        .fetch_all(&setup)
+        .await
+        .unwrap();
+        ids.sort();
+        remaining.insert(t, ids);
+    }
+    let expected = BTreeMap::from([
+        ("leads", vec![l(3), l(4), l(5), l(6), l(8)]),
+        ("opportunities", vec![o(3), o(6), o(8)]),
+        ("quotes", vec![q(3), q(6)]),
+        ("contracts", vec![c(3), c(6)]),
+    ]);
+    assert_eq!(remaining, expected, "{name}");
+
+    // The object phase's and verify's read: only a key in the printed
+    // text names a row; no other spelling fails the statement.
+    let found = crm
+        .existing(
+            &lead_et,
+            &[
+                EntityKey::Text(l(3)),
+                EntityKey::Text(l(1)),
+                EntityKey::Text("not-a-uuid".into()),
+                EntityKey::Int(3),
+                EntityKey::Text(format!("{{{}}}", l(4))),
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(found, vec![EntityKey::Text(l(3))], "{name}");
+    if server {
+        let upper = crm
+            .existing(&lead_et, &[EntityKey::Text(l(4).to_uppercase())])
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            upper.iter().all(|k| k == &EntityKey::Text(l(4))),
+            "{name}: {upper:?}"
+        );
+    }
+    let pseudo = lethe::audit::pseudonym::Pseudonymizer::new(config.audit_key.clone());
+    let v = lethe::audit::verify(&state, &pseudo).await.unwrap();
+    assert!(v.problems.is_empty(), "{name}: {:?}", v.problems);
+
+    drop(crm);
+    setup.close().await;
+    if let Some(sql) = cleanup {
+        let admin = sqlx::AnyPool::connect(&b.url).await.unwrap();
+        exec_all(&admin, &[sql]).await;
     }
 }
 

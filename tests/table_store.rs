@@ -10,7 +10,8 @@
 //! The foreign-key tests (payload rows deleted in the case's transaction:
 //! RESTRICT and NO ACTION never fail a case, CASCADE never takes a row
 //! lethe did not plan) run on SQLite, PostgreSQL and MariaDB, with integer,
-//! text and (on the servers) UUID keys. Servers come from
+//! text and (on the servers) UUID keys; so does a sweep with UUID refs
+//! typed in another spelling than the server prints. Servers come from
 //! LETHE_TEST_POSTGRES_URL and LETHE_TEST_MYSQL_URL; each test gets a
 //! schema (PostgreSQL) or database (MariaDB) of its own,
 //! `lethe_ts_<pid>_<test>`, dropped when it ends. A backend whose URL is
@@ -151,7 +152,8 @@ impl Crm {
             Keys::Int => n.to_string(),
             Keys::Text => format!("k-{n}"),
             Keys::Digits => n.to_string(),
-            Keys::Uuid => format!("00000000-0000-4000-8000-{n:012}"),
+            // Letters too, so that a ref in capitals is another spelling.
+            Keys::Uuid => format!("abcdef00-0000-4000-8000-{n:012}"),
         }
     }
 
@@ -562,13 +564,106 @@ macro_rules! fk_tests {
     )*};
 }
 
-// No UUID keys on PostgreSQL: the CRM's entity reads there do not decode
-// a uuid column through sqlx's Any driver (`plan` fails on the leads
-// before any payload row is reached).
 fk_tests! {
     sqlite: Db::Sqlite => [Int, Text, Digits];
-    postgres: Db::Postgres => [Int, Text, Digits];
+    postgres: Db::Postgres => [Int, Text, Digits, Uuid];
     mysql: Db::Mysql => [Int, Text, Digits, Uuid];
+}
+
+/// UUID keys through the command line (the server's UUID type): `check`
+/// passes; a ref in capitals or in braces names the row the server prints
+/// in lower case — a hold on it is stored in that text and keeps the lead,
+/// `explain` finds it — and a ref that is no UUID is refused with a message
+/// that says so, never matched against another row. The sweep takes the
+/// due leads and their payload rows and nothing else.
+fn uuid_refs_name_the_row_in_any_spelling(db: Db, test: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let Some(crm) = Crm::new(db, Keys::Uuid, dir, test) else {
+        return;
+    };
+    config(&crm);
+    tables(&crm, Some("RESTRICT"));
+    check_names(dir, "RESTRICT");
+    let (one, two) = (crm.key(1), crm.key(2));
+    // Regression: a hold typed in capitals was stored as typed on MariaDB
+    // (which found the row) and then held nothing in the plan.
+    let hold = run_in(
+        dir,
+        &[
+            "hold",
+            "add",
+            &format!("lead:{}", one.to_uppercase()),
+            "--reason",
+            "LH-7",
+        ],
+    );
+    assert_eq!(hold.code, 0, "{hold:?}");
+    assert!(hold.stdout.contains(&format!("lead:{one}")), "{hold:?}");
+    for bad in [
+        "lead:not-a-uuid",
+        "lead:1",
+        "lead:abcdef00-0000-4000-8000-00000000000",
+    ] {
+        let refused = run_in(dir, &["hold", "add", bad, "--reason", "x"]);
+        assert_eq!(refused.code, 2, "{bad}: {refused:?}");
+        assert!(
+            refused.stderr.contains("keys are UUIDs"),
+            "{bad}: {refused:?}"
+        );
+        let explain = run_in(dir, &["explain", bad]);
+        assert_eq!(explain.code, 2, "{bad}: {explain:?}");
+    }
+    // A UUID that is no lead's.
+    let absent = run_in(
+        dir,
+        &[
+            "hold",
+            "add",
+            "lead:abcdef00-0000-4000-8000-000000000099",
+            "--reason",
+            "x",
+        ],
+    );
+    assert_eq!(absent.code, 2, "{absent:?}");
+    assert!(absent.stderr.contains("not in the CRM"), "{absent:?}");
+    let explain = run_in(
+        dir,
+        &[
+            "explain",
+            &format!("lead:{{{}}}", two.to_uppercase()),
+            "--as-of",
+            "2026-06-01",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(explain.code, 0, "{explain:?}");
+    let e: serde_json::Value = serde_json::from_str(&explain.stdout).unwrap();
+    assert_eq!(e["entity"], format!("lead:{two}"), "{e:#}");
+    assert_eq!(e["exists"], true, "{e:#}");
+    assert_eq!(e["deleted_by_next_sweep"], true, "{e:#}");
+
+    let sweep = run_in(dir, &["sweep", "--as-of", "2026-06-01", "--format", "json"]);
+    assert_eq!(sweep.code, 0, "{sweep:?}");
+    // Lead 1 is held (its payload row 10 stays), 3 is recent; 2 and 4 go
+    // with rows 11 (by its JSON body) and 14 (by objectid, type code 4).
+    assert_eq!(crm.leads(), "1\n3\n");
+    assert_eq!(crm.left(), "10\n12\n13\n15\n");
+    assert_eq!(audited_objects(dir), "2");
+    assert_eq!(run_in(dir, &["audit", "verify"]).code, 0);
+}
+
+mod uuid_refs {
+    #[test]
+    fn postgres() {
+        super::uuid_refs_name_the_row_in_any_spelling(super::Db::Postgres, "uuid_refs_pg");
+    }
+
+    #[test]
+    fn mysql() {
+        super::uuid_refs_name_the_row_in_any_spelling(super::Db::Mysql, "uuid_refs_my");
+    }
 }
 
 /// The index reads bodies a group at a time (one statement per group of

@@ -20,6 +20,10 @@ pub struct Column {
     pub name: String,
     /// The column holds integers (so `lead:018` means key 18).
     pub integer: bool,
+    /// The column is of the server's UUID type (PostgreSQL `uuid`, MariaDB
+    /// `UUID`): its keys are read and stored in the text the server prints
+    /// (`lead:A0EEBC99-…` means `lead:a0eebc99-…`).
+    pub uuid: bool,
 }
 
 /// What the fit found: the problems, and the key columns' kinds.

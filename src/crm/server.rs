@@ -4,12 +4,23 @@
 //! every common column type works the same way: timestamptz, timestamp,
 //! datetime, date, ISO text, epoch seconds. Sessions run in UTC.
 //!
+//! UUID columns (PostgreSQL's `uuid`, which the `Any` driver neither
+//! decodes nor compares with text; MariaDB's `UUID`, which refuses to be
+//! compared with an integer) are read as their text (lower case, as the
+//! server prints it) wherever a key or a foreign key is read; PostgreSQL
+//! matches them against a text array cast to `UUID[]` (so that the
+//! column's index serves). A key that is not a UUID in that text names no
+//! row there and is never bound.
+//!
 //! The deleting transaction locks what it re-checks (`SELECT … FOR UPDATE`),
 //! so nothing changes between the re-check and the delete; a child inserted
 //! meanwhile waits for the lock and then fails its foreign key.
 //!
 //! (Over 800 lines on purpose: one `impl Crm` for both dialects, each
 //! method's statements side by side with their dialect differences.)
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -24,7 +35,7 @@ use super::{
     PayloadInput, RecheckInput, bind_keys,
 };
 use crate::config::EntityType;
-use crate::model::{EntityKey, parse_clock_text};
+use crate::model::{EntityKey, is_printed_uuid, parse_clock_text};
 use crate::verify::residual::IdentifierKind;
 
 const CHUNK: usize = 500;
@@ -85,6 +96,78 @@ pub struct ServerCrm {
     pool: AnyPool,
     dialect: Dialect,
     vacuum: bool,
+    /// Per table (quoted as the statements write it): its uuid columns,
+    /// from the catalogue on first use.
+    uuid_columns: Mutex<HashMap<String, Uuids>>,
+}
+
+/// How a key or foreign-key column is read and matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyColumn {
+    /// As the driver reads it; matched by an array of its kind (PostgreSQL)
+    /// or an IN list (MariaDB).
+    Plain,
+    /// A UUID column: read as text, matched only by keys in the text the
+    /// server prints, on PostgreSQL by `= ANY(CAST($1 AS UUID[]))`.
+    Uuid,
+}
+
+/// The parts of a name `Dialect::MySql.quote` wrote (`` `a`.`b` ``).
+fn unquote_mysql(quoted: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut chars = quoted.chars().peekable();
+    while chars.next() == Some('`') {
+        let mut part = String::new();
+        while let Some(c) = chars.next() {
+            if c == '`' {
+                if chars.peek() == Some(&'`') {
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            part.push(c);
+        }
+        parts.push(part);
+        if chars.next() != Some('.') {
+            break;
+        }
+    }
+    parts
+}
+
+/// The uuid columns of one table: PostgreSQL's `uuid` (and domains over
+/// it), MariaDB's `UUID` (which the driver reads as text, and which
+/// refuses to be compared with an integer).
+#[derive(Clone, Debug, Default)]
+struct Uuids {
+    columns: Arc<HashSet<String>>,
+    /// The names are in lower case, and so is a name looked up (MariaDB
+    /// matches column names without regard to case).
+    fold: bool,
+}
+
+impl Uuids {
+    fn column(&self, column: &str) -> KeyColumn {
+        let uuid = if self.fold {
+            self.columns.contains(&column.to_ascii_lowercase())
+        } else {
+            self.columns.contains(column)
+        };
+        if uuid {
+            KeyColumn::Uuid
+        } else {
+            KeyColumn::Plain
+        }
+    }
+
+    /// A key or foreign-key column in a select list.
+    fn read(&self, d: Dialect, column: &str) -> String {
+        match self.column(column) {
+            KeyColumn::Uuid => d.text(&d.quote(column)),
+            KeyColumn::Plain => d.quote(column),
+        }
+    }
 }
 
 impl ServerCrm {
@@ -131,7 +214,86 @@ impl ServerCrm {
             pool,
             dialect,
             vacuum,
+            uuid_columns: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The uuid columns of the table `quoted` (a name as `Dialect::quote`
+    /// writes it), read from the catalogue once; none when there is no
+    /// such table (its statements then fail on their own).
+    async fn uuids(&self, quoted: &str) -> Result<Uuids, CrmError> {
+        let cached = self
+            .uuid_columns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(quoted)
+            .cloned();
+        if let Some(u) = cached {
+            return Ok(u);
+        }
+        let names: Result<Vec<String>, sqlx::Error> = match self.dialect {
+            // A domain over uuid is matched as a uuid.
+            Dialect::Postgres => sqlx::query_scalar(
+                "SELECT CAST(a.attname AS TEXT) FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                 WHERE a.attrelid = to_regclass(CAST($1 AS TEXT)) AND a.attnum > 0 AND NOT a.attisdropped
+                   AND (t.oid = CAST('uuid' AS regtype) OR t.typbasetype = CAST('uuid' AS regtype))",
+            )
+            .bind(quoted.to_string())
+            .fetch_all(&self.pool)
+            .await,
+            Dialect::MySql => {
+                let mut parts = unquote_mysql(quoted);
+                let name = parts.pop().unwrap_or_default();
+                sqlx::query_scalar(
+                    "SELECT LOWER(CAST(COLUMN_NAME AS CHAR)) FROM information_schema.COLUMNS
+                     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND LOWER(DATA_TYPE) = 'uuid'",
+                )
+                .bind(parts.pop())
+                .bind(name)
+                .fetch_all(&self.pool)
+                .await
+            }
+        };
+        let names = names.map_err(|source| CrmError::Catalogue {
+            table: quoted.to_string(),
+            source,
+        })?;
+        let u = Uuids {
+            columns: Arc::new(names.into_iter().collect()),
+            fold: self.dialect == Dialect::MySql,
+        };
+        self.uuid_columns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(quoted.to_string(), u.clone());
+        Ok(u)
+    }
+
+    /// The uuid columns of an entity type's table.
+    async fn uuids_of(&self, et: &EntityType) -> Result<Uuids, CrmError> {
+        self.uuids(&self.dialect.quote(&et.table)).await
+    }
+
+    /// The uuid columns of every table a transaction over `entities` (and
+    /// the payload table) may read, by quoted name: read before the
+    /// transaction begins.
+    async fn uuids_all(
+        &self,
+        entities: &[EntityType],
+        payloads: Option<&PayloadInput>,
+    ) -> Result<HashMap<String, Uuids>, CrmError> {
+        let mut out = HashMap::new();
+        let tables = entities
+            .iter()
+            .map(|et| self.dialect.quote(&et.table))
+            .chain(payloads.map(|p| p.table.clone()));
+        for t in tables {
+            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(t) {
+                let u = self.uuids(e.key()).await?;
+                e.insert(u);
+            }
+        }
+        Ok(out)
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -191,17 +353,15 @@ impl ServerCrm {
                 .collect(),
         ))
     }
+}
 
-    fn select_list(&self, et: &EntityType, extra: Option<&str>) -> String {
-        let d = self.dialect;
-        let mut cols = vec![d.quote(&et.key)];
-        cols.extend(et.clock.iter().map(|c| d.text(&d.quote(c))));
-        cols.extend(et.parents.iter().map(|(_, c)| d.quote(c)));
-        if let Some(e) = extra {
-            cols.push(d.quote(e));
-        }
-        cols.join(", ")
-    }
+/// An entity row's select list: key, clocks (as text), parents; what
+/// `entity_row` reads.
+fn entity_list(d: Dialect, et: &EntityType, u: &Uuids) -> Vec<String> {
+    let mut cols = vec![u.read(d, &et.key)];
+    cols.extend(et.clock.iter().map(|c| d.text(&d.quote(c))));
+    cols.extend(et.parents.iter().map(|(_, c)| u.read(d, c)));
+    cols
 }
 
 fn key_at(row: &AnyRow, i: usize) -> Option<EntityKey> {
@@ -270,6 +430,8 @@ impl Crm for ServerCrm {
                         ty.as_str(),
                         "smallint" | "integer" | "bigint" | "tinyint" | "mediumint" | "int"
                     ),
+                    // PostgreSQL's format_type and MariaDB's DATA_TYPE.
+                    uuid: ty == "uuid",
                     name,
                 })
                 .collect()
@@ -327,9 +489,10 @@ impl Crm for ServerCrm {
         et: &EntityType,
         sink: &mut (dyn FnMut(EntityRow) + Send),
     ) -> Result<u64, CrmError> {
+        let u = self.uuids_of(et).await?;
         let sql = format!(
             "SELECT {} FROM {}",
-            self.select_list(et, None),
+            entity_list(self.dialect, et, &u).join(", "),
             self.dialect.quote(&et.table)
         );
         let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
@@ -350,9 +513,10 @@ impl Crm for ServerCrm {
         sink: &mut (dyn FnMut(EntityKey) + Send),
     ) -> Result<(), CrmError> {
         let d = self.dialect;
+        let u = self.uuids_of(et).await?;
         let sql = format!(
             "SELECT {} FROM {} WHERE ({condition})",
-            d.quote(&et.key),
+            u.read(d, &et.key),
             d.quote(&et.table)
         );
         let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
@@ -371,10 +535,11 @@ impl Crm for ServerCrm {
         sink: &mut (dyn FnMut(EntityKey, String) + Send),
     ) -> Result<(), CrmError> {
         let d = self.dialect;
+        let u = self.uuids_of(et).await?;
         let c = d.quote(column);
         let sql = format!(
             "SELECT {}, {} FROM {} WHERE {c} IS NOT NULL",
-            d.quote(&et.key),
+            u.read(d, &et.key),
             d.text(&c),
             d.quote(&et.table)
         );
@@ -393,17 +558,19 @@ impl Crm for ServerCrm {
         keys: &[EntityKey],
     ) -> Result<Vec<EntityKey>, CrmError> {
         let d = self.dialect;
+        let u = self.uuids_of(et).await?;
+        let kc = u.column(&et.key);
         let mut out = Vec::new();
         // One kind of key per statement, and statements that differ by
-        // kind: PostgreSQL takes the keys as one array cast to BIGINT[] or
-        // TEXT[]. (An IN list of N integers and one of N texts would be the
-        // same SQL text, and the connection's prepared statement for one
-        // would be sent the other's values.)
-        for chunk in key_chunks(d, keys) {
-            let (cond, list) = key_condition(d, &et.key, &chunk);
+        // kind: PostgreSQL takes the keys as one array cast to BIGINT[],
+        // TEXT[] or UUID[]. (An IN list of N integers and one of N texts
+        // would be the same SQL text, and the connection's prepared
+        // statement for one would be sent the other's values.)
+        for chunk in key_chunks(d, keys, kc) {
+            let (cond, list) = key_condition(d, &et.key, &chunk, kc);
             let sql = format!(
                 "SELECT {} FROM {} WHERE {cond}",
-                d.quote(&et.key),
+                u.read(d, &et.key),
                 d.quote(&et.table)
             );
             match bind_list(sqlx::query(AssertSqlSafe(sql)), list)
@@ -425,6 +592,7 @@ impl Crm for ServerCrm {
         et: &EntityType,
         keys: &[EntityKey],
     ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError> {
+        let uuids = self.uuids_all(std::slice::from_ref(et), None).await?;
         let mut tx = self
             .pool
             .begin()
@@ -434,6 +602,7 @@ impl Crm for ServerCrm {
             conn: &mut tx,
             dialect: self.dialect,
             lock: false,
+            uuids,
         }
         .identifier_values(et, keys)
         .await;
@@ -447,11 +616,15 @@ impl Crm for ServerCrm {
         input: &RecheckInput,
         decide: &(dyn for<'c> Fn(&'c CaseNow) -> Decision + Sync),
     ) -> Result<BatchOutcome, CrmError> {
+        let uuids = self
+            .uuids_all(&input.entities, input.payloads.as_ref())
+            .await?;
         let mut tx = self.pool.begin().await.map_err(CrmError::Transaction)?;
         let mut ops = Txn {
             conn: &mut tx,
             dialect: self.dialect,
             lock: true,
+            uuids,
         };
         let outcome = recheck::run(&mut ops, input, decide).await?;
         tx.commit().await.map_err(CrmError::Transaction)?;
@@ -505,9 +678,10 @@ impl Crm for ServerCrm {
                 vec![normalised.to_string()],
             ),
         };
+        let u = self.uuids_of(et).await?;
         let sql = format!(
             "SELECT {}, {} FROM {} WHERE {condition}",
-            d.quote(&et.key),
+            u.read(d, &et.key),
             d.text(&c),
             d.quote(&et.table)
         );
@@ -536,12 +710,14 @@ impl Crm for ServerCrm {
 
     async fn subtrees(&self, input: &RecheckInput) -> Result<Vec<CaseNow>, CrmError> {
         // One snapshot for every statement, read only, nothing locked.
+        let uuids = self.uuids_all(&input.entities, None).await?;
         let mut tx = self.snapshot().await?;
         let cases = recheck::load(
             &mut Txn {
                 conn: &mut tx,
                 dialect: self.dialect,
                 lock: false,
+                uuids,
             },
             input,
         )
@@ -553,12 +729,14 @@ impl Crm for ServerCrm {
     async fn component(&self, input: &ComponentInput) -> Result<Vec<EntityNow>, CrmError> {
         // As `subtrees`: one snapshot, read only, nothing locked. A column
         // stores one type here, so each key is looked up as read.
+        let uuids = self.uuids_all(&input.entities, None).await?;
         let mut tx = self.snapshot().await?;
         let rows = component::load(
             &mut Txn {
                 conn: &mut tx,
                 dialect: self.dialect,
                 lock: false,
+                uuids,
             },
             input,
             false,
@@ -582,7 +760,9 @@ impl Crm for ServerCrm {
         // The key first, to know the row; then every column, as text
         // unless it is binary (sqlx's Any driver reads no dates, decimals
         // or JSON; their text is what the database gives).
-        let mut list = vec![d.quote(&et.key)];
+        let u = self.uuids_of(et).await?;
+        let kc = u.column(&et.key);
+        let mut list = vec![u.read(d, &et.key)];
         for ((name, _), kind) in columns.iter().zip(&kinds) {
             let c = d.quote_name(name);
             list.push(match kind {
@@ -592,8 +772,8 @@ impl Crm for ServerCrm {
         }
         let requested = super::Requested::new(keys);
         let mut out = Vec::new();
-        for chunk in key_chunks(d, keys) {
-            let (cond, binds) = key_condition(d, &et.key, &chunk);
+        for chunk in key_chunks(d, keys, kc) {
+            let (cond, binds) = key_condition(d, &et.key, &chunk, kc);
             let sql = format!(
                 "SELECT {} FROM {} WHERE {cond}",
                 list.join(", "),
@@ -749,14 +929,21 @@ impl ValueKind {
 }
 
 /// Keys split by kind (integer, text), then into statement-sized chunks:
-/// `CHUNK` for an IN list; far more for PostgreSQL's single array.
-fn key_chunks(d: Dialect, keys: &[EntityKey]) -> Vec<Vec<EntityKey>> {
+/// `CHUNK` for an IN list; far more for PostgreSQL's single array. A uuid
+/// column keeps only the keys in the text it prints: any other key names
+/// no row there (an integer, a text that is no UUID, a UUID in capitals),
+/// and would fail the statement's cast.
+fn key_chunks(d: Dialect, keys: &[EntityKey], column: KeyColumn) -> Vec<Vec<EntityKey>> {
     let size = match d {
         Dialect::Postgres => 20_000,
         Dialect::MySql => CHUNK,
     };
     let (ints, texts): (Vec<EntityKey>, Vec<EntityKey>) = keys
         .iter()
+        .filter(|k| match column {
+            KeyColumn::Plain => true,
+            KeyColumn::Uuid => matches!(k, EntityKey::Text(t) if is_printed_uuid(t)),
+        })
         .cloned()
         .partition(|k| matches!(k, EntityKey::Int(_)));
     [ints, texts]
@@ -776,8 +963,14 @@ enum KeyList {
 /// `column` matching a chunk of keys of one kind. PostgreSQL gets one
 /// array parameter (`= ANY`), so that every batch reuses one prepared
 /// statement whatever its length, instead of preparing an IN list of each
-/// new length; MySQL gets an IN list.
-fn key_condition(d: Dialect, column: &str, chunk: &[EntityKey]) -> (String, KeyList) {
+/// new length; cast to the uuid column's own type, so that its index
+/// serves. MySQL gets an IN list.
+fn key_condition(
+    d: Dialect,
+    column: &str,
+    chunk: &[EntityKey],
+    kind: KeyColumn,
+) -> (String, KeyList) {
     match d {
         Dialect::Postgres => {
             let ints = matches!(chunk.first(), Some(EntityKey::Int(_)));
@@ -803,7 +996,11 @@ fn key_condition(d: Dialect, column: &str, chunk: &[EntityKey]) -> (String, KeyL
                 }
             }
             array.push('}');
-            let ty = if ints { "BIGINT" } else { "TEXT" };
+            let ty = match (kind, ints) {
+                (KeyColumn::Uuid, _) => "UUID",
+                (KeyColumn::Plain, true) => "BIGINT",
+                (KeyColumn::Plain, false) => "TEXT",
+            };
             (
                 format!("{} = ANY(CAST($1 AS {ty}[]))", d.quote(column)),
                 KeyList::Array(array),
@@ -832,6 +1029,15 @@ struct Txn<'c> {
     /// Lock the rows read (`FOR UPDATE`): the deleting transaction does, a
     /// subject request's read (`subtrees`) does not.
     lock: bool,
+    /// The uuid columns of every table the transaction reads, by quoted
+    /// name (`ServerCrm::uuids_all`).
+    uuids: HashMap<String, Uuids>,
+}
+
+impl Txn<'_> {
+    fn uuids(&self, quoted: &str) -> Uuids {
+        self.uuids.get(quoted).cloned().unwrap_or_default()
+    }
 }
 
 #[async_trait]
@@ -844,19 +1050,19 @@ impl TxnOps for Txn<'_> {
         conditions: &[&str],
     ) -> Result<Vec<(EntityRow, Option<EntityKey>, u32)>, CrmError> {
         let d = self.dialect;
+        let u = self.uuids(&d.quote(&et.table));
+        let kc = u.column(column);
         let extra_at = 1 + et.clock.len() + et.parents.len();
         let mut out = Vec::new();
-        for chunk in key_chunks(d, values) {
-            let (cond, list) = key_condition(d, column, &chunk);
+        for chunk in key_chunks(d, values, kc) {
+            let (cond, list) = key_condition(d, column, &chunk, kc);
             let sql = format!(
                 "SELECT {} FROM {} WHERE {cond}{}",
                 // The select list quotes; the column is selected again
                 // to know which value matched, then each condition.
                 {
-                    let mut cols = vec![d.quote(&et.key)];
-                    cols.extend(et.clock.iter().map(|c| d.text(&d.quote(c))));
-                    cols.extend(et.parents.iter().map(|(_, c)| d.quote(c)));
-                    cols.push(d.quote(column));
+                    let mut cols = entity_list(d, et, &u);
+                    cols.push(u.read(d, column));
                     cols.extend(conditions.iter().map(|c| super::condition_column(c)));
                     cols.join(", ")
                 },
@@ -884,11 +1090,13 @@ impl TxnOps for Txn<'_> {
         keys: &[EntityKey],
     ) -> Result<Vec<(EntityKey, Vec<Option<String>>)>, CrmError> {
         let d = self.dialect;
-        let mut cols = vec![d.quote(&et.key)];
+        let u = self.uuids(&d.quote(&et.table));
+        let kc = u.column(&et.key);
+        let mut cols = vec![u.read(d, &et.key)];
         cols.extend(et.identifiers.iter().map(|c| d.text(&d.quote(c))));
         let mut out = Vec::new();
-        for chunk in key_chunks(d, keys) {
-            let (cond, list) = key_condition(d, &et.key, &chunk);
+        for chunk in key_chunks(d, keys, kc) {
+            let (cond, list) = key_condition(d, &et.key, &chunk, kc);
             let sql = format!(
                 "SELECT {} FROM {} WHERE {cond}",
                 cols.join(", "),
@@ -912,9 +1120,10 @@ impl TxnOps for Txn<'_> {
 
     async fn delete_keys(&mut self, et: &EntityType, keys: &[EntityKey]) -> Result<u64, CrmError> {
         let d = self.dialect;
+        let kc = self.uuids(&d.quote(&et.table)).column(&et.key);
         let mut n = 0;
-        for chunk in key_chunks(d, keys) {
-            let (cond, list) = key_condition(d, &et.key, &chunk);
+        for chunk in key_chunks(d, keys, kc) {
+            let (cond, list) = key_condition(d, &et.key, &chunk, kc);
             let sql = format!("DELETE FROM {} WHERE {cond}", d.quote(&et.table));
             n += bind_list(sqlx::query(AssertSqlSafe(sql)), list)
                 .execute(&mut **self.conn)
@@ -932,9 +1141,10 @@ impl TxnOps for Txn<'_> {
         values: &[EntityKey],
     ) -> Result<Vec<LockedPayload>, CrmError> {
         let d = self.dialect;
+        let kc = self.uuids(&p.table).column(&column.column);
         let mut out = Vec::new();
-        for chunk in key_chunks(d, values) {
-            let (cond, list) = key_condition(d, &column.column, &chunk);
+        for chunk in key_chunks(d, values, kc) {
+            let (cond, list) = key_condition(d, &column.column, &chunk, kc);
             let sql = format!(
                 "SELECT {} FROM {} WHERE {cond}{}",
                 column.select,
@@ -964,9 +1174,10 @@ impl TxnOps for Txn<'_> {
         values: &[EntityKey],
     ) -> Result<u64, CrmError> {
         let d = self.dialect;
+        let kc = self.uuids(&p.table).column(&column.column);
         let mut n = 0;
-        for chunk in key_chunks(d, values) {
-            let (cond, list) = key_condition(d, &column.column, &chunk);
+        for chunk in key_chunks(d, values, kc) {
+            let (cond, list) = key_condition(d, &column.column, &chunk, kc);
             let sql = format!("DELETE FROM {} WHERE {cond}", p.table);
             n += bind_list(sqlx::query(AssertSqlSafe(sql)), list)
                 .execute(&mut **self.conn)
@@ -990,7 +1201,7 @@ mod key_list_tests {
             EntityKey::Text("NULL".into()),
             EntityKey::Text("x,y}".into()),
         ];
-        let (cond, list) = key_condition(Dialect::Postgres, "id", &keys);
+        let (cond, list) = key_condition(Dialect::Postgres, "id", &keys, KeyColumn::Plain);
         assert_eq!(cond, "\"id\" = ANY(CAST($1 AS TEXT[]))");
         match list {
             KeyList::Array(a) => assert_eq!(a, r#"{"a\"b","c\\d","NULL","x,y}"}"#),
@@ -1000,18 +1211,77 @@ mod key_list_tests {
             Dialect::Postgres,
             "id",
             &[EntityKey::Int(-3), EntityKey::Int(7)],
+            KeyColumn::Plain,
         );
         assert!(cond.contains("BIGINT[]"));
         assert!(matches!(list, KeyList::Array(a) if a == "{-3,7}"));
         // Kinds never mix in one chunk; MySQL keeps its IN list.
         let mixed = [EntityKey::Int(1), EntityKey::Text("1".into())];
-        assert_eq!(key_chunks(Dialect::Postgres, &mixed).len(), 2);
+        assert_eq!(
+            key_chunks(Dialect::Postgres, &mixed, KeyColumn::Plain).len(),
+            2
+        );
         let (cond, _) = key_condition(
             Dialect::MySql,
             "id",
             &[EntityKey::Int(1), EntityKey::Int(2)],
+            KeyColumn::Plain,
         );
         assert_eq!(cond, "`id` IN (?, ?)");
+    }
+
+    #[test]
+    fn a_uuid_column_is_matched_by_a_uuid_array_of_printed_uuids_only() {
+        let printed = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        let keys = [
+            EntityKey::Text(printed.into()),
+            // Never bound: no row of a uuid column prints as these, and
+            // the cast would fail the statement.
+            EntityKey::Text("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11".into()),
+            EntityKey::Text("not-a-uuid".into()),
+            EntityKey::Text("{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}".into()),
+            EntityKey::Int(18),
+        ];
+        let chunks = key_chunks(Dialect::Postgres, &keys, KeyColumn::Uuid);
+        assert_eq!(chunks, vec![vec![EntityKey::Text(printed.into())]]);
+        let (cond, list) = key_condition(Dialect::Postgres, "lead_id", &chunks[0], KeyColumn::Uuid);
+        assert_eq!(cond, "\"lead_id\" = ANY(CAST($1 AS UUID[]))");
+        assert!(matches!(list, KeyList::Array(a) if a == format!("{{\"{printed}\"}}")));
+        assert!(
+            key_chunks(Dialect::Postgres, &keys[1..], KeyColumn::Uuid).is_empty(),
+            "nothing to ask"
+        );
+        let u = Uuids {
+            columns: Arc::new(["id".to_string()].into_iter().collect()),
+            fold: false,
+        };
+        assert_eq!(u.read(Dialect::Postgres, "id"), "CAST(\"id\" AS TEXT)");
+        assert_eq!(u.read(Dialect::Postgres, "lead_id"), "\"lead_id\"");
+        assert_eq!(
+            u.column("ID"),
+            KeyColumn::Plain,
+            "PostgreSQL: another column"
+        );
+        let u = Uuids { fold: true, ..u };
+        assert_eq!(u.column("ID"), KeyColumn::Uuid, "MariaDB: the same column");
+        // MariaDB: the IN list keeps its form, printed UUIDs only.
+        let chunks = key_chunks(Dialect::MySql, &keys, KeyColumn::Uuid);
+        assert_eq!(chunks, vec![vec![EntityKey::Text(printed.into())]]);
+        let (cond, _) = key_condition(Dialect::MySql, "id", &chunks[0], KeyColumn::Uuid);
+        assert_eq!(cond, "`id` IN (?)");
+    }
+
+    #[test]
+    fn mysql_names_unquoted() {
+        assert_eq!(unquote_mysql("`payloads`"), vec!["payloads"]);
+        assert_eq!(
+            unquote_mysql("`crm`.`pay``loads`"),
+            vec!["crm", "pay`loads"]
+        );
+        assert_eq!(
+            unquote_mysql(&Dialect::MySql.quote("a.b")),
+            vec!["a".to_string(), "b".to_string()]
+        );
     }
 
     #[test]

@@ -365,6 +365,9 @@ impl Crm for SqliteCrm {
                         // SQLite's affinity rule: a declared type containing
                         // INT stores integers.
                         integer: ty.to_ascii_uppercase().contains("INT"),
+                        // A column declared UUID stores whatever text was
+                        // written: keys stay as typed.
+                        uuid: false,
                     }
                 })
                 .collect(),

@@ -448,19 +448,31 @@ mod key_tests {
             }
             let t = b.add(0, EntityKey::Text("0".into()), None, &[]).unwrap();
             let o = b.add(0, EntityKey::Int(odd), None, &[]).unwrap();
-            assert_eq!(b.add(0, EntityKey::Int(odd), None, &[]), None, "{odd}: once");
+            assert_eq!(
+                b.add(0, EntityKey::Int(odd), None, &[]),
+                None,
+                "{odd}: once"
+            );
             assert_eq!(b.add(0, EntityKey::Int(3), None, &[]), None, "{odd}: once");
             let c = b
                 .add(1, EntityKey::Int(7), None, &[(0, Some(EntityKey::Int(9)))])
                 .unwrap();
             let g = b.finish();
             for (k, id) in &ids {
-                assert_eq!(g.resolve_key(0, &EntityKey::Int(k * 3)), Some(*id), "{odd}: {k}");
+                assert_eq!(
+                    g.resolve_key(0, &EntityKey::Int(k * 3)),
+                    Some(*id),
+                    "{odd}: {k}"
+                );
                 assert_eq!(g.resolve(0, &(k * 3).to_string()), Some(*id), "{odd}: {k}");
             }
             assert_eq!(g.resolve_key(0, &EntityKey::Int(1)), None, "{odd}");
             assert_eq!(g.resolve_key(0, &EntityKey::Int(odd)), Some(o), "{odd}");
-            assert_eq!(g.resolve_key(0, &EntityKey::Int(odd.wrapping_sub(1))), None, "{odd}");
+            assert_eq!(
+                g.resolve_key(0, &EntityKey::Int(odd.wrapping_sub(1))),
+                None,
+                "{odd}"
+            );
             assert_eq!(g.resolve_key(0, &EntityKey::Text("0".into())), Some(t));
             assert_eq!(g.resolve_key(1, &EntityKey::Int(7)), Some(c));
             assert_eq!(g.resolve_key(1, &EntityKey::Int(9)), None, "types apart");

@@ -213,12 +213,16 @@ fn ref_refused(config: &Config, kinds: &crate::crm::refs::KeyKinds, input: &str)
     let known = input.split_once(':').and_then(|(t, _)| config.entity(t));
     RequestError::Usage(match known {
         Some(et) => {
-            let integers = kinds.0.get(&et.name).copied().unwrap_or(false);
+            use crate::crm::refs::KeyKind;
             format!(
                 "a {0} ref given as the subject has no key lethe can read: write {0}:KEY with the key as column {1} holds it{2}, without blanks around it or control characters (the text given is not repeated)",
                 et.name,
                 et.key,
-                if integers { " (an integer)" } else { "" }
+                match kinds.of(&et.name) {
+                    KeyKind::Integer => " (an integer)",
+                    KeyKind::Uuid => " (a UUID)",
+                    KeyKind::Text => "",
+                }
             )
         }
         None => format!(

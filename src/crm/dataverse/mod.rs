@@ -789,6 +789,9 @@ impl Crm for DataverseCrm {
                 .into_iter()
                 .map(|(name, ty)| Column {
                     integer: metadata::is_integer(&ty),
+                    // Edm.Guid keys stay as typed (the Web API's own
+                    // spelling is what links and holds carry).
+                    uuid: false,
                     name,
                 })
                 .collect()

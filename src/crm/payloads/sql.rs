@@ -81,6 +81,10 @@ pub struct SqlTable {
 #[derive(Clone, Debug)]
 struct KeyType {
     int: bool,
+    /// The server's UUID type (not SQLite, where a column declared UUID
+    /// holds any text): only a key in the text the server prints names a
+    /// row.
+    uuid: bool,
     name: String,
 }
 
@@ -169,6 +173,7 @@ impl SqlTable {
                     .unwrap_or_else(|| "text".into());
                 Ok(KeyType {
                     int: ty.contains("int"),
+                    uuid: ty == "uuid" && self.dialect != Dialect::Sqlite,
                     name: ty,
                 })
             })
@@ -824,13 +829,17 @@ impl SqlTable {
     }
 }
 
-/// A value bound as the key column stores it.
 /// Whether `key` can name a row at all (an integer key column holds no
-/// `abc`, nor `018`).
+/// `abc`, nor `018`; a UUID column nothing but UUIDs as it prints them,
+/// and PostgreSQL's cast of anything else would fail the statement).
 fn can_exist(kt: &KeyType, key: &str) -> bool {
+    if kt.uuid {
+        return crate::model::is_printed_uuid(key);
+    }
     !kt.int || key.parse::<i64>().is_ok_and(|i| i.to_string() == key)
 }
 
+/// A value bound as the key column stores it.
 enum Bound {
     Int(i64),
     Text(String),
