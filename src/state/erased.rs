@@ -98,7 +98,7 @@ async fn insert(
 pub async fn confirm(tx: &mut Tx<'_>, plan_id: &str, cases: &[i64]) -> Result<(), StateError> {
     for chunk in cases.chunks(400) {
         let sql = format!(
-            "UPDATE erased_identifiers SET pending = 0 WHERE plan_id = $1 AND case_id IN ({})",
+            "UPDATE erased_identifiers SET pending = 0 WHERE pending = 1 AND plan_id = $1 AND case_id IN ({})",
             super::params(chunk.len(), "?", 2)
         );
         let mut query = sqlx::query(super::sql(super::is_sqlite(tx), sql)).bind(plan_id);

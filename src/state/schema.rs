@@ -222,6 +222,12 @@ CREATE INDEX requests_plan ON requests(plan_id);
 ALTER TABLE plans ADD COLUMN kind TEXT;       -- NULL: a sweep's plan; request: a subject request's
 CREATE INDEX links_entity ON links(entity_type, entity_key);
 "#,
+    // 9: the pending identifiers of a plan by case (a batch's journal step
+    // confirms or drops its cases' rows: without it each step read every
+    // identifier of the plan, quadratic in the plan's size)
+    r#"
+CREATE INDEX erased_identifiers_pending ON erased_identifiers(plan_id, case_id) WHERE pending = 1;
+"#,
 ];
 
 /// The schema version a store has once migrated.
