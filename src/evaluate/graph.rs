@@ -104,10 +104,12 @@ const ABSENT: NodeId = NodeId::MAX;
 
 impl Dense {
     /// Whether key `k` may go into the array: the array stays within four
-    /// times the type's entities (and a million slots), so a sparse or
-    /// hostile key turns it off instead of growing it.
+    /// times the type's entities (plus a few thousand slots), so a sparse
+    /// or hostile key turns it off instead of growing it, and a small graph
+    /// of large keys (apply's re-check of a batch of cases) never zeroes an
+    /// array sized by its keys.
     fn fits(&self, k: i64) -> bool {
-        !self.off && k >= 0 && (k as u64) < 4 * (self.count as u64 + 1).max(1 << 18)
+        !self.off && k >= 0 && (k as u64) < 4 * (self.count as u64 + 1) + (1 << 12)
     }
 }
 
@@ -477,6 +479,24 @@ mod key_tests {
             assert_eq!(g.resolve_key(1, &EntityKey::Int(7)), Some(c));
             assert_eq!(g.resolve_key(1, &EntityKey::Int(9)), None, "types apart");
             assert_eq!(g.parents(c), &[ids[3].1], "{odd}: the parent 9 was found");
+        }
+    }
+
+    /// A small graph of large integer keys (the re-check of a batch of
+    /// cases deep in a big CRM) keeps them in the table: no array sized by
+    /// the keys is allocated, and each is found.
+    #[test]
+    fn a_few_large_keys_allocate_no_array() {
+        let mut b = GraphBuilder::new(vec!["lead".into()]);
+        let keys = [900_000i64, 900_001, 1_000_000, 5];
+        let ids: Vec<NodeId> = keys
+            .iter()
+            .map(|&k| b.add(0, EntityKey::Int(k), None, &[]).unwrap())
+            .collect();
+        let g = b.finish();
+        assert!(g.dense[0].ids.len() <= 1 << 13, "{}", g.dense[0].ids.len());
+        for (k, id) in keys.iter().zip(ids) {
+            assert_eq!(g.resolve_key(0, &EntityKey::Int(*k)), Some(id));
         }
     }
 
