@@ -85,6 +85,15 @@ pub fn canonical_uuid(text: &str) -> Option<String> {
     Some(out)
 }
 
+/// The printed text of a UUID spelled otherwise (capitals, braces, no
+/// hyphens), as a payload file may spell the key of the row it names;
+/// `None` when `key` is no UUID or is spelled as printed already. A link
+/// is matched by its key as written first, and by this spelling only when
+/// that finds nothing: a text key column may hold capitals of its own.
+pub fn uuid_respelled(key: &str) -> Option<String> {
+    canonical_uuid(key).filter(|c| c != key)
+}
+
 /// Whether `text` is a UUID as the database prints it (and so can equal
 /// a UUID column's text).
 pub fn is_printed_uuid(text: &str) -> bool {

@@ -279,27 +279,30 @@ impl Ctx<'_> {
         targets: &[(String, String)],
         statuses: &HashMap<(String, String), crate::state::status::EntityStatus>,
     ) -> (HashSet<(String, String)>, Option<String>) {
-        let mut outside: HashMap<String, Vec<EntityKey>> = HashMap::new();
-        for (ty, key) in targets.iter().filter(|t| !statuses.contains_key(*t)) {
-            let entry = outside.entry(ty.clone()).or_default();
-            entry.push(EntityKey::Text(key.clone()));
-            if let Ok(i) = key.parse::<i64>()
-                && i.to_string() == *key
-            {
-                entry.push(EntityKey::Int(i));
-            }
+        let outside: Vec<&(String, String)> = targets
+            .iter()
+            .filter(|t| !statuses.contains_key(*t))
+            .collect();
+        let mut asked: HashMap<&str, Vec<EntityKey>> = HashMap::new();
+        for (ty, key) in &outside {
+            asked.entry(ty.as_str()).or_default().extend(probes(key));
         }
-        let mut present: HashSet<(String, String)> = HashSet::new();
+        let mut found: HashSet<(String, String)> = HashSet::new();
         let mut error = None;
-        for (ty, ks) in &outside {
+        for (ty, ks) in &asked {
             let Some(et) = self.config.entity(ty) else {
                 continue;
             };
             match crm.existing(et, ks).await {
-                Ok(found) => present.extend(found.into_iter().map(|k| (ty.clone(), k.canonical()))),
+                Ok(keys) => found.extend(keys.into_iter().map(|k| (ty.to_string(), k.canonical()))),
                 Err(e) => error = Some(e.to_string()),
             }
         }
+        let present = outside
+            .into_iter()
+            .filter(|t| named_by(t, &found))
+            .cloned()
+            .collect();
         (present, error)
     }
 
@@ -329,5 +332,70 @@ impl Ctx<'_> {
             reason_chars: None,
             detail: None,
         }
+    }
+}
+
+/// The keys the CRM is asked for a link's key: as written, as an integer
+/// when it is one, and as a UUID's printed text when it is a UUID spelled
+/// otherwise (the plan's graph matches a link so: `Graph::resolve`).
+fn probes(key: &str) -> Vec<EntityKey> {
+    let mut out = vec![EntityKey::Text(key.to_string())];
+    if let Ok(i) = key.parse::<i64>()
+        && i.to_string() == key
+    {
+        out.push(EntityKey::Int(i));
+    }
+    out.extend(crate::model::uuid_respelled(key).map(EntityKey::Text));
+    out
+}
+
+/// Whether the keys the CRM answered (`found`, canonical) name the link
+/// target `t` in any spelling it was asked in.
+fn named_by(t: &(String, String), found: &HashSet<(String, String)>) -> bool {
+    probes(&t.1)
+        .into_iter()
+        .any(|k| found.contains(&(t.0.clone(), k.canonical())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link spelled in capitals (or braces) is present when the CRM
+    /// answers its UUID column's printed text; integers and plain text are
+    /// asked as before, and nothing else is respelled.
+    #[test]
+    fn a_link_is_present_in_any_spelling_the_crm_answers() {
+        let printed = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        let found: HashSet<(String, String)> = [
+            ("lead".to_string(), printed.to_string()),
+            ("lead".to_string(), "7".to_string()),
+            ("lead".to_string(), "abc".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let t = |k: &str| ("lead".to_string(), k.to_string());
+        assert!(named_by(&t(&printed.to_uppercase()), &found));
+        assert!(named_by(&t(&format!("{{{printed}}}")), &found));
+        assert!(named_by(&t(printed), &found));
+        assert!(named_by(&t("7"), &found));
+        assert!(named_by(&t("abc"), &found));
+        assert!(!named_by(&t("ABC"), &found), "text is not respelled");
+        assert!(
+            !named_by(&t("07"), &found),
+            "as the plan: 07 is no integer key"
+        );
+        assert!(!named_by(&("quote".to_string(), "7".to_string()), &found));
+        assert_eq!(
+            probes(&printed.to_uppercase()),
+            vec![
+                EntityKey::Text(printed.to_uppercase()),
+                EntityKey::Text(printed.to_string())
+            ]
+        );
+        assert_eq!(
+            probes("7"),
+            vec![EntityKey::Text("7".into()), EntityKey::Int(7)]
+        );
     }
 }

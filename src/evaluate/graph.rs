@@ -351,14 +351,18 @@ impl Graph {
     }
 
     /// Finds an entity by a key as typed or as found in a file: a key that
-    /// looks like an integer also matches an integer key column.
+    /// looks like an integer also matches an integer key column, and a UUID
+    /// in another spelling (capitals, braces) the printed text of a UUID
+    /// column when the key as written names nothing.
     pub fn resolve(&self, ty: u16, key: &str) -> Option<NodeId> {
         if let Some(i) = canonical_int(key)
             && let Some(id) = self.find(ty, KeyRef::Int(i))
         {
             return Some(id);
         }
-        self.find(ty, KeyRef::Text(key))
+        self.find(ty, KeyRef::Text(key)).or_else(|| {
+            crate::model::uuid_respelled(key).and_then(|c| self.find(ty, KeyRef::Text(&c)))
+        })
     }
 
     pub fn resolve_key(&self, ty: u16, key: &EntityKey) -> Option<NodeId> {
@@ -498,6 +502,39 @@ mod key_tests {
         for (k, id) in keys.iter().zip(ids) {
             assert_eq!(g.resolve_key(0, &EntityKey::Int(*k)), Some(id));
         }
+    }
+
+    /// A link's key spelled as a payload may spell a UUID (capitals,
+    /// braces, no hyphens) finds the UUID column's printed text; a text key
+    /// of capitals is found as written first, and text that is no UUID is
+    /// never respelled.
+    #[test]
+    fn uuid_keys_are_found_in_any_spelling_after_the_key_as_written() {
+        let printed = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11";
+        let mut b = GraphBuilder::new(vec!["lead".into(), "note".into()]);
+        let lead = b
+            .add(0, EntityKey::Text(printed.into()), None, &[])
+            .unwrap();
+        let upper = b
+            .add(1, EntityKey::Text(printed.to_uppercase()), None, &[])
+            .unwrap();
+        let lower = b
+            .add(1, EntityKey::Text(printed.into()), None, &[])
+            .unwrap();
+        b.add(1, EntityKey::Text("abc".into()), None, &[]).unwrap();
+        let g = b.finish();
+        for spelling in [
+            printed.to_uppercase(),
+            format!("{{{printed}}}"),
+            printed.replace('-', ""),
+            printed.replace('-', "").to_uppercase(),
+        ] {
+            assert_eq!(g.resolve(0, &spelling), Some(lead), "{spelling}");
+        }
+        assert_eq!(g.resolve(1, &printed.to_uppercase()), Some(upper));
+        assert_eq!(g.resolve(1, printed), Some(lower));
+        assert_eq!(g.resolve(1, "ABC"), None, "no UUID: as written only");
+        assert_eq!(g.resolve(0, "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A12"), None);
     }
 
     #[test]
