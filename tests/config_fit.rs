@@ -285,3 +285,101 @@ async fn a_config_that_does_not_fit_the_crm_is_refused_on_mariadb() {
     typos_refused_on(&url, &url, "", tmp.path()).await;
     exec(&admin, &[format!("DROP DATABASE IF EXISTS {db}")]).await;
 }
+
+/// A key or foreign key of a type lethe cannot read a key from (binary,
+/// exact decimal) is refused by `check`, `plan` and `sweep` with the
+/// column's type, and nothing is deleted. (Read through the driver, such a
+/// key came back as nothing: the scan dropped the row, and with it the
+/// entity, from the plan without a word.)
+async fn unreadable_key_types_refused_on(url: &str, prefix: &str, dir: &Path) {
+    let mysql = url.starts_with("mysql");
+    let (binary, decimal) = if mysql {
+        ("VARBINARY(40)", "DECIMAL(12,0)")
+    } else {
+        ("BYTEA", "NUMERIC(12,0)")
+    };
+    let t = |p: &str, n: &str| {
+        if mysql {
+            format!("{p}`{n}`")
+        } else {
+            format!("{p}\"{n}\"")
+        }
+    };
+    exec(
+        url,
+        &[
+            format!(
+                "CREATE TABLE {} (leadid {binary} PRIMARY KEY, fullname VARCHAR(80), emailaddress1 VARCHAR(80), modifiedon VARCHAR(40))",
+                t(prefix, "lead")
+            ),
+            format!(
+                "CREATE TABLE {} (opportunityid VARCHAR(40) PRIMARY KEY, originatingleadid {decimal}, statecode INTEGER, modifiedon VARCHAR(40))",
+                t(prefix, "opportunity")
+            ),
+            format!(
+                "CREATE TABLE {} (salesorderid VARCHAR(40) PRIMARY KEY, opportunityid VARCHAR(40), modifiedon VARCHAR(40))",
+                t(prefix, "salesorder")
+            ),
+            format!(
+                "INSERT INTO {} VALUES ('L-1', 'Ann One', 'ann@example.com', '2020-01-10')",
+                t(prefix, "lead")
+            ),
+        ],
+    )
+    .await;
+    std::fs::create_dir_all(dir.join("technical")).unwrap();
+    std::fs::write(dir.join("lethe.toml"), config(url, prefix)).unwrap();
+    for command in [
+        vec!["check"],
+        vec!["plan", "--as-of", "2026-06-30"],
+        vec!["sweep", "--as-of", "2026-06-30"],
+    ] {
+        let out = lethe(dir, &command);
+        out.expect(2)
+            .contains("crm.entities.lead.key")
+            .contains("column `leadid`")
+            .contains("which lethe cannot read keys from")
+            .contains("crm.entities.opportunity.parent.lead");
+        assert_eq!(count(url, &t(prefix, "lead")).await, 1, "{command:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_column_of_an_unreadable_type_is_refused_on_postgres() {
+    let Some(admin) = server_url("LETHE_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let schema = format!("lethe_fitkey_{}", std::process::id());
+    exec(
+        &admin,
+        &[
+            format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+            format!("CREATE SCHEMA {schema}"),
+        ],
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    unreadable_key_types_refused_on(&admin, &format!("{schema}."), tmp.path()).await;
+    exec(&admin, &[format!("DROP SCHEMA IF EXISTS {schema} CASCADE")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_column_of_an_unreadable_type_is_refused_on_mariadb() {
+    let Some(admin) = server_url("LETHE_TEST_MYSQL_URL") else {
+        return;
+    };
+    let db = format!("lethe_fitkey_{}", std::process::id());
+    exec(
+        &admin,
+        &[
+            format!("DROP DATABASE IF EXISTS {db}"),
+            format!("CREATE DATABASE {db}"),
+        ],
+    )
+    .await;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    let url = format!("{base}/{db}");
+    let tmp = tempfile::tempdir().unwrap();
+    unreadable_key_types_refused_on(&url, "", tmp.path()).await;
+    exec(&admin, &[format!("DROP DATABASE IF EXISTS {db}")]).await;
+}

@@ -24,6 +24,10 @@ pub struct Column {
     /// `UUID`): its keys are read and stored in the text the server prints
     /// (`lead:A0EEBC99-…` means `lead:a0eebc99-…`).
     pub uuid: bool,
+    /// The column's type when lethe cannot read a key from it (binary,
+    /// exact decimal): as a key or foreign key it is refused, never read
+    /// as nothing.
+    pub unkeyed: Option<String>,
 }
 
 /// What the fit found: the problems, and the key columns' kinds.
@@ -115,8 +119,21 @@ pub async fn fit(config: &Config, crm: &dyn Crm) -> Result<Fit, CrmError> {
                 }
             }
         };
+        // A key or foreign key of a type lethe cannot read a key from.
+        let keyable = |path: Vec<Seg>, i: usize, out: &mut Fit| {
+            if let Some(ty) = &columns[i].unkeyed {
+                out.problems.push(config.problem(
+                    path,
+                    format!(
+                        "column `{}` of table `{}` is of type {ty}, which lethe cannot read keys from (keys are integers, text or UUIDs); name a view that casts it to text",
+                        columns[i].name, et.table
+                    ),
+                ));
+            }
+        };
         if let Some(i) = need(at("key"), &et.key, "key", &mut out) {
             out.integer_keys.insert(et.name.clone(), columns[i].integer);
+            keyable(at("key"), i, &mut out);
         }
         for c in &et.clock {
             need(at("clock"), c, "clock", &mut out);
@@ -124,7 +141,14 @@ pub async fn fit(config: &Config, crm: &dyn Crm) -> Result<Fit, CrmError> {
         for (parent, c) in &et.parents {
             let mut path = at("parent");
             path.push(Seg::from(parent));
-            need(path, c, &format!("foreign key to {parent}"), &mut out);
+            if let Some(i) = need(
+                path.clone(),
+                c,
+                &format!("foreign key to {parent}"),
+                &mut out,
+            ) {
+                keyable(path, i, &mut out);
+            }
         }
         for c in &et.subject {
             need(at("subject"), c, "subject column", &mut out);

@@ -432,6 +432,12 @@ impl Crm for ServerCrm {
                     ),
                     // PostgreSQL's format_type and MariaDB's DATA_TYPE.
                     uuid: ty == "uuid",
+                    unkeyed: matches!(ValueKind::of(&ty), ValueKind::Binary)
+                        .then(|| ty.clone())
+                        .or_else(|| {
+                            let base = ty.split('(').next().unwrap_or(&ty).trim();
+                            matches!(base, "numeric" | "decimal").then(|| ty.clone())
+                        }),
                     name,
                 })
                 .collect()

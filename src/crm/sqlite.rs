@@ -368,6 +368,9 @@ impl Crm for SqliteCrm {
                         // A column declared UUID stores whatever text was
                         // written: keys stay as typed.
                         uuid: false,
+                        // SQLite keys are read as integer or text, as
+                        // stored.
+                        unkeyed: None,
                     }
                 })
                 .collect(),

@@ -792,6 +792,7 @@ impl Crm for DataverseCrm {
                     // Edm.Guid keys stay as typed (the Web API's own
                     // spelling is what links and holds carry).
                     uuid: false,
+                    unkeyed: None,
                     name,
                 })
                 .collect()
