@@ -423,7 +423,10 @@ pub async fn run(
         Some(_) => to_read.iter().map(|m| m.key.clone()).collect(),
         None => Vec::new(),
     };
-    let bulk = bulk_run(to_read.len() as u64, total);
+    let bulk = bulk_run(
+        (to_read.len() as u64, to_read.iter().map(|m| m.size).sum()),
+        (total, summary.bytes_listed),
+    );
     // A run that reads most of the store (the first, or one after the rules
     // changed) writes most of the links: the index of links by entity is
     // built once at its end instead of link by link.
@@ -495,11 +498,19 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Whether a run reading `to_read` of `total` listed objects is a bulk run
-/// (at least 1,000 objects and half of the store).
-fn bulk_run(to_read: u64, total: u64) -> bool {
-    to_read >= 1_000 && to_read * 2 >= total
+/// Whether a run reading `to_read` of the `listed` objects (each a count
+/// and bytes) is a bulk run: half of the store by count or by bytes, and
+/// at least 1,000 objects or [`BULK_BYTES`] (a few large exports yield
+/// hundreds of thousands of links: a link per row).
+fn bulk_run(to_read: (u64, u64), listed: (u64, u64)) -> bool {
+    let (objects, bytes) = to_read;
+    let (all_objects, all_bytes) = listed;
+    let half = objects * 2 >= all_objects || bytes.saturating_mul(2) >= all_bytes;
+    half && (objects >= 1_000 || bytes >= BULK_BYTES)
 }
+
+/// The bytes to read that make a run of few objects a bulk run.
+const BULK_BYTES: u64 = 64 << 20;
 
 /// Sorts the listing into the skipped entries (to be written as such) and
 /// the objects to read (new or changed); what is left in `known` has left
@@ -802,6 +813,25 @@ mod tests {
             metadata: Vec::new(),
             name: None,
         }
+    }
+
+    /// Many objects, or few large ones, make a bulk run when they are half
+    /// of the store by count or by bytes; a few small changes never do.
+    #[test]
+    fn a_bulk_run_is_half_the_store_by_count_or_bytes_and_not_tiny() {
+        const MB: u64 = 1 << 20;
+        // The first run over 40 exports of 5 MB: few objects, many bytes.
+        assert!(bulk_run((40, 200 * MB), (40, 200 * MB)));
+        // The first run over 2,000 small files.
+        assert!(bulk_run((2_000, 20 * MB), (2_000, 20 * MB)));
+        // Two changed exports that hold most of the bytes of a store of
+        // many small files.
+        assert!(bulk_run((2, 900 * MB), (100_000, 1_000 * MB)));
+        // A few small changes: never.
+        assert!(!bulk_run((10, MB), (10, MB)));
+        assert!(!bulk_run((999, 63 * MB), (1_000, 64 * MB)));
+        // Many objects, but a small part of the store by count and bytes.
+        assert!(!bulk_run((5_000, 50 * MB), (100_000, 1_000 * MB)));
     }
 
     /// A CRM column rule appended, or serve tokens added, leave the links

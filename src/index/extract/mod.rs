@@ -96,64 +96,92 @@ pub fn content(
     max_whole: u64,
     max_line: u64,
 ) -> Result<Vec<Found>, Unreadable> {
-    use crate::config::ContentKind;
     if size <= SLURP_MAX {
-        let mut bytes = Vec::with_capacity(size as usize + 1);
+        // Small objects are read into this thread's buffer, used again for
+        // the next object (a fresh allocation per object cost the kernel's
+        // page zeroing as much as parsing it).
+        let mut bytes = SLURP.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        bytes.clear();
+        bytes.reserve(size as usize + 1);
         (&mut reader)
             .take(SLURP_MAX + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| Unreadable(format!("read failed: {e}")))?;
         if bytes.len() as u64 <= SLURP_MAX {
             // A UTF-8 byte order mark (Windows exports) is not content.
-            let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
-            let seps: [u8; 2] = match kind {
-                ContentKind::Json { .. } => [b'\n', b','],
-                ContentKind::Xml(..) => [b'>', b'\n'],
-                ContentKind::Csv { .. } => [b'\n', b'\n'],
-            };
-            // (Most files are shorter than a line may be: nothing to scan.)
-            if bytes.len() as u64 > max_line && longest_line(bytes, seps) > max_line {
-                return Err(Unreadable(format!(
-                    "a line or value longer than technical.max_line_bytes ({max_line})"
-                )));
+            let content = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+            let found = from_slice(kind, content, max_whole, max_line);
+            if bytes.capacity() <= REUSE_MAX {
+                SLURP.with(|b| *b.borrow_mut() = bytes);
             }
-            return match kind {
-                ContentKind::Json {
-                    steps: Some(steps),
-                    record,
-                    ..
-                } => jsonstream::extract_with(
-                    serde_json::Deserializer::from_slice(bytes),
-                    steps,
-                    record_depth(record),
-                ),
-                ContentKind::Json {
-                    path,
-                    steps: None,
-                    record,
-                } => {
-                    if bytes.len() as u64 > max_whole {
-                        return Err(Unreadable(format!(
-                            "larger than technical.max_content_bytes ({max_whole})"
-                        )));
-                    }
-                    json::json_whole_with(
-                        serde_json::Deserializer::from_slice(bytes),
-                        path,
-                        record_depth(record),
-                    )
-                }
-                ContentKind::Xml(p, record) => xml::xml_from_slice(bytes, p, record.as_ref()),
-                ContentKind::Csv { column, delimiter } => {
-                    self::csv::csv_from_slice(bytes, column, *delimiter)
-                }
-            };
+            return found;
         }
         // It grew since it was listed: stream what was read and the rest.
         let rest: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(bytes).chain(reader));
         return stream(kind, skip_bom(rest)?, max_whole, max_line);
     }
     stream(kind, skip_bom(reader)?, max_whole, max_line)
+}
+
+thread_local! {
+    /// The buffer small objects are read into, one per parsing thread.
+    static SLURP: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer that grew past this (a large object) is let go, not kept.
+const REUSE_MAX: usize = 1 << 20;
+
+/// Runs one content rule over an object held in memory (a byte order mark
+/// already dropped).
+fn from_slice(
+    kind: &crate::config::ContentKind,
+    bytes: &[u8],
+    max_whole: u64,
+    max_line: u64,
+) -> Result<Vec<Found>, Unreadable> {
+    use crate::config::ContentKind;
+    let seps: [u8; 2] = match kind {
+        ContentKind::Json { .. } => [b'\n', b','],
+        ContentKind::Xml(..) => [b'>', b'\n'],
+        ContentKind::Csv { .. } => [b'\n', b'\n'],
+    };
+    // (Most files are shorter than a line may be: nothing to scan.)
+    if bytes.len() as u64 > max_line && longest_line(bytes, seps) > max_line {
+        return Err(Unreadable(format!(
+            "a line or value longer than technical.max_line_bytes ({max_line})"
+        )));
+    }
+    match kind {
+        ContentKind::Json {
+            steps: Some(steps),
+            record,
+            ..
+        } => jsonstream::extract_with(
+            serde_json::Deserializer::from_slice(bytes),
+            steps,
+            record_depth(record),
+        ),
+        ContentKind::Json {
+            path,
+            steps: None,
+            record,
+        } => {
+            if bytes.len() as u64 > max_whole {
+                return Err(Unreadable(format!(
+                    "larger than technical.max_content_bytes ({max_whole})"
+                )));
+            }
+            json::json_whole_with(
+                serde_json::Deserializer::from_slice(bytes),
+                path,
+                record_depth(record),
+            )
+        }
+        ContentKind::Xml(p, record) => xml::xml_from_slice(bytes, p, record.as_ref()),
+        ContentKind::Csv { column, delimiter } => {
+            self::csv::csv_from_slice(bytes, column, *delimiter)
+        }
+    }
 }
 
 /// Drops a leading UTF-8 byte order mark from a stream.
@@ -255,6 +283,49 @@ impl<R: Read> Read for LineGuard<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Objects read one after another on one thread share its buffer: a
+    /// short object after a long one yields only its own rows, and one
+    /// with a byte order mark after one without is read without it.
+    #[test]
+    fn objects_read_in_turn_on_one_thread_yield_only_their_own_links() {
+        let kind = crate::config::ContentKind::Csv {
+            column: "LeadId".into(),
+            delimiter: None,
+        };
+        let run = |doc: &[u8]| {
+            let keys: Vec<String> = content(
+                &kind,
+                Box::new(std::io::Cursor::new(doc.to_vec())),
+                doc.len() as u64,
+                1 << 30,
+                1 << 20,
+            )
+            .unwrap()
+            .into_iter()
+            .map(|f| f.key)
+            .collect();
+            keys
+        };
+        let mut long = b"LeadId;Name\n".to_vec();
+        for i in 0..2000 {
+            long.extend(format!("{i};name {i}\n").as_bytes());
+        }
+        assert_eq!(run(&long).len(), 2000);
+        assert_eq!(run(b"\xef\xbb\xbfLeadId;Name\n77;x\n"), ["77"]);
+        assert_eq!(run(b"LeadId\n5"), ["5"]);
+        assert_eq!(run(&long).len(), 2000);
+        // A buffer past the bound is let go, and the next object is read
+        // into a fresh one all the same.
+        let mut huge = b"LeadId;Pad\n".to_vec();
+        let mut rows = 0;
+        while huge.len() <= REUSE_MAX {
+            huge.extend(format!("7;{}\n", "x".repeat(97)).as_bytes());
+            rows += 1;
+        }
+        assert_eq!(run(&huge).len(), rows);
+        assert_eq!(run(b"LeadId\n6\n"), ["6"]);
+    }
 
     #[test]
     fn longest_line_is_the_longest_run_between_separators() {
