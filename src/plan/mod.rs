@@ -282,10 +282,22 @@ pub async fn make_plan(
     progress("writing plan", 0);
     let mut digest = Sha256::new();
     let mut tx = state.begin_write().await.map_err(q("writing the plan"))?;
-    write::cases(&mut tx, &s.id, &world, &eval, &mut digest).await?;
-    // Objects: stream the index, give each its fate.
+    // Cases and entities are written while the index streams past the
+    // judgement of objects (another connection reads it): each object is
+    // given its fate.
     let mut objects = ObjectPlan::new(config, &world, &eval, as_of_s);
-    index::for_each_entry(state, &mut |e| objects.add(e)).await?;
+    tokio::try_join!(
+        async {
+            write::cases(&mut tx, &s.id, &world, &eval, &mut digest)
+                .await
+                .map_err(PlanError::from)
+        },
+        async {
+            index::for_each_entry(state, &mut |e| objects.add(e))
+                .await
+                .map_err(PlanError::from)
+        },
+    )?;
     let (tally, to_delete, mut review) = objects.finish();
     s.objects = tally;
     write::objects(&mut tx, &s.id, &to_delete, &mut digest).await?;

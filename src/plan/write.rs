@@ -32,27 +32,32 @@ pub(super) async fn cases(
             *slot = (*slot).max(graph.nodes[n].clock);
         }
     }
-    let mut cases = Vec::with_capacity(eval.cases.len());
-    for (ci, c) in eval.cases.iter().enumerate() {
-        let node = graph.node(c.root);
-        let case = NewCase {
-            case_id: ci as u64,
-            policy: world.policies[c.policy].name.as_str(),
-            root_type: graph.types[node.ty as usize].as_str(),
-            root_key: node.key.canonical(),
-            root_kind: node.key.stored_kind(),
-            case_clock: case_clock[ci],
-        };
-        digest.update(
-            format!(
-                "case\0{ci}\0{}\0{}\0{}\n",
-                case.policy, case.root_type, case.root_key
-            )
-            .as_bytes(),
-        );
-        cases.push(case);
+    // In chunks of one statement each: the rows of a million cases are
+    // never all held at once.
+    let numbered: Vec<_> = eval.cases.iter().zip(&case_clock).enumerate().collect();
+    for chunk in numbered.chunks(140) {
+        let mut cases = Vec::with_capacity(chunk.len());
+        for &(ci, (c, clock)) in chunk {
+            let node = graph.node(c.root);
+            let case = NewCase {
+                case_id: ci as u64,
+                policy: world.policies[c.policy].name.as_str(),
+                root_type: graph.types[node.ty as usize].as_str(),
+                root_key: node.key.canonical(),
+                root_kind: node.key.stored_kind(),
+                case_clock: *clock,
+            };
+            digest.update(
+                format!(
+                    "case\0{ci}\0{}\0{}\0{}\n",
+                    case.policy, case.root_type, case.root_key
+                )
+                .as_bytes(),
+            );
+            cases.push(case);
+        }
+        plans::write_cases(tx, id, &cases).await?;
     }
-    plans::write_cases(tx, id, &cases).await?;
     let deleted_nodes: Vec<usize> = (0..graph.len())
         .filter(|i| eval.case_of[*i] != evaluate::NOT_DELETED)
         .collect();

@@ -479,13 +479,23 @@ pub async fn for_each_entry(
     state: &StateStore,
     sink: &mut (dyn FnMut(IndexedEntry) + Send),
 ) -> Result<u64, StateError> {
+    for_each_entry_paged(state, 50_000, sink).await
+}
+
+/// As [`for_each_entry`], reading `page_rows` joined rows a page (tests use
+/// small pages).
+async fn for_each_entry_paged(
+    state: &StateStore,
+    page_rows: usize,
+    sink: &mut (dyn FnMut(IndexedEntry) + Send),
+) -> Result<u64, StateError> {
     // Objects joined with their links, a page of rows folded into one JSON
     // text: row by row, the hand-over from the driver's thread and the
     // conversion of each row cost more than the rows themselves (seconds
     // for a million objects). A page ends inside an object's links when it
     // is full: those rows are read again with the next page; an object
     // with more links than a page holds is read on its own, row by row.
-    const PAGE_ROWS: usize = 50_000;
+    let page_rows = page_rows.max(1);
     let sql = format!(
         "SELECT {}
          FROM (SELECT o.id, o.key, o.size, o.modified, o.status, o.error,
@@ -496,14 +506,25 @@ pub async fn for_each_entry(
             "id, key, size, modified, status, error, entity_type, entity_key, rule, record"
         )
     );
-    let mut after = i64::MIN;
+    // The next page is read (on the driver's thread) while this one is
+    // judged by the sink.
+    let fetch = |after: i64| {
+        let pool = state.pool().clone();
+        let sql = super::sql(state.is_sqlite(), sql.clone());
+        tokio::spawn(async move {
+            sqlx::query_scalar::<_, String>(sql)
+                .bind(after)
+                .bind(page_rows as i64)
+                .fetch_one(&pool)
+                .await
+        })
+    };
+    let mut next = fetch(i64::MIN);
     let mut n = 0;
     loop {
-        let text: String = sqlx::query_scalar(super::sql(state.is_sqlite(), sql.clone()))
-            .bind(after)
-            .bind(PAGE_ROWS as i64)
-            .fetch_one(state.pool())
+        let text: String = next
             .await
+            .map_err(|e| StateError::Corrupt(format!("reading the index stopped: {e}")))?
             .map_err(q("reading the index"))?;
         let mut rows: Vec<EntryRow> = parse_json_rows(&text, "reading the index")?;
         drop(text);
@@ -513,18 +534,30 @@ pub async fn for_each_entry(
         else {
             return Ok(n);
         };
-        if rows.len() == PAGE_ROWS {
+        if rows.len() == page_rows {
             if first == last {
                 n += entry_alone(state, last, sink).await?;
-                after = last;
+                next = fetch(last);
                 continue;
             }
             rows.retain(|r| r.0 != last);
         }
-        after = rows.last().map_or(last, |r| r.0);
-        n += group_entries(rows, sink);
+        next = fetch(rows.last().map_or(last, |r| r.0));
+        // In slices at object boundaries, letting the caller's other work
+        // (the plan's writes) go on between them.
+        while !rows.is_empty() {
+            let mut end = rows.len().min(SLICE_ROWS);
+            while end < rows.len() && rows[end].0 == rows[end - 1].0 {
+                end += 1;
+            }
+            n += group_entries(rows.drain(..end), sink);
+            tokio::task::yield_now().await;
+        }
     }
 }
+
+/// How many rows of a page the sink is given between two yields.
+const SLICE_ROWS: usize = 4096;
 
 /// One row of an object joined with one of its links (or with none).
 type EntryRow = (
@@ -541,7 +574,10 @@ type EntryRow = (
 );
 
 /// Hands the entries of `rows` (sorted by object) to `sink`; how many.
-fn group_entries(rows: Vec<EntryRow>, sink: &mut (dyn FnMut(IndexedEntry) + Send)) -> u64 {
+fn group_entries(
+    rows: impl IntoIterator<Item = EntryRow>,
+    sink: &mut (dyn FnMut(IndexedEntry) + Send),
+) -> u64 {
     let mut n = 0;
     let mut current: Option<(i64, IndexedEntry)> = None;
     for (id, key, size, modified, status, error, ty, entity, rule, record) in rows {
@@ -739,4 +775,72 @@ pub async fn links_and_metas_of_keys(
         }
     }
     Ok((links, metas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, links: usize) -> ObjectRow {
+        ObjectRow {
+            meta: ObjectMeta {
+                key: key.into(),
+                size: links as u64,
+                modified: Some(7),
+                etag: None,
+                metadata: Vec::new(),
+                name: None,
+            },
+            status: IndexStatus::Ok,
+            error: None,
+            links: (0..links)
+                .map(|i| Link {
+                    entity_type: "lead".into(),
+                    entity_key: format!("{key}-{i}"),
+                    rule: i % 2,
+                    location: None,
+                    record: (i % 3 == 0).then(|| format!("row {i}")),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every page size reads the same entries in the same order as one
+    /// page that holds everything: objects without links, objects whose
+    /// links end a page, and objects with more links than a page holds.
+    #[tokio::test]
+    async fn every_page_size_reads_the_same_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateStore::open_sqlite(&dir.path().join("s.db"))
+            .await
+            .unwrap();
+        let sizes = [0, 1, 3, 0, 7, 2, 12, 0, 0, 5, 1, 4];
+        let rows = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| object(&format!("o{i:02}"), n))
+            .collect();
+        write_objects(&state, 1, rows).await.unwrap();
+        let read = |page: usize| {
+            let state = state.clone();
+            async move {
+                let mut seen = Vec::new();
+                let n = for_each_entry_paged(&state, page, &mut |e| {
+                    seen.push((e.key, e.size, e.links, e.records))
+                })
+                .await
+                .unwrap();
+                assert_eq!(n as usize, seen.len());
+                seen
+            }
+        };
+        let whole = read(10_000).await;
+        assert_eq!(whole.len(), sizes.len());
+        for (entry, &n) in whole.iter().zip(&sizes) {
+            assert_eq!(entry.2.len(), n, "{}", entry.0);
+        }
+        for page in 1..=13 {
+            assert_eq!(read(page).await, whole, "page of {page} rows");
+        }
+    }
 }
