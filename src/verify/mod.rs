@@ -55,6 +55,12 @@ pub struct VerifyReport {
     pub scan_skipped: u64,
     /// Each object that still names a deleted entity.
     pub residual: Vec<Residual>,
+    /// Seconds the existence checks took (journal, CRM, store), and the
+    /// residual scan.
+    #[serde(default)]
+    pub seconds_checks: f64,
+    #[serde(default)]
+    pub seconds_scan: f64,
 }
 
 /// An object that still holds an identifier of a deleted entity.
@@ -109,8 +115,11 @@ pub async fn verify_with(
     plan_id: &str,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport, VerifyError> {
+    let started = std::time::Instant::now();
     let mut report = verify_paged(config, crm, store, state, plan_id, PAGE).await?;
+    report.seconds_checks = started.elapsed().as_secs_f64();
     scan::residual(config, store, state, plan_id, &mut report, progress).await?;
+    report.seconds_scan = started.elapsed().as_secs_f64() - report.seconds_checks;
     if let Ok(json) = serde_json::to_string(&report) {
         crate::state::plans::record_verified(state, plan_id, &json).await?;
     }
