@@ -233,25 +233,14 @@ async fn a_config_that_does_not_fit_the_crm_is_refused_on_sqlite() {
 }
 
 fn server_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{var} must be set under CI=true"
-            );
-            eprintln!("{var} not set: that backend is not tested here");
-            None
-        }
-    }
+    util::server_url(var, "that backend")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_config_that_does_not_fit_the_crm_is_refused_on_postgres() {
-    let Some(admin) = server_url("LETHE_TEST_POSTGRES_URL") else {
-        return;
-    };
-    let schema = format!("lethe_fit_{}", std::process::id());
+/// A fresh schema `lethe_{tag}_{pid}` on the PostgreSQL server: the admin
+/// URL and the schema's name (none when the server is not configured).
+async fn postgres_schema(tag: &str) -> Option<(String, String)> {
+    let admin = server_url("LETHE_TEST_POSTGRES_URL")?;
+    let schema = format!("lethe_{tag}_{}", std::process::id());
     exec(
         &admin,
         &[
@@ -260,17 +249,14 @@ async fn a_config_that_does_not_fit_the_crm_is_refused_on_postgres() {
         ],
     )
     .await;
-    let tmp = tempfile::tempdir().unwrap();
-    typos_refused_on(&admin, &admin, &format!("{schema}."), tmp.path()).await;
-    exec(&admin, &[format!("DROP SCHEMA IF EXISTS {schema} CASCADE")]).await;
+    Some((admin, schema))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_config_that_does_not_fit_the_crm_is_refused_on_mariadb() {
-    let Some(admin) = server_url("LETHE_TEST_MYSQL_URL") else {
-        return;
-    };
-    let db = format!("lethe_fit_{}", std::process::id());
+/// A fresh database `lethe_{tag}_{pid}` on the MariaDB server: the admin
+/// URL, the database's URL and its name.
+async fn mariadb_database(tag: &str) -> Option<(String, String, String)> {
+    let admin = server_url("LETHE_TEST_MYSQL_URL")?;
+    let db = format!("lethe_{tag}_{}", std::process::id());
     exec(
         &admin,
         &[
@@ -281,6 +267,24 @@ async fn a_config_that_does_not_fit_the_crm_is_refused_on_mariadb() {
     .await;
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     let url = format!("{base}/{db}");
+    Some((admin, url, db))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_does_not_fit_the_crm_is_refused_on_postgres() {
+    let Some((admin, schema)) = postgres_schema("fit").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    typos_refused_on(&admin, &admin, &format!("{schema}."), tmp.path()).await;
+    exec(&admin, &[format!("DROP SCHEMA IF EXISTS {schema} CASCADE")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_does_not_fit_the_crm_is_refused_on_mariadb() {
+    let Some((admin, url, db)) = mariadb_database("fit").await else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     typos_refused_on(&url, &url, "", tmp.path()).await;
     exec(&admin, &[format!("DROP DATABASE IF EXISTS {db}")]).await;
@@ -346,18 +350,9 @@ async fn unreadable_key_types_refused_on(url: &str, prefix: &str, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_column_of_an_unreadable_type_is_refused_on_postgres() {
-    let Some(admin) = server_url("LETHE_TEST_POSTGRES_URL") else {
+    let Some((admin, schema)) = postgres_schema("fitkey").await else {
         return;
     };
-    let schema = format!("lethe_fitkey_{}", std::process::id());
-    exec(
-        &admin,
-        &[
-            format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-            format!("CREATE SCHEMA {schema}"),
-        ],
-    )
-    .await;
     let tmp = tempfile::tempdir().unwrap();
     unreadable_key_types_refused_on(&admin, &format!("{schema}."), tmp.path()).await;
     exec(&admin, &[format!("DROP SCHEMA IF EXISTS {schema} CASCADE")]).await;
@@ -365,20 +360,9 @@ async fn a_key_column_of_an_unreadable_type_is_refused_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_column_of_an_unreadable_type_is_refused_on_mariadb() {
-    let Some(admin) = server_url("LETHE_TEST_MYSQL_URL") else {
+    let Some((admin, url, db)) = mariadb_database("fitkey").await else {
         return;
     };
-    let db = format!("lethe_fitkey_{}", std::process::id());
-    exec(
-        &admin,
-        &[
-            format!("DROP DATABASE IF EXISTS {db}"),
-            format!("CREATE DATABASE {db}"),
-        ],
-    )
-    .await;
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
-    let url = format!("{base}/{db}");
     let tmp = tempfile::tempdir().unwrap();
     unreadable_key_types_refused_on(&url, "", tmp.path()).await;
     exec(&admin, &[format!("DROP DATABASE IF EXISTS {db}")]).await;

@@ -290,20 +290,9 @@ mod payload_crm {
             .block_on(f)
     }
 
-    /// The server's URL; none (with a note) when the variable is not set,
-    /// a failure under CI=true.
+    /// The server's URL (`util::server_url`).
     fn server_url(var: &str) -> Option<String> {
-        match std::env::var(var) {
-            Ok(u) if !u.is_empty() => Some(u),
-            _ => {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "{var} must be set under CI=true"
-                );
-                eprintln!("{var} not set: the payload crash test does not run on that server here");
-                None
-            }
-        }
+        super::util::server_url(var, "the payload crash test on that server")
     }
 
     async fn exec_on(url: &str, sql: &[String]) {

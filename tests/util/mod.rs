@@ -425,22 +425,30 @@ pub fn assert_files(actual: &[String], expected: &[&str]) {
     assert_eq!(actual, expected, "files in technical/");
 }
 
-/// The PostgreSQL server of the server tests (LETHE_TEST_POSTGRES_URL, an
-/// admin URL such as postgres://postgres@127.0.0.1:5432/test). None, with a
-/// note, when unset; under CI=true a missing URL is a failure.
+/// The URL of a server test's server from the variable `var`
+/// (LETHE_TEST_POSTGRES_URL, LETHE_TEST_MYSQL_URL: admin URLs such as
+/// postgres://postgres@127.0.0.1:5432/test). None, with a note naming
+/// `what` is not tested, when unset; under CI=true a missing URL is a
+/// failure.
 #[allow(dead_code)] // the server tests' only
-pub fn postgres_url(what: &str) -> Option<String> {
-    match std::env::var("LETHE_TEST_POSTGRES_URL") {
+pub fn server_url(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
-                "LETHE_TEST_POSTGRES_URL must be set under CI=true"
+                "{var} must be set under CI=true"
             );
-            eprintln!("LETHE_TEST_POSTGRES_URL not set: {what} is not tested here");
+            eprintln!("{var} not set: {what} is not tested here");
             None
         }
     }
+}
+
+/// The PostgreSQL server of the server tests ([`server_url`]).
+#[allow(dead_code)] // the server tests' only
+pub fn postgres_url(what: &str) -> Option<String> {
+    server_url("LETHE_TEST_POSTGRES_URL", what)
 }
 
 /// A new, empty database `PREFIX_PID` on that server; databases left by
