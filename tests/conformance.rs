@@ -866,7 +866,19 @@ async fn sweeps_uuid_keyed_chains(b: Backend, name: &str) {
     exec_all(&setup, &script).await;
 
     std::fs::create_dir_all(dir.join("technical")).unwrap();
-    std::fs::write(dir.join("lethe.toml"), config_text(&crm_url, &p, None)).unwrap();
+    // Payloads named by their lead's key in capitals (as an integration
+    // may spell a GUID), old enough to be orphans if they linked nothing.
+    let config = format!(
+        "{}\n[[technical.link]]\npath = \"leads/{{lead}}.json\"\n[technical.orphans]\nretain = \"30 days\"\n",
+        config_text(&crm_url, &p, None)
+    );
+    std::fs::write(dir.join("lethe.toml"), config).unwrap();
+    std::fs::create_dir_all(dir.join("technical/leads")).unwrap();
+    let payload = |n: u64| dir.join(format!("technical/leads/{}.json", l(n).to_uppercase()));
+    for n in [1, 3] {
+        std::fs::write(payload(n), "{}").unwrap();
+        util::set_mtime(&payload(n), 1_577_836_800); // 2020-01-01
+    }
     let config: Config =
         lethe::config::load(&dir.join("lethe.toml")).unwrap_or_else(|e| panic!("{e}"));
     let state = StateStore::open(&config).await.unwrap();
@@ -985,6 +997,21 @@ async fn sweeps_uuid_keyed_chains(b: Backend, name: &str) {
     .collect();
     want.sort();
     assert_eq!(planned, want, "{name}");
+    // The plan links both payloads to their leads: lead 1's goes with it,
+    // lead 3's is not an orphan.
+    let objects: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, fate FROM plan_objects ORDER BY key")
+            .fetch_all(state.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        objects,
+        vec![(
+            format!("leads/{}.json", l(1).to_uppercase()),
+            "delete".to_string()
+        )],
+        "{name}"
+    );
 
     // Between plan and apply: a contract on lead 6's quote; lead 7 goes.
     exec_all(
@@ -1013,6 +1040,16 @@ async fn sweeps_uuid_keyed_chains(b: Backend, name: &str) {
     assert!(!report.failed(), "{name}: {:?}", report.failures);
     assert_eq!(report.cases_skipped, 1, "{name}: the contract signed since");
     assert_eq!(report.entities_already_gone, 1, "{name}: lead 7");
+    // Lead 3's payload stays with lead 3 (kept by its contract); lead 1's
+    // goes with lead 1.
+    assert!(
+        payload(3).exists(),
+        "{name}: a kept lead's payload in capitals"
+    );
+    assert!(
+        !payload(1).exists(),
+        "{name}: a deleted lead's payload in capitals"
+    );
 
     let mut remaining = BTreeMap::new();
     for t in ["leads", "opportunities", "quotes", "contracts"] {
