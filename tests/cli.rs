@@ -635,6 +635,61 @@ fn a_wrong_parent_column_trips_the_dangling_brake() {
     assert_eq!(f.crm_dump(), crm_before, "a braked plan deletes nothing");
 }
 
+/// A row lethe cannot place in the graph fails the read instead of being
+/// left out: here the only contract's `quote_id` holds a blob (SQLite
+/// stores what it is given, whatever the declared type), which would
+/// leave lead 2 without the contract that keeps it, and a contract whose
+/// key is NULL. Both the paged scan (a rowid table) and the row-by-row
+/// scan (a table WITHOUT ROWID) refuse, `plan` and `sweep`; nothing is
+/// planned, and no key is printed.
+#[test]
+fn a_row_whose_key_or_parent_cannot_be_read_fails_the_plan() {
+    let f = Fixture::new();
+    age_files(&f);
+    f.lethe(&["index"]).ok();
+    // Without the blob, lead 2 is kept by its contract.
+    f.lethe(&["explain", "lead:2", "--as-of", util::AS_OF])
+        .ok()
+        .contains("kept: keep_if contract");
+    for (label, setup) in [
+        ("rowid", ""),
+        (
+            "without rowid",
+            "CREATE TABLE c2 (id INTEGER PRIMARY KEY, quote_id INTEGER, signed_at TEXT, modified_at TEXT) WITHOUT ROWID;
+             INSERT INTO c2 SELECT id, quote_id, signed_at, modified_at FROM contracts;
+             DROP TABLE contracts; ALTER TABLE c2 RENAME TO contracts;",
+        ),
+    ] {
+        if !setup.is_empty() {
+            f.sql(setup);
+        }
+        f.sql("UPDATE contracts SET quote_id = CAST(X'02' AS BLOB) WHERE id = 1");
+        for args in [
+            &["plan", "--as-of", util::AS_OF][..],
+            &["sweep", "--as-of", util::AS_OF][..],
+        ] {
+            let out = f.lethe(args);
+            out.expect(1)
+                .contains("entity type `contract` (table contracts): a row's quote_id holds a blob")
+                .contains("typeof(\"quote_id\") = 'blob'");
+            assert!(!out.all().contains("lead:2"), "{label}: {}", out.all());
+        }
+        f.sql("UPDATE contracts SET quote_id = 2 WHERE id = 1");
+        f.lethe(&["plan", "--as-of", util::AS_OF]).ok();
+    }
+    // A NULL key in a table whose key column may hold one (WITHOUT ROWID
+    // tables take NULL in a non-INTEGER PRIMARY KEY; here a plain column).
+    f.sql(
+        "CREATE TABLE c3 (id TEXT, quote_id INTEGER, signed_at TEXT, modified_at TEXT);
+         INSERT INTO c3 SELECT NULL, quote_id, signed_at, modified_at FROM contracts;
+         DROP TABLE contracts; ALTER TABLE c3 RENAME TO contracts;",
+    );
+    f.lethe(&["plan", "--as-of", util::AS_OF])
+        .expect(1)
+        .contains("a row's id holds NULL")
+        .contains("\"id\" IS NULL");
+}
+
 /// Issue 15: contracts cut short between plans (a partial read) trip the
 /// brake at a tenth; what lethe deleted itself is no drop.
 #[test]

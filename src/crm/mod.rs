@@ -97,6 +97,23 @@ pub enum CrmError {
         table: String,
         message: String,
     },
+    /// A row whose key column holds no key lethe can read (NULL, a blob, a
+    /// value of a type it does not know), or whose parent column holds a
+    /// value that is not NULL and no key. Such a row cannot be placed in
+    /// the graph, and leaving it out could leave out what keeps its
+    /// parents (a contract), so nothing is judged: the read fails whole.
+    /// Names the column, never a value or a key.
+    #[error(
+        "entity type `{entity}` (table {table}): a row's {column} holds {what}, which lethe cannot read as a key; a CRM that cannot be read whole is not judged (a row left out could be what keeps its parents), so nothing is planned. {find}"
+    )]
+    UnreadableKey {
+        entity: String,
+        table: String,
+        column: String,
+        what: &'static str,
+        /// How to find the rows (a query for this database).
+        find: String,
+    },
     /// Something this backend does not do (yet).
     #[error("{0}")]
     Unsupported(String),
@@ -120,7 +137,10 @@ impl CrmError {
             | CrmError::Connect { source, .. }
             | CrmError::Sample { source, .. }
             | CrmError::Column { source, .. } => source,
-            CrmError::NoTable { .. } | CrmError::Schema { .. } | CrmError::Unsupported(_) => {
+            CrmError::NoTable { .. }
+            | CrmError::Schema { .. }
+            | CrmError::UnreadableKey { .. }
+            | CrmError::Unsupported(_) => {
                 return false;
             }
             CrmError::Dataverse(e) => return e.is_transient(),
@@ -137,6 +157,23 @@ impl CrmError {
                 )
             }
             _ => false,
+        }
+    }
+
+    /// A row of `et` whose `column` (the key or a parent column) holds
+    /// `what`: see [`CrmError::UnreadableKey`].
+    pub fn unreadable_key(
+        et: &EntityType,
+        column: &str,
+        what: &'static str,
+        find: String,
+    ) -> CrmError {
+        CrmError::UnreadableKey {
+            entity: et.name.clone(),
+            table: et.table.clone(),
+            column: column.to_string(),
+            what,
+            find,
         }
     }
 

@@ -386,8 +386,8 @@ fn key_at(row: &AnyRow, i: usize) -> Option<EntityKey> {
     }
 }
 
-fn entity_row(et: &EntityType, row: &AnyRow) -> Option<EntityRow> {
-    let key = key_at(row, 0)?;
+fn entity_row(et: &EntityType, row: &AnyRow) -> Result<EntityRow, CrmError> {
+    let key = key_at(row, 0).ok_or_else(|| unreadable_key(et, &et.key, row, 0))?;
     let mut clock = None;
     let mut clock_unreadable = false;
     for i in 1..=et.clock.len() {
@@ -405,15 +405,44 @@ fn entity_row(et: &EntityType, row: &AnyRow) -> Option<EntityRow> {
         }
     }
     let base = 1 + et.clock.len();
-    let parents = (0..et.parents.len())
-        .map(|i| key_at(row, base + i))
-        .collect();
-    Some(EntityRow {
+    let mut parents = Vec::with_capacity(et.parents.len());
+    for (i, (_, column)) in et.parents.iter().enumerate() {
+        let parent = key_at(row, base + i);
+        if parent.is_none() && !row.try_get_raw(base + i).is_ok_and(|v| v.is_null()) {
+            return Err(unreadable_key(et, column, row, base + i));
+        }
+        parents.push(parent);
+    }
+    Ok(EntityRow {
         key,
         clock,
         clock_unreadable,
         parents,
     })
+}
+
+/// [`CrmError::UnreadableKey`] of the value at `i` (the key when `i` is
+/// 0, else a parent). `lethe check` refuses key and parent columns of
+/// types lethe cannot read; what is left is a NULL key, or a value the
+/// driver would not give as an integer or text.
+fn unreadable_key(et: &EntityType, column: &str, row: &AnyRow, i: usize) -> CrmError {
+    let null = row.try_get_raw(i).is_ok_and(|v| v.is_null());
+    let (what, find) = if null {
+        (
+            "NULL",
+            format!(
+                "Find such rows with `SELECT * FROM {} WHERE {} IS NULL` and give each a key.",
+                et.table, column
+            ),
+        )
+    } else {
+        (
+            "a value of a type lethe does not read",
+            "Run `lethe check`: it names the key and parent columns whose types lethe refuses."
+                .to_string(),
+        )
+    };
+    CrmError::unreadable_key(et, column, what, find)
 }
 
 #[async_trait]
@@ -504,10 +533,8 @@ impl Crm for ServerCrm {
         let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
         let mut n = 0;
         while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
-            if let Some(r) = entity_row(et, &row) {
-                sink(r);
-                n += 1;
-            }
+            sink(entity_row(et, &row)?);
+            n += 1;
         }
         Ok(n)
     }
@@ -1080,11 +1107,10 @@ impl TxnOps for Txn<'_> {
                 .await
                 .map_err(|e| CrmError::query(et, e))?;
             for row in &rows {
-                if let Some(r) = entity_row(et, row) {
-                    let bits =
-                        super::condition_bits(conditions.len(), |j| key_at(row, extra_at + 1 + j));
-                    out.push((r, key_at(row, extra_at), bits));
-                }
+                let r = entity_row(et, row)?;
+                let bits =
+                    super::condition_bits(conditions.len(), |j| key_at(row, extra_at + 1 + j));
+                out.push((r, key_at(row, extra_at), bits));
             }
         }
         Ok(out)

@@ -46,10 +46,8 @@ impl SqliteCrm {
         let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
         let mut n = 0;
         while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
-            if let Some(r) = entity_row(et, &row) {
-                sink(r);
-                n += 1;
-            }
+            sink(entity_row(et, &row)?);
+            n += 1;
         }
         Ok(n)
     }
@@ -61,9 +59,10 @@ impl SqliteCrm {
     /// table `WITHOUT ROWID`, or every alias of the rowid taken by a
     /// column): nothing was read, the caller reads row by row.
     ///
-    /// The values are what [`entity_row`] reads from a row: a blob key or
-    /// parent is none (as there), a blob clock a text no date parses (so
-    /// the entity is undatable, as there).
+    /// The values are what [`entity_row`] reads from a row: a NULL or blob
+    /// key and a blob parent fail the read (as there; the last value of
+    /// each row says which), a blob clock is a text no date parses (so the
+    /// entity is undatable, as there).
     async fn scan_pages(
         &self,
         et: &EntityType,
@@ -83,6 +82,19 @@ impl SqliteCrm {
         let mut cols = vec![value(&et.key)];
         cols.extend(et.clock.iter().map(|c| clock(c)));
         cols.extend(et.parents.iter().map(|(_, c)| value(c)));
+        // Last, what [`entity_row`] refuses, as bits: 1 the key is NULL, 2
+        // the key is a blob, 4 << i parent i is a blob.
+        let mut unreadable = vec![
+            format!("({} IS NULL)", quote_ident(&et.key)),
+            format!("((typeof({}) = 'blob') << 1)", quote_ident(&et.key)),
+        ];
+        unreadable.extend(
+            et.parents
+                .iter()
+                .enumerate()
+                .map(|(i, (_, c))| format!("((typeof({}) = 'blob') << {})", quote_ident(c), i + 2)),
+        );
+        cols.push(format!("({})", unreadable.join(" | ")));
         let sql = format!(
             "SELECT json_group_array(json_array({})), max(r_), count(*)
              FROM (SELECT {rowid} AS r_, * FROM {} WHERE {rowid} > ?1 ORDER BY {rowid} LIMIT ?2)",
@@ -115,10 +127,8 @@ impl SqliteCrm {
                 )
             })?;
             for values in &page {
-                if let Some(r) = entity_row_json(et, values) {
-                    sink(r);
-                    n += 1;
-                }
+                sink(entity_row_json(et, values)?);
+                n += 1;
             }
             match last {
                 Some(last) if count == SCAN_PAGE => after = last,
@@ -226,19 +236,56 @@ fn clock_at(row: &SqliteRow, first: usize, count: usize) -> (Option<Instant>, bo
     (None, false)
 }
 
-fn entity_row(et: &EntityType, row: &SqliteRow) -> Option<EntityRow> {
-    let key = key_at(row, 0)?;
+fn entity_row(et: &EntityType, row: &SqliteRow) -> Result<EntityRow, CrmError> {
+    let key = key_at(row, 0).ok_or_else(|| unreadable_key(et, &et.key, what_at(row, 0), true))?;
     let (clock, clock_unreadable) = clock_at(row, 1, et.clock.len());
     let base = 1 + et.clock.len();
-    let parents = (0..et.parents.len())
-        .map(|i| key_at(row, base + i))
-        .collect();
-    Some(EntityRow {
+    let mut parents = Vec::with_capacity(et.parents.len());
+    for (i, (_, column)) in et.parents.iter().enumerate() {
+        let parent = key_at(row, base + i);
+        if parent.is_none() && !row.try_get_raw(base + i).is_ok_and(|v| v.is_null()) {
+            return Err(unreadable_key(et, column, what_at(row, base + i), false));
+        }
+        parents.push(parent);
+    }
+    Ok(EntityRow {
         key,
         clock,
         clock_unreadable,
         parents,
     })
+}
+
+/// What a key or parent column that [`key_at`] cannot read holds.
+fn what_at(row: &SqliteRow, i: usize) -> &'static str {
+    match row.try_get_raw(i) {
+        Ok(v) if v.is_null() => "NULL",
+        Ok(v) if v.type_info().name() == "BLOB" => "a blob",
+        _ => "a value of a type lethe does not read",
+    }
+}
+
+/// [`CrmError::UnreadableKey`] with the query that finds such rows: in
+/// the key column NULL or a blob, in a parent column a blob (NULL is no
+/// parent there).
+fn unreadable_key(et: &EntityType, column: &str, what: &'static str, key: bool) -> CrmError {
+    // Standard SQL quotes in the hint, for the sqlite3 shell.
+    let dq = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let c = dq(column);
+    let cond = if key {
+        format!("{c} IS NULL OR typeof({c}) = 'blob'")
+    } else {
+        format!("typeof({c}) = 'blob'")
+    };
+    CrmError::unreadable_key(
+        et,
+        column,
+        what,
+        format!(
+            "Find such rows with `SELECT rowid, * FROM {} WHERE {cond}` and give each a key (an integer or text) or, for a parent, its parent's key or NULL.",
+            dq(&et.table)
+        ),
+    )
 }
 
 /// Rows per statement of a paged scan.
@@ -247,8 +294,30 @@ const SCAN_PAGE: i64 = 10_000;
 /// [`entity_row`] of a row folded into JSON by a paged scan: the same
 /// key, clock and parents as the row read (an integer stays an integer; a
 /// real that is a whole number is an integer key, as there).
-fn entity_row_json(et: &EntityType, values: &[serde_json::Value]) -> Option<EntityRow> {
-    let key = key_json(values.first()?)?;
+fn entity_row_json(et: &EntityType, values: &[serde_json::Value]) -> Result<EntityRow, CrmError> {
+    let base = 1 + et.clock.len();
+    let bits = values
+        .get(base + et.parents.len())
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    if bits & 1 != 0 {
+        return Err(unreadable_key(et, &et.key, "NULL", true));
+    }
+    if bits & 2 != 0 {
+        return Err(unreadable_key(et, &et.key, "a blob", true));
+    }
+    if let Some((_, column)) = et
+        .parents
+        .iter()
+        .enumerate()
+        .find(|(i, _)| bits & (4 << i) != 0)
+        .map(|(_, p)| p)
+    {
+        return Err(unreadable_key(et, column, "a blob", false));
+    }
+    let key = values.first().and_then(key_json).ok_or_else(|| {
+        unreadable_key(et, &et.key, "a value of a type lethe does not read", true)
+    })?;
     let mut clock = None;
     let mut clock_unreadable = false;
     for v in values.iter().skip(1).take(et.clock.len()) {
@@ -268,11 +337,10 @@ fn entity_row_json(et: &EntityType, values: &[serde_json::Value]) -> Option<Enti
         }
         break;
     }
-    let base = 1 + et.clock.len();
     let parents = (0..et.parents.len())
         .map(|i| values.get(base + i).and_then(key_json))
         .collect();
-    Some(EntityRow {
+    Ok(EntityRow {
         key,
         clock,
         clock_unreadable,
@@ -741,11 +809,10 @@ impl TxnOps for Txn<'_> {
                 .await
                 .map_err(|e| CrmError::query(et, e))?;
             for row in &rows {
-                if let Some(r) = entity_row(et, row) {
-                    let bits =
-                        super::condition_bits(conditions.len(), |j| key_at(row, extra_at + 1 + j));
-                    out.push((r, key_at(row, extra_at), bits));
-                }
+                let r = entity_row(et, row)?;
+                let bits =
+                    super::condition_bits(conditions.len(), |j| key_at(row, extra_at + 1 + j));
+                out.push((r, key_at(row, extra_at), bits));
             }
         }
         Ok(out)
@@ -909,11 +976,8 @@ mod scan_tests {
                (2.0, NULL, '2024-01-02', NULL),
                (2.5, 1700000000.75, NULL, 'A-1'),
                ('018', '2024-01-02T03:04:05Z', NULL, '018'),
-               (X'0102', 1700000000000, NULL, 3),
                ('b', X'00', '2024-01-01', 4),
                ('c', 'not a date', '2024-01-01', 5.0),
-               ('d', NULL, NULL, X'01'),
-               (NULL, 1, 1, 1),
                (-9223372036854775808, -86400, NULL, 9223372036854775807),
                ('é\"\\\n', ' 2024-06-01 ', NULL, '');
              WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000)
@@ -928,12 +992,43 @@ mod scan_tests {
         .await
         .unwrap();
         let (rows, pages) = both(&crm, &lead_type("leads")).await;
-        assert_eq!(
-            rows.len(),
-            25_009,
-            "every row with a key (not the blob, not the null)"
-        );
+        assert_eq!(rows.len(), 25_008, "every row");
         assert_eq!(pages.as_ref(), Some(&rows));
+        // A blob or NULL key, a blob parent: both scans fail, naming the
+        // column and what it holds, wherever the row sits among readable
+        // ones (first page, last page).
+        for (i, (bad, column, what)) in [
+            ("(X'0102', 1700000000000, NULL, 3)", "id", "a blob"),
+            ("(NULL, 1, 1, 1)", "id", "NULL"),
+            ("('d', NULL, NULL, X'01')", "account_id", "a blob"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for at in [0, 20_000] {
+                let table = format!("bad_{i}_{at}");
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "CREATE TABLE {table} (id, modified, created, account_id);
+                     INSERT INTO {table} SELECT id, modified, created, account_id FROM leads WHERE rowid <= {at};
+                     INSERT INTO {table} VALUES {bad};
+                     INSERT INTO {table} SELECT id, modified, created, account_id FROM leads WHERE rowid > {at};"
+                )))
+                .execute(&crm.pool)
+                .await
+                .unwrap();
+                let et = lead_type(&table);
+                let by_rows = crm.scan_rows(&et, &mut |_| {}).await.unwrap_err();
+                let by_pages = crm.scan_pages(&et, &mut |_| {}).await.unwrap_err();
+                for e in [by_rows, by_pages] {
+                    match &e {
+                        CrmError::UnreadableKey {
+                            column: c, what: w, ..
+                        } => assert_eq!((c.as_str(), *w), (column, what), "{table}: {e}"),
+                        other => panic!("{table}: {other}"),
+                    }
+                }
+            }
+        }
         for table in ["leads_view", "leads_norowid", "leads_shadow"] {
             let (rows, pages) = both(&crm, &lead_type(table)).await;
             assert!(!rows.is_empty(), "{table}");

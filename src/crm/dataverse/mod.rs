@@ -440,8 +440,31 @@ async fn row_types(crm: &DataverseCrm, et: &EntityType) -> Result<RowTypes, CrmE
 }
 
 /// An entity row from a JSON row: key, first usable clock, parents.
-fn entity_row(et: &EntityType, types: &RowTypes, row: &Map<String, Value>) -> Option<EntityRow> {
-    let key = key_of(row.get(&et.key)?, &types.key)?;
+/// A row without a key lethe can read, or with a parent that is not null
+/// and no key, fails the read ([`CrmError::UnreadableKey`]).
+fn entity_row(
+    et: &EntityType,
+    types: &RowTypes,
+    row: &Map<String, Value>,
+) -> Result<EntityRow, CrmError> {
+    let unreadable = |column: &str, v: Option<&Value>| {
+        CrmError::unreadable_key(
+            et,
+            column,
+            match v {
+                None | Some(Value::Null) => "no value",
+                Some(_) => "a value that is neither text nor a number",
+            },
+            format!(
+                "Look the rows up with `$filter={column} eq null` on entity set {} or check the column's type in $metadata.",
+                et.table
+            ),
+        )
+    };
+    let key = row
+        .get(&et.key)
+        .and_then(|v| key_of(v, &types.key))
+        .ok_or_else(|| unreadable(&et.key, row.get(&et.key)))?;
     let mut clock: Option<Instant> = None;
     let mut clock_unreadable = false;
     for c in &et.clock {
@@ -459,13 +482,14 @@ fn entity_row(et: &EntityType, types: &RowTypes, row: &Map<String, Value>) -> Op
         }
         break;
     }
-    let parents = et
-        .parents
-        .iter()
-        .zip(&types.parents)
-        .map(|((_, c), ty)| row.get(c).and_then(|v| key_of(v, ty)))
-        .collect();
-    Some(EntityRow {
+    let mut parents = Vec::with_capacity(et.parents.len());
+    for ((_, c), ty) in et.parents.iter().zip(&types.parents) {
+        parents.push(match row.get(c) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(key_of(v, ty).ok_or_else(|| unreadable(c, Some(v)))?),
+        });
+    }
+    Ok(EntityRow {
         key,
         clock,
         clock_unreadable,
@@ -546,9 +570,7 @@ impl TxnOps for Txn<'_> {
         }
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let Some(entity) = entity_row(et, &types, row) else {
-                continue;
-            };
+            let entity = entity_row(et, &types, row)?;
             if let Some(Value::String(etag)) = row.get("@odata.etag") {
                 self.etags
                     .insert((et.table.clone(), entity.key.clone()), etag.clone());
@@ -836,15 +858,22 @@ impl Crm for DataverseCrm {
         let types = row_types(self, et).await?;
         let path = query(&et.table, &[("$select", &select(et, &[]))]);
         let mut n = 0u64;
+        let mut unreadable = None;
         self.client
-            .get_pages(&path, PAGE, &mut |row| {
-                if let Some(r) = entity_row(et, &types, &row) {
+            .get_pages(&path, PAGE, &mut |row| match entity_row(et, &types, &row) {
+                Ok(r) => {
                     n += 1;
                     sink(r);
                 }
+                Err(e) => {
+                    unreadable.get_or_insert(e);
+                }
             })
             .await?;
-        Ok(n)
+        match unreadable {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     async fn matching(
@@ -1413,6 +1442,18 @@ mod tests {
                 "00000000-0000-0000-0001-000000000001".into()
             ))]
         );
+        // A row without a key, or with a parent that is no key, fails the
+        // read instead of being left out (or read as parentless).
+        for row in [
+            serde_json::json!({ "modifiedon": null, "_originatingleadid_value": null }),
+            serde_json::json!({ "opportunityid": true, "_originatingleadid_value": null }),
+            serde_json::json!({ "opportunityid": "6f1c5b0e-3b8a-4c1e-9d55-0a1b2c3d4e5f",
+                                "_originatingleadid_value": { "id": 1 } }),
+        ] {
+            let row: Map<String, Value> = serde_json::from_value(row).unwrap();
+            let e = entity_row(&et, &types, &row).unwrap_err();
+            assert!(matches!(e, CrmError::UnreadableKey { .. }), "{e}");
+        }
         let annotated: Map<String, Value> = serde_json::from_value(serde_json::json!({
             "@odata.etag": "W/\"1\"", "name": "x", "statecode@OData.Community.Display.V1.FormattedValue": "Open", "statecode": 0
         }))
