@@ -15,6 +15,12 @@
 # same rows.
 #
 #   benches/plan.sh [LEADS]        default 1000000
+#   CRM=postgres benches/plan.sh   the CRM's four tables copied into the
+#                                  PostgreSQL database lethe_bench_plan
+#                                  (dropped and re-created; PGURL, default
+#                                  postgres://postgres@127.0.0.1:5432, trust
+#                                  auth); the raw side reads the same
+#                                  columns with psql's \copy instead
 #
 # BENCH_DIR=DIR reuses DIR when it holds a generated and indexed demo
 # (`DIR/lethe`, `DIR/state-indexed.db`): the state is restored to the
@@ -36,6 +42,21 @@ if [ ! -f "$DIR/state-indexed.db" ]; then
   "$LETHE" -c "$C" --format json index > /dev/null
   sqlite3 "$S" "PRAGMA wal_checkpoint(TRUNCATE);" > /dev/null
   cp "$S" "$DIR/state-indexed.db"
+fi
+PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
+PGDB=lethe_bench_plan
+if [ "${CRM:-sqlite}" = postgres ]; then
+  # The same rows, the same schema (primary keys and indexes) on the server;
+  # lethe reads it through the same config with only [crm].url changed.
+  psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $PGDB" -c "CREATE DATABASE $PGDB"
+  sqlite3 "$DIR/lethe/crm.db" ".schema" | grep -v "^CREATE TABLE sqlite_" | psql -q "$PGURL/$PGDB" > /dev/null
+  for tb in leads opportunities quotes contracts; do
+    sqlite3 -csv "$DIR/lethe/crm.db" "SELECT * FROM $tb" | psql -q "$PGURL/$PGDB" -c "\\copy $tb FROM STDIN CSV"
+  done
+  psql -q "$PGURL/$PGDB" -c "VACUUM ANALYZE" > /dev/null
+  sed -e "s|^url = \"sqlite://crm.db\"|url = \"$PGURL/$PGDB\"|" "$C" > "$DIR/lethe/pg.toml"
+  grep -q "^url = \"$PGURL/$PGDB\"" "$DIR/lethe/pg.toml" || { echo "no sqlite://crm.db url in $C" >&2; exit 1; }
+  C="$DIR/lethe/pg.toml"
 fi
 restore() { rm -f "$S-wal" "$S-shm"; cp "$DIR/state-indexed.db" "$S"; }
 
@@ -63,12 +84,21 @@ restore
 sync
 
 raw() {
-  sqlite3 "$DIR/lethe/crm.db" > /dev/null <<'SQL'
+  if [ "${CRM:-sqlite}" = postgres ]; then
+    psql -q "$PGURL/$PGDB" > /dev/null <<'SQL'
+\copy (SELECT id, modified_at, created_at FROM leads) TO '/dev/null'
+\copy (SELECT id, modified_at, lead_id FROM opportunities) TO '/dev/null'
+\copy (SELECT id, modified_at, opportunity_id FROM quotes) TO '/dev/null'
+\copy (SELECT id, modified_at, quote_id FROM contracts) TO '/dev/null'
+SQL
+  else
+    sqlite3 "$DIR/lethe/crm.db" > /dev/null <<'SQL'
 SELECT id, modified_at, created_at FROM leads;
 SELECT id, modified_at, lead_id FROM opportunities;
 SELECT id, modified_at, opportunity_id FROM quotes;
 SELECT id, modified_at, quote_id FROM contracts;
 SQL
+  fi
   sqlite3 "$S" > /dev/null <<SQL
 SELECT id, key, size, modified, etag, status FROM objects;
 SELECT object_id, entity_type, entity_key, rule, record FROM links;
@@ -81,9 +111,11 @@ INSERT INTO plan_review SELECT 'raw', item, kind, entity_type, key, size, fate, 
 COMMIT;
 SQL
 }
-export DIR S
+export DIR S CRM PGURL PGDB
 export -f raw
 t raw bash -c raw
 read -r raw_s _ < "$DIR/time.raw"
 restore
+[ "${CRM:-sqlite}" = postgres ] && psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $PGDB"
+echo "CRM: ${CRM:-sqlite}"
 echo "lethe plan / raw pipeline: $(echo "scale=2; $lethe_s / $raw_s" | bc)x  (target: within 3x; under 30 s; peak RSS under 600 MB)"
