@@ -30,7 +30,7 @@ LEADS="${1:-1000000}"
 AS_OF="${AS_OF:-2026-12-01}"
 cd "$(dirname "$0")/.."
 cargo build --release -q
-LETHE="${LETHE:-$PWD/target/release/lethe}"
+LETHE="${LETHE:-${CARGO_TARGET_DIR:-$PWD/target}/release/lethe}"
 DIR="${BENCH_DIR:-$(mktemp -d /tmp/lethe-plan.XXXXXX)}"
 mkdir -p "$DIR"
 echo "bench dir: $DIR  leads: $LEADS  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
