@@ -300,48 +300,58 @@ type Found = (Vec<Link>, Option<String>);
 const GROUP_BYTES: u64 = 1 << 20;
 const GROUP_OBJECTS: usize = 64;
 
-fn groups_of(objects: Vec<ObjectMeta>) -> Vec<Vec<ObjectMeta>> {
-    let mut small: Vec<Vec<ObjectMeta>> = Vec::new();
-    let mut large: Vec<Vec<ObjectMeta>> = Vec::new();
+/// The groups, in the order they are read: the small objects in listing
+/// order, up to [`GROUP_OBJECTS`] objects or [`GROUP_BYTES`] each, with the
+/// large objects (alone) spread evenly among them. Lazy: each group is
+/// moved out of `objects` when it is taken, so the listing is never held
+/// twice (at a million objects, a second copy is hundreds of MB).
+fn groups_of(mut objects: Vec<ObjectMeta>) -> impl Iterator<Item = Vec<ObjectMeta>> {
+    // The few large objects out (in order); the small ones stay in place.
+    let large: Vec<ObjectMeta> = objects.extract_if(.., |m| m.size > GROUP_BYTES).collect();
+    let small = std::collections::VecDeque::from(objects);
+    // The small groups' lengths, from the sizes alone.
+    let mut lengths: Vec<u32> = Vec::new();
     let mut bytes = 0u64;
-    for meta in objects {
-        if meta.size > GROUP_BYTES {
-            large.push(vec![meta]);
-            continue;
-        }
-        let fits = small.last().is_some_and(|g| {
-            g.len() < GROUP_OBJECTS && bytes.saturating_add(meta.size) <= GROUP_BYTES
-        });
-        if fits {
-            bytes += meta.size;
-            if let Some(g) = small.last_mut() {
-                g.push(meta);
+    for m in &small {
+        match lengths.last_mut() {
+            Some(n)
+                if (*n as usize) < GROUP_OBJECTS && bytes.saturating_add(m.size) <= GROUP_BYTES =>
+            {
+                *n += 1;
+                bytes += m.size;
             }
-        } else {
-            bytes = meta.size;
-            small.push(vec![meta]);
+            _ => {
+                lengths.push(1);
+                bytes = m.size;
+            }
         }
     }
     // Large objects spread evenly among the small groups: a large object
     // (a CSV export) may yield many links, and while the writer stores
     // them, the parsers go on with small groups instead of waiting.
-    if large.is_empty() || small.is_empty() {
-        small.extend(large);
-        return small;
-    }
-    let every = small.len().div_ceil(large.len()).max(1);
-    let mut out = Vec::with_capacity(small.len() + large.len());
+    let every = lengths.len().div_ceil(large.len().max(1)).max(1);
+    let mut small = small;
     let mut large = large.into_iter();
-    for (i, g) in small.into_iter().enumerate() {
-        if i % every == 0
-            && let Some(l) = large.next()
-        {
-            out.push(l);
+    let mut lengths = lengths.into_iter().enumerate();
+    let mut held: Option<Vec<ObjectMeta>> = None;
+    std::iter::from_fn(move || {
+        if let Some(g) = held.take() {
+            return Some(g);
         }
-        out.push(g);
-    }
-    out.extend(large);
-    out
+        match lengths.next() {
+            Some((i, n)) => {
+                let g: Vec<ObjectMeta> = small.drain(..n as usize).collect();
+                if i % every == 0
+                    && let Some(l) = large.next()
+                {
+                    held = Some(g);
+                    return Some(vec![l]);
+                }
+                Some(g)
+            }
+            None => large.next().map(|l| vec![l]),
+        }
+    })
 }
 
 /// How many parsed links may wait for the writer (about 100 bytes each).
@@ -522,9 +532,11 @@ fn sort_listing(
     summary: &mut IndexSummary,
 ) -> (Vec<ObjectRow>, Vec<ObjectMeta>) {
     let mut skipped: Vec<ObjectRow> = Vec::new();
-    let mut to_read: Vec<ObjectMeta> = Vec::new();
-    for entry in listed {
-        match entry {
+    // Collected in place (the listing's own allocation): the listing is
+    // not held twice.
+    let to_read: Vec<ObjectMeta> = listed
+        .into_iter()
+        .filter_map(|entry| match entry {
             Listed::Skipped { key, reason } => {
                 summary.entries_skipped += 1;
                 known.remove(&key);
@@ -542,6 +554,7 @@ fn sort_listing(
                     error: Some(reason),
                     links: Vec::new(),
                 });
+                None
             }
             Listed::Object(meta) => {
                 summary.objects_seen += 1;
@@ -552,13 +565,15 @@ fn sort_listing(
                         && k.modified == meta.modified
                         && k.etag == meta.etag
                 });
-                match unchanged {
-                    true => summary.objects_unchanged += 1,
-                    false => to_read.push(meta),
+                if unchanged {
+                    summary.objects_unchanged += 1;
+                    None
+                } else {
+                    Some(meta)
                 }
             }
-        }
-    }
+        })
+        .collect();
     (skipped, to_read)
 }
 
@@ -875,7 +890,7 @@ mod tests {
             .map(|m| m.key.clone())
             .collect();
         let mut all_keys: Vec<String> = objects.iter().map(|m| m.key.clone()).collect();
-        let groups = groups_of(objects);
+        let groups: Vec<Vec<ObjectMeta>> = groups_of(objects).collect();
         let mut flat: Vec<String> = groups.iter().flatten().map(|m| m.key.clone()).collect();
         // Small objects keep their order.
         let small_flat: Vec<String> = groups
