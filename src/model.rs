@@ -94,6 +94,39 @@ pub fn uuid_respelled(key: &str) -> Option<String> {
     canonical_uuid(key).filter(|c| c != key)
 }
 
+/// The other spellings of a printed UUID a payload may use: capitals,
+/// braces, no hyphens, and their mixes (seven). Empty when `printed` is
+/// no UUID as printed. Mixed case within one UUID is not among them.
+pub fn uuid_spellings(printed: &str) -> Vec<String> {
+    if !is_printed_uuid(printed) {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(7);
+    for upper in [false, true] {
+        for hyphens in [true, false] {
+            let mut core: String = if hyphens {
+                printed.to_string()
+            } else {
+                printed.replace('-', "")
+            };
+            if upper {
+                core = core.to_ascii_uppercase();
+            }
+            for braces in [false, true] {
+                let s = if braces {
+                    format!("{{{core}}}")
+                } else {
+                    core.clone()
+                };
+                if s != printed {
+                    out.push(s);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Whether `text` is a UUID as the database prints it (and so can equal
 /// a UUID column's text).
 pub fn is_printed_uuid(text: &str) -> bool {
@@ -252,6 +285,18 @@ mod tests {
         ] {
             assert_eq!(canonical_uuid(bad), None, "{bad}");
         }
+        // The other spellings: seven, distinct, each read back as printed.
+        let spellings = uuid_spellings(printed);
+        assert_eq!(spellings.len(), 7);
+        let distinct: std::collections::BTreeSet<&String> = spellings.iter().collect();
+        assert_eq!(distinct.len(), 7);
+        for s in &spellings {
+            assert_ne!(s, printed);
+            assert_eq!(canonical_uuid(s).as_deref(), Some(printed), "{s}");
+        }
+        assert!(spellings.contains(&"{A0EEBC999C0B4EF8BB6D6BB9BD380A11}".to_string()));
+        assert!(uuid_spellings("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11").is_empty());
+        assert!(uuid_spellings("18").is_empty());
     }
 
     #[test]

@@ -965,6 +965,33 @@ async fn sweeps_uuid_keyed_chains(b: Backend, name: &str) {
     lethe::index::run(&config, &store, &state, None, &|_, _| {})
         .await
         .unwrap();
+    // What explain, a request's plan and an access export read of lead 3:
+    // on a UUID column, its payload named in capitals, linking lead 3 as
+    // the column prints it (as the plan's graph reads the link); on a text
+    // column, keys are matched as written.
+    let uuid_types = kinds.uuid_types();
+    assert_eq!(uuid_types.contains("lead"), server, "{name}");
+    let linking = lethe::state::index::entries_linking(
+        &state,
+        &[("lead".to_string(), l(3))],
+        &uuid_types,
+    )
+    .await
+    .unwrap();
+    let found: Vec<(String, Vec<(String, String)>)> =
+        linking.into_iter().map(|e| (e.key, e.links)).collect();
+    if server {
+        assert_eq!(
+            found,
+            vec![(
+                format!("leads/{}.json", l(3).to_uppercase()),
+                vec![("lead".to_string(), l(3))]
+            )],
+            "{name}"
+        );
+    } else {
+        assert!(found.is_empty(), "{name}: {found:?}");
+    }
     lethe::plan::make_plan(
         &config,
         crm.as_ref(),

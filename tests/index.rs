@@ -564,6 +564,7 @@ entity = "record"
     let found = lethe::state::index::entries_linking(
         &e.state,
         &[("record".to_string(), "777".to_string())],
+        &Default::default(),
     )
     .await
     .unwrap();

@@ -289,7 +289,8 @@ impl Ctx<'_> {
         if linked.is_empty() {
             return Ok(Ok((input, out)));
         }
-        let entries = crate::state::index::entries_linking(self.state, &linked).await?;
+        let entries =
+            crate::state::index::entries_linking(self.state, &linked, &Default::default()).await?;
         let links: HashMap<&str, &Vec<(String, String)>> =
             entries.iter().map(|e| (e.key.as_str(), &e.links)).collect();
         let keys: Vec<String> = entries.iter().map(|e| e.key.clone()).collect();

@@ -534,8 +534,12 @@ async fn explain(
         _ => {
             let mut doc = render::explain_json(entity, &world, &cases, eval.is_deleted(id));
             let pair = (r.entity_type.clone(), r.key.clone());
-            let entries =
-                crate::state::index::entries_linking(&state, std::slice::from_ref(&pair)).await?;
+            let entries = crate::state::index::entries_linking(
+                &state,
+                std::slice::from_ref(&pair),
+                &kinds.uuid_types(),
+            )
+            .await?;
             let pseudo = Pseudonymizer::new(config.audit_key.clone());
             plan::explain::add_objects(&mut doc, &pair, &entries, &pseudo);
             json(&doc)

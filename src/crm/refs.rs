@@ -32,6 +32,15 @@ pub enum KeyKind {
 pub struct KeyKinds(pub BTreeMap<String, KeyKind>);
 
 impl KeyKinds {
+    /// The types whose key column is a UUID column.
+    pub fn uuid_types(&self) -> std::collections::HashSet<String> {
+        self.0
+            .iter()
+            .filter(|(_, k)| **k == KeyKind::Uuid)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
     /// Asks the CRM's catalogue about every type's key column.
     pub async fn read(config: &Config, crm: &dyn Crm) -> Result<KeyKinds, CrmError> {
         let mut kinds = BTreeMap::new();

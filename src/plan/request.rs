@@ -121,7 +121,10 @@ pub async fn judge(
             .map(|n| (g.types[n.ty as usize].clone(), n.key.canonical()))
             .collect()
     };
-    let entries = crate::state::index::entries_linking(state, &mine).await?;
+    let uuid_types = crate::crm::refs::KeyKinds::read(config, crm)
+        .await?
+        .uuid_types();
+    let entries = crate::state::index::entries_linking(state, &mine, &uuid_types).await?;
     let mine: HashSet<(String, String)> = mine.into_iter().collect();
     let mut others: std::collections::BTreeMap<String, Vec<EntityKey>> = Default::default();
     for e in &entries {

@@ -88,7 +88,7 @@ pub async fn export_request(
         entities.push((et.name.clone(), crm.export_rows(et, ks).await?));
     }
     let pairs: Vec<(String, String)> = mine.iter().cloned().collect();
-    let linking = crate::state::index::entries_linking(state, &pairs).await?;
+    let linking = crate::state::index::entries_linking(state, &pairs, &kinds.uuid_types()).await?;
     let (files, not_included) = choose_files(config, linking, &mine);
     let now = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
         .unwrap_or_else(|_| jiff::Timestamp::now());

@@ -656,10 +656,28 @@ async fn entry_alone(
 /// each with every link it has (not only those): what a subject request's
 /// plan gives a fate to. Looked up by entity (`links_entity`), the links of
 /// each object packed into one JSON text.
+///
+/// For the types in `uuid_types` (a UUID key column: it prints each key in
+/// one spelling and holds no two keys that differ in case), a key is also
+/// looked up as a payload may spell it (capitals, braces, no hyphens), and
+/// such a link is returned as the key it names, as the plan's graph reads
+/// it (`Graph::resolve`).
 pub async fn entries_linking(
     state: &StateStore,
     entities: &[(String, String)],
+    uuid_types: &std::collections::HashSet<String>,
 ) -> Result<Vec<IndexedEntry>, StateError> {
+    let mut asked: Vec<(String, String)> = entities.to_vec();
+    for (t, k) in entities {
+        if uuid_types.contains(t) && crate::model::is_printed_uuid(k) {
+            asked.extend(
+                crate::model::uuid_spellings(k)
+                    .into_iter()
+                    .map(|s| (t.clone(), s)),
+            );
+        }
+    }
+    let entities = &asked[..];
     let mut ids: Vec<i64> = Vec::new();
     for chunk in entities.chunks(2000) {
         let sql = format!(
@@ -712,7 +730,12 @@ pub async fn entries_linking(
                 links: Vec::with_capacity(rows.len()),
                 records: Vec::with_capacity(rows.len()),
             };
-            for (ty, key, rule, record) in rows {
+            for (ty, mut key, rule, record) in rows {
+                if uuid_types.contains(&ty)
+                    && let Some(printed) = crate::model::uuid_respelled(&key)
+                {
+                    key = printed;
+                }
                 e.links.push((ty, key));
                 e.records
                     .push((usize::try_from(rule).unwrap_or(usize::MAX), record));

@@ -64,10 +64,13 @@ pub(super) async fn explain(
     let cases = crate::evaluate::cases_containing(&world.graph, &world.policies, id, at);
     let mut doc = crate::plan::explain::explain_json(&entity, world, &cases, eval.is_deleted(id));
     let pair = (r.entity_type.clone(), r.key.clone());
-    let entries =
-        crate::state::index::entries_linking(&app.runner.state, std::slice::from_ref(&pair))
-            .await
-            .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
+    let entries = crate::state::index::entries_linking(
+        &app.runner.state,
+        std::slice::from_ref(&pair),
+        &kinds.uuid_types(),
+    )
+    .await
+    .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
     let pseudo = crate::audit::pseudonym::Pseudonymizer::new(app.runner.config.audit_key.clone());
     crate::plan::explain::add_objects(&mut doc, &pair, &entries, &pseudo);
     Ok(Json(doc))
