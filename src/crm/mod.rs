@@ -104,7 +104,7 @@ pub enum CrmError {
     /// parents (a contract), so nothing is judged: the read fails whole.
     /// Names the column, never a value or a key.
     #[error(
-        "entity type `{entity}` (table {table}): a row's {column} holds {what}, which lethe cannot read as a key; a CRM that cannot be read whole is not judged (a row left out could be what keeps its parents), so nothing is planned. {find}"
+        "entity type `{entity}` (table {table}): a row's {column} holds {what}, which lethe cannot read as a key; a CRM that cannot be read whole is not judged (a row left out could be what keeps its parents). {find}"
     )]
     UnreadableKey {
         entity: String,
