@@ -971,13 +971,10 @@ async fn sweeps_uuid_keyed_chains(b: Backend, name: &str) {
     // column, keys are matched as written.
     let uuid_types = kinds.uuid_types();
     assert_eq!(uuid_types.contains("lead"), server, "{name}");
-    let linking = lethe::state::index::entries_linking(
-        &state,
-        &[("lead".to_string(), l(3))],
-        &uuid_types,
-    )
-    .await
-    .unwrap();
+    let linking =
+        lethe::state::index::entries_linking(&state, &[("lead".to_string(), l(3))], &uuid_types)
+            .await
+            .unwrap();
     let found: Vec<(String, Vec<(String, String)>)> =
         linking.into_iter().map(|e| (e.key, e.links)).collect();
     if server {
