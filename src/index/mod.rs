@@ -305,18 +305,24 @@ const GROUP_OBJECTS: usize = 64;
 /// large objects (alone) spread evenly among them. Lazy: each group is
 /// moved out of `objects` when it is taken, so the listing is never held
 /// twice (at a million objects, a second copy is hundreds of MB).
+/// Whether an object of `size` bytes joins a group of small objects that
+/// holds `objects` objects and `bytes` bytes (else it starts the next
+/// group; one over [`GROUP_BYTES`] is always alone). The residual scan
+/// groups by the same rule.
+pub(crate) fn joins_group(objects: usize, bytes: u64, size: u64) -> bool {
+    objects < GROUP_OBJECTS && bytes.saturating_add(size) <= GROUP_BYTES
+}
+
 fn groups_of(mut objects: Vec<ObjectMeta>) -> impl Iterator<Item = Vec<ObjectMeta>> {
     // The few large objects out (in order); the small ones stay in place.
     let large: Vec<ObjectMeta> = objects.extract_if(.., |m| m.size > GROUP_BYTES).collect();
-    let small = std::collections::VecDeque::from(objects);
+    let mut small = std::collections::VecDeque::from(objects);
     // The small groups' lengths, from the sizes alone.
     let mut lengths: Vec<u32> = Vec::new();
     let mut bytes = 0u64;
     for m in &small {
         match lengths.last_mut() {
-            Some(n)
-                if (*n as usize) < GROUP_OBJECTS && bytes.saturating_add(m.size) <= GROUP_BYTES =>
-            {
+            Some(n) if joins_group(*n as usize, bytes, m.size) => {
                 *n += 1;
                 bytes += m.size;
             }
@@ -330,7 +336,6 @@ fn groups_of(mut objects: Vec<ObjectMeta>) -> impl Iterator<Item = Vec<ObjectMet
     // (a CSV export) may yield many links, and while the writer stores
     // them, the parsers go on with small groups instead of waiting.
     let every = lengths.len().div_ceil(large.len().max(1)).max(1);
-    let mut small = small;
     let mut large = large.into_iter();
     let mut lengths = lengths.into_iter().enumerate();
     let mut held: Option<Vec<ObjectMeta>> = None;

@@ -21,10 +21,6 @@ const PAGE: i64 = 10_000;
 const IN_FLIGHT: usize = 4;
 /// Objects of a group opened at once.
 const OPENING: usize = 8;
-/// A group of small objects: at most this many objects …
-const GROUP_OBJECTS: usize = 64;
-/// … or this many bytes as listed (a larger object goes alone).
-const GROUP_BYTES: u64 = 1 << 20;
 
 /// Scans the store for the identifiers `plan_id` erased; fills the scan's
 /// fields of `report`.
@@ -82,8 +78,8 @@ pub struct StoreScan {
 }
 
 /// Reads every object of the store once through `scanner`, several at a
-/// time, streaming. Small objects go in groups (up to [`GROUP_OBJECTS`]
-/// objects or [`GROUP_BYTES`] as listed), one blocking hand-over per group:
+/// time, streaming. Small objects go in groups (as the index groups them:
+/// `index::joins_group`), one blocking hand-over per group:
 /// one hand-over per object cost more than the search itself (at 300,000
 /// objects the scan waited on thread wake-ups, not on reading).
 /// `progress(done, total)`.
@@ -100,9 +96,9 @@ pub async fn store_scan(
         .list(&mut |l| match l {
             Listed::Object(m) => {
                 total += 1;
-                let fits = groups.last().is_some_and(|g| {
-                    g.len() < GROUP_OBJECTS && group_bytes.saturating_add(m.size) <= GROUP_BYTES
-                });
+                let fits = groups
+                    .last()
+                    .is_some_and(|g| crate::index::joins_group(g.len(), group_bytes, m.size));
                 match groups.last_mut() {
                     Some(g) if fits => {
                         group_bytes += m.size;
@@ -333,10 +329,7 @@ mod tests {
             }
             if i % 50 == 7 {
                 // Over a group's bytes: read alone.
-                body.push_str(&format!(
-                    ", \"big\": \"{}\"",
-                    "y".repeat(GROUP_BYTES as usize + 10)
-                ));
+                body.push_str(&format!(", \"big\": \"{}\"", "y".repeat((1 << 20) + 10)));
             }
             body.push('}');
             bytes += body.len() as u64;
