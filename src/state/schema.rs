@@ -228,6 +228,15 @@ CREATE INDEX links_entity ON links(entity_type, entity_key);
     r#"
 CREATE INDEX erased_identifiers_pending ON erased_identifiers(plan_id, case_id) WHERE pending = 1;
 "#,
+    // 10: a plan's identifiers in hash order (verify reads them a page at
+    // a time, after the last one read: with only the index on `plan_id`
+    // each page sorted every identifier of the plan, 0.29 s a page and
+    // 19 s for the 650,000 of a 1M-lead sweep). It serves every query by
+    // `plan_id` alone, so the old index goes.
+    r#"
+CREATE INDEX erased_identifiers_plan_hash ON erased_identifiers(plan_id, hash, entity);
+DROP INDEX erased_identifiers_plan;
+"#,
 ];
 
 /// The schema version a store has once migrated.
