@@ -100,6 +100,8 @@ fn object_meta(key: String, m: &cap_std::fs::Metadata) -> ObjectMeta {
 
 /// Threads that list folders at once.
 const WALKERS: usize = 4;
+/// Entries a walker hands over at once (several small folders' worth).
+const HAND_OVER: usize = 512;
 
 pub struct FolderStore {
     root: PathBuf,
@@ -130,6 +132,11 @@ impl FolderStore {
     /// once (a listing is mostly the kernel's work per entry, and it runs
     /// on both cores), each folder's entries handed to `sink` together, in
     /// name order. Any failure fails the whole listing.
+    ///
+    /// A store of many small folders (one per lead, say) lists a folder
+    /// per handful of files: a walker hands over several folders' entries
+    /// at once ([`HAND_OVER`]) and wakes another walker only when it found
+    /// folders for it (or when the walk is over), not after each folder.
     fn walk(&self, sink: &mut (dyn FnMut(Listed) + Send)) -> Result<u64, StoreError> {
         use std::sync::{Condvar, Mutex};
         // Folders still to list, as relative prefixes, and how many are
@@ -148,6 +155,12 @@ impl FolderStore {
                 let (queue, tx) = (&queue, tx.clone());
                 scope.spawn(move || {
                     let (lock, wake) = queue;
+                    // Entries listed and not handed over yet (whole
+                    // folders, each in name order).
+                    let mut listed_here: Vec<Listed> = Vec::new();
+                    let hand_over = |listed_here: &mut Vec<Listed>| {
+                        listed_here.is_empty() || tx.send(Ok(std::mem::take(listed_here))).is_ok()
+                    };
                     loop {
                         let prefix = {
                             let Ok(mut q) = lock.lock() else { return };
@@ -160,7 +173,23 @@ impl FolderStore {
                                     break p;
                                 }
                                 if q.1 == 0 {
+                                    drop(q);
+                                    hand_over(&mut listed_here);
                                     return;
+                                }
+                                // Nothing to list until another walker
+                                // finds folders: what this one holds goes
+                                // to the sink before it waits.
+                                if !listed_here.is_empty() {
+                                    drop(q);
+                                    if !hand_over(&mut listed_here) {
+                                        return;
+                                    }
+                                    q = match lock.lock() {
+                                        Ok(q) => q,
+                                        Err(_) => return,
+                                    };
+                                    continue;
                                 }
                                 q = match wake.wait(q) {
                                     Ok(q) => q,
@@ -171,20 +200,32 @@ impl FolderStore {
                         let listed = self.list_dir(&prefix);
                         let Ok(mut q) = lock.lock() else { return };
                         q.1 -= 1;
-                        let entries = match listed {
+                        match listed {
                             Ok((entries, folders)) => {
+                                let found = folders.len();
                                 q.0.extend(folders);
-                                Ok(entries)
+                                // This walker lists one of them next; the
+                                // others are for sleeping walkers. The
+                                // last folder listed wakes all to end.
+                                if found > 1 {
+                                    wake.notify_all();
+                                } else if q.1 == 0 && q.0.is_empty() {
+                                    wake.notify_all();
+                                }
+                                drop(q);
+                                listed_here.extend(entries);
+                                if listed_here.len() >= HAND_OVER && !hand_over(&mut listed_here) {
+                                    return;
+                                }
                             }
                             Err(e) => {
                                 q.2 = true;
-                                Err(e)
+                                wake.notify_all();
+                                drop(q);
+                                hand_over(&mut listed_here);
+                                let _ = tx.send(Err(e));
+                                return;
                             }
-                        };
-                        wake.notify_all();
-                        drop(q);
-                        if tx.send(entries).is_err() {
-                            return;
                         }
                     }
                 });

@@ -39,6 +39,63 @@ fn lists_files_and_skips_symlinks() {
     );
 }
 
+/// A tree of many small folders (one per lead, as integration services
+/// keep them), wide and deep, is listed whole by the walkers: each file
+/// once, each folder's files together and in name order, however the
+/// walkers hand their folders over.
+#[test]
+fn many_small_folders_are_listed_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut want = Vec::new();
+    for year in 0..3 {
+        for lead in 0..700 {
+            let dir = format!("leads/{year}/lead-{lead:04}");
+            std::fs::create_dir_all(tmp.path().join(&dir)).unwrap();
+            for file in 0..(lead % 3) {
+                let key = format!("{dir}/{file}.json");
+                std::fs::write(tmp.path().join(&key), "{}").unwrap();
+                want.push(key);
+            }
+            if lead % 50 == 0 {
+                let deep = format!("{dir}/a/b/c");
+                std::fs::create_dir_all(tmp.path().join(&deep)).unwrap();
+                std::fs::write(tmp.path().join(format!("{deep}/x.xml")), "<x/>").unwrap();
+                want.push(format!("{deep}/x.xml"));
+            }
+        }
+    }
+    let store = FolderStore::open(tmp.path()).unwrap();
+    for _ in 0..3 {
+        let mut keys = Vec::new();
+        let n = store
+            .walk(&mut |l| match l {
+                Listed::Object(m) => keys.push(m.key),
+                Listed::Skipped { key, .. } => panic!("skipped {key}"),
+            })
+            .unwrap();
+        assert_eq!(n as usize, want.len());
+        // A folder's files arrive together, in name order.
+        let folder = |k: &str| k.rsplit_once('/').map(|(f, _)| f.to_string());
+        let mut done = std::collections::HashSet::new();
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            if folder(k) == folder(&keys[i - 1]) {
+                assert!(keys[i - 1] < *k, "{} before {k}", keys[i - 1]);
+            } else {
+                done.insert(folder(&keys[i - 1]));
+                assert!(
+                    !done.contains(&folder(k)),
+                    "{k}'s folder listed in two parts"
+                );
+            }
+        }
+        let mut got = keys.clone();
+        got.sort();
+        let mut all = want.clone();
+        all.sort();
+        assert_eq!(got, all);
+    }
+}
+
 /// Names with bytes that are not UTF-8 are listed under keys that lead
 /// back to exactly them (and are deleted by them); a key spelling valid
 /// UTF-8 as byte characters names no file.
