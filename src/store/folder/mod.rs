@@ -207,9 +207,7 @@ impl FolderStore {
                                 // This walker lists one of them next; the
                                 // others are for sleeping walkers. The
                                 // last folder listed wakes all to end.
-                                if found > 1 {
-                                    wake.notify_all();
-                                } else if q.1 == 0 && q.0.is_empty() {
+                                if found > 1 || (q.1 == 0 && q.0.is_empty()) {
                                     wake.notify_all();
                                 }
                                 drop(q);
