@@ -172,25 +172,17 @@ fn skip_element(rest: &[u8], depth: usize) -> Option<(usize, u64)> {
                     })
                     .map(|n| n + 1)
                     .filter(|&n| tag[n] == b'>');
-                if let Some(close) = plain {
-                    let name = &tag[1..close];
-                    if name.is_empty() {
-                        return None;
-                    }
-                    elements += 1;
-                    open.push(name);
-                    if depth + open.len() > MAX_DEPTH {
-                        return None;
-                    }
-                    i = j + close + 1;
-                    continue;
-                }
-                let mut k = 1;
-                let close = loop {
-                    k += memchr::memchr3(b'>', b'"', b'\'', &tag[k..])?;
-                    match tag[k] {
-                        b'>' => break k,
-                        q => k += 1 + memchr::memchr(q, &tag[k + 1..])? + 1,
+                let close = match plain {
+                    Some(close) => close,
+                    None => {
+                        let mut k = 1;
+                        loop {
+                            k += memchr::memchr3(b'>', b'"', b'\'', &tag[k..])?;
+                            match tag[k] {
+                                b'>' => break k,
+                                q => k += 1 + memchr::memchr(q, &tag[k + 1..])? + 1,
+                            }
+                        }
                     }
                 };
                 let name_len = tag[1..close]
