@@ -424,13 +424,20 @@ async fn delete_payloads<T: TxnOps>(
     }
     let may_go = |row: &LockedPayload, approved: &HashMap<(u16, String), (u64, EntityKey)>| {
         p.planned.get(&row.key).is_some_and(|pp| {
-            pp.size == row.size
-                && pp.modified == row.modified
-                && match (&pp.version, &row.version) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
+            let indexed = (pp.modified, pp.version.as_deref());
+            let now = (row.modified, row.version.as_deref());
+            let unchanged = match super::payloads::unchanged_by_fingerprint(indexed, now) {
+                Some(unchanged) => unchanged,
+                None => {
+                    pp.size == row.size
+                        && pp.modified == row.modified
+                        && match (&pp.version, &row.version) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => true,
+                        }
                 }
-                && pp.needs.iter().all(|n| approved.contains_key(n))
+            };
+            unchanged && pp.needs.iter().all(|n| approved.contains_key(n))
         })
     };
     // A kept case keeps its entities, which may keep another case's row.

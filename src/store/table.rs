@@ -59,6 +59,20 @@ fn meta(row: PayloadRow) -> ObjectMeta {
     }
 }
 
+/// Whether `row`, as a delete or rewrite locked it, is what the index
+/// read: an SQL row by its fingerprint and modified time, and its decoded
+/// size where it was read (`sized`: a rewrite's one row; a delete's rows
+/// are not decoded), a Dataverse row by size, modified time and etag.
+fn still_indexed(expected: &Expected, row: &PayloadRow, sized: bool) -> bool {
+    match crate::crm::payloads::unchanged_by_fingerprint(
+        (expected.modified, expected.etag.as_deref()),
+        (row.modified, row.version.as_deref()),
+    ) {
+        Some(unchanged) => unchanged && (!sized || expected.size == row.size),
+        None => expected.matches(&meta(row.clone())),
+    }
+}
+
 impl TableStore {
     /// Connects on first use.
     pub fn open(
@@ -204,9 +218,10 @@ impl TechnicalStore for TableStore {
                     ", versioned by each row's @odata.etag (deletes and rewrites are conditional on it)"
                         .to_string()
                 }
-                (Some(v), _) => format!(", versioned by {v}"),
-                (None, _) => ", no version column: a change is seen by its size and modified time"
-                    .to_string(),
+                (Some(v), _) => format!(", versioned by {v} and the stored length"),
+                (None, _) =>
+                    ", no version column: a change is seen by its stored length and modified time"
+                        .to_string(),
             }
         )];
         notes.extend(foreign_key_notes(
@@ -363,7 +378,7 @@ impl TechnicalStore for TableStore {
             expected
                 .get(at[j])
                 .and_then(Option::as_ref)
-                .is_some_and(|e| !e.matches(&meta(row.clone())))
+                .is_some_and(|e| !still_indexed(e, row, false))
         };
         match self.table.delete_where(&ask, &keep).await {
             Ok(fates) => {
@@ -399,7 +414,7 @@ impl TechnicalStore for TableStore {
                 .encode(&new)
                 .into_bytes(),
         };
-        let matches = |row: &PayloadRow| expected.matches(&meta(row.clone()));
+        let matches = |row: &PayloadRow| still_indexed(expected, row, true);
         match self
             .table
             .rewrite(key, &matches, stored)

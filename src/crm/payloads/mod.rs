@@ -21,14 +21,37 @@ use crate::model::Instant;
 
 use super::{CrmError, PayloadInput};
 
+/// How an SQL payload table's row version begins: `len:<bytes>` or
+/// `len:<bytes>;<version column>`, the body's stored length and the
+/// version column (`sql`'s `fingerprint_expr`). A row is judged by it and
+/// its modified time when deleted or rewritten; an index entry whose
+/// version does not begin so (written before lethe kept the stored
+/// length) is judged changed: `lethe index` reads the row again.
+pub const FINGERPRINT: &str = "len:";
+
+/// Whether an SQL payload row is still what the index read, judged by
+/// its [`FINGERPRINT`] and modified time (the decoded size is not read):
+/// `None` when the row as read now has no fingerprint (Dataverse, whose
+/// rows the caller judges by size, modified time and etag).
+pub fn unchanged_by_fingerprint(
+    indexed: (Option<Instant>, Option<&str>),
+    now: (Option<Instant>, Option<&str>),
+) -> Option<bool> {
+    let now_version = now.1.filter(|v| v.starts_with(FINGERPRINT))?;
+    // An index entry without a fingerprint (an index written before lethe
+    // kept one) cannot be compared with it: changed.
+    Some(indexed.0 == now.0 && indexed.1 == Some(now_version))
+}
+
 /// One row as a listing gives it: never its body.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PayloadRow {
     pub key: String,
     pub name: Option<String>,
     pub modified: Option<Instant>,
-    /// The decoded body's size in bytes.
+    /// The decoded body's size in bytes (0 where a delete did not read it).
     pub size: u64,
+    /// SQL: the row's [`FINGERPRINT`]; Dataverse: its etag.
     pub version: Option<String>,
     /// The direct link columns' values, by `TableSettings::link_name`.
     pub links: Vec<(String, String)>,

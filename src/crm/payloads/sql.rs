@@ -351,10 +351,6 @@ impl SqlTable {
     pub fn payload_input(&self, columns: &[(u16, String)]) -> PayloadInput {
         let d = self.dialect;
         let s = &self.spec;
-        let opt = |c: &Option<String>| match c {
-            Some(c) => d.text(&d.quote(c)),
-            None => "NULL".into(),
-        };
         PayloadInput {
             table: d.quote(&s.table),
             columns: columns
@@ -366,14 +362,52 @@ impl SqlTable {
                         d.text(&d.quote(&s.key)),
                         d.text(&d.quote(column)),
                         d.text(&d.quote(&s.modified)),
-                        d.text(&self.size_expr()),
-                        opt(&s.version),
+                        // Not the decoded size: the fingerprint below
+                        // (stored length and version) is what the rows are
+                        // judged by, and it costs no read of the body.
+                        "NULL".into(),
+                        self.fingerprint_expr(),
                     ]
                     .join(", "),
                     filter: None,
                 })
                 .collect(),
             planned: HashMap::new(),
+        }
+    }
+
+    /// What a row is judged by when it is deleted or rewritten, as text:
+    /// the body's stored length in bytes and the version column, as
+    /// `len:<bytes>` or `len:<bytes>;<version>` ([`super::FINGERPRINT`]).
+    /// The stored length is known to the database without reading the
+    /// body (PostgreSQL keeps it in the value's header, TOASTed or not);
+    /// the decoded size of Base64 text is not (every character read: on
+    /// 500 rows of 10 KB in `psql`, 5.7–13 ms against 0.2–0.8 ms).
+    fn fingerprint_expr(&self) -> String {
+        let d = self.dialect;
+        let b = d.quote(&self.spec.body);
+        let stored = match d {
+            Dialect::Sqlite | Dialect::Postgres => format!("COALESCE(octet_length({b}), 0)"),
+            Dialect::MySql => format!("COALESCE(LENGTH({b}), 0)"),
+        };
+        let version = self.spec.version.as_ref().map(|v| d.text(&d.quote(v)));
+        match (d, version) {
+            (Dialect::MySql, Some(v)) => format!(
+                "CONCAT('{p}', CAST({stored} AS CHAR), COALESCE(CONCAT(';', {v}), ''))",
+                p = super::FINGERPRINT
+            ),
+            (Dialect::MySql, None) => {
+                format!(
+                    "CONCAT('{p}', CAST({stored} AS CHAR))",
+                    p = super::FINGERPRINT
+                )
+            }
+            (_, Some(v)) => format!(
+                "'{p}' || {} || COALESCE(';' || {v}, '')",
+                d.text(&stored),
+                p = super::FINGERPRINT
+            ),
+            (_, None) => format!("'{p}' || {}", d.text(&stored), p = super::FINGERPRINT),
         }
     }
 
@@ -409,9 +443,15 @@ impl SqlTable {
     }
 
     /// The select list of a row without its body: key, name, modified,
-    /// size, version, then the direct link columns (and the polymorphic
-    /// pair).
+    /// size, fingerprint (the row's version as lethe judges it), then the
+    /// direct link columns (and the polymorphic pair).
     fn head_list(&self, kt: &KeyType) -> String {
+        self.head_list_sized(kt, true)
+    }
+
+    /// [`Self::head_list`]; without `decoded_size`, the size is 0: a
+    /// delete judges rows by the fingerprint alone.
+    fn head_list_sized(&self, kt: &KeyType, decoded_size: bool) -> String {
         let d = self.dialect;
         let s = &self.spec;
         let opt = |c: &Option<String>| match c {
@@ -422,8 +462,14 @@ impl SqlTable {
             self.key_select(kt),
             opt(&s.name),
             d.text(&d.quote(&s.modified)),
-            self.size_expr(),
-            opt(&s.version),
+            if decoded_size {
+                self.size_expr()
+            } else if d == Dialect::MySql {
+                "CAST(0 AS SIGNED)".into()
+            } else {
+                "CAST(0 AS BIGINT)".into()
+            },
+            self.fingerprint_expr(),
         ];
         cols.extend(s.links.iter().map(|(_, c)| d.text(&d.quote(c))));
         if let Some(p) = &s.polymorphic {
@@ -715,7 +761,7 @@ impl SqlTable {
             let (cond, binds) = self.keys_in(kt, &wanted);
             let sql = format!(
                 "SELECT {} FROM {} WHERE {cond}{}",
-                self.head_list(kt),
+                self.head_list_sized(kt, false),
                 self.dialect.quote(&self.spec.table),
                 self.lock()
             );
