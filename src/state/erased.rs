@@ -31,7 +31,8 @@ pub async fn record(
     at: &str,
     rows: &[ErasedIdentifier],
 ) -> Result<(), StateError> {
-    insert(tx, plan_id, at, rows, None).await
+    let rows: Vec<(Option<u64>, &ErasedIdentifier)> = rows.iter().map(|r| (None, r)).collect();
+    insert(tx, plan_id, at, &rows).await
 }
 
 /// Records the identifiers of case `case_id`'s planned rows, read before
@@ -49,40 +50,41 @@ pub async fn record_pending(
         .begin_write()
         .await
         .map_err(q("recording erased identifiers"))?;
-    let mut by_case: std::collections::BTreeMap<u64, Vec<ErasedIdentifier>> = Default::default();
-    for (c, r) in rows {
-        by_case.entry(*c).or_default().push(r.clone());
-    }
-    for (case, rows) in by_case {
-        insert(&mut tx, plan_id, at, &rows, Some(case)).await?;
-    }
+    let rows: Vec<(Option<u64>, &ErasedIdentifier)> =
+        rows.iter().map(|(c, r)| (Some(*c), r)).collect();
+    insert(&mut tx, plan_id, at, &rows).await?;
     tx.commit().await.map_err(q("recording erased identifiers"))
 }
 
+/// Inserts identifiers, each pending for its case (`Some`) or erased
+/// (`None`), many rows per statement whatever their cases: a statement per
+/// case cost a hand-over to the database's thread per case, which made
+/// recording a batch's identifiers most of the CRM phase (4.8 of 6.2 s at
+/// 100,000 leads).
 async fn insert(
     conn: &mut sqlx::AnyConnection,
     plan_id: &str,
     at: &str,
-    rows: &[ErasedIdentifier],
-    pending_case: Option<u64>,
+    rows: &[(Option<u64>, &ErasedIdentifier)],
 ) -> Result<(), StateError> {
+    const ROWS: usize = 500;
     let sqlite = super::is_sqlite(conn);
-    for chunk in rows.chunks(100) {
+    for chunk in rows.chunks(ROWS) {
         let sql = format!(
             "INSERT INTO erased_identifiers(hash, kind, entity, plan_id, erased_at, case_id, pending, len) VALUES {}
              ON CONFLICT DO NOTHING",
             super::params(chunk.len(), "(?, ?, ?, ?, ?, ?, ?, ?)", 1)
         );
         let mut query = sqlx::query(super::sql(sqlite, sql));
-        for r in chunk {
+        for (case, r) in chunk {
             query = query
                 .bind(r.hash.clone())
                 .bind(r.kind.clone())
                 .bind(r.entity.clone())
                 .bind(plan_id)
                 .bind(at)
-                .bind(pending_case.map(|c| c as i64))
-                .bind(i64::from(pending_case.is_some()))
+                .bind(case.map(|c| c as i64))
+                .bind(i64::from(case.is_some()))
                 .bind(r.len.map(|n| n as i64));
         }
         query
