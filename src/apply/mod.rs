@@ -157,6 +157,7 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let started = std::time::Instant::now();
     let _lock = state.lock_apply(options.wait_for_lock)?;
+    state.widen_writer_cache().await?;
     let stored = plan::load(state, plan_id).await?;
     let mut report = ApplyReport {
         plan_id: stored.id.clone(),
