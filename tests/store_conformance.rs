@@ -570,7 +570,8 @@ fn table_mysql(_test: &str) -> Option<Subject> {
 }
 
 /// A payload table: a row changed behind lethe's back within the same
-/// second and to the same size is told apart by its version column; a
+/// second and to the same size and stored length is told apart by its
+/// version column (an SQL row's etag holds both); a
 /// delete or rewrite expecting the row the index read spares it; a Base64
 /// body with line breaks reads and sizes as its bytes.
 async fn table_rows_are_judged_by_size_date_and_version(s: Subject) {

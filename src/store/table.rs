@@ -9,8 +9,10 @@
 //!
 //! Every statement is `crm::payloads`'; here bodies are decoded and
 //! encoded, and expectations judged: a delete or a rewrite changes a row
-//! only while it is what the index read (size, modified time, version),
-//! judged on the row locked in the changing transaction.
+//! only while it is what the index read (an SQL row: its stored length
+//! and version, `crm::payloads::FINGERPRINT`, and modified time; a
+//! Dataverse row: size, modified time and etag), judged on the row locked
+//! in the changing transaction.
 
 use std::io::Read;
 
