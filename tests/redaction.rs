@@ -256,9 +256,13 @@ fn identifiers_survive_a_crash_between_the_crm_commit_and_the_journal() {
     assert_eq!(residual.len(), 1, "the note names Jane: {v:#}");
     assert_eq!(residual[0]["why"], "unlinked");
     assert_eq!(
-        f.state_sql("SELECT count(*) FROM erased_identifiers WHERE pending = 1")
-            .trim(),
-        "0"
+        f.state_sql(
+            "SELECT (SELECT count(*) FROM erased_identifiers WHERE pending = 1)
+                  + (SELECT count(*) FROM erased_staged)"
+        )
+        .trim(),
+        "0",
+        "nothing pending, nothing left staged after the apply"
     );
 }
 

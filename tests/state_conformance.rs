@@ -529,3 +529,114 @@ async fn sqlite_connections_carry_the_safety_and_durability_settings() {
         }
     }
 }
+
+/// An apply stages the identifiers it erases and moves them in one sorted
+/// step (`state::erased::flush`); every reader must see the confirmed ones
+/// whether or not that step ran (a crashed apply, a standalone verify), and
+/// never a pending one, nor lose another plan's pending rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_identifiers_are_read_once_confirmed_and_moved_once() {
+    use lethe::state::erased::{self, ErasedIdentifier};
+    let tmp = tempfile::tempdir().unwrap();
+    for (state, again) in stores("staged", tmp.path()).await {
+        let d = state.dialect();
+        let id = |h: &str, e: &str| ErasedIdentifier {
+            hash: format!("{h:0>64}"),
+            kind: "email".into(),
+            entity: e.into(),
+            len: Some(7),
+        };
+        let hashes = |rows: Vec<ErasedIdentifier>| -> Vec<String> {
+            rows.into_iter().map(|r| r.hash).collect()
+        };
+        let at = "2026-12-07T00:00:00Z";
+        // Plan p1: cases 1 and 2 read before their deletes; the same value
+        // twice for one entity (a resumed batch).
+        erased::record_pending(
+            &state,
+            "p1",
+            at,
+            &[
+                (1, id("a", "e1")),
+                (1, id("b", "e1")),
+                (1, id("a", "e1")),
+                (2, id("c", "e2")),
+            ],
+        )
+        .await
+        .unwrap();
+        // Plan p2 has a pending row of its own.
+        erased::record_pending(&state, "p2", at, &[(7, id("f", "e7"))])
+            .await
+            .unwrap();
+        // Pending rows are nobody's erasure yet.
+        assert!(
+            erased::of_plan(&state, "p1", None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{d:?}"
+        );
+        let all: Vec<String> = ["a", "c", "f"]
+            .iter()
+            .map(|h| format!("{h:0>64}"))
+            .collect();
+        assert!(
+            erased::suppressed(&state, &all).await.unwrap().is_empty(),
+            "{d:?}"
+        );
+        // The journal step: case 1 deleted (and a row recorded as erased at
+        // once), case 2 skipped.
+        let mut tx = state.begin_write().await.unwrap();
+        erased::record(&mut tx, "p1", at, &[id("d", "e1")])
+            .await
+            .unwrap();
+        erased::confirm(&mut tx, "p1", &[1]).await.unwrap();
+        erased::drop_pending(&mut tx, "p1", &[2]).await.unwrap();
+        tx.commit().await.unwrap();
+        // A reader of another process (a standalone verify after a crash)
+        // sees the confirmed rows without the apply's flush, once each.
+        let reader = again.open().await;
+        let rows = hashes(erased::of_plan(&reader, "p1", None, 10).await.unwrap());
+        let want: Vec<String> = ["a", "b", "d"]
+            .iter()
+            .map(|h| format!("{h:0>64}"))
+            .collect();
+        assert_eq!(rows, want, "{d:?}");
+        // The flush moved p1's rows and left p2's pending row staged.
+        let staged: Vec<(String, i64)> =
+            sqlx::query_as("SELECT plan_id, pending FROM erased_staged ORDER BY plan_id")
+                .fetch_all(state.pool())
+                .await
+                .unwrap();
+        assert_eq!(staged, vec![("p2".to_string(), 1)], "{d:?}");
+        assert_eq!(erased::flush(&state, Some("p1")).await.unwrap(), 0, "{d:?}");
+        // p2's case is confirmed later; the suppression list reads it.
+        let mut tx = state.begin_write().await.unwrap();
+        erased::confirm(&mut tx, "p2", &[7]).await.unwrap();
+        tx.commit().await.unwrap();
+        let on = erased::suppressed(&state, &all).await.unwrap();
+        let mut on: Vec<String> = on.into_iter().collect();
+        on.sort();
+        assert_eq!(on, vec![all[0].clone(), all[2].clone()], "{d:?}");
+        // Lifting takes a staged confirmed row too (recorded after the
+        // last flush).
+        erased::record_pending(&state, "p3", at, &[(9, id("g", "e9"))])
+            .await
+            .unwrap();
+        let mut tx = state.begin_write().await.unwrap();
+        erased::confirm(&mut tx, "p3", &[9]).await.unwrap();
+        let lifted = erased::lift(&mut tx, &format!("{:0>64}", "g"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(lifted, 1, "{d:?}");
+        assert!(
+            erased::of_plan(&state, "p3", None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{d:?}"
+        );
+    }
+}

@@ -273,6 +273,9 @@ async fn work(
     };
 
     ctx.run_cases(crm, options, progress, &mut report).await?;
+    // The identifiers the journal steps staged go where verify and the
+    // suppression list read them, sorted by hash (`state::erased`).
+    crate::state::erased::flush(state, Some(&stored.id)).await?;
     report.seconds_cases = started.elapsed().as_secs_f64();
     ctx.run_objects(crm, store, options, progress, &mut report)
         .await?;

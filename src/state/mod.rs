@@ -233,9 +233,10 @@ impl StateStore {
     }
 
     /// Gives the SQLite writer a larger page cache and fewer checkpoints,
-    /// for an apply (a no-op on PostgreSQL). Its journal steps insert the
+    /// for an apply (a no-op on PostgreSQL). Its journal steps inserted the
     /// keyed hashes of erased identifiers (`erased_identifiers`) into
-    /// indexes by hash, a random page each: with SQLite's 2 MB cache a
+    /// indexes by hash, a random page each (staged since, `state::erased`;
+    /// the journal's own indexes still gain from it): with SQLite's 2 MB cache a
     /// batch's inserts spilled dirty pages before its commit, and a
     /// checkpoint after every commit of a thousand pages wrote the same hot
     /// pages again and again. 64 MB (allocated as used) and a checkpoint
