@@ -127,19 +127,13 @@ async fn by_cases(
     cases: &[i64],
 ) -> Result<(), StateError> {
     for table in ["erased_staged", "erased_identifiers"] {
-        for chunk in cases.chunks(400) {
-            let sql = statement
-                .replace("{table}", table)
-                .replace("{in}", &super::params(chunk.len(), "?", 2));
-            let mut query = sqlx::query(super::sql(super::is_sqlite(conn), sql)).bind(plan_id);
-            for c in chunk {
-                query = query.bind(*c);
-            }
-            query
-                .execute(&mut *conn)
-                .await
-                .map_err(q("recording erased identifiers"))?;
-        }
+        super::exec_in(
+            conn,
+            &statement.replace("{table}", table),
+            &[plan_id],
+            cases,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -212,27 +206,16 @@ pub async fn flush(state: &StateStore, plan_id: Option<&str>) -> Result<u64, Sta
         .fetch_optional(&mut *tx)
         .await
         .map_err(q("recording erased identifiers"))?;
-        let all = if others.is_none() {
-            String::new()
-        } else {
-            format!(" WHERE {filter}")
-        };
-        let staged: i64 = bind(format!("SELECT count(*) FROM erased_staged WHERE {filter}"))
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(q("recording erased identifiers"))?
-            .try_get(0)
-            .map_err(q("recording erased identifiers"))?;
-        let delete = if all.is_empty() {
+        let delete = if others.is_none() {
             sqlx::query("DELETE FROM erased_staged")
         } else {
-            bind(format!("DELETE FROM erased_staged{all}"))
+            bind(format!("DELETE FROM erased_staged WHERE {filter}"))
         };
         delete
             .execute(&mut *tx)
             .await
-            .map_err(q("recording erased identifiers"))?;
-        staged as u64
+            .map_err(q("recording erased identifiers"))?
+            .rows_affected()
     } else {
         // Another worker may confirm rows meanwhile: exactly the rows
         // deleted are the rows inserted.
