@@ -220,13 +220,15 @@ pub trait TechnicalStore: Send + Sync {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
 
-    /// The contents of several small objects in one request, for the index
-    /// (a group of the listing, in its order, about a megabyte at most):
+    /// The contents of several small objects in one request (a folder: read
+    /// several at once), for the index and the residual scan (a group of
+    /// the listing, in its order, about a megabyte at most):
     /// one entry per key, `None` for each the store did not read this way
     /// (too large, gone, unreadable, or no batch read at all), which the
     /// caller then opens with [`read`](Self::read), as it would have. Only
-    /// the index reads this way; what it records is what it read, as with
-    /// `read`. Deletes and rewrites never use these contents.
+    /// the index and the residual scan read this way; what they record is
+    /// what they read, as with `read`. Deletes and rewrites never use these
+    /// contents.
     async fn read_batch(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
         vec![None; keys.len()]
     }

@@ -89,7 +89,7 @@ pub async fn store_scan(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<StoreScan, VerifyError> {
     let mut out = StoreScan::default();
-    let mut groups: Vec<Vec<String>> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut group_bytes = 0u64;
     let mut total = 0u64;
     store
@@ -98,15 +98,18 @@ pub async fn store_scan(
                 total += 1;
                 let fits = groups
                     .last()
-                    .is_some_and(|g| crate::index::joins_group(g.len(), group_bytes, m.size));
+                    .is_some_and(|g| crate::index::joins_group(g.keys.len(), group_bytes, m.size));
                 match groups.last_mut() {
                     Some(g) if fits => {
                         group_bytes += m.size;
-                        g.push(m.key);
+                        g.keys.push(m.key);
                     }
                     _ => {
                         group_bytes = m.size;
-                        groups.push(vec![m.key]);
+                        groups.push(Group {
+                            keys: vec![m.key],
+                            small: crate::index::joins_group(0, 0, m.size),
+                        });
                     }
                 }
             }
@@ -114,9 +117,9 @@ pub async fn store_scan(
         })
         .await?;
     progress(0, total);
-    let scans = groups.into_iter().map(|keys| {
+    let scans = groups.into_iter().map(|group| {
         let scanner = scanner.clone();
-        async move { scan_group(store, scanner, keys).await }
+        async move { scan_group(store, scanner, group).await }
     });
     let mut results = futures::stream::iter(scans).buffer_unordered(IN_FLIGHT);
     let mut done = 0;
@@ -189,18 +192,38 @@ type Scanned = (String, Result<(u64, u64), StoreError>);
 /// An object opened for reading, or why it could not be.
 type Opened = Result<Box<dyn std::io::Read + Send>, StoreError>;
 
-/// Opens the objects of a group (`keys`) and searches them one after the
-/// other on one blocking thread; one answer per key, in order.
+/// Objects listed together and scanned together: up to a group of the
+/// index's size, or one large object alone.
+struct Group {
+    keys: Vec<String>,
+    /// All of them small enough to be read whole (`read_batch`).
+    small: bool,
+}
+
+/// Reads the objects of a group and searches them one after the other on
+/// one blocking thread; one answer per key, in order. Small objects are
+/// read whole in one batch where the store can (a folder reads them
+/// several at once: cold, each waits on the disk); the others are opened
+/// and streamed.
 async fn scan_group(
     store: &dyn TechnicalStore,
     scanner: Arc<Scanner>,
-    keys: Vec<String>,
+    group: Group,
 ) -> Vec<Scanned> {
-    // Opened several at a time (a cloud store's read is a request), in
-    // order.
-    let opened: Vec<(String, Opened)> = futures::stream::iter(keys)
-        .map(|key| async move {
-            let reader = store.read(&key).await;
+    let Group { keys, small } = group;
+    let bodies = if small {
+        store.read_batch(&keys).await
+    } else {
+        vec![None; keys.len()]
+    };
+    // The others opened several at a time (a cloud store's read is a
+    // request), in order.
+    let opened: Vec<(String, Opened)> = futures::stream::iter(keys.into_iter().zip(bodies))
+        .map(|(key, body)| async move {
+            let reader: Opened = match body {
+                Some(body) => Ok(Box::new(std::io::Cursor::new(body))),
+                None => store.read(&key).await,
+            };
             (key, reader)
         })
         .buffered(OPENING)

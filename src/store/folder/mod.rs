@@ -98,10 +98,19 @@ fn object_meta(key: String, m: &cap_std::fs::Metadata) -> ObjectMeta {
     }
 }
 
-/// Threads that list folders at once.
-const WALKERS: usize = 4;
+/// Threads that list folders at once. Listing a folder whose entries are
+/// out of the kernel's caches waits on the disk, which answers many reads
+/// at once: at 1.1M files in 677k folders, cold, 4 walkers listed in 59 s
+/// and 32 in 38 s (then both cores are busy in the kernel); warm, the same.
+const WALKERS: usize = 32;
 /// Entries a walker hands over at once (several small folders' worth).
 const HAND_OVER: usize = 512;
+/// Files one blocking task of [`read_batch`](TechnicalStore::read_batch)
+/// reads one after the other; a batch's chunks are read at once.
+const READ_CHUNK: usize = 8;
+/// The largest file `read_batch` reads whole; a larger one (grown since
+/// the listing) is left to `read`, which streams it.
+const BATCH_FILE_BYTES: u64 = 1 << 20;
 
 pub struct FolderStore {
     root: PathBuf,
@@ -341,13 +350,32 @@ impl FolderStore {
     }
 
     fn meta_of(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
-        match self.dir.symlink_metadata(path_of_key(key)?) {
-            Ok(m) if m.is_file() => Ok(Some(object_meta(key.to_string(), &m))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::io("stat", source)),
-        }
+        meta_in(&self.dir, key)
     }
+}
+
+/// A file's metadata inside `dir`; `None` when it is not there or not a
+/// file (a symlink is not followed).
+fn meta_in(dir: &Dir, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+    match dir.symlink_metadata(path_of_key(key)?) {
+        Ok(m) if m.is_file() => Ok(Some(object_meta(key.to_string(), &m))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::io("stat", source)),
+    }
+}
+
+/// A small file's whole content, for `read_batch`; `None` when it cannot
+/// be read this way (gone, unreadable, larger than [`BATCH_FILE_BYTES`]),
+/// and the caller opens it with `read`.
+fn read_whole(dir: &Dir, key: &str) -> Option<Vec<u8>> {
+    let file = dir.open(path_of_key(key).ok()?).ok()?;
+    let mut content = Vec::new();
+    file.into_std()
+        .take(BATCH_FILE_BYTES + 1)
+        .read_to_end(&mut content)
+        .ok()?;
+    (content.len() as u64 <= BATCH_FILE_BYTES).then_some(content)
 }
 
 /// Deletes one file inside `dir`, then the folders the delete emptied.
@@ -431,6 +459,32 @@ impl TechnicalStore for FolderStore {
             .open(path_of_key(key)?)
             .map_err(|source| StoreError::io("open", source))?;
         Ok(Box::new(f.into_std()))
+    }
+
+    /// Reads the files [`READ_CHUNK`] at a time on each of several
+    /// blocking threads at once: a file out of the kernel's caches waits
+    /// on the disk for its inode and its data, and the disk answers many
+    /// such reads at once.
+    async fn read_batch(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        let chunks = keys.chunks(READ_CHUNK).map(|chunk| {
+            let (dir, chunk) = (self.dir.clone(), chunk.to_vec());
+            let n = chunk.len();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    chunk
+                        .iter()
+                        .map(|key| read_whole(&dir, key))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_else(|_| vec![None; n])
+            }
+        });
+        futures::future::join_all(chunks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {

@@ -356,3 +356,64 @@ fn long_names_are_rewritten_through_a_hashed_temporary_name() {
     ));
     assert_eq!(names(tmp.path()), vec![long]);
 }
+
+/// A batch read answers each key in order with that file's whole content,
+/// as `read` would, and `None` for what it must leave to `read` or refuse:
+/// a file gone, a folder, a file over the batch's size, a name through a
+/// symlink out of the root, a key that climbs out of it. Many keys (more
+/// than one chunk of reads) keep their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_answer_each_key_in_order_and_never_leave_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.json"), "outside").unwrap();
+    std::os::unix::fs::symlink(outside.path(), tmp.path().join("link")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("in/sub")).unwrap();
+    let odd = tmp.path().join(OsStr::from_bytes(b"in/\xff.csv"));
+    std::fs::write(&odd, "odd name").unwrap();
+    let big = vec![b'x'; BATCH_FILE_BYTES as usize + 1];
+    std::fs::write(tmp.path().join("in/big.csv"), &big).unwrap();
+    let mut keys = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..(READ_CHUNK * 3 + 5) {
+        let body = format!("file {i}: {}", "y".repeat(i));
+        std::fs::write(tmp.path().join(format!("in/{i:02}.json")), &body).unwrap();
+        keys.push(format!("in/{i:02}.json"));
+        want.push(Some(body.into_bytes()));
+    }
+    let extra: [(&str, Option<&[u8]>); 6] = [
+        ("in/\u{10ffff}.csv", Some(b"odd name")),
+        ("in/gone.json", None),
+        ("in/sub", None),
+        ("in/big.csv", None),
+        ("link/secret.json", None),
+        ("../secret.json", None),
+    ];
+    for (at, (key, body)) in [3, 9, 10, 17, 20, 30].into_iter().zip(extra) {
+        keys.insert(at, key.to_string());
+        want.insert(at, body.map(<[u8]>::to_vec));
+    }
+    let store = FolderStore::open(tmp.path()).unwrap();
+    assert_eq!(store.read_batch(&keys).await, want);
+    // What the batch read is what `read` reads.
+    let mut one = Vec::new();
+    store
+        .read("in/05.json")
+        .await
+        .unwrap()
+        .read_to_end(&mut one)
+        .unwrap();
+    assert_eq!(
+        Some(one),
+        want[keys.iter().position(|k| k == "in/05.json").unwrap()]
+    );
+    // The file over the batch's size is still read whole by `read`.
+    let mut whole = Vec::new();
+    store
+        .read("in/big.csv")
+        .await
+        .unwrap()
+        .read_to_end(&mut whole)
+        .unwrap();
+    assert_eq!(whole.len(), big.len());
+}
