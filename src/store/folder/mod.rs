@@ -502,6 +502,34 @@ impl TechnicalStore for FolderStore {
         Ok(outcome)
     }
 
+    /// The check and the delete on one blocking thread: the check's `stat`
+    /// is what waits on the disk when the file is out of the kernel's
+    /// caches, and on the async threads it ran two at a time whatever
+    /// `apply.parallel_deletes` said.
+    async fn delete_expecting(
+        &self,
+        key: &str,
+        expected: Option<&Expected>,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let (dir, key, expected) = (self.dir.clone(), key.to_string(), expected.cloned());
+        let outcome = tokio::task::spawn_blocking(move || {
+            // Not there: the delete itself says what it finds.
+            if let Some(e) = expected
+                && let Some(now) = meta_in(&dir, &key)?
+                && !e.matches(&now)
+            {
+                return Ok(DeleteOutcome::Changed);
+            }
+            remove(&dir, &key)
+        })
+        .await
+        .map_err(|e| StoreError::io("delete", std::io::Error::other(e.to_string())))??;
+        if outcome == DeleteOutcome::AlreadyGone {
+            self.root_is_there()?;
+        }
+        Ok(outcome)
+    }
+
     async fn rewrite(
         &self,
         key: &str,
