@@ -12,6 +12,10 @@
 #
 #   benches/sweep.sh [LEADS]        default 1000000 (about 2.5M entities, 1.5M files)
 #
+# BENCH_COLD=1 (as root) drops the kernel's caches (sync; drop_caches)
+# before each side starts, so that both meet the store as a nightly job
+# does, out of the caches; without it, whatever the copies left cached.
+#
 # BENCH_DIR=DIR keeps the generated data in DIR/gen and reuses it: each run
 # works on fresh copies (hard links for the files: unlinking a hard link
 # costs what unlinking the file costs; lethe's rewrites replace a file, they
@@ -45,6 +49,11 @@ C="$DIR/lethe/lethe.toml"
 S="$DIR/lethe/lethe-state.db"
 t() { /usr/bin/time -f "%e %M" -o "$DIR/time.$1" "${@:2}" > "$DIR/out.$1"; read -r s kb < "$DIR/time.$1"; echo "$1: ${s}s, peak RSS $((kb / 1024)) MB"; }
 secs() { cut -d' ' -f1 "$DIR/time.$1"; }
+# cold: both sides start with the kernel's caches dropped (BENCH_COLD=1).
+cold() {
+  if [ "${BENCH_COLD:-0}" = 1 ]; then sync; echo 3 > /proc/sys/vm/drop_caches; echo "(caches dropped)"; fi
+}
+cold
 t index "$LETHE" -c "$C" --format json index
 t plan "$LETHE" -c "$C" --format json plan
 PLAN=$(sqlite3 "$S" "SELECT id FROM plans ORDER BY seq DESC LIMIT 1")
@@ -64,6 +73,7 @@ scan_s=$(jq '.verify.seconds_scan' "$DIR/out.apply")
 echo "  apply: CRM phase ${cases_s}s, objects ${objects_s}s; verify: existence checks ${checks_s}s, residual scan ${scan_s}s ($(jq '.verify.objects_scanned' "$DIR/out.apply") objects, $(jq '.verify.residual | length' "$DIR/out.apply") residual)"
 
 # Raw: the same files, the same rows, the same existence checks.
+cold
 now() { date +%s.%N; }
 start=$(now)
 (cd "$DIR/raw-technical" && xargs -d '\n' rm -f < "$DIR/objects.txt" && find . -mindepth 1 -type d -empty -delete)
