@@ -92,6 +92,15 @@ fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
         .trim()
         .parse()
         .unwrap();
+    // The plan's objects are in key order, whatever order the index's
+    // parallel reads finished in.
+    let keys = sqlite(&state, "SELECT key FROM plan_objects ORDER BY item");
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "the plan's objects are not in key order"
+    );
+    assert!(keys.first().is_some_and(|k| k.starts_with("exports/")));
     assert!(cases >= 5000, "the plan has only {cases} cases");
     assert!(objects > 1000, "the plan has only {objects} objects");
 
@@ -105,13 +114,16 @@ fn apply_survives_kills_and_failpoints_and_ends_like_an_uninterrupted_apply() {
     #[cfg_attr(not(feature = "failpoints"), allow(unused_mut))]
     let mut aborts = 0;
     #[cfg(feature = "failpoints")]
+    // The plan holds its objects in key order: the demo's exports
+    // (`exports/…`, the redactions) come first, so the redaction
+    // failpoints go before the deletes'.
     for fp in [
         "apply::case-intent",
         "apply::case-deleted",
-        "apply::object-intent",
-        "apply::object-deleted",
         "apply::redact-before-rewrite",
         "apply::redact-rewritten",
+        "apply::object-intent",
+        "apply::object-deleted",
     ] {
         let status = lethe(&crashed)
             .args(["apply", &plan_id])

@@ -79,8 +79,13 @@ impl<'a> ObjectPlan<'a> {
         self
     }
 
-    /// The tally, the objects to delete or redact, and those kept for review.
-    pub(super) fn finish(self) -> (ObjectTally, Vec<NewObject>, Vec<NewReview>) {
+    /// The tally, the objects to delete or redact in key order, and those
+    /// kept for review. The index holds its objects in the order its
+    /// parallel reads finished, which changes from run to run; in key
+    /// order the same store and CRM give the same plan (its digest too),
+    /// and apply meets a folder's files together.
+    pub(super) fn finish(mut self) -> (ObjectTally, Vec<NewObject>, Vec<NewReview>) {
+        self.to_delete.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         (self.tally, self.to_delete, self.review)
     }
 
