@@ -107,7 +107,7 @@ fn content_kinds(config: &Config) -> Kinds {
 /// A content rule to run over one object, on a blocking thread.
 struct ContentJob {
     rule: usize,
-    reader: Box<dyn std::io::Read + Send>,
+    source: extract::Source,
     size: u64,
 }
 
@@ -132,7 +132,8 @@ async fn prepare(
     body: Option<Vec<u8>>,
 ) -> Prepared {
     // Read with its group (`read_batch`), shared by its content rules.
-    let body: Option<std::sync::Arc<[u8]>> = body.map(Into::into);
+    // (Shared as it was read: no copy.)
+    let body: Option<std::sync::Arc<Vec<u8>>> = body.map(std::sync::Arc::new);
     let mut links = Vec::new();
     let mut unreadable = None;
     let mut jobs = Vec::new();
@@ -169,17 +170,15 @@ async fn prepare(
                     ));
                     continue;
                 }
-                let read =
-                    match &body {
-                        Some(b) => Ok(Box::new(std::io::Cursor::new(b.clone()))
-                            as Box<dyn std::io::Read + Send>),
-                        None => store.read(&meta.key).await,
-                    };
+                let read = match &body {
+                    Some(b) => Ok(extract::Source::Bytes(b.clone())),
+                    None => store.read(&meta.key).await.map(extract::Source::Reader),
+                };
                 match read {
-                    Ok(reader) => {
+                    Ok(source) => {
                         jobs.push(ContentJob {
                             rule: *index,
-                            reader,
+                            source,
                             size: meta.size,
                         });
                         entities.push((*index, entity.clone()));
@@ -263,10 +262,16 @@ async fn extract_group(
 /// Runs one object's content rules and merges what they find with its
 /// other links.
 fn finish(mut p: Prepared, kinds: &Kinds, max_whole: u64, max_line: u64) -> (ObjectMeta, Found) {
+    // The bytes read for the object, given back to the store's pool once
+    // its rules are done with them.
+    let mut read = Vec::new();
     for (job, (rule, entity)) in std::mem::take(&mut p.jobs).into_iter().zip(&p.entities) {
+        if let extract::Source::Bytes(b) = &job.source {
+            read.push(b.clone());
+        }
         let result = match kinds.get(job.rule).and_then(Option::as_ref) {
             Some(kind) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                extract::content(kind, job.reader, job.size, max_whole, max_line)
+                extract::content_of(kind, job.source, job.size, max_whole, max_line)
             }))
             .unwrap_or_else(|_| Err(extract::Unreadable("the extractor failed".into()))),
             None => Err(extract::Unreadable("no such content rule".into())),
@@ -280,6 +285,11 @@ fn finish(mut p: Prepared, kinds: &Kinds, max_whole: u64, max_line: u64) -> (Obj
                 record: f.record,
             })),
             Err(e) => p.unreadable = Some(format!("rule {rule}: {e}")),
+        }
+    }
+    for b in read {
+        if let Ok(b) = std::sync::Arc::try_unwrap(b) {
+            crate::store::pool::give(b);
         }
     }
     if p.unreadable.is_some() {

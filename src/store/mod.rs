@@ -15,6 +15,7 @@ pub mod cloud;
 pub mod folder;
 mod http;
 pub mod memory;
+pub mod pool;
 pub mod s3;
 pub mod table;
 

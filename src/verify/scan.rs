@@ -192,6 +192,13 @@ type Scanned = (String, Result<(u64, u64), StoreError>);
 /// An object opened for reading, or why it could not be.
 type Opened = Result<Box<dyn std::io::Read + Send>, StoreError>;
 
+/// An object of a group: read whole with its group (the buffer goes back
+/// to the store's pool once searched), or opened alone.
+enum Content {
+    Read(Vec<u8>),
+    Open(Opened),
+}
+
 /// Objects listed together and scanned together: up to a group of the
 /// index's size, or one large object alone.
 struct Group {
@@ -218,13 +225,13 @@ async fn scan_group(
     };
     // The others opened several at a time (a cloud store's read is a
     // request), in order.
-    let opened: Vec<(String, Opened)> = futures::stream::iter(keys.into_iter().zip(bodies))
+    let opened: Vec<(String, Content)> = futures::stream::iter(keys.into_iter().zip(bodies))
         .map(|(key, body)| async move {
-            let reader: Opened = match body {
-                Some(body) => Ok(Box::new(std::io::Cursor::new(body))),
-                None => store.read(&key).await,
+            let content = match body {
+                Some(body) => Content::Read(body),
+                None => Content::Open(store.read(&key).await),
             };
-            (key, reader)
+            (key, content)
         })
         .buffered(OPENING)
         .collect()
@@ -233,8 +240,15 @@ async fn scan_group(
     let scanned = tokio::task::spawn_blocking(move || {
         opened
             .into_iter()
-            .map(|(key, reader)| {
-                let found = reader.and_then(|reader| search(&scanner, reader));
+            .map(|(key, content)| {
+                let found = match content {
+                    Content::Read(body) => {
+                        let found = search(&scanner, body.as_slice());
+                        crate::store::pool::give(body);
+                        found
+                    }
+                    Content::Open(reader) => reader.and_then(|reader| search(&scanner, reader)),
+                };
                 (key, found)
             })
             .collect::<Vec<Scanned>>()
@@ -245,10 +259,7 @@ async fn scan_group(
 
 /// One object through the scanner: its size and how many distinct deleted
 /// entities it names.
-fn search(
-    scanner: &Scanner,
-    reader: Box<dyn std::io::Read + Send>,
-) -> Result<(u64, u64), StoreError> {
+fn search(scanner: &Scanner, reader: impl std::io::Read) -> Result<(u64, u64), StoreError> {
     let mut named = BTreeSet::new();
     let stats = scanner
         .scan(reader, &mut |e| {

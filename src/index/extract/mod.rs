@@ -87,6 +87,46 @@ fn check_room(out: &[Found]) -> Result<(), Unreadable> {
 /// size, so the bound lives with the stores.)
 pub use crate::store::SLURP_MAX;
 
+/// Where an object's content comes from: bytes the store read whole (a
+/// group's small objects, `read_batch`), or a reader.
+pub enum Source {
+    Bytes(std::sync::Arc<Vec<u8>>),
+    Reader(Box<dyn Read + Send>),
+}
+
+/// Runs one content rule over an object's content: bytes already read are
+/// parsed where they are (never copied), a reader as [`content`] reads it.
+pub fn content_of(
+    kind: &crate::config::ContentKind,
+    source: Source,
+    size: u64,
+    max_whole: u64,
+    max_line: u64,
+) -> Result<Vec<Found>, Unreadable> {
+    match source {
+        Source::Bytes(bytes) if bytes.len() as u64 <= SLURP_MAX => {
+            // A UTF-8 byte order mark (Windows exports) is not content.
+            let content = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
+            from_slice(kind, content, max_whole, max_line)
+        }
+        // (Larger than a parse from memory may be: streamed from them.)
+        Source::Bytes(bytes) => {
+            let reader = Box::new(std::io::Cursor::new(Shared(bytes)));
+            stream(kind, skip_bom(reader)?, max_whole, max_line)
+        }
+        Source::Reader(reader) => content(kind, reader, size, max_whole, max_line),
+    }
+}
+
+/// Shared bytes as a cursor reads them.
+struct Shared(std::sync::Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Runs one content rule over an object: from memory when it is small, as a
 /// stream when it is not. `size` is the listed size (a hint).
 pub fn content(

@@ -369,13 +369,24 @@ fn meta_in(dir: &Dir, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
 /// be read this way (gone, unreadable, larger than [`BATCH_FILE_BYTES`]),
 /// and the caller opens it with `read`.
 fn read_whole(dir: &Dir, key: &str) -> Option<Vec<u8>> {
-    let file = dir.open(path_of_key(key).ok()?).ok()?;
-    let mut content = Vec::new();
-    file.into_std()
-        .take(BATCH_FILE_BYTES + 1)
+    let file = dir.open(path_of_key(key).ok()?).ok()?.into_std();
+    // One buffer of the file's size (and a byte to see it did not grow),
+    // from the pool (`store::pool`): grown by doubling, or fresh for each
+    // file, the buffers cost the kernel's zeroing of fresh pages as much
+    // as parsing the files.
+    let len = file.metadata().ok().filter(|m| m.is_file())?.len();
+    if len > BATCH_FILE_BYTES {
+        return None;
+    }
+    let mut content = super::pool::take(len as usize + 1);
+    file.take(BATCH_FILE_BYTES + 1)
         .read_to_end(&mut content)
         .ok()?;
-    (content.len() as u64 <= BATCH_FILE_BYTES).then_some(content)
+    if content.len() as u64 > BATCH_FILE_BYTES {
+        super::pool::give(content);
+        return None;
+    }
+    Some(content)
 }
 
 /// Deletes one file inside `dir`, then the folders the delete emptied.
