@@ -69,18 +69,30 @@ pub(super) fn xml_from_slice(
         let ev = r
             .read_event()
             .map_err(|e| xml_error(r.error_position() + skipped, &e))?;
-        let opened = matches!(ev, quick_xml::events::Event::Start(_));
+        use quick_xml::events::Event;
+        let (opened, markup) = match ev {
+            Event::Start(_) => (true, true),
+            Event::End(_) => (false, true),
+            _ => (false, false),
+        };
         if scan.event(ev)? {
             return Ok(scan.out);
         }
-        if skip && opened && scan.cannot_match_inside() {
+        // After a tag, inside an element: its children that can hold no
+        // match are jumped over, up to the next one that can (or the
+        // element's end tag).
+        if skip
+            && markup
+            && !scan.ends.is_empty()
+            && let Some(wanted) = scan.wanted_children()
+        {
             let rest: &[u8] = r.get_ref();
             let at = bytes.len() - rest.len();
             // `<a/>`: quick-xml gives its end next, from no bytes.
-            if bytes[..at].ends_with(b"/>") {
+            if opened && bytes[..at].ends_with(b"/>") {
                 continue;
             }
-            match skip_element(rest, scan.ends.len()) {
+            match skip_element(rest, scan.ends.len(), &wanted) {
                 Some((len, elements)) => {
                     *r.get_mut() = &rest[len..];
                     skipped += len as u64;
@@ -99,14 +111,16 @@ fn rooted_names(path: &XmlPath) -> bool {
     path.steps.iter().all(Option::is_some)
 }
 
-/// The content of an element whose start tag ended just before `rest`,
-/// `depth` elements deep: how many bytes it takes up to its end tag's `<`,
-/// and how many elements start in it. `None` when the content is anything
+/// The content of an element whose start tag (or a child's end tag) ended
+/// just before `rest`, `depth` elements deep: how many bytes it takes up
+/// to its end tag's `<`, or up to the `<` of the next child whose local
+/// name is `wanted`, and how many elements start before that. `None` when
+/// the content is anything
 /// but what quick-xml would read without complaint — a mismatched or
 /// missing end tag, an unterminated comment, CDATA section or processing
 /// instruction, a declaration or DOCTYPE, a `&` that is no reference,
 /// nesting beyond [`MAX_DEPTH`] — so that quick-xml reads it and reports.
-fn skip_element(rest: &[u8], depth: usize) -> Option<(usize, u64)> {
+fn skip_element(rest: &[u8], depth: usize, wanted: &[&str]) -> Option<(usize, u64)> {
     let mut open: Vec<&[u8]> = Vec::new();
     let mut elements = 0u64;
     let mut i = 0;
@@ -163,19 +177,21 @@ fn skip_element(rest: &[u8], depth: usize) -> Option<(usize, u64)> {
                 i = j + 2 + k + 2;
             }
             _ => {
-                // A start tag: its `>` is the first outside quotes. Most
-                // have no attributes (`<cbc:ID>`): the name runs up to it.
-                let plain = tag[1..]
-                    .iter()
-                    .position(|&b| {
-                        b.is_ascii_whitespace() || matches!(b, b'/' | b'>' | b'"' | b'\'')
-                    })
-                    .map(|n| n + 1)
-                    .filter(|&n| tag[n] == b'>');
-                let close = match plain {
-                    Some(close) => close,
-                    None => {
-                        let mut k = 1;
+                // A start tag: its name runs up to the first space, `/`,
+                // `>` or quote (one pass; most tags, `<cbc:ID>`, end
+                // there), its `>` is the first outside quotes.
+                let n = 1 + tag[1..].iter().position(|&b| NAME_ENDS[b as usize])?;
+                let name = &tag[1..n];
+                // (A name with quotes in it is left to quick-xml: the end
+                // tags above are matched by the names pushed.)
+                if name.is_empty() {
+                    return None;
+                }
+                let close = match tag[n] {
+                    b'>' => n,
+                    b'"' | b'\'' => return None,
+                    _ => {
+                        let mut k = n;
                         loop {
                             k += memchr::memchr3(b'>', b'"', b'\'', &tag[k..])?;
                             match tag[k] {
@@ -185,15 +201,13 @@ fn skip_element(rest: &[u8], depth: usize) -> Option<(usize, u64)> {
                         }
                     }
                 };
-                let name_len = tag[1..close]
-                    .iter()
-                    .position(|b| b.is_ascii_whitespace() || *b == b'/')
-                    .unwrap_or(close - 1);
-                let name = &tag[1..1 + name_len];
-                // (A name with `>` or quotes in it is left to quick-xml:
-                // the end tags above are matched by the names pushed.)
-                if name.is_empty() || name.iter().any(|b| matches!(b, b'>' | b'"' | b'\'')) {
-                    return None;
+                // A child that can hold a match: quick-xml reads it. (Its
+                // local name as quick-xml's: after the first `:`.)
+                if open.is_empty() && !wanted.is_empty() {
+                    let local = memchr::memchr(b':', name).map_or(name, |c| &name[c + 1..]);
+                    if wanted.iter().any(|w| w.as_bytes() == local) {
+                        return Some((j, elements));
+                    }
                 }
                 elements += 1;
                 if tag[close - 1] != b'/' {
@@ -207,6 +221,18 @@ fn skip_element(rest: &[u8], depth: usize) -> Option<(usize, u64)> {
         }
     }
 }
+
+/// The bytes that end an element's name in a start tag: ASCII white
+/// space, `/`, `>` and quotes.
+const NAME_ENDS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_whitespace() || matches!(b as u8, b'/' | b'>' | b'"' | b'\'');
+        b += 1;
+    }
+    t
+};
 
 fn xml_error(position: u64, e: &quick_xml::Error) -> Unreadable {
     Unreadable(format!(
@@ -326,26 +352,35 @@ impl<'p> XmlScan<'p> {
         }
     }
 
-    /// Under a path of names from the root (as is the record's, if any):
-    /// the element just opened can hold no match of either, nor is its
-    /// text being captured. True when the open elements stray from the
-    /// path (or the record) before its end, or go as deep as its end.
-    fn cannot_match_inside(&self) -> bool {
+    /// Under a path of names from the root (as is the record's, if any),
+    /// with no text being captured: the local names of the children of the
+    /// innermost open element that can hold a match of either — the next
+    /// step of each path the open elements follow so far. Empty when
+    /// nothing inside can match (the open elements stray from both paths,
+    /// or go as deep as their ends); `None` while text is captured.
+    fn wanted_children(&self) -> Option<Vec<&'p str>> {
         if self.capture.is_some() {
-            return false;
+            return None;
         }
         let depth = self.ends.len();
-        let strays = |p: &XmlPath| {
-            p.steps.len() <= depth || {
-                let mut start = 0;
-                self.ends.iter().zip(&p.steps).any(|(&end, step)| {
-                    let name = &self.names[start..end];
-                    start = end;
-                    step.as_deref() != Some(name)
-                })
+        let next = |p: &'p XmlPath| {
+            if p.steps.len() <= depth {
+                return None;
+            }
+            let mut start = 0;
+            let follows = self.ends.iter().zip(&p.steps).all(|(&end, step)| {
+                let name = &self.names[start..end];
+                start = end;
+                step.as_deref() == Some(name)
+            });
+            if follows {
+                p.steps[depth].as_deref()
+            } else {
+                None
             }
         };
-        strays(self.path) && self.records.as_ref().is_none_or(|r| strays(r.path))
+        let record = self.records.as_ref().and_then(|r| next(r.path));
+        Some(next(self.path).into_iter().chain(record).collect())
     }
 
     /// Takes one event; `Ok(true)` at the end of the document.
@@ -691,21 +726,35 @@ mod tests {
             };
             out.push_str(&format!("{}</{end}>", rng.next(100)));
         }
-        let paths = ["/A/ID", "/A/B/ID", "/A/A/ID", "/ID", "/A/B/@k", "/B/ID/@x"];
-        let mut found = 0;
+        let rules = [
+            ("/A/ID", None),
+            ("/A/B/ID", None),
+            ("/A/A/ID", None),
+            ("/ID", None),
+            ("/A/B/@k", None),
+            ("/B/ID/@x", None),
+            ("/A/B/ID", Some("/A/B")),
+            ("/A/A/B/ID", Some("/A/A")),
+            ("/A/ID/@k", Some("/A/ID")),
+        ];
+        let (mut found, mut in_records) = (0, 0);
         for seed in 0..1000 {
             let mut rng = Lcg(seed);
             let mut doc = String::new();
             element(&mut rng, 0, &mut doc);
-            for p in paths {
+            for (p, r) in rules {
                 let path = XmlPath::parse(p).unwrap();
-                let memory = xml_from_slice(doc.as_bytes(), &path, None);
-                let streamed = xml(doc.as_bytes(), &path, None, 1 << 20);
+                let record = r.map(|r| XmlPath::parse(r).unwrap());
+                let memory = xml_from_slice(doc.as_bytes(), &path, record.as_ref());
+                let streamed = xml(doc.as_bytes(), &path, record.as_ref(), 1 << 20);
                 assert_eq!(memory, streamed, "{p} in {doc}");
-                found += memory.map(|f| f.len()).unwrap_or(0);
+                let n = memory.map(|f| f.len()).unwrap_or(0);
+                found += n;
+                in_records += if r.is_some() { n } else { 0 };
             }
         }
         assert!(found > 80, "the documents yield values ({found})");
+        assert!(in_records > 20, "the records hold values ({in_records})");
     }
 
     /// What the skip reads: up to the `<` of the end tag that closes the
@@ -713,10 +762,10 @@ mod tests {
     #[test]
     fn the_skip_stops_at_the_closing_tag() {
         let rest = br#"<a k="</x>"><b/><!-- </x> --><a>t</a ></a><![CDATA[</x>]]>&amp;</x>tail"#;
-        let (len, elements) = skip_element(rest, 1).unwrap();
+        let (len, elements) = skip_element(rest, 1, &[]).unwrap();
         assert_eq!(&rest[len..], b"</x>tail");
         assert_eq!(elements, 3);
-        assert_eq!(skip_element(b"</x>", 1), Some((0, 0)));
+        assert_eq!(skip_element(b"</x>", 1, &[]), Some((0, 0)));
         for bad in [
             &b"<a></b></x>"[..],
             b"<a>",
@@ -727,14 +776,23 @@ mod tests {
             b"< a></x>",
         ] {
             assert_eq!(
-                skip_element(bad, 1),
+                skip_element(bad, 1, &[]),
                 None,
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
+        // Up to the next child that can hold a match (by local name, as
+        // quick-xml gives it), counting the elements before it; a
+        // grandchild of that name is not one.
+        let rest = br#" <a><ID>no</ID></a> t <n:ID>yes</n:ID><ID/></x>"#;
+        let (len, elements) = skip_element(rest, 1, &["ID"]).unwrap();
+        assert_eq!(&rest[len..], b"<n:ID>yes</n:ID><ID/></x>");
+        assert_eq!(elements, 2);
+        let rest = br#"<IDX/><I/><b:c:ID/></x>"#;
+        assert_eq!(skip_element(rest, 1, &["ID"]), Some((rest.len() - 4, 3)));
         let deep = "<a>".repeat(MAX_DEPTH);
-        assert_eq!(skip_element(deep.as_bytes(), 1), None);
+        assert_eq!(skip_element(deep.as_bytes(), 1, &[]), None);
     }
 
     fn json_keys(f: Vec<Found>) -> Vec<String> {
