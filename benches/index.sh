@@ -10,7 +10,8 @@
 #         exports' links stored per second;
 #   all:  lethe cold over the whole corpus vs. cat; then `lethe index` again
 #         on the unchanged store.
-# Each lethe run starts from an empty state store of its own.
+# Each lethe run starts from an empty state store of its own; each per-format
+# figure, of lethe and of the other tool alike, is the median of three runs.
 #
 #   benches/index.sh [MEGABYTES]     default 1000
 #   BENCH_DIR=/some/dir reuses a corpus; LETHE_BIN=/path/to/lethe measures
@@ -73,26 +74,33 @@ ALL=$(bytes "$DIR/technical"); JS=$(bytes "$DIR/technical/json"); XS=$(bytes "$D
 secs() { local s; s=$(date +%s.%N); "$@" > /dev/null; printf '%.2f' "$(echo "$(date +%s.%N) - $s" | bc)"; }
 rate() { echo "scale=1; $1 / $2 / 1000000" | bc; }
 ratio() { printf '%.2f' "$(echo "scale=3; $1 / $2" | bc)"; }
-# lethe_run NAME: the seconds of `lethe index` with NAME.toml (from empty).
+# lethe_run NAME: the seconds of `lethe index` with NAME.toml (on the state
+# store as it is: new from `config`, or the last run's).
 lethe_run() {
   /usr/bin/time -f "%e %M" -o "$DIR/time.$1" "$LETHE" -c "$DIR/$1.toml" --format json index > "$DIR/out.$1"
   cut -d' ' -f1 "$DIR/time.$1"
 }
+# lethe_fresh NAME: lethe_run from an empty state store.
+lethe_fresh() { rm -f "$DIR/state-$1.db"*; lethe_run "$1"; }
+# median3 CMD...: the median seconds of three runs of a timing command (the
+# per-format figures, both sides: on these noisy machines one run can be
+# half again as slow as the next).
+median3() { local a b c; a=$("$@"); b=$("$@"); c=$("$@"); printf '%s\n%s\n%s\n' "$a" "$b" "$c" | sort -n | sed -n 2p; }
 
 echo "load before: $(uptime | sed 's/.*load average: //')"
 find "$DIR/technical" -type f -print0 | xargs -0 cat > /dev/null   # warm the cache
 cat_s=$(secs sh -c "find '$DIR/technical' -type f -print0 | xargs -0 cat")
-jq_s=$(secs sh -c "find '$DIR/technical/json' -name '*.json' -print0 | xargs -0 jq -r '.lead.id'")
-json_s=$(lethe_run json)
-xs_s=$(secs sh -c "find '$DIR/technical/xml' -name '*.xml' -print0 | xargs -0 xmlstarlet sel -N q=urn:oasis:names:specification:ubl:schema:xsd:Quotation-2 -N cbc=urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2 -t -v /q:Quotation/cbc:ID -n")
-xml_s=$(lethe_run xml)
+jq_s=$(median3 secs sh -c "find '$DIR/technical/json' -name '*.json' -print0 | xargs -0 jq -r '.lead.id'")
+json_s=$(median3 lethe_fresh json)
+xs_s=$(median3 secs sh -c "find '$DIR/technical/xml' -name '*.xml' -print0 | xargs -0 xmlstarlet sel -N q=urn:oasis:names:specification:ubl:schema:xsd:Quotation-2 -N cbc=urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2 -t -v /q:Quotation/cbc:ID -n")
+xml_s=$(median3 lethe_fresh xml)
 # awk: the LeadId column of every row but the header, by its header position.
-awk_s=$(secs sh -c "find '$DIR/technical/csv' -name '*.csv' -print0 | xargs -0 awk -F';' 'FNR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"LeadId\") c = i; next } { print \$c }'")
+awk_s=$(median3 secs sh -c "find '$DIR/technical/csv' -name '*.csv' -print0 | xargs -0 awk -F';' 'FNR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"LeadId\") c = i; next } { print \$c }'")
 csvcut_s=""
 if command -v csvcut > /dev/null; then
   csvcut_s=$(secs sh -c "for f in '$DIR'/technical/csv/*.csv; do csvcut -d ';' -c LeadId \"\$f\"; done")
 fi
-csv_s=$(lethe_run csv)
+csv_s=$(median3 lethe_fresh csv)
 csv_links=$(jq '.links_per_rule[0]' "$DIR/out.csv")
 cold_s=$(lethe_run all)
 read -r _ cold_kb < "$DIR/time.all"
