@@ -464,10 +464,14 @@ impl TechnicalStore for FolderStore {
         tokio::task::block_in_place(|| self.walk(sink))
     }
 
+    /// Opens on a blocking thread: out of the kernel's caches an open
+    /// waits on the disk, and on the async threads it held up every other
+    /// task. (Reading is the caller's, on its own blocking thread.)
     async fn read(&self, key: &str) -> Result<Box<dyn Read + Send>, StoreError> {
-        let f = self
-            .dir
-            .open(path_of_key(key)?)
+        let (dir, path) = (self.dir.clone(), path_of_key(key)?);
+        let f = tokio::task::spawn_blocking(move || dir.open(path))
+            .await
+            .map_err(|e| StoreError::io("open", std::io::Error::other(e.to_string())))?
             .map_err(|source| StoreError::io("open", source))?;
         Ok(Box::new(f.into_std()))
     }
