@@ -115,11 +115,11 @@ fn rooted_names(path: &XmlPath) -> bool {
 /// just before `rest`, `depth` elements deep: how many bytes it takes up
 /// to its end tag's `<`, or up to the `<` of the next child whose local
 /// name is `wanted`, and how many elements start before that. `None` when
-/// the content is anything
-/// but what quick-xml would read without complaint — a mismatched or
-/// missing end tag, an unterminated comment, CDATA section or processing
-/// instruction, a declaration or DOCTYPE, a `&` that is no reference,
-/// nesting beyond [`MAX_DEPTH`] — so that quick-xml reads it and reports.
+/// the content is anything but what quick-xml would read without
+/// complaint — a mismatched or missing end tag, an unterminated comment,
+/// CDATA section or processing instruction, a declaration or DOCTYPE, a
+/// `&` that is no reference, nesting beyond [`MAX_DEPTH`] — so that
+/// quick-xml reads it and reports.
 fn skip_element(rest: &[u8], depth: usize, wanted: &[&str]) -> Option<(usize, u64)> {
     let mut open: Vec<&[u8]> = Vec::new();
     let mut elements = 0u64;
