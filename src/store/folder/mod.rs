@@ -507,14 +507,7 @@ impl TechnicalStore for FolderStore {
     }
 
     async fn delete(&self, key: &str) -> Result<DeleteOutcome, StoreError> {
-        let (dir, key) = (self.dir.clone(), key.to_string());
-        let outcome = tokio::task::spawn_blocking(move || remove(&dir, &key))
-            .await
-            .map_err(|e| StoreError::io("delete", std::io::Error::other(e.to_string())))??;
-        if outcome == DeleteOutcome::AlreadyGone {
-            self.root_is_there()?;
-        }
-        Ok(outcome)
+        self.delete_expecting(key, None).await
     }
 
     /// The check and the delete on one blocking thread: the check's `stat`

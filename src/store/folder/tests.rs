@@ -412,24 +412,23 @@ async fn batch_reads_answer_each_key_in_order_and_never_leave_the_root() {
             .for_each(crate::store::pool::give);
     }
     // What the batch read is what `read` reads.
-    let mut one = Vec::new();
-    store
-        .read("in/05.json")
-        .await
-        .unwrap()
-        .read_to_end(&mut one)
-        .unwrap();
+    let read_all = |key: &'static str| {
+        let store = &store;
+        async move {
+            let mut all = Vec::new();
+            store
+                .read(key)
+                .await
+                .unwrap()
+                .read_to_end(&mut all)
+                .unwrap();
+            all
+        }
+    };
     assert_eq!(
-        Some(one),
+        Some(read_all("in/05.json").await),
         want[keys.iter().position(|k| k == "in/05.json").unwrap()]
     );
     // The file over the batch's size is still read whole by `read`.
-    let mut whole = Vec::new();
-    store
-        .read("in/big.csv")
-        .await
-        .unwrap()
-        .read_to_end(&mut whole)
-        .unwrap();
-    assert_eq!(whole.len(), big.len());
+    assert_eq!(read_all("in/big.csv").await.len(), big.len());
 }
