@@ -137,6 +137,108 @@ impl SqliteCrm {
         }
     }
 
+    /// [`Crm::column_values`] row by row.
+    async fn column_rows(
+        &self,
+        et: &EntityType,
+        column: &str,
+        sink: &mut (dyn FnMut(EntityKey, String) + Send),
+    ) -> Result<(), CrmError> {
+        let sql = format!(
+            "SELECT {k}, CAST({c} AS TEXT) FROM {t} WHERE {c} IS NOT NULL",
+            k = quote_ident(&et.key),
+            c = quote_ident(column),
+            t = quote_ident(&et.table)
+        );
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
+            if let (Some(k), Ok(v)) = (key_at(&row, 0), row.try_get::<String, _>(1)) {
+                sink(k, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Crm::column_values`] in rowid order, [`SCAN_PAGE`] rows folded into
+    /// one JSON text per statement, as [`Self::scan_pages`] reads entities
+    /// (row by row, the 1.35M identifier values of a 1M-lead CRM took
+    /// seconds of hand-over alone). False when the table has no rowid to
+    /// page by: nothing was read, the caller reads row by row. The pairs
+    /// are those the row-by-row read gives (a NULL or blob key is left
+    /// out); a page whose text does not come back as JSON (a value that is
+    /// not UTF-8) is read again row by row.
+    async fn column_pages(
+        &self,
+        et: &EntityType,
+        column: &str,
+        sink: &mut (dyn FnMut(EntityKey, String) + Send),
+    ) -> Result<bool, CrmError> {
+        let Some(rowid) = self.rowid_alias(et).await? else {
+            return Ok(false);
+        };
+        let (k, c, t) = (
+            quote_ident(&et.key),
+            quote_ident(column),
+            quote_ident(&et.table),
+        );
+        let page = format!(
+            "SELECT {rowid} AS r_, {k} AS k_, CAST({c} AS TEXT) AS v_ FROM {t}
+             WHERE {rowid} > ?1 AND {c} IS NOT NULL ORDER BY {rowid} LIMIT ?2"
+        );
+        let packed = format!(
+            "SELECT json_group_array(json_array(CASE WHEN typeof(k_) = 'blob' THEN NULL ELSE k_ END, v_)),
+                    max(r_), count(*)
+             FROM ({page})"
+        );
+        let mut after = i64::MIN;
+        loop {
+            let row = match sqlx::query(AssertSqlSafe(packed.clone()))
+                .bind(after)
+                .bind(SCAN_PAGE)
+                .fetch_one(&self.pool)
+                .await
+            {
+                Ok(row) => row,
+                // The rowid cannot be named (a view): nothing read yet.
+                Err(e) if after == i64::MIN && super::statement_error(&e).is_some() => {
+                    return Ok(false);
+                }
+                Err(e) => return Err(CrmError::query(et, e)),
+            };
+            let last: Option<i64> = row.try_get(1).map_err(|e| CrmError::query(et, e))?;
+            let count: i64 = row.try_get(2).map_err(|e| CrmError::query(et, e))?;
+            let parsed = row.try_get::<String, _>(0).ok().and_then(|text| {
+                serde_json::from_str::<Vec<(serde_json::Value, String)>>(&text).ok()
+            });
+            match parsed {
+                Some(pairs) => {
+                    for (key, value) in pairs {
+                        if let Some(key) = key_json(&key) {
+                            sink(key, value);
+                        }
+                    }
+                }
+                None => {
+                    let mut rows = sqlx::query(AssertSqlSafe(page.clone()))
+                        .bind(after)
+                        .bind(SCAN_PAGE)
+                        .fetch(&self.pool);
+                    while let Some(row) =
+                        rows.try_next().await.map_err(|e| CrmError::query(et, e))?
+                    {
+                        if let (Some(k), Ok(v)) = (key_at(&row, 1), row.try_get::<String, _>(2)) {
+                            sink(k, v);
+                        }
+                    }
+                }
+            }
+            match last {
+                Some(last) if count == SCAN_PAGE => after = last,
+                _ => return Ok(true),
+            }
+        }
+    }
+
     /// The first of SQLite's names of the rowid (`rowid`, `_rowid_`, `oid`)
     /// that no column of `et`'s table takes; `None` when each is a column.
     async fn rowid_alias(&self, et: &EntityType) -> Result<Option<&'static str>, CrmError> {
@@ -513,19 +615,10 @@ impl Crm for SqliteCrm {
         column: &str,
         sink: &mut (dyn FnMut(EntityKey, String) + Send),
     ) -> Result<(), CrmError> {
-        let sql = format!(
-            "SELECT {k}, CAST({c} AS TEXT) FROM {t} WHERE {c} IS NOT NULL",
-            k = quote_ident(&et.key),
-            c = quote_ident(column),
-            t = quote_ident(&et.table)
-        );
-        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
-        while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
-            if let (Some(k), Ok(v)) = (key_at(&row, 0), row.try_get::<String, _>(1)) {
-                sink(k, v);
-            }
+        if self.column_pages(et, column, sink).await? {
+            return Ok(());
         }
-        Ok(())
+        self.column_rows(et, column, sink).await
     }
 
     async fn existing(
@@ -1037,5 +1130,71 @@ mod scan_tests {
             crm.scan(&lead_type(table), &mut |_| n += 1).await.unwrap();
             assert_eq!(n, rows.len(), "{table}");
         }
+    }
+    /// The paged read of a column gives the pairs the row-by-row read
+    /// gives, in the same order: keys and values of every type SQLite
+    /// stores (a NULL or blob key left out, a NULL value too), a value that
+    /// is not UTF-8 (its page read again row by row), across page
+    /// boundaries; no rowid to page by, nothing read.
+    #[tokio::test]
+    async fn column_pages_read_what_rows_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let crm = SqliteCrm::open(&dir.path().join("crm.db"), true)
+            .await
+            .unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE leads (id, modified, created, account_id, email);
+             INSERT INTO leads VALUES
+               (1, 0, 0, 0, 'a@example.com'),
+               (2.0, 0, 0, 0, 7),
+               (2.5, 0, 0, 0, 7.25),
+               ('018', 0, 0, 0, ' B@Example.COM '),
+               (X'01', 0, 0, 0, 'blob key'),
+               (NULL, 0, 0, 0, 'null key'),
+               ('n', 0, 0, 0, NULL),
+               ('bin', 0, 0, 0, X'41'),
+               ('é\"', 0, 0, 0, 'é\"
+	');
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 25000)
+             INSERT INTO leads SELECT 100 + i, 0, 0, 0, 'x' || i || '@example.com' FROM n;
+             INSERT INTO leads VALUES ('bad', 0, 0, 0, CAST(X'FF41' AS TEXT));
+             INSERT INTO leads VALUES (999999, 0, 0, 0, '+49 30 1234');
+             CREATE VIEW leads_view AS SELECT * FROM leads;",
+        )
+        .execute(&crm.pool)
+        .await
+        .unwrap();
+        let mut et = lead_type("leads");
+        et.identifiers = vec!["email".into()];
+        let mut rows = Vec::new();
+        crm.column_rows(&et, "email", &mut |k, v| rows.push((k, v)))
+            .await
+            .unwrap();
+        let mut pages = Vec::new();
+        assert!(
+            crm.column_pages(&et, "email", &mut |k, v| pages.push((k, v)))
+                .await
+                .unwrap()
+        );
+        assert_eq!(rows.len(), 25_007, "every row with a key and a value");
+        assert_eq!(pages, rows);
+        let mut through = Vec::new();
+        crm.column_values(&et, "email", &mut |k, v| through.push((k, v)))
+            .await
+            .unwrap();
+        assert_eq!(through, rows);
+        let view = lead_type("leads_view");
+        let mut none = 0;
+        assert!(
+            !crm.column_pages(&view, "email", &mut |_, _| none += 1)
+                .await
+                .unwrap()
+        );
+        assert_eq!(none, 0);
+        let mut by_view = Vec::new();
+        crm.column_values(&view, "email", &mut |k, v| by_view.push((k, v)))
+            .await
+            .unwrap();
+        assert_eq!(by_view, rows);
     }
 }
