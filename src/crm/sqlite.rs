@@ -104,22 +104,10 @@ impl SqliteCrm {
         let mut after = i64::MIN;
         let mut n = 0u64;
         loop {
-            let row = match sqlx::query(AssertSqlSafe(sql.clone()))
-                .bind(after)
-                .bind(SCAN_PAGE)
-                .fetch_one(&self.pool)
-                .await
-            {
-                Ok(row) => row,
-                // The rowid cannot be named (a view): nothing read yet.
-                Err(e) if after == i64::MIN && super::statement_error(&e).is_some() => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(CrmError::query(et, e)),
+            let Some(Page { text, next }) = self.page(et, &sql, after).await? else {
+                return Ok(None);
             };
-            let text: String = row.try_get(0).map_err(|e| CrmError::query(et, e))?;
-            let last: Option<i64> = row.try_get(1).map_err(|e| CrmError::query(et, e))?;
-            let count: i64 = row.try_get(2).map_err(|e| CrmError::query(et, e))?;
+            let text = text.map_err(|e| CrmError::query(et, e))?;
             let page: Vec<Vec<serde_json::Value>> = serde_json::from_str(&text).map_err(|e| {
                 CrmError::query(
                     et,
@@ -130,9 +118,9 @@ impl SqliteCrm {
                 sink(entity_row_json(et, values)?);
                 n += 1;
             }
-            match last {
-                Some(last) if count == SCAN_PAGE => after = last,
-                _ => return Ok(Some(n)),
+            match next {
+                Some(next) => after = next,
+                None => return Ok(Some(n)),
             }
         }
     }
@@ -192,22 +180,10 @@ impl SqliteCrm {
         );
         let mut after = i64::MIN;
         loop {
-            let row = match sqlx::query(AssertSqlSafe(packed.clone()))
-                .bind(after)
-                .bind(SCAN_PAGE)
-                .fetch_one(&self.pool)
-                .await
-            {
-                Ok(row) => row,
-                // The rowid cannot be named (a view): nothing read yet.
-                Err(e) if after == i64::MIN && super::statement_error(&e).is_some() => {
-                    return Ok(false);
-                }
-                Err(e) => return Err(CrmError::query(et, e)),
+            let Some(Page { text, next }) = self.page(et, &packed, after).await? else {
+                return Ok(false);
             };
-            let last: Option<i64> = row.try_get(1).map_err(|e| CrmError::query(et, e))?;
-            let count: i64 = row.try_get(2).map_err(|e| CrmError::query(et, e))?;
-            let parsed = row.try_get::<String, _>(0).ok().and_then(|text| {
+            let parsed = text.ok().and_then(|text| {
                 serde_json::from_str::<Vec<(serde_json::Value, String)>>(&text).ok()
             });
             match parsed {
@@ -232,11 +208,36 @@ impl SqliteCrm {
                     }
                 }
             }
-            match last {
-                Some(last) if count == SCAN_PAGE => after = last,
-                _ => return Ok(true),
+            match next {
+                Some(next) => after = next,
+                None => return Ok(true),
             }
         }
+    }
+
+    /// One page of a paged read: `sql` selects (the page's rows as one
+    /// JSON text, the last rowid, the count) for the rows after rowid
+    /// `after`, [`SCAN_PAGE`] at most. `None` when the first page cannot
+    /// name the rowid (a view): nothing was read.
+    async fn page(&self, et: &EntityType, sql: &str, after: i64) -> Result<Option<Page>, CrmError> {
+        let row = match sqlx::query(AssertSqlSafe(sql.to_string()))
+            .bind(after)
+            .bind(SCAN_PAGE)
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(row) => row,
+            Err(e) if after == i64::MIN && super::statement_error(&e).is_some() => {
+                return Ok(None);
+            }
+            Err(e) => return Err(CrmError::query(et, e)),
+        };
+        let last: Option<i64> = row.try_get(1).map_err(|e| CrmError::query(et, e))?;
+        let count: i64 = row.try_get(2).map_err(|e| CrmError::query(et, e))?;
+        Ok(Some(Page {
+            text: row.try_get(0),
+            next: last.filter(|_| count == SCAN_PAGE),
+        }))
     }
 
     /// The first of SQLite's names of the rowid (`rowid`, `_rowid_`, `oid`)
@@ -392,6 +393,14 @@ fn unreadable_key(et: &EntityType, column: &str, what: &'static str, key: bool) 
 
 /// Rows per statement of a paged scan.
 const SCAN_PAGE: i64 = 10_000;
+
+/// A page of a paged read ([`SqliteCrm::page`]): its rows as one JSON
+/// text (or why the text could not be read), and the rowid to read on
+/// after when the page was full.
+struct Page {
+    text: Result<String, sqlx::Error>,
+    next: Option<i64>,
+}
 
 /// [`entity_row`] of a row folded into JSON by a paged scan: the same
 /// key, clock and parents as the row read (an integer stays an integer; a
