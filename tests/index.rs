@@ -555,11 +555,35 @@ entity = "record"
     );
     let first = e.index().await;
     assert_eq!(first.objects_read, 1200);
+    assert_eq!(first.links_per_rule, vec![1200], "{first:?}");
     assert!(
         link_indexes(&e.state)
             .await
             .contains(&"links_entity".to_string()),
         "the index by entity is back after a bulk run"
+    );
+    // A second bulk run (every file changed) with 100 files gone: the
+    // totals, counted while the index by entity is built, are the index
+    // after the removal.
+    for i in 0..1200 {
+        let f = e.tech().join(format!("{i}.json"));
+        if i % 12 == 0 {
+            std::fs::remove_file(f).unwrap();
+        } else {
+            std::fs::write(f, format!(r#"{{"id": {i}, "v": 2}}"#)).unwrap();
+        }
+    }
+    let second = e.index().await;
+    assert_eq!(
+        (second.objects_read, second.objects_removed),
+        (1100, 100),
+        "{second:?}"
+    );
+    assert_eq!(second.links_per_rule, vec![1100], "{second:?}");
+    let e2 = e.index().await;
+    assert_eq!(
+        (e2.objects_read, e2.links_per_rule.clone()),
+        (0, vec![1100])
     );
     let found = lethe::state::index::entries_linking(
         &e.state,
@@ -572,6 +596,14 @@ entity = "record"
         found.iter().map(|x| x.key.as_str()).collect::<Vec<_>>(),
         vec!["777.json"]
     );
+    let gone = lethe::state::index::entries_linking(
+        &e.state,
+        &[("record".to_string(), "24".to_string())],
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert!(gone.is_empty(), "a removed file's links left with it");
     // A run that stopped between setting it aside and building it again
     // leaves it to the next open.
     lethe::state::index::suspend_entity_index(&e.state)

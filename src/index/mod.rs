@@ -468,13 +468,45 @@ pub async fn run(
         (done, total, progress),
     )
     .await;
-    if bulk {
-        let restored = db::restore_entity_index(state).await;
+    // Unchanged objects cost nothing here; objects gone from the store
+    // leave the index (their links go with them: ON DELETE CASCADE). Both
+    // writes go before the index of links by entity is built again (fewer
+    // entries to keep up).
+    let settled = async {
         written?;
-        restored?;
-    } else {
-        written?;
+        let gone: Vec<i64> = known.values().map(|k| k.id).collect();
+        summary.objects_removed = db::remove_objects(state, &gone).await?;
+        crm_column_links(config, store, state, crm, &mut summary).await
     }
+    .await;
+    // The totals describe the index as the plan will read it: an apply
+    // since the last run removed objects and their links without a run.
+    // Counted on a reader while the writer builds the index by entity
+    // (the count is a scan of every link, the build a sort of them: one
+    // core each).
+    let totals = async {
+        settled?;
+        Ok::<_, IndexError>((
+            db::links_per_rule(state).await?,
+            db::unreadable_count(state).await?,
+        ))
+    };
+    let (restored, totals) = if bulk {
+        tokio::join!(db::restore_entity_index(state), totals)
+    } else {
+        (Ok(()), totals.await)
+    };
+    let (per_rule, unreadable) = totals?;
+    restored?;
+    for (rule, n) in per_rule {
+        if let Some(c) = usize::try_from(rule)
+            .ok()
+            .and_then(|rule| summary.links_per_rule.get_mut(rule))
+        {
+            *c = n;
+        }
+    }
+    summary.objects_unreadable = unreadable;
     progress(total, total);
     // What this run read, searched for the identifiers of erased persons.
     if !read_keys.is_empty()
@@ -489,23 +521,6 @@ pub async fn run(
             .map(|k| pseudo.show_object(k))
             .collect();
     }
-
-    // Unchanged objects cost nothing here; objects gone from the store
-    // leave the index (their links go with them: ON DELETE CASCADE).
-    let gone: Vec<i64> = known.values().map(|k| k.id).collect();
-    summary.objects_removed = db::remove_objects(state, &gone).await?;
-    crm_column_links(config, store, state, crm, &mut summary).await?;
-    // The totals describe the index as the plan will read it: an apply
-    // since the last run removed objects and their links without a run.
-    for (rule, n) in db::links_per_rule(state).await? {
-        if let Some(c) = usize::try_from(rule)
-            .ok()
-            .and_then(|rule| summary.links_per_rule.get_mut(rule))
-        {
-            *c = n;
-        }
-    }
-    summary.objects_unreadable = db::unreadable_count(state).await?;
     // One transaction for the run's bookkeeping.
     let completed = jiff::Timestamp::now().to_string();
     db::record_run(
