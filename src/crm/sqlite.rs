@@ -138,9 +138,28 @@ impl SqliteCrm {
             c = quote_ident(column),
             t = quote_ident(&et.table)
         );
-        let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&self.pool);
+        self.pairs_of_rows(et, sql, None, 0, sink).await
+    }
+
+    /// Feeds `sink` the (key, text value) pairs of the rows `sql` selects
+    /// (bound to the page after rowid `after`, when given), the key in
+    /// column `at` and the value after it; a NULL or blob key, or a value
+    /// that is not text, is left out.
+    async fn pairs_of_rows(
+        &self,
+        et: &EntityType,
+        sql: String,
+        after: Option<i64>,
+        at: usize,
+        sink: &mut (dyn FnMut(EntityKey, String) + Send),
+    ) -> Result<(), CrmError> {
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        if let Some(after) = after {
+            query = query.bind(after).bind(SCAN_PAGE);
+        }
+        let mut rows = query.fetch(&self.pool);
         while let Some(row) = rows.try_next().await.map_err(|e| CrmError::query(et, e))? {
-            if let (Some(k), Ok(v)) = (key_at(&row, 0), row.try_get::<String, _>(1)) {
+            if let (Some(k), Ok(v)) = (key_at(&row, at), row.try_get::<String, _>(at + 1)) {
                 sink(k, v);
             }
         }
@@ -195,17 +214,8 @@ impl SqliteCrm {
                     }
                 }
                 None => {
-                    let mut rows = sqlx::query(AssertSqlSafe(page.clone()))
-                        .bind(after)
-                        .bind(SCAN_PAGE)
-                        .fetch(&self.pool);
-                    while let Some(row) =
-                        rows.try_next().await.map_err(|e| CrmError::query(et, e))?
-                    {
-                        if let (Some(k), Ok(v)) = (key_at(&row, 1), row.try_get::<String, _>(2)) {
-                            sink(k, v);
-                        }
-                    }
+                    self.pairs_of_rows(et, page.clone(), Some(after), 1, sink)
+                        .await?
                 }
             }
             match next {
