@@ -30,6 +30,10 @@ pub struct PlannedRedaction {
     /// The content rule whose records go.
     pub rule: usize,
     pub records: HashSet<String>,
+    /// Which entity each record of the object linked when planned
+    /// ([`crate::index::records_digest_of`]); `None` in a plan made before
+    /// the plan kept it.
+    pub map: Option<String>,
 }
 
 impl PlannedRedaction {
@@ -39,6 +43,8 @@ impl PlannedRedaction {
         struct Stored {
             rule: usize,
             records: Vec<String>,
+            #[serde(default)]
+            map: Option<String>,
         }
         let s: Stored = serde_json::from_str(records).ok()?;
         Some(PlannedRedaction {
@@ -46,6 +52,7 @@ impl PlannedRedaction {
             key,
             rule: s.rule,
             records: s.records.into_iter().collect(),
+            map: s.map,
         })
     }
 }
@@ -342,6 +349,22 @@ async fn prepare(
             kept_rows.extend(row);
             kept_content.push(l);
         }
+    }
+    // A record that stays must not be one of an entity whose records go
+    // (the plan took every record of each; the re-check compared the
+    // records with the plan's): else the file would keep what the audit
+    // says went.
+    let going: HashSet<(&str, &str)> = entities
+        .iter()
+        .map(|(t, k)| (t.as_str(), k.as_str()))
+        .collect();
+    if kept_content
+        .iter()
+        .any(|l| going.contains(&(l.entity_type.as_str(), l.entity_key.as_str())))
+    {
+        return Ok(Prepared::Settled(Redacted::Refused(
+            "a record that stays belongs to an entity whose records go; re-plan".into(),
+        )));
     }
     let known_rows = rows.is_some();
     if !expected.matches(&now) {
@@ -682,6 +705,23 @@ impl super::Ctx<'_> {
         else {
             return Ok(Judged::Skip(NOT_IN_INDEX.into()));
         };
+        // The planned records are positions: they must still hold the
+        // entities they held when planned, or the plan is stale (never cut
+        // what sits there now).
+        let Some(map) = planned.map.as_deref() else {
+            return Ok(Judged::Skip(NO_RECORDS_MAP.into()));
+        };
+        let map_now = crate::index::records_digest_of(links.iter().map(|l| {
+            (
+                l.rule,
+                l.record.as_deref(),
+                l.entity_type.as_str(),
+                l.entity_key.as_str(),
+            )
+        }));
+        if map_now != map {
+            return Ok(Judged::Skip(RECORDS_MOVED.into()));
+        }
         let going = going_entities(self.config, &planned, &links);
         if going.is_empty() {
             return Ok(Judged::Skip(NOT_IN_INDEX.into()));
@@ -944,6 +984,8 @@ impl super::Ctx<'_> {
     }
 }
 
+const RECORDS_MOVED: &str = "changed since plan: its records hold other entities now (the file changed and was indexed again; plan again)";
+const NO_RECORDS_MAP: &str = "changed since plan: the plan does not say which entity each record held (made by an older lethe; plan again)";
 const NOT_IN_INDEX: &str = "changed since plan: its records are no longer in the index (run `lethe index`, then plan again)";
 const CHANGED: &str =
     "changed since plan: rewritten since the index read it (run `lethe index`, then plan again)";

@@ -845,6 +845,39 @@ pub fn links_digest_of<'a>(links: impl Iterator<Item = (&'a str, &'a str)>) -> S
     hex::encode(&h.finalize()[..16])
 }
 
+/// A digest of which entity each record of an object links: its links
+/// that have a record, as (rule, record, type, key), order-independent. A
+/// redaction's planned records are positions (`row 3`, `record 2`); this
+/// ties them to the entities the plan saw there, so that an apply after the
+/// file changed and was indexed again (a row inserted above: every row
+/// below moves) does not cut whatever sits at those positions now.
+///
+/// A key that is a UUID counts in its canonical spelling: a subject
+/// request's plan reads UUID keys as the CRM prints them, the apply reads
+/// them as stored.
+pub fn records_digest_of<'a>(
+    links: impl Iterator<Item = (usize, Option<&'a str>, &'a str, &'a str)>,
+) -> String {
+    let mut sorted: Vec<(usize, &str, &str, std::borrow::Cow<'a, str>)> = links
+        .filter_map(|(rule, record, t, k)| {
+            let k =
+                crate::model::uuid_respelled(k).map_or(std::borrow::Cow::Borrowed(k), Into::into);
+            record.map(|r| (rule, r, t, k))
+        })
+        .collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut h = Sha256::new();
+    for (rule, record, t, k) in sorted {
+        h.update(rule.to_le_bytes());
+        for part in [record, t, &k] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -858,6 +891,56 @@ mod tests {
             metadata: Vec::new(),
             name: None,
         }
+    }
+
+    #[test]
+    fn the_records_digest_ties_each_record_to_its_entity() {
+        let d =
+            |links: &[(usize, Option<&str>, &str, &str)]| records_digest_of(links.iter().copied());
+        let planned = [
+            (0, Some("row 2"), "lead", "2"),
+            (0, Some("row 3"), "lead", "1"),
+            (1, None, "lead", "1"),
+        ];
+        // Any order; links without a record do not count.
+        assert_eq!(
+            d(&planned),
+            d(&[
+                (0, Some("row 3"), "lead", "1"),
+                (0, Some("row 2"), "lead", "2")
+            ])
+        );
+        // The same entities at other rows, or another rule: not the same.
+        assert_ne!(
+            d(&planned),
+            d(&[
+                (0, Some("row 3"), "lead", "2"),
+                (0, Some("row 4"), "lead", "1")
+            ])
+        );
+        assert_ne!(
+            d(&planned),
+            d(&[
+                (1, Some("row 2"), "lead", "2"),
+                (0, Some("row 3"), "lead", "1")
+            ])
+        );
+        // No part runs into the next ("row 2"+"lead" vs "row 2l"+"ead").
+        assert_ne!(
+            d(&[(0, Some("row 2"), "lead", "x")]),
+            d(&[(0, Some("row 2l"), "ead", "x")])
+        );
+        // A UUID key in any spelling is the same key.
+        let uuid = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
+        assert_eq!(
+            d(&[(0, Some("record 0"), "contact", uuid)]),
+            d(&[(
+                0,
+                Some("record 0"),
+                "contact",
+                "{3F2504E0-4F89-11D3-9A0C-0305E82C3301}"
+            )])
+        );
     }
 
     /// Many objects, or few large ones, make a bulk run when they are half

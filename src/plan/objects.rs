@@ -183,7 +183,13 @@ impl<'a> ObjectPlan<'a> {
                 self.tally.redact += 1;
                 self.tally.redact_records += r.records.len() as u64;
                 self.tally.redact_bytes += e.size;
-                let records = serde_json::json!({"rule": r.rule, "records": r.records}).to_string();
+                // Which entity each record linked, as the plan saw it: the
+                // apply's re-check compares it with the index then.
+                let map = index::records_digest_of(e.records.iter().zip(&e.links).map(
+                    |((rule, record), (t, k))| (*rule, record.as_deref(), t.as_str(), k.as_str()),
+                ));
+                let records = serde_json::json!({"rule": r.rule, "records": r.records, "map": map})
+                    .to_string();
                 let policy = self.world.policies[r.policy].name.clone();
                 self.to_delete
                     .push(object(e, "redact", policy, Some(records)));
