@@ -522,7 +522,13 @@ fn check(
     let path = dir.path().join("object");
     std::fs::write(&path, &input).unwrap();
     let mut out = Vec::new();
-    let r = redact(kind, &path, &mut out, &remove).unwrap_or_else(|e| panic!("{e}"));
+    let r = redact(
+        kind,
+        &std::fs::File::open(&path).unwrap(),
+        &mut out,
+        &remove,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     prop_assert_eq!(
         r,
         Redacted {
@@ -606,7 +612,8 @@ fn redact_measured(
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
     let base = current_rss();
     let t = std::time::Instant::now();
-    let r = redact(kind, path, &mut out, remove).unwrap_or_else(|e| panic!("{e}"));
+    let r = redact(kind, &std::fs::File::open(path).unwrap(), &mut out, remove)
+        .unwrap_or_else(|e| panic!("{e}"));
     let took = t.elapsed();
     drop(out);
     let rise = match (reset, base, peak_rss()) {

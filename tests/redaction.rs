@@ -311,6 +311,34 @@ fn identifiers_survive_a_crash_between_the_crm_commit_and_the_journal() {
     );
 }
 
+/// A kill while a shared file's spool holds the records that go (the
+/// original content, copied for the engine) leaves no copy of them on
+/// local disk: the spool has no name in the temporary folder.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_kill_mid_redaction_leaves_no_spool_behind() {
+    let f = shared_fixture();
+    f.lethe(&["index"]).ok();
+    f.plan();
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let crashed = util::lethe_command(f.dir())
+        .args(["-c", &f.config().to_string_lossy(), "apply"])
+        .env("FAILPOINTS", "apply::redact-spooled=return")
+        .env("TMPDIR", tmp.path())
+        .status()
+        .expect("run lethe");
+    assert!(!crashed.success(), "the failpoint was not reached");
+    assert_eq!(
+        util::list_files(tmp.path()),
+        Vec::<String>::new(),
+        "nothing left in the temporary folder"
+    );
+    // The file is as it was, and the resumed apply redacts it.
+    assert_eq!(read(&f, "exports/leads-2020.csv"), CSV);
+    f.lethe(&["apply"]).ok();
+    assert_eq!(read(&f, "exports/leads-2020.csv"), CSV_AFTER);
+}
+
 /// An odd byte in a file name does not hide it from the scan; a symlink
 /// (never followed) is not searched, and verify says so instead of "all gone".
 #[test]

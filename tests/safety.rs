@@ -652,7 +652,7 @@ proptest! {
             let r = decided.map_err(|e| TestCaseError::fail(format!("not redacted: {e}")))?;
             let remove: std::collections::HashSet<String> = r.records.iter().cloned().collect();
             let mut out = Vec::new();
-            let done = lethe::apply::redact::redact(&kind, tmp.path(), &mut out, &remove)
+            let done = lethe::apply::redact::redact(&kind, tmp.as_file(), &mut out, &remove)
                 .map_err(|e| TestCaseError::fail(format!("redact: {e}")))?;
             prop_assert_eq!(done.records_removed, keys.iter().filter(|k| goes(**k)).count() as u64);
             let out = String::from_utf8(out).unwrap();

@@ -201,17 +201,16 @@ fn digest_of(file: &mut std::fs::File) -> std::io::Result<String> {
 }
 
 /// Copies an object into a local spool (bounded memory: a stream copy).
-/// Spools live in the system's temporary folder for the length of one
-/// redaction and are removed when dropped.
-async fn spool(
-    store: &dyn TechnicalStore,
-    key: &str,
-) -> Result<tempfile::NamedTempFile, RedactionError> {
+/// A spool is a file in the system's temporary folder with no name
+/// (`O_TMPFILE` where the system has it, else removed as soon as it is
+/// created): it holds the records that go, and a process killed
+/// mid-redaction must leave no copy of them behind.
+async fn spool(store: &dyn TechnicalStore, key: &str) -> Result<std::fs::File, RedactionError> {
     let mut reader = store.read(key).await?;
-    let file = tokio::task::spawn_blocking(move || -> std::io::Result<tempfile::NamedTempFile> {
-        let mut f = tempfile::NamedTempFile::new()?;
-        std::io::copy(&mut reader, f.as_file_mut())?;
-        f.as_file_mut().flush()?;
+    let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let mut f = tempfile::tempfile()?;
+        std::io::copy(&mut reader, &mut f)?;
+        f.flush()?;
         Ok(f)
     })
     .await
@@ -375,11 +374,11 @@ async fn prepare(
             return Ok(Prepared::Settled(Redacted::Changed));
         };
         let mut file = spool(store, &planned.key).await?;
-        if digest_of(file.as_file_mut())? != intended {
+        if digest_of(&mut file)? != intended {
             return Ok(Prepared::Settled(Redacted::Changed));
         }
         let limits = (config.max_content_bytes, config.max_line_bytes);
-        let links = match links_of_file(limits, &rules, file.as_file(), now.size) {
+        let links = match links_of_file(limits, &rules, &file, now.size) {
             Ok(l) => l,
             Err(why) => return Ok(Prepared::Settled(Redacted::Refused(why))),
         };
@@ -396,6 +395,7 @@ async fn prepare(
     }
 
     let input = spool(store, &planned.key).await?;
+    fail::fail_point!("apply::redact-spooled", |_| { std::process::abort() });
     let records = planned.records.clone();
     let rules: Vec<LinkRule> = rules.into_iter().cloned().collect();
     let limits = (config.max_content_bytes, config.max_line_bytes);
@@ -408,7 +408,7 @@ async fn prepare(
         let mut staged = tempfile::NamedTempFile::new()?;
         let out = {
             let mut w = std::io::BufWriter::with_capacity(256 * 1024, staged.as_file_mut());
-            let r = super::redact::redact(&kind, input.path(), &mut w, &records);
+            let r = super::redact::redact(&kind, &input, &mut w, &records);
             w.flush()?;
             r
         };

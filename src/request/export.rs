@@ -493,13 +493,12 @@ async fn records_of(
     let limits = (config.max_content_bytes, config.max_line_bytes);
     let (rule, entry, object, size) = (rule.clone(), entry.to_string(), object.to_string(), f.size);
     blocking(move || {
-        let mut spool =
-            tempfile::NamedTempFile::new().map_err(ExportError::io("creating a spool file"))?;
-        let n =
-            std::io::copy(&mut r, spool.as_file_mut()).map_err(|source| ExportError::Store {
-                object: object.clone(),
-                source: StoreError::io("read", source),
-            })?;
+        // (No name: other people's records are in it; see `apply::redaction`.)
+        let mut spool = tempfile::tempfile().map_err(ExportError::io("creating a spool file"))?;
+        let n = std::io::copy(&mut r, &mut spool).map_err(|source| ExportError::Store {
+            object: object.clone(),
+            source: StoreError::io("read", source),
+        })?;
         if n != size {
             return Err(ExportError::Changed { object });
         }
@@ -549,7 +548,7 @@ impl CutError {
 fn cut_records(
     limits: (u64, u64),
     rule: &LinkRule,
-    spool: &tempfile::NamedTempFile,
+    spool: &std::fs::File,
     size: u64,
     keep: &HashSet<String>,
     subject: &HashSet<String>,
@@ -558,7 +557,7 @@ fn cut_records(
     let LinkRule::Content { kind, .. } = rule else {
         return Err(CutError::Proof("not a content rule".into()));
     };
-    let before = links_of_file(limits, &[rule], spool.as_file(), size)
+    let before = links_of_file(limits, &[rule], spool, size)
         .map_err(|why| CutError::Proof(format!("the object does not parse ({why})")))?;
     let kept: Vec<Link> = before
         .into_iter()
@@ -583,7 +582,7 @@ fn cut_records(
     let mut out = tempfile::NamedTempFile::new().map_err(CutError::Io)?;
     let done = {
         let mut w = BufWriter::with_capacity(BUFFER, out.as_file_mut());
-        let done = redact::extract(kind, spool.path(), &mut w, keep).map_err(CutError::Extract)?;
+        let done = redact::extract(kind, spool, &mut w, keep).map_err(CutError::Extract)?;
         w.flush().map_err(CutError::Io)?;
         done
     };

@@ -10,13 +10,12 @@
 
 use std::collections::HashSet;
 use std::io::BufRead;
-use std::path::Path;
 
 use super::{Cutter, Named, RedactError, Spans, open_past_bom};
 
 /// The spans of the rows to cut.
 pub(super) fn spans(
-    input: &Path,
+    input: &std::fs::File,
     delimiter: Option<u8>,
     named: Named<'_>,
 ) -> Result<Spans, RedactError> {
@@ -146,7 +145,13 @@ mod tests {
             .collect();
         assert_eq!(remove.len(), keys.len(), "each key in one row");
         let mut out = Vec::new();
-        let r = redact(kind, &path, &mut out, &remove).unwrap();
+        let r = redact(
+            kind,
+            &std::fs::File::open(&path).unwrap(),
+            &mut out,
+            &remove,
+        )
+        .unwrap();
         assert_eq!(r.records_removed, keys.len() as u64);
         assert_eq!(
             (r.bytes_in, r.bytes_out),
@@ -248,7 +253,13 @@ mod tests {
         ] {
             let remove: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
             let mut out = Vec::new();
-            let err = redact(&kind(), &path, &mut out, &remove).unwrap_err();
+            let err = redact(
+                &kind(),
+                &std::fs::File::open(&path).unwrap(),
+                &mut out,
+                &remove,
+            )
+            .unwrap_err();
             assert!(matches!(err, RedactError::Missing { .. }), "{ids:?}: {err}");
             assert!(out.is_empty(), "nothing written");
         }

@@ -18,7 +18,6 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 
 use serde::Deserialize;
 
@@ -33,7 +32,7 @@ const MAX_NAME: usize = 64 * 1024;
 
 /// The spans of the records to cut.
 pub(super) fn spans(
-    input: &Path,
+    input: &std::fs::File,
     record: &JsonRecord,
     named: Named<'_>,
 ) -> Result<Spans, RedactError> {
@@ -56,7 +55,7 @@ pub(super) fn spans(
 }
 
 /// The whole document through serde_json, as the extractors read it.
-fn validate(input: &Path) -> Result<(), RedactError> {
+fn validate(input: &std::fs::File) -> Result<(), RedactError> {
     let (r, _) = open_past_bom(input)?;
     let invalid = |e: serde_json::Error| {
         RedactError::Unreadable(Unreadable(format!(

@@ -28,7 +28,6 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::ops::Range;
-use std::path::Path;
 
 use crate::config::ContentKind;
 use crate::index::extract::Unreadable;
@@ -90,7 +89,7 @@ pub enum RedactError {
 /// before the first byte goes out, except the I/O of the copy itself.
 pub fn redact(
     kind: &ContentKind,
-    input: &Path,
+    input: &File,
     out: &mut dyn Write,
     remove: &HashSet<String>,
 ) -> Result<Redacted, RedactError> {
@@ -106,7 +105,7 @@ pub fn redact(
 /// not in the file, as `redact` refuses.
 pub fn extract(
     kind: &ContentKind,
-    input: &Path,
+    input: &File,
     out: &mut dyn Write,
     keep: &HashSet<String>,
 ) -> Result<Redacted, RedactError> {
@@ -137,11 +136,11 @@ impl<'a> Named<'a> {
 
 fn cut(
     kind: &ContentKind,
-    input: &Path,
+    input: &File,
     out: &mut dyn Write,
     named: Named<'_>,
 ) -> Result<Redacted, RedactError> {
-    let bytes_in = std::fs::metadata(input).map_err(RedactError::Read)?.len();
+    let bytes_in = input.metadata().map_err(RedactError::Read)?.len();
     let found = match kind {
         ContentKind::Csv { delimiter, .. } => csv::spans(input, *delimiter, named)?,
         ContentKind::Json {
@@ -210,8 +209,8 @@ const BUFFER: usize = 64 * 1024;
 
 /// The spool file opened for a pass, past a UTF-8 byte order mark (which
 /// the extractors skip too), and the offset reading starts at.
-fn open_past_bom(input: &Path) -> Result<(BufReader<File>, u64), RedactError> {
-    let mut file = File::open(input).map_err(RedactError::Read)?;
+fn open_past_bom(input: &File) -> Result<(BufReader<File>, u64), RedactError> {
+    let mut file = reopen(input)?;
     let mut head = [0u8; 3];
     let mut n = 0;
     while n < head.len() {
@@ -232,13 +231,25 @@ fn open_past_bom(input: &Path) -> Result<(BufReader<File>, u64), RedactError> {
     Ok((BufReader::with_capacity(BUFFER, file), skip))
 }
 
+/// The spool for one more pass, from its start. The passes take turns
+/// (each is done with the file before the next opens it), so the handles
+/// sharing one offset never read at once. (A spool is an open file with
+/// no name: a process killed mid-redaction leaves no copy of the records
+/// behind.)
+fn reopen(input: &File) -> Result<File, RedactError> {
+    let mut file = input.try_clone().map_err(RedactError::Read)?;
+    file.seek(std::io::SeekFrom::Start(0))
+        .map_err(RedactError::Read)?;
+    Ok(file)
+}
+
 /// Copies `input` to `out` except the byte ranges `cuts` (sorted, apart).
 fn copy_without(
-    input: &Path,
+    input: &File,
     cuts: &[Range<u64>],
     out: &mut dyn Write,
 ) -> Result<u64, RedactError> {
-    let mut r = BufReader::with_capacity(BUFFER, File::open(input).map_err(RedactError::Read)?);
+    let mut r = BufReader::with_capacity(BUFFER, reopen(input)?);
     let mut w = std::io::BufWriter::with_capacity(BUFFER, out);
     let mut at = 0u64;
     let mut written = 0u64;
@@ -394,7 +405,12 @@ pub(crate) mod test_support {
         std::fs::write(&path, text).unwrap();
         let remove: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
         let mut out = Vec::new();
-        let r = redact(kind, &path, &mut out, &remove)?;
+        let r = redact(
+            kind,
+            &std::fs::File::open(&path).unwrap(),
+            &mut out,
+            &remove,
+        )?;
         assert_eq!(r.records_removed, ids.len() as u64);
         assert_eq!(
             (r.bytes_in, r.bytes_out),
@@ -416,7 +432,7 @@ pub(crate) mod test_support {
         std::fs::write(&path, text).unwrap();
         let keep: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
         let mut out = Vec::new();
-        let r = extract(kind, &path, &mut out, &keep)?;
+        let r = extract(kind, &std::fs::File::open(&path).unwrap(), &mut out, &keep)?;
         assert_eq!(r.records_removed, removed);
         assert_eq!(
             (r.bytes_in, r.bytes_out),
@@ -595,7 +611,8 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             let keep: HashSet<String> = ids.iter().map(|s| s.to_string()).collect();
             let mut out = Vec::new();
-            let err = extract(kind, &path, &mut out, &keep).unwrap_err();
+            let err =
+                extract(kind, &std::fs::File::open(&path).unwrap(), &mut out, &keep).unwrap_err();
             assert!(
                 matches!(err, RedactError::MissingToKeep { asked, .. } if asked == ids.len()),
                 "{ids:?}: {err}"
@@ -608,7 +625,8 @@ mod tests {
         std::fs::write(&path, br#"{"r": [{"id": "jane@example.com"}"#).unwrap();
         let keep: HashSet<String> = ["/r/0".to_string()].into();
         let mut out = Vec::new();
-        let err = extract(&json, &path, &mut out, &keep).unwrap_err();
+        let err =
+            extract(&json, &std::fs::File::open(&path).unwrap(), &mut out, &keep).unwrap_err();
         assert!(matches!(err, RedactError::Unreadable(_)), "{err}");
         assert!(!err.to_string().contains("jane") && out.is_empty());
     }
@@ -639,11 +657,23 @@ mod tests {
         std::fs::write(&path, br#"{"lead": {"id": 1}}"#).unwrap();
         let kind = ContentKind::json("$.lead.id", None).unwrap();
         let mut out = Vec::new();
-        let err = redact(&kind, &path, &mut out, &HashSet::new()).unwrap_err();
+        let err = redact(
+            &kind,
+            &std::fs::File::open(&path).unwrap(),
+            &mut out,
+            &HashSet::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, RedactError::NoRecords), "{err}");
         assert!(out.is_empty());
         let kind = ContentKind::xml("/Lead/Id", None).unwrap();
-        let err = redact(&kind, &path, &mut out, &HashSet::new()).unwrap_err();
+        let err = redact(
+            &kind,
+            &std::fs::File::open(&path).unwrap(),
+            &mut out,
+            &HashSet::new(),
+        )
+        .unwrap_err();
         assert!(matches!(err, RedactError::NoRecords), "{err}");
     }
 }

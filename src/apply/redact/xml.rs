@@ -9,7 +9,6 @@
 //! entities are never expanded (nor fetched).
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use quick_xml::events::Event;
 
@@ -20,7 +19,7 @@ use crate::index::extract::xml::{MAX_DEPTH, RecordScan, record_id, stack_of, xml
 
 /// The spans of the records to cut.
 pub(super) fn spans(
-    input: &Path,
+    input: &std::fs::File,
     record: &XmlPath,
     named: Named<'_>,
 ) -> Result<Spans, RedactError> {
