@@ -339,6 +339,64 @@ fn a_kill_mid_redaction_leaves_no_spool_behind() {
     assert_eq!(read(&f, "exports/leads-2020.csv"), CSV_AFTER);
 }
 
+/// A kill after a shared file was rewritten and before the journal said
+/// so; then, before the apply is resumed, the file is put on hold and the
+/// store indexed again (what a scheduled sweep does first). The resumed
+/// apply recognises its own rewrite by the digest its intent holds and
+/// journals it, with its audit record, instead of skipping it as "on hold"
+/// or "changed" with no record of what was removed.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_rewrite_killed_before_its_journal_is_recognised_after_a_hold_and_an_index_run() {
+    let f = shared_fixture();
+    f.lethe(&["index"]).ok();
+    f.plan();
+    let crashed = util::lethe_command(f.dir())
+        .args(["-c", &f.config().to_string_lossy(), "apply"])
+        .env("FAILPOINTS", "apply::redact-rewritten=return")
+        .status()
+        .expect("run lethe");
+    assert!(!crashed.success(), "the failpoint was not reached");
+    let files = [
+        ("exports/leads-2020.csv", CSV, CSV_AFTER, 3),
+        ("batches/b.json", JSON, JSON_AFTER, 2),
+        ("batches/b.xml", XML, XML_AFTER, 1),
+    ];
+    let rewritten: Vec<_> = files
+        .iter()
+        .filter(|(key, before, _, _)| read(&f, key) != *before)
+        .collect();
+    assert_eq!(rewritten.len(), 1, "one file rewritten before the kill");
+    let (key, _, after, entities) = rewritten[0];
+    assert_eq!(read(&f, key), *after);
+    f.lethe(&[
+        "hold",
+        "add",
+        &format!("object:{key}"),
+        "--reason",
+        "litigation",
+    ])
+    .ok();
+    f.lethe(&["index"]).ok();
+    let report = f.lethe(&["--format", "json", "apply"]).ok().json();
+    assert_eq!(n(&report["apply"], "objects_redacted"), 3, "{report:#}");
+    for (key, _, after, _) in &files {
+        assert_eq!(read(&f, key), *after, "{key}");
+    }
+    let audit = f.state_sql("SELECT detail FROM audit WHERE action = 'redact-object' ORDER BY seq");
+    assert_eq!(audit.lines().count(), 3, "{audit}");
+    // The first record is the recognised rewrite's: its entities are those
+    // whose records went (not the kept ones, not none).
+    let first: Value =
+        serde_json::from_str(audit.lines().next().unwrap_or_default()).expect("JSON");
+    assert_eq!(
+        first["entities"].as_array().map(Vec::len),
+        Some(*entities),
+        "{first:#}"
+    );
+    f.lethe(&["audit", "verify"]).ok();
+}
+
 /// An odd byte in a file name does not hide it from the scan; a symlink
 /// (never followed) is not searched, and verify says so instead of "all gone".
 #[test]

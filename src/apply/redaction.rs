@@ -602,6 +602,13 @@ impl super::Ctx<'_> {
         unsettled: &std::collections::HashMap<(String, String), crate::state::status::EntityStatus>,
         o: &PlannedObject,
     ) -> Result<Ready, super::ApplyError> {
+        if o.resumed {
+            match self.own_rewrite(store, o).await {
+                Ok(Some(done)) => return Ok(Ready::Settled(done)),
+                Ok(None) => {}
+                Err(e) => return Ok(Ready::Error(e)),
+            }
+        }
         Ok(
             match self.recheck_redaction(crm, holds, unsettled, o).await? {
                 Judged::Skip(reason) => Ready::Settled(Redacted::Skipped(reason)),
@@ -676,6 +683,77 @@ impl super::Ctx<'_> {
             self.journal_redactions(unjournaled, report).await?;
         }
         Ok(())
+    }
+
+    /// A redaction an earlier run rewrote and did not journal (killed
+    /// between the two), recognised by the digest of the new content its
+    /// intent holds — before any judgement: a hold placed, or an index run
+    /// (a sweep's next plan) since the rewrite, must not hide what was
+    /// done, or it would be journaled skipped with no audit record.
+    /// `None`: not (or no longer) ours; the re-check judges it.
+    async fn own_rewrite(
+        &self,
+        store: &dyn TechnicalStore,
+        o: &PlannedObject,
+    ) -> Result<Option<Redacted>, RedactionError> {
+        let Some(intended) =
+            crate::state::redacted::intended(self.state, self.plan_id, o.item as u64).await?
+        else {
+            return Ok(None);
+        };
+        let Some(planned) = o
+            .records
+            .as_deref()
+            .and_then(|r| PlannedRedaction::parse(o.item as u64, o.key.clone(), r))
+        else {
+            return Ok(None);
+        };
+        let Some(now) = store.head(&o.key).await? else {
+            return Ok(None);
+        };
+        let mut file = spool(store, &o.key).await?;
+        if digest_of(&mut file)? != intended {
+            return Ok(None);
+        }
+        let rules = content_rules(self.config, now.rule_name());
+        let rule_ids: Vec<usize> = rules.iter().map(|r| r.index()).collect();
+        let limits = (self.config.max_content_bytes, self.config.max_line_bytes);
+        let Ok(links) = links_of_file(limits, &rules, &file, now.size) else {
+            return Ok(None);
+        };
+        // The entities whose records went: linked when planned, and linked
+        // now neither by the new content nor otherwise (a path, metadata
+        // or registered link of the index entry stays as it was). Each had
+        // every record removed and nothing else; every other keeps a link.
+        let other_links = crate::state::redacted::entry_of(self.state, &o.key)
+            .await?
+            .map(|e| e.links)
+            .unwrap_or_default();
+        // (UUID keys compared as printed: a request's plan reads them so.)
+        let printed = |k: &str| crate::model::uuid_respelled(k).unwrap_or_else(|| k.to_string());
+        let linked_now: HashSet<(String, String)> = links
+            .iter()
+            .chain(other_links.iter().filter(|l| !rule_ids.contains(&l.rule)))
+            .map(|l| (l.entity_type.clone(), printed(&l.entity_key)))
+            .collect();
+        let mut gone: Vec<(String, String)> =
+            crate::state::redacted::planned_entities(self.state, self.plan_id, o.item as u64)
+                .await?
+                .into_iter()
+                .filter(|(t, k)| !linked_now.contains(&(t.clone(), printed(k))))
+                .collect();
+        gone.sort();
+        gone.dedup();
+        Ok(Some(Redacted::Done {
+            records_removed: planned.records.len() as u64,
+            bytes_before: u64::try_from(o.size).unwrap_or(0),
+            bytes_after: now.size,
+            meta: now,
+            links,
+            content_rules: rule_ids,
+            in_place: None,
+            pseudonyms: pseudonyms_of(self.pseudo, &gone),
+        }))
     }
 
     /// The re-check of one planned redaction, on its index entry now: held?

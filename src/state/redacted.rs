@@ -52,6 +52,34 @@ pub async fn intended(
     Ok(d.flatten())
 }
 
+/// The entities a planned object linked when planned (type, key), from
+/// the plan's `entities` (`["lead:7", …]`).
+pub async fn planned_entities(
+    state: &StateStore,
+    plan_id: &str,
+    item: u64,
+) -> Result<Vec<(String, String)>, StateError> {
+    let text: Option<Option<String>> =
+        sqlx::query_scalar("SELECT entities FROM plan_objects WHERE plan_id = $1 AND item = $2")
+            .bind(plan_id)
+            .bind(item as i64)
+            .fetch_optional(state.pool())
+            .await
+            .map_err(q("reading the journal"))?;
+    let Some(text) = text.flatten() else {
+        return Ok(Vec::new());
+    };
+    let refs: Vec<String> = serde_json::from_str(&text)
+        .map_err(|e| StateError::Corrupt(format!("a planned object's entities: {e}")))?;
+    Ok(refs
+        .into_iter()
+        .filter_map(|r| {
+            let (t, k) = r.split_once(':')?;
+            Some((t.to_string(), k.to_string()))
+        })
+        .collect())
+}
+
 /// How the links of a redacted object's content rules can change in place:
 /// the index rows (as [`entry_of`] read them) of the links whose records
 /// went, and, beside each new link, the row of the kept link that becomes
