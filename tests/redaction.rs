@@ -91,6 +91,37 @@ fn shared_fixture() -> Fixture {
     f
 }
 
+/// `lethe apply`, killed at `failpoint` (and with its temporary files in
+/// `tmp`, when given).
+#[cfg(feature = "failpoints")]
+#[track_caller]
+fn crash_at(f: &Fixture, failpoint: &str, tmp: Option<&std::path::Path>) {
+    let mut apply = util::lethe_command(f.dir());
+    apply
+        .args(["-c", &f.config().to_string_lossy(), "apply"])
+        .env("FAILPOINTS", format!("{failpoint}=return"));
+    if let Some(tmp) = tmp {
+        apply.env("TMPDIR", tmp);
+    }
+    let crashed = apply.status().expect("run lethe");
+    assert!(
+        !crashed.success(),
+        "the failpoint {failpoint} was not reached"
+    );
+}
+
+/// Puts the object `key` on hold.
+fn hold(f: &Fixture, key: &str) {
+    f.lethe(&[
+        "hold",
+        "add",
+        &format!("object:{key}"),
+        "--reason",
+        "litigation",
+    ])
+    .ok();
+}
+
 fn read(f: &Fixture, key: &str) -> String {
     String::from_utf8(std::fs::read(f.tech().join(key)).expect("read")).expect("UTF-8")
 }
@@ -252,14 +283,7 @@ fn what_cannot_be_redacted_is_residual_and_fails_the_run_unless_held() {
         "batches/b.xml",
         "misc/notes.txt",
     ] {
-        f.lethe(&[
-            "hold",
-            "add",
-            &format!("object:{key}"),
-            "--reason",
-            "litigation",
-        ])
-        .ok();
+        hold(&f, key);
     }
     let held = f.lethe(&["verify", "--format", "json"]);
     let held = held.ok().json();
@@ -281,12 +305,7 @@ fn identifiers_survive_a_crash_between_the_crm_commit_and_the_journal() {
     );
     f.lethe(&["index"]).ok();
     f.plan();
-    let crashed = util::lethe_command(f.dir())
-        .args(["-c", &f.config().to_string_lossy(), "apply"])
-        .env("FAILPOINTS", "apply::case-deleted=return")
-        .status()
-        .expect("run lethe");
-    assert!(!crashed.success(), "the failpoint was not reached");
+    crash_at(&f, "apply::case-deleted", None);
     assert_eq!(
         f.sql("SELECT count(*) FROM leads WHERE id IN (1, 5, 6)")
             .trim(),
@@ -321,13 +340,7 @@ fn a_kill_mid_redaction_leaves_no_spool_behind() {
     f.lethe(&["index"]).ok();
     f.plan();
     let tmp = tempfile::tempdir().expect("temporary folder");
-    let crashed = util::lethe_command(f.dir())
-        .args(["-c", &f.config().to_string_lossy(), "apply"])
-        .env("FAILPOINTS", "apply::redact-spooled=return")
-        .env("TMPDIR", tmp.path())
-        .status()
-        .expect("run lethe");
-    assert!(!crashed.success(), "the failpoint was not reached");
+    crash_at(&f, "apply::redact-spooled", Some(tmp.path()));
     assert_eq!(
         util::list_files(tmp.path()),
         Vec::<String>::new(),
@@ -351,12 +364,7 @@ fn a_rewrite_killed_before_its_journal_is_recognised_after_a_hold_and_an_index_r
     let f = shared_fixture();
     f.lethe(&["index"]).ok();
     f.plan();
-    let crashed = util::lethe_command(f.dir())
-        .args(["-c", &f.config().to_string_lossy(), "apply"])
-        .env("FAILPOINTS", "apply::redact-rewritten=return")
-        .status()
-        .expect("run lethe");
-    assert!(!crashed.success(), "the failpoint was not reached");
+    crash_at(&f, "apply::redact-rewritten", None);
     let files = [
         ("exports/leads-2020.csv", CSV, CSV_AFTER, 3),
         ("batches/b.json", JSON, JSON_AFTER, 2),
@@ -369,14 +377,7 @@ fn a_rewrite_killed_before_its_journal_is_recognised_after_a_hold_and_an_index_r
     assert_eq!(rewritten.len(), 1, "one file rewritten before the kill");
     let (key, _, after, entities) = rewritten[0];
     assert_eq!(read(&f, key), *after);
-    f.lethe(&[
-        "hold",
-        "add",
-        &format!("object:{key}"),
-        "--reason",
-        "litigation",
-    ])
-    .ok();
+    hold(&f, key);
     f.lethe(&["index"]).ok();
     let report = f.lethe(&["--format", "json", "apply"]).ok().json();
     assert_eq!(n(&report["apply"], "objects_redacted"), 3, "{report:#}");

@@ -655,25 +655,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.json");
         std::fs::write(&path, br#"{"lead": {"id": 1}}"#).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
         let kind = ContentKind::json("$.lead.id", None).unwrap();
         let mut out = Vec::new();
-        let err = redact(
-            &kind,
-            &std::fs::File::open(&path).unwrap(),
-            &mut out,
-            &HashSet::new(),
-        )
-        .unwrap_err();
+        let err = redact(&kind, &file, &mut out, &HashSet::new()).unwrap_err();
         assert!(matches!(err, RedactError::NoRecords), "{err}");
         assert!(out.is_empty());
         let kind = ContentKind::xml("/Lead/Id", None).unwrap();
-        let err = redact(
-            &kind,
-            &std::fs::File::open(&path).unwrap(),
-            &mut out,
-            &HashSet::new(),
-        )
-        .unwrap_err();
+        let err = redact(&kind, &file, &mut out, &HashSet::new()).unwrap_err();
         assert!(matches!(err, RedactError::NoRecords), "{err}");
     }
 }
