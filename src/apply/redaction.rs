@@ -15,11 +15,11 @@ use crate::config::{Config, LinkRule};
 use crate::crm::Crm;
 use crate::index::{Link, extract};
 use crate::plan::fate::Recheck;
+use crate::state::ObjectHolds;
 use crate::state::journal::{self, PlannedObject};
 use crate::state::redacted::InPlace;
 use crate::state::status::ObjectStatus;
 use crate::state::workers::Items;
-use crate::state::{ObjectHolds, StateStore};
 use crate::store::{Expected, ObjectMeta, RewriteOutcome, StoreError, TechnicalStore};
 
 /// A planned redaction, as the plan stored it.
@@ -309,13 +309,10 @@ pub fn going_entities(
 /// link, with rule and record; `rows`, when known, the index row of each)
 /// and `expected` what the index read of it. Nothing in the store or the
 /// state store changes here.
-#[allow(clippy::too_many_arguments)]
 async fn prepare(
     config: &Config,
     pseudo: &crate::audit::pseudonym::Pseudonymizer,
     store: &dyn TechnicalStore,
-    state: &StateStore,
-    plan_id: &str,
     planned: &PlannedRedaction,
     indexed: Vec<Link>,
     rows: Option<Vec<i64>>,
@@ -367,31 +364,9 @@ async fn prepare(
     }
     let known_rows = rows.is_some();
     if !expected.matches(&now) {
-        // Ours, from a run that stopped after the rewrite and before its
-        // journal step? The intent holds the digest of what it wrote.
-        let Some(intended) = crate::state::redacted::intended(state, plan_id, planned.item).await?
-        else {
-            return Ok(Prepared::Settled(Redacted::Changed));
-        };
-        let mut file = spool(store, &planned.key).await?;
-        if digest_of(&mut file)? != intended {
-            return Ok(Prepared::Settled(Redacted::Changed));
-        }
-        let limits = (config.max_content_bytes, config.max_line_bytes);
-        let links = match links_of_file(limits, &rules, &file, now.size) {
-            Ok(l) => l,
-            Err(why) => return Ok(Prepared::Settled(Redacted::Refused(why))),
-        };
-        return Ok(Prepared::Settled(Redacted::Done {
-            records_removed: planned.records.len() as u64,
-            bytes_before: expected.size,
-            bytes_after: now.size,
-            meta: now,
-            links,
-            content_rules: rule_ids,
-            in_place: None,
-            pseudonyms: pseudonyms_of(pseudo, &entities),
-        }));
+        // (Ours, from a run that stopped after the rewrite and before its
+        // journal step, was recognised before the re-check: `own_rewrite`.)
+        return Ok(Prepared::Settled(Redacted::Changed));
     }
 
     let input = spool(store, &planned.key).await?;
@@ -622,8 +597,6 @@ impl super::Ctx<'_> {
                     self.config,
                     self.pseudo,
                     store,
-                    self.state,
-                    self.plan_id,
                     &planned,
                     links,
                     rows,
@@ -718,8 +691,9 @@ impl super::Ctx<'_> {
         let rules = content_rules(self.config, now.rule_name());
         let rule_ids: Vec<usize> = rules.iter().map(|r| r.index()).collect();
         let limits = (self.config.max_content_bytes, self.config.max_line_bytes);
-        let Ok(links) = links_of_file(limits, &rules, &file, now.size) else {
-            return Ok(None);
+        let links = match links_of_file(limits, &rules, &file, now.size) {
+            Ok(l) => l,
+            Err(why) => return Ok(Some(Redacted::Refused(why))),
         };
         // The entities whose records went: linked when planned, and linked
         // now neither by the new content nor otherwise (a path, metadata
