@@ -241,6 +241,78 @@ fn records_that_moved_since_the_plan_are_not_cut() {
         .contains("RESIDUAL 1 object");
 }
 
+/// A redaction skipped because the export changed leaves the due leads'
+/// rows behind, and the leads are gone from the CRM. The next sweep finds
+/// them absent: while the export is younger than `technical.orphans.retain`
+/// their rows stay (a payload may arrive before its entity), once older they
+/// go by the orphans' rule, as a file of absent entities alone would. The
+/// first plan's verify passes then.
+#[test]
+fn records_left_by_a_skipped_redaction_go_with_a_later_sweep_once_old() {
+    let f = shared_fixture();
+    f.lethe(&["index"]).ok();
+    let id = f.plan()["id"].as_str().expect("plan id").to_string();
+    let changed = format!("{CSV}\r\n3;Erika;erika.young@example.com;");
+    f.put("exports/leads-2020.csv", &changed);
+    f.lethe(&["index"]).ok();
+    f.lethe(&["apply", &id]).expect(3);
+    assert_eq!(read(&f, "exports/leads-2020.csv"), changed);
+    f.lethe(&["verify", &id]).expect(3);
+
+    // Young (written just now, judged long after AS_OF but within 30
+    // days of its write): the absent leads' rows stay.
+    let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 10)).to_string();
+    let young = f
+        .lethe(&["plan", "--as-of", &soon, "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(n(&young["objects"], "redact"), 0, "{young:#}");
+
+    let export = f.tech().join("exports/leads-2020.csv");
+    util::set_mtime(&export, 1_577_836_800); // 2020-01-01
+    let sweep = f
+        .lethe(&["sweep", "--as-of", AS_OF, "--format", "json"])
+        .ok()
+        .json();
+    let o = &sweep["plan"]["objects"];
+    assert_eq!(n(o, "redact"), 1, "{o:#}");
+    assert_eq!(n(o, "redact_absent_records"), 3, "{o:#}");
+    assert_eq!(n(o, "redact_absent_in"), 6, "{o:#}");
+    assert_eq!(
+        read(&f, "exports/leads-2020.csv"),
+        format!("{CSV_AFTER}3;Erika;erika.young@example.com;")
+    );
+    let basis = f.state_sql(
+        "SELECT policy || ' | ' || basis FROM audit WHERE action = 'redact-object' ORDER BY seq DESC LIMIT 1",
+    );
+    assert_eq!(basis.trim(), "orphans | technical.orphans.retain = 30 days");
+    f.lethe(&["verify", &id]).ok().contains("none left");
+}
+
+/// A link rule that reads keys the CRM does not spell so makes every
+/// entity look absent: the shared files would lose nearly all their
+/// records by the orphans' rule. The brake stops such a plan.
+#[test]
+fn a_plan_that_would_empty_shared_files_of_absent_entities_is_braked() {
+    let f = shared_fixture();
+    let rows: String = (901..=910)
+        .map(|k| format!("{k};Someone;someone{k}@example.com;\r\n"))
+        .collect();
+    f.put(
+        "exports/leads-2019.csv",
+        &format!("LeadId;Name;Email;Phone\r\n{rows}2;Max;max.muster@example.com;\r\n"),
+    );
+    util::set_mtime(&f.tech().join("exports/leads-2019.csv"), 1_546_300_800);
+    f.lethe(&["index"]).ok();
+    let plan = f.plan();
+    assert_eq!(n(&plan["objects"], "redact_absent_records"), 10, "{plan:#}");
+    let brake = plan["brake"].to_string();
+    assert!(
+        brake.contains("removes 10 records of entities absent from the CRM"),
+        "{plan:#}"
+    );
+}
+
 #[test]
 fn what_cannot_be_redacted_is_residual_and_fails_the_run_unless_held() {
     let f = shared_fixture();

@@ -34,6 +34,9 @@ pub struct PlannedRedaction {
     /// ([`crate::index::records_digest_of`]); `None` in a plan made before
     /// the plan kept it.
     pub map: Option<String>,
+    /// Only records of entities long absent from the CRM go (the orphans'
+    /// rule): the audit's basis is `technical.orphans.retain`.
+    pub orphans: bool,
 }
 
 impl PlannedRedaction {
@@ -45,6 +48,8 @@ impl PlannedRedaction {
             records: Vec<String>,
             #[serde(default)]
             map: Option<String>,
+            #[serde(default)]
+            orphans: bool,
         }
         let s: Stored = serde_json::from_str(records).ok()?;
         Some(PlannedRedaction {
@@ -53,6 +58,7 @@ impl PlannedRedaction {
             rule: s.rule,
             records: s.records.into_iter().collect(),
             map: s.map,
+            orphans: s.orphans,
         })
     }
 }
@@ -917,6 +923,26 @@ impl super::Ctx<'_> {
         Ok(())
     }
 
+    /// The audit's basis of a redaction: its policy's, or the orphans'
+    /// period when only records of entities long absent from the CRM went.
+    fn redaction_basis(&self, o: &PlannedObject) -> Option<String> {
+        let orphans = o
+            .records
+            .as_deref()
+            .and_then(|r| PlannedRedaction::parse(o.item as u64, String::new(), r))
+            .is_some_and(|p| p.orphans);
+        if orphans {
+            return Some(format!(
+                "technical.orphans.retain = {}",
+                self.config.orphans_retain.text()
+            ));
+        }
+        self.policies
+            .iter()
+            .find(|p| p.name == o.policy)
+            .map(|p| p.basis.clone())
+    }
+
     /// What became of one redaction, in the journal's transaction: its
     /// status, and when rewritten the object's new index entry and its audit
     /// record (into `records`).
@@ -953,11 +979,7 @@ impl super::Ctx<'_> {
                 records.push(crate::audit::NewRecord {
                     plan_id: self.plan_id.to_string(),
                     policy: Some(o.policy.clone()),
-                    basis: self
-                        .policies
-                        .iter()
-                        .find(|p| p.name == o.policy)
-                        .map(|p| p.basis.clone()),
+                    basis: self.redaction_basis(o),
                     action: crate::state::audit_log::REDACT_OBJECT,
                     entity_type: None,
                     pseudonym: self.pseudo.object(&o.key),

@@ -89,7 +89,7 @@ pub fn plan(s: &PlanSummary, standalone: bool) -> String {
     ));
     let o = &s.objects;
     out.push_str(&format!(
-        "  objects: {} indexed — delete {} ({}) · orphan delete {} ({}) · orphan young {} · redact {} ({} records of {}) · shared {} · retained {} · unlinked {} · unreadable {} · held {}\n",
+        "  objects: {} indexed — delete {} ({}) · orphan delete {} ({}) · orphan young {} · redact {} ({} records of {}{}) · shared {} · retained {} · unlinked {} · unreadable {} · held {}\n",
         o.total,
         o.delete,
         bytes(o.delete_bytes),
@@ -99,6 +99,14 @@ pub fn plan(s: &PlanSummary, standalone: bool) -> String {
         o.redact,
         o.redact_records,
         bytes(o.redact_bytes),
+        if o.redact_absent_records > 0 {
+            format!(
+                "; {} of them of entities absent from the CRM",
+                o.redact_absent_records
+            )
+        } else {
+            String::new()
+        },
         o.shared,
         o.retained,
         o.unlinked,

@@ -128,6 +128,18 @@ pub(super) fn mass_delete(
             100.0 * config.max_delete_fraction
         ));
     }
+    // Records of entities absent from the CRM go by the orphans' rule: a
+    // key spelled otherwise in the files than in the CRM makes every
+    // entity look absent, and would empty the shared files record by
+    // record as it would delete the unshared ones.
+    let (absent, held) = (s.objects.redact_absent_records, s.objects.redact_absent_in);
+    if absent > 0 && absent as f64 > config.max_delete_fraction * held as f64 {
+        reasons.push(format!(
+            "removes {absent} records of entities absent from the CRM, of the {held} records the objects that lose them hold ({}), more than safety.max_delete_fraction ({}): check that the link rules read the keys as the CRM spells them",
+            percent(absent, held),
+            percent_of(config.max_delete_fraction)
+        ));
+    }
     reasons
 }
 

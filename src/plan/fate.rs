@@ -87,15 +87,24 @@ pub struct RecordLink<'a> {
 /// the extractor gave them), read with `rule`'s kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Redaction {
-    pub policy: usize,
+    /// The policy of the first deleted entity whose records go; `None`:
+    /// only records of entities long absent from the CRM go (the orphans'
+    /// rule, `technical.orphans.retain`).
+    pub policy: Option<usize>,
     pub rule: usize,
     pub records: Vec<String>,
+    /// How many of `records` hold an entity absent from the CRM.
+    pub absent_records: u64,
 }
 
 /// Whether a shared object can be redacted, and what goes: every link to a
 /// deleted entity (and, once the object is older than `orphans.retain`, to
 /// an absent one) must sit in a record of one record shape, and no record
 /// that goes may link an entity that stays. `Err` says why it is kept whole.
+/// An object that links no deleted entity is redacted when it is old enough
+/// and records of absent entities sit beside kept ones: as a file that
+/// links only absent entities is deleted, the records of absent entities
+/// in a file that also serves kept ones are removed (`policy` is `None`).
 pub fn redaction(
     links: &[RecordLink<'_>],
     modified: Option<Instant>,
@@ -111,6 +120,7 @@ pub fn redaction(
     let mut policy = None;
     let mut shape: Option<(&str, usize)> = None;
     let mut records = std::collections::BTreeSet::new();
+    let mut absent = std::collections::BTreeSet::new();
     for l in links.iter().filter(|l| goes(l.target)) {
         if let LinkTarget::Deleted(p) = l.target {
             policy.get_or_insert(p);
@@ -126,8 +136,11 @@ pub fn redaction(
             Some(_) => {}
         }
         records.insert(record);
+        if l.target == LinkTarget::Absent {
+            absent.insert(record);
+        }
     }
-    let (Some(policy), Some((signature, rule))) = (policy, shape) else {
+    let Some((signature, rule)) = shape else {
         return Err("no deleted entity is linked");
     };
     // A record that goes must not hold a kept entity too.
@@ -143,6 +156,7 @@ pub fn redaction(
         policy,
         rule,
         records: records.into_iter().map(str::to_string).collect(),
+        absent_records: absent.len() as u64,
     })
 }
 
@@ -178,7 +192,22 @@ mod tests {
         // Old: it goes along.
         let old = redaction(&links, Some(0), 40 * day, &r).unwrap();
         assert_eq!(old.records, vec!["row 2", "row 4", "row 5"]);
-        assert_eq!(old.policy, 2);
+        assert_eq!((old.policy, old.absent_records), (Some(2), 1));
+        // No deleted entity, only a long absent one beside a kept one: its
+        // record goes under the orphans' rule; while young, nothing goes.
+        let orphan = [rl(Retained, Some("row 2")), rl(Absent, Some("row 3"))];
+        let o = redaction(&orphan, Some(0), 40 * day, &r).unwrap();
+        assert_eq!(
+            (o.policy, o.records, o.absent_records),
+            (None, vec!["row 3".to_string()], 1)
+        );
+        assert!(redaction(&orphan, Some(0), 10 * day, &r).is_err());
+        assert!(
+            redaction(&orphan, None, 40 * day, &r).is_err(),
+            "undatable: stays"
+        );
+        // Nothing absent or deleted: nothing to redact.
+        assert!(redaction(&[rl(Retained, Some("row 2"))], Some(0), 40 * day, &r).is_err());
         // A whole-file link to a deleted entity: unredactable.
         let whole = [
             rl(Deleted(0), Some("row 2")),

@@ -161,6 +161,13 @@ pub struct ObjectTally {
     pub redact_records: u64,
     #[serde(default)]
     pub redact_bytes: u64,
+    /// Of `redact_records`, those of entities absent from the CRM (the
+    /// orphans' rule), and every record the objects that lose them hold
+    /// (the brake's measure).
+    #[serde(default)]
+    pub redact_absent_records: u64,
+    #[serde(default)]
+    pub redact_absent_in: u64,
     pub retained: u64,
     pub unlinked: u64,
     pub unreadable: u64,

@@ -119,7 +119,7 @@ impl<'a> ObjectPlan<'a> {
                 self.keep(&e, "orphan-young", None);
             }
             Fate::Shared => self.shared(&e, &targets),
-            Fate::Retained => self.tally.retained += 1,
+            Fate::Retained => self.retained(&e, &targets),
             Fate::Unlinked => {
                 self.tally.unlinked += 1;
                 self.keep(&e, "unlinked", None);
@@ -163,6 +163,39 @@ impl<'a> ObjectPlan<'a> {
     /// A shared object: redacted (its deleted entities' records removed)
     /// where `fate::redaction` allows it, else kept whole, for review.
     fn shared(&mut self, e: &IndexedEntry, targets: &[LinkTarget]) {
+        match self.redaction(e, targets) {
+            Ok(r) => self.redact(e, r),
+            Err(why) => {
+                self.tally.shared += 1;
+                self.keep(e, "shared", Some(why.to_string()));
+            }
+        }
+    }
+
+    /// An object that serves a kept entity and no deleted one. When it also
+    /// holds records of entities absent from the CRM and is older than
+    /// `orphans.retain`, those records go (as a file of absent entities
+    /// alone would): a sweep's plan only, for a request's plan reads only
+    /// the subject's world. Else it stays whole, as retained.
+    fn retained(&mut self, e: &IndexedEntry, targets: &[LinkTarget]) {
+        if self.outside_present.is_none()
+            && targets.contains(&LinkTarget::Absent)
+            && let Ok(r) = self.redaction(e, targets)
+        {
+            return self.redact(e, r);
+        }
+        self.tally.retained += 1;
+    }
+
+    /// What `fate::redaction` makes of the object's record links.
+    fn redaction(
+        &self,
+        e: &IndexedEntry,
+        targets: &[LinkTarget],
+    ) -> Result<fate::Redaction, &'static str> {
+        if !self.config.redact {
+            return Err("technical.redact is off");
+        }
         let links: Vec<fate::RecordLink<'_>> = targets
             .iter()
             .zip(&e.records)
@@ -173,32 +206,40 @@ impl<'a> ObjectPlan<'a> {
                 rule: *rule,
             })
             .collect();
-        let redaction = if self.config.redact {
-            fate::redaction(&links, e.modified, self.as_of, &self.config.orphans_retain)
-        } else {
-            Err("technical.redact is off")
-        };
-        match redaction {
-            Ok(r) => {
-                self.tally.redact += 1;
-                self.tally.redact_records += r.records.len() as u64;
-                self.tally.redact_bytes += e.size;
-                // Which entity each record linked, as the plan saw it: the
-                // apply's re-check compares it with the index then.
-                let map = index::records_digest_of(e.records.iter().zip(&e.links).map(
-                    |((rule, record), (t, k))| (*rule, record.as_deref(), t.as_str(), k.as_str()),
-                ));
-                let records = serde_json::json!({"rule": r.rule, "records": r.records, "map": map})
-                    .to_string();
-                let policy = self.world.policies[r.policy].name.clone();
-                self.to_delete
-                    .push(object(e, "redact", policy, Some(records)));
-            }
-            Err(why) => {
-                self.tally.shared += 1;
-                self.keep(e, "shared", Some(why.to_string()));
-            }
+        fate::redaction(&links, e.modified, self.as_of, &self.config.orphans_retain)
+    }
+
+    /// A redaction into the plan: the records that go, and which entity
+    /// each record linked as the plan saw it (apply's re-check compares it
+    /// with the index then).
+    fn redact(&mut self, e: &IndexedEntry, r: fate::Redaction) {
+        self.tally.redact += 1;
+        self.tally.redact_records += r.records.len() as u64;
+        self.tally.redact_bytes += e.size;
+        if r.absent_records > 0 {
+            self.tally.redact_absent_records += r.absent_records;
+            let of_rule: std::collections::HashSet<&str> = e
+                .records
+                .iter()
+                .filter(|(rule, _)| *rule == r.rule)
+                .filter_map(|(_, record)| record.as_deref())
+                .collect();
+            self.tally.redact_absent_in += of_rule.len() as u64;
         }
+        let map =
+            index::records_digest_of(e.records.iter().zip(&e.links).map(
+                |((rule, record), (t, k))| (*rule, record.as_deref(), t.as_str(), k.as_str()),
+            ));
+        let mut records = serde_json::json!({"rule": r.rule, "records": r.records, "map": map});
+        let policy = match r.policy {
+            Some(p) => self.world.policies[p].name.clone(),
+            None => {
+                records["orphans"] = serde_json::Value::Bool(true);
+                "orphans".to_string()
+            }
+        };
+        self.to_delete
+            .push(object(e, "redact", policy, Some(records.to_string())));
     }
 
     /// An object the plan keeps, for review.

@@ -186,8 +186,8 @@ fn fates(o: &ObjectTally) -> String {
         ],
         vec![
             format!(
-                "redacted: shared with a kept entity, the deleted entities' {} records removed",
-                o.redact_records
+                "redacted: shared with a kept entity, {} records of deleted entities (and of entities long absent from the CRM: {}) removed",
+                o.redact_records, o.redact_absent_records
             ),
             o.redact.to_string(),
             bytes(o.redact_bytes),
