@@ -104,7 +104,7 @@ fn the_html_report_renders_in_a_browser() {
         "Kept by the plan, and what it could not judge",
         "truncated XML",
         // Shared exports are redacted now; verify's residual scan is shown.
-        "redacted: shared with a kept entity",
+        "redacted: kept for other entities",
         "none left",
         "<td>undatable</td>",
     ] {

@@ -309,10 +309,7 @@ impl Ctx<'_> {
     /// The audit record of an object this plan deleted.
     pub(super) fn object_record(&self, o: &PlannedObject) -> NewRecord {
         let basis = if o.fate == ObjectFate::Orphan {
-            format!(
-                "technical.orphans.retain = {}",
-                self.config.orphans_retain.text()
-            )
+            orphans_basis(self.config, o.records.as_deref())
         } else {
             self.policies
                 .iter()
@@ -335,15 +332,40 @@ impl Ctx<'_> {
     }
 }
 
+/// The audit's basis of what goes by the orphans' rules: the grace, or,
+/// when the plan marked it (`"erased": true` in `records`), the erasure of
+/// an entity it served by an earlier plan that left it behind.
+pub(super) fn orphans_basis(config: &crate::config::Config, records: Option<&str>) -> String {
+    let erased = records
+        .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok())
+        .is_some_and(|v| v["erased"] == serde_json::Value::Bool(true));
+    if erased {
+        format!(
+            "an entity it served was erased by an earlier plan that left it behind (technical.orphans.retain = {} waived)",
+            config.orphans_retain.text()
+        )
+    } else {
+        format!(
+            "technical.orphans.retain = {}",
+            config.orphans_retain.text()
+        )
+    }
+}
+
 /// The keys the CRM is asked for a link's key: as written, as an integer
 /// when it is one, and as a UUID's printed text when it is a UUID spelled
 /// otherwise (the plan's graph matches a link so: `Graph::resolve`).
+///
+/// An integer spelled loosely (`0042`, `+42`) is asked as the integer too,
+/// and the answer counts: an entity found so is present, for what goes
+/// because its entity is absent must not go when the CRM may have it.
 fn probes(key: &str) -> Vec<EntityKey> {
     let mut out = vec![EntityKey::Text(key.to_string())];
-    if let Ok(i) = key.parse::<i64>()
-        && i.to_string() == key
-    {
+    if let Some(i) = crate::evaluate::graph::loose_int(key) {
         out.push(EntityKey::Int(i));
+        if i.to_string() != key {
+            out.push(EntityKey::Text(i.to_string()));
+        }
     }
     out.extend(crate::model::uuid_respelled(key).map(EntityKey::Text));
     out
@@ -382,9 +404,10 @@ mod tests {
         assert!(named_by(&t("abc"), &found));
         assert!(!named_by(&t("ABC"), &found), "text is not respelled");
         assert!(
-            !named_by(&t("07"), &found),
-            "as the plan: 07 is no integer key"
+            named_by(&t("07"), &found) && named_by(&t(" +7"), &found),
+            "07 may be 7: present, never absent"
         );
+        assert!(!named_by(&t("70"), &found));
         assert!(!named_by(&("quote".to_string(), "7".to_string()), &found));
         assert_eq!(
             probes(&printed.to_uppercase()),

@@ -932,9 +932,9 @@ impl super::Ctx<'_> {
             .and_then(|r| PlannedRedaction::parse(o.item as u64, String::new(), r))
             .is_some_and(|p| p.orphans);
         if orphans {
-            return Some(format!(
-                "technical.orphans.retain = {}",
-                self.config.orphans_retain.text()
+            return Some(super::objects::orphans_basis(
+                self.config,
+                o.records.as_deref(),
             ));
         }
         self.policies

@@ -54,6 +54,11 @@ fn canonical_int(key: &str) -> Option<i64> {
     canonical.then_some(i)
 }
 
+/// An integer however it is written: leading zeros, a `+`, blanks around.
+pub fn loose_int(key: &str) -> Option<i64> {
+    key.trim().parse::<i64>().ok()
+}
+
 #[derive(Clone, Debug)]
 pub struct Node {
     pub ty: u16,
@@ -363,6 +368,18 @@ impl Graph {
         self.find(ty, KeyRef::Text(key)).or_else(|| {
             crate::model::uuid_respelled(key).and_then(|c| self.find(ty, KeyRef::Text(&c)))
         })
+    }
+
+    /// An entity a key names only when read loosely: an integer written
+    /// with leading zeros, a sign or blanks around it (`0042`, `+42`,
+    /// ` 42`). `resolve` does not take these as the integer (a link is not
+    /// vouched for by a spelling the CRM does not use); they are still no
+    /// proof that the entity is absent, and what is removed because an
+    /// entity is absent must not be removed for these.
+    pub fn resolve_loosely(&self, ty: u16, key: &str) -> Option<NodeId> {
+        let i = loose_int(key)?;
+        self.find(ty, KeyRef::Int(i))
+            .or_else(|| self.find(ty, KeyRef::Text(&i.to_string())))
     }
 
     pub fn resolve_key(&self, ty: u16, key: &EntityKey) -> Option<NodeId> {

@@ -12,6 +12,10 @@ pub enum LinkTarget {
     Retained,
     /// Not in the CRM.
     Absent,
+    /// Not in the CRM, and erased by an earlier plan of this state, which
+    /// left this object behind (skipped or failed): absent, with no grace
+    /// to wait (the grace waits for an entity to appear).
+    Erased,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +69,7 @@ pub fn object_fate(
         (true, Some(_)) => Fate::Shared,
         (true, None) => Fate::Retained,
         (false, Some(policy)) => Fate::Delete { policy },
+        (false, None) if links.contains(&LinkTarget::Erased) => Fate::OrphanDue,
         (false, None) => match modified {
             Some(m) if as_of >= orphans_retain.add_to(m) => Fate::OrphanDue,
             _ => Fate::OrphanYoung,
@@ -93,8 +98,11 @@ pub struct Redaction {
     pub policy: Option<usize>,
     pub rule: usize,
     pub records: Vec<String>,
-    /// How many of `records` hold an entity absent from the CRM.
+    /// How many of `records` hold an entity absent from the CRM, and of
+    /// those, how many an earlier plan erased (exactly as linked: they are
+    /// no sign of a key spelled otherwise, which the brake looks for).
     pub absent_records: u64,
+    pub erased_records: u64,
 }
 
 /// Whether a shared object can be redacted, and what goes: every link to a
@@ -113,7 +121,7 @@ pub fn redaction(
 ) -> Result<Redaction, &'static str> {
     let absent_goes = matches!(modified, Some(m) if as_of >= orphans_retain.add_to(m));
     let goes = |t: LinkTarget| match t {
-        LinkTarget::Deleted(_) => true,
+        LinkTarget::Deleted(_) | LinkTarget::Erased => true,
         LinkTarget::Absent => absent_goes,
         LinkTarget::Retained => false,
     };
@@ -121,6 +129,7 @@ pub fn redaction(
     let mut shape: Option<(&str, usize)> = None;
     let mut records = std::collections::BTreeSet::new();
     let mut absent = std::collections::BTreeSet::new();
+    let mut erased = std::collections::BTreeSet::new();
     for l in links.iter().filter(|l| goes(l.target)) {
         if let LinkTarget::Deleted(p) = l.target {
             policy.get_or_insert(p);
@@ -136,8 +145,11 @@ pub fn redaction(
             Some(_) => {}
         }
         records.insert(record);
-        if l.target == LinkTarget::Absent {
+        if matches!(l.target, LinkTarget::Absent | LinkTarget::Erased) {
             absent.insert(record);
+        }
+        if l.target == LinkTarget::Erased {
+            erased.insert(record);
         }
     }
     let Some((signature, rule)) = shape else {
@@ -157,6 +169,7 @@ pub fn redaction(
         rule,
         records: records.into_iter().map(str::to_string).collect(),
         absent_records: absent.len() as u64,
+        erased_records: erased.len() as u64,
     })
 }
 
@@ -206,6 +219,17 @@ mod tests {
             redaction(&orphan, None, 40 * day, &r).is_err(),
             "undatable: stays"
         );
+        // Erased by an earlier plan that left the file behind: no grace.
+        let erased = [rl(Retained, Some("row 2")), rl(Erased, Some("row 3"))];
+        let e = redaction(&erased, Some(0), day, &r).unwrap();
+        assert_eq!(
+            (e.policy, e.records, e.absent_records, e.erased_records),
+            (None, vec!["row 3".to_string()], 1, 1)
+        );
+        assert!(
+            redaction(&erased, None, day, &r).is_ok(),
+            "undatable, but erased"
+        );
         // Nothing absent or deleted: nothing to redact.
         assert!(redaction(&[rl(Retained, Some("row 2"))], Some(0), 40 * day, &r).is_err());
         // A whole-file link to a deleted entity: unredactable.
@@ -247,6 +271,19 @@ mod tests {
         assert_eq!(fate(&[Deleted(0), Retained]), Fate::Shared);
         assert_eq!(fate(&[Retained, Absent]), Fate::Retained);
         assert_eq!(fate(&[Absent]), Fate::OrphanDue);
+        assert_eq!(fate(&[Retained, Erased]), Fate::Retained);
+        assert_eq!(
+            object_fate(
+                "ok",
+                &[Absent, Erased],
+                false,
+                None,
+                0,
+                &Retention::parse("30 days").unwrap()
+            ),
+            Fate::OrphanDue,
+            "erased by an earlier plan: no grace, even undatable"
+        );
         assert_eq!(fate(&[]), Fate::Unlinked);
         let r = Retention::parse("30 days").unwrap();
         assert_eq!(

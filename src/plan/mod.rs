@@ -162,12 +162,19 @@ pub struct ObjectTally {
     #[serde(default)]
     pub redact_bytes: u64,
     /// Of `redact_records`, those of entities absent from the CRM (the
-    /// orphans' rule), and every record the objects that lose them hold
-    /// (the brake's measure).
+    /// orphans' rule).
     #[serde(default)]
     pub redact_absent_records: u64,
+    /// The brake's measures: of those, the ones no earlier plan erased,
+    /// and every record the objects that lose them hold.
+    #[serde(default)]
+    pub redact_absent_suspect: u64,
     #[serde(default)]
     pub redact_absent_in: u64,
+    /// Objects that would lose more than `safety.max_delete_fraction` of
+    /// their records to such absent entities.
+    #[serde(default)]
+    pub redact_absent_most: u64,
     pub retained: u64,
     pub unlinked: u64,
     pub unreadable: u64,
@@ -285,6 +292,8 @@ pub async fn make_plan(
 
     // Re-imports: read before the plan's transaction opens.
     let reimported_review = reimported(config, crm, state, &mut s).await?;
+    // Entities earlier plans erased and left objects behind for.
+    let erased = crate::state::journal::erased_left_behind(state).await?;
     // Persist: plan row, cases, entities, then objects, in one transaction.
     progress("writing plan", 0);
     let mut digest = Sha256::new();
@@ -292,7 +301,7 @@ pub async fn make_plan(
     // Cases and entities are written while the index streams past the
     // judgement of objects (another connection reads it): each object is
     // given its fate.
-    let mut objects = ObjectPlan::new(config, &world, &eval, as_of_s);
+    let mut objects = ObjectPlan::new(config, &world, &eval, as_of_s).with_erased(erased);
     tokio::try_join!(
         async {
             write::cases(&mut tx, &s.id, &world, &eval, &mut digest)

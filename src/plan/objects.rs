@@ -34,6 +34,9 @@ pub(super) struct ObjectPlan<'a> {
     /// entity outside its graph is in this set when the CRM has it
     /// (retained), else absent. `None`: the graph is the whole CRM.
     outside_present: Option<&'a std::collections::HashSet<(String, String)>>,
+    /// Entities an earlier plan erased and left objects behind for
+    /// (`state::journal::erased_left_behind`): no orphans' grace for them.
+    erased: std::collections::HashSet<(String, String)>,
 }
 
 impl<'a> ObjectPlan<'a> {
@@ -66,7 +69,18 @@ impl<'a> ObjectPlan<'a> {
             to_delete: Vec::new(),
             review: Vec::new(),
             outside_present: None,
+            erased: std::collections::HashSet::new(),
         }
+    }
+
+    /// For a sweep's plan: the entities an earlier plan erased whose
+    /// objects it left behind.
+    pub(super) fn with_erased(
+        mut self,
+        erased: std::collections::HashSet<(String, String)>,
+    ) -> Self {
+        self.erased = erased;
+        self
     }
 
     /// For a plan whose graph is part of the CRM: the entities outside it
@@ -111,8 +125,13 @@ impl<'a> ObjectPlan<'a> {
             Fate::OrphanDue => {
                 self.tally.orphan_delete += 1;
                 self.tally.orphan_delete_bytes += e.size;
+                // Marked when an erased entity waived the grace (the
+                // audit's basis says so).
+                let erased = targets
+                    .contains(&LinkTarget::Erased)
+                    .then(|| serde_json::json!({"erased": true}).to_string());
                 self.to_delete
-                    .push(object(&e, "orphan", "orphans".into(), None));
+                    .push(object(&e, "orphan", "orphans".into(), erased));
             }
             Fate::OrphanYoung => {
                 self.tally.orphan_young += 1;
@@ -149,6 +168,17 @@ impl<'a> ObjectPlan<'a> {
                 {
                     None => match self.outside_present {
                         Some(p) if p.contains(&(ty.clone(), key.clone())) => LinkTarget::Retained,
+                        // `0042` is not lead 42 for the plan, nor proof
+                        // that no such lead exists: kept, never absent.
+                        _ if self
+                            .type_of
+                            .get(ty.as_str())
+                            .and_then(|t| graph.resolve_loosely(*t, key))
+                            .is_some() =>
+                        {
+                            LinkTarget::Retained
+                        }
+                        _ if self.erased.contains(&(ty.clone(), key.clone())) => LinkTarget::Erased,
                         _ => LinkTarget::Absent,
                     },
                     Some(n) if eval.is_deleted(n) => {
@@ -164,7 +194,7 @@ impl<'a> ObjectPlan<'a> {
     /// where `fate::redaction` allows it, else kept whole, for review.
     fn shared(&mut self, e: &IndexedEntry, targets: &[LinkTarget]) {
         match self.redaction(e, targets) {
-            Ok(r) => self.redact(e, r),
+            Ok(r) => self.redact(e, r, targets.contains(&LinkTarget::Erased)),
             Err(why) => {
                 self.tally.shared += 1;
                 self.keep(e, "shared", Some(why.to_string()));
@@ -179,10 +209,12 @@ impl<'a> ObjectPlan<'a> {
     /// the subject's world. Else it stays whole, as retained.
     fn retained(&mut self, e: &IndexedEntry, targets: &[LinkTarget]) {
         if self.outside_present.is_none()
-            && targets.contains(&LinkTarget::Absent)
+            && targets
+                .iter()
+                .any(|t| matches!(t, LinkTarget::Absent | LinkTarget::Erased))
             && let Ok(r) = self.redaction(e, targets)
         {
-            return self.redact(e, r);
+            return self.redact(e, r, targets.contains(&LinkTarget::Erased));
         }
         self.tally.retained += 1;
     }
@@ -212,19 +244,30 @@ impl<'a> ObjectPlan<'a> {
     /// A redaction into the plan: the records that go, and which entity
     /// each record linked as the plan saw it (apply's re-check compares it
     /// with the index then).
-    fn redact(&mut self, e: &IndexedEntry, r: fate::Redaction) {
+    fn redact(&mut self, e: &IndexedEntry, r: fate::Redaction, erased: bool) {
         self.tally.redact += 1;
         self.tally.redact_records += r.records.len() as u64;
         self.tally.redact_bytes += e.size;
-        if r.absent_records > 0 {
-            self.tally.redact_absent_records += r.absent_records;
-            let of_rule: std::collections::HashSet<&str> = e
+        self.tally.redact_absent_records += r.absent_records;
+        // The brake weighs the absent entities no plan of this state
+        // erased: a key spelled otherwise than the CRM's looks so.
+        let suspect = r.absent_records - r.erased_records;
+        if suspect > 0 {
+            // The object's records of the shape that goes (every rule of
+            // that shape reads the same records).
+            let shape = self.signatures.get(&r.rule).and_then(|s| s.as_deref());
+            let held: std::collections::HashSet<&str> = e
                 .records
                 .iter()
-                .filter(|(rule, _)| *rule == r.rule)
+                .filter(|(rule, _)| self.signatures.get(rule).and_then(|s| s.as_deref()) == shape)
                 .filter_map(|(_, record)| record.as_deref())
                 .collect();
-            self.tally.redact_absent_in += of_rule.len() as u64;
+            let held = held.len() as u64;
+            self.tally.redact_absent_suspect += suspect;
+            self.tally.redact_absent_in += held;
+            if suspect as f64 > self.config.max_delete_fraction * held as f64 {
+                self.tally.redact_absent_most += 1;
+            }
         }
         let map =
             index::records_digest_of(e.records.iter().zip(&e.links).map(
@@ -235,6 +278,9 @@ impl<'a> ObjectPlan<'a> {
             Some(p) => self.world.policies[p].name.clone(),
             None => {
                 records["orphans"] = serde_json::Value::Bool(true);
+                if erased {
+                    records["erased"] = serde_json::Value::Bool(true);
+                }
                 "orphans".to_string()
             }
         };

@@ -186,7 +186,7 @@ fn fates(o: &ObjectTally) -> String {
         ],
         vec![
             format!(
-                "redacted: shared with a kept entity, {} records of deleted entities (and of entities long absent from the CRM: {}) removed",
+                "redacted: kept for other entities, {} records removed ({} of them of entities long absent from the CRM, the rest of deleted ones)",
                 o.redact_records, o.redact_absent_records
             ),
             o.redact.to_string(),

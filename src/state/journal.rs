@@ -19,6 +19,56 @@ fn stored<T>(parsed: Option<T>, what: &str, s: &str) -> Result<T, StateError> {
     parsed.ok_or_else(|| StateError::Corrupt(format!("{what} `{s}` is not one lethe writes")))
 }
 
+/// The entities an earlier plan deleted whose objects it left behind (the
+/// object skipped or failed: changed since the plan, a redaction refused):
+/// (type, key as the object's links spelled it). A later sweep's plan
+/// waives the orphans' grace for them (`plan::fate::LinkTarget::Erased`):
+/// the grace waits for an entity to appear, and lethe itself erased these.
+/// Small by construction: only the links of objects left behind are read,
+/// each checked by the primary key of `plan_entities`.
+pub async fn erased_left_behind(
+    state: &StateStore,
+) -> Result<std::collections::HashSet<(String, String)>, StateError> {
+    let left: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT plan_id, entities FROM plan_objects WHERE status IN ('skipped', 'failed')",
+    )
+    .fetch_all(state.pool())
+    .await
+    .map_err(q("reading the journal"))?;
+    let mut asked: std::collections::HashSet<(String, String, String)> =
+        std::collections::HashSet::new();
+    for (plan, entities) in left {
+        let refs: Vec<String> = entities
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok())
+            .unwrap_or_default();
+        for r in refs {
+            if let Some((t, k)) = r.split_once(':') {
+                asked.insert((plan.clone(), t.to_string(), k.to_string()));
+            }
+        }
+    }
+    let mut out = std::collections::HashSet::new();
+    for (plan, t, k) in asked {
+        if out.contains(&(t.clone(), k.clone())) {
+            continue;
+        }
+        let erased: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM plan_entities WHERE plan_id = $1 AND entity_type = $2 AND entity_key = $3 AND status IN ('deleted', 'gone')",
+        )
+        .bind(&plan)
+        .bind(&t)
+        .bind(&k)
+        .fetch_optional(state.pool())
+        .await
+        .map_err(q("reading the journal"))?;
+        if erased.is_some() {
+            out.insert((t, k));
+        }
+    }
+    Ok(out)
+}
+
 /// A page of the entities of type `entity_type` that plan `plan_id`
 /// deleted, in key order after `after`: (stored key, typed key).
 pub async fn deleted_entities(

@@ -255,6 +255,12 @@ CREATE TABLE erased_staged (
 CREATE INDEX erased_staged_pending ON erased_staged(plan_id, case_id) WHERE pending = 1;
 CREATE INDEX erased_staged_confirmed ON erased_staged(plan_id) WHERE pending = 0;
 "#,
+    // 12: the objects earlier plans left behind (skipped or failed), read
+    // by every sweep's plan (`state::journal::erased_left_behind`) without
+    // a scan of every plan's objects.
+    r#"
+CREATE INDEX plan_objects_left ON plan_objects(plan_id) WHERE status IN ('skipped', 'failed');
+"#,
 ];
 
 /// The schema version a store has once migrated.
