@@ -130,20 +130,15 @@ pub(super) fn mass_delete(
     }
     // Records of entities absent from the CRM go by the orphans' rule: a
     // key spelled otherwise in the files than in the CRM makes every
-    // entity look absent, and would empty the shared files record by
-    // record as it would delete the unshared ones. (Entities an earlier
-    // plan erased, matched as linked, are not counted.)
-    let (absent, held) = (s.objects.redact_absent_suspect, s.objects.redact_absent_in);
-    if absent > 0 && absent as f64 > config.max_delete_fraction * held as f64 {
+    // entity look absent, and would strip the shared files record by
+    // record as it would delete the unshared ones; measured, as objects
+    // are, against the whole store. (Entities an earlier plan erased,
+    // matched as linked, are not counted.)
+    let (absent, all) = (s.objects.redact_absent_suspect, s.objects.record_links);
+    if absent > 0 && absent as f64 > config.max_delete_fraction * all as f64 {
         reasons.push(format!(
-            "removes {absent} records of entities absent from the CRM, of the {held} records the objects that lose them hold ({}), more than safety.max_delete_fraction ({}): check that the link rules read the keys as the CRM spells them",
-            percent(absent, held),
-            percent_of(config.max_delete_fraction)
-        ));
-    } else if s.objects.redact_absent_most > 0 {
-        reasons.push(format!(
-            "{} objects would lose more than safety.max_delete_fraction ({}) of their records to entities absent from the CRM: check that the link rules read the keys as the CRM spells them (`lethe plan show --fate redact --policy orphans` lists them)",
-            s.objects.redact_absent_most,
+            "removes {absent} records of entities absent from the CRM, of the store's {all} records ({}), more than safety.max_delete_fraction ({}): check that the link rules read the keys as the CRM spells them (`lethe plan show --fate redact --policy orphans` lists the files)",
+            percent(absent, all),
             percent_of(config.max_delete_fraction)
         ));
     }

@@ -69,7 +69,9 @@ pub fn object_fate(
         (true, Some(_)) => Fate::Shared,
         (true, None) => Fate::Retained,
         (false, Some(policy)) => Fate::Delete { policy },
-        (false, None) if links.contains(&LinkTarget::Erased) => Fate::OrphanDue,
+        // Erased by an earlier plan that left the object behind: no grace
+        // for those links; any other absent entity keeps its own.
+        (false, None) if !links.contains(&LinkTarget::Absent) => Fate::OrphanDue,
         (false, None) => match modified {
             Some(m) if as_of >= orphans_retain.add_to(m) => Fate::OrphanDue,
             _ => Fate::OrphanYoung,
@@ -272,17 +274,20 @@ mod tests {
         assert_eq!(fate(&[Retained, Absent]), Fate::Retained);
         assert_eq!(fate(&[Absent]), Fate::OrphanDue);
         assert_eq!(fate(&[Retained, Erased]), Fate::Retained);
+        let r30 = Retention::parse("30 days").unwrap();
         assert_eq!(
-            object_fate(
-                "ok",
-                &[Absent, Erased],
-                false,
-                None,
-                0,
-                &Retention::parse("30 days").unwrap()
-            ),
+            object_fate("ok", &[Erased, Erased], false, None, 0, &r30),
             Fate::OrphanDue,
             "erased by an earlier plan: no grace, even undatable"
+        );
+        assert_eq!(
+            object_fate("ok", &[Erased, Absent], false, Some(0), 29 * 86_400, &r30),
+            Fate::OrphanYoung,
+            "an absent entity beside an erased one keeps its grace"
+        );
+        assert_eq!(
+            object_fate("ok", &[Erased, Absent], false, Some(0), 31 * 86_400, &r30),
+            Fate::OrphanDue
         );
         assert_eq!(fate(&[]), Fate::Unlinked);
         let r = Retention::parse("30 days").unwrap();

@@ -165,16 +165,12 @@ pub struct ObjectTally {
     /// orphans' rule).
     #[serde(default)]
     pub redact_absent_records: u64,
-    /// The brake's measures: of those, the ones no earlier plan erased,
-    /// and every record the objects that lose them hold.
+    /// The brake's measure: of those, the ones no earlier plan erased,
+    /// against every record link of the indexed objects.
     #[serde(default)]
     pub redact_absent_suspect: u64,
     #[serde(default)]
-    pub redact_absent_in: u64,
-    /// Objects that would lose more than `safety.max_delete_fraction` of
-    /// their records to such absent entities.
-    #[serde(default)]
-    pub redact_absent_most: u64,
+    pub record_links: u64,
     pub retained: u64,
     pub unlinked: u64,
     pub unreadable: u64,

@@ -34,9 +34,10 @@ pub(super) struct ObjectPlan<'a> {
     /// entity outside its graph is in this set when the CRM has it
     /// (retained), else absent. `None`: the graph is the whole CRM.
     outside_present: Option<&'a std::collections::HashSet<(String, String)>>,
-    /// Entities an earlier plan erased and left objects behind for
-    /// (`state::journal::erased_left_behind`): no orphans' grace for them.
-    erased: std::collections::HashSet<(String, String)>,
+    /// The links of objects an earlier plan left behind to entities it
+    /// erased (`state::journal::erased_left_behind`: object key, type,
+    /// key): no orphans' grace for them.
+    erased: std::collections::HashSet<(String, String, String)>,
 }
 
 impl<'a> ObjectPlan<'a> {
@@ -77,7 +78,7 @@ impl<'a> ObjectPlan<'a> {
     /// objects it left behind.
     pub(super) fn with_erased(
         mut self,
-        erased: std::collections::HashSet<(String, String)>,
+        erased: std::collections::HashSet<(String, String, String)>,
     ) -> Self {
         self.erased = erased;
         self
@@ -106,6 +107,7 @@ impl<'a> ObjectPlan<'a> {
     /// Gives one indexed object its fate.
     pub(super) fn add(&mut self, e: IndexedEntry) {
         self.tally.total += 1;
+        self.tally.record_links += e.records.iter().filter(|(_, r)| r.is_some()).count() as u64;
         let targets = self.targets(&e);
         let fate = object_fate(
             &e.status,
@@ -178,7 +180,12 @@ impl<'a> ObjectPlan<'a> {
                         {
                             LinkTarget::Retained
                         }
-                        _ if self.erased.contains(&(ty.clone(), key.clone())) => LinkTarget::Erased,
+                        _ if self
+                            .erased
+                            .contains(&(e.key.clone(), ty.clone(), key.clone())) =>
+                        {
+                            LinkTarget::Erased
+                        }
                         _ => LinkTarget::Absent,
                     },
                     Some(n) if eval.is_deleted(n) => {
@@ -251,24 +258,7 @@ impl<'a> ObjectPlan<'a> {
         self.tally.redact_absent_records += r.absent_records;
         // The brake weighs the absent entities no plan of this state
         // erased: a key spelled otherwise than the CRM's looks so.
-        let suspect = r.absent_records - r.erased_records;
-        if suspect > 0 {
-            // The object's records of the shape that goes (every rule of
-            // that shape reads the same records).
-            let shape = self.signatures.get(&r.rule).and_then(|s| s.as_deref());
-            let held: std::collections::HashSet<&str> = e
-                .records
-                .iter()
-                .filter(|(rule, _)| self.signatures.get(rule).and_then(|s| s.as_deref()) == shape)
-                .filter_map(|(_, record)| record.as_deref())
-                .collect();
-            let held = held.len() as u64;
-            self.tally.redact_absent_suspect += suspect;
-            self.tally.redact_absent_in += held;
-            if suspect as f64 > self.config.max_delete_fraction * held as f64 {
-                self.tally.redact_absent_most += 1;
-            }
-        }
+        self.tally.redact_absent_suspect += r.absent_records - r.erased_records;
         let map =
             index::records_digest_of(e.records.iter().zip(&e.links).map(
                 |((rule, record), (t, k))| (*rule, record.as_deref(), t.as_str(), k.as_str()),

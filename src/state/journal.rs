@@ -19,51 +19,67 @@ fn stored<T>(parsed: Option<T>, what: &str, s: &str) -> Result<T, StateError> {
     parsed.ok_or_else(|| StateError::Corrupt(format!("{what} `{s}` is not one lethe writes")))
 }
 
-/// The entities an earlier plan deleted whose objects it left behind (the
-/// object skipped or failed: changed since the plan, a redaction refused):
-/// (type, key as the object's links spelled it). A later sweep's plan
-/// waives the orphans' grace for them (`plan::fate::LinkTarget::Erased`):
-/// the grace waits for an entity to appear, and lethe itself erased these.
-/// Small by construction: only the links of objects left behind are read,
-/// each checked by the primary key of `plan_entities`.
+/// What earlier plans erased and left behind: for each object a plan
+/// skipped or failed (changed since the plan, a redaction refused), the
+/// entities among its links that the same plan deleted, as (object key,
+/// type, key as the object's links spelled it). A later sweep's plan waives
+/// the orphans' grace for these links of these objects only
+/// (`plan::fate::LinkTarget::Erased`): the grace waits for an entity to
+/// appear, and lethe itself erased these; a new file naming the same key
+/// keeps its grace. Read per plan in statements of a few hundred keys, on
+/// the partial index of the objects left behind.
 pub async fn erased_left_behind(
     state: &StateStore,
-) -> Result<std::collections::HashSet<(String, String)>, StateError> {
-    let left: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT plan_id, entities FROM plan_objects WHERE status IN ('skipped', 'failed')",
+) -> Result<std::collections::HashSet<(String, String, String)>, StateError> {
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
+    let left: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT plan_id, key, entities FROM plan_objects WHERE status IN ('skipped', 'failed')",
     )
     .fetch_all(state.pool())
     .await
     .map_err(q("reading the journal"))?;
-    let mut asked: std::collections::HashSet<(String, String, String)> =
-        std::collections::HashSet::new();
-    for (plan, entities) in left {
+    // Per plan and type, the keys its left objects link, and which objects.
+    let mut asked: BTreeMap<(String, String), BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    for (plan, object, entities) in left {
         let refs: Vec<String> = entities
             .as_deref()
             .and_then(|e| serde_json::from_str(e).ok())
             .unwrap_or_default();
+        let refs: BTreeSet<String> = refs.into_iter().collect();
         for r in refs {
             if let Some((t, k)) = r.split_once(':') {
-                asked.insert((plan.clone(), t.to_string(), k.to_string()));
+                asked
+                    .entry((plan.clone(), t.to_string()))
+                    .or_default()
+                    .entry(k.to_string())
+                    .or_default()
+                    .push(object.clone());
             }
         }
     }
-    let mut out = std::collections::HashSet::new();
-    for (plan, t, k) in asked {
-        if out.contains(&(t.clone(), k.clone())) {
-            continue;
-        }
-        let erased: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM plan_entities WHERE plan_id = $1 AND entity_type = $2 AND entity_key = $3 AND status IN ('deleted', 'gone')",
-        )
-        .bind(&plan)
-        .bind(&t)
-        .bind(&k)
-        .fetch_optional(state.pool())
-        .await
-        .map_err(q("reading the journal"))?;
-        if erased.is_some() {
-            out.insert((t, k));
+    let mut out = HashSet::new();
+    for ((plan, ty), keys) in asked {
+        let all: Vec<&String> = keys.keys().collect();
+        for chunk in all.chunks(400) {
+            let text = format!(
+                "SELECT entity_key FROM plan_entities WHERE plan_id = $1 AND entity_type = $2 AND status IN ('deleted', 'gone') AND entity_key IN ({})",
+                super::params(chunk.len(), "?", 3)
+            );
+            let mut query = sqlx::query_scalar::<_, String>(super::sql(state.is_sqlite(), text))
+                .bind(plan.clone())
+                .bind(ty.clone());
+            for k in chunk {
+                query = query.bind((*k).clone());
+            }
+            let erased = query
+                .fetch_all(state.pool())
+                .await
+                .map_err(q("reading the journal"))?;
+            for k in erased {
+                for object in keys.get(&k).into_iter().flatten() {
+                    out.insert((object.clone(), ty.clone(), k.clone()));
+                }
+            }
         }
     }
     Ok(out)
