@@ -342,6 +342,44 @@ fn a_plan_that_would_strip_shared_files_of_absent_entities_is_braked() {
     );
 }
 
+/// A hold on a lead the CRM does not have (`--allow-absent`) holds what
+/// names it (its key written in any way): its row in a kept export and its
+/// own payload file stay past the orphans' grace, while the row of an
+/// unheld absent lead goes.
+#[test]
+fn a_hold_on_an_absent_lead_keeps_its_rows_and_files() {
+    let f = shared_fixture();
+    let export = "LeadId;Name;Email;Phone\r\n2;Max;max.muster@example.com;\r\n0901;Held;held@example.com;\r\n902;Gone;gone@example.com;\r\n";
+    f.put("exports/leads-2019.csv", export);
+    f.put("inbound/901/lead.json", "{\"lead\": 901}");
+    for key in ["exports/leads-2019.csv", "inbound/901/lead.json"] {
+        util::set_mtime(&f.tech().join(key), 1_546_300_800);
+    }
+    f.lethe(&[
+        "hold",
+        "add",
+        "lead:901",
+        "--reason",
+        "litigation",
+        "--allow-absent",
+    ])
+    .ok();
+    let sweep = f
+        .lethe(&["sweep", "--as-of", AS_OF, "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        n(&sweep["plan"]["objects"], "redact_absent_records"),
+        1,
+        "{sweep:#}"
+    );
+    assert_eq!(
+        read(&f, "exports/leads-2019.csv"),
+        export.replace("902;Gone;gone@example.com;\r\n", "")
+    );
+    assert!(f.tech().join("inbound/901/lead.json").exists());
+}
+
 /// `0002` is not lead 2 to the plan, and no proof that lead 2 is absent
 /// either: its row stays, while the row of a lead the CRM really lacks
 /// goes by the orphans' rule.

@@ -111,7 +111,7 @@ pub(super) async fn hold(path: &Path, cmd: HoldCommand, format: Format) -> Resul
                         return Err(usage(
                             "TARGET",
                             format!(
-                                "{t} is not in the CRM{note}; a hold on it protects nothing. Check the ref, or pass --allow-absent if the hold is meant for an entity not yet created"
+                                "{t} is not in the CRM{note}; a hold on it protects only the payloads that name it so. Check the ref, or pass --allow-absent if the hold is meant for an entity not yet created"
                             ),
                         ));
                     }

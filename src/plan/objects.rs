@@ -170,6 +170,17 @@ impl<'a> ObjectPlan<'a> {
                 {
                     None => match self.outside_present {
                         Some(p) if p.contains(&(ty.clone(), key.clone())) => LinkTarget::Retained,
+                        // A hold on an entity not in the CRM holds what
+                        // names it: kept, never absent.
+                        _ if self.world.entity_holds.contains(&(ty.clone(), key.clone()))
+                            || crate::evaluate::graph::loose_int(key).is_some_and(|i| {
+                                self.world
+                                    .entity_holds
+                                    .contains(&(ty.clone(), i.to_string()))
+                            }) =>
+                        {
+                            LinkTarget::Retained
+                        }
                         // `0042` is not lead 42 for the plan, nor proof
                         // that no such lead exists: kept, never absent.
                         _ if self

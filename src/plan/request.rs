@@ -111,6 +111,7 @@ pub async fn judge(
         unreadable_clocks: 0,
         holds: tally,
         object_holds: ObjectHolds::from_holds(&holds),
+        entity_holds: super::world::held_refs(&holds),
     };
 
     // The objects linked to the subject's entities, and what else they link.

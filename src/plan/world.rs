@@ -25,6 +25,22 @@ pub struct World {
     pub unreadable_clocks: u64,
     pub holds: HoldTally,
     pub object_holds: ObjectHolds,
+    /// The refs of the entity holds (`type`, key as the hold names it): an
+    /// object's link to one that is not in the CRM keeps the object (and
+    /// its record), for a hold on an absent entity holds its payloads.
+    pub entity_holds: std::collections::HashSet<(String, String)>,
+}
+
+/// The refs entity holds name.
+pub(super) fn held_refs(
+    holds: &[crate::state::Hold],
+) -> std::collections::HashSet<(String, String)> {
+    holds
+        .iter()
+        .filter(|h| h.kind == HoldKind::Entity)
+        .filter_map(|h| crate::model::EntityRef::parse(&h.target).ok())
+        .map(|r| (r.entity_type, r.key))
+        .collect()
 }
 
 /// Reads the CRM into the graph and marks holds and keep conditions.
@@ -81,6 +97,7 @@ pub async fn load_world(
         unreadable_clocks,
         holds: tally,
         object_holds: ObjectHolds::from_holds(&holds),
+        entity_holds: held_refs(&holds),
     })
 }
 
@@ -143,6 +160,7 @@ pub async fn load_component(
             unreadable_clocks: 0,
             holds: tally,
             object_holds: ObjectHolds::from_holds(&holds),
+            entity_holds: held_refs(&holds),
         },
         id,
     )))

@@ -104,7 +104,7 @@ pub(super) async fn holds_add(
             .map_err(|e| ApiError::from(anyhow::Error::new(e)))?;
         if !found {
             return Err(ApiError::unprocessable(format!(
-                "target: {target} is not in the CRM; a hold on it protects nothing (send allow_absent: true for an entity not yet created)"
+                "target: {target} is not in the CRM; a hold on it protects only the payloads that name it so (send allow_absent: true for an entity not yet created)"
             )));
         }
     }
