@@ -122,6 +122,21 @@ fn hold(f: &Fixture, key: &str) {
     .ok();
 }
 
+/// `sweep --as-of AS_OF`, asserting exit 0 and that its plan removes
+/// `records` records of entities absent from the CRM.
+#[track_caller]
+fn sweep_removing_absent_records(f: &Fixture, records: u64) {
+    let sweep = f
+        .lethe(&["sweep", "--as-of", AS_OF, "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        n(&sweep["plan"]["objects"], "redact_absent_records"),
+        records,
+        "{sweep:#}"
+    );
+}
+
 fn read(f: &Fixture, key: &str) -> String {
     String::from_utf8(std::fs::read(f.tech().join(key)).expect("read")).expect("UTF-8")
 }
@@ -364,15 +379,7 @@ fn a_hold_on_an_absent_lead_keeps_its_rows_and_files() {
         "--allow-absent",
     ])
     .ok();
-    let sweep = f
-        .lethe(&["sweep", "--as-of", AS_OF, "--format", "json"])
-        .ok()
-        .json();
-    assert_eq!(
-        n(&sweep["plan"]["objects"], "redact_absent_records"),
-        1,
-        "{sweep:#}"
-    );
+    sweep_removing_absent_records(&f, 1);
     assert_eq!(
         read(&f, "exports/leads-2019.csv"),
         export.replace("902;Gone;gone@example.com;\r\n", "")
@@ -392,15 +399,7 @@ fn a_zero_padded_key_of_a_kept_lead_is_not_taken_for_an_absent_one() {
     f.lethe(&["index"]).ok();
     assert_eq!(n(&f.plan()["objects"], "redact_absent_records"), 0);
     util::set_mtime(&f.tech().join("exports/leads-2019.csv"), 1_546_300_800);
-    let sweep = f
-        .lethe(&["sweep", "--as-of", AS_OF, "--format", "json"])
-        .ok()
-        .json();
-    assert_eq!(
-        n(&sweep["plan"]["objects"], "redact_absent_records"),
-        1,
-        "{sweep:#}"
-    );
+    sweep_removing_absent_records(&f, 1);
     assert_eq!(
         read(&f, "exports/leads-2019.csv"),
         "LeadId;Name;Email;Phone\r\n0002;Max;max.muster@example.com;\r\n3;Erika;erika.young@example.com;\r\n"
