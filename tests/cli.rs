@@ -748,6 +748,16 @@ fn plan_refuses_an_index_that_was_never_built_or_is_empty() {
     f.lethe(&["plan", "--as-of", AS_OF])
         .expect(2)
         .contains("the link index is empty but the technical store holds 9 objects");
+    // A link rule changed since the index was built (here: the path the
+    // quotes' rule reads): its links would name other entities, or none in
+    // the CRM, and the orphans' rules would act on them.
+    f.lethe(&["index"]).ok();
+    f.edit_config("xml = \"/Quotation/ID\"", "xml = \"/Quotation/QuoteID\"");
+    f.lethe(&["plan", "--as-of", AS_OF])
+        .expect(2)
+        .contains("built with other link rules than this config's");
+    f.lethe(&["index"]).ok();
+    f.plan();
 }
 
 /// Issue 15: `hold add lead:018` answered "hold added" and protected

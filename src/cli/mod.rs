@@ -209,7 +209,7 @@ async fn plan_cmd(path: &Path, a: args::PlanArgs, format: Format) -> Result<i32>
         .context("plan failed; nothing was stored or deleted")?;
     if !a.allow_unindexed {
         let store = store::open(&config)?;
-        if let Some(why) = plan::stale_index(&state, store.as_ref()).await? {
+        if let Some(why) = plan::stale_index(&config, &state, store.as_ref()).await? {
             return Err(usage(
                 "plan",
                 format!("{why}; or pass --allow-unindexed to plan on it anyway"),

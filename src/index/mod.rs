@@ -384,7 +384,7 @@ const READ_AHEAD: usize = 4;
 /// the byte bounds. Nothing else of the config: CRM column rules are
 /// re-applied on every run, and serve, policies or CRM settings change no
 /// link an object yields.
-fn rules_hash(config: &Config) -> String {
+pub(crate) fn rules_hash(config: &Config) -> String {
     let mut h = Sha256::new();
     for r in &config.links {
         if matches!(r, LinkRule::CrmColumn { .. }) {

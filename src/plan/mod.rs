@@ -197,6 +197,7 @@ pub(crate) async fn index_run(state: &StateStore) -> Result<Option<i64>, StateEr
 /// every payload file that names them. `store` is asked only when the
 /// index is empty.
 pub async fn stale_index(
+    config: &Config,
     state: &StateStore,
     store: &dyn crate::store::TechnicalStore,
 ) -> Result<Option<String>, PlanError> {
@@ -205,6 +206,17 @@ pub async fn stale_index(
             "the technical store was never indexed: run `lethe index` first (`lethe sweep` indexes by itself)".into(),
         ));
     };
+    // Links read by other rules (an entity type renamed, a rule changed)
+    // would make their entities look absent, or name others: the orphans'
+    // rules would act on them.
+    if state.meta_get("index.rules").await?.as_deref()
+        != Some(crate::index::rules_hash(config).as_str())
+    {
+        return Ok(Some(
+            "the link index was built with other link rules than this config's ([[technical.link]] or the byte bounds changed since): run `lethe index` first (`lethe sweep` indexes by itself)".into(),
+        ));
+    }
+
     let last = crate::state::plans::latest_summary(state).await?;
     if let Some(last) = last.and_then(|t| serde_json::from_str::<PlanSummary>(&t).ok())
         && let Some(seen) = last.index_run
