@@ -168,37 +168,7 @@ impl<'a> ObjectPlan<'a> {
                     .get(ty.as_str())
                     .and_then(|t| graph.resolve(*t, key))
                 {
-                    None => match self.outside_present {
-                        Some(p) if p.contains(&(ty.clone(), key.clone())) => LinkTarget::Retained,
-                        // A hold on an entity not in the CRM holds what
-                        // names it: kept, never absent.
-                        _ if self.world.entity_holds.contains(&(ty.clone(), key.clone()))
-                            || crate::evaluate::graph::loose_int(key).is_some_and(|i| {
-                                self.world
-                                    .entity_holds
-                                    .contains(&(ty.clone(), i.to_string()))
-                            }) =>
-                        {
-                            LinkTarget::Retained
-                        }
-                        // `0042` is not lead 42 for the plan, nor proof
-                        // that no such lead exists: kept, never absent.
-                        _ if self
-                            .type_of
-                            .get(ty.as_str())
-                            .and_then(|t| graph.resolve_loosely(*t, key))
-                            .is_some() =>
-                        {
-                            LinkTarget::Retained
-                        }
-                        _ if self
-                            .erased
-                            .contains(&(e.key.clone(), ty.clone(), key.clone())) =>
-                        {
-                            LinkTarget::Erased
-                        }
-                        _ => LinkTarget::Absent,
-                    },
+                    None => self.unresolved(&e.key, ty, key),
                     Some(n) if eval.is_deleted(n) => {
                         LinkTarget::Deleted(eval.cases[eval.case_of[n as usize] as usize].policy)
                     }
@@ -206,6 +176,36 @@ impl<'a> ObjectPlan<'a> {
                 }
             })
             .collect()
+    }
+
+    /// What a link names that the graph does not resolve: kept when the CRM
+    /// has it outside a request's graph, when an entity hold names it (the
+    /// hold holds its payloads), or when its key names a kept entity spelled
+    /// loosely (`0042`: not lead 42 to the plan, nor proof that lead 42 is
+    /// absent); erased when an earlier plan deleted it and left this object
+    /// behind; else absent.
+    fn unresolved(&self, object: &str, ty: &str, key: &str) -> LinkTarget {
+        let r = (ty.to_string(), key.to_string());
+        let loose = crate::evaluate::graph::loose_int(key);
+        let held = self.world.entity_holds.contains(&r)
+            || loose.is_some_and(|i| {
+                self.world
+                    .entity_holds
+                    .contains(&(r.0.clone(), i.to_string()))
+            });
+        let kept_loosely = || {
+            self.type_of
+                .get(ty)
+                .and_then(|t| self.world.graph.resolve_loosely(*t, key))
+                .is_some()
+        };
+        if self.outside_present.is_some_and(|p| p.contains(&r)) || held || kept_loosely() {
+            LinkTarget::Retained
+        } else if self.erased.contains(&(object.to_string(), r.0, r.1)) {
+            LinkTarget::Erased
+        } else {
+            LinkTarget::Absent
+        }
     }
 
     /// A shared object: redacted (its deleted entities' records removed)

@@ -41,20 +41,19 @@ pub async fn erased_left_behind(
     // Per plan and type, the keys its left objects link, and which objects.
     let mut asked: BTreeMap<(String, String), BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for (plan, object, entities) in left {
-        let refs: Vec<String> = entities
+        let refs: BTreeSet<(String, String)> = entities
             .as_deref()
-            .and_then(|e| serde_json::from_str(e).ok())
-            .unwrap_or_default();
-        let refs: BTreeSet<String> = refs.into_iter().collect();
-        for r in refs {
-            if let Some((t, k)) = r.split_once(':') {
-                asked
-                    .entry((plan.clone(), t.to_string()))
-                    .or_default()
-                    .entry(k.to_string())
-                    .or_default()
-                    .push(object.clone());
-            }
+            .and_then(|e| super::redacted::entities_of(e).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for (t, k) in refs {
+            asked
+                .entry((plan.clone(), t))
+                .or_default()
+                .entry(k)
+                .or_default()
+                .push(object.clone());
         }
     }
     let mut out = HashSet::new();

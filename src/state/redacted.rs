@@ -69,8 +69,12 @@ pub async fn planned_entities(
     let Some(text) = text.flatten() else {
         return Ok(Vec::new());
     };
-    let refs: Vec<String> = serde_json::from_str(&text)
-        .map_err(|e| StateError::Corrupt(format!("a planned object's entities: {e}")))?;
+    entities_of(&text).map_err(|e| StateError::Corrupt(format!("a planned object's entities: {e}")))
+}
+
+/// A planned object's `entities` (`["lead:7", …]`) as (type, key).
+pub(super) fn entities_of(text: &str) -> Result<Vec<(String, String)>, serde_json::Error> {
+    let refs: Vec<String> = serde_json::from_str(text)?;
     Ok(refs
         .into_iter()
         .filter_map(|r| {
